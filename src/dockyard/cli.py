@@ -1,0 +1,250 @@
+"""The ``dockyard`` command line (SPEC.md section 2).
+
+Exit status: 0 success; 1 a step failed; 2 invalid input, nothing started;
+3 the container engine could not be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from dockyard import __version__
+from dockyard.engine import Executor, RunOptions, graph_of
+from dockyard.errors import EXIT_INVALID, DockyardError, InvalidInput, UnknownReference
+from dockyard.graph import InstanceId
+from dockyard.progress import LiveProgress, PlainProgress
+from dockyard.render import dot, mermaid
+from dockyard.spec import DEFAULT_FILE, PipelineFile, load_pipeline
+from dockyard.store import Store
+from dockyard.summary import load_summary
+from dockyard.units import format_memory, format_seconds, parse_memory
+
+F = TypeVar("F", bound=Callable[..., Any])
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def file_option(fn: F) -> F:
+    return click.option("-f", "--file", "file", default=DEFAULT_FILE, show_default=True,
+                        type=click.Path(dir_okay=False), help="The pipeline file.")(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dockyard")
+def cli() -> None:
+    """Run containerized data pipelines with stateful steps."""
+
+
+@cli.command()
+@file_option
+def validate(file: str) -> None:
+    """Check the pipeline file; report every problem with its line."""
+    pf = load_pipeline(file)
+    graph = graph_of(pf)
+    steps = len(pf.pipeline.steps)
+    out.print(f"{file}: ok ({steps} step{'s' if steps != 1 else ''}, "
+              f"{len(graph.order)} instance{'s' if len(graph.order) != 1 else ''})")
+
+
+@cli.command()
+@file_option
+@click.option("--no-cache", is_flag=True, help="Run every instance, even if a result exists.")
+@click.option("--max-cpus", type=click.FloatRange(min=0.001), help="Use at most N CPUs.")
+@click.option("--max-memory", help="Use at most this much memory (e.g. 4g).")
+@click.option("--keep-going", is_flag=True,
+              help="After a failure, keep running the instances that do not depend on it.")
+def run(file: str, no_cache: bool, max_cpus: float | None, max_memory: str | None,
+        keep_going: bool) -> None:
+    """Run the pipeline to completion."""
+    memory = None
+    if max_memory is not None:
+        try:
+            memory = parse_memory(max_memory)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--max-memory") from None
+    pf = load_pipeline(file)
+    from dockyard.runtime.docker import DockerRuntime
+
+    runtime = DockerRuntime()
+    options = RunOptions(max_cpus=max_cpus, max_memory=memory, no_cache=no_cache,
+                         keep_going=keep_going)
+    live = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+    reporter = LiveProgress(out) if live else PlainProgress(sys.stdout)
+    with _store(pf) as store, _terminate_as_interrupt():
+        executor = Executor(pf, runtime, store, options=options, reporter=reporter)
+        try:
+            run_id = executor.run()
+        finally:
+            reporter.close()
+            runtime.close()
+    click.echo(f"run {run_id} succeeded; see `dockyard status` and `dockyard outputs STEP`")
+
+
+@cli.command()
+@file_option
+@click.argument("run_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(file: str, run_id: str | None, as_json: bool) -> None:
+    """The run's instances: state, attempts, duration."""
+    with _store(_load_quiet(file)) as store:
+        summary = load_summary(store, run_id)
+    if as_json:
+        click.echo(json.dumps(summary.to_json(), indent=2))
+        return
+    run = summary.run
+    took = format_seconds(run.ended_at - run.started_at) if run.ended_at else "running"
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts().items()))
+    out.print(f"run [bold]{run.id}[/] of {run.pipeline}: {run.state} ({took}; {counts})",
+              soft_wrap=True)
+    table = Table(box=None, header_style="bold")
+    for column in ("instance", "state", "attempts", "duration", "cached", "memory", "reason"):
+        table.add_column(column)
+    for inst in summary.instances:
+        last = inst.attempts[-1] if inst.attempts else None
+        table.add_row(
+            Text(inst.row.instance),
+            inst.row.state,
+            str(inst.row.attempts),
+            format_seconds(inst.duration) if inst.duration is not None else "-",
+            "yes" if inst.row.cached else "no",
+            format_memory(last.memory) if last else "-",
+            Text(inst.row.reason or ""),
+        )
+    out.print(table)
+
+
+def _instance_args(args: tuple[str, ...]) -> tuple[str | None, InstanceId]:
+    if len(args) == 1:
+        return None, InstanceId.parse(args[0])
+    if len(args) == 2:
+        return args[0], InstanceId.parse(args[1])
+    raise click.UsageError("expected [RUN] STEP[KEY]")
+
+
+def _find_instance(store: Store, run_id: str, wanted: InstanceId) -> str:
+    names = [row.instance for row in store.instances(run_id)]
+    if str(wanted) in names:
+        return str(wanted)
+    keys = [n for n in names if InstanceId.parse(n).step == wanted.step]
+    if keys:
+        shown = ", ".join(keys[:8]) + (" …" if len(keys) > 8 else "")
+        raise UnknownReference(f"{wanted} is not an instance of run {run_id}; "
+                               f"step {wanted.step!r} has: {shown}")
+    raise UnknownReference(f"run {run_id} has no step {wanted.step!r}")
+
+
+@cli.command()
+@file_option
+@click.argument("args", nargs=-1, required=True, metavar="[RUN] STEP[KEY]")
+@click.option("--attempt", type=int, help="Which attempt (default: the last).")
+def logs(file: str, args: tuple[str, ...], attempt: int | None) -> None:
+    """Print an instance's logs (stdout and stderr)."""
+    run_id, wanted = _instance_args(args)
+    with _store(_load_quiet(file)) as store:
+        run = store.run(run_id)
+        name = _find_instance(store, run.id, wanted)
+        attempts = store.attempts(run.id, name)
+    if not attempts:
+        raise UnknownReference(f"{name} never ran in run {run.id} (it may have been cached)")
+    chosen = attempts[-1] if attempt is None else next(
+        (a for a in attempts if a.number == attempt), None)
+    if chosen is None:
+        raise UnknownReference(f"{name} has no attempt {attempt} (it had {len(attempts)})")
+    if chosen.log_path is None or not Path(chosen.log_path).exists():
+        raise UnknownReference(f"no logs were kept for {name} attempt {chosen.number}")
+    sys.stdout.buffer.write(Path(chosen.log_path).read_bytes())
+    sys.stdout.flush()
+
+
+@cli.command()
+@file_option
+@click.argument("args", nargs=-1, required=True, metavar="[RUN] STEP[KEY]")
+def outputs(file: str, args: tuple[str, ...]) -> None:
+    """Print the host directory that holds an instance's committed output."""
+    run_id, wanted = _instance_args(args)
+    with _store(_load_quiet(file)) as store:
+        run = store.run(run_id)
+        name = _find_instance(store, run.id, wanted)
+        row = next(r for r in store.instances(run.id) if r.instance == name)
+        path = store.output_path(row.output) if row.output else None
+    if path is None:
+        raise UnknownReference(f"{name} has no committed output in run {run.id} "
+                               f"(its state is {row.state})")
+    click.echo(path)
+
+
+@cli.command()
+@file_option
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
+              show_default=True)
+def graph(file: str, fmt: str) -> None:
+    """Print the pipeline's DAG as Mermaid or DOT text."""
+    pf = load_pipeline(file)
+    click.echo(mermaid(pf) if fmt == "mermaid" else dot(pf))
+
+
+def _load_quiet(file: str) -> PipelineFile:
+    return load_pipeline(file)
+
+
+@contextmanager
+def _store(pf: PipelineFile) -> Iterator[Store]:
+    store = Store(pf.state_dir / "state.db")
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run the way Ctrl-C does: containers removed, run marked interrupted."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="dockyard", standalone_mode=False)
+    except DockyardError as exc:
+        err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("interrupted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_INVALID if isinstance(exc, click.UsageError) else exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted: the run's containers were removed")
+        return 130
+    except Exception as exc:  # a bug: say so briefly; DOCKYARD_DEBUG=1 shows the traceback
+        if os.environ.get("DOCKYARD_DEBUG"):
+            raise
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+                  "(set DOCKYARD_DEBUG=1 for the traceback, and please report it)")
+        return 1
+    return 0
+
+
+__all__ = ["InvalidInput", "cli", "main"]

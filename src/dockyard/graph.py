@@ -1,0 +1,182 @@
+"""Expand a pipeline into its instance graph (pure: no I/O).
+
+A step with ``scatter`` becomes one instance per combination of values
+(``align[a]``); a step without becomes one instance with an empty key. Each
+instance knows exactly which upstream outputs it mounts, and where.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from dockyard.errors import PlanError
+from dockyard.spec.interpolate import interpolate
+from dockyard.spec.model import ImageSpec, Pipeline, Retries
+
+ScatterValues = Mapping[str, Mapping[str, tuple[str, ...]]]
+
+
+@dataclass(frozen=True, order=True)
+class InstanceId:
+    step: str
+    key: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.step}[{self.key}]" if self.key else self.step
+
+    @classmethod
+    def parse(cls, text: str) -> InstanceId:
+        if text.endswith("]") and "[" in text:
+            step, _, key = text[:-1].partition("[")
+            return cls(step, key)
+        return cls(text)
+
+
+@dataclass(frozen=True)
+class UpstreamMount:
+    source: InstanceId
+    target: str
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: InstanceId
+    bindings: tuple[tuple[str, str], ...]
+    image: ImageSpec
+    command: tuple[str, ...] | None
+    env: tuple[tuple[str, str], ...]
+    inputs: tuple[tuple[str, str], ...]
+    upstream: tuple[UpstreamMount, ...]
+    cpus: float
+    memory: int
+    retries: Retries
+    timeout: float | None
+    stdin: InstanceId | None = None
+
+    @property
+    def step(self) -> str:
+        return self.id.step
+
+
+@dataclass(frozen=True)
+class Graph:
+    pipeline: str
+    instances: Mapping[InstanceId, Instance]
+    order: tuple[InstanceId, ...]
+    downstream: Mapping[InstanceId, tuple[InstanceId, ...]] = field(repr=False)
+
+    @cached_property
+    def priority(self) -> Mapping[InstanceId, int]:
+        """Critical-path rank: the number of instances on the longest path to a sink."""
+        rank: dict[InstanceId, int] = {}
+        for iid in reversed(self.order):
+            rank[iid] = 1 + max((rank[d] for d in self.downstream[iid]), default=0)
+        return rank
+
+    def of_step(self, step: str) -> list[Instance]:
+        return [i for i in self.instances.values() if i.step == step]
+
+
+def _key(values: Mapping[str, str], names: list[str]) -> str:
+    return ",".join(values[n] for n in names)
+
+
+def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
+    """Build the instance graph. ``scatter`` gives each step's resolved scatter values."""
+    steps = _topological(pipeline)
+    by_step: dict[str, list[tuple[InstanceId, dict[str, str]]]] = {}
+    instances: dict[InstanceId, Instance] = {}
+    downstream: dict[InstanceId, list[InstanceId]] = {}
+    for name in steps:
+        step = pipeline.resolved_step(name)
+        values = scatter.get(name, {})
+        names = list(values)
+        combos = [dict(zip(names, c, strict=True)) for c in itertools.product(*values.values())]
+        by_step[name] = []
+        for combo in combos:
+            iid = InstanceId(name, _key(combo, names))
+            mounts = tuple(_upstream_mounts(name, combo, step.upstream, by_step, scatter))
+            stdin = None
+            if step.stdin is not None:
+                stdin = next(m.source for m in mounts if m.source.step == step.stdin)
+            command: tuple[str, ...] | None
+            if step.command is None:
+                command = None
+            elif isinstance(step.command, str):
+                command = ("sh", "-c", interpolate(step.command, combo))
+            else:
+                command = tuple(interpolate(part, combo) for part in step.command)
+            assert step.resources is not None and step.retries is not None and step.image
+            instances[iid] = Instance(
+                id=iid,
+                bindings=tuple(combo.items()),
+                image=step.image,
+                command=command,
+                env=tuple((k, interpolate(v, combo)) for k, v in sorted(step.env.items())),
+                inputs=tuple((k, interpolate(v, combo)) for k, v in sorted(step.inputs.items())),
+                upstream=mounts,
+                cpus=step.resources.cpus,
+                memory=step.resources.memory,
+                retries=step.retries,
+                timeout=step.timeout,
+                stdin=stdin,
+            )
+            downstream[iid] = []
+            for mount in mounts:
+                downstream[mount.source].append(iid)
+            by_step[name].append((iid, combo))
+    order = tuple(iid for name in steps for iid, _ in by_step[name])
+    return Graph(
+        pipeline=pipeline.name,
+        instances=instances,
+        order=order,
+        downstream={k: tuple(v) for k, v in downstream.items()},
+    )
+
+
+def _upstream_mounts(
+    name: str,
+    combo: dict[str, str],
+    upstream: list[str],
+    by_step: dict[str, list[tuple[InstanceId, dict[str, str]]]],
+    scatter: ScatterValues,
+) -> list[UpstreamMount]:
+    mounts: list[UpstreamMount] = []
+    for up in upstream:
+        up_vars = list(scatter.get(up, {}))
+        shared = [v for v in up_vars if v in combo]
+        matching = [
+            (iid, values) for iid, values in by_step[up] if all(values[v] == combo[v] for v in shared)
+        ]
+        if not up_vars or (shared and len(shared) == len(up_vars)):
+            if len(matching) != 1:
+                wanted = ", ".join(f"{v}={combo[v]}" for v in shared)
+                raise PlanError(f"step {name!r} pairs with {up!r} on {wanted}, but {up!r} has "
+                                "no instance with that value", step=name)
+            mounts.append(UpstreamMount(matching[0][0], f"/in/{up}"))
+        else:
+            rest = [v for v in up_vars if v not in shared]
+            mounts.extend(UpstreamMount(iid, f"/in/{up}/{_key(values, rest)}")
+                          for iid, values in matching)
+    return mounts
+
+
+def _topological(pipeline: Pipeline) -> list[str]:
+    """Steps in dependency order (file order among independent steps)."""
+    done: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        for up in pipeline.steps[name].upstream:
+            visit(up)
+        done.append(name)
+
+    for name in pipeline.steps:
+        visit(name)
+    return done

@@ -1,0 +1,163 @@
+"""The planner: from (instance graph, observed state) to the next actions. Pure.
+
+Instance lifecycle, as a table of (phase, event) -> phase, applied by
+:func:`after_attempt` and :func:`plan`::
+
+    PENDING   --ready and fits------------> RUNNING           (action Start)
+    PENDING   --an upstream failed--------> BLOCKED           (action Block)
+    RUNNING   --exit 0, output committed--> SUCCEEDED
+    RUNNING   --failed, retries left------> PENDING (retry_at = now + backoff)
+    RUNNING   --failed, no retries left---> FAILED
+    SUCCEEDED, FAILED, BLOCKED are final for the run.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from dockyard.graph import Graph, Instance, InstanceId
+from dockyard.schedule import Capacity, Request, fit, in_use
+
+
+class Phase(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+
+    @property
+    def final(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.BLOCKED)
+
+
+class Reason(enum.StrEnum):
+    EXITED = "exited"
+    OOM = "out-of-memory"
+    TIMEOUT = "timed-out"
+    ENGINE = "engine-error"
+    LOST = "lost"
+
+
+@dataclass(frozen=True)
+class Observed:
+    phase: Phase = Phase.PENDING
+    attempts: int = 0
+    memory: int | None = None
+    retry_at: float | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended."""
+
+    exit_code: int | None
+    reason: Reason = Reason.EXITED
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.reason is Reason.EXITED
+
+
+@dataclass(frozen=True, order=True)
+class Start:
+    instance: InstanceId
+    attempt: int
+    memory: int
+
+
+@dataclass(frozen=True, order=True)
+class Block:
+    instance: InstanceId
+    because: InstanceId
+
+
+Action = Start | Block
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    finished: bool
+    wake_at: float | None = None
+
+
+def memory_for(instance: Instance, seen: Observed) -> int:
+    return seen.memory if seen.memory is not None else instance.memory
+
+
+def plan(
+    graph: Graph,
+    observed: Mapping[InstanceId, Observed],
+    pool: Capacity,
+    now: float,
+    *,
+    keep_going: bool = False,
+) -> Plan:
+    """The actions to take now. ``finished`` is true when nothing is running or can start."""
+    state = {iid: observed.get(iid, Observed()) for iid in graph.order}
+    running = [iid for iid, s in state.items() if s.phase is Phase.RUNNING]
+    any_failed = any(s.phase is Phase.FAILED for s in state.values())
+    actions: list[Action] = []
+    ready: list[Request] = []
+    wake_at: float | None = None
+    for iid in graph.order:
+        seen = state[iid]
+        if seen.phase is not Phase.PENDING:
+            continue
+        instance = graph.instances[iid]
+        ups = [state[m.source] for m in instance.upstream]
+        bad = next((m.source for m, u in zip(instance.upstream, ups, strict=True)
+                    if u.phase in (Phase.FAILED, Phase.BLOCKED)), None)
+        if bad is not None:
+            actions.append(Block(iid, bad))
+            state[iid] = replace(seen, phase=Phase.BLOCKED)
+            continue
+        if not all(u.phase is Phase.SUCCEEDED for u in ups):
+            continue
+        if seen.retry_at is not None and seen.retry_at > now:
+            wake_at = seen.retry_at if wake_at is None else min(wake_at, seen.retry_at)
+            continue
+        need = Capacity.of(instance.cpus, memory_for(instance, seen))
+        ready.append(Request(str(iid), need, graph.priority[iid]))
+
+    if any_failed and not keep_going:
+        ready = []
+        wake_at = None
+    used = in_use(
+        Capacity.of(graph.instances[i].cpus, memory_for(graph.instances[i], state[i]))
+        for i in running
+    )
+    by_key = {str(iid): iid for iid in graph.order}
+    for request in fit(ready, pool - used):
+        iid = by_key[request.key]
+        actions.append(Start(iid, state[iid].attempts + 1, request.need.memory))
+    starts = any(isinstance(a, Start) for a in actions)
+    finished = not running and not starts and wake_at is None
+    return Plan(tuple(actions), finished, wake_at)
+
+
+def after_attempt(
+    instance: Instance, seen: Observed, outcome: Outcome, now: float, pool: Capacity
+) -> Observed:
+    """The observed state of an instance once an attempt has ended without success."""
+    attempts = seen.attempts
+    memory = memory_for(instance, seen)
+    policy = instance.retries
+    if attempts > policy.max:
+        return replace(seen, phase=Phase.FAILED, reason=outcome.reason.value)
+    if outcome.reason is Reason.OOM and policy.memory_factor > 1:
+        memory = int(memory * policy.memory_factor)
+        if memory > pool.memory:
+            return replace(seen, phase=Phase.FAILED, reason=outcome.reason.value)
+    return replace(
+        seen,
+        phase=Phase.PENDING,
+        memory=memory,
+        retry_at=now + policy.backoff,
+        reason=outcome.reason.value,
+    )

@@ -1,0 +1,121 @@
+"""Show a run as it happens: a live panel on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from dockyard.engine import Event
+from dockyard.units import format_memory, format_seconds
+
+_STATES = ("pending", "running", "succeeded", "failed", "blocked")
+
+
+class PlainProgress:
+    """One line per event: for logs, pipes and CI."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def __call__(self, event: Event) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
+        line = _describe(event)
+        if line:
+            print(f"{stamp} {line}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class LiveProgress:
+    """A panel with counts per state, running instances with elapsed time, and the ETA."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.state: dict[str, str] = {}
+        self.started: dict[str, float] = {}
+        self.durations: list[float] = []
+        self.began = time.time()
+        self.total = 0
+        self.live = Live(self._render(), console=console, refresh_per_second=4,
+                         get_renderable=self._render, transient=False)
+        self.live.start()
+
+    def __call__(self, event: Event) -> None:
+        name = event.instance
+        if event.kind == "run-started":
+            self.total = int(event.detail["instances"])
+            self.began = event.at
+        elif name is not None:
+            if event.kind == "started":
+                self.state[name] = "running"
+                self.started[name] = event.at
+            elif event.kind in ("succeeded", "failed", "blocked"):
+                self.state[name] = event.kind
+                if name in self.started:
+                    self.durations.append(event.at - self.started.pop(name))
+            elif event.kind == "retrying":
+                self.state[name] = "pending"
+                self.started.pop(name, None)
+        if event.kind in ("failed", "retrying", "image"):
+            line = _describe(event)
+            if line:
+                self.live.console.print(Text(line), soft_wrap=True)
+
+    def _render(self) -> Group:
+        counts = Counter(self.state.values())
+        counts["pending"] = self.total - sum(counts[s] for s in _STATES[1:])
+        elapsed = time.time() - self.began
+        header = Text.assemble(
+            ("dockyard ", "bold"),
+            *[(f"{s} {counts[s]}  ", _STYLE[s]) for s in _STATES],
+            (f"elapsed {format_seconds(elapsed)}", "dim"),
+        )
+        left = counts["pending"] + counts["running"]
+        if self.durations and left:
+            slots = max(1, len(self.started))
+            mean = sum(self.durations) / len(self.durations)
+            header.append(f"  ~{format_seconds(mean * left / slots)} left", "dim")
+        table = Table.grid(padding=(0, 2))
+        now = time.time()
+        for name, since in sorted(self.started.items(), key=lambda kv: kv[1])[:12]:
+            table.add_row(Text(name, "cyan"), format_seconds(now - since))
+        if len(self.started) > 12:
+            table.add_row(Text(f"… and {len(self.started) - 12} more", "dim"), "")
+        return Group(header, table)
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+_STYLE = {"pending": "white", "running": "cyan", "succeeded": "green", "failed": "red",
+          "blocked": "yellow"}
+
+
+def _describe(event: Event) -> str:
+    d = event.detail
+    match event.kind:
+        case "run-started":
+            return (f"run {d['run']}: {d['instances']} instance(s), pool {d['cpus']:g} CPUs, "
+                    f"{format_memory(int(d['memory']))}")
+        case "image":
+            return str(d["message"])
+        case "started":
+            return f"started   {event.instance} (attempt {d['attempt']})"
+        case "succeeded":
+            return f"succeeded {event.instance}"
+        case "retrying":
+            return f"retrying  {event.instance}: attempt {d['attempt']} {d['message']}"
+        case "failed":
+            return f"FAILED    {event.instance}: attempt {d['attempt']} {d['message']}"
+        case "blocked":
+            return f"blocked   {event.instance}: upstream {d['because']} failed"
+        case "run-ended":
+            return f"run {d['run']} {d['state']}"
+    return ""

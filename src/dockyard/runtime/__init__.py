@@ -1,0 +1,27 @@
+"""Container engine adapters behind one narrow interface."""
+
+from dockyard.runtime.base import (
+    LABEL_ATTEMPT,
+    LABEL_INSTANCE,
+    LABEL_PIPELINE,
+    LABEL_RUN,
+    Bind,
+    ContainerInfo,
+    ContainerSpec,
+    ExitStatus,
+    HostCapacity,
+    Runtime,
+)
+
+__all__ = [
+    "LABEL_ATTEMPT",
+    "LABEL_INSTANCE",
+    "LABEL_PIPELINE",
+    "LABEL_RUN",
+    "Bind",
+    "ContainerInfo",
+    "ContainerSpec",
+    "ExitStatus",
+    "HostCapacity",
+    "Runtime",
+]

@@ -1,0 +1,96 @@
+"""The narrow interface between dockyard and a container engine.
+
+Engine-specific types (docker-py dicts, HTTP errors) never cross this boundary:
+adapters translate them into these dataclasses and into :mod:`dockyard.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+LABEL_PIPELINE = "dockyard.pipeline"
+LABEL_RUN = "dockyard.run"
+LABEL_INSTANCE = "dockyard.instance"
+LABEL_ATTEMPT = "dockyard.attempt"
+
+
+@dataclass(frozen=True)
+class Bind:
+    source: str
+    target: str
+    readonly: bool = True
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    image: str
+    command: tuple[str, ...] | None
+    cpus: float
+    memory: int
+    labels: Mapping[str, str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    binds: tuple[Bind, ...] = ()
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    exit_code: int | None
+    oom_killed: bool = False
+    timed_out: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    running: bool
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    cpus: float
+    memory: int
+
+
+class Runtime(Protocol):
+    """What dockyard needs from a container engine, and nothing more."""
+
+    def ping(self) -> None:
+        """Raise :class:`~dockyard.errors.EngineUnavailable` when the engine does not answer."""
+
+    def capacity(self) -> HostCapacity: ...
+
+    def image_id(self, ref: str) -> str | None:
+        """The content digest (image id) of a local image, or None when absent."""
+
+    def pull(self, ref: str) -> str:
+        """Fetch ``ref``; return its image id or raise :class:`~dockyard.errors.ImageError`."""
+
+    def build(self, context: Path, tag: str, labels: Mapping[str, str]) -> str:
+        """Build ``context``'s Dockerfile as ``tag``; return the image id."""
+
+    def image_labels(self, ref: str) -> Mapping[str, str]: ...
+
+    def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) a container; return its id."""
+
+    def start(self, container_id: str) -> None: ...
+
+    def wait(self, container_id: str, timeout: float | None = None) -> ExitStatus:
+        """Wait for exit. After ``timeout`` seconds the container is stopped (TERM, then
+        KILL after a grace period) and the status says ``timed_out``."""
+
+    def logs(self, container_id: str) -> bytes:
+        """stdout and stderr, interleaved as the engine recorded them."""
+
+    def remove(self, container_id: str) -> None:
+        """Remove a container, killing it first if it runs. Absent containers are fine."""
+
+    def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """Containers (running or not) carrying all of ``labels``."""

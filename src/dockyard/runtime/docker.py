@@ -1,0 +1,228 @@
+"""The Docker Engine adapter (official ``docker`` SDK, low-level API client).
+
+docker-py's dicts and exceptions stay in this module; callers see dockyard's own
+types and errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.utils import kwargs_from_env
+
+from dockyard.errors import EngineUnavailable, ImageError, RuntimeFailure
+from dockyard.runtime.base import ContainerInfo, ContainerSpec, ExitStatus, HostCapacity
+
+STOP_GRACE_SECONDS = 10
+# Enough connections for every concurrently waiting container plus control calls.
+MAX_POOL_SIZE = 256
+START_HINT = (
+    "start it (e.g. `sudo systemctl start docker`, or `sudo dockerd &`), or point "
+    "DOCKER_HOST at a running engine"
+)
+
+
+def _engine_error(exc: Exception) -> EngineUnavailable:
+    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return EngineUnavailable(f"cannot reach the Docker Engine at {where} ({exc}); {START_HINT}")
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (requests.exceptions.ConnectionError, ConnectionError) as exc:
+        raise _engine_error(exc) from exc
+    except docker.errors.APIError as exc:
+        raise RuntimeFailure(f"{what}: {exc.explanation or exc}") from exc
+
+
+class DockerRuntime:
+    """A :class:`~dockyard.runtime.base.Runtime` on a Docker Engine (local or ``DOCKER_HOST``)."""
+
+    def __init__(self, base_url: str | None = None):
+        kwargs: dict[str, Any] = kwargs_from_env()
+        if base_url is not None:
+            kwargs["base_url"] = base_url
+        try:
+            self.api = docker.APIClient(version="auto", max_pool_size=MAX_POOL_SIZE, **kwargs)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _engine_error(exc) from exc
+
+    def close(self) -> None:
+        self.api.close()
+
+    def ping(self) -> None:
+        try:
+            self.api.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _engine_error(exc) from exc
+
+    def capacity(self) -> HostCapacity:
+        with _translated("reading the engine's info"):
+            info = self.api.info()
+        return HostCapacity(cpus=float(info["NCPU"]), memory=int(info["MemTotal"]))
+
+    # -- images -------------------------------------------------------------------------------
+
+    def image_id(self, ref: str) -> str | None:
+        try:
+            return str(self.api.inspect_image(ref)["Id"])
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.NotFound:
+            return None
+        except requests.exceptions.ConnectionError as exc:
+            raise _engine_error(exc) from exc
+
+    def image_labels(self, ref: str) -> Mapping[str, str]:
+        with _translated(f"inspecting image {ref}"):
+            config = self.api.inspect_image(ref).get("Config") or {}
+        return dict(config.get("Labels") or {})
+
+    def pull(self, ref: str) -> str:
+        repository, tag = _split_ref(ref)
+        try:
+            self.api.pull(repository, tag=tag)
+        except requests.exceptions.ConnectionError as exc:
+            raise _engine_error(exc) from exc
+        except docker.errors.APIError as exc:
+            raise ImageError(
+                f"image {ref!r} is not present on this engine and could not be pulled: "
+                f"{exc.explanation or exc}"
+            ) from exc
+        image = self.image_id(ref)
+        if image is None:
+            raise ImageError(f"image {ref!r} could not be pulled")
+        return image
+
+    def build(self, context: Path, tag: str, labels: Mapping[str, str]) -> str:
+        log: list[str] = []
+        try:
+            for chunk in self.api.build(
+                path=str(context), tag=tag, labels=dict(labels), rm=True, forcerm=True,
+                decode=True, pull=False,
+            ):
+                if "stream" in chunk:
+                    log.append(str(chunk["stream"]))
+                if "error" in chunk:
+                    tail = "".join(log[-5:]).strip()
+                    raise ImageError(f"building {context} as {tag} failed: {chunk['error']}"
+                                     + (f"\n{tail}" if tail else ""))
+        except requests.exceptions.ConnectionError as exc:
+            raise _engine_error(exc) from exc
+        except docker.errors.APIError as exc:
+            raise ImageError(f"building {context} as {tag} failed: {exc.explanation}") from exc
+        image = self.image_id(tag)
+        if image is None:
+            raise ImageError(f"building {context} as {tag} produced no image")
+        return image
+
+    # -- containers ---------------------------------------------------------------------------
+
+    def create(self, spec: ContainerSpec) -> str:
+        host_config = self.api.create_host_config(
+            binds=[f"{b.source}:{b.target}:{'ro' if b.readonly else 'rw'}" for b in spec.binds],
+            nano_cpus=round(spec.cpus * 1e9),
+            mem_limit=spec.memory,
+            memswap_limit=spec.memory,  # no swap beyond the limit: the limit is the limit
+            security_opt=["no-new-privileges:true"],
+            privileged=False,
+        )
+        with _translated(f"creating a container from {spec.image}"):
+            created = self.api.create_container(
+                image=spec.image,
+                command=list(spec.command) if spec.command is not None else None,
+                environment=dict(spec.env),
+                labels=dict(spec.labels),
+                host_config=host_config,
+                name=spec.name,
+            )
+        return str(created["Id"])
+
+    def start(self, container_id: str) -> None:
+        with _translated(f"starting container {container_id[:12]}"):
+            self.api.start(container_id)
+
+    def wait(self, container_id: str, timeout: float | None = None) -> ExitStatus:
+        timed_out = False
+        try:
+            result = self.api.wait(container_id, timeout=timeout)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+            if timeout is None or not _is_timeout(exc):
+                raise _engine_error(exc) from exc
+            timed_out = True
+            with _translated(f"stopping container {container_id[:12]}"):
+                self.api.stop(container_id, timeout=STOP_GRACE_SECONDS)
+                result = self.api.wait(container_id)
+        except docker.errors.NotFound:
+            return ExitStatus(None, error="the container disappeared")
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"waiting for {container_id[:12]}: {exc.explanation}") from exc
+        code = int(result.get("StatusCode", -1))
+        error = (result.get("Error") or {}).get("Message") or None
+        oom = False
+        if code != 0:
+            try:
+                state = self.api.inspect_container(container_id)["State"]
+                oom = bool(state.get("OOMKilled"))
+                error = error or state.get("Error") or None
+            except docker.errors.NotFound:
+                pass
+        return ExitStatus(code, oom_killed=oom, timed_out=timed_out, error=error)
+
+    def logs(self, container_id: str) -> bytes:
+        try:
+            return bytes(self.api.logs(container_id, stdout=True, stderr=True))
+        except docker.errors.NotFound:
+            return b""
+        except requests.exceptions.ConnectionError as exc:
+            raise _engine_error(exc) from exc
+
+    def remove(self, container_id: str) -> None:
+        try:
+            self.api.remove_container(container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409 and "already in progress" in str(exc.explanation):
+                return
+            raise RuntimeFailure(f"removing {container_id[:12]}: {exc.explanation}") from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise _engine_error(exc) from exc
+
+    def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        with _translated("listing containers"):
+            found = self.api.containers(all=True, filters=filters)
+        return [
+            ContainerInfo(
+                id=c["Id"],
+                name=(c.get("Names") or ["?"])[0].lstrip("/"),
+                labels=c.get("Labels") or {},
+                running=c.get("State") == "running",
+            )
+            for c in found
+        ]
+
+
+def _is_timeout(exc: Exception) -> bool:
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return True
+    return "timed out" in str(exc).lower()
+
+
+def _split_ref(ref: str) -> tuple[str, str | None]:
+    if "@" in ref:
+        return ref, None
+    name, sep, tag = ref.rpartition(":")
+    if sep and "/" not in tag:
+        return name, tag
+    return ref, "latest"

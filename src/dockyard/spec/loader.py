@@ -1,0 +1,177 @@
+"""Load a pipeline file into typed models, collecting every problem with its location."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import MarkedYAMLError
+
+from dockyard.errors import SpecError, SpecIssue
+from dockyard.spec.checks import check_pipeline
+from dockyard.spec.locate import Locator, dotted
+from dockyard.spec.model import Pipeline
+
+DEFAULT_FILE = "dockyard.yaml"
+
+
+@dataclass(frozen=True)
+class PipelineFile:
+    """A validated pipeline together with where it came from."""
+
+    path: Path
+    pipeline: Pipeline
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".dockyard"
+
+
+def load_pipeline(path: str | Path) -> PipelineFile:
+    """Parse and check ``path``; raise :class:`SpecError` listing every problem found."""
+    file = Path(path).absolute()
+    shown = str(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([SpecIssue(shown, None, None, "", "no such pipeline file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([SpecIssue(shown, None, None, "", f"cannot read: {exc}")]) from exc
+
+    yaml = YAML(typ="rt")
+    try:
+        data = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        col = mark.column + 1 if mark else None
+        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise SpecError([SpecIssue(shown, line, col, "", f"invalid YAML: {problem}")]) from None
+
+    if not isinstance(data, CommentedMap):
+        found = "an empty file" if data is None else type(data).__name__
+        raise SpecError(
+            [SpecIssue(shown, 1, 1, "", f"expected a mapping with version, name, steps; found {found}")]
+        )
+
+    locator = Locator(data)
+    try:
+        pipeline = Pipeline.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_pydantic_issues(exc, locator, shown)) from None
+
+    issues = check_pipeline(pipeline, file.parent, locator, shown)
+    if issues:
+        raise SpecError(issues)
+    return PipelineFile(file, pipeline)
+
+
+def _pydantic_issues(exc: ValidationError, locator: Locator, shown: str) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    seen: set[tuple[Any, ...]] = set()
+    for err in exc.errors(include_url=False):
+        loc = list(err["loc"])
+        kind = err["type"]
+        is_key = "[key]" in loc
+        loc = [part for part in loc if part != "[key]"]
+        # Union members add their type name to the path; it means nothing to a user.
+        loc = [part for part in loc if not _is_type_tag(part)]
+        if kind == "extra_forbidden":
+            key = loc[-1]
+            message = f"unknown key {key!r}"
+            hint = _did_you_mean(str(key), loc[:-1])
+            if hint:
+                message += f" (did you mean {hint!r}?)"
+            line, col = locator.position(loc, key=True)
+        elif kind == "missing":
+            message = f"required key {loc[-1]!r} is missing"
+            line, col = locator.position(loc[:-1])
+        else:
+            message = _describe(err)
+            line, col = locator.position(loc, key=is_key)
+        marker = (tuple(loc), kind if kind in ("extra_forbidden", "missing") else "value")
+        if marker in seen:
+            continue
+        seen.add(marker)
+        issues.append(SpecIssue(shown, line, col, dotted(loc), message))
+    return issues
+
+
+def _is_type_tag(part: object) -> bool:
+    return isinstance(part, str) and (
+        part in {"list[str]", "Glob", "str", "tuple[str, ...]", "function-plain[_scalar_to_str()]"}
+        or part.startswith(("list[", "function-"))
+    )
+
+
+def _describe(err: Any) -> str:
+    msg: str = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    found = err.get("input")
+    msg = msg.replace("Input should be ", "expected ")
+    msg = msg.replace("Dictionary should have at least 1 item after validation, not 0",
+                      "expected at least one entry")
+    if err["type"] == "literal_error" and "version" in err["loc"]:
+        msg = "expected version: 1 (the only version of the format so far)"
+    if isinstance(found, dict | list):
+        found_text = type(found).__name__.replace("Commented", "").lower()
+    else:
+        found_text = repr(found)
+    return f"{msg}; found {found_text}"
+
+
+def _did_you_mean(key: str, parent_loc: list[Any]) -> str | None:
+    model = _model_at(Pipeline, parent_loc)
+    if model is None:
+        return None
+    choices = list(model.model_fields)
+    matches = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _model_at(model: type[BaseModel], loc: list[Any]) -> type[BaseModel] | None:
+    """The model class that describes the mapping at ``loc`` (for hints on unknown keys)."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+        elif typing.get_origin(current) is list:
+            current = typing.get_args(current)[0]
+        else:
+            return None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return current
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+            annotation = models[0] if models else members[0]
+        else:
+            return annotation

@@ -1,0 +1,262 @@
+"""The per-pipeline state store: one SQLite file with a versioned schema.
+
+``PRAGMA user_version`` holds the schema version; ``MIGRATIONS[n]`` upgrades a
+database from version ``n`` to ``n + 1``. Only the reconcile loop's thread writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import StoreError, UnknownReference
+
+MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        pipeline TEXT NOT NULL,
+        spec_sha256 TEXT NOT NULL,
+        state TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        pool_cpus REAL NOT NULL,
+        pool_memory INTEGER NOT NULL,
+        message TEXT
+    );
+    CREATE TABLE instances (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        instance TEXT NOT NULL,
+        step TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        output TEXT REFERENCES outputs(digest),
+        cached INTEGER NOT NULL DEFAULT 0,
+        reason TEXT,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (run_id, instance)
+    );
+    CREATE TABLE attempts (
+        run_id TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        container_id TEXT,
+        state TEXT NOT NULL,
+        exit_code INTEGER,
+        reason TEXT,
+        detail TEXT,
+        cpus REAL NOT NULL,
+        memory INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        log_path TEXT,
+        PRIMARY KEY (run_id, instance, number)
+    );
+    CREATE TABLE outputs (
+        digest TEXT PRIMARY KEY,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        files INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        instance TEXT,
+        detail TEXT
+    );
+    CREATE INDEX events_by_run ON events (run_id, id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: str
+    pipeline: str
+    spec_sha256: str
+    state: str
+    started_at: float
+    ended_at: float | None
+    pool_cpus: float
+    pool_memory: int
+    message: str | None
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    instance: str
+    step: str
+    state: str
+    attempts: int
+    output: str | None
+    cached: bool
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    instance: str
+    number: int
+    container_id: str | None
+    state: str
+    exit_code: int | None
+    reason: str | None
+    detail: str | None
+    cpus: float
+    memory: int
+    started_at: float
+    ended_at: float | None
+    log_path: str | None
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"state store {path} is unusable: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = self.version
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"state store {self.path} has schema version {current}, newer than this "
+                f"dockyard understands ({SCHEMA_VERSION}); upgrade dockyard"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in _statements(MIGRATIONS[version]):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {version + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def create_run(self, run: RunRow, instances: Sequence[tuple[str, str]]) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
+                (run.id, run.pipeline, run.spec_sha256, run.state, run.started_at, run.ended_at,
+                 run.pool_cpus, run.pool_memory, run.message),
+            )
+            self.db.executemany(
+                "INSERT INTO instances (run_id, instance, step, state, position) "
+                "VALUES (?,?,?,?,?)",
+                [(run.id, iid, step, "pending", n) for n, (iid, step) in enumerate(instances)],
+            )
+
+    def finish_run(self, run_id: str, state: str, ended_at: float, message: str | None) -> None:
+        self.db.execute("UPDATE runs SET state=?, ended_at=?, message=? WHERE id=?",
+                        (state, ended_at, message, run_id))
+
+    def set_instance(self, run_id: str, instance: str, **fields: Any) -> None:
+        columns = ", ".join(f"{k}=?" for k in fields)
+        self.db.execute(f"UPDATE instances SET {columns} WHERE run_id=? AND instance=?",
+                        (*fields.values(), run_id, instance))
+
+    def start_attempt(self, run_id: str, instance: str, number: int, cpus: float, memory: int,
+                      started_at: float, log_path: str) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO attempts (run_id, instance, number, state, cpus, memory, started_at,"
+                " log_path) VALUES (?,?,?,?,?,?,?,?)",
+                (run_id, instance, number, "running", cpus, memory, started_at, log_path),
+            )
+            self.db.execute(
+                "UPDATE instances SET state='running', attempts=? WHERE run_id=? AND instance=?",
+                (number, run_id, instance),
+            )
+
+    def end_attempt(self, run_id: str, instance: str, number: int, **fields: Any) -> None:
+        columns = ", ".join(f"{k}=?" for k in fields)
+        self.db.execute(
+            f"UPDATE attempts SET {columns} WHERE run_id=? AND instance=? AND number=?",
+            (*fields.values(), run_id, instance, number),
+        )
+
+    def record_output(self, digest: str, path: str, size: int, files: int, at: float) -> None:
+        self.db.execute("INSERT OR IGNORE INTO outputs VALUES (?,?,?,?,?)",
+                        (digest, path, size, files, at))
+
+    def event(self, run_id: str, at: float, kind: str, instance: str | None = None,
+              detail: dict[str, Any] | None = None) -> None:
+        self.db.execute("INSERT INTO events (run_id, at, kind, instance, detail) VALUES (?,?,?,?,?)",
+                        (run_id, at, kind, instance, json.dumps(detail) if detail else None))
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def run(self, run_id: str | None = None) -> RunRow:
+        if run_id is None:
+            row = self.db.execute("SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT 1")
+            found = row.fetchone()
+            if found is None:
+                raise UnknownReference("this pipeline has not been run yet (no runs in "
+                                       f"{self.path.parent})")
+        else:
+            found = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            if found is None:
+                raise UnknownReference(f"no run {run_id!r} in {self.path.parent}")
+        return RunRow(*found)
+
+    def runs(self) -> list[RunRow]:
+        return [RunRow(*r) for r in self.db.execute("SELECT * FROM runs ORDER BY started_at")]
+
+    def instances(self, run_id: str) -> list[InstanceRow]:
+        rows = self.db.execute(
+            "SELECT instance, step, state, attempts, output, cached, reason FROM instances "
+            "WHERE run_id=? ORDER BY position", (run_id,))
+        return [InstanceRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
+
+    def attempts(self, run_id: str, instance: str | None = None) -> list[AttemptRow]:
+        query = ("SELECT instance, number, container_id, state, exit_code, reason, detail, cpus,"
+                 " memory, started_at, ended_at, log_path FROM attempts WHERE run_id=?")
+        args: tuple[str, ...] = (run_id,)
+        if instance is not None:
+            query += " AND instance=?"
+            args = (run_id, instance)
+        return [AttemptRow(*r) for r in self.db.execute(query + " ORDER BY started_at", args)]
+
+    def output_path(self, digest: str) -> str | None:
+        row = self.db.execute("SELECT path FROM outputs WHERE digest=?", (digest,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def events(self, run_id: str) -> list[tuple[float, str, str | None, str | None]]:
+        rows = self.db.execute("SELECT at, kind, instance, detail FROM events WHERE run_id=? "
+                               "ORDER BY id", (run_id,))
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

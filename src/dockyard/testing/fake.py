@@ -1,0 +1,237 @@
+"""An in-memory container runtime for tests of the planner and the reconcile loop.
+
+Containers "run" a tiny shell subset when started (``echo``, ``cat``, ``exit``,
+``sleep``, ``true``, ``false``, with ``>``/``>>`` redirection, joined by ``;`` or
+``&&``), reading and writing the host directories bound into them, so the same
+contract tests pass here and on a real engine. Faults (crashes, OOM kills) can be
+scheduled per container label.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shlex
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from dockyard.errors import EngineUnavailable, ImageError, RuntimeFailure
+from dockyard.runtime.base import (
+    LABEL_INSTANCE,
+    ContainerInfo,
+    ContainerSpec,
+    ExitStatus,
+    HostCapacity,
+)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Make the next matching attempt fail: a crash with ``exit_code``, or an OOM kill."""
+
+    exit_code: int = 1
+    oom: bool = False
+
+
+@dataclass
+class _Container:
+    id: str
+    spec: ContainerSpec
+    state: str = "created"  # created | running | exited
+    status: ExitStatus | None = None
+    logs: bytes = b""
+    duration: float = 0.0
+
+
+@dataclass
+class FakeRuntime:
+    cpus: float = 2.0
+    memory: int = 8 * 1024**3
+    images: dict[str, str] = field(default_factory=dict)
+    reachable: bool = True
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.containers: dict[str, _Container] = {}
+        self.faults: dict[str, list[Fault]] = {}
+        self.started: list[str] = []
+        self.running_now = 0
+        self.max_running = 0
+
+    # -- test controls --------------------------------------------------------------------------
+
+    def add_image(self, ref: str, image_id: str | None = None) -> str:
+        self.images[ref] = image_id or f"sha256:{abs(hash(ref)):064x}"[:71]
+        return self.images[ref]
+
+    def inject(self, instance: str, *faults: Fault) -> None:
+        """Queue faults for the next attempts of ``instance`` (e.g. ``"align[a]"``)."""
+        self.faults.setdefault(instance, []).extend(faults)
+
+    # -- Runtime --------------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if not self.reachable:
+            raise EngineUnavailable("cannot reach the fake engine")
+
+    def ping(self) -> None:
+        self._check()
+
+    def capacity(self) -> HostCapacity:
+        return HostCapacity(self.cpus, self.memory)
+
+    def image_id(self, ref: str) -> str | None:
+        self._check()
+        return self.images.get(ref)
+
+    def image_labels(self, ref: str) -> Mapping[str, str]:
+        return {}
+
+    def pull(self, ref: str) -> str:
+        raise ImageError(f"image {ref!r} is not present on this engine and could not be pulled")
+
+    def build(self, context: Path, tag: str, labels: Mapping[str, str]) -> str:
+        if not (context / "Dockerfile").is_file():
+            raise ImageError(f"building {context} as {tag} failed: no Dockerfile")
+        return self.add_image(tag)
+
+    def create(self, spec: ContainerSpec) -> str:
+        self._check()
+        image = spec.image
+        if image not in self.images and image not in self.images.values():
+            raise RuntimeFailure(f"creating a container from {image}: no such image")
+        with self._lock:
+            cid = f"{next(self._ids):064x}"
+            self.containers[cid] = _Container(cid, spec)
+        return cid
+
+    def start(self, container_id: str) -> None:
+        self._check()
+        box = self._get(container_id)
+        with self._lock:
+            box.state = "running"
+            self.started.append(container_id)
+            self.running_now += 1
+            self.max_running = max(self.max_running, self.running_now)
+            instance = box.spec.labels.get(LABEL_INSTANCE, "")
+            queued = self.faults.get(instance)
+            fault = queued.pop(0) if queued else None
+        code, out, duration = _Shell(box.spec).run()
+        if fault is not None:
+            code = 137 if fault.oom else fault.exit_code
+        box.logs = out
+        box.duration = duration
+        box.status = ExitStatus(code, oom_killed=bool(fault and fault.oom))
+
+    def wait(self, container_id: str, timeout: float | None = None) -> ExitStatus:
+        self._check()
+        box = self._get(container_id)
+        status = box.status or ExitStatus(None, error="never started")
+        if timeout is not None and box.duration > timeout:
+            status = ExitStatus(137, timed_out=True)
+        with self._lock:
+            if box.state == "running":
+                self.running_now -= 1
+            box.state = "exited"
+        return status
+
+    def logs(self, container_id: str) -> bytes:
+        return self.containers[container_id].logs if container_id in self.containers else b""
+
+    def remove(self, container_id: str) -> None:
+        self._check()
+        with self._lock:
+            box = self.containers.pop(container_id, None)
+            if box is not None and box.state == "running":
+                self.running_now -= 1
+
+    def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        self._check()
+        with self._lock:
+            boxes = list(self.containers.values())
+        return [
+            ContainerInfo(b.id, b.spec.name or b.id[:12], b.spec.labels, b.state == "running")
+            for b in boxes
+            if all(b.spec.labels.get(k) == v for k, v in labels.items())
+        ]
+
+    def _get(self, container_id: str) -> _Container:
+        try:
+            return self.containers[container_id]
+        except KeyError:
+            raise RuntimeFailure(f"no such container {container_id[:12]}") from None
+
+
+class _Shell:
+    """Just enough of ``sh -c`` for tests: see the module docstring."""
+
+    def __init__(self, spec: ContainerSpec):
+        self.spec = spec
+        self.out = bytearray()
+        self.duration = 0.0
+
+    def run(self) -> tuple[int, bytes, float]:
+        argv = list(self.spec.command or ())
+        script = argv[2] if argv[:2] == ["sh", "-c"] and len(argv) == 3 else shlex.join(argv)
+        code = 0
+        for sequence in script.split(";"):
+            for part in sequence.split("&&"):
+                words = shlex.split(part)
+                if not words:
+                    continue
+                if words[0] == "exit":
+                    return (int(words[1]) if len(words) > 1 else code), bytes(self.out), \
+                        self.duration
+                code = self._command(words)
+                if code != 0:
+                    break
+        return code, bytes(self.out), self.duration
+
+    def _command(self, words: list[str]) -> int:
+        target, append = None, False
+        for op in (">>", ">"):
+            if op in words:
+                i = words.index(op)
+                target, append = words[i + 1], op == ">>"
+                words = words[:i]
+                break
+        name, args = words[0], words[1:]
+        if name == "sleep":
+            self.duration += float(args[0])
+            return 0
+        if name in ("true", "false"):
+            return 0 if name == "true" else 1
+        if name == "echo":
+            data = (" ".join(args) + "\n").encode()
+        elif name == "cat":
+            try:
+                data = b"".join(self._host(a)[0].read_bytes() for a in args)
+            except OSError as exc:
+                self.out += f"cat: {exc.strerror}\n".encode()
+                return 1
+        else:
+            self.out += f"sh: {name}: not found\n".encode()
+            return 127
+        if target is None:
+            self.out += data
+            return 0
+        path, readonly = self._host(target)
+        try:
+            if readonly:
+                raise OSError(30, "Read-only file system")
+            with path.open("ab" if append else "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            self.out += f"sh: can't create {target}: {exc.strerror}\n".encode()
+            return 1
+        return 0
+
+    def _host(self, container_path: str) -> tuple[Path, bool]:
+        path = PurePosixPath(container_path)
+        for bind in sorted(self.spec.binds, key=lambda b: -len(b.target)):
+            target = PurePosixPath(bind.target)
+            if path == target or target in path.parents:
+                return Path(bind.source) / path.relative_to(target), bind.readonly
+        return Path("/nonexistent-in-fake") / path.relative_to("/"), True

@@ -1,0 +1,89 @@
+"""Tiny local images for tests and examples: no container registry needed.
+
+``dockyard/busybox`` is made from the host's static busybox (Debian's
+``busybox-static``): a tar of the binary plus one symlink per applet, imported
+into the engine. Running ``python -m dockyard.testing.images`` builds it.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import docker
+
+BUSYBOX_IMAGE = "dockyard/busybox:latest"
+_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+
+
+def is_static_elf(path: Path) -> bool:
+    """True for an ELF executable without a program interpreter (PT_INTERP)."""
+    with path.open("rb") as fh:
+        header = fh.read(64)
+        if header[:4] != b"\x7fELF" or header[4] != 2:  # 64-bit only
+            return False
+        phoff = struct.unpack_from("<Q", header, 32)[0]
+        phentsize, phnum = struct.unpack_from("<HH", header, 54)
+        fh.seek(phoff)
+        table = fh.read(phentsize * phnum)
+    pt_interp = 3
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != pt_interp
+               for i in range(phnum))
+
+
+def find_static_busybox() -> Path:
+    for candidate in _CANDIDATES:
+        path = Path(candidate)
+        if path.exists() and is_static_elf(path.resolve()):
+            return path
+    raise RuntimeError("no static busybox found: install Debian's busybox-static")
+
+
+def busybox_tar(binary: Path) -> bytes:
+    applets = subprocess.run([str(binary), "--list-full"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for directory in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "tmp", "etc", "root"):
+            info = tarfile.TarInfo(directory)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if directory == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(str(binary), arcname="bin/busybox")
+        for applet in applets:
+            if applet == "bin/busybox":
+                continue
+            link = tarfile.TarInfo(applet)
+            link.type = tarfile.SYMTYPE
+            link.linkname = "/bin/busybox"
+            tar.addfile(link)
+        for name, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"
+                                          "nobody:x:65534:65534:nobody:/:/bin/false\n"),
+                           ("etc/group", "root:x:0:\nnogroup:x:65534:\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def ensure_busybox_image(client: docker.APIClient | None = None, ref: str = BUSYBOX_IMAGE) -> str:
+    """Import the busybox image unless it is already present; return its id."""
+    api = client or docker.APIClient(version="auto")
+    try:
+        return str(api.inspect_image(ref)["Id"])
+    except docker.errors.ImageNotFound:
+        pass
+    repository, _, tag = ref.rpartition(":")
+    api.import_image_from_data(busybox_tar(find_static_busybox()), repository=repository,
+                               tag=tag, changes=['CMD ["sh"]'])
+    return str(api.inspect_image(ref)["Id"])
+
+
+if __name__ == "__main__":
+    print(ensure_busybox_image(ref=sys.argv[1] if len(sys.argv) > 1 else BUSYBOX_IMAGE))
