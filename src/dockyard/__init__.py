@@ -2,9 +2,15 @@
 
 __version__ = "0.1.0"
 
-from dockyard.engine import Executor, RunOptions  # noqa: E402
-from dockyard.errors import DockyardError  # noqa: E402
-from dockyard.spec import PipelineFile, load_pipeline  # noqa: E402
+from dockyard.engine import Executor, RunOptions
+from dockyard.errors import DockyardError
+from dockyard.spec import PipelineFile, load_pipeline
 
-__all__ = ["DockyardError", "Executor", "PipelineFile", "RunOptions", "__version__",
-           "load_pipeline"]
+__all__ = [
+    "DockyardError",
+    "Executor",
+    "PipelineFile",
+    "RunOptions",
+    "__version__",
+    "load_pipeline",
+]

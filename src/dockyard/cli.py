@@ -38,8 +38,15 @@ out = Console(highlight=False)
 
 
 def file_option(fn: F) -> F:
-    return click.option("-f", "--file", "file", default=DEFAULT_FILE, show_default=True,
-                        type=click.Path(dir_okay=False), help="The pipeline file.")(fn)
+    return click.option(
+        "-f",
+        "--file",
+        "file",
+        default=DEFAULT_FILE,
+        show_default=True,
+        type=click.Path(dir_okay=False),
+        help="The pipeline file.",
+    )(fn)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,8 +62,10 @@ def validate(file: str) -> None:
     pf = load_pipeline(file)
     graph = graph_of(pf)
     steps = len(pf.pipeline.steps)
-    out.print(f"{file}: ok ({steps} step{'s' if steps != 1 else ''}, "
-              f"{len(graph.order)} instance{'s' if len(graph.order) != 1 else ''})")
+    out.print(
+        f"{file}: ok ({steps} step{'s' if steps != 1 else ''}, "
+        f"{len(graph.order)} instance{'s' if len(graph.order) != 1 else ''})"
+    )
 
 
 @cli.command()
@@ -64,10 +73,14 @@ def validate(file: str) -> None:
 @click.option("--no-cache", is_flag=True, help="Run every instance, even if a result exists.")
 @click.option("--max-cpus", type=click.FloatRange(min=0.001), help="Use at most N CPUs.")
 @click.option("--max-memory", help="Use at most this much memory (e.g. 4g).")
-@click.option("--keep-going", is_flag=True,
-              help="After a failure, keep running the instances that do not depend on it.")
-def run(file: str, no_cache: bool, max_cpus: float | None, max_memory: str | None,
-        keep_going: bool) -> None:
+@click.option(
+    "--keep-going",
+    is_flag=True,
+    help="After a failure, keep running the instances that do not depend on it.",
+)
+def run(
+    file: str, no_cache: bool, max_cpus: float | None, max_memory: str | None, keep_going: bool
+) -> None:
     """Run the pipeline to completion."""
     memory = None
     if max_memory is not None:
@@ -79,8 +92,9 @@ def run(file: str, no_cache: bool, max_cpus: float | None, max_memory: str | Non
     from dockyard.runtime.docker import DockerRuntime
 
     runtime = DockerRuntime()
-    options = RunOptions(max_cpus=max_cpus, max_memory=memory, no_cache=no_cache,
-                         keep_going=keep_going)
+    options = RunOptions(
+        max_cpus=max_cpus, max_memory=memory, no_cache=no_cache, keep_going=keep_going
+    )
     live = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
     reporter = LiveProgress(out) if live else PlainProgress(sys.stdout)
     with _store(pf) as store, _terminate_as_interrupt():
@@ -107,8 +121,9 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
     run = summary.run
     took = format_seconds(run.ended_at - run.started_at) if run.ended_at else "running"
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts().items()))
-    out.print(f"run [bold]{run.id}[/] of {run.pipeline}: {run.state} ({took}; {counts})",
-              soft_wrap=True)
+    out.print(
+        f"run [bold]{run.id}[/] of {run.pipeline}: {run.state} ({took}; {counts})", soft_wrap=True
+    )
     table = Table(box=None, header_style="bold")
     for column in ("instance", "state", "attempts", "duration", "cached", "memory", "reason"):
         table.add_column(column)
@@ -141,8 +156,9 @@ def _find_instance(store: Store, run_id: str, wanted: InstanceId) -> str:
     keys = [n for n in names if InstanceId.parse(n).step == wanted.step]
     if keys:
         shown = ", ".join(keys[:8]) + (" …" if len(keys) > 8 else "")
-        raise UnknownReference(f"{wanted} is not an instance of run {run_id}; "
-                               f"step {wanted.step!r} has: {shown}")
+        raise UnknownReference(
+            f"{wanted} is not an instance of run {run_id}; step {wanted.step!r} has: {shown}"
+        )
     raise UnknownReference(f"run {run_id} has no step {wanted.step!r}")
 
 
@@ -159,8 +175,11 @@ def logs(file: str, args: tuple[str, ...], attempt: int | None) -> None:
         attempts = store.attempts(run.id, name)
     if not attempts:
         raise UnknownReference(f"{name} never ran in run {run.id} (it may have been cached)")
-    chosen = attempts[-1] if attempt is None else next(
-        (a for a in attempts if a.number == attempt), None)
+    chosen = (
+        attempts[-1]
+        if attempt is None
+        else next((a for a in attempts if a.number == attempt), None)
+    )
     if chosen is None:
         raise UnknownReference(f"{name} has no attempt {attempt} (it had {len(attempts)})")
     if chosen.log_path is None or not Path(chosen.log_path).exists():
@@ -181,15 +200,17 @@ def outputs(file: str, args: tuple[str, ...]) -> None:
         row = next(r for r in store.instances(run.id) if r.instance == name)
         path = store.output_path(row.output) if row.output else None
     if path is None:
-        raise UnknownReference(f"{name} has no committed output in run {run.id} "
-                               f"(its state is {row.state})")
+        raise UnknownReference(
+            f"{name} has no committed output in run {run.id} (its state is {row.state})"
+        )
     click.echo(path)
 
 
 @cli.command()
 @file_option
-@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True
+)
 def graph(file: str, fmt: str) -> None:
     """Print the pipeline's DAG as Mermaid or DOT text."""
     pf = load_pipeline(file)
@@ -241,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so briefly; DOCKYARD_DEBUG=1 shows the traceback
         if os.environ.get("DOCKYARD_DEBUG"):
             raise
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
-                  "(set DOCKYARD_DEBUG=1 for the traceback, and please report it)")
+        err.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+            "(set DOCKYARD_DEBUG=1 for the traceback, and please report it)"
+        )
         return 1
     return 0
 

@@ -93,6 +93,24 @@ def pool_of(runtime: Runtime, options: RunOptions) -> Capacity:
     return Capacity.of(cpus, memory)
 
 
+def check_supported(pf: PipelineFile) -> None:
+    """Refuse, before anything starts, the parts of the format this version cannot run yet."""
+    pipeline = pf.pipeline
+    missing = []
+    if pipeline.services or any(s.services for s in pipeline.steps.values()):
+        missing.append("services")
+    if pipeline.volumes or any(s.volumes for s in pipeline.steps.values()):
+        missing.append("named volumes")
+    if any(s.stdin for s in pipeline.steps.values()):
+        missing.append("stdin streaming")
+    if missing:
+        raise PlanError(
+            f"{pf.path.name} uses {', '.join(missing)}, which this version of dockyard can "
+            "validate but not run yet",
+            pipeline=pipeline.name,
+        )
+
+
 def check_fits(graph: Graph, pool: Capacity) -> None:
     for instance in graph.instances.values():
         need = Capacity.of(instance.cpus, instance.memory)
@@ -102,7 +120,8 @@ def check_fits(graph: Graph, pool: Capacity) -> None:
                 f"{format_memory(instance.memory)} of memory, but the pool has "
                 f"{pool.cpus:g} CPUs and {format_memory(pool.memory)}; lower its resources or "
                 "raise --max-cpus/--max-memory",
-                pipeline=graph.pipeline, step=instance.step,
+                pipeline=graph.pipeline,
+                step=instance.step,
             )
 
 
@@ -136,25 +155,45 @@ class Executor:
 
     def run(self) -> str:
         """Run the pipeline to completion; return the run id or raise :class:`RunFailed`."""
+        check_supported(self.pf)
         self.runtime.ping()
         graph = graph_of(self.pf)
         pool = pool_of(self.runtime, self.options)
         check_fits(graph, pool)
         notes: list[str] = []
-        images = resolve_images(self.pf, (i.image for i in graph.instances.values()),
-                                self.runtime, notes)
+        images = resolve_images(
+            self.pf, (i.image for i in graph.instances.values()), self.runtime, notes
+        )
         for note in notes:
             self.report(Event("image", self.clock(), detail={"message": note}))
 
         self.run_id = self.new_id()
         self.store.create_run(
-            RunRow(self.run_id, graph.pipeline, _file_sha256(self.pf.path), "running",
-                   self.clock(), None, pool.cpus, pool.memory, None),
+            RunRow(
+                self.run_id,
+                graph.pipeline,
+                _file_sha256(self.pf.path),
+                "running",
+                self.clock(),
+                None,
+                pool.cpus,
+                pool.memory,
+                None,
+            ),
             [(str(iid), iid.step) for iid in graph.order],
         )
-        self.report(Event("run-started", self.clock(), detail={
-            "run": self.run_id, "instances": len(graph.order), "cpus": pool.cpus,
-            "memory": pool.memory}))
+        self.report(
+            Event(
+                "run-started",
+                self.clock(),
+                detail={
+                    "run": self.run_id,
+                    "instances": len(graph.order),
+                    "cpus": pool.cpus,
+                    "memory": pool.memory,
+                },
+            )
+        )
         self.observed = {iid: Observed() for iid in graph.order}
         workers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="dockyard-attempt")
         state, message = "failed", None
@@ -176,12 +215,14 @@ class Executor:
             workers.shutdown(wait=True, cancel_futures=True)
             self._drain_after_abort()
             self.store.finish_run(self.run_id, state, self.clock(), message)
-            self.report(Event("run-ended", self.clock(), detail={"run": self.run_id,
-                                                                 "state": state}))
+            self.report(
+                Event("run-ended", self.clock(), detail={"run": self.run_id, "state": state})
+            )
         return self.run_id
 
-    def _loop(self, graph: Graph, pool: Capacity, images: dict[str, str],
-              workers: ThreadPoolExecutor) -> None:
+    def _loop(
+        self, graph: Graph, pool: Capacity, images: dict[str, str], workers: ThreadPoolExecutor
+    ) -> None:
         while True:
             now = self.clock()
             step = plan(graph, self.observed, pool, now, keep_going=self.options.keep_going)
@@ -207,15 +248,22 @@ class Executor:
     # -- actions ------------------------------------------------------------------------------
 
     def _block(self, action: Block) -> None:
-        self.observed[action.instance] = replace(self.observed[action.instance],
-                                                 phase=Phase.BLOCKED)
-        self.store.set_instance(self.run_id, str(action.instance), state="blocked",
-                                reason=f"upstream {action.because} failed")
-        self.report(Event("blocked", self.clock(), str(action.instance),
-                          {"because": str(action.because)}))
+        self.observed[action.instance] = replace(
+            self.observed[action.instance], phase=Phase.BLOCKED
+        )
+        self.store.set_instance(
+            self.run_id,
+            str(action.instance),
+            state="blocked",
+            reason=f"upstream {action.because} failed",
+        )
+        self.report(
+            Event("blocked", self.clock(), str(action.instance), {"because": str(action.because)})
+        )
 
-    def _launch(self, instance: Instance, action: Start, images: dict[str, str],
-                workers: ThreadPoolExecutor) -> None:
+    def _launch(
+        self, instance: Instance, action: Start, images: dict[str, str], workers: ThreadPoolExecutor
+    ) -> None:
         iid = instance.id
         name = str(iid)
         staging = self._staging(iid, action.attempt)
@@ -236,15 +284,27 @@ class Executor:
             name=_container_name(self.pf.pipeline.name, self.run_id, name, action.attempt),
         )
         now = self.clock()
-        self.store.start_attempt(self.run_id, name, action.attempt, instance.cpus, action.memory,
-                                 now, str(log_path))
-        self.observed[iid] = replace(self.observed[iid], phase=Phase.RUNNING,
-                                     attempts=action.attempt, memory=action.memory, retry_at=None)
+        self.store.start_attempt(
+            self.run_id, name, action.attempt, instance.cpus, action.memory, now, str(log_path)
+        )
+        self.observed[iid] = replace(
+            self.observed[iid],
+            phase=Phase.RUNNING,
+            attempts=action.attempt,
+            memory=action.memory,
+            retry_at=None,
+        )
         self.report(Event("started", now, name, {"attempt": action.attempt}))
         workers.submit(self._attempt, iid, action.attempt, spec, instance.timeout, log_path)
 
-    def _attempt(self, iid: InstanceId, attempt: int, spec: ContainerSpec,
-                 timeout: float | None, log_path: Path) -> None:
+    def _attempt(
+        self,
+        iid: InstanceId,
+        attempt: int,
+        spec: ContainerSpec,
+        timeout: float | None,
+        log_path: Path,
+    ) -> None:
         """Worker thread: one container from create to remove. Never raises."""
         container_id: str | None = None
         status: ExitStatus | None = None
@@ -283,27 +343,38 @@ class Executor:
         if outcome.ok:
             committed = commit(staging, self.outputs_dir)
             with self.store.transaction():
-                self.store.record_output(committed.digest, str(committed.path), committed.size,
-                                         committed.files, result.ended_at)
-                self.store.end_attempt(self.run_id, name, result.attempt, state="succeeded",
-                                       **fields)
-                self.store.set_instance(self.run_id, name, state="succeeded",
-                                        output=committed.digest, reason=None)
+                self.store.record_output(
+                    committed.digest,
+                    str(committed.path),
+                    committed.size,
+                    committed.files,
+                    result.ended_at,
+                )
+                self.store.end_attempt(
+                    self.run_id, name, result.attempt, state="succeeded", **fields
+                )
+                self.store.set_instance(
+                    self.run_id, name, state="succeeded", output=committed.digest, reason=None
+                )
             self.outputs[iid] = committed.path
             self.observed[iid] = replace(self.observed[iid], phase=Phase.SUCCEEDED, reason=None)
             self.report(Event("succeeded", result.ended_at, name, {"output": committed.digest}))
             return
         discard(staging)
-        seen = after_attempt(graph.instances[iid], self.observed[iid], outcome,
-                             self.clock(), pool)
+        seen = after_attempt(graph.instances[iid], self.observed[iid], outcome, self.clock(), pool)
         self.observed[iid] = seen
         final = seen.phase is Phase.FAILED
         with self.store.transaction():
             self.store.end_attempt(self.run_id, name, result.attempt, state="failed", **fields)
-            self.store.set_instance(self.run_id, name, state="failed" if final else "pending",
-                                    reason=_describe(outcome))
-        detail = {"attempt": result.attempt, "reason": outcome.reason.value,
-                  "exit_code": outcome.exit_code, "message": _describe(outcome)}
+            self.store.set_instance(
+                self.run_id, name, state="failed" if final else "pending", reason=_describe(outcome)
+            )
+        detail = {
+            "attempt": result.attempt,
+            "reason": outcome.reason.value,
+            "exit_code": outcome.exit_code,
+            "message": _describe(outcome),
+        }
         self.report(Event("failed" if final else "retrying", result.ended_at, name, detail))
 
     # -- helpers ------------------------------------------------------------------------------
@@ -336,8 +407,9 @@ class Executor:
         for iid, seen in self.observed.items():
             if seen.phase is Phase.RUNNING:
                 self.store.set_instance(self.run_id, str(iid), state="interrupted")
-                self.store.end_attempt(self.run_id, str(iid), seen.attempts, state="interrupted",
-                                       ended_at=self.clock())
+                self.store.end_attempt(
+                    self.run_id, str(iid), seen.attempts, state="interrupted", ended_at=self.clock()
+                )
         work = self.state_dir / "work" / self.run_id
         if work.exists():
             discard(work)

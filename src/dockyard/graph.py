@@ -76,8 +76,8 @@ class Graph:
             rank[iid] = 1 + max((rank[d] for d in self.downstream[iid]), default=0)
         return rank
 
-    def of_step(self, step: str) -> list[Instance]:
-        return [i for i in self.instances.values() if i.step == step]
+    def of_step_ids(self, step: str) -> list[InstanceId]:
+        return [iid for iid in self.order if iid.step == step]
 
 
 def _key(values: Mapping[str, str], names: list[str]) -> str:
@@ -149,18 +149,24 @@ def _upstream_mounts(
         up_vars = list(scatter.get(up, {}))
         shared = [v for v in up_vars if v in combo]
         matching = [
-            (iid, values) for iid, values in by_step[up] if all(values[v] == combo[v] for v in shared)
+            (iid, values)
+            for iid, values in by_step[up]
+            if all(values[v] == combo[v] for v in shared)
         ]
         if not up_vars or (shared and len(shared) == len(up_vars)):
             if len(matching) != 1:
                 wanted = ", ".join(f"{v}={combo[v]}" for v in shared)
-                raise PlanError(f"step {name!r} pairs with {up!r} on {wanted}, but {up!r} has "
-                                "no instance with that value", step=name)
+                raise PlanError(
+                    f"step {name!r} pairs with {up!r} on {wanted}, but {up!r} has "
+                    "no instance with that value",
+                    step=name,
+                )
             mounts.append(UpstreamMount(matching[0][0], f"/in/{up}"))
         else:
             rest = [v for v in up_vars if v not in shared]
-            mounts.extend(UpstreamMount(iid, f"/in/{up}/{_key(values, rest)}")
-                          for iid, values in matching)
+            mounts.extend(
+                UpstreamMount(iid, f"/in/{up}/{_key(values, rest)}") for iid, values in matching
+            )
     return mounts
 
 

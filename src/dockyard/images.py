@@ -37,8 +37,9 @@ def context_digest(context: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_images(pf: PipelineFile, images: Iterable[ImageSpec], runtime: Runtime,
-                   log: list[str] | None = None) -> dict[str, str]:
+def resolve_images(
+    pf: PipelineFile, images: Iterable[ImageSpec], runtime: Runtime, log: list[str] | None = None
+) -> dict[str, str]:
     """Map each image (by :func:`image_key`) to the engine's image id, building or pulling."""
     resolved: dict[str, str] = {}
     for image in images:
@@ -58,7 +59,9 @@ def resolve_images(pf: PipelineFile, images: Iterable[ImageSpec], runtime: Runti
                 except ImageError as exc:
                     raise ImageError(
                         f"{exc.message}. Build or load it first (see README: tests and examples "
-                        "build their images locally)", pipeline=pf.pipeline.name) from exc
+                        "build their images locally)",
+                        pipeline=pf.pipeline.name,
+                    ) from exc
             resolved[key] = found
     return resolved
 

@@ -111,8 +111,14 @@ def plan(
             continue
         instance = graph.instances[iid]
         ups = [state[m.source] for m in instance.upstream]
-        bad = next((m.source for m, u in zip(instance.upstream, ups, strict=True)
-                    if u.phase in (Phase.FAILED, Phase.BLOCKED)), None)
+        bad = next(
+            (
+                m.source
+                for m, u in zip(instance.upstream, ups, strict=True)
+                if u.phase in (Phase.FAILED, Phase.BLOCKED)
+            ),
+            None,
+        )
         if bad is not None:
             actions.append(Block(iid, bad))
             state[iid] = replace(seen, phase=Phase.BLOCKED)

@@ -43,8 +43,13 @@ class LiveProgress:
         self.durations: list[float] = []
         self.began = time.time()
         self.total = 0
-        self.live = Live(self._render(), console=console, refresh_per_second=4,
-                         get_renderable=self._render, transient=False)
+        self.live = Live(
+            self._render(),
+            console=console,
+            refresh_per_second=4,
+            get_renderable=self._render,
+            transient=False,
+        )
         self.live.start()
 
     def __call__(self, event: Event) -> None:
@@ -94,16 +99,23 @@ class LiveProgress:
         self.live.stop()
 
 
-_STYLE = {"pending": "white", "running": "cyan", "succeeded": "green", "failed": "red",
-          "blocked": "yellow"}
+_STYLE = {
+    "pending": "white",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "blocked": "yellow",
+}
 
 
 def _describe(event: Event) -> str:
     d = event.detail
     match event.kind:
         case "run-started":
-            return (f"run {d['run']}: {d['instances']} instance(s), pool {d['cpus']:g} CPUs, "
-                    f"{format_memory(int(d['memory']))}")
+            return (
+                f"run {d['run']}: {d['instances']} instance(s), pool {d['cpus']:g} CPUs, "
+                f"{format_memory(int(d['memory']))}"
+            )
         case "image":
             return str(d["message"])
         case "started":

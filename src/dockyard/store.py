@@ -168,8 +168,17 @@ class Store:
         with self.transaction():
             self.db.execute(
                 "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
-                (run.id, run.pipeline, run.spec_sha256, run.state, run.started_at, run.ended_at,
-                 run.pool_cpus, run.pool_memory, run.message),
+                (
+                    run.id,
+                    run.pipeline,
+                    run.spec_sha256,
+                    run.state,
+                    run.started_at,
+                    run.ended_at,
+                    run.pool_cpus,
+                    run.pool_memory,
+                    run.message,
+                ),
             )
             self.db.executemany(
                 "INSERT INTO instances (run_id, instance, step, state, position) "
@@ -178,16 +187,28 @@ class Store:
             )
 
     def finish_run(self, run_id: str, state: str, ended_at: float, message: str | None) -> None:
-        self.db.execute("UPDATE runs SET state=?, ended_at=?, message=? WHERE id=?",
-                        (state, ended_at, message, run_id))
+        self.db.execute(
+            "UPDATE runs SET state=?, ended_at=?, message=? WHERE id=?",
+            (state, ended_at, message, run_id),
+        )
 
     def set_instance(self, run_id: str, instance: str, **fields: Any) -> None:
         columns = ", ".join(f"{k}=?" for k in fields)
-        self.db.execute(f"UPDATE instances SET {columns} WHERE run_id=? AND instance=?",
-                        (*fields.values(), run_id, instance))
+        self.db.execute(
+            f"UPDATE instances SET {columns} WHERE run_id=? AND instance=?",
+            (*fields.values(), run_id, instance),
+        )
 
-    def start_attempt(self, run_id: str, instance: str, number: int, cpus: float, memory: int,
-                      started_at: float, log_path: str) -> None:
+    def start_attempt(
+        self,
+        run_id: str,
+        instance: str,
+        number: int,
+        cpus: float,
+        memory: int,
+        started_at: float,
+        log_path: str,
+    ) -> None:
         with self.transaction():
             self.db.execute(
                 "INSERT INTO attempts (run_id, instance, number, state, cpus, memory, started_at,"
@@ -207,13 +228,22 @@ class Store:
         )
 
     def record_output(self, digest: str, path: str, size: int, files: int, at: float) -> None:
-        self.db.execute("INSERT OR IGNORE INTO outputs VALUES (?,?,?,?,?)",
-                        (digest, path, size, files, at))
+        self.db.execute(
+            "INSERT OR IGNORE INTO outputs VALUES (?,?,?,?,?)", (digest, path, size, files, at)
+        )
 
-    def event(self, run_id: str, at: float, kind: str, instance: str | None = None,
-              detail: dict[str, Any] | None = None) -> None:
-        self.db.execute("INSERT INTO events (run_id, at, kind, instance, detail) VALUES (?,?,?,?,?)",
-                        (run_id, at, kind, instance, json.dumps(detail) if detail else None))
+    def event(
+        self,
+        run_id: str,
+        at: float,
+        kind: str,
+        instance: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO events (run_id, at, kind, instance, detail) VALUES (?,?,?,?,?)",
+            (run_id, at, kind, instance, json.dumps(detail) if detail else None),
+        )
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -222,8 +252,9 @@ class Store:
             row = self.db.execute("SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT 1")
             found = row.fetchone()
             if found is None:
-                raise UnknownReference("this pipeline has not been run yet (no runs in "
-                                       f"{self.path.parent})")
+                raise UnknownReference(
+                    f"this pipeline has not been run yet (no runs in {self.path.parent})"
+                )
         else:
             found = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
             if found is None:
@@ -236,12 +267,16 @@ class Store:
     def instances(self, run_id: str) -> list[InstanceRow]:
         rows = self.db.execute(
             "SELECT instance, step, state, attempts, output, cached, reason FROM instances "
-            "WHERE run_id=? ORDER BY position", (run_id,))
+            "WHERE run_id=? ORDER BY position",
+            (run_id,),
+        )
         return [InstanceRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
 
     def attempts(self, run_id: str, instance: str | None = None) -> list[AttemptRow]:
-        query = ("SELECT instance, number, container_id, state, exit_code, reason, detail, cpus,"
-                 " memory, started_at, ended_at, log_path FROM attempts WHERE run_id=?")
+        query = (
+            "SELECT instance, number, container_id, state, exit_code, reason, detail, cpus,"
+            " memory, started_at, ended_at, log_path FROM attempts WHERE run_id=?"
+        )
         args: tuple[str, ...] = (run_id,)
         if instance is not None:
             query += " AND instance=?"
@@ -253,9 +288,10 @@ class Store:
         return None if row is None else str(row[0])
 
     def events(self, run_id: str) -> list[tuple[float, str, str | None, str | None]]:
-        rows = self.db.execute("SELECT at, kind, instance, detail FROM events WHERE run_id=? "
-                               "ORDER BY id", (run_id,))
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        rows = self.db.execute(
+            "SELECT at, kind, instance, detail FROM events WHERE run_id=? ORDER BY id", (run_id,)
+        )
+        return [(float(r[0]), str(r[1]), r[2], r[3]) for r in rows]
 
 
 def _statements(script: str) -> list[str]:

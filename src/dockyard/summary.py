@@ -52,6 +52,7 @@ def load_summary(store: Store, run_id: str | None = None) -> RunSummary:
     attempts: dict[str, list[AttemptRow]] = {}
     for attempt in store.attempts(run.id):
         attempts.setdefault(attempt.instance, []).append(attempt)
-    instances = [InstanceSummary(row, attempts.get(row.instance, []))
-                 for row in store.instances(run.id)]
+    instances = [
+        InstanceSummary(row, attempts.get(row.instance, [])) for row in store.instances(run.id)
+    ]
     return RunSummary(run, instances)

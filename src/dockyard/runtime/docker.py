@@ -48,11 +48,12 @@ class DockerRuntime:
     """A :class:`~dockyard.runtime.base.Runtime` on a Docker Engine (local or ``DOCKER_HOST``)."""
 
     def __init__(self, base_url: str | None = None):
-        kwargs: dict[str, Any] = kwargs_from_env()
+        kwargs: dict[str, Any] = dict(kwargs_from_env())
         if base_url is not None:
             kwargs["base_url"] = base_url
         try:
-            self.api = docker.APIClient(version="auto", max_pool_size=MAX_POOL_SIZE, **kwargs)
+            # Any: docker-py's loosely typed dicts stay inside this adapter.
+            self.api: Any = docker.APIClient(version="auto", max_pool_size=MAX_POOL_SIZE, **kwargs)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _engine_error(exc) from exc
 
@@ -107,15 +108,22 @@ class DockerRuntime:
         log: list[str] = []
         try:
             for chunk in self.api.build(
-                path=str(context), tag=tag, labels=dict(labels), rm=True, forcerm=True,
-                decode=True, pull=False,
+                path=str(context),
+                tag=tag,
+                labels=dict(labels),
+                rm=True,
+                forcerm=True,
+                decode=True,
+                pull=False,
             ):
                 if "stream" in chunk:
                     log.append(str(chunk["stream"]))
                 if "error" in chunk:
                     tail = "".join(log[-5:]).strip()
-                    raise ImageError(f"building {context} as {tag} failed: {chunk['error']}"
-                                     + (f"\n{tail}" if tail else ""))
+                    raise ImageError(
+                        f"building {context} as {tag} failed: {chunk['error']}"
+                        + (f"\n{tail}" if tail else "")
+                    )
         except requests.exceptions.ConnectionError as exc:
             raise _engine_error(exc) from exc
         except docker.errors.APIError as exc:

@@ -44,6 +44,7 @@ def check_pipeline(pipeline: Pipeline, root: Path, locator: Locator, shown: str)
     if pipeline.defaults.image is not None:
         _check_image(out, pipeline, ["defaults", "image"], pipeline.defaults.image)
     _check_single_consumer(out, steps)
+    _check_pairing(out, steps, root)
     _check_cycles(out, steps)
     for name, service in pipeline.services.items():
         loc = ["services", name]
@@ -51,16 +52,19 @@ def check_pipeline(pipeline: Pipeline, root: Path, locator: Locator, shown: str)
         _check_mounts(out, loc, service.volumes)
         for volume in service.volumes:
             if volume not in pipeline.volumes:
-                out.add([*loc, "volumes", volume], _unknown("volume", volume, pipeline.volumes),
-                        key=True)
+                out.add(
+                    [*loc, "volumes", volume],
+                    _unknown("volume", volume, pipeline.volumes),
+                    key=True,
+                )
     for name, image in pipeline.images.items():
         loc = ["images", name, "build"]
         context = _inside(out, root, loc, image.build)
         if context is not None and not (context / "Dockerfile").is_file():
             out.add(loc, f"expected a directory with a Dockerfile, found {image.build!r}")
-    for name, volume in pipeline.volumes.items():
-        if volume.seed is not None:
-            _inside(out, root, ["volumes", name, "seed"], volume.seed)
+    for name, declared in pipeline.volumes.items():
+        if declared.seed is not None:
+            _inside(out, root, ["volumes", name, "seed"], declared.seed)
     return out.issues
 
 
@@ -98,11 +102,14 @@ def _check_refs(out: _Collector, pipeline: Pipeline, loc: list[str | int], step:
             out.add([*loc, "services", i], _unknown("service", service, pipeline.services))
     for volume in step.volumes:
         if volume not in pipeline.volumes:
-            out.add([*loc, "volumes", volume], _unknown("volume", volume, pipeline.volumes),
-                    key=True)
+            out.add(
+                [*loc, "volumes", volume], _unknown("volume", volume, pipeline.volumes), key=True
+            )
 
 
-def _check_image(out: _Collector, pipeline: Pipeline, loc: list[str | int], image: ImageSpec) -> None:
+def _check_image(
+    out: _Collector, pipeline: Pipeline, loc: list[str | int], image: ImageSpec
+) -> None:
     if image.ref is not None and image.ref not in pipeline.images:
         out.add([*loc, "ref"], _unknown("image", image.ref, pipeline.images))
 
@@ -137,9 +144,38 @@ def _check_single_consumer(out: _Collector, steps: dict[str, Step]) -> None:
             consumers.setdefault(step.stdin, []).append(name)
     for producer, names in consumers.items():
         for extra in names[1:]:
-            out.add(["steps", extra, "stdin"],
-                    f"stdin: {producer!r} already feeds {names[0]!r}; a step's stdout "
-                    "feeds at most one consumer")
+            out.add(
+                ["steps", extra, "stdin"],
+                f"stdin: {producer!r} already feeds {names[0]!r}; a step's stdout "
+                "feeds at most one consumer",
+            )
+
+
+def _check_pairing(out: _Collector, steps: dict[str, Step], root: Path) -> None:
+    """A step that pairs with an upstream step on a scatter variable needs a partner per value."""
+    for name, step in steps.items():
+        if not step.scatter:
+            continue
+        mine = scatter_values(step, root)
+        for up in step.upstream:
+            if up not in steps or not steps[up].scatter:
+                continue
+            theirs = scatter_values(steps[up], root)
+            if not set(theirs) <= set(mine):
+                continue  # a gather over the variables this step does not share
+            for var in theirs:
+                missing = [v for v in mine[var] if v not in theirs[var]]
+                if missing:
+                    where: list[str | int] = (
+                        ["steps", name, "needs", step.needs.index(up)]
+                        if up in step.needs
+                        else ["steps", name, "stdin"]
+                    )
+                    out.add(
+                        where,
+                        f"this step pairs with {up!r} on {var!r}, but {up!r} has no "
+                        f"instance for {', '.join(map(repr, missing[:5]))}",
+                    )
 
 
 def _check_cycles(out: _Collector, steps: dict[str, Step]) -> None:
@@ -154,13 +190,16 @@ def _check_cycles(out: _Collector, steps: dict[str, Step]) -> None:
             if up not in steps:
                 continue
             if color[up] == grey:
-                cycle = trail[trail.index(up):]
+                cycle = trail[trail.index(up) :]
                 members = frozenset(cycle)
                 if members not in reported:
                     reported.add(members)
                     arrow = " → ".join([*cycle, up])
-                    out.add(["steps", cycle[0]],
-                            f"steps {', '.join(sorted(members))} form a cycle: {arrow}", key=True)
+                    out.add(
+                        ["steps", cycle[0]],
+                        f"steps {', '.join(sorted(members))} form a cycle: {arrow}",
+                        key=True,
+                    )
             elif color[up] == white:
                 visit(up, trail)
         trail.pop()
@@ -171,8 +210,9 @@ def _check_cycles(out: _Collector, steps: dict[str, Step]) -> None:
             visit(name, [])
 
 
-def _check_scatter(out: _Collector, root: Path, loc: list[str | int],
-                   step: Step) -> dict[str, tuple[str, ...]]:
+def _check_scatter(
+    out: _Collector, root: Path, loc: list[str | int], step: Step
+) -> dict[str, tuple[str, ...]]:
     for var, spec in step.scatter.items():
         where = [*loc, "scatter", var]
         if isinstance(spec, Glob):
@@ -208,17 +248,27 @@ def _check_interpolation(out: _Collector, loc: list[str | int], step: Step) -> N
     for where, text in texts:
         for name in variables(text):
             if name not in known:
-                hint = f" (scatter variables here: {', '.join(sorted(known))})" if known else \
-                    " (this step has no scatter variables; write $${...} for a literal)"
+                hint = (
+                    f" (scatter variables here: {', '.join(sorted(known))})"
+                    if known
+                    else " (this step has no scatter variables; write $${...} for a literal)"
+                )
                 out.add(where, f"unknown variable ${{{name}}}{hint}")
 
 
-def _check_inputs(out: _Collector, root: Path, loc: list[str | int], step: Step,
-                  values: dict[str, tuple[str, ...]]) -> None:
+def _check_inputs(
+    out: _Collector,
+    root: Path,
+    loc: list[str | int],
+    step: Step,
+    values: dict[str, tuple[str, ...]],
+) -> None:
     for name, raw in step.inputs.items():
         where = [*loc, "inputs", name]
         try:
-            paths = {interpolate(raw, combo) for combo in itertools.islice(combinations(values), 1000)}
+            paths = {
+                interpolate(raw, combo) for combo in itertools.islice(combinations(values), 1000)
+            }
         except KeyError:
             continue  # reported by the interpolation check
         for path in sorted(paths):
@@ -232,17 +282,29 @@ def _check_mounts(out: _Collector, loc: list[str | int], mounts: dict[str, Volum
         where = [*loc, "volumes", volume]
         for reserved in RESERVED_MOUNTS:
             if mount.path == reserved or mount.path.startswith(reserved + "/"):
-                out.add(where, f"{mount.path} is reserved for dockyard's data flow "
-                               "(/out and /in); mount the volume elsewhere")
+                out.add(
+                    where,
+                    f"{mount.path} is reserved for dockyard's data flow "
+                    "(/out and /in); mount the volume elsewhere",
+                )
         if mount.path == "/":
             out.add(where, "a volume cannot be mounted at /")
         if mount.path in seen:
-            out.add(where, f"{mount.path} is already the mount point of volume {seen[mount.path]!r}")
+            out.add(
+                where, f"{mount.path} is already the mount point of volume {seen[mount.path]!r}"
+            )
         seen[mount.path] = volume
 
 
-def _inside(out: _Collector, root: Path, loc: list[str | int], raw: str, *,
-            must_exist: bool = True, original: str | None = None) -> Path | None:
+def _inside(
+    out: _Collector,
+    root: Path,
+    loc: list[str | int],
+    raw: str,
+    *,
+    must_exist: bool = True,
+    original: str | None = None,
+) -> Path | None:
     """Resolve a host path from the pipeline file; it must stay under the file's folder."""
     shown = original if original is not None and original != raw else raw
     if not raw:

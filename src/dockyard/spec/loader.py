@@ -62,7 +62,11 @@ def load_pipeline(path: str | Path) -> PipelineFile:
     if not isinstance(data, CommentedMap):
         found = "an empty file" if data is None else type(data).__name__
         raise SpecError(
-            [SpecIssue(shown, 1, 1, "", f"expected a mapping with version, name, steps; found {found}")]
+            [
+                SpecIssue(
+                    shown, 1, 1, "", f"expected a mapping with version, name, steps; found {found}"
+                )
+            ]
         )
 
     locator = Locator(data)
@@ -122,8 +126,10 @@ def _describe(err: Any) -> str:
             return msg[len(prefix) :]
     found = err.get("input")
     msg = msg.replace("Input should be ", "expected ")
-    msg = msg.replace("Dictionary should have at least 1 item after validation, not 0",
-                      "expected at least one entry")
+    msg = msg.replace(
+        "Dictionary should have at least 1 item after validation, not 0",
+        "expected at least one entry",
+    )
     if err["type"] == "literal_error" and "version" in err["loc"]:
         msg = "expected version: 1 (the only version of the format so far)"
     if isinstance(found, dict | list):

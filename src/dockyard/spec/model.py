@@ -223,7 +223,6 @@ class Pipeline(_Model):
     services: dict[Name, Service] = Field(default_factory=dict)
     steps: dict[Name, Step] = Field(min_length=1)
 
-
     def resolved_step(self, name: str) -> Step:
         """``steps[name]`` with ``defaults`` applied and every optional value filled in."""
         step = self.steps[name]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import shlex
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -50,6 +51,8 @@ class FakeRuntime:
     memory: int = 8 * 1024**3
     images: dict[str, str] = field(default_factory=dict)
     reachable: bool = True
+    # Real seconds slept per simulated second of `sleep` (0: containers finish at once).
+    time_scale: float = 0.0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -129,8 +132,12 @@ class FakeRuntime:
         self._check()
         box = self._get(container_id)
         status = box.status or ExitStatus(None, error="never started")
+        duration = box.duration
         if timeout is not None and box.duration > timeout:
             status = ExitStatus(137, timed_out=True)
+            duration = timeout
+        if self.time_scale and box.state == "running":
+            time.sleep(duration * self.time_scale)
         with self._lock:
             if box.state == "running":
                 self.running_now -= 1
@@ -182,8 +189,11 @@ class _Shell:
                 if not words:
                     continue
                 if words[0] == "exit":
-                    return (int(words[1]) if len(words) > 1 else code), bytes(self.out), \
-                        self.duration
+                    return (
+                        (int(words[1]) if len(words) > 1 else code),
+                        bytes(self.out),
+                        self.duration,
+                    )
                 code = self._command(words)
                 if code != 0:
                     break

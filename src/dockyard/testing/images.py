@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -31,8 +32,7 @@ def is_static_elf(path: Path) -> bool:
         fh.seek(phoff)
         table = fh.read(phentsize * phnum)
     pt_interp = 3
-    return all(struct.unpack_from("<I", table, i * phentsize)[0] != pt_interp
-               for i in range(phnum))
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != pt_interp for i in range(phnum))
 
 
 def find_static_busybox() -> Path:
@@ -44,8 +44,9 @@ def find_static_busybox() -> Path:
 
 
 def busybox_tar(binary: Path) -> bytes:
-    applets = subprocess.run([str(binary), "--list-full"], capture_output=True, text=True,
-                             check=True).stdout.split()
+    applets = subprocess.run(
+        [str(binary), "--list-full"], capture_output=True, text=True, check=True
+    ).stdout.split()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for directory in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "tmp", "etc", "root"):
@@ -61,9 +62,13 @@ def busybox_tar(binary: Path) -> bytes:
             link.type = tarfile.SYMTYPE
             link.linkname = "/bin/busybox"
             tar.addfile(link)
-        for name, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"
-                                          "nobody:x:65534:65534:nobody:/:/bin/false\n"),
-                           ("etc/group", "root:x:0:\nnogroup:x:65534:\n")):
+        for name, text in (
+            (
+                "etc/passwd",
+                "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+            ),
+            ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+        ):
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -74,14 +79,15 @@ def busybox_tar(binary: Path) -> bytes:
 
 def ensure_busybox_image(client: docker.APIClient | None = None, ref: str = BUSYBOX_IMAGE) -> str:
     """Import the busybox image unless it is already present; return its id."""
-    api = client or docker.APIClient(version="auto")
+    api: Any = client or docker.APIClient(version="auto")
     try:
         return str(api.inspect_image(ref)["Id"])
     except docker.errors.ImageNotFound:
         pass
     repository, _, tag = ref.rpartition(":")
-    api.import_image_from_data(busybox_tar(find_static_busybox()), repository=repository,
-                               tag=tag, changes=['CMD ["sh"]'])
+    api.import_image_from_data(
+        busybox_tar(find_static_busybox()), repository=repository, tag=tag, changes=['CMD ["sh"]']
+    )
     return str(api.inspect_image(ref)["Id"])
 
 

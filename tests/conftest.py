@@ -1,0 +1,56 @@
+"""Shared fixtures: pipeline files in temporary folders, and the real Docker Engine."""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.runtime.base import LABEL_PIPELINE
+from dockyard.testing.images import BUSYBOX_IMAGE
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CONFORMANCE = REPO.parent / "shared" / "conformance"
+
+WritePipeline = Callable[[str], Path]
+
+
+@pytest.fixture
+def write_pipeline(tmp_path: Path) -> WritePipeline:
+    """Write a dockyard.yaml (dedented) into a fresh folder and return its path."""
+
+    def write(text: str) -> Path:
+        path = tmp_path / "dockyard.yaml"
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def docker_runtime() -> Iterator[object]:
+    from dockyard.runtime.docker import DockerRuntime
+    from dockyard.testing.images import ensure_busybox_image
+
+    runtime = DockerRuntime()
+    ensure_busybox_image(runtime.api)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def pipeline_name(docker_runtime: object) -> Iterator[str]:
+    """A unique pipeline name; every container labelled with it is removed afterwards."""
+    from dockyard.runtime.docker import DockerRuntime
+
+    assert isinstance(docker_runtime, DockerRuntime)
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    yield name
+    for container in docker_runtime.list({LABEL_PIPELINE: name}):
+        docker_runtime.remove(container.id)
+
+
+__all__ = ["BUSYBOX_IMAGE", "REPO", "SHARED_CONFORMANCE", "WritePipeline"]

@@ -1,0 +1,212 @@
+"""The reconcile loop end to end on the fake runtime (no Docker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dockyard.engine import Event, Executor, RunOptions
+from dockyard.errors import ImageError, PlanError, RunFailed
+from dockyard.spec import load_pipeline
+from dockyard.store import Store
+from dockyard.summary import load_summary
+from dockyard.testing import FakeRuntime, Fault
+from tests.conftest import WritePipeline
+
+IMAGE = "busybox:1.36"
+
+
+def execute(path: Path, runtime: FakeRuntime, **options: object) -> tuple[str, Store, list[Event]]:
+    pf = load_pipeline(path)
+    store = Store(pf.state_dir / "state.db")
+    events: list[Event] = []
+    ids = iter(f"run{n}" for n in range(100))
+    executor = Executor(pf, runtime, store, options=RunOptions(**options),  # type: ignore[arg-type]
+                        reporter=events.append, new_id=lambda: next(ids))
+    try:
+        run_id = executor.run()
+    except RunFailed as exc:
+        run_id = exc.run_id
+    return run_id, store, events
+
+
+@pytest.fixture
+def runtime() -> FakeRuntime:
+    fake = FakeRuntime(cpus=2, memory=4 * 1024**3)
+    fake.add_image(IMAGE)
+    return fake
+
+
+DIAMOND = """
+    version: 1
+    name: diamond
+    defaults: {image: busybox:1.36, resources: {cpus: 0.5, memory: 32m}}
+    steps:
+      a: {command: "echo A > /out/a"}
+      b:
+        needs: [a]
+        scatter: {s: [x, y]}
+        command: "cat /in/a/a > /out/v && echo ${s} >> /out/v"
+      c: {needs: [a], command: "echo C > /out/c"}
+      d: {needs: [b, c], command: "cat /in/b/x/v /in/b/y/v /in/c/c > /out/all"}
+"""
+
+
+def output(store: Store, run_id: str, instance: str) -> Path:
+    row = next(r for r in store.instances(run_id) if r.instance == instance)
+    assert row.output is not None
+    path = store.output_path(row.output)
+    assert path is not None
+    return Path(path)
+
+
+def test_diamond_flows_outputs_through_to_the_gather(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
+    run_id, store, _ = execute(write_pipeline(DIAMOND), runtime)
+    assert (output(store, run_id, "d") / "all").read_text() == "A\nx\nA\ny\nC\n"
+    assert {r.state for r in store.instances(run_id)} == {"succeeded"}
+    assert store.run(run_id).state == "succeeded"
+
+
+def test_no_container_remains_after_a_run(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
+    execute(write_pipeline(DIAMOND), runtime)
+    assert runtime.containers == {}
+    assert len(runtime.started) == 5
+
+
+def test_concurrency_never_exceeds_the_pool(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
+    runtime.time_scale = 0.05
+    path = write_pipeline("""
+        version: 1
+        name: wide
+        defaults: {image: busybox:1.36, resources: {cpus: 1, memory: 32m}}
+        steps:
+          w: {scatter: {i: ["1", "2", "3", "4", "5", "6"]}, command: "sleep 1"}
+    """)
+    execute(path, runtime, max_cpus=2)
+    assert runtime.max_running == 2
+
+
+def test_failed_step_fails_the_run_and_blocks_downstream(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
+    path = write_pipeline(DIAMOND.replace('c: {needs: [a], command: "echo C > /out/c"}',
+                                          'c: {needs: [a], command: "exit 3"}'))
+    run_id, store, _ = execute(path, runtime)
+    states = {r.instance: (r.state, r.reason) for r in store.instances(run_id)}
+    assert states["c"] == ("failed", "exited with status 3")
+    assert states["d"] == ("blocked", "upstream c failed")
+    assert store.run(run_id).state == "failed"
+    assert store.attempts(run_id, "c")[0].exit_code == 3
+
+
+def test_failed_attempt_commits_nothing(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
+    path = write_pipeline("""
+        version: 1
+        name: partial
+        steps:
+          a: {image: busybox:1.36, command: "echo half > /out/x && exit 1"}
+    """)
+    run_id, store, _ = execute(path, runtime)
+    assert store.instances(run_id)[0].output is None
+    outputs = path.parent / ".dockyard" / "outputs"
+    assert not outputs.exists() or not any(outputs.iterdir())
+    assert not (path.parent / ".dockyard" / "work" / run_id).exists()
+
+
+def test_retry_after_a_crash_succeeds_with_two_attempts(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
+    runtime.inject("a", Fault(exit_code=1))
+    path = write_pipeline("""
+        version: 1
+        name: retry
+        steps:
+          a: {image: busybox:1.36, command: "echo ok > /out/x", retries: 1}
+    """)
+    run_id, store, events = execute(path, runtime)
+    assert [a.state for a in store.attempts(run_id, "a")] == ["failed", "succeeded"]
+    assert [e.kind for e in events if e.instance == "a"] == [
+        "started", "retrying", "started", "succeeded",
+    ]
+
+
+def test_out_of_memory_retry_gets_more_memory(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
+    runtime.inject("a", Fault(oom=True))
+    path = write_pipeline("""
+        version: 1
+        name: oom
+        steps:
+          a:
+            image: busybox:1.36
+            command: "true"
+            resources: {memory: 64m}
+            retries: {max: 1, memory_factor: 4}
+    """)
+    run_id, store, _ = execute(path, runtime)
+    attempts = store.attempts(run_id, "a")
+    assert [(a.reason, a.memory) for a in attempts] == [
+        ("out-of-memory", 64 * 1024**2), ("exited", 256 * 1024**2),
+    ]
+
+
+def test_timeout_is_reported_as_such(write_pipeline: WritePipeline, runtime: FakeRuntime) -> None:
+    path = write_pipeline("""
+        version: 1
+        name: slow
+        steps:
+          a: {image: busybox:1.36, command: "sleep 100", timeout: 1s}
+    """)
+    run_id, store, _ = execute(path, runtime)
+    assert store.attempts(run_id, "a")[0].reason == "timed-out"
+    assert load_summary(store, run_id).instances[0].row.reason == "timed out"
+
+
+def test_step_larger_than_the_pool_is_refused_before_anything_starts(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
+    path = write_pipeline("""
+        version: 1
+        name: huge
+        steps:
+          a: {image: busybox:1.36, command: "true", resources: {cpus: 4}}
+    """)
+    with pytest.raises(PlanError, match="asks for 4 CPUs"):
+        execute(path, runtime)
+    assert runtime.started == []
+
+
+def test_missing_image_is_invalid_input(write_pipeline: WritePipeline, runtime: FakeRuntime) -> None:
+    path = write_pipeline("""
+        version: 1
+        name: noimage
+        steps:
+          a: {image: "nowhere/none:1", command: "true"}
+    """)
+    with pytest.raises(ImageError, match="nowhere/none:1"):
+        execute(path, runtime)
+    assert runtime.started == []
+
+
+def test_features_of_later_versions_are_refused_clearly(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
+    path = write_pipeline("""
+        version: 1
+        name: later
+        steps:
+          gen: {image: busybox:1.36, command: "echo hi"}
+          count: {image: busybox:1.36, command: "wc -c", stdin: gen}
+    """)
+    with pytest.raises(PlanError, match="stdin streaming"):
+        execute(path, runtime)

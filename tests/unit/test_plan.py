@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from dockyard.engine import graph_of
+from dockyard.graph import Graph, InstanceId
+from dockyard.plan import (
+    Block,
+    Observed,
+    Outcome,
+    Phase,
+    Plan,
+    Reason,
+    Start,
+    after_attempt,
+    plan,
+)
+from dockyard.schedule import Capacity
+from dockyard.spec import load_pipeline
+from tests.conftest import WritePipeline
+
+MIB = 1024**2
+POOL = Capacity.of(2, 1024 * MIB)
+
+CHAIN = """
+    version: 1
+    name: chain
+    defaults: {image: busybox:1.36, resources: {cpus: 1, memory: 64m}}
+    steps:
+      a: {command: "true"}
+      b: {command: "true", needs: [a], scatter: {s: [x, y, z]}}
+      c: {command: "true", needs: [b]}
+      side: {command: "true"}
+"""
+
+
+def chain(write_pipeline: WritePipeline) -> Graph:
+    return graph_of(load_pipeline(write_pipeline(CHAIN)))
+
+
+def iid(text: str) -> InstanceId:
+    return InstanceId.parse(text)
+
+
+def test_first_plan_starts_roots_critical_path_first(write_pipeline: WritePipeline) -> None:
+    graph = chain(write_pipeline)
+    assert plan(graph, {}, POOL, now=0) == Plan(
+        (Start(iid("a"), 1, 64 * MIB), Start(iid("side"), 1, 64 * MIB)), finished=False
+    )
+
+
+def test_nothing_starts_beyond_the_pool(write_pipeline: WritePipeline) -> None:
+    graph = chain(write_pipeline)
+    observed = {iid("a"): Observed(Phase.SUCCEEDED, 1), iid("side"): Observed(Phase.RUNNING, 1)}
+    result = plan(graph, observed, POOL, now=0)
+    assert result.actions == (Start(iid("b[x]"), 1, 64 * MIB),)
+
+
+def test_waiting_on_running_work_is_not_finished(write_pipeline: WritePipeline) -> None:
+    graph = chain(write_pipeline)
+    observed = {iid("a"): Observed(Phase.RUNNING, 1), iid("side"): Observed(Phase.RUNNING, 1)}
+    assert plan(graph, observed, POOL, now=0) == Plan((), finished=False)
+
+
+def test_failure_blocks_downstream_and_stops_new_work(write_pipeline: WritePipeline) -> None:
+    graph = chain(write_pipeline)
+    observed = {iid("a"): Observed(Phase.FAILED, 1)}
+    result = plan(graph, observed, POOL, now=0)
+    blocked = [a for a in result.actions if isinstance(a, Block)]
+    assert [str(b.instance) for b in blocked] == ["b[x]", "b[y]", "b[z]", "c"]
+    assert not any(isinstance(a, Start) for a in result.actions)
+    assert result.finished
+
+
+def test_keep_going_runs_independent_work_after_a_failure(write_pipeline: WritePipeline) -> None:
+    graph = chain(write_pipeline)
+    observed = {iid("a"): Observed(Phase.FAILED, 1)}
+    result = plan(graph, observed, POOL, now=0, keep_going=True)
+    assert Start(iid("side"), 1, 64 * MIB) in result.actions
+
+
+def test_retry_waits_for_its_backoff(write_pipeline: WritePipeline) -> None:
+    graph = chain(write_pipeline)
+    observed = {iid("a"): Observed(Phase.PENDING, 1, retry_at=10.0),
+                iid("side"): Observed(Phase.SUCCEEDED, 1)}
+    assert plan(graph, observed, POOL, now=5) == Plan((), finished=False, wake_at=10.0)
+    assert plan(graph, observed, POOL, now=10).actions == (Start(iid("a"), 2, 64 * MIB),)
+
+
+def test_everything_done_is_finished(write_pipeline: WritePipeline) -> None:
+    graph = chain(write_pipeline)
+    observed = {i: Observed(Phase.SUCCEEDED, 1) for i in graph.order}
+    assert plan(graph, observed, POOL, now=0) == Plan((), finished=True)
+
+
+RETRYING = """
+    version: 1
+    name: retrying
+    steps:
+      a:
+        image: busybox:1.36
+        command: "true"
+        resources: {memory: 100m}
+        retries: {max: 2, memory_factor: 4, backoff: 2s}
+"""
+
+
+def test_failure_with_retries_left_goes_back_to_pending(write_pipeline: WritePipeline) -> None:
+    instance = graph_of(load_pipeline(write_pipeline(RETRYING))).instances[iid("a")]
+    seen = after_attempt(instance, Observed(Phase.RUNNING, 1), Outcome(1), now=100, pool=POOL)
+    assert seen == Observed(Phase.PENDING, 1, memory=100 * MIB, retry_at=102.0, reason="exited")
+
+
+def test_out_of_memory_multiplies_memory_by_the_factor(write_pipeline: WritePipeline) -> None:
+    instance = graph_of(load_pipeline(write_pipeline(RETRYING))).instances[iid("a")]
+    seen = after_attempt(instance, Observed(Phase.RUNNING, 1), Outcome(137, Reason.OOM), 0, POOL)
+    assert seen.memory == 400 * MIB
+    assert seen.phase is Phase.PENDING
+
+
+def test_out_of_memory_beyond_the_pool_fails(write_pipeline: WritePipeline) -> None:
+    instance = graph_of(load_pipeline(write_pipeline(RETRYING))).instances[iid("a")]
+    seen = Observed(Phase.RUNNING, 1, memory=400 * MIB)
+    assert after_attempt(instance, seen, Outcome(137, Reason.OOM), 0, POOL).phase is Phase.FAILED
+
+
+def test_no_retries_left_fails(write_pipeline: WritePipeline) -> None:
+    instance = graph_of(load_pipeline(write_pipeline(RETRYING))).instances[iid("a")]
+    seen = after_attempt(instance, Observed(Phase.RUNNING, 3), Outcome(2), now=0, pool=POOL)
+    assert seen.phase is Phase.FAILED
+    assert seen.reason == "exited"

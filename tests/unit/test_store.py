@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from dockyard.errors import StoreError, UnknownReference
+from dockyard.store import SCHEMA_VERSION, RunRow, Store
+
+
+def make_run(store: Store, run_id: str = "r1", started: float = 1.0) -> None:
+    store.create_run(RunRow(run_id, "p", "sha", "running", started, None, 2.0, 1024, None),
+                     [("a", "a"), ("b[x]", "b")])
+
+
+def test_new_store_is_at_the_current_schema_version(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    assert store.version == SCHEMA_VERSION
+    store.close()
+
+
+def test_reopening_keeps_data(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    make_run(store)
+    store.close()
+    again = Store(tmp_path / "state.db")
+    assert [r.instance for r in again.instances("r1")] == ["a", "b[x]"]
+    again.close()
+
+
+def test_store_from_a_newer_dockyard_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(path)
+
+
+def test_corrupt_store_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="unusable"):
+        Store(path)
+
+
+def test_latest_run_is_the_default(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    make_run(store, "old", 1.0)
+    make_run(store, "new", 2.0)
+    assert store.run().id == "new"
+    assert store.run("old").id == "old"
+    with pytest.raises(UnknownReference):
+        store.run("missing")
+    store.close()
+
+
+def test_no_runs_yet_is_a_clear_error(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    with pytest.raises(UnknownReference, match="not been run"):
+        store.run()
+    store.close()
+
+
+def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    make_run(store)
+    with pytest.raises(RuntimeError), store.transaction():
+        store.set_instance("r1", "a", state="succeeded")
+        raise RuntimeError("crash between writes")
+    assert store.instances("r1")[0].state == "pending"
+    store.close()
