@@ -15,12 +15,14 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.utils import kwargs_from_env
+from docker.constants import DEFAULT_DOCKER_API_VERSION, DEFAULT_UNIX_SOCKET
+from docker.utils import kwargs_from_env, version_lt
 
 from dockyard.errors import EngineUnavailable, ImageError, RuntimeFailure
 from dockyard.runtime.base import ContainerInfo, ContainerSpec, ExitStatus, HostCapacity
 
 STOP_GRACE_SECONDS = 10
+MIN_API_VERSION = "1.24"
 # Enough connections for every concurrently waiting container plus control calls.
 MAX_POOL_SIZE = 256
 START_HINT = (
@@ -51,11 +53,24 @@ class DockerRuntime:
         kwargs: dict[str, Any] = dict(kwargs_from_env())
         if base_url is not None:
             kwargs["base_url"] = base_url
+        url = str(kwargs.get("base_url") or DEFAULT_UNIX_SOCKET)
+        if url.startswith(("unix://", "http+unix://")):
+            socket_path = url.split("://", 1)[1]
+            if not os.path.exists(socket_path):
+                # docker-py leaks the socket of a failed connect; there is nothing to try anyway.
+                raise _engine_error(FileNotFoundError(f"no socket at {socket_path}"))
+        # Ask the engine which API version it speaks with a client that makes no request in
+        # its constructor, so that a failure leaves no half-built client (and socket) behind.
+        probe = docker.APIClient(version=MIN_API_VERSION, **kwargs)
         try:
-            # Any: docker-py's loosely typed dicts stay inside this adapter.
-            self.api: Any = docker.APIClient(version="auto", max_pool_size=MAX_POOL_SIZE, **kwargs)
+            server = str(probe.version(api_version=False)["ApiVersion"])
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _engine_error(exc) from exc
+        finally:
+            probe.close()
+        version = server if version_lt(server, DEFAULT_DOCKER_API_VERSION) else None
+        # Any: docker-py's loosely typed dicts stay inside this adapter.
+        self.api: Any = docker.APIClient(version=version, max_pool_size=MAX_POOL_SIZE, **kwargs)
 
     def close(self) -> None:
         self.api.close()
@@ -143,6 +158,9 @@ class DockerRuntime:
             memswap_limit=spec.memory,  # no swap beyond the limit: the limit is the limit
             security_opt=["no-new-privileges:true"],
             privileged=False,
+            # A tiny init as PID 1 forwards SIGTERM (so timeouts stop steps promptly) and
+            # reaps orphaned processes of tools that leave them behind.
+            init=True,
         )
         with _translated(f"creating a container from {spec.image}"):
             created = self.api.create_container(

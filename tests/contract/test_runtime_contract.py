@@ -1,0 +1,100 @@
+"""One contract, two runtimes: the fake and the real Docker Engine must agree."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.errors import RuntimeFailure
+from dockyard.runtime.base import LABEL_PIPELINE, Bind, ContainerSpec, Runtime
+from dockyard.testing import FakeRuntime
+from dockyard.testing.images import BUSYBOX_IMAGE
+
+MIB = 1024**2
+
+
+@pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker)])
+def runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    if request.param == "fake":
+        fake = FakeRuntime()
+        fake.add_image(BUSYBOX_IMAGE)
+        yield fake
+        return
+    yield request.getfixturevalue("docker_runtime")
+
+
+@pytest.fixture
+def label() -> dict[str, str]:
+    return {LABEL_PIPELINE: f"contract-{uuid.uuid4().hex[:8]}"}
+
+
+def spec(command: str, labels: dict[str, str], *binds: Bind) -> ContainerSpec:
+    return ContainerSpec(image=BUSYBOX_IMAGE, command=("sh", "-c", command), cpus=0.5,
+                         memory=32 * MIB, labels=labels, binds=binds)
+
+
+def run(runtime: Runtime, container: ContainerSpec, timeout: float | None = None
+        ) -> tuple[int | None, bytes, bool]:
+    cid = runtime.create(container)
+    try:
+        runtime.start(cid)
+        status = runtime.wait(cid, timeout)
+        return status.exit_code, runtime.logs(cid), status.timed_out
+    finally:
+        runtime.remove(cid)
+
+
+def test_exit_code_is_reported(runtime: Runtime, label: dict[str, str]) -> None:
+    assert run(runtime, spec("exit 3", label))[0] == 3
+
+
+def test_stdout_is_kept_as_logs(runtime: Runtime, label: dict[str, str]) -> None:
+    code, logs, _ = run(runtime, spec("echo hello", label))
+    assert (code, logs) == (0, b"hello\n")
+
+
+def test_writable_bind_receives_output(runtime: Runtime, label: dict[str, str],
+                                       tmp_path: Path) -> None:
+    run(runtime, spec("echo result > /out/r", label, Bind(str(tmp_path), "/out", readonly=False)))
+    assert (tmp_path / "r").read_text() == "result\n"
+
+
+def test_read_only_bind_can_be_read_not_written(runtime: Runtime, label: dict[str, str],
+                                                tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("data\n")
+    read = run(runtime, spec("cat /in/x/in.txt", label, Bind(str(tmp_path), "/in/x")))
+    assert read[:2] == (0, b"data\n")
+    write = run(runtime, spec("echo no > /in/x/new", label, Bind(str(tmp_path), "/in/x")))
+    assert write[0] != 0
+    assert not (tmp_path / "new").exists()
+
+
+def test_timeout_stops_the_container(runtime: Runtime, label: dict[str, str]) -> None:
+    code, _, timed_out = run(runtime, spec("sleep 60", label), timeout=1)
+    assert timed_out
+    assert code != 0
+
+
+def test_containers_are_found_by_label_until_removed(runtime: Runtime,
+                                                     label: dict[str, str]) -> None:
+    cid = runtime.create(spec("true", label))
+    assert [c.id for c in runtime.list(label)] == [cid]
+    runtime.remove(cid)
+    assert runtime.list(label) == []
+    runtime.remove(cid)  # removing twice is fine
+
+
+def test_missing_image_is_absent_and_cannot_be_created(runtime: Runtime,
+                                                       label: dict[str, str]) -> None:
+    assert runtime.image_id("dockyard-test/absent:never") is None
+    missing = ContainerSpec(image="dockyard-test/absent:never", command=("true",), cpus=1,
+                            memory=32 * MIB, labels=label)
+    with pytest.raises(RuntimeFailure):
+        runtime.create(missing)
+
+
+def test_present_image_has_an_id(runtime: Runtime) -> None:
+    assert (runtime.image_id(BUSYBOX_IMAGE) or "").startswith("sha256:")
