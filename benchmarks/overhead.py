@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dockyard.engine import Executor, RunOptions
+from dockyard.engine import Executor
 from dockyard.runtime.base import LABEL_PIPELINE, Bind, ContainerSpec
 from dockyard.runtime.docker import DockerRuntime
 from dockyard.spec import load_pipeline
@@ -34,7 +34,8 @@ COMMAND = "echo ${i} > /out/i"
 def run_dockyard(workdir: Path, instances: int) -> float:
     values = ", ".join(f'"{n}"' for n in range(instances))
     path = workdir / "dockyard.yaml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         version: 1
         name: bench-overhead
         steps:
@@ -43,7 +44,8 @@ def run_dockyard(workdir: Path, instances: int) -> float:
             resources: {{cpus: {CPUS}, memory: 32m}}
             scatter: {{i: [{values}]}}
             command: "{COMMAND}"
-    """))
+    """)
+    )
     pf = load_pipeline(path)
     runtime = DockerRuntime()
     store = Store(pf.state_dir / "state.db")
@@ -64,7 +66,9 @@ def run_floor(workdir: Path, instances: int, concurrency: int) -> float:
         spec = ContainerSpec(
             image=BUSYBOX_IMAGE,
             command=("sh", "-c", COMMAND.replace("${i}", str(n))),
-            cpus=CPUS, memory=MEMORY, labels={LABEL_PIPELINE: "bench-floor"},
+            cpus=CPUS,
+            memory=MEMORY,
+            labels={LABEL_PIPELINE: "bench-floor"},
             binds=(Bind(str(out), "/out", readonly=False),),
         )
         cid = runtime.create(spec)
@@ -102,14 +106,18 @@ def main() -> None:
             dockyard_times.append(run_dockyard(Path(tmp), args.instances))
 
     floor, ours = statistics.median(floor_times), statistics.median(dockyard_times)
-    print(f"{args.instances} instances, cpus {CPUS} each, {host.cpus:g} CPUs "
-          f"-> concurrency {concurrency}, {args.rounds} round(s), median wall time")
+    print(
+        f"{args.instances} instances, cpus {CPUS} each, {host.cpus:g} CPUs "
+        f"-> concurrency {concurrency}, {args.rounds} round(s), median wall time"
+    )
     print(f"{'':24}{'wall (s)':>10}{'per instance (ms)':>20}")
     print(f"{'engine floor (SDK)':24}{floor:>10.2f}{floor / args.instances * 1000:>20.1f}")
     print(f"{'dockyard run':24}{ours:>10.2f}{ours / args.instances * 1000:>20.1f}")
     print(f"ratio dockyard / floor: {ours / floor:.3f}  (goal <= 1.10)")
-    print(f"all rounds: floor {[round(t, 2) for t in floor_times]}, "
-          f"dockyard {[round(t, 2) for t in dockyard_times]}")
+    print(
+        f"all rounds: floor {[round(t, 2) for t in floor_times]}, "
+        f"dockyard {[round(t, 2) for t in dockyard_times]}"
+    )
 
 
 if __name__ == "__main__":

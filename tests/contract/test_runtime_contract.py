@@ -32,12 +32,19 @@ def label() -> dict[str, str]:
 
 
 def spec(command: str, labels: dict[str, str], *binds: Bind) -> ContainerSpec:
-    return ContainerSpec(image=BUSYBOX_IMAGE, command=("sh", "-c", command), cpus=0.5,
-                         memory=32 * MIB, labels=labels, binds=binds)
+    return ContainerSpec(
+        image=BUSYBOX_IMAGE,
+        command=("sh", "-c", command),
+        cpus=0.5,
+        memory=32 * MIB,
+        labels=labels,
+        binds=binds,
+    )
 
 
-def run(runtime: Runtime, container: ContainerSpec, timeout: float | None = None
-        ) -> tuple[int | None, bytes, bool]:
+def run(
+    runtime: Runtime, container: ContainerSpec, timeout: float | None = None
+) -> tuple[int | None, bytes, bool]:
     cid = runtime.create(container)
     try:
         runtime.start(cid)
@@ -56,14 +63,16 @@ def test_stdout_is_kept_as_logs(runtime: Runtime, label: dict[str, str]) -> None
     assert (code, logs) == (0, b"hello\n")
 
 
-def test_writable_bind_receives_output(runtime: Runtime, label: dict[str, str],
-                                       tmp_path: Path) -> None:
+def test_writable_bind_receives_output(
+    runtime: Runtime, label: dict[str, str], tmp_path: Path
+) -> None:
     run(runtime, spec("echo result > /out/r", label, Bind(str(tmp_path), "/out", readonly=False)))
     assert (tmp_path / "r").read_text() == "result\n"
 
 
-def test_read_only_bind_can_be_read_not_written(runtime: Runtime, label: dict[str, str],
-                                                tmp_path: Path) -> None:
+def test_read_only_bind_can_be_read_not_written(
+    runtime: Runtime, label: dict[str, str], tmp_path: Path
+) -> None:
     (tmp_path / "in.txt").write_text("data\n")
     read = run(runtime, spec("cat /in/x/in.txt", label, Bind(str(tmp_path), "/in/x")))
     assert read[:2] == (0, b"data\n")
@@ -78,8 +87,9 @@ def test_timeout_stops_the_container(runtime: Runtime, label: dict[str, str]) ->
     assert code != 0
 
 
-def test_containers_are_found_by_label_until_removed(runtime: Runtime,
-                                                     label: dict[str, str]) -> None:
+def test_containers_are_found_by_label_until_removed(
+    runtime: Runtime, label: dict[str, str]
+) -> None:
     cid = runtime.create(spec("true", label))
     assert [c.id for c in runtime.list(label)] == [cid]
     runtime.remove(cid)
@@ -87,11 +97,13 @@ def test_containers_are_found_by_label_until_removed(runtime: Runtime,
     runtime.remove(cid)  # removing twice is fine
 
 
-def test_missing_image_is_absent_and_cannot_be_created(runtime: Runtime,
-                                                       label: dict[str, str]) -> None:
+def test_missing_image_is_absent_and_cannot_be_created(
+    runtime: Runtime, label: dict[str, str]
+) -> None:
     assert runtime.image_id("dockyard-test/absent:never") is None
-    missing = ContainerSpec(image="dockyard-test/absent:never", command=("true",), cpus=1,
-                            memory=32 * MIB, labels=label)
+    missing = ContainerSpec(
+        image="dockyard-test/absent:never", command=("true",), cpus=1, memory=32 * MIB, labels=label
+    )
     with pytest.raises(RuntimeFailure):
         runtime.create(missing)
 

@@ -33,7 +33,9 @@ def latest_store(path: Path) -> Store:
 
 
 def test_diamond_with_scatter_and_gather_runs_to_completion(
-    write_pipeline: WritePipeline, pipeline_name: str, docker_runtime: DockerRuntime,
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    docker_runtime: DockerRuntime,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = write_pipeline(f"""
@@ -68,7 +70,9 @@ def test_diamond_with_scatter_and_gather_runs_to_completion(
 
 
 def test_max_cpus_bounds_how_many_run_at_once(
-    write_pipeline: WritePipeline, pipeline_name: str, capsys: pytest.CaptureFixture[str],
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     steps = "\n".join(f'  s{i}: {{command: "sleep 1"}}' for i in range(4))
     path = write_pipeline(
@@ -84,7 +88,8 @@ def test_max_cpus_bounds_how_many_run_at_once(
     for attempt in attempts:
         assert attempt.ended_at is not None
         overlapping = [
-            other for other in attempts
+            other
+            for other in attempts
             if other.started_at <= attempt.started_at < (other.ended_at or 0)
         ]
         assert len(overlapping) <= 2
@@ -94,7 +99,9 @@ def test_max_cpus_bounds_how_many_run_at_once(
 
 
 def test_memory_limit_is_set_in_the_step_cgroup(
-    write_pipeline: WritePipeline, pipeline_name: str, capsys: pytest.CaptureFixture[str],
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = write_pipeline(f"""
         version: 1
@@ -114,7 +121,9 @@ def test_memory_limit_is_set_in_the_step_cgroup(
 
 
 def test_step_over_its_memory_is_killed_and_reported_out_of_memory(
-    write_pipeline: WritePipeline, pipeline_name: str, capsys: pytest.CaptureFixture[str],
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = write_pipeline(f"""
         version: 1
@@ -135,7 +144,9 @@ def test_step_over_its_memory_is_killed_and_reported_out_of_memory(
 
 
 def test_failed_step_exits_1_and_keeps_its_logs(
-    write_pipeline: WritePipeline, pipeline_name: str, capsys: pytest.CaptureFixture[str],
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = write_pipeline(f"""
         version: 1
@@ -155,8 +166,11 @@ def test_failed_step_exits_1_and_keeps_its_logs(
 
 
 def test_images_from_a_build_context_are_built_once_per_content(
-    write_pipeline: WritePipeline, pipeline_name: str, tmp_path: Path,
-    docker_runtime: DockerRuntime, capsys: pytest.CaptureFixture[str],
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    tmp_path: Path,
+    docker_runtime: DockerRuntime,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     context = tmp_path / "images" / "tool"
     context.mkdir(parents=True)
@@ -190,7 +204,9 @@ def test_images_from_a_build_context_are_built_once_per_content(
 
 
 def test_unreachable_engine_exits_3_with_a_hint(
-    write_pipeline: WritePipeline, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    write_pipeline: WritePipeline,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
@@ -207,7 +223,9 @@ def test_unreachable_engine_exits_3_with_a_hint(
 
 
 def test_sigterm_stops_the_run_and_removes_its_containers(
-    write_pipeline: WritePipeline, pipeline_name: str, docker_runtime: DockerRuntime,
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    docker_runtime: DockerRuntime,
 ) -> None:
     path = write_pipeline(f"""
         version: 1
@@ -218,12 +236,15 @@ def test_sigterm_stops_the_run_and_removes_its_containers(
     """)
     process = subprocess.Popen(
         [sys.executable, "-m", "dockyard", "run", "-f", str(path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
-        while len([c for c in docker_runtime.list({LABEL_PIPELINE: pipeline_name})
-                   if c.running]) < 2:
+        while (
+            len([c for c in docker_runtime.list({LABEL_PIPELINE: pipeline_name}) if c.running]) < 2
+        ):
             assert time.monotonic() < deadline, "containers never started"
             assert process.poll() is None, process.communicate()[0]
             time.sleep(0.2)

@@ -22,8 +22,14 @@ def execute(path: Path, runtime: FakeRuntime, **options: object) -> tuple[str, S
     store = Store(pf.state_dir / "state.db")
     events: list[Event] = []
     ids = iter(f"run{n}" for n in range(100))
-    executor = Executor(pf, runtime, store, options=RunOptions(**options),  # type: ignore[arg-type]
-                        reporter=events.append, new_id=lambda: next(ids))
+    executor = Executor(
+        pf,
+        runtime,
+        store,
+        options=RunOptions(**options),  # type: ignore[arg-type]
+        reporter=events.append,
+        new_id=lambda: next(ids),
+    )
     try:
         run_id = executor.run()
     except RunFailed as exc:
@@ -96,8 +102,11 @@ def test_concurrency_never_exceeds_the_pool(
 def test_failed_step_fails_the_run_and_blocks_downstream(
     write_pipeline: WritePipeline, runtime: FakeRuntime
 ) -> None:
-    path = write_pipeline(DIAMOND.replace('c: {needs: [a], command: "echo C > /out/c"}',
-                                          'c: {needs: [a], command: "exit 3"}'))
+    path = write_pipeline(
+        DIAMOND.replace(
+            'c: {needs: [a], command: "echo C > /out/c"}', 'c: {needs: [a], command: "exit 3"}'
+        )
+    )
     run_id, store, _ = execute(path, runtime)
     states = {r.instance: (r.state, r.reason) for r in store.instances(run_id)}
     assert states["c"] == ("failed", "exited with status 3")
@@ -135,7 +144,10 @@ def test_retry_after_a_crash_succeeds_with_two_attempts(
     run_id, store, events = execute(path, runtime)
     assert [a.state for a in store.attempts(run_id, "a")] == ["failed", "succeeded"]
     assert [e.kind for e in events if e.instance == "a"] == [
-        "started", "retrying", "started", "succeeded",
+        "started",
+        "retrying",
+        "started",
+        "succeeded",
     ]
 
 
@@ -156,7 +168,8 @@ def test_out_of_memory_retry_gets_more_memory(
     run_id, store, _ = execute(path, runtime)
     attempts = store.attempts(run_id, "a")
     assert [(a.reason, a.memory) for a in attempts] == [
-        ("out-of-memory", 64 * 1024**2), ("exited", 256 * 1024**2),
+        ("out-of-memory", 64 * 1024**2),
+        ("exited", 256 * 1024**2),
     ]
 
 
@@ -186,7 +199,9 @@ def test_step_larger_than_the_pool_is_refused_before_anything_starts(
     assert runtime.started == []
 
 
-def test_missing_image_is_invalid_input(write_pipeline: WritePipeline, runtime: FakeRuntime) -> None:
+def test_missing_image_is_invalid_input(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
     path = write_pipeline("""
         version: 1
         name: noimage

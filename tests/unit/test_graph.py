@@ -30,7 +30,14 @@ DIAMOND = """
 def test_scatter_expands_to_one_instance_per_value(write_pipeline: WritePipeline) -> None:
     graph = graph_of(load_pipeline(write_pipeline(DIAMOND)))
     assert [str(i) for i in graph.order] == [
-        "a", "b[x]", "b[y]", "b[z]", "c[x]", "c[y]", "c[z]", "d",
+        "a",
+        "b[x]",
+        "b[y]",
+        "b[z]",
+        "c[x]",
+        "c[y]",
+        "c[z]",
+        "d",
     ]
 
 
@@ -82,7 +89,8 @@ def test_two_variables_expand_to_their_product(write_pipeline: WritePipeline) ->
     graph = graph_of(load_pipeline(path))
     assert [str(i) for i in graph.of_step_ids("a")] == ["a[x,1]", "a[x,2]", "a[y,1]", "a[y,2]"]
     assert [m.target for m in graph.instances[InstanceId("b", "y")].upstream] == [
-        "/in/a/1", "/in/a/2",
+        "/in/a/1",
+        "/in/a/2",
     ]
 
 
@@ -127,6 +135,9 @@ def test_defaults_apply_where_a_step_says_nothing(write_pipeline: WritePipeline)
     graph = graph_of(load_pipeline(path))
     a, b = graph.instances[InstanceId("a")], graph.instances[InstanceId("b")]
     assert (a.image.name, a.cpus, a.memory, dict(a.env)) == (
-        "busybox:1.36", 0.5, 64 * 1024**2, {"A": "2", "LANG": "C"},
+        "busybox:1.36",
+        0.5,
+        64 * 1024**2,
+        {"A": "2", "LANG": "C"},
     )
     assert (b.image.name, b.cpus, b.memory) == ("other:1", 2.0, 256 * 1024**2)

@@ -79,8 +79,10 @@ def test_keep_going_runs_independent_work_after_a_failure(write_pipeline: WriteP
 
 def test_retry_waits_for_its_backoff(write_pipeline: WritePipeline) -> None:
     graph = chain(write_pipeline)
-    observed = {iid("a"): Observed(Phase.PENDING, 1, retry_at=10.0),
-                iid("side"): Observed(Phase.SUCCEEDED, 1)}
+    observed = {
+        iid("a"): Observed(Phase.PENDING, 1, retry_at=10.0),
+        iid("side"): Observed(Phase.SUCCEEDED, 1),
+    }
     assert plan(graph, observed, POOL, now=5) == Plan((), finished=False, wake_at=10.0)
     assert plan(graph, observed, POOL, now=10).actions == (Start(iid("a"), 2, 64 * MIB),)
 

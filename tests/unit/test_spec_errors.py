@@ -22,8 +22,9 @@ def expectations(path: Path) -> list[str]:
     return [w.strip() for w in first.removeprefix("# expect:").split(",") if w.strip()]
 
 
-def validate(path: Path, monkeypatch: pytest.MonkeyPatch,
-             capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def validate(
+    path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
     monkeypatch.chdir(path.parent)
     code = main(["validate", "-f", path.name])
     captured = capsys.readouterr()

@@ -10,8 +10,10 @@ from dockyard.store import SCHEMA_VERSION, RunRow, Store
 
 
 def make_run(store: Store, run_id: str = "r1", started: float = 1.0) -> None:
-    store.create_run(RunRow(run_id, "p", "sha", "running", started, None, 2.0, 1024, None),
-                     [("a", "a"), ("b[x]", "b")])
+    store.create_run(
+        RunRow(run_id, "p", "sha", "running", started, None, 2.0, 1024, None),
+        [("a", "a"), ("b[x]", "b")],
+    )
 
 
 def test_new_store_is_at_the_current_schema_version(tmp_path: Path) -> None:
