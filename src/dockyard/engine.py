@@ -1,35 +1,44 @@
 """The reconcile loop: the only place where a run has side effects.
 
-It asks the pure planner what to do, starts attempts on worker threads (one
-per running container: create, start, wait, keep logs, remove), and applies
-their results in the loop's own thread, which alone writes the state store.
+Each turn it (1) settles instances whose result is already known (cache hits),
+(2) asks the pure planner what to start, (3) hands each attempt to a worker
+thread (create, start, wait, keep logs), and (4) applies finished attempts in the
+loop's own thread, which alone writes the state store. A worker removes its
+container only after the loop has committed the result, so a crash at any
+moment leaves either a committed output or a container that the next run adopts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import re
 import secrets
-import shutil
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from dockyard.cache import InputHasher, cache_key
 from dockyard.errors import DockyardError, EngineUnavailable, PlanError, RunFailed
 from dockyard.graph import Graph, Instance, InstanceId, expand
 from dockyard.images import image_key, resolve_images
+from dockyard.lock import RunLock
 from dockyard.outputs import commit, discard
 from dockyard.plan import Block, Observed, Outcome, Phase, Reason, Start, after_attempt, plan
 from dockyard.runtime.base import (
     LABEL_ATTEMPT,
     LABEL_INSTANCE,
+    LABEL_KEY,
     LABEL_PIPELINE,
+    LABEL_PROJECT,
     LABEL_RUN,
     Bind,
+    ContainerInfo,
     ContainerSpec,
     ExitStatus,
     Runtime,
@@ -38,13 +47,23 @@ from dockyard.schedule import Capacity
 from dockyard.spec.checks import scatter_values
 from dockyard.spec.loader import PipelineFile
 from dockyard.store import RunRow, Store
-from dockyard.units import format_memory
+from dockyard.units import format_memory, format_seconds
 
 Clock = Callable[[], float]
+T = TypeVar("T")
+ENGINE_PATIENCE = float(os.environ.get("DOCKYARD_ENGINE_PATIENCE", "300"))
 
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+class Abandon(BaseException):  # noqa: N818 - not an error: a simulated death
+    """Stop at once as if the process had been killed: nothing is cleaned up.
+
+    Crash tests raise it (from a reporter) to leave containers and the store exactly
+    as SIGKILL would, then check that the next run recovers.
+    """
 
 
 @dataclass(frozen=True)
@@ -57,7 +76,10 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # run-started | image | started | succeeded | retrying | failed | blocked | run-ended
+    """What happened: run-started, image, recovered, cached, started, adopted, succeeded,
+    retrying, failed, blocked, engine, run-ended."""
+
+    kind: str
     at: float
     instance: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
@@ -79,6 +101,13 @@ class _Result:
     status: ExitStatus | None
     error: DockyardError | None
     ended_at: float
+    outage: bool  # the engine was unreachable at some point during the attempt
+    ack: threading.Event
+
+
+@dataclass(frozen=True)
+class _Notice:
+    event: Event
 
 
 def graph_of(pf: PipelineFile) -> Graph:
@@ -91,6 +120,10 @@ def pool_of(runtime: Runtime, options: RunOptions) -> Capacity:
     cpus = min(host.cpus, options.max_cpus) if options.max_cpus else host.cpus
     memory = min(host.memory, options.max_memory) if options.max_memory else host.memory
     return Capacity.of(cpus, memory)
+
+
+def project_id(pf: PipelineFile) -> str:
+    return hashlib.sha256(str(pf.state_dir.resolve()).encode()).hexdigest()[:16]
 
 
 def check_supported(pf: PipelineFile) -> None:
@@ -136,22 +169,34 @@ class Executor:
         reporter: Reporter = _ignore,
         clock: Clock = time.time,
         new_id: Callable[[], str] = new_run_id,
+        sleep: Callable[[float], None] = time.sleep,
+        engine_patience: float = ENGINE_PATIENCE,
     ):
         self.pf = pf
         self.runtime = runtime
         self.store = store
         self.options = options or RunOptions()
-        self.report = reporter
+        self.reporter = reporter
         self.clock = clock
         self.new_id = new_id
+        self.sleep = sleep
+        self.engine_patience = engine_patience
         self.state_dir = pf.state_dir
         self.outputs_dir = self.state_dir / "outputs"
-        self.results: queue.Queue[_Result] = queue.Queue()
+        self.project = project_id(pf)
+        self.results: queue.Queue[_Result | _Notice] = queue.Queue()
         self.observed: dict[InstanceId, Observed] = {}
-        self.outputs: dict[InstanceId, Path] = {}
+        self.digests: dict[InstanceId, str] = {}
+        self.paths: dict[InstanceId, Path] = {}
+        self.keys: dict[InstanceId, str] = {}
+        self.staging: dict[tuple[InstanceId, int], Path] = {}
+        self.unresolved: list[InstanceId] = []
+        self.futures: list[Future[None]] = []
+        self.adopted: list[str] = []
+        self.abandoned = False
         self.run_id = ""
 
-    # -- the loop -----------------------------------------------------------------------------
+    # -- the run ------------------------------------------------------------------------------
 
     def run(self) -> str:
         """Run the pipeline to completion; return the run id or raise :class:`RunFailed`."""
@@ -164,110 +209,165 @@ class Executor:
         images = resolve_images(
             self.pf, (i.image for i in graph.instances.values()), self.runtime, notes
         )
-        for note in notes:
-            self.report(Event("image", self.clock(), detail={"message": note}))
+        with RunLock(self.state_dir):
+            self.run_id = self.new_id()
+            self.store.create_run(
+                RunRow(self.run_id, graph.pipeline, _file_sha256(self.pf.path), "running",
+                       self.clock(), None, pool.cpus, pool.memory, None),
+                [(str(iid), iid.step) for iid in graph.order],
+            )
+            for note in notes:
+                self.report(Event("image", self.clock(), detail={"message": note}))
+            self.report(Event("run-started", self.clock(), detail={
+                "run": self.run_id, "instances": len(graph.order), "cpus": pool.cpus,
+                "memory": pool.memory}))
+            return self._run_locked(graph, pool, images)
 
-        self.run_id = self.new_id()
-        self.store.create_run(
-            RunRow(
-                self.run_id,
-                graph.pipeline,
-                _file_sha256(self.pf.path),
-                "running",
-                self.clock(),
-                None,
-                pool.cpus,
-                pool.memory,
-                None,
-            ),
-            [(str(iid), iid.step) for iid in graph.order],
-        )
-        self.report(
-            Event(
-                "run-started",
-                self.clock(),
-                detail={
-                    "run": self.run_id,
-                    "instances": len(graph.order),
-                    "cpus": pool.cpus,
-                    "memory": pool.memory,
-                },
-            )
-        )
+    def _run_locked(self, graph: Graph, pool: Capacity, images: dict[str, str]) -> str:
         self.observed = {iid: Observed() for iid in graph.order}
+        self.unresolved = list(graph.order)
+        self.hasher = InputHasher(self.store, self.clock())
         workers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="dockyard-attempt")
-        state, message = "failed", None
+        self.workers = workers
         try:
-            self._loop(graph, pool, images, workers)
-            failed = [str(i) for i, s in self.observed.items() if s.phase is Phase.FAILED]
-            state = "failed" if failed else "succeeded"
-            if failed:
-                message = f"{len(failed)} instance(s) failed"
-                raise RunFailed(self.run_id, failed, pipeline=graph.pipeline)
+            orphans = self._recover()
+            self._resolve(graph, images)
+            self._adopt(graph, orphans)
+            self._loop(graph, pool, images)
+        except Abandon:
+            self.abandoned = True
+            self._release_workers()
+            workers.shutdown(wait=True)
+            raise
         except KeyboardInterrupt:
-            state, message = "interrupted", "interrupted by a signal"
+            self._finish("interrupted", "interrupted by a signal")
             raise
-        except EngineUnavailable as exc:
-            state, message = "failed", exc.message
+        except BaseException as exc:
+            self._finish("failed", str(exc))
             raise
-        finally:
-            self._remove_leftovers()
-            workers.shutdown(wait=True, cancel_futures=True)
-            self._drain_after_abort()
-            self.store.finish_run(self.run_id, state, self.clock(), message)
-            self.report(
-                Event("run-ended", self.clock(), detail={"run": self.run_id, "state": state})
-            )
+        failed = [str(i) for i, s in self.observed.items() if s.phase is Phase.FAILED]
+        self._finish("failed" if failed else "succeeded",
+                     f"{len(failed)} instance(s) failed" if failed else None)
+        if failed:
+            raise RunFailed(self.run_id, failed, pipeline=graph.pipeline)
         return self.run_id
 
-    def _loop(
-        self, graph: Graph, pool: Capacity, images: dict[str, str], workers: ThreadPoolExecutor
-    ) -> None:
+    def _loop(self, graph: Graph, pool: Capacity, images: dict[str, str]) -> None:
         while True:
-            now = self.clock()
-            step = plan(graph, self.observed, pool, now, keep_going=self.options.keep_going)
+            self._resolve(graph, images)
+            step = plan(graph, self.observed, pool, self.clock(),
+                        keep_going=self.options.keep_going)
             for action in step.actions:
                 if isinstance(action, Block):
                     self._block(action)
                 elif isinstance(action, Start):
-                    self._launch(graph.instances[action.instance], action, images, workers)
+                    self._launch(graph.instances[action.instance], action, images)
             if step.finished:
                 return
             timeout = None if step.wake_at is None else max(0.0, step.wake_at - self.clock())
             try:
-                result = self.results.get(timeout=timeout)
+                item = self.results.get(timeout=timeout)
             except queue.Empty:
                 continue
-            self._apply(graph, pool, result)
+            self._apply(graph, pool, item)
             while True:  # apply everything else that is already done before replanning
                 try:
                     self._apply(graph, pool, self.results.get_nowait())
                 except queue.Empty:
                     break
 
+    def report(self, event: Event) -> None:
+        """Record an event in the store and pass it to the reporter (loop thread only)."""
+        if self.run_id:
+            detail = {k: v for k, v in event.detail.items() if k != "run"} or None
+            self.store.event(self.run_id, event.at, event.kind, event.instance, detail)
+        self.reporter(event)
+
+    # -- settling what is already known -------------------------------------------------------
+
+    def _recover(self) -> list[ContainerInfo]:
+        """Close the records of runs whose process died; return their containers."""
+        for old in self.store.unfinished_runs():
+            if old.id != self.run_id:
+                self.store.mark_interrupted(
+                    old.id, self.clock(),
+                    f"dockyard stopped without finishing; recovered by run {self.run_id}")
+                self.report(Event("recovered", self.clock(), detail={"run": old.id}))
+        found = self.runtime.list({LABEL_PIPELINE: self.pf.pipeline.name,
+                                   LABEL_PROJECT: self.project})
+        return [c for c in found if c.labels.get(LABEL_RUN) != self.run_id]
+
+    def _resolve(self, graph: Graph, images: dict[str, str]) -> None:
+        """Compute the cache key of each instance whose inputs are all known; reuse hits."""
+        if not self.unresolved:
+            return
+        still: list[InstanceId] = []
+        # One pass in topological order settles a whole chain of cache hits.
+        with self.store.transaction():
+            for iid in self.unresolved:
+                ups = [self.observed[m.source].phase for m in graph.instances[iid].upstream]
+                if all(p is Phase.SUCCEEDED for p in ups):
+                    self._settle(graph.instances[iid], images)
+                elif not any(p in (Phase.FAILED, Phase.BLOCKED) for p in ups):
+                    still.append(iid)  # (an instance with a failed upstream is blocked)
+        self.unresolved = still
+        self.hasher.flush()
+
+    def _settle(self, instance: Instance, images: dict[str, str]) -> None:
+        iid, name = instance.id, str(instance.id)
+        inputs = [(n, self.hasher.digest(self._input_path(rel))) for n, rel in instance.inputs]
+        upstream = [(m.target, self.digests[m.source]) for m in instance.upstream]
+        key = cache_key(instance, images[image_key(instance.image)], inputs, upstream)
+        self.keys[iid] = key
+        hit = None
+        if instance.cacheable and not self.options.no_cache:
+            hit = self.store.cache_get(key)
+        if hit is None or not Path(hit[1]).is_dir():
+            self.store.set_instance(self.run_id, name, cache_key=key)
+            return
+        digest, path = hit
+        self.store.set_instance(self.run_id, name, cache_key=key, state="succeeded", cached=1,
+                                output=digest)
+        self.digests[iid], self.paths[iid] = digest, Path(path)
+        self.observed[iid] = replace(self.observed[iid], phase=Phase.SUCCEEDED)
+        self.report(Event("cached", self.clock(), name, {"output": digest}))
+
+    def _adopt(self, graph: Graph, orphans: list[ContainerInfo]) -> None:
+        """Wait for the containers of a dead run that are still what this run needs."""
+        by_key: dict[str, list[ContainerInfo]] = {}
+        for container in orphans:
+            by_key.setdefault(container.labels.get(LABEL_KEY, ""), []).append(container)
+        for iid in graph.order:
+            key = self.keys.get(iid)
+            if key is None or self.observed[iid].phase is not Phase.PENDING or key not in by_key:
+                continue
+            candidates = sorted(by_key.pop(key), key=lambda c: int(c.labels[LABEL_ATTEMPT]))
+            container = candidates.pop()
+            orphans = [c for c in orphans if c is not container]
+            instance = graph.instances[iid]
+            old_run, old_attempt = container.labels[LABEL_RUN], int(container.labels[LABEL_ATTEMPT])
+            staging = self._staging_path(old_run, iid, old_attempt)
+            self._begin(instance, 1, instance.memory, staging, adopted_from=old_run)
+            self.adopted.append(container.id)
+            self._submit(iid, 1, None, container.id, instance.timeout)
+        adopted = set(self.adopted)
+        for container in orphans:
+            if container.id not in adopted:
+                self.runtime.remove(container.id)
+
     # -- actions ------------------------------------------------------------------------------
 
     def _block(self, action: Block) -> None:
-        self.observed[action.instance] = replace(
-            self.observed[action.instance], phase=Phase.BLOCKED
-        )
-        self.store.set_instance(
-            self.run_id,
-            str(action.instance),
-            state="blocked",
-            reason=f"upstream {action.because} failed",
-        )
-        self.report(
-            Event("blocked", self.clock(), str(action.instance), {"because": str(action.because)})
-        )
+        self.observed[action.instance] = replace(self.observed[action.instance],
+                                                 phase=Phase.BLOCKED)
+        self.store.set_instance(self.run_id, str(action.instance), state="blocked",
+                                reason=f"upstream {action.because} failed")
+        self.report(Event("blocked", self.clock(), str(action.instance),
+                          {"because": str(action.because)}))
 
-    def _launch(
-        self, instance: Instance, action: Start, images: dict[str, str], workers: ThreadPoolExecutor
-    ) -> None:
-        iid = instance.id
-        name = str(iid)
-        staging = self._staging(iid, action.attempt)
-        log_path = self.state_dir / "logs" / self.run_id / f"{_safe(name)}.{action.attempt}.log"
+    def _launch(self, instance: Instance, action: Start, images: dict[str, str]) -> None:
+        iid, name = instance.id, str(instance.id)
+        staging = self._staging_path(self.run_id, iid, action.attempt)
         spec = ContainerSpec(
             image=images[image_key(instance.image)],
             command=instance.command,
@@ -277,62 +377,103 @@ class Executor:
             binds=self._binds(instance, staging),
             labels={
                 LABEL_PIPELINE: self.pf.pipeline.name,
+                LABEL_PROJECT: self.project,
                 LABEL_RUN: self.run_id,
                 LABEL_INSTANCE: name,
                 LABEL_ATTEMPT: str(action.attempt),
+                LABEL_KEY: self.keys[iid],
             },
             name=_container_name(self.pf.pipeline.name, self.run_id, name, action.attempt),
         )
-        now = self.clock()
-        self.store.start_attempt(
-            self.run_id, name, action.attempt, instance.cpus, action.memory, now, str(log_path)
-        )
-        self.observed[iid] = replace(
-            self.observed[iid],
-            phase=Phase.RUNNING,
-            attempts=action.attempt,
-            memory=action.memory,
-            retry_at=None,
-        )
-        self.report(Event("started", now, name, {"attempt": action.attempt}))
-        workers.submit(self._attempt, iid, action.attempt, spec, instance.timeout, log_path)
+        self._begin(instance, action.attempt, action.memory, staging)
+        self._submit(iid, action.attempt, spec, None, instance.timeout)
 
-    def _attempt(
-        self,
-        iid: InstanceId,
-        attempt: int,
-        spec: ContainerSpec,
-        timeout: float | None,
-        log_path: Path,
-    ) -> None:
-        """Worker thread: one container from create to remove. Never raises."""
-        container_id: str | None = None
+    def _begin(self, instance: Instance, attempt: int, memory: int, staging: Path,
+               adopted_from: str | None = None) -> None:
+        iid, name = instance.id, str(instance.id)
+        now = self.clock()
+        self.staging[(iid, attempt)] = staging
+        self.store.start_attempt(self.run_id, name, attempt, instance.cpus, memory, now,
+                                 str(self._log_path(iid, attempt)))
+        self.observed[iid] = replace(self.observed[iid], phase=Phase.RUNNING, attempts=attempt,
+                                     memory=memory, retry_at=None)
+        if adopted_from is None:
+            self.report(Event("started", now, name, {"attempt": attempt}))
+        else:
+            self.report(Event("adopted", now, name, {"attempt": attempt, "from": adopted_from}))
+
+    def _submit(self, iid: InstanceId, attempt: int, spec: ContainerSpec | None,
+                container_id: str | None, timeout: float | None) -> None:
+        self.futures.append(self.workers.submit(
+            self._attempt, iid, attempt, spec, container_id, timeout, self._log_path(iid, attempt)))
+
+    def _attempt(self, iid: InstanceId, attempt: int, spec: ContainerSpec | None,
+                 container_id: str | None, timeout: float | None, log_path: Path) -> None:
+        """Worker thread: one attempt, from create (or adoption) to remove. Never raises."""
         status: ExitStatus | None = None
         error: DockyardError | None = None
+        outage: list[bool] = []
         try:
-            container_id = self.runtime.create(spec)
-            self.runtime.start(container_id)
-            status = self.runtime.wait(container_id, timeout)
+            if container_id is None:
+                assert spec is not None
+                container_id = self._patiently(lambda: self.runtime.create(spec), outage)
+                started = container_id
+                self._patiently(lambda: self.runtime.start(started), outage)
+            waiting = container_id
+            status = self._patiently(lambda: self.runtime.wait(waiting, timeout), outage)
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_path.write_bytes(self.runtime.logs(container_id))
+            log_path.write_bytes(self._patiently(lambda: self.runtime.logs(waiting), outage))
         except DockyardError as exc:
             error = exc
-        except Exception as exc:  # a bug or an unexpected engine answer: fail the attempt
+        except Exception as exc:  # an unexpected engine answer or a bug: fail this attempt
             error = DockyardError(f"{type(exc).__name__}: {exc}")
-        finally:
-            if container_id is not None:
-                try:
-                    self.runtime.remove(container_id)
-                except DockyardError as exc:
-                    error = error or exc
-            self.results.put(_Result(iid, attempt, container_id, status, error, self.clock()))
+        ack = threading.Event()
+        self.results.put(_Result(iid, attempt, container_id, status, error, self.clock(),
+                                 bool(outage), ack))
+        ack.wait()
+        if container_id is not None and not self.abandoned:
+            try:
+                self.runtime.remove(container_id)
+            except DockyardError:
+                pass  # the sweep by label at the end of the run removes it
 
-    def _apply(self, graph: Graph, pool: Capacity, result: _Result) -> None:
+    def _patiently(self, call: Callable[[], T], outage: list[bool]) -> T:
+        """Retry ``call`` while the engine is unreachable, for at most ``engine_patience``."""
+        deadline: float | None = None
+        delay = 0.5
+        while True:
+            try:
+                return call()
+            except EngineUnavailable as exc:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.engine_patience
+                    outage.append(True)
+                    self.results.put(_Notice(Event("engine", self.clock(), detail={
+                        "message": f"{exc.message}; waiting up to "
+                                   f"{format_seconds(self.engine_patience)} for it"})))
+                if now >= deadline or self.abandoned:
+                    raise
+                self.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _apply(self, graph: Graph, pool: Capacity, item: _Result | _Notice) -> None:
+        if isinstance(item, _Notice):
+            self.report(item.event)
+            return
+        try:
+            self._apply_result(graph, pool, item)
+        finally:
+            item.ack.set()
+
+    def _apply_result(self, graph: Graph, pool: Capacity, result: _Result) -> None:
         iid, name = result.instance, str(result.instance)
         if isinstance(result.error, EngineUnavailable):
             raise result.error
+        staging = self.staging.pop((iid, result.attempt))
         outcome = _outcome(result)
-        staging = self._staging(iid, result.attempt)
+        if outcome.ok and not staging.is_dir():
+            outcome = Outcome(0, Reason.LOST, "its output folder is gone")
         fields: dict[str, Any] = {
             "container_id": result.container_id,
             "ended_at": result.ended_at,
@@ -343,76 +484,92 @@ class Executor:
         if outcome.ok:
             committed = commit(staging, self.outputs_dir)
             with self.store.transaction():
-                self.store.record_output(
-                    committed.digest,
-                    str(committed.path),
-                    committed.size,
-                    committed.files,
-                    result.ended_at,
-                )
-                self.store.end_attempt(
-                    self.run_id, name, result.attempt, state="succeeded", **fields
-                )
-                self.store.set_instance(
-                    self.run_id, name, state="succeeded", output=committed.digest, reason=None
-                )
-            self.outputs[iid] = committed.path
+                self.store.record_output(committed.digest, str(committed.path), committed.size,
+                                         committed.files, result.ended_at)
+                self.store.end_attempt(self.run_id, name, result.attempt, state="succeeded",
+                                       **fields)
+                self.store.set_instance(self.run_id, name, state="succeeded",
+                                        output=committed.digest, reason=None)
+                if graph.instances[iid].cacheable:
+                    self.store.cache_put(self.keys[iid], committed.digest, self.run_id, name,
+                                         result.ended_at)
+            self.digests[iid], self.paths[iid] = committed.digest, committed.path
             self.observed[iid] = replace(self.observed[iid], phase=Phase.SUCCEEDED, reason=None)
             self.report(Event("succeeded", result.ended_at, name, {"output": committed.digest}))
             return
         discard(staging)
-        seen = after_attempt(graph.instances[iid], self.observed[iid], outcome, self.clock(), pool)
+        seen = after_attempt(graph.instances[iid], self.observed[iid], outcome,
+                             self.clock(), pool)
         self.observed[iid] = seen
         final = seen.phase is Phase.FAILED
         with self.store.transaction():
             self.store.end_attempt(self.run_id, name, result.attempt, state="failed", **fields)
-            self.store.set_instance(
-                self.run_id, name, state="failed" if final else "pending", reason=_describe(outcome)
-            )
-        detail = {
-            "attempt": result.attempt,
-            "reason": outcome.reason.value,
-            "exit_code": outcome.exit_code,
-            "message": _describe(outcome),
-        }
+            self.store.set_instance(self.run_id, name, state="failed" if final else "pending",
+                                    reason=_describe(outcome))
+        detail = {"attempt": result.attempt, "reason": outcome.reason.value,
+                  "exit_code": outcome.exit_code, "message": _describe(outcome)}
         self.report(Event("failed" if final else "retrying", result.ended_at, name, detail))
+
+    # -- the end of a run ---------------------------------------------------------------------
+
+    def _finish(self, state: str, message: str | None) -> None:
+        self._remove_leftovers()
+        self._release_workers()
+        self.workers.shutdown(wait=True)
+        now = self.clock()
+        for iid, seen in self.observed.items():
+            if seen.phase is Phase.RUNNING:
+                self.store.set_instance(self.run_id, str(iid), state="interrupted")
+                self.store.end_attempt(self.run_id, str(iid), seen.attempts,
+                                       state="interrupted", ended_at=now)
+        discard(self.state_dir / "work")  # the run lock is held: nobody else works here
+        self.hasher.flush()
+        self.store.finish_run(self.run_id, state, now, message)
+        self.report(Event("run-ended", now, detail={"run": self.run_id, "state": state}))
+
+    def _remove_leftovers(self) -> None:
+        """However the loop ended, no container of this run (or adopted by it) may remain."""
+        try:
+            for container in self.runtime.list({LABEL_RUN: self.run_id}):
+                self.runtime.remove(container.id)
+            for container_id in self.adopted:
+                self.runtime.remove(container_id)
+        except DockyardError:
+            pass
+
+    def _release_workers(self) -> None:
+        """Let every worker finish: acknowledge results nobody will apply."""
+        while not all(f.done() for f in self.futures):
+            try:
+                item = self.results.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(item, _Result):
+                item.ack.set()
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _staging(self, iid: InstanceId, attempt: int) -> Path:
-        return self.state_dir / "work" / self.run_id / f"{_safe(str(iid))}.{attempt}" / "out"
+    def _staging_path(self, run_id: str, iid: InstanceId, attempt: int) -> Path:
+        return self.state_dir / "work" / run_id / f"{_safe(str(iid))}.{attempt}" / "out"
+
+    def _log_path(self, iid: InstanceId, attempt: int) -> Path:
+        return self.state_dir / "logs" / self.run_id / f"{_safe(str(iid))}.{attempt}.log"
+
+    def _input_path(self, rel: str) -> Path:
+        return (self.pf.root / rel).resolve()
 
     def _binds(self, instance: Instance, staging: Path) -> tuple[Bind, ...]:
         if staging.exists():
             discard(staging)
         staging.mkdir(parents=True)
-        staging.chmod(0o777)  # the image may run as any user; the parent stays private
-        staging.parent.parent.chmod(0o700)
+        staging.chmod(0o777)  # the image may run as any user; the parents stay private
+        (self.state_dir / "work").chmod(0o700)
         binds = [Bind(str(staging), "/out", readonly=False)]
         for mount in instance.upstream:
-            binds.append(Bind(str(self.outputs[mount.source]), mount.target))
+            binds.append(Bind(str(self.paths[mount.source]), mount.target))
         for name, rel in instance.inputs:
-            binds.append(Bind(str((self.pf.root / rel).resolve()), f"/in/{name}"))
+            binds.append(Bind(str(self._input_path(rel)), f"/in/{name}"))
         return tuple(binds)
-
-    def _remove_leftovers(self) -> None:
-        """However the loop ended, no container of this run may remain."""
-        try:
-            for container in self.runtime.list({LABEL_RUN: self.run_id}):
-                self.runtime.remove(container.id)
-        except DockyardError:
-            pass
-
-    def _drain_after_abort(self) -> None:
-        for iid, seen in self.observed.items():
-            if seen.phase is Phase.RUNNING:
-                self.store.set_instance(self.run_id, str(iid), state="interrupted")
-                self.store.end_attempt(
-                    self.run_id, str(iid), seen.attempts, state="interrupted", ended_at=self.clock()
-                )
-        work = self.state_dir / "work" / self.run_id
-        if work.exists():
-            discard(work)
 
 
 def _outcome(result: _Result) -> Outcome:
@@ -425,6 +582,9 @@ def _outcome(result: _Result) -> Outcome:
         return Outcome(status.exit_code, Reason.OOM, "killed by the kernel: memory limit")
     if status.exit_code is None:
         return Outcome(None, Reason.LOST, status.error or "the container disappeared")
+    if status.exit_code != 0 and result.outage:
+        # The engine went away while this ran; a restarting engine kills its containers.
+        return Outcome(status.exit_code, Reason.LOST, "the engine restarted while it ran")
     return Outcome(status.exit_code, Reason.EXITED, status.error or "")
 
 
@@ -454,7 +614,3 @@ def _container_name(pipeline: str, run_id: str, instance: str, attempt: int) -> 
 
 def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def clear_work(state_dir: Path) -> None:
-    shutil.rmtree(state_dir / "work", ignore_errors=True)

@@ -55,6 +55,7 @@ class Instance:
     retries: Retries
     timeout: float | None
     stdin: InstanceId | None = None
+    cacheable: bool = True
 
     @property
     def step(self) -> str:
@@ -123,6 +124,10 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
                 retries=step.retries,
                 timeout=step.timeout,
                 stdin=stdin,
+                # A step that writes a volume has effects beyond /out: rerun it unless it
+                # says its result depends only on what the key covers.
+                cacheable=step.cache if step.cache is not None
+                else all(m.readonly for m in step.volumes.values()),
             )
             downstream[iid] = []
             for mount in mounts:

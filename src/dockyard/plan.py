@@ -8,6 +8,7 @@ Instance lifecycle, as a table of (phase, event) -> phase, applied by
     RUNNING   --exit 0, output committed--> SUCCEEDED
     RUNNING   --failed, retries left------> PENDING (retry_at = now + backoff)
     RUNNING   --failed, no retries left---> FAILED
+    RUNNING   --lost (container vanished)--> PENDING at once, not counted as a retry
     SUCCEEDED, FAILED, BLOCKED are final for the run.
 """
 
@@ -19,6 +20,9 @@ from dataclasses import dataclass, replace
 
 from dockyard.graph import Graph, Instance, InstanceId
 from dockyard.schedule import Capacity, Request, fit, in_use
+
+
+MAX_LOST = 5
 
 
 class Phase(enum.StrEnum):
@@ -48,6 +52,7 @@ class Observed:
     memory: int | None = None
     retry_at: float | None = None
     reason: str | None = None
+    lost: int = 0  # attempts lost to the engine (container gone): not held against retries
 
 
 @dataclass(frozen=True)
@@ -151,10 +156,14 @@ def after_attempt(
     instance: Instance, seen: Observed, outcome: Outcome, now: float, pool: Capacity
 ) -> Observed:
     """The observed state of an instance once an attempt has ended without success."""
-    attempts = seen.attempts
     memory = memory_for(instance, seen)
     policy = instance.retries
-    if attempts > policy.max:
+    if outcome.reason is Reason.LOST:
+        if seen.lost >= MAX_LOST:
+            return replace(seen, phase=Phase.FAILED, reason=outcome.reason.value)
+        return replace(seen, phase=Phase.PENDING, lost=seen.lost + 1, retry_at=now,
+                       reason=outcome.reason.value)
+    if seen.attempts - seen.lost > policy.max:
         return replace(seen, phase=Phase.FAILED, reason=outcome.reason.value)
     if outcome.reason is Reason.OOM and policy.memory_factor > 1:
         memory = int(memory * policy.memory_factor)

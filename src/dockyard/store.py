@@ -74,6 +74,24 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX events_by_run ON events (run_id, id);
     """,
+    # 2: the cache index, input stat cache, and each instance's cache key.
+    """
+    CREATE TABLE cache (
+        key TEXT PRIMARY KEY,
+        output TEXT NOT NULL REFERENCES outputs(digest),
+        run_id TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE file_hashes (
+        path TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        digest TEXT NOT NULL
+    );
+    ALTER TABLE instances ADD COLUMN cache_key TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -231,6 +249,52 @@ class Store:
         self.db.execute(
             "INSERT OR IGNORE INTO outputs VALUES (?,?,?,?,?)", (digest, path, size, files, at)
         )
+
+    def cache_put(self, key: str, output: str, run_id: str, instance: str, at: float) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO cache VALUES (?,?,?,?,?)", (key, output, run_id, instance, at)
+        )
+
+    def cache_get(self, key: str) -> tuple[str, str] | None:
+        """The committed output (digest, path) recorded for a cache key."""
+        row = self.db.execute(
+            "SELECT o.digest, o.path FROM cache c JOIN outputs o ON o.digest = c.output "
+            "WHERE c.key=?",
+            (key,),
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def file_hash(self, path: str) -> tuple[int, int, int, str] | None:
+        row = self.db.execute(
+            "SELECT size, mtime_ns, inode, digest FROM file_hashes WHERE path=?", (path,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]), int(row[2]), str(row[3]))
+
+    def put_file_hashes(self, rows: Sequence[tuple[str, int, int, int, str]]) -> None:
+        if rows:
+            with self.transaction():
+                self.db.executemany("INSERT OR REPLACE INTO file_hashes VALUES (?,?,?,?,?)", rows)
+
+    def unfinished_runs(self) -> list[RunRow]:
+        rows = self.db.execute("SELECT * FROM runs WHERE state='running' ORDER BY started_at")
+        return [RunRow(*r) for r in rows]
+
+    def mark_interrupted(self, run_id: str, at: float, message: str) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE runs SET state='interrupted', ended_at=?, message=? WHERE id=?",
+                (at, message, run_id),
+            )
+            self.db.execute(
+                "UPDATE instances SET state='interrupted' "
+                "WHERE run_id=? AND state IN ('running', 'pending')",
+                (run_id,),
+            )
+            self.db.execute(
+                "UPDATE attempts SET state='interrupted', ended_at=? "
+                "WHERE run_id=? AND state='running'",
+                (at, run_id),
+            )
 
     def event(
         self,

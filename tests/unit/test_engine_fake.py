@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -15,20 +16,20 @@ from dockyard.testing import FakeRuntime, Fault
 from tests.conftest import WritePipeline
 
 IMAGE = "busybox:1.36"
+RUN_NUMBERS = itertools.count(1)
 
 
 def execute(path: Path, runtime: FakeRuntime, **options: object) -> tuple[str, Store, list[Event]]:
     pf = load_pipeline(path)
     store = Store(pf.state_dir / "state.db")
     events: list[Event] = []
-    ids = iter(f"run{n}" for n in range(100))
     executor = Executor(
         pf,
         runtime,
         store,
         options=RunOptions(**options),  # type: ignore[arg-type]
         reporter=events.append,
-        new_id=lambda: next(ids),
+        new_id=lambda: f"run{next(RUN_NUMBERS)}",
     )
     try:
         run_id = executor.run()

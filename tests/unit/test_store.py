@@ -73,3 +73,16 @@ def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
         raise RuntimeError("crash between writes")
     assert store.instances("r1")[0].state == "pending"
     store.close()
+
+
+def test_version_1_database_is_migrated_keeping_its_runs(tmp_path: Path) -> None:
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "state-v1.db"
+    path = tmp_path / "state.db"
+    path.write_bytes(fixture.read_bytes())
+    store = Store(path)
+    assert store.version == SCHEMA_VERSION
+    run = store.run()
+    assert (run.id, run.state) == ("20261127-000000-abcdef", "succeeded")
+    assert [a.exit_code for a in store.attempts(run.id, "greet")] == [0]
+    assert store.cache_get("no-such-key") is None
+    store.close()

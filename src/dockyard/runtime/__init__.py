@@ -3,7 +3,9 @@
 from dockyard.runtime.base import (
     LABEL_ATTEMPT,
     LABEL_INSTANCE,
+    LABEL_KEY,
     LABEL_PIPELINE,
+    LABEL_PROJECT,
     LABEL_RUN,
     Bind,
     ContainerInfo,
@@ -16,7 +18,9 @@ from dockyard.runtime.base import (
 __all__ = [
     "LABEL_ATTEMPT",
     "LABEL_INSTANCE",
+    "LABEL_KEY",
     "LABEL_PIPELINE",
+    "LABEL_PROJECT",
     "LABEL_RUN",
     "Bind",
     "ContainerInfo",

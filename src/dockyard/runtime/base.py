@@ -15,6 +15,8 @@ LABEL_PIPELINE = "dockyard.pipeline"
 LABEL_RUN = "dockyard.run"
 LABEL_INSTANCE = "dockyard.instance"
 LABEL_ATTEMPT = "dockyard.attempt"
+LABEL_PROJECT = "dockyard.project"  # which .dockyard folder (pipelines may share a name)
+LABEL_KEY = "dockyard.key"  # the instance's cache key when the attempt started
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,12 @@ from dockyard.runtime.base import (
 
 @dataclass(frozen=True)
 class Fault:
-    """Make the next matching attempt fail: a crash with ``exit_code``, or an OOM kill."""
+    """Make the next matching attempt fail: a crash with ``exit_code``, an OOM kill, or
+    the container vanishing (as when an engine restarts without its containers)."""
 
     exit_code: int = 1
     oom: bool = False
+    lost: bool = False
 
 
 @dataclass
@@ -60,6 +62,7 @@ class FakeRuntime:
         self.containers: dict[str, _Container] = {}
         self.faults: dict[str, list[Fault]] = {}
         self.started: list[str] = []
+        self.started_instances: list[str] = []  # the dockyard.instance label of each start
         self.running_now = 0
         self.max_running = 0
 
@@ -116,17 +119,21 @@ class FakeRuntime:
         with self._lock:
             box.state = "running"
             self.started.append(container_id)
+            self.started_instances.append(box.spec.labels.get(LABEL_INSTANCE, ""))
             self.running_now += 1
             self.max_running = max(self.max_running, self.running_now)
             instance = box.spec.labels.get(LABEL_INSTANCE, "")
             queued = self.faults.get(instance)
             fault = queued.pop(0) if queued else None
         code, out, duration = _Shell(box.spec).run()
-        if fault is not None:
-            code = 137 if fault.oom else fault.exit_code
         box.logs = out
         box.duration = duration
-        box.status = ExitStatus(code, oom_killed=bool(fault and fault.oom))
+        if fault is None:
+            box.status = ExitStatus(code)
+        elif fault.lost:
+            box.status = ExitStatus(None, error="the container disappeared")
+        else:
+            box.status = ExitStatus(137 if fault.oom else fault.exit_code, oom_killed=fault.oom)
 
     def wait(self, container_id: str, timeout: float | None = None) -> ExitStatus:
         self._check()

@@ -1,0 +1,101 @@
+"""Cache keys of step instances, and content digests of host inputs.
+
+A key covers what can change a step's result (SPEC.md "Caching and resume"): the
+image's content digest, the command, the env, the content of its inputs and of the
+committed outputs it reads. Never resources: more memory does not change a result.
+
+Hashing inputs must not re-read unchanged large files on every run, so each file's
+digest is kept with its size, mtime and inode (as git's index and make do) and reused
+while those match. A file modified within the last few seconds is not remembered,
+since a second write in the same mtime tick could go unnoticed ("racy git").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+from dockyard.graph import Instance
+from dockyard.store import Store
+
+KEY_FORMAT = 1
+RACY_SECONDS = 3.0
+
+
+class InputHasher:
+    def __init__(self, store: Store, clock: float | None = None):
+        self.store = store
+        self.now = clock if clock is not None else time.time()
+        self.memo: dict[str, str] = {}
+        self.pending: list[tuple[str, int, int, int, str]] = []
+
+    def digest(self, path: Path) -> str:
+        """The content digest of a file, or of a directory tree (names, exec bits, contents)."""
+        key = str(path)
+        if key not in self.memo:
+            info = path.stat()
+            if stat.S_ISDIR(info.st_mode):
+                self.memo[key] = self._tree(path)
+            else:
+                self.memo[key] = "f:" + self._file(path, info)
+        return self.memo[key]
+
+    def flush(self) -> None:
+        """Persist the digests computed since the last flush."""
+        self.store.put_file_hashes(self.pending)
+        self.pending = []
+
+    def _tree(self, root: Path) -> str:
+        outer = hashlib.sha256()
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, root)
+            for name in sorted(filenames):
+                full = os.path.join(dirpath, name)
+                rel = os.path.normpath(os.path.join(rel_dir, name))
+                info = os.lstat(full)
+                if stat.S_ISLNK(info.st_mode):
+                    entry = f"L {rel}\0{os.readlink(full)}"
+                elif stat.S_ISREG(info.st_mode):
+                    x = "x" if info.st_mode & 0o111 else "-"
+                    entry = f"F{x} {rel}\0{self._file(Path(full), info)}"
+                else:
+                    continue
+                outer.update(entry.encode("utf-8", "surrogateescape") + b"\n")
+            for name in dirnames:
+                rel = os.path.normpath(os.path.join(rel_dir, name))
+                outer.update(f"D {rel}\n".encode("utf-8", "surrogateescape"))
+        return "d:" + outer.hexdigest()
+
+    def _file(self, path: Path, info: os.stat_result) -> str:
+        key = str(path)
+        known = self.store.file_hash(key)
+        if known is not None and known[:3] == (info.st_size, info.st_mtime_ns, info.st_ino):
+            return known[3]
+        with path.open("rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        if self.now - info.st_mtime > RACY_SECONDS:
+            self.pending.append((key, info.st_size, info.st_mtime_ns, info.st_ino, digest))
+        return digest
+
+
+def cache_key(
+    instance: Instance,
+    image_id: str,
+    inputs: list[tuple[str, str]],
+    upstream: list[tuple[str, str]],
+) -> str:
+    """The key of one instance: inputs are (name, digest), upstream are (mount point, digest)."""
+    material = {
+        "format": KEY_FORMAT,
+        "image": image_id,
+        "command": list(instance.command) if instance.command is not None else None,
+        "env": sorted(instance.env),
+        "inputs": sorted(inputs),
+        "upstream": sorted(upstream),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
