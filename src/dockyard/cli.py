@@ -132,12 +132,25 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
         table.add_row(
             Text(inst.row.instance),
             inst.row.state,
-            str(inst.row.attempts),
+            str(len(inst.attempts)),
             format_seconds(inst.duration) if inst.duration is not None else "-",
             "yes" if inst.row.cached else "no",
             format_memory(last.memory) if last else "-",
             Text(inst.row.reason or ""),
         )
+        if len(inst.attempts) > 1 or inst.row.state == "failed":
+            for attempt in inst.attempts:
+                took = (attempt.ended_at - attempt.started_at) if attempt.ended_at else None
+                code = "-" if attempt.exit_code is None else str(attempt.exit_code)
+                table.add_row(
+                    Text(f"  attempt {attempt.number}", "dim"),
+                    Text(attempt.state, "dim"),
+                    Text(f"exit {code}", "dim"),
+                    Text(format_seconds(took) if took is not None else "-", "dim"),
+                    "",
+                    Text(format_memory(attempt.memory), "dim"),
+                    Text(attempt.reason or "", "dim"),
+                )
     out.print(table)
 
 

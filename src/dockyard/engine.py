@@ -10,6 +10,7 @@ moment leaves either a committed output or a container that the next run adopts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -58,7 +59,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-class Abandon(BaseException):  # noqa: N818 - not an error: a simulated death
+class Abandon(BaseException):
     """Stop at once as if the process had been killed: nothing is cleaned up.
 
     Crash tests raise it (from a reporter) to leave containers and the store exactly
@@ -212,15 +213,33 @@ class Executor:
         with RunLock(self.state_dir):
             self.run_id = self.new_id()
             self.store.create_run(
-                RunRow(self.run_id, graph.pipeline, _file_sha256(self.pf.path), "running",
-                       self.clock(), None, pool.cpus, pool.memory, None),
+                RunRow(
+                    self.run_id,
+                    graph.pipeline,
+                    _file_sha256(self.pf.path),
+                    "running",
+                    self.clock(),
+                    None,
+                    pool.cpus,
+                    pool.memory,
+                    None,
+                ),
                 [(str(iid), iid.step) for iid in graph.order],
             )
             for note in notes:
                 self.report(Event("image", self.clock(), detail={"message": note}))
-            self.report(Event("run-started", self.clock(), detail={
-                "run": self.run_id, "instances": len(graph.order), "cpus": pool.cpus,
-                "memory": pool.memory}))
+            self.report(
+                Event(
+                    "run-started",
+                    self.clock(),
+                    detail={
+                        "run": self.run_id,
+                        "instances": len(graph.order),
+                        "cpus": pool.cpus,
+                        "memory": pool.memory,
+                    },
+                )
+            )
             return self._run_locked(graph, pool, images)
 
     def _run_locked(self, graph: Graph, pool: Capacity, images: dict[str, str]) -> str:
@@ -246,8 +265,10 @@ class Executor:
             self._finish("failed", str(exc))
             raise
         failed = [str(i) for i, s in self.observed.items() if s.phase is Phase.FAILED]
-        self._finish("failed" if failed else "succeeded",
-                     f"{len(failed)} instance(s) failed" if failed else None)
+        self._finish(
+            "failed" if failed else "succeeded",
+            f"{len(failed)} instance(s) failed" if failed else None,
+        )
         if failed:
             raise RunFailed(self.run_id, failed, pipeline=graph.pipeline)
         return self.run_id
@@ -255,8 +276,9 @@ class Executor:
     def _loop(self, graph: Graph, pool: Capacity, images: dict[str, str]) -> None:
         while True:
             self._resolve(graph, images)
-            step = plan(graph, self.observed, pool, self.clock(),
-                        keep_going=self.options.keep_going)
+            step = plan(
+                graph, self.observed, pool, self.clock(), keep_going=self.options.keep_going
+            )
             for action in step.actions:
                 if isinstance(action, Block):
                     self._block(action)
@@ -290,11 +312,14 @@ class Executor:
         for old in self.store.unfinished_runs():
             if old.id != self.run_id:
                 self.store.mark_interrupted(
-                    old.id, self.clock(),
-                    f"dockyard stopped without finishing; recovered by run {self.run_id}")
+                    old.id,
+                    self.clock(),
+                    f"dockyard stopped without finishing; recovered by run {self.run_id}",
+                )
                 self.report(Event("recovered", self.clock(), detail={"run": old.id}))
-        found = self.runtime.list({LABEL_PIPELINE: self.pf.pipeline.name,
-                                   LABEL_PROJECT: self.project})
+        found = self.runtime.list(
+            {LABEL_PIPELINE: self.pf.pipeline.name, LABEL_PROJECT: self.project}
+        )
         return [c for c in found if c.labels.get(LABEL_RUN) != self.run_id]
 
     def _resolve(self, graph: Graph, images: dict[str, str]) -> None:
@@ -326,8 +351,9 @@ class Executor:
             self.store.set_instance(self.run_id, name, cache_key=key)
             return
         digest, path = hit
-        self.store.set_instance(self.run_id, name, cache_key=key, state="succeeded", cached=1,
-                                output=digest)
+        self.store.set_instance(
+            self.run_id, name, cache_key=key, state="succeeded", cached=1, output=digest
+        )
         self.digests[iid], self.paths[iid] = digest, Path(path)
         self.observed[iid] = replace(self.observed[iid], phase=Phase.SUCCEEDED)
         self.report(Event("cached", self.clock(), name, {"output": digest}))
@@ -336,7 +362,8 @@ class Executor:
         """Wait for the containers of a dead run that are still what this run needs."""
         by_key: dict[str, list[ContainerInfo]] = {}
         for container in orphans:
-            by_key.setdefault(container.labels.get(LABEL_KEY, ""), []).append(container)
+            if container.started:  # one that never started has nothing to wait for
+                by_key.setdefault(container.labels.get(LABEL_KEY, ""), []).append(container)
         for iid in graph.order:
             key = self.keys.get(iid)
             if key is None or self.observed[iid].phase is not Phase.PENDING or key not in by_key:
@@ -358,12 +385,18 @@ class Executor:
     # -- actions ------------------------------------------------------------------------------
 
     def _block(self, action: Block) -> None:
-        self.observed[action.instance] = replace(self.observed[action.instance],
-                                                 phase=Phase.BLOCKED)
-        self.store.set_instance(self.run_id, str(action.instance), state="blocked",
-                                reason=f"upstream {action.because} failed")
-        self.report(Event("blocked", self.clock(), str(action.instance),
-                          {"because": str(action.because)}))
+        self.observed[action.instance] = replace(
+            self.observed[action.instance], phase=Phase.BLOCKED
+        )
+        self.store.set_instance(
+            self.run_id,
+            str(action.instance),
+            state="blocked",
+            reason=f"upstream {action.because} failed",
+        )
+        self.report(
+            Event("blocked", self.clock(), str(action.instance), {"because": str(action.because)})
+        )
 
     def _launch(self, instance: Instance, action: Start, images: dict[str, str]) -> None:
         iid, name = instance.id, str(instance.id)
@@ -388,27 +421,63 @@ class Executor:
         self._begin(instance, action.attempt, action.memory, staging)
         self._submit(iid, action.attempt, spec, None, instance.timeout)
 
-    def _begin(self, instance: Instance, attempt: int, memory: int, staging: Path,
-               adopted_from: str | None = None) -> None:
+    def _begin(
+        self,
+        instance: Instance,
+        attempt: int,
+        memory: int,
+        staging: Path,
+        adopted_from: str | None = None,
+    ) -> None:
         iid, name = instance.id, str(instance.id)
         now = self.clock()
         self.staging[(iid, attempt)] = staging
-        self.store.start_attempt(self.run_id, name, attempt, instance.cpus, memory, now,
-                                 str(self._log_path(iid, attempt)))
-        self.observed[iid] = replace(self.observed[iid], phase=Phase.RUNNING, attempts=attempt,
-                                     memory=memory, retry_at=None)
+        self.store.start_attempt(
+            self.run_id,
+            name,
+            attempt,
+            instance.cpus,
+            memory,
+            now,
+            str(self._log_path(iid, attempt)),
+        )
+        self.observed[iid] = replace(
+            self.observed[iid], phase=Phase.RUNNING, attempts=attempt, memory=memory, retry_at=None
+        )
         if adopted_from is None:
             self.report(Event("started", now, name, {"attempt": attempt}))
         else:
             self.report(Event("adopted", now, name, {"attempt": attempt, "from": adopted_from}))
 
-    def _submit(self, iid: InstanceId, attempt: int, spec: ContainerSpec | None,
-                container_id: str | None, timeout: float | None) -> None:
-        self.futures.append(self.workers.submit(
-            self._attempt, iid, attempt, spec, container_id, timeout, self._log_path(iid, attempt)))
+    def _submit(
+        self,
+        iid: InstanceId,
+        attempt: int,
+        spec: ContainerSpec | None,
+        container_id: str | None,
+        timeout: float | None,
+    ) -> None:
+        self.futures.append(
+            self.workers.submit(
+                self._attempt,
+                iid,
+                attempt,
+                spec,
+                container_id,
+                timeout,
+                self._log_path(iid, attempt),
+            )
+        )
 
-    def _attempt(self, iid: InstanceId, attempt: int, spec: ContainerSpec | None,
-                 container_id: str | None, timeout: float | None, log_path: Path) -> None:
+    def _attempt(
+        self,
+        iid: InstanceId,
+        attempt: int,
+        spec: ContainerSpec | None,
+        container_id: str | None,
+        timeout: float | None,
+        log_path: Path,
+    ) -> None:
         """Worker thread: one attempt, from create (or adoption) to remove. Never raises."""
         status: ExitStatus | None = None
         error: DockyardError | None = None
@@ -428,14 +497,14 @@ class Executor:
         except Exception as exc:  # an unexpected engine answer or a bug: fail this attempt
             error = DockyardError(f"{type(exc).__name__}: {exc}")
         ack = threading.Event()
-        self.results.put(_Result(iid, attempt, container_id, status, error, self.clock(),
-                                 bool(outage), ack))
+        self.results.put(
+            _Result(iid, attempt, container_id, status, error, self.clock(), bool(outage), ack)
+        )
         ack.wait()
         if container_id is not None and not self.abandoned:
-            try:
+            # On failure, the sweep by label at the end of the run removes it.
+            with contextlib.suppress(DockyardError):
                 self.runtime.remove(container_id)
-            except DockyardError:
-                pass  # the sweep by label at the end of the run removes it
 
     def _patiently(self, call: Callable[[], T], outage: list[bool]) -> T:
         """Retry ``call`` while the engine is unreachable, for at most ``engine_patience``."""
@@ -449,9 +518,18 @@ class Executor:
                 if deadline is None:
                     deadline = now + self.engine_patience
                     outage.append(True)
-                    self.results.put(_Notice(Event("engine", self.clock(), detail={
-                        "message": f"{exc.message}; waiting up to "
-                                   f"{format_seconds(self.engine_patience)} for it"})))
+                    self.results.put(
+                        _Notice(
+                            Event(
+                                "engine",
+                                self.clock(),
+                                detail={
+                                    "message": f"{exc.message}; waiting up to "
+                                    f"{format_seconds(self.engine_patience)} for it"
+                                },
+                            )
+                        )
+                    )
                 if now >= deadline or self.abandoned:
                     raise
                 self.sleep(delay)
@@ -484,30 +562,42 @@ class Executor:
         if outcome.ok:
             committed = commit(staging, self.outputs_dir)
             with self.store.transaction():
-                self.store.record_output(committed.digest, str(committed.path), committed.size,
-                                         committed.files, result.ended_at)
-                self.store.end_attempt(self.run_id, name, result.attempt, state="succeeded",
-                                       **fields)
-                self.store.set_instance(self.run_id, name, state="succeeded",
-                                        output=committed.digest, reason=None)
+                self.store.record_output(
+                    committed.digest,
+                    str(committed.path),
+                    committed.size,
+                    committed.files,
+                    result.ended_at,
+                )
+                self.store.end_attempt(
+                    self.run_id, name, result.attempt, state="succeeded", **fields
+                )
+                self.store.set_instance(
+                    self.run_id, name, state="succeeded", output=committed.digest, reason=None
+                )
                 if graph.instances[iid].cacheable:
-                    self.store.cache_put(self.keys[iid], committed.digest, self.run_id, name,
-                                         result.ended_at)
+                    self.store.cache_put(
+                        self.keys[iid], committed.digest, self.run_id, name, result.ended_at
+                    )
             self.digests[iid], self.paths[iid] = committed.digest, committed.path
             self.observed[iid] = replace(self.observed[iid], phase=Phase.SUCCEEDED, reason=None)
             self.report(Event("succeeded", result.ended_at, name, {"output": committed.digest}))
             return
         discard(staging)
-        seen = after_attempt(graph.instances[iid], self.observed[iid], outcome,
-                             self.clock(), pool)
+        seen = after_attempt(graph.instances[iid], self.observed[iid], outcome, self.clock(), pool)
         self.observed[iid] = seen
         final = seen.phase is Phase.FAILED
         with self.store.transaction():
             self.store.end_attempt(self.run_id, name, result.attempt, state="failed", **fields)
-            self.store.set_instance(self.run_id, name, state="failed" if final else "pending",
-                                    reason=_describe(outcome))
-        detail = {"attempt": result.attempt, "reason": outcome.reason.value,
-                  "exit_code": outcome.exit_code, "message": _describe(outcome)}
+            self.store.set_instance(
+                self.run_id, name, state="failed" if final else "pending", reason=_describe(outcome)
+            )
+        detail = {
+            "attempt": result.attempt,
+            "reason": outcome.reason.value,
+            "exit_code": outcome.exit_code,
+            "message": _describe(outcome),
+        }
         self.report(Event("failed" if final else "retrying", result.ended_at, name, detail))
 
     # -- the end of a run ---------------------------------------------------------------------
@@ -520,8 +610,9 @@ class Executor:
         for iid, seen in self.observed.items():
             if seen.phase is Phase.RUNNING:
                 self.store.set_instance(self.run_id, str(iid), state="interrupted")
-                self.store.end_attempt(self.run_id, str(iid), seen.attempts,
-                                       state="interrupted", ended_at=now)
+                self.store.end_attempt(
+                    self.run_id, str(iid), seen.attempts, state="interrupted", ended_at=now
+                )
         discard(self.state_dir / "work")  # the run lock is held: nobody else works here
         self.hasher.flush()
         self.store.finish_run(self.run_id, state, now, message)

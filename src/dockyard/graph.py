@@ -126,7 +126,8 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
                 stdin=stdin,
                 # A step that writes a volume has effects beyond /out: rerun it unless it
                 # says its result depends only on what the key covers.
-                cacheable=step.cache if step.cache is not None
+                cacheable=step.cache
+                if step.cache is not None
                 else all(m.readonly for m in step.volumes.values()),
             )
             downstream[iid] = []

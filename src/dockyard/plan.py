@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from dockyard.graph import Graph, Instance, InstanceId
 from dockyard.schedule import Capacity, Request, fit, in_use
 
-
 MAX_LOST = 5
 
 
@@ -161,8 +160,9 @@ def after_attempt(
     if outcome.reason is Reason.LOST:
         if seen.lost >= MAX_LOST:
             return replace(seen, phase=Phase.FAILED, reason=outcome.reason.value)
-        return replace(seen, phase=Phase.PENDING, lost=seen.lost + 1, retry_at=now,
-                       reason=outcome.reason.value)
+        return replace(
+            seen, phase=Phase.PENDING, lost=seen.lost + 1, retry_at=now, reason=outcome.reason.value
+        )
     if seen.attempts - seen.lost > policy.max:
         return replace(seen, phase=Phase.FAILED, reason=outcome.reason.value)
     if outcome.reason is Reason.OOM and policy.memory_factor > 1:

@@ -54,8 +54,7 @@ def test_unchanged_rerun_starts_no_container(pipeline: Path, runtime: FakeRuntim
     assert [e.kind for e in events].count("cached") == 4
 
 
-def test_changed_input_reruns_only_what_depends_on_it(pipeline: Path,
-                                                      runtime: FakeRuntime) -> None:
+def test_changed_input_reruns_only_what_depends_on_it(pipeline: Path, runtime: FakeRuntime) -> None:
     execute(pipeline, runtime)
     before = len(runtime.started)
     (pipeline.parent / "data" / "b.txt").write_text("B changed\n")
@@ -72,8 +71,7 @@ def test_no_cache_reruns_everything(pipeline: Path, runtime: FakeRuntime) -> Non
     assert len(runtime.started) - before == 4
 
 
-def test_failed_instance_is_not_cached(write_pipeline: WritePipeline,
-                                       runtime: FakeRuntime) -> None:
+def test_failed_instance_is_not_cached(write_pipeline: WritePipeline, runtime: FakeRuntime) -> None:
     path = write_pipeline("""
         version: 1
         name: flaky
@@ -87,8 +85,9 @@ def test_failed_instance_is_not_cached(write_pipeline: WritePipeline,
     assert (row.state, row.cached) == ("succeeded", False)
 
 
-def test_step_that_opts_out_is_never_cached(write_pipeline: WritePipeline,
-                                            runtime: FakeRuntime) -> None:
+def test_step_that_opts_out_is_never_cached(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
     path = write_pipeline("""
         version: 1
         name: optout

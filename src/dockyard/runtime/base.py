@@ -51,7 +51,16 @@ class ContainerInfo:
     id: str
     name: str
     labels: Mapping[str, str]
-    running: bool
+    state: str  # created | running | exited (| paused, restarting, removing, dead)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def started(self) -> bool:
+        """Whether it was ever started (a created container's exit status means nothing)."""
+        return self.state != "created"
 
 
 @dataclass(frozen=True)

@@ -233,7 +233,7 @@ class DockerRuntime:
                 id=c["Id"],
                 name=(c.get("Names") or ["?"])[0].lstrip("/"),
                 labels=c.get("Labels") or {},
-                running=c.get("State") == "running",
+                state=str(c.get("State") or "unknown"),
             )
             for c in found
         ]

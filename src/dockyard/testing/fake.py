@@ -166,7 +166,7 @@ class FakeRuntime:
         with self._lock:
             boxes = list(self.containers.values())
         return [
-            ContainerInfo(b.id, b.spec.name or b.id[:12], b.spec.labels, b.state == "running")
+            ContainerInfo(b.id, b.spec.name or b.id[:12], b.spec.labels, b.state)
             for b in boxes
             if all(b.spec.labels.get(k) == v for k, v in labels.items())
         ]
