@@ -140,13 +140,13 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
         )
         if len(inst.attempts) > 1 or inst.row.state == "failed":
             for attempt in inst.attempts:
-                took = (attempt.ended_at - attempt.started_at) if attempt.ended_at else None
+                spent = (attempt.ended_at - attempt.started_at) if attempt.ended_at else None
                 code = "-" if attempt.exit_code is None else str(attempt.exit_code)
                 table.add_row(
                     Text(f"  attempt {attempt.number}", "dim"),
                     Text(attempt.state, "dim"),
                     Text(f"exit {code}", "dim"),
-                    Text(format_seconds(took) if took is not None else "-", "dim"),
+                    Text(format_seconds(spent) if spent is not None else "-", "dim"),
                     "",
                     Text(format_memory(attempt.memory), "dim"),
                     Text(attempt.reason or "", "dim"),

@@ -406,7 +406,8 @@ class Executor:
             command=instance.command,
             cpus=instance.cpus,
             memory=action.memory,
-            env=dict(instance.env),
+            # Like Nextflow's task.attempt; not part of the cache key.
+            env={**dict(instance.env), "DOCKYARD_ATTEMPT": str(action.attempt)},
             binds=self._binds(instance, staging),
             labels={
                 LABEL_PIPELINE: self.pf.pipeline.name,
@@ -584,19 +585,32 @@ class Executor:
             self.report(Event("succeeded", result.ended_at, name, {"output": committed.digest}))
             return
         discard(staging)
-        seen = after_attempt(graph.instances[iid], self.observed[iid], outcome, self.clock(), pool)
+        instance, before = graph.instances[iid], self.observed[iid]
+        seen = after_attempt(instance, before, outcome, self.clock(), pool)
         self.observed[iid] = seen
         final = seen.phase is Phase.FAILED
+        message = _describe(outcome, before.memory or instance.memory)
+        if (
+            final
+            and outcome.reason is Reason.OOM
+            and instance.retries.memory_factor > 1
+            and seen.attempts - seen.lost <= instance.retries.max
+        ):
+            wanted = int((before.memory or instance.memory) * instance.retries.memory_factor)
+            message += (
+                f"; the retry would need {format_memory(wanted)}, more than the pool's "
+                f"{format_memory(pool.memory)}"
+            )
         with self.store.transaction():
             self.store.end_attempt(self.run_id, name, result.attempt, state="failed", **fields)
             self.store.set_instance(
-                self.run_id, name, state="failed" if final else "pending", reason=_describe(outcome)
+                self.run_id, name, state="failed" if final else "pending", reason=message
             )
         detail = {
             "attempt": result.attempt,
             "reason": outcome.reason.value,
             "exit_code": outcome.exit_code,
-            "message": _describe(outcome),
+            "message": message,
         }
         self.report(Event("failed" if final else "retrying", result.ended_at, name, detail))
 
@@ -679,11 +693,14 @@ def _outcome(result: _Result) -> Outcome:
     return Outcome(status.exit_code, Reason.EXITED, status.error or "")
 
 
-def _describe(outcome: Outcome) -> str:
+def _describe(outcome: Outcome, memory: int) -> str:
     if outcome.reason is Reason.EXITED:
         return f"exited with status {outcome.exit_code}"
     if outcome.reason is Reason.OOM:
-        return "out of memory: killed by the kernel at its memory limit"
+        return (
+            f"out of memory: killed by the kernel at its {format_memory(memory)} limit "
+            f"(exit {outcome.exit_code})"
+        )
     if outcome.reason is Reason.TIMEOUT:
         return "timed out"
     return outcome.detail or outcome.reason.value

@@ -260,3 +260,51 @@ def test_sigterm_stops_the_run_and_removes_its_containers(
     run = store.run()
     assert run.state == "interrupted"
     assert {i.state for i in store.instances(run.id)} == {"interrupted"}
+
+
+def test_step_failing_once_succeeds_on_its_retry_with_two_attempts(
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write_pipeline(f"""
+        version: 1
+        name: {pipeline_name}
+        steps:
+          flaky:
+            image: "{BUSYBOX_IMAGE}"
+            retries: 1
+            command: "test $$DOCKYARD_ATTEMPT -ge 2 || exit 7; echo ok > /out/x"
+    """)
+    code, output = dockyard(path, "run", capsys=capsys)
+    assert code == 0, output
+    code, output = dockyard(path, "status", "--json", capsys=capsys)
+    attempts = json.loads(output)["instances"][0]["attempts"]
+    assert [(a["state"], a["exit_code"]) for a in attempts] == [("failed", 7), ("succeeded", 0)]
+    code, output = dockyard(path, "status", capsys=capsys)
+    assert "attempt 1" in output and "attempt 2" in output
+
+
+def test_out_of_memory_step_succeeds_with_memory_factor(
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write_pipeline(f"""
+        version: 1
+        name: {pipeline_name}
+        steps:
+          grow:
+            image: "{BUSYBOX_IMAGE}"
+            resources: {{memory: 24m}}
+            retries: {{max: 1, memory_factor: 4}}
+            command: ["awk", "BEGIN {{ s = \\"x\\"; while (length(s) < 16777216) s = s s }}"]
+    """)
+    code, output = dockyard(path, "run", capsys=capsys)
+    assert code == 0, output
+    code, output = dockyard(path, "status", "--json", capsys=capsys)
+    attempts = json.loads(output)["instances"][0]["attempts"]
+    assert [(a["reason"], a["memory"]) for a in attempts] == [
+        ("out-of-memory", 24 * MIB),
+        ("exited", 96 * MIB),
+    ]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from dockyard.engine import graph_of
 from dockyard.graph import Graph, InstanceId
 from dockyard.plan import (
@@ -129,3 +131,35 @@ def test_no_retries_left_fails(write_pipeline: WritePipeline) -> None:
     seen = after_attempt(instance, Observed(Phase.RUNNING, 3), Outcome(2), now=0, pool=POOL)
     assert seen.phase is Phase.FAILED
     assert seen.reason == "exited"
+
+
+LIFECYCLE = [
+    # (reason, attempts so far, lost so far, expected phase); the step allows 1 retry
+    (Reason.EXITED, 1, 0, Phase.PENDING),
+    (Reason.EXITED, 2, 0, Phase.FAILED),
+    (Reason.OOM, 1, 0, Phase.PENDING),
+    (Reason.OOM, 2, 0, Phase.FAILED),
+    (Reason.TIMEOUT, 1, 0, Phase.PENDING),
+    (Reason.TIMEOUT, 2, 0, Phase.FAILED),
+    (Reason.ENGINE, 1, 0, Phase.PENDING),
+    (Reason.ENGINE, 2, 0, Phase.FAILED),
+    (Reason.LOST, 1, 0, Phase.PENDING),
+    (Reason.LOST, 9, 4, Phase.PENDING),
+    (Reason.LOST, 9, 5, Phase.FAILED),
+    (Reason.EXITED, 3, 1, Phase.FAILED),
+    (Reason.EXITED, 2, 1, Phase.PENDING),
+]
+
+
+def test_lifecycle_table_covers_every_reason() -> None:
+    assert {row[0] for row in LIFECYCLE} == set(Reason)
+
+
+@pytest.mark.parametrize(("reason", "attempts", "lost", "phase"), LIFECYCLE)
+def test_lifecycle_after_a_failed_attempt(
+    write_pipeline: WritePipeline, reason: Reason, attempts: int, lost: int, phase: Phase
+) -> None:
+    instance = graph_of(load_pipeline(write_pipeline(RETRYING.replace("max: 2", "max: 1"))))
+    seen = Observed(Phase.RUNNING, attempts, lost=lost)
+    result = after_attempt(instance.instances[iid("a")], seen, Outcome(1, reason), 0, POOL)
+    assert result.phase is phase
