@@ -44,10 +44,11 @@ from dockyard.runtime.base import (
     ExitStatus,
     Runtime,
 )
-from dockyard.schedule import Capacity
+from dockyard.schedule import Capacity, in_use
 from dockyard.spec.checks import scatter_values
 from dockyard.spec.loader import PipelineFile
 from dockyard.store import RunRow, Store
+from dockyard.stream import HELPER, SIGPIPE_EXIT, STREAM_DIR, helper_binary, make_fifos, wrap
 from dockyard.units import format_memory, format_seconds
 
 Clock = Callable[[], float]
@@ -135,8 +136,6 @@ def check_supported(pf: PipelineFile) -> None:
         missing.append("services")
     if pipeline.volumes or any(s.volumes for s in pipeline.steps.values()):
         missing.append("named volumes")
-    if any(s.stdin for s in pipeline.steps.values()):
-        missing.append("stdin streaming")
     if missing:
         raise PlanError(
             f"{pf.path.name} uses {', '.join(missing)}, which this version of dockyard can "
@@ -148,6 +147,19 @@ def check_supported(pf: PipelineFile) -> None:
 def check_fits(graph: Graph, pool: Capacity) -> None:
     for instance in graph.instances.values():
         need = Capacity.of(instance.cpus, instance.memory)
+        unit = graph.group(instance.id)
+        if len(unit) > 1 and instance.id == unit[-1]:
+            together = in_use(
+                Capacity.of(graph.instances[m].cpus, graph.instances[m].memory) for m in unit
+            )
+            if not pool.fits(together):
+                raise PlanError(
+                    f"the streamed chain {' | '.join(map(str, unit))} runs all at once and needs "
+                    f"{together.cpus:g} CPUs and {format_memory(together.memory)}, but the pool "
+                    f"has {pool.cpus:g} CPUs and {format_memory(pool.memory)}",
+                    pipeline=graph.pipeline,
+                    step=instance.step,
+                )
         if not pool.fits(need):
             raise PlanError(
                 f"step {instance.step!r} asks for {instance.cpus:g} CPUs and "
@@ -194,6 +206,9 @@ class Executor:
         self.unresolved: list[InstanceId] = []
         self.futures: list[Future[None]] = []
         self.adopted: list[str] = []
+        self.held: dict[tuple[InstanceId, int], dict[InstanceId, _Result]] = {}
+        self.killed: dict[tuple[InstanceId, int], InstanceId] = {}
+        self.image_commands: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.abandoned = False
         self.run_id = ""
 
@@ -283,7 +298,7 @@ class Executor:
                 if isinstance(action, Block):
                     self._block(action)
                 elif isinstance(action, Start):
-                    self._launch(graph.instances[action.instance], action, images)
+                    self._launch(graph, action, images)
             if step.finished:
                 return
             timeout = None if step.wake_at is None else max(0.0, step.wake_at - self.clock())
@@ -323,40 +338,61 @@ class Executor:
         return [c for c in found if c.labels.get(LABEL_RUN) != self.run_id]
 
     def _resolve(self, graph: Graph, images: dict[str, str]) -> None:
-        """Compute the cache key of each instance whose inputs are all known; reuse hits."""
+        """Compute the cache keys of units whose inputs are all known; reuse hits."""
         if not self.unresolved:
             return
         still: list[InstanceId] = []
         # One pass in topological order settles a whole chain of cache hits.
         with self.store.transaction():
             for iid in self.unresolved:
-                ups = [self.observed[m.source].phase for m in graph.instances[iid].upstream]
+                unit = graph.group(iid)  # a streamed chain is settled as a unit, at its producer
+                if unit[0] != iid:
+                    continue
+                ups = [
+                    self.observed[m.source].phase
+                    for member in unit
+                    for m in graph.instances[member].upstream
+                ]
                 if all(p is Phase.SUCCEEDED for p in ups):
-                    self._settle(graph.instances[iid], images)
+                    self._settle(graph, unit, images)
                 elif not any(p in (Phase.FAILED, Phase.BLOCKED) for p in ups):
-                    still.append(iid)  # (an instance with a failed upstream is blocked)
+                    still.append(iid)  # (a unit with a failed upstream is blocked)
         self.unresolved = still
         self.hasher.flush()
 
-    def _settle(self, instance: Instance, images: dict[str, str]) -> None:
-        iid, name = instance.id, str(instance.id)
-        inputs = [(n, self.hasher.digest(self._input_path(rel))) for n, rel in instance.inputs]
-        upstream = [(m.target, self.digests[m.source]) for m in instance.upstream]
-        key = cache_key(instance, images[image_key(instance.image)], inputs, upstream)
-        self.keys[iid] = key
-        hit = None
-        if instance.cacheable and not self.options.no_cache:
-            hit = self.store.cache_get(key)
-        if hit is None or not Path(hit[1]).is_dir():
-            self.store.set_instance(self.run_id, name, cache_key=key)
+    def _settle(self, graph: Graph, unit: tuple[InstanceId, ...], images: dict[str, str]) -> None:
+        for iid in unit:
+            instance = graph.instances[iid]
+            inputs = [(n, self.hasher.digest(self._input_path(rel))) for n, rel in instance.inputs]
+            upstream = [(m.target, self.digests[m.source]) for m in instance.upstream]
+            if instance.stdin is not None:  # what streams in is known only by its key
+                upstream.append(("stdin", self.keys[instance.stdin]))
+            self.keys[iid] = cache_key(
+                instance, images[image_key(instance.image)], inputs, upstream
+            )
+        hits: dict[InstanceId, tuple[str, str]] = {}
+        if not self.options.no_cache and all(graph.instances[i].cacheable for i in unit):
+            for iid in unit:
+                hit = self.store.cache_get(self.keys[iid])
+                if hit is not None and Path(hit[1]).is_dir():
+                    hits[iid] = hit
+        if len(hits) < len(unit):  # a streamed chain is reused whole or not at all
+            for iid in unit:
+                self.store.set_instance(self.run_id, str(iid), cache_key=self.keys[iid])
             return
-        digest, path = hit
-        self.store.set_instance(
-            self.run_id, name, cache_key=key, state="succeeded", cached=1, output=digest
-        )
-        self.digests[iid], self.paths[iid] = digest, Path(path)
-        self.observed[iid] = replace(self.observed[iid], phase=Phase.SUCCEEDED)
-        self.report(Event("cached", self.clock(), name, {"output": digest}))
+        for iid in unit:
+            digest, path = hits[iid]
+            self.store.set_instance(
+                self.run_id,
+                str(iid),
+                cache_key=self.keys[iid],
+                state="succeeded",
+                cached=1,
+                output=digest,
+            )
+            self.digests[iid], self.paths[iid] = digest, Path(path)
+            self.observed[iid] = replace(self.observed[iid], phase=Phase.SUCCEEDED)
+            self.report(Event("cached", self.clock(), str(iid), {"output": digest}))
 
     def _adopt(self, graph: Graph, orphans: list[ContainerInfo]) -> None:
         """Wait for the containers of a dead run that are still what this run needs."""
@@ -364,19 +400,26 @@ class Executor:
         for container in orphans:
             if container.started:  # one that never started has nothing to wait for
                 by_key.setdefault(container.labels.get(LABEL_KEY, ""), []).append(container)
-        for iid in graph.order:
-            key = self.keys.get(iid)
-            if key is None or self.observed[iid].phase is not Phase.PENDING or key not in by_key:
-                continue
-            candidates = sorted(by_key.pop(key), key=lambda c: int(c.labels[LABEL_ATTEMPT]))
-            container = candidates.pop()
-            orphans = [c for c in orphans if c is not container]
-            instance = graph.instances[iid]
-            old_run, old_attempt = container.labels[LABEL_RUN], int(container.labels[LABEL_ATTEMPT])
-            staging = self._staging_path(old_run, iid, old_attempt)
-            self._begin(instance, 1, instance.memory, staging, adopted_from=old_run)
-            self.adopted.append(container.id)
-            self._submit(iid, 1, None, container.id, instance.timeout)
+        for head in graph.order:
+            unit = graph.group(head)
+            keys = [self.keys.get(iid) for iid in unit]
+            if (
+                unit[0] != head
+                or any(k is None or k not in by_key for k in keys)
+                or any(self.observed[iid].phase is not Phase.PENDING for iid in unit)
+            ):
+                continue  # a streamed chain is adopted whole or not at all
+            for iid, key in zip(unit, keys, strict=True):
+                assert key is not None
+                candidates = sorted(by_key.pop(key), key=lambda c: int(c.labels[LABEL_ATTEMPT]))
+                container = candidates.pop()
+                instance = graph.instances[iid]
+                old_run = container.labels[LABEL_RUN]
+                old_attempt = int(container.labels[LABEL_ATTEMPT])
+                staging = self._staging_path(old_run, iid, old_attempt)
+                self._begin(instance, 1, instance.memory, staging, adopted_from=old_run)
+                self.adopted.append(container.id)
+                self._submit(iid, 1, None, container.id, instance.timeout)
         adopted = set(self.adopted)
         for container in orphans:
             if container.id not in adopted:
@@ -398,17 +441,36 @@ class Executor:
             Event("blocked", self.clock(), str(action.instance), {"because": str(action.because)})
         )
 
-    def _launch(self, instance: Instance, action: Start, images: dict[str, str]) -> None:
-        iid, name = instance.id, str(instance.id)
+    def _launch(self, graph: Graph, action: Start, images: dict[str, str]) -> None:
+        iid, name = action.instance, str(action.instance)
+        instance = graph.instances[iid]
+        image = images[image_key(instance.image)]
         staging = self._staging_path(self.run_id, iid, action.attempt)
+        binds = self._binds(instance, staging)
+        entrypoint, command = None, instance.command
+        unit = graph.group(iid)
+        if len(unit) > 1:
+            folder = self._stream_folder(unit, action.attempt)
+            make_fifos(folder, [_safe(str(m)) for m in unit[:-1]])
+            binds += (
+                Bind(str(folder), STREAM_DIR, readonly=False),
+                Bind(str(helper_binary()), HELPER),
+            )
+            entrypoint = (HELPER,)
+            command = wrap(
+                self._argv(instance, image),
+                reads=_safe(str(instance.stdin)) if instance.stdin is not None else None,
+                writes=_safe(name) if iid != unit[-1] else None,
+            )
         spec = ContainerSpec(
-            image=images[image_key(instance.image)],
-            command=instance.command,
+            image=image,
+            command=command,
+            entrypoint=entrypoint,
             cpus=instance.cpus,
             memory=action.memory,
             # Like Nextflow's task.attempt; not part of the cache key.
             env={**dict(instance.env), "DOCKYARD_ATTEMPT": str(action.attempt)},
-            binds=self._binds(instance, staging),
+            binds=binds,
             labels={
                 LABEL_PIPELINE: self.pf.pipeline.name,
                 LABEL_PROJECT: self.project,
@@ -421,6 +483,18 @@ class Executor:
         )
         self._begin(instance, action.attempt, action.memory, staging)
         self._submit(iid, action.attempt, spec, None, instance.timeout)
+
+    def _argv(self, instance: Instance, image: str) -> tuple[str, ...]:
+        """What the container would run: the image's ENTRYPOINT, then the command or CMD."""
+        if image not in self.image_commands:
+            self.image_commands[image] = self.runtime.image_command(image)
+        entrypoint, cmd = self.image_commands[image]
+        argv = entrypoint + (instance.command if instance.command is not None else cmd)
+        if not argv:
+            raise PlanError(
+                f"{instance.id} has no command and its image none either", step=instance.step
+            )
+        return argv
 
     def _begin(
         self,
@@ -540,59 +614,106 @@ class Executor:
         if isinstance(item, _Notice):
             self.report(item.event)
             return
-        try:
-            self._apply_result(graph, pool, item)
-        finally:
+        if isinstance(item.error, EngineUnavailable):
             item.ack.set()
+            raise item.error
+        unit = graph.group(item.instance)
+        bucket = self.held.setdefault((unit[-1], item.attempt), {})
+        bucket[item.instance] = item
+        if len(unit) > 1 and not self._fine(unit, item.instance, _outcome(item)):
+            self._stop_partners(unit, item, bucket)
+        if len(bucket) < len(unit):
+            return  # a streamed chain is concluded when all of it has ended
+        del self.held[(unit[-1], item.attempt)]
+        try:
+            self._conclude(graph, pool, unit, item.attempt, [bucket[m] for m in unit])
+        finally:
+            for result in bucket.values():
+                result.ack.set()  # now the workers may remove their containers
 
-    def _apply_result(self, graph: Graph, pool: Capacity, result: _Result) -> None:
-        iid, name = result.instance, str(result.instance)
-        if isinstance(result.error, EngineUnavailable):
-            raise result.error
-        staging = self.staging.pop((iid, result.attempt))
-        outcome = _outcome(result)
-        if outcome.ok and not staging.is_dir():
-            outcome = Outcome(0, Reason.LOST, "its output folder is gone")
-        fields: dict[str, Any] = {
-            "container_id": result.container_id,
-            "ended_at": result.ended_at,
-            "exit_code": outcome.exit_code,
-            "reason": outcome.reason.value,
-            "detail": outcome.detail or None,
-        }
+    @staticmethod
+    def _fine(unit: tuple[InstanceId, ...], iid: InstanceId, outcome: Outcome) -> bool:
+        """Success, or (as in a shell) a producer ended by SIGPIPE after its consumer left."""
         if outcome.ok:
-            committed = commit(staging, self.outputs_dir)
+            return True
+        return (
+            iid != unit[-1]
+            and outcome.reason is Reason.EXITED
+            and outcome.exit_code == SIGPIPE_EXIT
+        )
+
+    def _stop_partners(
+        self, unit: tuple[InstanceId, ...], failed: _Result, bucket: dict[InstanceId, _Result]
+    ) -> None:
+        """One side of a stream failed: kill the rest, which may wait on the pipe forever."""
+        for member in unit:
+            if member in bucket or (member, failed.attempt) in self.killed:
+                continue
+            self.killed[(member, failed.attempt)] = failed.instance
+            labels = {
+                LABEL_RUN: self.run_id,
+                LABEL_INSTANCE: str(member),
+                LABEL_ATTEMPT: str(failed.attempt),
+            }
+            for container in self.runtime.list(labels):
+                self.runtime.kill(container.id)
+
+    def _conclude(
+        self,
+        graph: Graph,
+        pool: Capacity,
+        unit: tuple[InstanceId, ...],
+        attempt: int,
+        results: list[_Result],
+    ) -> None:
+        outcomes = {r.instance: _outcome(r) for r in results}
+        for iid in unit:
+            if self._fine(unit, iid, outcomes[iid]) and not self.staging[(iid, attempt)].is_dir():
+                outcomes[iid] = Outcome(0, Reason.LOST, "its output folder is gone")
+        fields = {
+            r.instance: {
+                "container_id": r.container_id,
+                "ended_at": r.ended_at,
+                "exit_code": outcomes[r.instance].exit_code,
+                "reason": outcomes[r.instance].reason.value,
+                "detail": outcomes[r.instance].detail or None,
+            }
+            for r in results
+        }
+        stagings = {iid: self.staging.pop((iid, attempt)) for iid in unit}
+        if all(self._fine(unit, iid, outcomes[iid]) for iid in unit):
+            committed = {iid: commit(stagings[iid], self.outputs_dir) for iid in unit}
+            ended = max(r.ended_at for r in results)
             with self.store.transaction():
-                self.store.record_output(
-                    committed.digest,
-                    str(committed.path),
-                    committed.size,
-                    committed.files,
-                    result.ended_at,
-                )
-                self.store.end_attempt(
-                    self.run_id, name, result.attempt, state="succeeded", **fields
-                )
-                self.store.set_instance(
-                    self.run_id, name, state="succeeded", output=committed.digest, reason=None
-                )
-                if graph.instances[iid].cacheable:
-                    self.store.cache_put(
-                        self.keys[iid], committed.digest, self.run_id, name, result.ended_at
+                for iid, out in committed.items():
+                    name = str(iid)
+                    self.store.record_output(out.digest, str(out.path), out.size, out.files, ended)
+                    self.store.end_attempt(
+                        self.run_id, name, attempt, state="succeeded", **fields[iid]
                     )
-            self.digests[iid], self.paths[iid] = committed.digest, committed.path
-            self.observed[iid] = replace(self.observed[iid], phase=Phase.SUCCEEDED, reason=None)
-            self.report(Event("succeeded", result.ended_at, name, {"output": committed.digest}))
+                    self.store.set_instance(
+                        self.run_id, name, state="succeeded", output=out.digest, reason=None
+                    )
+                    if graph.instances[iid].cacheable:
+                        self.store.cache_put(self.keys[iid], out.digest, self.run_id, name, ended)
+            for iid, out in committed.items():
+                self.digests[iid], self.paths[iid] = out.digest, out.path
+                self.observed[iid] = replace(self.observed[iid], phase=Phase.SUCCEEDED, reason=None)
+                self.report(Event("succeeded", ended, str(iid), {"output": out.digest}))
             return
-        discard(staging)
-        instance, before = graph.instances[iid], self.observed[iid]
-        seen = after_attempt(instance, before, outcome, self.clock(), pool)
-        self.observed[iid] = seen
+
+        for staging in stagings.values():
+            discard(staging)
+        # The cause is the first member that failed on its own, not one stopped for it.
+        failing = [i for i in unit if not self._fine(unit, i, outcomes[i])]
+        cause = next((i for i in failing if (i, attempt) not in self.killed), failing[0])
+        instance, before = graph.instances[cause], self.observed[cause]
+        seen = after_attempt(instance, before, outcomes[cause], self.clock(), pool)
         final = seen.phase is Phase.FAILED
-        message = _describe(outcome, before.memory or instance.memory)
+        message = _describe(outcomes[cause], before.memory or instance.memory)
         if (
             final
-            and outcome.reason is Reason.OOM
+            and outcomes[cause].reason is Reason.OOM
             and instance.retries.memory_factor > 1
             and seen.attempts - seen.lost <= instance.retries.max
         ):
@@ -601,18 +722,34 @@ class Executor:
                 f"; the retry would need {format_memory(wanted)}, more than the pool's "
                 f"{format_memory(pool.memory)}"
             )
-        with self.store.transaction():
-            self.store.end_attempt(self.run_id, name, result.attempt, state="failed", **fields)
-            self.store.set_instance(
-                self.run_id, name, state="failed" if final else "pending", reason=message
+        for iid in unit:
+            own = (
+                message
+                if iid == cause
+                else f"stopped: its stream partner {cause} failed ({message})"
             )
-        detail = {
-            "attempt": result.attempt,
-            "reason": outcome.reason.value,
-            "exit_code": outcome.exit_code,
-            "message": message,
-        }
-        self.report(Event("failed" if final else "retrying", result.ended_at, name, detail))
+            self.observed[iid] = replace(
+                self.observed[iid],
+                phase=seen.phase,
+                retry_at=seen.retry_at,
+                lost=seen.lost,
+                reason=seen.reason,
+                memory=seen.memory if iid == cause else self.observed[iid].memory,
+            )
+            with self.store.transaction():
+                self.store.end_attempt(
+                    self.run_id, str(iid), attempt, state="failed", **fields[iid]
+                )
+                self.store.set_instance(
+                    self.run_id, str(iid), state="failed" if final else "pending", reason=own
+                )
+            detail = {
+                "attempt": attempt,
+                "reason": outcomes[iid].reason.value,
+                "exit_code": outcomes[iid].exit_code,
+                "message": own,
+            }
+            self.report(Event("failed" if final else "retrying", self.clock(), str(iid), detail))
 
     # -- the end of a run ---------------------------------------------------------------------
 
@@ -644,6 +781,9 @@ class Executor:
 
     def _release_workers(self) -> None:
         """Let every worker finish: acknowledge results nobody will apply."""
+        for bucket in self.held.values():
+            for held in bucket.values():
+                held.ack.set()
         while not all(f.done() for f in self.futures):
             try:
                 item = self.results.get(timeout=0.05)
@@ -659,6 +799,11 @@ class Executor:
 
     def _log_path(self, iid: InstanceId, attempt: int) -> Path:
         return self.state_dir / "logs" / self.run_id / f"{_safe(str(iid))}.{attempt}.log"
+
+    def _stream_folder(self, unit: tuple[InstanceId, ...], attempt: int) -> Path:
+        return (
+            self.state_dir / "work" / self.run_id / "streams" / f"{_safe(str(unit[-1]))}.{attempt}"
+        )
 
     def _input_path(self, rel: str) -> Path:
         return (self.pf.root / rel).resolve()

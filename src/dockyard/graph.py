@@ -68,6 +68,8 @@ class Graph:
     instances: Mapping[InstanceId, Instance]
     order: tuple[InstanceId, ...]
     downstream: Mapping[InstanceId, tuple[InstanceId, ...]] = field(repr=False)
+    # Instances joined by stdin pipes run, fail and retry together: chain order, producer first.
+    groups: Mapping[InstanceId, tuple[InstanceId, ...]] = field(repr=False, default_factory=dict)
 
     @cached_property
     def priority(self) -> Mapping[InstanceId, int]:
@@ -76,6 +78,9 @@ class Graph:
         for iid in reversed(self.order):
             rank[iid] = 1 + max((rank[d] for d in self.downstream[iid]), default=0)
         return rank
+
+    def group(self, iid: InstanceId) -> tuple[InstanceId, ...]:
+        return self.groups.get(iid, (iid,))
 
     def of_step_ids(self, step: str) -> list[InstanceId]:
         return [iid for iid in self.order if iid.step == step]
@@ -102,7 +107,9 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
             mounts = tuple(_upstream_mounts(name, combo, step.upstream, by_step, scatter))
             stdin = None
             if step.stdin is not None:
+                # The producer runs beside this step, so it has no committed output to mount.
                 stdin = next(m.source for m in mounts if m.source.step == step.stdin)
+                mounts = tuple(m for m in mounts if m.source != stdin)
             command: tuple[str, ...] | None
             if step.command is None:
                 command = None
@@ -131,8 +138,8 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
                 else all(m.readonly for m in step.volumes.values()),
             )
             downstream[iid] = []
-            for mount in mounts:
-                downstream[mount.source].append(iid)
+            for source in [m.source for m in mounts] + ([stdin] if stdin else []):
+                downstream[source].append(iid)
             by_step[name].append((iid, combo))
     order = tuple(iid for name in steps for iid, _ in by_step[name])
     return Graph(
@@ -140,7 +147,28 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
         instances=instances,
         order=order,
         downstream={k: tuple(v) for k, v in downstream.items()},
+        groups=_stream_groups(instances, order),
     )
+
+
+def _stream_groups(
+    instances: Mapping[InstanceId, Instance], order: tuple[InstanceId, ...]
+) -> Mapping[InstanceId, tuple[InstanceId, ...]]:
+    """Each instance's streaming chain (producer first); a lone instance is its own chain."""
+    consumer_of = {i.stdin: iid for iid, i in instances.items() if i.stdin is not None}
+    groups: dict[InstanceId, tuple[InstanceId, ...]] = {}
+    for iid in order:
+        if iid in groups:
+            continue
+        head = iid
+        while (producer := instances[head].stdin) is not None:
+            head = producer
+        chain = [head]
+        while chain[-1] in consumer_of:
+            chain.append(consumer_of[chain[-1]])
+        for member in chain:
+            groups[member] = tuple(chain)
+    return groups
 
 
 def _upstream_mounts(

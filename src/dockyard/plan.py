@@ -110,30 +110,35 @@ def plan(
     ready: list[Request] = []
     wake_at: float | None = None
     for iid in graph.order:
-        seen = state[iid]
-        if seen.phase is not Phase.PENDING:
+        unit = graph.group(iid)  # a streamed chain is planned as one unit, at its producer
+        if unit[0] != iid or any(state[m].phase is not Phase.PENDING for m in unit):
             continue
-        instance = graph.instances[iid]
-        ups = [state[m.source] for m in instance.upstream]
+        sources = [m.source for member in unit for m in graph.instances[member].upstream]
+        ups = [state[source] for source in sources]
         bad = next(
             (
-                m.source
-                for m, u in zip(instance.upstream, ups, strict=True)
+                src
+                for src, u in zip(sources, ups, strict=True)
                 if u.phase in (Phase.FAILED, Phase.BLOCKED)
             ),
             None,
         )
         if bad is not None:
-            actions.append(Block(iid, bad))
-            state[iid] = replace(seen, phase=Phase.BLOCKED)
+            for member in unit:
+                actions.append(Block(member, bad))
+                state[member] = replace(state[member], phase=Phase.BLOCKED)
             continue
         if not all(u.phase is Phase.SUCCEEDED for u in ups):
             continue
-        if seen.retry_at is not None and seen.retry_at > now:
-            wake_at = seen.retry_at if wake_at is None else min(wake_at, seen.retry_at)
+        retry_at = max((state[m].retry_at or 0.0) for m in unit)
+        if retry_at > now:
+            wake_at = retry_at if wake_at is None else min(wake_at, retry_at)
             continue
-        need = Capacity.of(instance.cpus, memory_for(instance, seen))
-        ready.append(Request(str(iid), need, graph.priority[iid]))
+        need = in_use(
+            Capacity.of(graph.instances[m].cpus, memory_for(graph.instances[m], state[m]))
+            for m in unit
+        )
+        ready.append(Request(str(iid), need, max(graph.priority[m] for m in unit)))
 
     if any_failed and not keep_going:
         ready = []
@@ -144,8 +149,11 @@ def plan(
     )
     by_key = {str(iid): iid for iid in graph.order}
     for request in fit(ready, pool - used):
-        iid = by_key[request.key]
-        actions.append(Start(iid, state[iid].attempts + 1, request.need.memory))
+        for member in graph.group(by_key[request.key]):
+            seen = state[member]
+            actions.append(
+                Start(member, seen.attempts + 1, memory_for(graph.instances[member], seen))
+            )
     starts = any(isinstance(a, Start) for a in actions)
     finished = not running and not starts and wake_at is None
     return Plan(tuple(actions), finished, wake_at)

@@ -58,17 +58,17 @@ class LiveProgress:
             self.total = int(event.detail["instances"])
             self.began = event.at
         elif name is not None:
-            if event.kind == "started":
+            if event.kind in ("started", "adopted"):
                 self.state[name] = "running"
                 self.started[name] = event.at
-            elif event.kind in ("succeeded", "failed", "blocked"):
-                self.state[name] = event.kind
+            elif event.kind in ("succeeded", "failed", "blocked", "cached"):
+                self.state[name] = "succeeded" if event.kind == "cached" else event.kind
                 if name in self.started:
                     self.durations.append(event.at - self.started.pop(name))
             elif event.kind == "retrying":
                 self.state[name] = "pending"
                 self.started.pop(name, None)
-        if event.kind in ("failed", "retrying", "image"):
+        if event.kind in ("failed", "retrying", "image", "recovered", "engine"):
             line = _describe(event)
             if line:
                 self.live.console.print(Text(line), soft_wrap=True)
@@ -120,6 +120,14 @@ def _describe(event: Event) -> str:
             return str(d["message"])
         case "started":
             return f"started   {event.instance} (attempt {d['attempt']})"
+        case "cached":
+            return f"cached    {event.instance}"
+        case "adopted":
+            return f"adopted   {event.instance} (still running from run {d['from']})"
+        case "recovered":
+            return f"run {d['run']} had stopped without finishing: recovering its work"
+        case "engine":
+            return str(d["message"])
         case "succeeded":
             return f"succeeded {event.instance}"
         case "retrying":

@@ -220,9 +220,10 @@ def test_features_of_later_versions_are_refused_clearly(
     path = write_pipeline("""
         version: 1
         name: later
+        services:
+          db: {image: busybox:1.36}
         steps:
-          gen: {image: busybox:1.36, command: "echo hi"}
-          count: {image: busybox:1.36, command: "wc -c", stdin: gen}
+          count: {image: busybox:1.36, command: "true", services: [db]}
     """)
-    with pytest.raises(PlanError, match="stdin streaming"):
+    with pytest.raises(PlanError, match="services"):
         execute(path, runtime)

@@ -36,6 +36,7 @@ class ContainerSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     binds: tuple[Bind, ...] = ()
     name: str | None = None
+    entrypoint: tuple[str, ...] | None = None  # None: the image's own
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,9 @@ class Runtime(Protocol):
 
     def image_labels(self, ref: str) -> Mapping[str, str]: ...
 
+    def image_command(self, ref: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The image's (ENTRYPOINT, CMD), each possibly empty."""
+
     def create(self, spec: ContainerSpec) -> str:
         """Create (not start) a container; return its id."""
 
@@ -96,6 +100,9 @@ class Runtime(Protocol):
     def wait(self, container_id: str, timeout: float | None = None) -> ExitStatus:
         """Wait for exit. After ``timeout`` seconds the container is stopped (TERM, then
         KILL after a grace period) and the status says ``timed_out``."""
+
+    def kill(self, container_id: str) -> None:
+        """SIGKILL a running container (its waiter then sees it exit). Absent is fine."""
 
     def logs(self, container_id: str) -> bytes:
         """stdout and stderr, interleaved as the engine recorded them."""

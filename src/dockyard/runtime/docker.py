@@ -103,6 +103,11 @@ class DockerRuntime:
             config = self.api.inspect_image(ref).get("Config") or {}
         return dict(config.get("Labels") or {})
 
+    def image_command(self, ref: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        with _translated(f"inspecting image {ref}"):
+            config = self.api.inspect_image(ref).get("Config") or {}
+        return tuple(config.get("Entrypoint") or ()), tuple(config.get("Cmd") or ())
+
     def pull(self, ref: str) -> str:
         repository, tag = _split_ref(ref)
         try:
@@ -170,6 +175,7 @@ class DockerRuntime:
                 labels=dict(spec.labels),
                 host_config=host_config,
                 name=spec.name,
+                entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
             )
         return str(created["Id"])
 
@@ -203,6 +209,17 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 pass
         return ExitStatus(code, oom_killed=oom, timed_out=timed_out, error=error)
+
+    def kill(self, container_id: str) -> None:
+        try:
+            self.api.kill(container_id)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: not running any more, which is what we wanted
+                raise RuntimeFailure(f"killing {container_id[:12]}: {exc.explanation}") from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise _engine_error(exc) from exc
 
     def logs(self, container_id: str) -> bytes:
         try:

@@ -95,6 +95,14 @@ class FakeRuntime:
     def image_labels(self, ref: str) -> Mapping[str, str]:
         return {}
 
+    def image_command(self, ref: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return (), ("sh",)
+
+    def kill(self, container_id: str) -> None:
+        box = self.containers.get(container_id)
+        if box is not None and box.state == "running":
+            box.status = ExitStatus(137)
+
     def pull(self, ref: str) -> str:
         raise ImageError(f"image {ref!r} is not present on this engine and could not be pulled")
 

@@ -1,0 +1,62 @@
+"""Streaming between containers through kernel pipes (``stdin: X``).
+
+Each edge of a streamed chain is a FIFO in a folder bind-mounted into every member
+at ``/.dockyard/stream``. A static busybox, bind-mounted read-only at
+``/.dockyard/bin/busybox``, is each member's entrypoint: it opens the FIFOs as
+stdin/stdout and ``exec``s the step's own command, so the bytes flow through the
+kernel from one container to the next, never through the engine's API or dockyard,
+and images need no shell of their own.
+
+Opening a FIFO blocks until the other side opens it; if one side dies first, the
+executor kills the rest of the chain, so neither side can wait forever.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+from dockyard.errors import PlanError
+from dockyard.testing.images import find_static_busybox
+
+STREAM_DIR = "/.dockyard/stream"
+HELPER = "/.dockyard/bin/busybox"
+SIGPIPE_EXIT = 128 + 13
+
+
+def helper_binary() -> Path:
+    """The static busybox that runs inside the containers (``DOCKYARD_HELPER`` overrides)."""
+    override = os.environ.get("DOCKYARD_HELPER")
+    if override:
+        return Path(override)
+    try:
+        return find_static_busybox()
+    except RuntimeError:
+        raise PlanError(
+            "stdin streaming needs a static busybox on the host to run inside the containers "
+            "(Debian: apt-get install busybox-static; or set DOCKYARD_HELPER)"
+        ) from None
+
+
+def fifo_name(producer: str) -> str:
+    return f"{producer}.fifo"
+
+
+def make_fifos(folder: Path, producers: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o777)
+    for producer in producers:
+        path = folder / fifo_name(producer)
+        if not path.exists():
+            os.mkfifo(path, 0o666)
+
+
+def wrap(argv: tuple[str, ...], reads: str | None, writes: str | None) -> tuple[str, ...]:
+    """The command that runs ``argv`` with stdin from ``reads`` and stdout into ``writes``."""
+    script = 'exec "$@"'
+    if reads is not None:
+        script += f" <{shlex.quote(f'{STREAM_DIR}/{fifo_name(reads)}')}"
+    if writes is not None:
+        script += f" >{shlex.quote(f'{STREAM_DIR}/{fifo_name(writes)}')}"
+    return ("sh", "-c", script, "dockyard-stream", *argv)

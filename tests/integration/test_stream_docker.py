@@ -1,0 +1,121 @@
+"""`stdin: X` on the real engine: kernel pipes between containers (issue 5)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dockyard.cli import main
+from dockyard.runtime.base import LABEL_INSTANCE, LABEL_PIPELINE
+from dockyard.runtime.docker import DockerRuntime
+from tests.conftest import BUSYBOX_IMAGE, WritePipeline
+from tests.integration.test_resume_docker import engine_starts
+
+pytestmark = pytest.mark.docker
+GIB = 1024**3
+
+
+def status(path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, object]]:
+    capsys.readouterr()
+    assert main(["status", "-f", str(path), "--json"]) == 0
+    return {i["instance"]: i for i in json.loads(capsys.readouterr().out)["instances"]}
+
+
+def test_three_stage_chain_streams_a_gigabyte_exactly(
+    write_pipeline: WritePipeline, pipeline_name: str, docker_runtime: DockerRuntime,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write_pipeline(f"""
+        version: 1
+        name: {pipeline_name}
+        defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.5, memory: 64m}}}}
+        steps:
+          generate: {{command: ["head", "-c", "{GIB}", "/dev/zero"]}}
+          transform: {{stdin: generate, command: ["tr", "\\\\000", "x"]}}
+          count:
+            stdin: transform
+            command: >-
+              mkfifo /tmp/copy; md5sum < /tmp/copy > /out/md5 &
+              tee /tmp/copy | wc -c > /out/bytes; wait
+    """)
+    assert main(["run", "-f", str(path)]) == 0, capsys.readouterr()
+    capsys.readouterr()
+    assert main(["outputs", "-f", str(path), "count"]) == 0
+    out = Path(capsys.readouterr().out.strip())
+    expected = hashlib.md5(usedforsecurity=False)
+    chunk = b"x" * (1 << 20)
+    for _ in range(GIB // len(chunk)):
+        expected.update(chunk)
+    assert int((out / "bytes").read_text()) == GIB
+    assert (out / "md5").read_text().split()[0] == expected.hexdigest()
+
+    since = time.time()
+    assert main(["run", "-f", str(path)]) == 0
+    assert engine_starts(docker_runtime, pipeline_name, since) == []
+    assert all(i["cached"] for i in status(path, capsys).values())
+
+
+def test_consumer_killed_mid_stream_fails_the_pair_and_the_retry_succeeds(
+    write_pipeline: WritePipeline, pipeline_name: str, docker_runtime: DockerRuntime,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write_pipeline(f"""
+        version: 1
+        name: {pipeline_name}
+        defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.5, memory: 32m}}}}
+        steps:
+          produce:
+            command: 'if [ "$$DOCKYARD_ATTEMPT" = 1 ]; then yes; else echo fine; fi'
+          consume:
+            stdin: produce
+            retries: 1
+            command: "cat > /out/received"
+    """)
+
+    def kill_first_consumer() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            running = [c for c in docker_runtime.list({LABEL_PIPELINE: pipeline_name,
+                                                       LABEL_INSTANCE: "consume"}) if c.running]
+            if running:
+                time.sleep(0.5)  # let bytes flow first
+                docker_runtime.kill(running[0].id)
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_first_consumer)
+    killer.start()
+    code = main(["run", "-f", str(path)])
+    killer.join()
+    assert code == 0, capsys.readouterr()
+    rows = status(path, capsys)
+    consume = rows["consume"]["attempts"]
+    produce = rows["produce"]["attempts"]
+    assert isinstance(consume, list) and isinstance(produce, list)
+    assert [(a["state"], a["exit_code"]) for a in consume] == [("failed", 137), ("succeeded", 0)]
+    assert [a["state"] for a in produce] == ["failed", "succeeded"]
+    capsys.readouterr()
+    assert main(["outputs", "-f", str(path), "consume"]) == 0
+    assert (Path(capsys.readouterr().out.strip()) / "received").read_text() == "fine\n"
+
+
+def test_failing_producer_stops_its_consumer_and_is_named(
+    write_pipeline: WritePipeline, pipeline_name: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write_pipeline(f"""
+        version: 1
+        name: {pipeline_name}
+        defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.5, memory: 32m}}}}
+        steps:
+          produce: {{command: "echo partial; exit 3"}}
+          consume: {{stdin: produce, command: "sleep 30; cat > /out/x"}}
+    """)
+    assert main(["run", "-f", str(path)]) == 1
+    rows = status(path, capsys)
+    assert rows["produce"]["reason"] == "exited with status 3"
+    assert str(rows["consume"]["reason"]).startswith("stopped: its stream partner produce failed")
