@@ -280,6 +280,15 @@ class Executor:
             self._finish("failed", str(exc))
             raise
         failed = [str(i) for i, s in self.observed.items() if s.phase is Phase.FAILED]
+        if not failed:
+            # Nothing failed, yet the planner had nothing left it could start: that work can
+            # never fit. (check_fits makes this unreachable today; never report it as success.)
+            stuck = [i for i, s in self.observed.items() if s.phase is Phase.PENDING]
+            for iid in stuck:
+                self.store.set_instance(
+                    self.run_id, str(iid), state="failed", reason="never fitted into the pool"
+                )
+            failed = [str(i) for i in stuck]
         self._finish(
             "failed" if failed else "succeeded",
             f"{len(failed)} instance(s) failed" if failed else None,

@@ -27,7 +27,9 @@ def status(path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str
 
 
 def test_three_stage_chain_streams_a_gigabyte_exactly(
-    write_pipeline: WritePipeline, pipeline_name: str, docker_runtime: DockerRuntime,
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    docker_runtime: DockerRuntime,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = write_pipeline(f"""
@@ -61,7 +63,9 @@ def test_three_stage_chain_streams_a_gigabyte_exactly(
 
 
 def test_consumer_killed_mid_stream_fails_the_pair_and_the_retry_succeeds(
-    write_pipeline: WritePipeline, pipeline_name: str, docker_runtime: DockerRuntime,
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    docker_runtime: DockerRuntime,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = write_pipeline(f"""
@@ -80,8 +84,13 @@ def test_consumer_killed_mid_stream_fails_the_pair_and_the_retry_succeeds(
     def kill_first_consumer() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            running = [c for c in docker_runtime.list({LABEL_PIPELINE: pipeline_name,
-                                                       LABEL_INSTANCE: "consume"}) if c.running]
+            running = [
+                c
+                for c in docker_runtime.list(
+                    {LABEL_PIPELINE: pipeline_name, LABEL_INSTANCE: "consume"}
+                )
+                if c.running
+            ]
             if running:
                 time.sleep(0.5)  # let bytes flow first
                 docker_runtime.kill(running[0].id)
@@ -105,7 +114,9 @@ def test_consumer_killed_mid_stream_fails_the_pair_and_the_retry_succeeds(
 
 
 def test_failing_producer_stops_its_consumer_and_is_named(
-    write_pipeline: WritePipeline, pipeline_name: str, capsys: pytest.CaptureFixture[str],
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = write_pipeline(f"""
         version: 1

@@ -227,3 +227,28 @@ def test_features_of_later_versions_are_refused_clearly(
     """)
     with pytest.raises(PlanError, match="services"):
         execute(path, runtime)
+
+
+def test_streamed_chain_larger_than_the_pool_is_refused(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
+    path = write_pipeline("""
+        version: 1
+        name: widechain
+        defaults: {image: busybox:1.36, resources: {cpus: 1.5}}
+        steps:
+          gen: {command: "echo hi"}
+          count: {stdin: gen, command: "wc -c"}
+    """)
+    with pytest.raises(PlanError, match="streamed chain gen | count"):
+        execute(path, runtime)
+
+
+def test_second_run_of_the_same_pipeline_is_refused_while_one_holds_the_lock(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
+    from dockyard.lock import RunLock
+
+    path = write_pipeline(DIAMOND)
+    with RunLock(path.parent / ".dockyard"), pytest.raises(PlanError, match="in progress"):
+        execute(path, runtime)

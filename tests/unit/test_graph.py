@@ -141,3 +141,28 @@ def test_defaults_apply_where_a_step_says_nothing(write_pipeline: WritePipeline)
         {"A": "2", "LANG": "C"},
     )
     assert (b.image.name, b.cpus, b.memory) == ("other:1", 2.0, 256 * 1024**2)
+
+
+CHAIN = """
+    version: 1
+    name: chain
+    defaults: {image: busybox:1.36}
+    steps:
+      a: {scatter: {s: [x, y]}, command: "echo ${s}"}
+      b: {stdin: a, scatter: {s: [x, y]}, command: "cat"}
+      c: {stdin: b, scatter: {s: [x, y]}, command: "wc -c > /out/n"}
+      d: {needs: [c], command: "cat /in/c/*/n"}
+"""
+
+
+def test_streamed_steps_form_one_chain_per_value(write_pipeline: WritePipeline) -> None:
+    graph = graph_of(load_pipeline(write_pipeline(CHAIN)))
+    assert [str(i) for i in graph.group(InstanceId("b", "y"))] == ["a[y]", "b[y]", "c[y]"]
+    assert graph.group(InstanceId("d")) == (InstanceId("d"),)
+
+
+def test_a_stream_producer_is_not_mounted_as_an_output(write_pipeline: WritePipeline) -> None:
+    graph = graph_of(load_pipeline(write_pipeline(CHAIN)))
+    consumer = graph.instances[InstanceId("b", "x")]
+    assert consumer.stdin == InstanceId("a", "x")
+    assert consumer.upstream == ()

@@ -163,3 +163,26 @@ def test_lifecycle_after_a_failed_attempt(
     seen = Observed(Phase.RUNNING, attempts, lost=lost)
     result = after_attempt(instance.instances[iid("a")], seen, Outcome(1, reason), 0, POOL)
     assert result.phase is phase
+
+
+STREAMED = """
+    version: 1
+    name: streamed
+    defaults: {image: busybox:1.36, resources: {cpus: 1, memory: 64m}}
+    steps:
+      gen: {command: "echo hi"}
+      count: {stdin: gen, command: "wc -c > /out/n"}
+"""
+
+
+def test_a_streamed_pair_starts_together(write_pipeline: WritePipeline) -> None:
+    graph = graph_of(load_pipeline(write_pipeline(STREAMED)))
+    assert plan(graph, {}, POOL, now=0).actions == (
+        Start(iid("gen"), 1, 64 * MIB),
+        Start(iid("count"), 1, 64 * MIB),
+    )
+
+
+def test_a_streamed_pair_waits_until_both_fit(write_pipeline: WritePipeline) -> None:
+    graph = graph_of(load_pipeline(write_pipeline(STREAMED)))
+    assert plan(graph, {}, Capacity.of(1.5, 1024 * MIB), now=0) == Plan((), finished=True)
