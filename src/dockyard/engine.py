@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from dockyard.cache import InputHasher, cache_key
+from dockyard.cgroups import create_pool, remove_pools
 from dockyard.errors import DockyardError, EngineUnavailable, PlanError, RunFailed
 from dockyard.graph import Graph, Instance, InstanceId, expand
 from dockyard.images import image_key, resolve_images
@@ -209,6 +210,8 @@ class Executor:
         self.held: dict[tuple[InstanceId, int], dict[InstanceId, _Result]] = {}
         self.killed: dict[tuple[InstanceId, int], InstanceId] = {}
         self.image_commands: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self.cpu_pools: dict[tuple[InstanceId, int], str | None] = {}
+        self.pooling: bool | None = None
         self.abandoned = False
         self.run_id = ""
 
@@ -456,9 +459,10 @@ class Executor:
         image = images[image_key(instance.image)]
         staging = self._staging_path(self.run_id, iid, action.attempt)
         binds = self._binds(instance, staging)
-        entrypoint, command = None, instance.command
+        entrypoint, command, cgroup_parent = None, instance.command, None
         unit = graph.group(iid)
         if len(unit) > 1:
+            cgroup_parent = self._cpu_pool(graph, unit, action.attempt)
             folder = self._stream_folder(unit, action.attempt)
             make_fifos(folder, [_safe(str(m)) for m in unit[:-1]])
             binds += (
@@ -475,6 +479,7 @@ class Executor:
             image=image,
             command=command,
             entrypoint=entrypoint,
+            cgroup_parent=cgroup_parent,
             cpus=instance.cpus,
             memory=action.memory,
             # Like Nextflow's task.attempt; not part of the cache key.
@@ -492,6 +497,17 @@ class Executor:
         )
         self._begin(instance, action.attempt, action.memory, staging)
         self._submit(iid, action.attempt, spec, None, instance.timeout)
+
+    def _cpu_pool(self, graph: Graph, unit: tuple[InstanceId, ...], attempt: int) -> str | None:
+        """One CPU quota for a whole streamed chain, where the engine's cgroups are ours."""
+        key = (unit[-1], attempt)
+        if key not in self.cpu_pools:
+            if self.pooling is None:
+                self.pooling = self.runtime.shares_host_cgroups()
+            cpus = sum(graph.instances[m].cpus for m in unit)
+            name = f"{self.project}-{self.run_id}-{_safe(str(unit[-1]))}-{attempt}"
+            self.cpu_pools[key] = create_pool(name, cpus) if self.pooling else None
+        return self.cpu_pools[key]
 
     def _argv(self, instance: Instance, image: str) -> tuple[str, ...]:
         """What the container would run: the image's ENTRYPOINT, then the command or CMD."""
@@ -774,6 +790,8 @@ class Executor:
                     self.run_id, str(iid), seen.attempts, state="interrupted", ended_at=now
                 )
         discard(self.state_dir / "work")  # the run lock is held: nobody else works here
+        if self.cpu_pools or self.adopted:
+            remove_pools(f"{self.project}-")
         self.hasher.flush()
         self.store.finish_run(self.run_id, state, now, message)
         self.report(Event("run-ended", now, detail={"run": self.run_id, "state": state}))

@@ -130,3 +130,41 @@ def test_failing_producer_stops_its_consumer_and_is_named(
     rows = status(path, capsys)
     assert rows["produce"]["reason"] == "exited with status 3"
     assert str(rows["consume"]["reason"]).startswith("stopped: its stream partner produce failed")
+
+
+def test_a_chain_shares_one_cpu_quota_of_its_summed_cpus(
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    docker_runtime: DockerRuntime,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from dockyard.cgroups import pool_quota
+
+    assert docker_runtime.shares_host_cgroups()
+    path = write_pipeline(f"""
+        version: 1
+        name: {pipeline_name}
+        defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{memory: 32m}}}}
+        steps:
+          produce: {{command: "sleep 3; echo hi", resources: {{cpus: 0.5}}}}
+          consume: {{stdin: produce, command: "cat > /out/x", resources: {{cpus: 0.25}}}}
+    """)
+    seen: list[tuple[str, float | None]] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(seen) < 2:
+            for container in docker_runtime.list({LABEL_PIPELINE: pipeline_name}):
+                if container.running and all(c != container.id for c, _ in seen):
+                    parent = docker_runtime.api.inspect_container(container.id)["HostConfig"][
+                        "CgroupParent"
+                    ]
+                    seen.append((container.id, pool_quota(parent)))
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    code = main(["run", "-f", str(path)])
+    watcher.join()
+    assert code == 0, capsys.readouterr()
+    assert [quota for _, quota in seen] == [0.75, 0.75]

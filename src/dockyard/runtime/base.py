@@ -37,6 +37,9 @@ class ContainerSpec:
     binds: tuple[Bind, ...] = ()
     name: str | None = None
     entrypoint: tuple[str, ...] | None = None  # None: the image's own
+    # A cgroup that caps CPU for several containers together; then ``cpus`` is not
+    # applied per container (see dockyard.cgroups).
+    cgroup_parent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,10 @@ class Runtime(Protocol):
         """Raise :class:`~dockyard.errors.EngineUnavailable` when the engine does not answer."""
 
     def capacity(self) -> HostCapacity: ...
+
+    def shares_host_cgroups(self) -> bool:
+        """True when the engine runs on this host with the cgroupfs driver, so that
+        dockyard may create parent cgroups for its containers."""
 
     def image_id(self, ref: str) -> str | None:
         """The content digest (image id) of a local image, or None when absent."""

@@ -81,6 +81,14 @@ class DockerRuntime:
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _engine_error(exc) from exc
 
+    def shares_host_cgroups(self) -> bool:
+        base_url = str(getattr(self.api, "base_url", ""))
+        if not base_url.startswith("http+docker://localhost"):  # docker-py's unix socket URL
+            return False
+        with _translated("reading the engine's info"):
+            info = self.api.info()
+        return bool(info.get("CgroupDriver") == "cgroupfs")
+
     def capacity(self) -> HostCapacity:
         with _translated("reading the engine's info"):
             info = self.api.info()
@@ -158,7 +166,8 @@ class DockerRuntime:
     def create(self, spec: ContainerSpec) -> str:
         host_config = self.api.create_host_config(
             binds=[f"{b.source}:{b.target}:{'ro' if b.readonly else 'rw'}" for b in spec.binds],
-            nano_cpus=round(spec.cpus * 1e9),
+            nano_cpus=None if spec.cgroup_parent else round(spec.cpus * 1e9),
+            cgroup_parent=spec.cgroup_parent,
             mem_limit=spec.memory,
             memswap_limit=spec.memory,  # no swap beyond the limit: the limit is the limit
             security_opt=["no-new-privileges:true"],

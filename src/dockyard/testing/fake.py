@@ -85,6 +85,9 @@ class FakeRuntime:
     def ping(self) -> None:
         self._check()
 
+    def shares_host_cgroups(self) -> bool:
+        return False
+
     def capacity(self) -> HostCapacity:
         return HostCapacity(self.cpus, self.memory)
 
