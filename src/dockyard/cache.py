@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from dockyard.graph import Instance
+from dockyard.outputs import file_digest, tree_digest
 from dockyard.store import Store
 
 KEY_FORMAT = 1
@@ -50,34 +51,14 @@ class InputHasher:
         self.pending = []
 
     def _tree(self, root: Path) -> str:
-        outer = hashlib.sha256()
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames.sort()
-            rel_dir = os.path.relpath(dirpath, root)
-            for name in sorted(filenames):
-                full = os.path.join(dirpath, name)
-                rel = os.path.normpath(os.path.join(rel_dir, name))
-                info = os.lstat(full)
-                if stat.S_ISLNK(info.st_mode):
-                    entry = f"L {rel}\0{os.readlink(full)}"
-                elif stat.S_ISREG(info.st_mode):
-                    x = "x" if info.st_mode & 0o111 else "-"
-                    entry = f"F{x} {rel}\0{self._file(Path(full), info)}"
-                else:
-                    continue
-                outer.update(entry.encode("utf-8", "surrogateescape") + b"\n")
-            for name in dirnames:
-                rel = os.path.normpath(os.path.join(rel_dir, name))
-                outer.update(f"D {rel}\n".encode("utf-8", "surrogateescape"))
-        return "d:" + outer.hexdigest()
+        return "d:" + tree_digest(root, lambda path, info: self._file(Path(path), info))[0]
 
     def _file(self, path: Path, info: os.stat_result) -> str:
         key = str(path)
         known = self.store.file_hash(key)
         if known is not None and known[:3] == (info.st_size, info.st_mtime_ns, info.st_ino):
             return known[3]
-        with path.open("rb") as fh:
-            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        digest = file_digest(str(path))
         if self.now - info.st_mtime > RACY_SECONDS:
             self.pending.append((key, info.st_size, info.st_mtime_ns, info.st_ino, digest))
         return digest

@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,16 +26,27 @@ class Committed:
     files: int
 
 
-def tree_digest(root: Path) -> tuple[str, int, int]:
-    """A digest of a directory tree's names, types, executable bits and contents."""
+FileDigest = Callable[[str, os.stat_result], str]
+
+
+def file_digest(path: str, info: os.stat_result | None = None) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def tree_digest(root: Path, digest_of: FileDigest = file_digest) -> tuple[str, int, int]:
+    """A digest of a directory tree's names, types, executable bits and contents.
+
+    Returns (digest, bytes in regular files, number of regular files). ``digest_of`` may
+    answer from a cache of earlier digests (see :class:`dockyard.cache.InputHasher`).
+    """
     outer = hashlib.sha256()
     size = files = 0
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, root)
-        for name in sorted(
-            filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-        ):
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in sorted(filenames + links):
             path = os.path.join(dirpath, name)
             rel = os.path.normpath(os.path.join(rel_dir, name))
             info = os.lstat(path)
@@ -42,22 +54,17 @@ def tree_digest(root: Path) -> tuple[str, int, int]:
                 entry = f"L {rel}\0{os.readlink(path)}"
             elif stat.S_ISREG(info.st_mode):
                 executable = "x" if info.st_mode & 0o111 else "-"
-                entry = f"F{executable} {rel}\0{_file_digest(path)}"
+                entry = f"F{executable} {rel}\0{digest_of(path, info)}"
                 size += info.st_size
                 files += 1
             else:
-                continue  # sockets, fifos and devices are not outputs
+                continue  # sockets, fifos and devices are not data
             outer.update(entry.encode("utf-8", "surrogateescape") + b"\n")
         for name in dirnames:
-            if not os.path.islink(os.path.join(dirpath, name)):
+            if name not in links:
                 rel = os.path.normpath(os.path.join(rel_dir, name))
                 outer.update(f"D {rel}\n".encode("utf-8", "surrogateescape"))
     return outer.hexdigest(), size, files
-
-
-def _file_digest(path: str) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _make_readonly(root: Path) -> None:
