@@ -28,7 +28,7 @@ from dockyard.graph import InstanceId
 from dockyard.progress import LiveProgress, PlainProgress
 from dockyard.render import dot, mermaid
 from dockyard.spec import DEFAULT_FILE, PipelineFile, load_pipeline
-from dockyard.store import Store
+from dockyard.store import AttemptRow, Store
 from dockyard.summary import load_summary
 from dockyard.units import format_memory, format_seconds, parse_memory
 
@@ -125,8 +125,10 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
         f"run [bold]{run.id}[/] of {run.pipeline}: {run.state} ({took}; {counts})", soft_wrap=True
     )
     table = Table(box=None, header_style="bold")
-    for column in ("instance", "state", "attempts", "duration", "cached", "memory", "reason"):
-        table.add_column(column)
+    columns = ("instance", "state", "attempts", "duration", "cached", "memory", "peak", "cpu")
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason")
     for inst in summary.instances:
         last = inst.attempts[-1] if inst.attempts else None
         table.add_row(
@@ -136,6 +138,8 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
             format_seconds(inst.duration) if inst.duration is not None else "-",
             "yes" if inst.row.cached else "no",
             format_memory(last.memory) if last else "-",
+            _peak(last),
+            _cpu(last),
             Text(inst.row.reason or ""),
         )
         if len(inst.attempts) > 1 or inst.row.state == "failed":
@@ -149,9 +153,88 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
                     Text(format_seconds(spent) if spent is not None else "-", "dim"),
                     "",
                     Text(format_memory(attempt.memory), "dim"),
+                    Text(_peak(attempt), "dim"),
+                    Text(_cpu(attempt), "dim"),
                     Text(attempt.reason or "", "dim"),
                 )
     out.print(table)
+
+
+def _peak(attempt: AttemptRow | None) -> str:
+    if attempt is None or attempt.peak_memory is None:
+        return "-"
+    return format_memory(attempt.peak_memory)
+
+
+def _cpu(attempt: AttemptRow | None) -> str:
+    if attempt is None or attempt.cpu_seconds is None:
+        return "-"
+    return format_seconds(attempt.cpu_seconds)
+
+
+TRACE_COLUMNS = (
+    "instance",
+    "attempt",
+    "state",
+    "exit_code",
+    "reason",
+    "cached",
+    "cpus",
+    "memory",
+    "started_at",
+    "ended_at",
+    "wall_seconds",
+    "cpu_seconds",
+    "peak_memory",
+    "io_read",
+    "io_write",
+)
+
+
+@cli.command()
+@file_option
+@click.argument("run_id", required=False)
+def trace(file: str, run_id: str | None) -> None:
+    """One TSV row per attempt (and per cached instance), for scripts and spreadsheets."""
+    with _store(_load_quiet(file)) as store:
+        summary = load_summary(store, run_id)
+    click.echo("\t".join(TRACE_COLUMNS))
+    for inst in summary.instances:
+        if not inst.attempts:
+            blank = [""] * (len(TRACE_COLUMNS) - 6)
+            click.echo(
+                "\t".join(
+                    [
+                        inst.row.instance,
+                        "",
+                        inst.row.state,
+                        "",
+                        "",
+                        "yes" if inst.row.cached else "no",
+                        *blank,
+                    ]
+                )
+            )
+        for a in inst.attempts:
+            wall = a.ended_at - a.started_at if a.ended_at is not None else None
+            values = (
+                inst.row.instance,
+                a.number,
+                a.state,
+                a.exit_code,
+                a.reason,
+                "no",
+                a.cpus,
+                a.memory,
+                a.started_at,
+                a.ended_at,
+                wall,
+                a.cpu_seconds,
+                a.peak_memory,
+                a.io_read,
+                a.io_write,
+            )
+            click.echo("\t".join("" if v is None else str(v) for v in values))
 
 
 def _instance_args(args: tuple[str, ...]) -> tuple[str | None, InstanceId]:

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from dockyard import cgroups
 from dockyard.cache import InputHasher, cache_key
-from dockyard.cgroups import create_pool, remove_pools
 from dockyard.errors import DockyardError, EngineUnavailable, PlanError, RunFailed
 from dockyard.graph import Graph, Instance, InstanceId, expand
 from dockyard.images import image_key, resolve_images
@@ -106,6 +106,7 @@ class _Result:
     ended_at: float
     outage: bool  # the engine was unreachable at some point during the attempt
     ack: threading.Event
+    usage: cgroups.Usage
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ class Executor:
         self.killed: dict[tuple[InstanceId, int], InstanceId] = {}
         self.image_commands: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.cpu_pools: dict[tuple[InstanceId, int], str | None] = {}
-        self.pooling: bool | None = None
+        self.own_cgroups = False  # may dockyard make cgroups for the engine's containers?
         self.abandoned = False
         self.run_id = ""
 
@@ -221,6 +222,7 @@ class Executor:
         """Run the pipeline to completion; return the run id or raise :class:`RunFailed`."""
         check_supported(self.pf)
         self.runtime.ping()
+        self.own_cgroups = self.runtime.shares_host_cgroups()
         graph = graph_of(self.pf)
         pool = pool_of(self.runtime, self.options)
         check_fits(graph, pool)
@@ -459,10 +461,10 @@ class Executor:
         image = images[image_key(instance.image)]
         staging = self._staging_path(self.run_id, iid, action.attempt)
         binds = self._binds(instance, staging)
-        entrypoint, command, cgroup_parent = None, instance.command, None
+        entrypoint, command, pool = None, instance.command, None
         unit = graph.group(iid)
         if len(unit) > 1:
-            cgroup_parent = self._cpu_pool(graph, unit, action.attempt)
+            pool = self._cpu_pool(graph, unit, action.attempt)
             folder = self._stream_folder(unit, action.attempt)
             make_fifos(folder, [_safe(str(m)) for m in unit[:-1]])
             binds += (
@@ -479,8 +481,8 @@ class Executor:
             image=image,
             command=command,
             entrypoint=entrypoint,
-            cgroup_parent=cgroup_parent,
-            cpus=instance.cpus,
+            cgroup_parent=self._accounting_parent(iid, action.attempt, pool),
+            cpus=None if pool else instance.cpus,
             memory=action.memory,
             # Like Nextflow's task.attempt; not part of the cache key.
             env={**dict(instance.env), "DOCKYARD_ATTEMPT": str(action.attempt)},
@@ -502,12 +504,17 @@ class Executor:
         """One CPU quota for a whole streamed chain, where the engine's cgroups are ours."""
         key = (unit[-1], attempt)
         if key not in self.cpu_pools:
-            if self.pooling is None:
-                self.pooling = self.runtime.shares_host_cgroups()
             cpus = sum(graph.instances[m].cpus for m in unit)
             name = f"{self.project}-{self.run_id}-{_safe(str(unit[-1]))}-{attempt}"
-            self.cpu_pools[key] = create_pool(name, cpus) if self.pooling else None
+            self.cpu_pools[key] = cgroups.create_pool(name, cpus) if self.own_cgroups else None
         return self.cpu_pools[key]
+
+    def _accounting_parent(self, iid: InstanceId, attempt: int, pool: str | None) -> str | None:
+        if not self.own_cgroups:
+            return None
+        if pool is not None:
+            return cgroups.attempt_parent(_safe(str(iid)), pool)
+        return cgroups.attempt_parent(f"{self.project}-{self.run_id}-{_safe(str(iid))}-{attempt}")
 
     def _argv(self, instance: Instance, image: str) -> tuple[str, ...]:
         """What the container would run: the image's ENTRYPOINT, then the command or CMD."""
@@ -581,6 +588,7 @@ class Executor:
         """Worker thread: one attempt, from create (or adoption) to remove. Never raises."""
         status: ExitStatus | None = None
         error: DockyardError | None = None
+        usage = cgroups.Usage()
         outage: list[bool] = []
         try:
             if container_id is None:
@@ -590,6 +598,8 @@ class Executor:
                 self._patiently(lambda: self.runtime.start(started), outage)
             waiting = container_id
             status = self._patiently(lambda: self.runtime.wait(waiting, timeout), outage)
+            if spec is not None and spec.cgroup_parent is not None:
+                usage = cgroups.read_usage(spec.cgroup_parent)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.write_bytes(self._patiently(lambda: self.runtime.logs(waiting), outage))
         except DockyardError as exc:
@@ -598,13 +608,17 @@ class Executor:
             error = DockyardError(f"{type(exc).__name__}: {exc}")
         ack = threading.Event()
         self.results.put(
-            _Result(iid, attempt, container_id, status, error, self.clock(), bool(outage), ack)
+            _Result(
+                iid, attempt, container_id, status, error, self.clock(), bool(outage), ack, usage
+            )
         )
         ack.wait()
         if container_id is not None and not self.abandoned:
             # On failure, the sweep by label at the end of the run removes it.
             with contextlib.suppress(DockyardError):
                 self.runtime.remove(container_id)
+            if spec is not None and spec.cgroup_parent is not None:
+                cgroups.remove(spec.cgroup_parent)
 
     def _patiently(self, call: Callable[[], T], outage: list[bool]) -> T:
         """Retry ``call`` while the engine is unreachable, for at most ``engine_patience``."""
@@ -702,6 +716,10 @@ class Executor:
                 "exit_code": outcomes[r.instance].exit_code,
                 "reason": outcomes[r.instance].reason.value,
                 "detail": outcomes[r.instance].detail or None,
+                "cpu_seconds": r.usage.cpu_seconds,
+                "peak_memory": r.usage.peak_memory,
+                "io_read": r.usage.io_read,
+                "io_write": r.usage.io_write,
             }
             for r in results
         }
@@ -790,8 +808,8 @@ class Executor:
                     self.run_id, str(iid), seen.attempts, state="interrupted", ended_at=now
                 )
         discard(self.state_dir / "work")  # the run lock is held: nobody else works here
-        if self.cpu_pools or self.adopted:
-            remove_pools(f"{self.project}-")
+        if self.own_cgroups:
+            cgroups.sweep(f"{self.project}-")
         self.hasher.flush()
         self.store.finish_run(self.run_id, state, now, message)
         self.report(Event("run-ended", now, detail={"run": self.run_id, "state": state}))

@@ -92,6 +92,13 @@ MIGRATIONS: Sequence[str] = (
     );
     ALTER TABLE instances ADD COLUMN cache_key TEXT;
     """,
+    # 3: what each attempt used, from its cgroup (None where it could not be read).
+    """
+    ALTER TABLE attempts ADD COLUMN cpu_seconds REAL;
+    ALTER TABLE attempts ADD COLUMN peak_memory INTEGER;
+    ALTER TABLE attempts ADD COLUMN io_read INTEGER;
+    ALTER TABLE attempts ADD COLUMN io_write INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -134,6 +141,10 @@ class AttemptRow:
     started_at: float
     ended_at: float | None
     log_path: str | None
+    cpu_seconds: float | None = None
+    peak_memory: int | None = None
+    io_read: int | None = None
+    io_write: int | None = None
 
 
 class Store:
@@ -339,7 +350,8 @@ class Store:
     def attempts(self, run_id: str, instance: str | None = None) -> list[AttemptRow]:
         query = (
             "SELECT instance, number, container_id, state, exit_code, reason, detail, cpus,"
-            " memory, started_at, ended_at, log_path FROM attempts WHERE run_id=?"
+            " memory, started_at, ended_at, log_path, cpu_seconds, peak_memory, io_read,"
+            " io_write FROM attempts WHERE run_id=?"
         )
         args: tuple[str, ...] = (run_id,)
         if instance is not None:

@@ -308,3 +308,31 @@ def test_out_of_memory_step_succeeds_with_memory_factor(
         ("out-of-memory", 24 * MIB),
         ("exited", 96 * MIB),
     ]
+
+
+def test_peak_memory_and_cpu_time_are_recorded_per_attempt(
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write_pipeline(f"""
+        version: 1
+        name: {pipeline_name}
+        steps:
+          hold:
+            image: "{BUSYBOX_IMAGE}"
+            resources: {{memory: 128m}}
+            # 48 MiB in tmpfs is charged to the container's memory cgroup
+            command: "dd if=/dev/zero of=/dev/shm/x bs=1M count=48 2>/dev/null"
+    """)
+    assert dockyard(path, "run", capsys=capsys)[0] == 0
+    code, output = dockyard(path, "status", "--json", capsys=capsys)
+    assert code == 0
+    attempt = json.loads(output)["instances"][0]["attempts"][0]
+    assert 48 * MIB <= attempt["peak_memory"] <= 48 * MIB * 1.10
+    assert attempt["cpu_seconds"] > 0
+    code, output = dockyard(path, "trace", capsys=capsys)
+    assert code == 0
+    header, row = output.splitlines()[:2]
+    values = dict(zip(header.split("\t"), row.split("\t"), strict=True))
+    assert values["instance"] == "hold" and int(values["peak_memory"]) >= 48 * MIB

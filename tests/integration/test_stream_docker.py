@@ -156,10 +156,9 @@ def test_a_chain_shares_one_cpu_quota_of_its_summed_cpus(
         while time.monotonic() < deadline and len(seen) < 2:
             for container in docker_runtime.list({LABEL_PIPELINE: pipeline_name}):
                 if container.running and all(c != container.id for c, _ in seen):
-                    parent = docker_runtime.api.inspect_container(container.id)["HostConfig"][
-                        "CgroupParent"
-                    ]
-                    seen.append((container.id, pool_quota(parent)))
+                    config = docker_runtime.api.inspect_container(container.id)["HostConfig"]
+                    pool = config["CgroupParent"].rsplit("/", 1)[0]  # /dockyard/<pool>/<member>
+                    seen.append((container.id, pool_quota(pool)))
             time.sleep(0.1)
 
     watcher = threading.Thread(target=watch)

@@ -30,16 +30,14 @@ class Bind:
 class ContainerSpec:
     image: str
     command: tuple[str, ...] | None
-    cpus: float
+    cpus: float | None  # None: no quota of its own (its cgroup_parent caps it)
     memory: int
     labels: Mapping[str, str]
     env: Mapping[str, str] = field(default_factory=dict)
     binds: tuple[Bind, ...] = ()
     name: str | None = None
     entrypoint: tuple[str, ...] | None = None  # None: the image's own
-    # A cgroup that caps CPU for several containers together; then ``cpus`` is not
-    # applied per container (see dockyard.cgroups).
-    cgroup_parent: str | None = None
+    cgroup_parent: str | None = None  # see dockyard.cgroups
 
 
 @dataclass(frozen=True)

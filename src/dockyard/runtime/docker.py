@@ -166,7 +166,7 @@ class DockerRuntime:
     def create(self, spec: ContainerSpec) -> str:
         host_config = self.api.create_host_config(
             binds=[f"{b.source}:{b.target}:{'ro' if b.readonly else 'rw'}" for b in spec.binds],
-            nano_cpus=None if spec.cgroup_parent else round(spec.cpus * 1e9),
+            nano_cpus=None if spec.cpus is None else round(spec.cpus * 1e9),
             cgroup_parent=spec.cgroup_parent,
             mem_limit=spec.memory,
             memswap_limit=spec.memory,  # no swap beyond the limit: the limit is the limit
