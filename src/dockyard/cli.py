@@ -22,9 +22,10 @@ from rich.table import Table
 from rich.text import Text
 
 from dockyard import __version__
-from dockyard.engine import Executor, RunOptions, graph_of
+from dockyard.engine import Executor, RunOptions
 from dockyard.errors import EXIT_INVALID, DockyardError, InvalidInput, UnknownReference
 from dockyard.graph import InstanceId
+from dockyard.preflight import graph_of
 from dockyard.progress import LiveProgress, PlainProgress
 from dockyard.render import dot, mermaid
 from dockyard.spec import DEFAULT_FILE, PipelineFile, load_pipeline

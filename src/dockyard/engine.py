@@ -27,11 +27,12 @@ from typing import Any, Protocol, TypeVar
 from dockyard import cgroups
 from dockyard.cache import InputHasher, cache_key
 from dockyard.errors import DockyardError, EngineUnavailable, PlanError, RunFailed
-from dockyard.graph import Graph, Instance, InstanceId, expand
+from dockyard.graph import Graph, Instance, InstanceId
 from dockyard.images import image_key, resolve_images
 from dockyard.lock import RunLock
 from dockyard.outputs import commit, discard
 from dockyard.plan import Block, Observed, Outcome, Phase, Reason, Start, after_attempt, plan
+from dockyard.preflight import check_fits, check_supported, graph_of, pool_of, project_id
 from dockyard.runtime.base import (
     LABEL_ATTEMPT,
     LABEL_INSTANCE,
@@ -45,8 +46,7 @@ from dockyard.runtime.base import (
     ExitStatus,
     Runtime,
 )
-from dockyard.schedule import Capacity, in_use
-from dockyard.spec.checks import scatter_values
+from dockyard.schedule import Capacity
 from dockyard.spec.loader import PipelineFile
 from dockyard.store import RunRow, Store
 from dockyard.stream import HELPER, SIGPIPE_EXIT, STREAM_DIR, helper_binary, make_fifos, wrap
@@ -114,65 +114,6 @@ class _Notice:
     event: Event
 
 
-def graph_of(pf: PipelineFile) -> Graph:
-    scatter = {name: scatter_values(step, pf.root) for name, step in pf.pipeline.steps.items()}
-    return expand(pf.pipeline, scatter)
-
-
-def pool_of(runtime: Runtime, options: RunOptions) -> Capacity:
-    host = runtime.capacity()
-    cpus = min(host.cpus, options.max_cpus) if options.max_cpus else host.cpus
-    memory = min(host.memory, options.max_memory) if options.max_memory else host.memory
-    return Capacity.of(cpus, memory)
-
-
-def project_id(pf: PipelineFile) -> str:
-    return hashlib.sha256(str(pf.state_dir.resolve()).encode()).hexdigest()[:16]
-
-
-def check_supported(pf: PipelineFile) -> None:
-    """Refuse, before anything starts, the parts of the format this version cannot run yet."""
-    pipeline = pf.pipeline
-    missing = []
-    if pipeline.services or any(s.services for s in pipeline.steps.values()):
-        missing.append("services")
-    if pipeline.volumes or any(s.volumes for s in pipeline.steps.values()):
-        missing.append("named volumes")
-    if missing:
-        raise PlanError(
-            f"{pf.path.name} uses {', '.join(missing)}, which this version of dockyard can "
-            "validate but not run yet",
-            pipeline=pipeline.name,
-        )
-
-
-def check_fits(graph: Graph, pool: Capacity) -> None:
-    for instance in graph.instances.values():
-        need = Capacity.of(instance.cpus, instance.memory)
-        unit = graph.group(instance.id)
-        if len(unit) > 1 and instance.id == unit[-1]:
-            together = in_use(
-                Capacity.of(graph.instances[m].cpus, graph.instances[m].memory) for m in unit
-            )
-            if not pool.fits(together):
-                raise PlanError(
-                    f"the streamed chain {' | '.join(map(str, unit))} runs all at once and needs "
-                    f"{together.cpus:g} CPUs and {format_memory(together.memory)}, but the pool "
-                    f"has {pool.cpus:g} CPUs and {format_memory(pool.memory)}",
-                    pipeline=graph.pipeline,
-                    step=instance.step,
-                )
-        if not pool.fits(need):
-            raise PlanError(
-                f"step {instance.step!r} asks for {instance.cpus:g} CPUs and "
-                f"{format_memory(instance.memory)} of memory, but the pool has "
-                f"{pool.cpus:g} CPUs and {format_memory(pool.memory)}; lower its resources or "
-                "raise --max-cpus/--max-memory",
-                pipeline=graph.pipeline,
-                step=instance.step,
-            )
-
-
 class Executor:
     def __init__(
         self,
@@ -224,7 +165,7 @@ class Executor:
         self.runtime.ping()
         self.own_cgroups = self.runtime.shares_host_cgroups()
         graph = graph_of(self.pf)
-        pool = pool_of(self.runtime, self.options)
+        pool = pool_of(self.runtime, self.options.max_cpus, self.options.max_memory)
         check_fits(graph, pool)
         notes: list[str] = []
         images = resolve_images(
@@ -266,7 +207,11 @@ class Executor:
         self.observed = {iid: Observed() for iid in graph.order}
         self.unresolved = list(graph.order)
         self.hasher = InputHasher(self.store, self.clock())
-        workers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="dockyard-attempt")
+        # One thread per running container (threads start only when needed): never fewer
+        # than what may run at once, or a streamed chain could wait on a queued partner.
+        workers = ThreadPoolExecutor(
+            max_workers=len(graph.order) + 1, thread_name_prefix="dockyard-attempt"
+        )
         self.workers = workers
         try:
             orphans = self._recover()

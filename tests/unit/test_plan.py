@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.engine import graph_of
 from dockyard.graph import Graph, InstanceId
 from dockyard.plan import (
     Block,
@@ -15,6 +14,7 @@ from dockyard.plan import (
     after_attempt,
     plan,
 )
+from dockyard.preflight import graph_of
 from dockyard.schedule import Capacity
 from dockyard.spec import load_pipeline
 from tests.conftest import WritePipeline

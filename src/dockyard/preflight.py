@@ -1,0 +1,73 @@
+"""Checks and facts established before a run starts anything (no side effects)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from dockyard.errors import PlanError
+from dockyard.graph import Graph, expand
+from dockyard.runtime.base import Runtime
+from dockyard.schedule import Capacity, in_use
+from dockyard.spec.checks import scatter_values
+from dockyard.spec.loader import PipelineFile
+from dockyard.units import format_memory
+
+
+def graph_of(pf: PipelineFile) -> Graph:
+    scatter = {name: scatter_values(step, pf.root) for name, step in pf.pipeline.steps.items()}
+    return expand(pf.pipeline, scatter)
+
+
+def pool_of(runtime: Runtime, max_cpus: float | None, max_memory: int | None) -> Capacity:
+    """The host's CPUs and memory, or less when the user says so."""
+    host = runtime.capacity()
+    cpus = min(host.cpus, max_cpus) if max_cpus else host.cpus
+    memory = min(host.memory, max_memory) if max_memory else host.memory
+    return Capacity.of(cpus, memory)
+
+
+def project_id(pf: PipelineFile) -> str:
+    return hashlib.sha256(str(pf.state_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def check_supported(pf: PipelineFile) -> None:
+    """Refuse, before anything starts, the parts of the format this version cannot run yet."""
+    pipeline = pf.pipeline
+    missing = []
+    if pipeline.services or any(s.services for s in pipeline.steps.values()):
+        missing.append("services")
+    if pipeline.volumes or any(s.volumes for s in pipeline.steps.values()):
+        missing.append("named volumes")
+    if missing:
+        raise PlanError(
+            f"{pf.path.name} uses {', '.join(missing)}, which this version of dockyard can "
+            "validate but not run yet",
+            pipeline=pipeline.name,
+        )
+
+
+def check_fits(graph: Graph, pool: Capacity) -> None:
+    for instance in graph.instances.values():
+        need = Capacity.of(instance.cpus, instance.memory)
+        unit = graph.group(instance.id)
+        if len(unit) > 1 and instance.id == unit[-1]:
+            together = in_use(
+                Capacity.of(graph.instances[m].cpus, graph.instances[m].memory) for m in unit
+            )
+            if not pool.fits(together):
+                raise PlanError(
+                    f"the streamed chain {' | '.join(map(str, unit))} runs all at once and needs "
+                    f"{together.cpus:g} CPUs and {format_memory(together.memory)}, but the pool "
+                    f"has {pool.cpus:g} CPUs and {format_memory(pool.memory)}",
+                    pipeline=graph.pipeline,
+                    step=instance.step,
+                )
+        if not pool.fits(need):
+            raise PlanError(
+                f"step {instance.step!r} asks for {instance.cpus:g} CPUs and "
+                f"{format_memory(instance.memory)} of memory, but the pool has "
+                f"{pool.cpus:g} CPUs and {format_memory(pool.memory)}; lower its resources or "
+                "raise --max-cpus/--max-memory",
+                pipeline=graph.pipeline,
+                step=instance.step,
+            )
