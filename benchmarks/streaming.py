@@ -23,11 +23,12 @@ import textwrap
 import time
 from pathlib import Path
 
+from dockyard.busybox import find_static_busybox
 from dockyard.engine import Executor, RunOptions
 from dockyard.runtime.docker import DockerRuntime
 from dockyard.spec import load_pipeline
 from dockyard.store import Store
-from dockyard.testing.images import BUSYBOX_IMAGE, ensure_busybox_image, find_static_busybox
+from dockyard.testing.images import BUSYBOX_IMAGE, ensure_busybox_image
 
 CPUS = {"generate": 0.25, "transform": 0.85, "count": 0.9}
 

@@ -17,8 +17,8 @@ import os
 import shlex
 from pathlib import Path
 
+from dockyard.busybox import find_static_busybox
 from dockyard.errors import PlanError
-from dockyard.testing.images import find_static_busybox
 
 STREAM_DIR = "/.dockyard/stream"
 HELPER = "/.dockyard/bin/busybox"

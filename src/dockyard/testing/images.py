@@ -8,7 +8,6 @@ into the engine. Running ``python -m dockyard.testing.images`` builds it.
 from __future__ import annotations
 
 import io
-import struct
 import subprocess
 import sys
 import tarfile
@@ -17,30 +16,9 @@ from typing import Any
 
 import docker
 
+from dockyard.busybox import find_static_busybox
+
 BUSYBOX_IMAGE = "dockyard/busybox:latest"
-_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
-
-
-def is_static_elf(path: Path) -> bool:
-    """True for an ELF executable without a program interpreter (PT_INTERP)."""
-    with path.open("rb") as fh:
-        header = fh.read(64)
-        if header[:4] != b"\x7fELF" or header[4] != 2:  # 64-bit only
-            return False
-        phoff = struct.unpack_from("<Q", header, 32)[0]
-        phentsize, phnum = struct.unpack_from("<HH", header, 54)
-        fh.seek(phoff)
-        table = fh.read(phentsize * phnum)
-    pt_interp = 3
-    return all(struct.unpack_from("<I", table, i * phentsize)[0] != pt_interp for i in range(phnum))
-
-
-def find_static_busybox() -> Path:
-    for candidate in _CANDIDATES:
-        path = Path(candidate)
-        if path.exists() and is_static_elf(path.resolve()):
-            return path
-    raise RuntimeError("no static busybox found: install Debian's busybox-static")
 
 
 def busybox_tar(binary: Path) -> bytes:
