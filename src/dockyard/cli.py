@@ -305,6 +305,30 @@ def outputs(file: str, args: tuple[str, ...]) -> None:
 
 @cli.command()
 @file_option
+@click.argument("run_id", required=False)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    default="report.html",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the HTML page.",
+)
+def report(file: str, run_id: str | None, output: str) -> None:
+    """Write the run report: graph, timeline, resources, failures (one HTML file)."""
+    from dockyard import report as reports
+
+    pf = _load_quiet(file)
+    with _store(pf) as store:
+        summary = load_summary(store, run_id)
+    page = reports.render(summary, pf.pipeline, lambda a: reports.tail(a.log_path))
+    Path(output).write_text(page, encoding="utf-8")
+    click.echo(f"wrote {output} (run {summary.run.id})")
+
+
+@cli.command()
+@file_option
 @click.option(
     "--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import queue
 import re
@@ -184,6 +185,7 @@ class Executor:
                     pool.cpus,
                     pool.memory,
                     None,
+                    json.dumps(images, sort_keys=True),
                 ),
                 [(str(iid), iid.step) for iid in graph.order],
             )

@@ -99,6 +99,10 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE attempts ADD COLUMN io_read INTEGER;
     ALTER TABLE attempts ADD COLUMN io_write INTEGER;
     """,
+    # 4: the images a run used (JSON: reference -> content digest), for reproducibility.
+    """
+    ALTER TABLE runs ADD COLUMN images TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -114,6 +118,7 @@ class RunRow:
     pool_cpus: float
     pool_memory: int
     message: str | None
+    images: str | None = None  # JSON: image reference -> content digest
 
 
 @dataclass(frozen=True)
@@ -196,7 +201,7 @@ class Store:
     def create_run(self, run: RunRow, instances: Sequence[tuple[str, str]]) -> None:
         with self.transaction():
             self.db.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     run.id,
                     run.pipeline,
@@ -207,6 +212,7 @@ class Store:
                     run.pool_cpus,
                     run.pool_memory,
                     run.message,
+                    run.images,
                 ),
             )
             self.db.executemany(
