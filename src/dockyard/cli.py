@@ -10,8 +10,10 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +34,7 @@ from dockyard.spec import DEFAULT_FILE, PipelineFile, load_pipeline
 from dockyard.store import AttemptRow, Store
 from dockyard.summary import load_summary
 from dockyard.units import format_memory, format_seconds, parse_memory
+from dockyard.volumes import VolumeStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 err = Console(stderr=True, highlight=False)
@@ -75,12 +78,22 @@ def validate(file: str) -> None:
 @click.option("--max-cpus", type=click.FloatRange(min=0.001), help="Use at most N CPUs.")
 @click.option("--max-memory", help="Use at most this much memory (e.g. 4g).")
 @click.option(
+    "--wait-for-volumes",
+    is_flag=True,
+    help="Queue behind another run that is writing a volume this run uses (default: fail).",
+)
+@click.option(
     "--keep-going",
     is_flag=True,
     help="After a failure, keep running the instances that do not depend on it.",
 )
 def run(
-    file: str, no_cache: bool, max_cpus: float | None, max_memory: str | None, keep_going: bool
+    file: str,
+    no_cache: bool,
+    max_cpus: float | None,
+    max_memory: str | None,
+    wait_for_volumes: bool,
+    keep_going: bool,
 ) -> None:
     """Run the pipeline to completion."""
     memory = None
@@ -94,7 +107,11 @@ def run(
 
     runtime = DockerRuntime()
     options = RunOptions(
-        max_cpus=max_cpus, max_memory=memory, no_cache=no_cache, keep_going=keep_going
+        max_cpus=max_cpus,
+        max_memory=memory,
+        no_cache=no_cache,
+        keep_going=keep_going,
+        wait_for_volumes=wait_for_volumes,
     )
     live = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
     reporter = LiveProgress(out) if live else PlainProgress(sys.stdout)
@@ -336,6 +353,90 @@ def graph(file: str, fmt: str) -> None:
     """Print the pipeline's DAG as Mermaid or DOT text."""
     pf = load_pipeline(file)
     click.echo(mermaid(pf) if fmt == "mermaid" else dot(pf))
+
+
+@cli.group()
+def volume() -> None:
+    """Named volumes (host-wide, under $DOCKYARD_HOME) and their snapshots."""
+
+
+@volume.command("ls")
+def volume_ls() -> None:
+    """List the volumes."""
+    table = Table(box=None, header_style="bold")
+    for column in ("volume", "files", "size", "snapshots", "path"):
+        table.add_column(column, no_wrap=column != "path")
+    for info in VolumeStore().all():
+        table.add_row(
+            info.name,
+            str(info.files),
+            format_memory(info.bytes) if info.bytes else "0",
+            str(info.snapshots),
+            info.path,
+        )
+    out.print(table)
+
+
+@volume.command("inspect")
+@click.argument("name")
+def volume_inspect(name: str) -> None:
+    """Print a volume's details as JSON."""
+    store = VolumeStore()
+    info = asdict(store.inspect(name))
+    info["snapshots"] = [asdict(s) for s in store.snapshots(name)]
+    click.echo(json.dumps(info, indent=2))
+
+
+@volume.command("rm")
+@click.argument("name")
+def volume_rm(name: str) -> None:
+    """Delete a volume and its snapshots (refused while a run uses it)."""
+    VolumeStore().remove(name)
+    click.echo(f"removed volume {name}")
+
+
+@volume.command("snapshot")
+@click.argument("name")
+@click.option("--tag", help="A name for the snapshot (unique, not a number).")
+def volume_snapshot(name: str, tag: str | None) -> None:
+    """Freeze the volume's current content."""
+    store = VolumeStore()
+    with store.lock(name, exclusive=True):
+        snap = store.snapshot(name, tag)
+    click.echo(
+        f"snapshot {snap.id}{f' ({tag})' if tag else ''} of {name}: {snap.files} files, "
+        f"{format_memory(snap.copied_bytes) if snap.copied_bytes else '0'} copied"
+    )
+
+
+@volume.command("snapshots")
+@click.argument("name")
+def volume_snapshots(name: str) -> None:
+    """List a volume's snapshots."""
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "tag", "created", "files", "size", "copied"):
+        table.add_column(column, no_wrap=True)
+    for snap in VolumeStore().snapshots(name):
+        table.add_row(
+            str(snap.id),
+            snap.tag or "",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snap.created)),
+            str(snap.files),
+            format_memory(snap.bytes) if snap.bytes else "0",
+            format_memory(snap.copied_bytes) if snap.copied_bytes else "0",
+        )
+    out.print(table)
+
+
+@volume.command("rollback")
+@click.argument("name")
+@click.argument("snapshot")
+def volume_rollback(name: str, snapshot: str) -> None:
+    """Make the volume's content what it was at SNAPSHOT (an id or a tag)."""
+    store = VolumeStore()
+    with store.lock(name, exclusive=True):
+        copied = store.rollback(name, store.find(name, snapshot))
+    click.echo(f"rolled {name} back to snapshot {snapshot} ({copied} bytes copied back)")
 
 
 def _load_quiet(file: str) -> PipelineFile:

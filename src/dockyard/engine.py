@@ -52,6 +52,7 @@ from dockyard.spec.loader import PipelineFile
 from dockyard.store import RunRow, Store
 from dockyard.stream import HELPER, SIGPIPE_EXIT, STREAM_DIR, helper_binary, make_fifos, wrap
 from dockyard.units import format_memory, format_seconds
+from dockyard.volumes import VolumeStore
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -76,6 +77,7 @@ class RunOptions:
     max_memory: int | None = None
     no_cache: bool = False
     keep_going: bool = False
+    wait_for_volumes: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,9 @@ class Executor:
         self.image_commands: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.cpu_pools: dict[tuple[InstanceId, int], str | None] = {}
         self.own_cgroups = False  # may dockyard make cgroups for the engine's containers?
+        self.volumes = VolumeStore()
+        self.live_volumes: dict[str, Path] = {}
+        self.written_volumes: list[str] = []
         self.abandoned = False
         self.run_id = ""
 
@@ -172,7 +177,8 @@ class Executor:
         images = resolve_images(
             self.pf, (i.image for i in graph.instances.values()), self.runtime, notes
         )
-        with RunLock(self.state_dir):
+        with RunLock(self.state_dir), contextlib.ExitStack() as held:
+            self._take_volumes(graph, held)  # before the run exists: a refusal leaves no trace
             self.run_id = self.new_id()
             self.store.create_run(
                 RunRow(
@@ -203,7 +209,36 @@ class Executor:
                     },
                 )
             )
+            for volume in self.written_volumes:
+                snap = self.volumes.snapshot(volume)
+                self.report(
+                    Event(
+                        "volume",
+                        self.clock(),
+                        detail={"volume": volume, "snapshot": snap.id, "when": "before"},
+                    )
+                )
             return self._run_locked(graph, pool, images)
+
+    def _take_volumes(self, graph: Graph, held: contextlib.ExitStack) -> None:
+        """Create the volumes this run uses and lock them (writers alone, readers together).
+        The ones it may write are snapshotted first, so that a failed run can be rolled back."""
+        writes: dict[str, bool] = {}
+        for instance in graph.instances.values():
+            for volume, _, readonly in instance.volumes:
+                writes[volume] = writes.get(volume, False) or not readonly
+        for volume in sorted(writes):
+            seed = self.pf.pipeline.volumes[volume].seed
+            self.live_volumes[volume] = self.volumes.ensure(
+                volume, (self.pf.root / seed).resolve() if seed else None
+            )
+            held.enter_context(
+                self.volumes.lock(
+                    volume, exclusive=writes[volume], wait=self.options.wait_for_volumes
+                )
+            )
+            if writes[volume]:
+                self.written_volumes.append(volume)
 
     def _run_locked(self, graph: Graph, pool: Capacity, images: dict[str, str]) -> str:
         self.observed = {iid: Observed() for iid in graph.order}
@@ -326,6 +361,11 @@ class Executor:
             instance = graph.instances[iid]
             inputs = [(n, self.hasher.digest(self._input_path(rel))) for n, rel in instance.inputs]
             upstream = [(m.target, self.digests[m.source]) for m in instance.upstream]
+            upstream += [
+                (f"volume:{volume}:{path}", self.hasher.digest(self.live_volumes[volume]))
+                for volume, path, readonly in instance.volumes
+                if readonly
+            ]
             if instance.stdin is not None:  # what streams in is known only by its key
                 upstream.append(("stdin", self.keys[instance.stdin]))
             self.keys[iid] = cache_key(
@@ -758,6 +798,13 @@ class Executor:
         if self.own_cgroups:
             cgroups.sweep(f"{self.project}-")
         self.hasher.flush()
+        for volume in self.written_volumes:  # what the run produced, for lineage
+            snap = self.volumes.snapshot(volume)
+            self.report(
+                Event(
+                    "volume", now, detail={"volume": volume, "snapshot": snap.id, "when": "after"}
+                )
+            )
         self.store.finish_run(self.run_id, state, now, message)
         self.report(Event("run-ended", now, detail={"run": self.run_id, "state": state}))
 
@@ -811,6 +858,8 @@ class Executor:
             binds.append(Bind(str(self.paths[mount.source]), mount.target))
         for name, rel in instance.inputs:
             binds.append(Bind(str(self._input_path(rel)), f"/in/{name}"))
+        for volume, path, readonly in instance.volumes:
+            binds.append(Bind(str(self.live_volumes[volume]), path, readonly=readonly))
         return tuple(binds)
 
 

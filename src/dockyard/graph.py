@@ -56,6 +56,7 @@ class Instance:
     timeout: float | None
     stdin: InstanceId | None = None
     cacheable: bool = True
+    volumes: tuple[tuple[str, str, bool], ...] = ()  # (volume, mount path, read-only)
 
     @property
     def step(self) -> str:
@@ -136,6 +137,7 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
                 cacheable=step.cache
                 if step.cache is not None
                 else all(m.readonly for m in step.volumes.values()),
+                volumes=tuple((v, m.path, m.readonly) for v, m in sorted(step.volumes.items())),
             )
             downstream[iid] = []
             for source in [m.source for m in mounts] + ([stdin] if stdin else []):

@@ -36,8 +36,6 @@ def check_supported(pf: PipelineFile) -> None:
     missing = []
     if pipeline.services or any(s.services for s in pipeline.steps.values()):
         missing.append("services")
-    if pipeline.volumes or any(s.volumes for s in pipeline.steps.values()):
-        missing.append("named volumes")
     if missing:
         raise PlanError(
             f"{pf.path.name} uses {', '.join(missing)}, which this version of dockyard can "

@@ -128,6 +128,8 @@ def _describe(event: Event) -> str:
             return f"run {d['run']} had stopped without finishing: recovering its work"
         case "engine":
             return str(d["message"])
+        case "volume":
+            return f"volume {d['volume']}: snapshot {d['snapshot']} ({d['when']} the run)"
         case "succeeded":
             return f"succeeded {event.instance}"
         case "retrying":

@@ -1,0 +1,140 @@
+"""Named volumes on the real engine: state that outlives a run (issue 4, first part)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dockyard.cli import main
+from dockyard.volumes import VolumeStore
+from tests.conftest import BUSYBOX_IMAGE
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "dockyard-home"
+    monkeypatch.setenv("DOCKYARD_HOME", str(root))
+    return root
+
+
+def write(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dockyard.yaml").write_text(text)
+    return folder / "dockyard.yaml"
+
+
+def test_lookup_table_in_a_volume_serves_later_steps_and_other_pipelines(
+    home: Path,
+    tmp_path: Path,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    builder = write(
+        tmp_path / "build",
+        f"""
+version: 1
+name: {pipeline_name}
+defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.5, memory: 32m}}}}
+volumes:
+  lookup: {{}}
+steps:
+  build-table:
+    volumes: {{lookup: /table}}
+    cache: true        # its result depends only on what the key covers
+    command: >-
+      printf 'a\\tadenine\\nc\\tcytosine\\n' > /table/bases.tsv;
+      echo built > /out/done
+  use-table:
+    needs: [build-table]
+    volumes: {{lookup: {{path: /table, readonly: true}}}}
+    command: "grep ^c /table/bases.tsv > /out/hit; echo x >> /table/bases.tsv || true"
+""",
+    )
+    assert main(["run", "-f", str(builder)]) == 0, capsys.readouterr()
+    capsys.readouterr()
+    assert main(["outputs", "-f", str(builder), "use-table"]) == 0
+    assert (Path(capsys.readouterr().out.strip()) / "hit").read_text() == "c\tcytosine\n"
+    live = VolumeStore(home).live("lookup")
+    assert (live / "bases.tsv").read_text() == "a\tadenine\nc\tcytosine\n"  # read-only held
+
+    # Another pipeline, elsewhere, reads the same table afterwards.
+    reader = write(
+        tmp_path / "elsewhere",
+        f"""
+version: 1
+name: {pipeline_name}-reader
+volumes:
+  lookup: {{}}
+steps:
+  lookup:
+    image: "{BUSYBOX_IMAGE}"
+    volumes: {{lookup: {{path: /ref, readonly: true}}}}
+    command: "wc -l < /ref/bases.tsv > /out/n"
+""",
+    )
+    assert main(["run", "-f", str(reader)]) == 0
+    capsys.readouterr()
+    assert main(["outputs", "-f", str(reader), "lookup"]) == 0
+    assert (Path(capsys.readouterr().out.strip()) / "n").read_text().strip() == "2"
+
+    # A rerun skips the build (cache: true, inputs unchanged) and snapshots the volume.
+    assert main(["run", "-f", str(builder)]) == 0
+    capsys.readouterr()
+    assert main(["status", "-f", str(builder), "--json"]) == 0
+    rows = {i["instance"]: i for i in json.loads(capsys.readouterr().out)["instances"]}
+    assert rows["build-table"]["cached"]
+    assert len(VolumeStore(home).snapshots("lookup")) == 4  # before and after each writing run
+
+
+def test_second_writer_of_a_volume_is_refused_while_the_first_holds_it(
+    home: Path,
+    tmp_path: Path,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write(
+        tmp_path / "p",
+        f"""
+version: 1
+name: {pipeline_name}
+volumes:
+  shared: {{}}
+steps:
+  write: {{image: "{BUSYBOX_IMAGE}", volumes: {{shared: /s}}, command: "echo 1 >> /s/log"}}
+""",
+    )
+    store = VolumeStore(home)
+    store.ensure("shared")
+    with store.lock("shared", exclusive=False):  # someone else is reading it
+        assert main(["run", "-f", str(path)]) == 2
+    output = capsys.readouterr().err
+    assert "volume 'shared' is in use" in " ".join(output.split())
+    assert (
+        not (path.parent / ".dockyard" / "state.db").exists()
+        or main(["status", "-f", str(path)]) == 2
+    )  # the refused run left no record
+    assert main(["run", "-f", str(path)]) == 0
+    assert (store.live("shared") / "log").read_text() == "1\n"
+
+
+def test_volume_commands_snapshot_and_roll_back(
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store = VolumeStore(home)
+    live = store.ensure("db")
+    (live / "rows").write_text("1\n")
+    assert main(["volume", "snapshot", "db", "--tag", "good"]) == 0
+    (live / "rows").write_text("1\n2\nbroken\n")
+    assert main(["volume", "rollback", "db", "good"]) == 0
+    assert (live / "rows").read_text() == "1\n"
+    capsys.readouterr()
+    assert main(["volume", "inspect", "db"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["snapshots"][0]["tag"] == "good"
+    assert main(["volume", "rm", "db"]) == 0
+    assert main(["volume", "inspect", "db"]) == 2
