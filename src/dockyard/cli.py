@@ -439,6 +439,33 @@ def volume_rollback(name: str, snapshot: str) -> None:
     click.echo(f"rolled {name} back to snapshot {snapshot} ({copied} bytes copied back)")
 
 
+@volume.command("send")
+@click.argument("name")
+@click.option("--from", "base", help="Send only the changes since this snapshot.")
+@click.option("--to", "target", help="The snapshot to send (default: the latest).")
+def volume_send(name: str, base: str | None, target: str | None) -> None:
+    """Write a snapshot (or the increment between two) to stdout."""
+    from dockyard.volume_stream import send
+
+    if sys.stdout.isatty():
+        raise click.UsageError("the stream is binary: redirect it to a file or a pipe")
+    records, size = send(VolumeStore(), name, sys.stdout.buffer, base, target)
+    sys.stdout.buffer.flush()
+    err.print(f"sent {records} records, {size} bytes")
+
+
+@volume.command("receive")
+@click.argument("name")
+def volume_receive(name: str) -> None:
+    """Apply a stream from `volume send` on stdin, all or nothing."""
+    from dockyard.volume_stream import receive
+
+    snap = receive(VolumeStore(), name, sys.stdin.buffer)
+    click.echo(
+        f"received snapshot {snap.id} of {name} ({snap.files} files); the volume now holds it"
+    )
+
+
 def _load_quiet(file: str) -> PipelineFile:
     return load_pipeline(file)
 

@@ -27,6 +27,7 @@ import os
 import shutil
 import stat
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,12 +42,13 @@ def data_root() -> Path:
 
 @dataclass(frozen=True)
 class Snapshot:
-    id: int
+    id: int  # counts up within one volume on one host
     tag: str | None
     created: float
     files: int
     bytes: int
     copied_bytes: int
+    uuid: str = ""  # the same on every host that has this snapshot (send/receive)
 
 
 @dataclass(frozen=True)
@@ -189,22 +191,68 @@ class VolumeStore:
         staging = folder / f".{number}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         files, total, copied = _link_or_copy(self.live(name), staging / "tree", base)
-        snap = Snapshot(number, tag, time.time(), files, total, copied)
+        snap = Snapshot(number, tag, time.time(), files, total, copied, uuid.uuid4().hex)
         (staging / "meta.json").write_text(json.dumps(asdict(snap)))
         os.rename(staging, folder / str(number))
+        return snap
+
+    def adopt_snapshot(
+        self, name: str, staging: Path, snapshot_uuid: str, tag: str | None, files: int, total: int
+    ) -> Snapshot:
+        """Give a received tree (``staging/tree``) the next number, atomically."""
+        previous = self.snapshots(name)
+        number = (previous[-1].id + 1) if previous else 1
+        if tag is not None and any(s.tag == tag for s in previous):
+            tag = None  # tags are local names; the uuid identifies the snapshot
+        snap = Snapshot(number, tag, time.time(), files, total, total, snapshot_uuid)
+        (staging / "meta.json").write_text(json.dumps(asdict(snap)))
+        os.rename(staging, self.folder(name) / "snapshots" / str(number))
         return snap
 
     def rollback(self, name: str, snap: Snapshot) -> int:
         """Make the live volume equal to ``snap``; return the bytes copied back."""
         self._require(name)
-        return _mirror(self.tree(name, snap), self.live(name))
+        return mirror(self.tree(name, snap), self.live(name))
 
     def remove(self, name: str) -> None:
         self._require(name)
         with self.lock(name, exclusive=True):
             trash = self.root / f".removing-{name}-{os.getpid()}"
             os.rename(self.folder(name), trash)
-        _force_rmtree(trash)
+        force_rmtree(trash)
+
+
+def extents(path: Path, size: int) -> list[tuple[int, int]]:
+    """A file's data extents, holes skipped (SEEK_DATA/SEEK_HOLE)."""
+    found: list[tuple[int, int]] = []
+    with path.open("rb") as fh:
+        fd, offset = fh.fileno(), 0
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole remains
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            found.append((start, end - start))
+            offset = end
+    return found
+
+
+def copy_sparse(source: Path, dest: Path) -> None:
+    """Copy a file's data, keeping its holes, then its mode and times (like copy2)."""
+    size = source.stat().st_size
+    with source.open("rb") as src, dest.open("wb") as dst:
+        for start, length in extents(source, size):
+            src.seek(start)
+            dst.seek(start)
+            while length:
+                chunk = src.read(min(1 << 20, length))
+                if not chunk:
+                    break
+                dst.write(chunk)
+                length -= len(chunk)
+        dst.truncate(size)
+    shutil.copystat(source, dest)
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
@@ -240,13 +288,13 @@ def _link_or_copy(live: Path, target: Path, base: Path | None) -> tuple[int, int
             ):
                 os.link(old, dest)
             else:
-                shutil.copy2(source, dest)
+                copy_sparse(source, dest)
                 dest.chmod(stat.S_IMODE(info.st_mode) & ~0o222)
                 copied += info.st_size
     return files, total, copied
 
 
-def _mirror(source: Path, live: Path) -> int:
+def mirror(source: Path, live: Path) -> int:
     """Make ``live`` equal to ``source``, copying only what differs."""
     copied = 0
     wanted: set[Path] = set()
@@ -263,7 +311,7 @@ def _mirror(source: Path, live: Path) -> int:
                 os.symlink(os.readlink(src), dst)
             elif dst.is_symlink() or not dst.is_file() or not _same(dst.lstat(), info):
                 _clear(dst)
-                shutil.copy2(src, dst)
+                copy_sparse(src, dst)
                 dst.chmod(stat.S_IMODE(info.st_mode) | 0o200)
                 copied += info.st_size
     for dirpath, dirnames, filenames in os.walk(live, topdown=False):
@@ -279,10 +327,10 @@ def _clear(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.is_dir():
-        _force_rmtree(path)
+        force_rmtree(path)
 
 
-def _force_rmtree(path: Path) -> None:
+def force_rmtree(path: Path) -> None:
     for dirpath, dirnames, _ in os.walk(path):
         for d in dirnames:
             full = Path(dirpath) / d
