@@ -33,7 +33,7 @@ from dockyard.images import image_key, resolve_images
 from dockyard.lock import RunLock
 from dockyard.outputs import commit, discard
 from dockyard.plan import Block, Observed, Outcome, Phase, Reason, Start, after_attempt, plan
-from dockyard.preflight import check_fits, check_supported, graph_of, pool_of, project_id
+from dockyard.preflight import check_fits, graph_of, pool_of, project_id
 from dockyard.runtime.base import (
     LABEL_ATTEMPT,
     LABEL_INSTANCE,
@@ -48,6 +48,7 @@ from dockyard.runtime.base import (
     Runtime,
 )
 from dockyard.schedule import Capacity
+from dockyard.services import LABEL_KEEP, Services
 from dockyard.spec.loader import PipelineFile
 from dockyard.store import RunRow, Store
 from dockyard.stream import HELPER, SIGPIPE_EXIT, STREAM_DIR, helper_binary, make_fifos, wrap
@@ -160,6 +161,8 @@ class Executor:
         self.volumes = VolumeStore()
         self.live_volumes: dict[str, Path] = {}
         self.written_volumes: list[str] = []
+        self.service_need = Capacity(0, 0)
+        self.services: Services | None = None
         self.abandoned = False
         self.run_id = ""
 
@@ -167,15 +170,19 @@ class Executor:
 
     def run(self) -> str:
         """Run the pipeline to completion; return the run id or raise :class:`RunFailed`."""
-        check_supported(self.pf)
         self.runtime.ping()
         self.own_cgroups = self.runtime.shares_host_cgroups()
         graph = graph_of(self.pf)
         pool = pool_of(self.runtime, self.options.max_cpus, self.options.max_memory)
-        check_fits(graph, pool)
+        services = self._services_used(graph)
+        check_fits(graph, pool, self.service_need)
         notes: list[str] = []
         images = resolve_images(
-            self.pf, (i.image for i in graph.instances.values()), self.runtime, notes
+            self.pf,
+            [i.image for i in graph.instances.values()]
+            + [self.pf.pipeline.services[name].image for name in services],
+            self.runtime,
+            notes,
         )
         with RunLock(self.state_dir), contextlib.ExitStack() as held:
             self._take_volumes(graph, held)  # before the run exists: a refusal leaves no trace
@@ -220,6 +227,14 @@ class Executor:
                 )
             return self._run_locked(graph, pool, images)
 
+    def _services_used(self, graph: Graph) -> list[str]:
+        names = sorted({name for i in graph.instances.values() for name in i.services})
+        for name in names:
+            resources = self.pf.pipeline.services[name].resources
+            # Reserved for the whole run, so that starting one never over-commits the pool.
+            self.service_need = self.service_need + Capacity.of(resources.cpus, resources.memory)
+        return names
+
     def _take_volumes(self, graph: Graph, held: contextlib.ExitStack) -> None:
         """Create the volumes this run uses and lock them (writers alone, readers together).
         The ones it may write are snapshotted first, so that a failed run can be rolled back."""
@@ -227,6 +242,9 @@ class Executor:
         for instance in graph.instances.values():
             for volume, _, readonly in instance.volumes:
                 writes[volume] = writes.get(volume, False) or not readonly
+        for name in {n for i in graph.instances.values() for n in i.services}:
+            for volume, mount in self.pf.pipeline.services[name].volumes.items():
+                writes[volume] = writes.get(volume, False) or not mount.readonly
         for volume in sorted(writes):
             seed = self.pf.pipeline.volumes[volume].seed
             self.live_volumes[volume] = self.volumes.ensure(
@@ -241,6 +259,19 @@ class Executor:
                 self.written_volumes.append(volume)
 
     def _run_locked(self, graph: Graph, pool: Capacity, images: dict[str, str]) -> str:
+        self.services = Services(
+            self.runtime,
+            self.pf.pipeline.services,
+            images,
+            self.live_volumes,
+            {
+                LABEL_PIPELINE: self.pf.pipeline.name,
+                LABEL_PROJECT: self.project,
+                LABEL_RUN: self.run_id,
+            },
+            prefix=f"dockyard-{self.pf.pipeline.name}-{self.run_id}",
+            sleep=self.sleep,
+        )
         self.observed = {iid: Observed() for iid in graph.order}
         self.unresolved = list(graph.order)
         self.hasher = InputHasher(self.store, self.clock())
@@ -288,7 +319,11 @@ class Executor:
         while True:
             self._resolve(graph, images)
             step = plan(
-                graph, self.observed, pool, self.clock(), keep_going=self.options.keep_going
+                graph,
+                self.observed,
+                pool - self.service_need,
+                self.clock(),
+                keep_going=self.options.keep_going,
             )
             for action in step.actions:
                 if isinstance(action, Block):
@@ -422,9 +457,15 @@ class Executor:
                 self.adopted.append(container.id)
                 self._submit(iid, 1, None, container.id, instance.timeout)
         adopted = set(self.adopted)
-        for container in orphans:
+        for container in orphans:  # steps no longer needed, and earlier runs' services
             if container.id not in adopted:
                 self.runtime.remove(container.id)
+        for network in self.runtime.networks(
+            {LABEL_PIPELINE: self.pf.pipeline.name, LABEL_PROJECT: self.project}
+        ):
+            if self.run_id not in network:
+                with contextlib.suppress(DockyardError):  # still used by an adopted step
+                    self.runtime.remove_network(network)
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -445,6 +486,29 @@ class Executor:
     def _launch(self, graph: Graph, action: Start, images: dict[str, str]) -> None:
         iid, name = action.instance, str(action.instance)
         instance = graph.instances[iid]
+        network = None
+        if instance.services:
+            assert self.services is not None
+            failure = self.services.ensure(instance.services)
+            if failure is not None:  # fail this attempt without a container
+                staging = self._staging_path(self.run_id, iid, action.attempt)
+                staging.mkdir(parents=True, exist_ok=True)
+                self._begin(instance, action.attempt, action.memory, staging)
+                self.results.put(
+                    _Result(
+                        iid,
+                        action.attempt,
+                        None,
+                        None,
+                        DockyardError(failure),
+                        self.clock(),
+                        False,
+                        threading.Event(),
+                        cgroups.Usage(),
+                    )
+                )
+                return
+            network = self.services.network
         image = images[image_key(instance.image)]
         staging = self._staging_path(self.run_id, iid, action.attempt)
         binds = self._binds(instance, staging)
@@ -468,6 +532,7 @@ class Executor:
             image=image,
             command=command,
             entrypoint=entrypoint,
+            network=network,
             cgroup_parent=self._accounting_parent(iid, action.attempt, pool),
             cpus=None if pool else instance.cpus,
             memory=action.memory,
@@ -787,6 +852,8 @@ class Executor:
         self._remove_leftovers()
         self._release_workers()
         self.workers.shutdown(wait=True)
+        if self.services is not None:
+            self.services.stop()
         now = self.clock()
         for iid, seen in self.observed.items():
             if seen.phase is Phase.RUNNING:
@@ -812,11 +879,17 @@ class Executor:
         """However the loop ended, no container of this run (or adopted by it) may remain."""
         try:
             for container in self.runtime.list({LABEL_RUN: self.run_id}):
-                self.runtime.remove(container.id)
+                if container.labels.get(LABEL_KEEP) != "true":  # Services.stop decides those
+                    self.runtime.remove(container.id)
             for container_id in self.adopted:
                 self.runtime.remove(container_id)
         except DockyardError:
             pass
+
+    def services_healthy(self) -> bool:
+        return self.services is not None and all(
+            s.failed is None for s in self.services.running.values()
+        )
 
     def _release_workers(self) -> None:
         """Let every worker finish: acknowledge results nobody will apply."""

@@ -57,6 +57,7 @@ class Instance:
     stdin: InstanceId | None = None
     cacheable: bool = True
     volumes: tuple[tuple[str, str, bool], ...] = ()  # (volume, mount path, read-only)
+    services: tuple[str, ...] = ()
 
     @property
     def step(self) -> str:
@@ -138,6 +139,7 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
                 if step.cache is not None
                 else all(m.readonly for m in step.volumes.values()),
                 volumes=tuple((v, m.path, m.readonly) for v, m in sorted(step.volumes.items())),
+                services=tuple(step.services),
             )
             downstream[iid] = []
             for source in [m.source for m in mounts] + ([stdin] if stdin else []):

@@ -7,7 +7,7 @@ import hashlib
 from dockyard.errors import PlanError
 from dockyard.graph import Graph, expand
 from dockyard.runtime.base import Runtime
-from dockyard.schedule import Capacity, in_use
+from dockyard.schedule import ZERO, Capacity, in_use
 from dockyard.spec.checks import scatter_values
 from dockyard.spec.loader import PipelineFile
 from dockyard.units import format_memory
@@ -30,21 +30,9 @@ def project_id(pf: PipelineFile) -> str:
     return hashlib.sha256(str(pf.state_dir.resolve()).encode()).hexdigest()[:16]
 
 
-def check_supported(pf: PipelineFile) -> None:
-    """Refuse, before anything starts, the parts of the format this version cannot run yet."""
-    pipeline = pf.pipeline
-    missing = []
-    if pipeline.services or any(s.services for s in pipeline.steps.values()):
-        missing.append("services")
-    if missing:
-        raise PlanError(
-            f"{pf.path.name} uses {', '.join(missing)}, which this version of dockyard can "
-            "validate but not run yet",
-            pipeline=pipeline.name,
-        )
-
-
-def check_fits(graph: Graph, pool: Capacity) -> None:
+def check_fits(graph: Graph, pool: Capacity, services: Capacity = ZERO) -> None:
+    """Every instance (and streamed chain) must fit beside the services the run uses."""
+    pool = pool - services
     for instance in graph.instances.values():
         need = Capacity.of(instance.cpus, instance.memory)
         unit = graph.group(instance.id)

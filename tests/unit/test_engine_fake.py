@@ -215,19 +215,36 @@ def test_missing_image_is_invalid_input(
     assert runtime.started == []
 
 
-def test_features_of_later_versions_are_refused_clearly(
+SERVICE = """
+    version: 1
+    name: withdb
+    services:
+      db: {image: busybox:1.36, command: "sleep 1000", resources: {cpus: 0.5, memory: 64m}}
+    steps:
+      load: {image: busybox:1.36, services: [db], command: "echo loaded > /out/x"}
+      query: {image: busybox:1.36, services: [db], needs: [load], command: "echo ok > /out/y"}
+"""
+
+
+def test_a_service_starts_once_for_its_steps_and_is_removed_after(
     write_pipeline: WritePipeline, runtime: FakeRuntime
 ) -> None:
-    path = write_pipeline("""
-        version: 1
-        name: later
-        services:
-          db: {image: busybox:1.36}
-        steps:
-          count: {image: busybox:1.36, command: "true", services: [db]}
-    """)
-    with pytest.raises(PlanError, match="services"):
-        execute(path, runtime)
+    run_id, store, _ = execute(write_pipeline(SERVICE), runtime)
+    assert store.run(run_id).state == "succeeded"
+    assert runtime.started_instances.count("") == 1  # the service (no instance label)
+    assert runtime.containers == {}
+    assert runtime.network_names == {}
+
+
+def test_a_service_that_dies_fails_the_steps_that_need_it(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
+    path = write_pipeline(SERVICE.replace('command: "sleep 1000"', 'command: "exit 3"'))
+    run_id, store, _ = execute(path, runtime)
+    reasons = {r.instance: r.reason for r in store.instances(run_id)}
+    assert reasons["load"] == "service 'db' exited before it was ready"
+    assert store.run(run_id).state == "failed"
+    assert runtime.containers == {}
 
 
 def test_streamed_chain_larger_than_the_pool_is_refused(

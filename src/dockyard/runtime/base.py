@@ -27,6 +27,16 @@ class Bind:
 
 
 @dataclass(frozen=True)
+class Health:
+    """A readiness probe the engine runs inside the container."""
+
+    command: tuple[str, ...]  # exec form
+    interval: float
+    timeout: float
+    retries: int
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     image: str
     command: tuple[str, ...] | None
@@ -38,6 +48,9 @@ class ContainerSpec:
     name: str | None = None
     entrypoint: tuple[str, ...] | None = None  # None: the image's own
     cgroup_parent: str | None = None  # see dockyard.cgroups
+    network: str | None = None  # a network made by create_network; None: the default
+    aliases: tuple[str, ...] = ()  # host names on that network
+    health: Health | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,17 @@ class Runtime(Protocol):
 
     def remove(self, container_id: str) -> None:
         """Remove a container, killing it first if it runs. Absent containers are fine."""
+
+    def health(self, container_id: str) -> str:
+        """``running`` (no probe), ``starting``, ``healthy``, ``unhealthy`` or ``exited``."""
+
+    def create_network(self, name: str, labels: Mapping[str, str]) -> str: ...
+
+    def remove_network(self, name: str) -> None:
+        """Remove a network; absent is fine."""
+
+    def networks(self, labels: Mapping[str, str]) -> list[str]:
+        """Names of the networks carrying all of ``labels``."""
 
     def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """Containers (running or not) carrying all of ``labels``."""

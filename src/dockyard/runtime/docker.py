@@ -172,10 +172,26 @@ class DockerRuntime:
             memswap_limit=spec.memory,  # no swap beyond the limit: the limit is the limit
             security_opt=["no-new-privileges:true"],
             privileged=False,
+            network_mode=spec.network,
             # A tiny init as PID 1 forwards SIGTERM (so timeouts stop steps promptly) and
             # reaps orphaned processes of tools that leave them behind.
             init=True,
         )
+        networking = None
+        if spec.network is not None:
+            networking = self.api.create_networking_config(
+                {spec.network: self.api.create_endpoint_config(aliases=list(spec.aliases))}
+            )
+        health = None
+        if spec.health is not None:
+            h = spec.health
+            health = {
+                "test": ["CMD", *h.command],
+                "interval": int(h.interval * 1e9),
+                "timeout": int(h.timeout * 1e9),
+                "retries": h.retries,
+                "start_period": 0,
+            }
         with _translated(f"creating a container from {spec.image}"):
             created = self.api.create_container(
                 image=spec.image,
@@ -185,6 +201,8 @@ class DockerRuntime:
                 host_config=host_config,
                 name=spec.name,
                 entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
+                networking_config=networking,
+                healthcheck=health,
             )
         return str(created["Id"])
 
@@ -249,6 +267,32 @@ class DockerRuntime:
             raise RuntimeFailure(f"removing {container_id[:12]}: {exc.explanation}") from exc
         except requests.exceptions.ConnectionError as exc:
             raise _engine_error(exc) from exc
+
+    def health(self, container_id: str) -> str:
+        with _translated(f"inspecting container {container_id[:12]}"):
+            state = self.api.inspect_container(container_id)["State"]
+        if not state.get("Running"):
+            return "exited"
+        return str((state.get("Health") or {}).get("Status") or "running")
+
+    def create_network(self, name: str, labels: Mapping[str, str]) -> str:
+        with _translated(f"creating network {name}"):
+            return str(self.api.create_network(name, driver="bridge", labels=dict(labels))["Id"])
+
+    def remove_network(self, name: str) -> None:
+        try:
+            self.api.remove_network(name)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"removing network {name}: {exc.explanation}") from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise _engine_error(exc) from exc
+
+    def networks(self, labels: Mapping[str, str]) -> list[str]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        with _translated("listing networks"):
+            return [str(n["Name"]) for n in self.api.networks(filters=filters)]
 
     def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}

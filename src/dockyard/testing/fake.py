@@ -63,6 +63,7 @@ class FakeRuntime:
         self.faults: dict[str, list[Fault]] = {}
         self.started: list[str] = []
         self.started_instances: list[str] = []  # the dockyard.instance label of each start
+        self.network_names: dict[str, dict[str, str]] = {}
         self.running_now = 0
         self.max_running = 0
 
@@ -100,6 +101,27 @@ class FakeRuntime:
 
     def image_command(self, ref: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return (), ("sh",)
+
+    def health(self, container_id: str) -> str:
+        """A started container whose command failed counts as exited, else as healthy."""
+        box = self.containers.get(container_id)
+        if box is None or box.state != "running" or (box.status and box.status.exit_code):
+            return "exited"
+        return "healthy"
+
+    def create_network(self, name: str, labels: Mapping[str, str]) -> str:
+        self.network_names[name] = dict(labels)
+        return name
+
+    def remove_network(self, name: str) -> None:
+        self.network_names.pop(name, None)
+
+    def networks(self, labels: Mapping[str, str]) -> list[str]:
+        return [
+            n
+            for n, ls in self.network_names.items()
+            if all(ls.get(k) == v for k, v in labels.items())
+        ]
 
     def kill(self, container_id: str) -> None:
         box = self.containers.get(container_id)

@@ -1,0 +1,146 @@
+"""Services: long-running containers (databases, lookup servers) beside a run's steps.
+
+A service starts when the first step that uses it is about to start, on a network made
+for the run, where steps reach it by its name. It counts against the pool while it runs.
+A step starts only once its services are healthy (their health check passes) or, without
+a check, running; a service that fails its check or dies fails the steps that need it,
+with a message that says so. When the run ends its services are removed, except those
+with ``keep: true``, which are left running (with the run's network) until the next run of
+the pipeline replaces them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard.errors import DockyardError
+from dockyard.images import image_key
+from dockyard.runtime.base import Bind, ContainerSpec, Health, Runtime
+from dockyard.schedule import ZERO, Capacity
+from dockyard.spec.model import Service
+
+LABEL_SERVICE = "dockyard.service"
+LABEL_KEEP = "dockyard.keep"
+
+
+@dataclass
+class _Running:
+    container_id: str
+    need: Capacity
+    failed: str | None = None
+
+
+def argv(command: str | tuple[str, ...]) -> tuple[str, ...]:
+    return ("sh", "-c", command) if isinstance(command, str) else command
+
+
+class Services:
+    def __init__(
+        self,
+        runtime: Runtime,
+        specs: Mapping[str, Service],
+        images: Mapping[str, str],
+        volumes: Mapping[str, Path],
+        labels: Mapping[str, str],
+        prefix: str,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.runtime = runtime
+        self.specs = specs
+        self.images = images
+        self.volumes = volumes
+        self.labels = dict(labels)
+        self.prefix = prefix  # names: PREFIX-net, PREFIX-SERVICE
+        self.sleep = sleep
+        self.network: str | None = None
+        self.running: dict[str, _Running] = {}
+
+    @property
+    def reserved(self) -> Capacity:
+        total = ZERO
+        for service in self.running.values():
+            total = total + service.need
+        return total
+
+    def ensure(self, names: tuple[str, ...]) -> str | None:
+        """Start ``names`` unless they run; wait until healthy. A failure, as a message."""
+        for name in names:
+            if name not in self.running:
+                self._start(name)
+            service = self.running[name]
+            if service.failed is None:
+                state = self.runtime.health(service.container_id)
+                if state == "exited":
+                    service.failed = f"service {name!r} has stopped"
+                elif state == "unhealthy":
+                    service.failed = f"service {name!r} is unhealthy"
+            if service.failed is not None:
+                return service.failed
+        return None
+
+    def _start(self, name: str) -> None:
+        spec = self.specs[name]
+        if self.network is None:
+            self.network = f"{self.prefix}-net"
+            self.runtime.create_network(self.network, self.labels)
+        check = spec.healthcheck
+        container = ContainerSpec(
+            image=self.images[image_key(spec.image)],
+            command=argv(spec.command) if spec.command is not None else None,
+            cpus=spec.resources.cpus,
+            memory=spec.resources.memory,
+            env=dict(spec.env),
+            binds=tuple(
+                Bind(str(self.volumes[v]), m.path, readonly=m.readonly)
+                for v, m in sorted(spec.volumes.items())
+            ),
+            labels={
+                **self.labels,
+                LABEL_SERVICE: name,
+                **({LABEL_KEEP: "true"} if spec.keep else {}),
+            },
+            name=f"{self.prefix}-{name}",
+            network=self.network,
+            aliases=(name,),
+            health=Health(argv(check.command), check.interval, check.timeout, check.retries)
+            if check is not None
+            else None,
+        )
+        need = Capacity.of(spec.resources.cpus, spec.resources.memory)
+        container_id = self.runtime.create(container)
+        self.running[name] = _Running(container_id, need)
+        self.runtime.start(container_id)
+        self.running[name].failed = self._wait_healthy(name, container_id)
+
+    def _wait_healthy(self, name: str, container_id: str) -> str | None:
+        check = self.specs[name].healthcheck
+        budget = 5.0 if check is None else check.interval * (check.retries + 1) + check.timeout
+        deadline = time.monotonic() + budget
+        while True:
+            state = self.runtime.health(container_id)
+            if state in ("healthy", "running") and (check is None or state == "healthy"):
+                return None
+            if state == "exited":
+                return f"service {name!r} exited before it was ready"
+            if state == "unhealthy":
+                return f"service {name!r} failed its health check"
+            if time.monotonic() > deadline:
+                return f"service {name!r} was not healthy after {budget:g}s"
+            self.sleep(0.2)
+
+    def stop(self) -> None:
+        """Remove the services (but those to keep) and, when none is kept, the network."""
+        kept = False
+        for name, service in self.running.items():
+            if self.specs[name].keep and service.failed is None:
+                kept = True
+                continue
+            with contextlib.suppress(DockyardError):
+                self.runtime.remove(service.container_id)
+        if self.network is not None and not kept:
+            with contextlib.suppress(DockyardError):
+                self.runtime.remove_network(self.network)
