@@ -13,8 +13,9 @@ command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v docker >/dev/null 2>&1 || need_pkgs+=(docker.io)
 # The examples' image is made from Debian's static busybox (see dockyard/testing/images.py).
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
-# The tests render `dockyard report` pages in headless Chromium.
+# The tests render `dockyard report` pages in headless Chromium, and run a SQLite service.
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v sqlite3 >/dev/null 2>&1 || need_pkgs+=(sqlite3)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]} from Debian" >&2
   as_root apt-get update -qq

@@ -9,20 +9,24 @@ import pytest
 from dockyard.cli import main
 from dockyard.runtime.base import LABEL_PIPELINE
 from dockyard.runtime.docker import DockerRuntime
+from dockyard.testing.images import SQLITE_IMAGE, ensure_sqlite_image
 from tests.conftest import BUSYBOX_IMAGE
 
 pytestmark = pytest.mark.docker
 
-# A tiny row store: busybox httpd with one CGI program; its rows live in a named volume.
+# SQLite behind a small server: busybox httpd with one CGI program in front of a real
+# SQLite database, whose file lives in a named volume.
 ROWS_CGI = """#!/bin/sh
 echo "Content-Type: text/plain"
 echo
+db() { sqlite3 -cmd ".timeout 10000" /data/rows.db "$1"; }
+db "CREATE TABLE IF NOT EXISTS rows (sample TEXT NOT NULL)"
 if [ "$REQUEST_METHOD" = POST ]; then
-  head -c "$CONTENT_LENGTH" >> /data/rows.txt
-  echo >> /data/rows.txt
-  echo stored
+  body=$(head -c "$CONTENT_LENGTH")
+  case "$body" in *[!a-z0-9-]*|"") echo "bad row"; exit 0;; esac
+  db "INSERT INTO rows VALUES ('$body')" && echo stored
 else
-  cat /data/rows.txt 2>/dev/null
+  db "SELECT sample FROM rows ORDER BY sample"
 fi
 """
 
@@ -71,7 +75,8 @@ def test_steps_write_rows_to_a_database_service_that_keeps_them_across_runs(
     (context / "www" / "cgi-bin").mkdir(parents=True)
     (context / "www" / "cgi-bin" / "rows").write_text(ROWS_CGI)
     (context / "www" / "cgi-bin" / "rows").chmod(0o755)
-    (context / "Dockerfile").write_text(f"FROM {BUSYBOX_IMAGE}\nCOPY www /www\n")
+    ensure_sqlite_image(docker_runtime.api)
+    (context / "Dockerfile").write_text(f"FROM {SQLITE_IMAGE}\nCOPY www /www\n")
     path = tmp_path / "dockyard.yaml"
     path.write_text(PIPELINE.format(name=pipeline_name, image=BUSYBOX_IMAGE))
     try:
