@@ -12,7 +12,6 @@ beside Chromium loading an empty page (the browser's own floor).
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 from dockyard.store import RunRow, Store
+from dockyard.testing.browser import chromium
 
 FLAGS = [
     "--headless",
@@ -93,7 +93,6 @@ def timed(command: list[str]) -> float:
 
 
 def main() -> None:
-    browser = shutil.which("chromium")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         path = build(root, 1000)
@@ -105,15 +104,11 @@ def main() -> None:
         empty = root / "empty.html"
         empty.write_text("<!DOCTYPE html><title>empty</title>")
         opened = floor = None
+        browser = chromium(root / "profile")
         if browser:
-            profile = [f"--user-data-dir={root / 'profile'}"]
-            timed([browser, *FLAGS, *profile, "--dump-dom", empty.as_uri()])  # warm the profile
-            floor = min(
-                timed([browser, *FLAGS, *profile, "--dump-dom", empty.as_uri()]) for _ in range(3)
-            )
-            opened = min(
-                timed([browser, *FLAGS, *profile, "--dump-dom", page.as_uri()]) for _ in range(3)
-            )
+            timed([*browser, "--dump-dom", empty.as_uri()])  # warm the profile
+            floor = min(timed([*browser, "--dump-dom", empty.as_uri()]) for _ in range(3))
+            opened = min(timed([*browser, "--dump-dom", page.as_uri()]) for _ in range(3))
     print("1,000 instances, 1,100 attempts")
     print(
         f"dockyard report (process, start-up included): {write:.2f} s, page {size / 1e6:.2f} MB"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from dockyard.cli import main
+from dockyard.testing.browser import chromium
 from tests.conftest import BUSYBOX_IMAGE, WritePipeline
 
 pytestmark = pytest.mark.docker
@@ -45,12 +45,6 @@ MORE = """
 """
 
 
-def chromium() -> str:
-    found = shutil.which("chromium")
-    assert found, "headless Chromium is needed (Debian: apt-get install chromium)"
-    return found
-
-
 def test_report_shows_cached_retried_oom_and_failed_work_and_renders_cleanly(
     write_pipeline: WritePipeline,
     pipeline_name: str,
@@ -71,15 +65,10 @@ def test_report_shows_cached_retried_oom_and_failed_work_and_renders_cleanly(
     assert "something went wrong" in html and "exited with status 2" in html
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained
 
-    profile = tmp_path / "chromium-profile"
     shot = tmp_path / "report.png"
-    browse = [
-        chromium(),
-        *CHROMIUM_FLAGS,
-        f"--user-data-dir={profile}",
-        "--enable-logging=stderr",
-        "--v=0",
-    ]
+    command = chromium(tmp_path / "chromium-profile")
+    assert command, "headless Chromium is needed (Debian: apt-get install chromium)"
+    browse = [*command, "--enable-logging=stderr", "--v=0"]
     screenshot = subprocess.run(
         [*browse, f"--screenshot={shot}", "--window-size=1280,1400", page.as_uri()],
         capture_output=True,
