@@ -21,17 +21,6 @@ from pathlib import Path
 from dockyard.store import RunRow, Store
 from dockyard.testing.browser import chromium
 
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 def build(root: Path, instances: int) -> Path:
     values = ", ".join(f'"{n}"' for n in range(instances - 1))

@@ -13,16 +13,6 @@ from dockyard.testing.browser import chromium
 from tests.conftest import BUSYBOX_IMAGE, WritePipeline
 
 pytestmark = pytest.mark.docker
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 FIRST = """
 version: 1
