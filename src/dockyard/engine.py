@@ -21,13 +21,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 from dockyard import cgroups
+from dockyard.attempts import AttemptRunner, Notice, Result, describe, outcome
 from dockyard.cache import InputHasher, cache_key
 from dockyard.errors import DockyardError, EngineUnavailable, PlanError, RunFailed
+from dockyard.events import Event, Reporter, ignore
 from dockyard.graph import Graph, Instance, InstanceId
 from dockyard.images import image_key, resolve_images
 from dockyard.lock import RunLock
@@ -44,7 +46,6 @@ from dockyard.runtime.base import (
     Bind,
     ContainerInfo,
     ContainerSpec,
-    ExitStatus,
     Runtime,
 )
 from dockyard.schedule import Capacity
@@ -52,7 +53,7 @@ from dockyard.services import LABEL_KEEP, Services
 from dockyard.spec.loader import PipelineFile
 from dockyard.store import RunRow, Store
 from dockyard.stream import HELPER, SIGPIPE_EXIT, STREAM_DIR, helper_binary, make_fifos, wrap
-from dockyard.units import format_memory, format_seconds
+from dockyard.units import format_memory
 from dockyard.volumes import VolumeStore
 
 Clock = Callable[[], float]
@@ -81,43 +82,6 @@ class RunOptions:
     wait_for_volumes: bool = False
 
 
-@dataclass(frozen=True)
-class Event:
-    """What happened: run-started, image, recovered, cached, started, adopted, succeeded,
-    retrying, failed, blocked, engine, run-ended."""
-
-    kind: str
-    at: float
-    instance: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-class Reporter(Protocol):
-    def __call__(self, event: Event) -> None: ...
-
-
-def _ignore(event: Event) -> None:
-    pass
-
-
-@dataclass(frozen=True)
-class _Result:
-    instance: InstanceId
-    attempt: int
-    container_id: str | None
-    status: ExitStatus | None
-    error: DockyardError | None
-    ended_at: float
-    outage: bool  # the engine was unreachable at some point during the attempt
-    ack: threading.Event
-    usage: cgroups.Usage
-
-
-@dataclass(frozen=True)
-class _Notice:
-    event: Event
-
-
 class Executor:
     def __init__(
         self,
@@ -126,7 +90,7 @@ class Executor:
         store: Store,
         *,
         options: RunOptions | None = None,
-        reporter: Reporter = _ignore,
+        reporter: Reporter = ignore,
         clock: Clock = time.time,
         new_id: Callable[[], str] = new_run_id,
         sleep: Callable[[float], None] = time.sleep,
@@ -140,11 +104,10 @@ class Executor:
         self.clock = clock
         self.new_id = new_id
         self.sleep = sleep
-        self.engine_patience = engine_patience
         self.state_dir = pf.state_dir
         self.outputs_dir = self.state_dir / "outputs"
         self.project = project_id(pf)
-        self.results: queue.Queue[_Result | _Notice] = queue.Queue()
+        self.results: queue.Queue[Result | Notice] = queue.Queue()
         self.observed: dict[InstanceId, Observed] = {}
         self.digests: dict[InstanceId, str] = {}
         self.paths: dict[InstanceId, Path] = {}
@@ -153,7 +116,7 @@ class Executor:
         self.unresolved: list[InstanceId] = []
         self.futures: list[Future[None]] = []
         self.adopted: list[str] = []
-        self.held: dict[tuple[InstanceId, int], dict[InstanceId, _Result]] = {}
+        self.held: dict[tuple[InstanceId, int], dict[InstanceId, Result]] = {}
         self.killed: dict[tuple[InstanceId, int], InstanceId] = {}
         self.image_commands: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.cpu_pools: dict[tuple[InstanceId, int], str | None] = {}
@@ -163,7 +126,7 @@ class Executor:
         self.written_volumes: list[str] = []
         self.service_need = Capacity(0, 0)
         self.services: Services | None = None
-        self.abandoned = False
+        self.runner = AttemptRunner(runtime, self.results, clock, sleep, engine_patience)
         self.run_id = ""
 
     # -- the run ------------------------------------------------------------------------------
@@ -287,7 +250,7 @@ class Executor:
             self._adopt(graph, orphans)
             self._loop(graph, pool, images)
         except Abandon:
-            self.abandoned = True
+            self.runner.abandoned = True
             self._release_workers()
             workers.shutdown(wait=True)
             raise
@@ -495,7 +458,7 @@ class Executor:
                 staging.mkdir(parents=True, exist_ok=True)
                 self._begin(instance, action.attempt, action.memory, staging)
                 self.results.put(
-                    _Result(
+                    Result(
                         iid,
                         action.attempt,
                         None,
@@ -618,7 +581,7 @@ class Executor:
     ) -> None:
         self.futures.append(
             self.workers.submit(
-                self._attempt,
+                self.runner.run,
                 iid,
                 attempt,
                 spec,
@@ -628,81 +591,8 @@ class Executor:
             )
         )
 
-    def _attempt(
-        self,
-        iid: InstanceId,
-        attempt: int,
-        spec: ContainerSpec | None,
-        container_id: str | None,
-        timeout: float | None,
-        log_path: Path,
-    ) -> None:
-        """Worker thread: one attempt, from create (or adoption) to remove. Never raises."""
-        status: ExitStatus | None = None
-        error: DockyardError | None = None
-        usage = cgroups.Usage()
-        outage: list[bool] = []
-        try:
-            if container_id is None:
-                assert spec is not None
-                container_id = self._patiently(lambda: self.runtime.create(spec), outage)
-                started = container_id
-                self._patiently(lambda: self.runtime.start(started), outage)
-            waiting = container_id
-            status = self._patiently(lambda: self.runtime.wait(waiting, timeout), outage)
-            if spec is not None and spec.cgroup_parent is not None:
-                usage = cgroups.read_usage(spec.cgroup_parent)
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_path.write_bytes(self._patiently(lambda: self.runtime.logs(waiting), outage))
-        except DockyardError as exc:
-            error = exc
-        except Exception as exc:  # an unexpected engine answer or a bug: fail this attempt
-            error = DockyardError(f"{type(exc).__name__}: {exc}")
-        ack = threading.Event()
-        self.results.put(
-            _Result(
-                iid, attempt, container_id, status, error, self.clock(), bool(outage), ack, usage
-            )
-        )
-        ack.wait()
-        if container_id is not None and not self.abandoned:
-            # On failure, the sweep by label at the end of the run removes it.
-            with contextlib.suppress(DockyardError):
-                self.runtime.remove(container_id)
-            if spec is not None and spec.cgroup_parent is not None:
-                cgroups.remove(spec.cgroup_parent)
-
-    def _patiently(self, call: Callable[[], T], outage: list[bool]) -> T:
-        """Retry ``call`` while the engine is unreachable, for at most ``engine_patience``."""
-        deadline: float | None = None
-        delay = 0.5
-        while True:
-            try:
-                return call()
-            except EngineUnavailable as exc:
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self.engine_patience
-                    outage.append(True)
-                    self.results.put(
-                        _Notice(
-                            Event(
-                                "engine",
-                                self.clock(),
-                                detail={
-                                    "message": f"{exc.message}; waiting up to "
-                                    f"{format_seconds(self.engine_patience)} for it"
-                                },
-                            )
-                        )
-                    )
-                if now >= deadline or self.abandoned:
-                    raise
-                self.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    def _apply(self, graph: Graph, pool: Capacity, item: _Result | _Notice) -> None:
-        if isinstance(item, _Notice):
+    def _apply(self, graph: Graph, pool: Capacity, item: Result | Notice) -> None:
+        if isinstance(item, Notice):
             self.report(item.event)
             return
         if isinstance(item.error, EngineUnavailable):
@@ -711,7 +601,7 @@ class Executor:
         unit = graph.group(item.instance)
         bucket = self.held.setdefault((unit[-1], item.attempt), {})
         bucket[item.instance] = item
-        if len(unit) > 1 and not self._fine(unit, item.instance, _outcome(item)):
+        if len(unit) > 1 and not self._fine(unit, item.instance, outcome(item)):
             self._stop_partners(unit, item, bucket)
         if len(bucket) < len(unit):
             return  # a streamed chain is concluded when all of it has ended
@@ -734,7 +624,7 @@ class Executor:
         )
 
     def _stop_partners(
-        self, unit: tuple[InstanceId, ...], failed: _Result, bucket: dict[InstanceId, _Result]
+        self, unit: tuple[InstanceId, ...], failed: Result, bucket: dict[InstanceId, Result]
     ) -> None:
         """One side of a stream failed: kill the rest, which may wait on the pipe forever."""
         for member in unit:
@@ -755,9 +645,9 @@ class Executor:
         pool: Capacity,
         unit: tuple[InstanceId, ...],
         attempt: int,
-        results: list[_Result],
+        results: list[Result],
     ) -> None:
-        outcomes = {r.instance: _outcome(r) for r in results}
+        outcomes = {r.instance: outcome(r) for r in results}
         for iid in unit:
             if self._fine(unit, iid, outcomes[iid]) and not self.staging[(iid, attempt)].is_dir():
                 outcomes[iid] = Outcome(0, Reason.LOST, "its output folder is gone")
@@ -805,7 +695,7 @@ class Executor:
         instance, before = graph.instances[cause], self.observed[cause]
         seen = after_attempt(instance, before, outcomes[cause], self.clock(), pool)
         final = seen.phase is Phase.FAILED
-        message = _describe(outcomes[cause], before.memory or instance.memory)
+        message = describe(outcomes[cause], before.memory or instance.memory)
         if (
             final
             and outcomes[cause].reason is Reason.OOM
@@ -901,7 +791,7 @@ class Executor:
                 item = self.results.get(timeout=0.05)
             except queue.Empty:
                 continue
-            if isinstance(item, _Result):
+            if isinstance(item, Result):
                 item.ack.set()
 
     # -- helpers ------------------------------------------------------------------------------
@@ -934,35 +824,6 @@ class Executor:
         for volume, path, readonly in instance.volumes:
             binds.append(Bind(str(self.live_volumes[volume]), path, readonly=readonly))
         return tuple(binds)
-
-
-def _outcome(result: _Result) -> Outcome:
-    if result.error is not None or result.status is None:
-        return Outcome(None, Reason.ENGINE, str(result.error or "no exit status"))
-    status = result.status
-    if status.timed_out:
-        return Outcome(status.exit_code, Reason.TIMEOUT, "stopped after its timeout")
-    if status.oom_killed:
-        return Outcome(status.exit_code, Reason.OOM, "killed by the kernel: memory limit")
-    if status.exit_code is None:
-        return Outcome(None, Reason.LOST, status.error or "the container disappeared")
-    if status.exit_code != 0 and result.outage:
-        # The engine went away while this ran; a restarting engine kills its containers.
-        return Outcome(status.exit_code, Reason.LOST, "the engine restarted while it ran")
-    return Outcome(status.exit_code, Reason.EXITED, status.error or "")
-
-
-def _describe(outcome: Outcome, memory: int) -> str:
-    if outcome.reason is Reason.EXITED:
-        return f"exited with status {outcome.exit_code}"
-    if outcome.reason is Reason.OOM:
-        return (
-            f"out of memory: killed by the kernel at its {format_memory(memory)} limit "
-            f"(exit {outcome.exit_code})"
-        )
-    if outcome.reason is Reason.TIMEOUT:
-        return "timed out"
-    return outcome.detail or outcome.reason.value
 
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")

@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from dockyard.engine import Event
+from dockyard.events import Event
 from dockyard.units import format_memory, format_seconds
 
 _STATES = ("pending", "running", "succeeded", "failed", "blocked")
