@@ -2,7 +2,7 @@
 
 Runs, in one process and alternating, (a) a 200-instance scatter of a trivial step
 (cpus 0.5) through dockyard's reconcile loop, and (b) the engine floor: the same 200
-containers (same image, command, limits, init, security options and /out bind) created,
+containers (same image, command, limits, init, security options, no network and /out bind) created,
 started, waited for and removed directly with the docker SDK at the same concurrency
 (pool CPUs / 0.5). Prints wall times and the ratio.
 
@@ -70,6 +70,7 @@ def run_floor(workdir: Path, instances: int, concurrency: int) -> float:
             memory=MEMORY,
             labels={LABEL_PIPELINE: "bench-floor"},
             binds=(Bind(str(out), "/out", readonly=False),),
+            network="none",  # as dockyard runs a step that asks for no network
         )
         cid = runtime.create(spec)
         runtime.start(cid)

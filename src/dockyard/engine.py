@@ -449,7 +449,7 @@ class Executor:
     def _launch(self, graph: Graph, action: Start, images: dict[str, str]) -> None:
         iid, name = action.instance, str(action.instance)
         instance = graph.instances[iid]
-        network = None
+        network = None if instance.network else "none"
         if instance.services:
             assert self.services is not None
             failure = self.services.ensure(instance.services)

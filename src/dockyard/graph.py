@@ -58,6 +58,7 @@ class Instance:
     cacheable: bool = True
     volumes: tuple[tuple[str, str, bool], ...] = ()  # (volume, mount path, read-only)
     services: tuple[str, ...] = ()
+    network: bool = False  # the engine's default network (else none, unless services)
 
     @property
     def step(self) -> str:
@@ -140,6 +141,7 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
                 else all(m.readonly for m in step.volumes.values()),
                 volumes=tuple((v, m.path, m.readonly) for v, m in sorted(step.volumes.items())),
                 services=tuple(step.services),
+                network=bool(step.network),
             )
             downstream[iid] = []
             for source in [m.source for m in mounts] + ([stdin] if stdin else []):

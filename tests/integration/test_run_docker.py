@@ -336,3 +336,27 @@ def test_peak_memory_and_cpu_time_are_recorded_per_attempt(
     header, row = output.splitlines()[:2]
     values = dict(zip(header.split("\t"), row.split("\t"), strict=True))
     assert values["instance"] == "hold" and int(values["peak_memory"]) >= 48 * MIB
+
+
+def test_steps_get_no_network_unless_they_ask_for_it(
+    write_pipeline: WritePipeline,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write_pipeline(f"""
+        version: 1
+        name: {pipeline_name}
+        defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.5, memory: 16m}}}}
+        steps:
+          sealed: {{command: "ls /sys/class/net > /out/interfaces"}}
+          online: {{network: true, command: "ls /sys/class/net > /out/interfaces"}}
+    """)
+    assert dockyard(path, "run", capsys=capsys)[0] == 0
+
+    def interfaces(step: str) -> list[str]:
+        code, output = dockyard(path, "outputs", step, capsys=capsys)
+        assert code == 0
+        return (Path(output.strip()) / "interfaces").read_text().split()
+
+    assert interfaces("sealed") == ["lo"]
+    assert "eth0" in interfaces("online")

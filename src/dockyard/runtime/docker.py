@@ -178,7 +178,7 @@ class DockerRuntime:
             init=True,
         )
         networking = None
-        if spec.network is not None:
+        if spec.network not in (None, "none"):
             networking = self.api.create_networking_config(
                 {spec.network: self.api.create_endpoint_config(aliases=list(spec.aliases))}
             )

@@ -180,6 +180,7 @@ class Defaults(_Model):
     resources: Resources | None = None
     retries: Retries | None = None
     timeout: Duration | None = None
+    network: bool | None = None
 
 
 class Step(_Model):
@@ -196,6 +197,10 @@ class Step(_Model):
     timeout: Duration | None = None
     stdin: Name | None = None
     cache: bool | None = None
+    # Off unless asked for, as in CWL (NetworkAccess): a step that needs no network gets
+    # none, which also makes its container start faster. Steps with services are on the
+    # run's network whatever this says.
+    network: bool | None = None
 
     @field_validator("scatter")
     @classmethod
@@ -234,5 +239,6 @@ class Pipeline(_Model):
                 "resources": step.resources or defaults.resources or Resources(),
                 "retries": step.retries or defaults.retries or Retries(),
                 "timeout": step.timeout if step.timeout is not None else defaults.timeout,
+                "network": step.network if step.network is not None else bool(defaults.network),
             }
         )
