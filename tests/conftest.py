@@ -30,6 +30,15 @@ def write_pipeline(tmp_path: Path) -> WritePipeline:
     return write
 
 
+def committed_output(path: Path, instance: str, capsys: pytest.CaptureFixture[str]) -> Path:
+    """The folder `dockyard outputs` prints for ``instance`` of the latest run of ``path``."""
+    from dockyard.cli import main
+
+    capsys.readouterr()
+    assert main(["outputs", "-f", str(path), instance]) == 0
+    return Path(capsys.readouterr().out.strip())
+
+
 @pytest.fixture(scope="session")
 def docker_runtime() -> Iterator[object]:
     from dockyard.runtime.docker import DockerRuntime
@@ -53,4 +62,4 @@ def pipeline_name(docker_runtime: object) -> Iterator[str]:
         docker_runtime.remove(container.id)
 
 
-__all__ = ["BUSYBOX_IMAGE", "REPO", "SHARED_CONFORMANCE", "WritePipeline"]
+__all__ = ["BUSYBOX_IMAGE", "REPO", "SHARED_CONFORMANCE", "WritePipeline", "committed_output"]

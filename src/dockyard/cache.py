@@ -34,10 +34,14 @@ class InputHasher:
         self.memo: dict[str, str] = {}
         self.pending: list[tuple[str, int, int, int, str]] = []
 
-    def digest(self, path: Path) -> str:
-        """The content digest of a file, or of a directory tree (names, exec bits, contents)."""
+    def digest(self, path: Path, *, may_change: bool = False) -> str:
+        """The content digest of a file, or of a directory tree (names, exec bits, contents).
+
+        Host inputs do not change during a run, so their digest is computed once per run;
+        a volume (``may_change``) can be written by an earlier step and is walked again
+        (its unchanged files still come from the stat cache)."""
         key = str(path)
-        if key not in self.memo:
+        if may_change or key not in self.memo:
             info = path.stat()
             if stat.S_ISDIR(info.st_mode):
                 self.memo[key] = self._tree(path)

@@ -131,7 +131,7 @@ def run(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(file: str, run_id: str | None, as_json: bool) -> None:
     """The run's instances: state, attempts, duration."""
-    with _store(_load_quiet(file)) as store:
+    with _store(load_pipeline(file)) as store:
         summary = load_summary(store, run_id)
     if as_json:
         click.echo(json.dumps(summary.to_json(), indent=2))
@@ -214,7 +214,7 @@ TRACE_COLUMNS = (
 @click.argument("run_id", required=False)
 def trace(file: str, run_id: str | None) -> None:
     """One TSV row per attempt (and per cached instance), for scripts and spreadsheets."""
-    with _store(_load_quiet(file)) as store:
+    with _store(load_pipeline(file)) as store:
         summary = load_summary(store, run_id)
     click.echo("\t".join(TRACE_COLUMNS))
     for inst in summary.instances:
@@ -283,7 +283,7 @@ def _find_instance(store: Store, run_id: str, wanted: InstanceId) -> str:
 def logs(file: str, args: tuple[str, ...], attempt: int | None) -> None:
     """Print an instance's logs (stdout and stderr)."""
     run_id, wanted = _instance_args(args)
-    with _store(_load_quiet(file)) as store:
+    with _store(load_pipeline(file)) as store:
         run = store.run(run_id)
         name = _find_instance(store, run.id, wanted)
         attempts = store.attempts(run.id, name)
@@ -308,7 +308,7 @@ def logs(file: str, args: tuple[str, ...], attempt: int | None) -> None:
 def outputs(file: str, args: tuple[str, ...]) -> None:
     """Print the host directory that holds an instance's committed output."""
     run_id, wanted = _instance_args(args)
-    with _store(_load_quiet(file)) as store:
+    with _store(load_pipeline(file)) as store:
         run = store.run(run_id)
         name = _find_instance(store, run.id, wanted)
         row = next(r for r in store.instances(run.id) if r.instance == name)
@@ -336,7 +336,7 @@ def report(file: str, run_id: str | None, output: str) -> None:
     """Write the run report: graph, timeline, resources, failures (one HTML file)."""
     from dockyard import report as reports
 
-    pf = _load_quiet(file)
+    pf = load_pipeline(file)
     with _store(pf) as store:
         summary = load_summary(store, run_id)
     page = reports.render(summary, pf.pipeline, lambda a: reports.tail(a.log_path))
@@ -464,10 +464,6 @@ def volume_receive(name: str) -> None:
     click.echo(
         f"received snapshot {snap.id} of {name} ({snap.files} files); the volume now holds it"
     )
-
-
-def _load_quiet(file: str) -> PipelineFile:
-    return load_pipeline(file)
 
 
 @contextmanager

@@ -360,7 +360,10 @@ class Executor:
             inputs = [(n, self.hasher.digest(self._input_path(rel))) for n, rel in instance.inputs]
             upstream = [(m.target, self.digests[m.source]) for m in instance.upstream]
             upstream += [
-                (f"volume:{volume}:{path}", self.hasher.digest(self.live_volumes[volume]))
+                (
+                    f"volume:{volume}:{path}",
+                    self.hasher.digest(self.live_volumes[volume], may_change=True),
+                )
                 for volume, path, readonly in instance.volumes
                 if readonly
             ]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Iterable
-from pathlib import Path
 
 from dockyard.errors import ImageError
+from dockyard.outputs import tree_digest
 from dockyard.runtime.base import LABEL_PIPELINE, Runtime
 from dockyard.spec.loader import PipelineFile
 from dockyard.spec.model import ImageSpec
@@ -17,24 +15,6 @@ LABEL_CONTEXT = "dockyard.context"
 
 def image_key(image: ImageSpec) -> str:
     return f"ref:{image.ref}" if image.ref is not None else str(image.name)
-
-
-def context_digest(context: Path) -> str:
-    """A digest of a build context: every file's path, mode and content."""
-    digest = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(context):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            rel = path.relative_to(context).as_posix()
-            info = path.lstat()
-            digest.update(f"{rel}\0{info.st_mode:o}\0".encode())
-            if path.is_symlink():
-                digest.update(os.readlink(path).encode())
-            elif path.is_file():
-                with path.open("rb") as fh:
-                    digest.update(hashlib.file_digest(fh, "sha256").digest())
-    return digest.hexdigest()
 
 
 def resolve_images(
@@ -69,7 +49,7 @@ def resolve_images(
 def _build(pf: PipelineFile, name: str, runtime: Runtime, log: list[str] | None) -> str:
     spec = pf.pipeline.images[name]
     context = (pf.root / spec.build).resolve()
-    digest = context_digest(context)
+    digest = tree_digest(context)[0]  # names, exec bits and contents of the context
     tag = spec.tag or f"dockyard/{pf.pipeline.name}-{name}:{digest[:12]}"
     existing = runtime.image_id(tag)
     if existing is not None and runtime.image_labels(tag).get(LABEL_CONTEXT) == digest:

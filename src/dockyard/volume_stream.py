@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dockyard.errors import InvalidInput, UnknownReference
-from dockyard.volumes import Snapshot, VolumeStore, force_rmtree, mirror
+from dockyard.volumes import Snapshot, VolumeStore, clear, force_rmtree, mirror
 from dockyard.volumes import extents as volume_extents
 
 MAGIC = b"DOCKYARD-VOLUME-STREAM 1\n"
@@ -267,13 +267,13 @@ def _apply(r: _Reader, tree: Path) -> tuple[int, int]:
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(meta["mode"] | 0o700)
         elif kind == b"L":
-            _unlink(path)
+            clear(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(meta["target"], path)
         elif kind == b"X":
-            _unlink(path)
+            clear(path)
         elif kind == b"F":
-            _unlink(path)  # never write through a hard link to the base
+            clear(path)  # never write through a hard link to the base
             path.parent.mkdir(parents=True, exist_ok=True)
             content = hashlib.sha256()
             with path.open("wb") as fh:
@@ -295,10 +295,3 @@ def _apply(r: _Reader, tree: Path) -> tuple[int, int]:
             total += meta["size"]
         else:
             raise StreamError(f"the stream is corrupted (unknown record type {kind!r})")
-
-
-def _unlink(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        force_rmtree(path)

@@ -307,10 +307,10 @@ def mirror(source: Path, live: Path) -> int:
             wanted.add(rel / entry)
             info = src.lstat()
             if stat.S_ISLNK(info.st_mode):
-                _clear(dst)
+                clear(dst)
                 os.symlink(os.readlink(src), dst)
             elif dst.is_symlink() or not dst.is_file() or not _same(dst.lstat(), info):
-                _clear(dst)
+                clear(dst)
                 copy_sparse(src, dst)
                 dst.chmod(stat.S_IMODE(info.st_mode) | 0o200)
                 copied += info.st_size
@@ -319,11 +319,12 @@ def mirror(source: Path, live: Path) -> int:
         for entry in filenames + dirnames:
             path = Path(dirpath) / entry
             if rel / entry not in wanted:
-                _clear(path)
+                clear(path)
     return copied
 
 
-def _clear(path: Path) -> None:
+def clear(path: Path) -> None:
+    """Remove a file, a symlink or a whole tree; nothing there is fine."""
     if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.is_dir():

@@ -10,7 +10,7 @@ from dockyard.cli import main
 from dockyard.runtime.base import LABEL_PIPELINE
 from dockyard.runtime.docker import DockerRuntime
 from dockyard.testing.images import SQLITE_IMAGE, ensure_sqlite_image
-from tests.conftest import BUSYBOX_IMAGE
+from tests.conftest import BUSYBOX_IMAGE, committed_output
 
 pytestmark = pytest.mark.docker
 
@@ -81,18 +81,14 @@ def test_steps_write_rows_to_a_database_service_that_keeps_them_across_runs(
     path.write_text(PIPELINE.format(name=pipeline_name, image=BUSYBOX_IMAGE))
     try:
         assert main(["run", "-f", str(path)]) == 0, capsys.readouterr()
-        capsys.readouterr()
-        assert main(["outputs", "-f", str(path), "summary"]) == 0
-        rows = (Path(capsys.readouterr().out.strip()) / "rows.txt").read_text()
+        rows = (committed_output(path, "summary", capsys) / "rows.txt").read_text()
         assert rows == "sample-a\nsample-b\nsample-c\n"
         assert docker_runtime.list({LABEL_PIPELINE: pipeline_name}) == []
         assert docker_runtime.networks({LABEL_PIPELINE: pipeline_name}) == []
 
         # The next run (loading again) finds the first run's rows in the service's volume.
         assert main(["run", "-f", str(path), "--no-cache"]) == 0
-        capsys.readouterr()
-        assert main(["outputs", "-f", str(path), "summary"]) == 0
-        rows = (Path(capsys.readouterr().out.strip()) / "rows.txt").read_text()
+        rows = (committed_output(path, "summary", capsys) / "rows.txt").read_text()
         assert rows.splitlines() == sorted(["sample-a", "sample-b", "sample-c"] * 2)
     finally:
         for image in docker_runtime.api.images(name=f"dockyard/{pipeline_name}-rowstore"):

@@ -13,7 +13,7 @@ import pytest
 from dockyard.cli import main
 from dockyard.runtime.base import LABEL_INSTANCE, LABEL_PIPELINE
 from dockyard.runtime.docker import DockerRuntime
-from tests.conftest import BUSYBOX_IMAGE, WritePipeline
+from tests.conftest import BUSYBOX_IMAGE, WritePipeline, committed_output
 from tests.integration.test_resume_docker import engine_starts
 
 pytestmark = pytest.mark.docker
@@ -46,9 +46,7 @@ def test_three_stage_chain_streams_a_gigabyte_exactly(
               tee /tmp/copy | wc -c > /out/bytes; wait
     """)
     assert main(["run", "-f", str(path)]) == 0, capsys.readouterr()
-    capsys.readouterr()
-    assert main(["outputs", "-f", str(path), "count"]) == 0
-    out = Path(capsys.readouterr().out.strip())
+    out = committed_output(path, "count", capsys)
     expected = hashlib.md5(usedforsecurity=False)
     chunk = b"x" * (1 << 20)
     for _ in range(GIB // len(chunk)):
@@ -108,9 +106,7 @@ def test_consumer_killed_mid_stream_fails_the_pair_and_the_retry_succeeds(
     assert isinstance(consume, list) and isinstance(produce, list)
     assert [(a["state"], a["exit_code"]) for a in consume] == [("failed", 137), ("succeeded", 0)]
     assert [a["state"] for a in produce] == ["failed", "succeeded"]
-    capsys.readouterr()
-    assert main(["outputs", "-f", str(path), "consume"]) == 0
-    assert (Path(capsys.readouterr().out.strip()) / "received").read_text() == "fine\n"
+    assert (committed_output(path, "consume", capsys) / "received").read_text() == "fine\n"
 
 
 def test_failing_producer_stops_its_consumer_and_is_named(

@@ -9,7 +9,7 @@ import pytest
 
 from dockyard.cli import main
 from dockyard.volumes import VolumeStore
-from tests.conftest import BUSYBOX_IMAGE
+from tests.conftest import BUSYBOX_IMAGE, committed_output
 
 pytestmark = pytest.mark.docker
 
@@ -55,9 +55,7 @@ steps:
 """,
     )
     assert main(["run", "-f", str(builder)]) == 0, capsys.readouterr()
-    capsys.readouterr()
-    assert main(["outputs", "-f", str(builder), "use-table"]) == 0
-    assert (Path(capsys.readouterr().out.strip()) / "hit").read_text() == "c\tcytosine\n"
+    assert (committed_output(builder, "use-table", capsys) / "hit").read_text() == "c\tcytosine\n"
     live = VolumeStore(home).live("lookup")
     assert (live / "bases.tsv").read_text() == "a\tadenine\nc\tcytosine\n"  # read-only held
 
@@ -77,9 +75,7 @@ steps:
 """,
     )
     assert main(["run", "-f", str(reader)]) == 0
-    capsys.readouterr()
-    assert main(["outputs", "-f", str(reader), "lookup"]) == 0
-    assert (Path(capsys.readouterr().out.strip()) / "n").read_text().strip() == "2"
+    assert (committed_output(reader, "lookup", capsys) / "n").read_text().strip() == "2"
 
     # A rerun skips the build (cache: true, inputs unchanged) and snapshots the volume.
     assert main(["run", "-f", str(builder)]) == 0

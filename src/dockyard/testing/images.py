@@ -25,6 +25,7 @@ from dockyard.busybox import find_static_busybox
 
 BUSYBOX_IMAGE = "dockyard/busybox:latest"
 SQLITE_IMAGE = "dockyard/sqlite:latest"
+BASE_DIRECTORIES = ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "tmp", "etc", "root")
 
 
 def shared_libraries(binary: Path) -> list[Path]:
@@ -47,7 +48,7 @@ def busybox_tar(binary: Path, extra: Sequence[Path] = ()) -> bytes:
     ).stdout.split()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for directory in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "tmp", "etc", "root"):
+        for directory in BASE_DIRECTORIES:
             info = tarfile.TarInfo(directory)
             info.type = tarfile.DIRTYPE
             info.mode = 0o1777 if directory == "tmp" else 0o755
@@ -72,7 +73,7 @@ def busybox_tar(binary: Path, extra: Sequence[Path] = ()) -> bytes:
             info.size = len(data)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
-        added = {"bin", "sbin", "usr", "usr/bin", "usr/sbin", "tmp", "etc", "root"}
+        added = set(BASE_DIRECTORIES)
         for path in extra:
             parts = path.parts[1:]
             for depth in range(1, len(parts)):
