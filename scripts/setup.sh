@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian machine for dockyard: Docker Engine (Debian's docker.io),
-# a running dockerd, a virtualenv with dockyard installed, and the local busybox
-# image that the examples and tests use (no container registry is needed).
+# a running dockerd, debootstrap, a virtualenv with dockyard installed, and the local
+# busybox image that the tests use (no container registry is needed; the genomics
+# example's images are made from Debian packages by `dockyard run` on first use).
 # Safe to run again: every step checks before it acts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +14,15 @@ command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v docker >/dev/null 2>&1 || need_pkgs+=(docker.io)
 # The examples' image is made from Debian's static busybox (see dockyard/testing/images.py).
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
-# The tests render `dockyard report` pages in headless Chromium, and run a SQLite service.
+# The genomics example's images are made from Debian packages with debootstrap.
+[ -x /usr/sbin/debootstrap ] || need_pkgs+=(debootstrap)
+# The tests render `dockyard report` pages in headless Chromium, run a SQLite service, and
+# compare the genomics example's variant calls with the same tools run on the host.
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v sqlite3 >/dev/null 2>&1 || need_pkgs+=(sqlite3)
+for tool in bwa samtools bcftools; do
+  command -v "$tool" >/dev/null 2>&1 || need_pkgs+=("$tool")
+done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]} from Debian" >&2
   as_root apt-get update -qq

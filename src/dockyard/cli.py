@@ -127,6 +127,34 @@ def run(
 
 @cli.command()
 @file_option
+@click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="Make them again even when they exist.")
+def build(file: str, names: tuple[str, ...], force: bool) -> None:
+    """Make the images of `images:` (all, or the NAMES given) that the engine lacks."""
+    pf = load_pipeline(file)
+    declared = pf.pipeline.images
+    for name in names:
+        if name not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise UnknownReference(f"images: has no entry {name!r} (it has: {known})")
+    from dockyard.images import make_image, source_of, tag_of
+    from dockyard.runtime.docker import DockerRuntime
+
+    runtime = DockerRuntime()
+    try:
+        runtime.ping()
+        for name in names or tuple(declared):
+            tag = tag_of(pf, name, source_of(pf, declared[name]))
+            image = make_image(
+                pf, name, runtime, lambda m: err.print(Text(m)), accept_foreign=True, force=force
+            )
+            click.echo(f"{name}\t{tag}\t{image}")
+    finally:
+        runtime.close()
+
+
+@cli.command()
+@file_option
 @click.argument("run_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(file: str, run_id: str | None, as_json: bool) -> None:

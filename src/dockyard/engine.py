@@ -51,7 +51,7 @@ from dockyard.runtime.base import (
 from dockyard.schedule import Capacity
 from dockyard.services import LABEL_KEEP, Services
 from dockyard.spec.loader import PipelineFile
-from dockyard.store import RunRow, Store
+from dockyard.store import CacheHit, RunRow, Store
 from dockyard.stream import HELPER, SIGPIPE_EXIT, STREAM_DIR, helper_binary, make_fifos, wrap
 from dockyard.units import format_memory
 from dockyard.volumes import VolumeStore
@@ -139,13 +139,18 @@ class Executor:
         pool = pool_of(self.runtime, self.options.max_cpus, self.options.max_memory)
         services = self._services_used(graph)
         check_fits(graph, pool, self.service_need)
-        notes: list[str] = []
+        notes: list[Event] = []
+
+        def note(message: str) -> None:  # shown now, recorded once the run exists
+            notes.append(Event("image", self.clock(), detail={"message": message}))
+            self.report(notes[-1])
+
         images = resolve_images(
             self.pf,
             [i.image for i in graph.instances.values()]
             + [self.pf.pipeline.services[name].image for name in services],
             self.runtime,
-            notes,
+            note,
         )
         with RunLock(self.state_dir), contextlib.ExitStack() as held:
             self._take_volumes(graph, held)  # before the run exists: a refusal leaves no trace
@@ -165,8 +170,8 @@ class Executor:
                 ),
                 [(str(iid), iid.step) for iid in graph.order],
             )
-            for note in notes:
-                self.report(Event("image", self.clock(), detail={"message": note}))
+            for event in notes:
+                self.store.event(self.run_id, event.at, event.kind, None, event.detail)
             self.report(
                 Event(
                     "run-started",
@@ -376,8 +381,8 @@ class Executor:
         if not self.options.no_cache and all(graph.instances[i].cacheable for i in unit):
             for iid in unit:
                 hit = self.store.cache_get(self.keys[iid])
-                if hit is not None and Path(hit[1]).is_dir():
-                    hits[iid] = hit
+                if hit is not None and Path(hit.path).is_dir() and self._volumes_hold(hit):
+                    hits[iid] = (hit.output, hit.path)
         if len(hits) < len(unit):  # a streamed chain is reused whole or not at all
             for iid in unit:
                 self.store.set_instance(self.run_id, str(iid), cache_key=self.keys[iid])
@@ -395,6 +400,21 @@ class Executor:
             self.digests[iid], self.paths[iid] = digest, Path(path)
             self.observed[iid] = replace(self.observed[iid], phase=Phase.SUCCEEDED)
             self.report(Event("cached", self.clock(), str(iid), {"output": digest}))
+
+    def _volumes_hold(self, hit: CacheHit) -> bool:
+        """Whether the volumes a cached step wrote still hold what it left there."""
+        return all(
+            volume in self.live_volumes
+            and self.hasher.digest(self.live_volumes[volume], may_change=True) == digest
+            for volume, digest in hit.volumes.items()
+        )
+
+    def _written_by(self, instance: Instance) -> dict[str, str]:
+        return {
+            volume: self.hasher.digest(self.live_volumes[volume], may_change=True)
+            for volume, _, readonly in instance.volumes
+            if not readonly
+        }
 
     def _adopt(self, graph: Graph, orphans: list[ContainerInfo]) -> None:
         """Wait for the containers of a dead run that are still what this run needs."""
@@ -682,8 +702,16 @@ class Executor:
                     self.store.set_instance(
                         self.run_id, name, state="succeeded", output=out.digest, reason=None
                     )
-                    if graph.instances[iid].cacheable:
-                        self.store.cache_put(self.keys[iid], out.digest, self.run_id, name, ended)
+                    instance = graph.instances[iid]
+                    if instance.cacheable:
+                        self.store.cache_put(
+                            self.keys[iid],
+                            out.digest,
+                            self.run_id,
+                            name,
+                            ended,
+                            self._written_by(instance),
+                        )
             for iid, out in committed.items():
                 self.digests[iid], self.paths[iid] = out.digest, out.path
                 self.observed[iid] = replace(self.observed[iid], phase=Phase.SUCCEEDED, reason=None)

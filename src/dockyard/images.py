@@ -1,59 +1,146 @@
-"""Resolve the images a run needs: local ones, pulled ones, and ones built from ``images:``."""
+"""Resolve the images a run needs: local ones, pulled ones, and ones made from ``images:``.
+
+An ``images:`` entry is made from a Dockerfile context (``build``) or from Debian packages
+(``debian``, see :mod:`dockyard.debian`). Every image dockyard makes carries the digest of
+what it was made from in the ``dockyard.context`` label, so an unchanged source is never
+built twice and a changed one always is.
+
+A step may use an entry as ``image: {ref: NAME}``, or name the entry's ``tag`` as an
+ordinary image reference (``image: dockyard/bwa:0.7.17``): then the entry says how to make
+that image when this engine does not have it (as Compose's ``build:`` beside ``image:``),
+and an image of that name that dockyard did not make, say one pulled from a registry, is
+used as it is.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
+from dockyard import debian
 from dockyard.errors import ImageError
 from dockyard.outputs import tree_digest
 from dockyard.runtime.base import LABEL_PIPELINE, Runtime
 from dockyard.spec.loader import PipelineFile
-from dockyard.spec.model import ImageSpec
+from dockyard.spec.model import ImageBuild, ImageSpec
+from dockyard.volumes import data_root
 
-LABEL_CONTEXT = "dockyard.context"
+LABEL_CONTEXT = "dockyard.context"  # "<kind>:<digest>" of what the image was made from
+
+Note = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    del message
 
 
 def image_key(image: ImageSpec) -> str:
     return f"ref:{image.ref}" if image.ref is not None else str(image.name)
 
 
+def recipe_for_tag(pf: PipelineFile, ref: str) -> str | None:
+    """The ``images:`` entry whose ``tag`` is ``ref``, if any."""
+    for name, spec in pf.pipeline.images.items():
+        if spec.tag == ref:
+            return name
+    return None
+
+
 def resolve_images(
-    pf: PipelineFile, images: Iterable[ImageSpec], runtime: Runtime, log: list[str] | None = None
+    pf: PipelineFile, images: Iterable[ImageSpec], runtime: Runtime, note: Note = _quiet
 ) -> dict[str, str]:
-    """Map each image (by :func:`image_key`) to the engine's image id, building or pulling."""
+    """Map each image (by :func:`image_key`) to the engine's image id, making or pulling."""
     resolved: dict[str, str] = {}
     for image in images:
         key = image_key(image)
         if key in resolved:
             continue
         if image.ref is not None:
-            resolved[key] = _build(pf, image.ref, runtime, log)
-        else:
-            assert image.name is not None
-            found = runtime.image_id(image.name)
-            if found is None:
-                if log is not None:
-                    log.append(f"pulling {image.name}")
-                try:
-                    found = runtime.pull(image.name)
-                except ImageError as exc:
-                    raise ImageError(
-                        f"{exc.message}. Build or load it first (see README: tests and examples "
-                        "build their images locally)",
-                        pipeline=pf.pipeline.name,
-                    ) from exc
-            resolved[key] = found
+            resolved[key] = make_image(pf, image.ref, runtime, note)
+            continue
+        assert image.name is not None
+        recipe = recipe_for_tag(pf, image.name)
+        if recipe is not None:
+            resolved[key] = make_image(pf, recipe, runtime, note, accept_foreign=True)
+            continue
+        found = runtime.image_id(image.name)
+        if found is None:
+            note(f"pulling {image.name}")
+            try:
+                found = runtime.pull(image.name)
+            except ImageError as exc:
+                raise ImageError(
+                    f"{exc.message}. Build or load it first, or give it an images: entry "
+                    "(see README: no container registry is needed)",
+                    pipeline=pf.pipeline.name,
+                ) from exc
+        resolved[key] = found
     return resolved
 
 
-def _build(pf: PipelineFile, name: str, runtime: Runtime, log: list[str] | None) -> str:
+def source_of(pf: PipelineFile, spec: ImageBuild) -> str:
+    """``kind:digest`` of what ``spec`` is made from (the value of ``dockyard.context``)."""
+    if spec.debian is not None:
+        return f"debian:{debian.recipe_of(spec.debian).digest}"
+    assert spec.build is not None
+    return f"context:{tree_digest((pf.root / spec.build).resolve())[0]}"
+
+
+def tag_of(pf: PipelineFile, name: str, source: str) -> str:
     spec = pf.pipeline.images[name]
-    context = (pf.root / spec.build).resolve()
-    digest = tree_digest(context)[0]  # names, exec bits and contents of the context
-    tag = spec.tag or f"dockyard/{pf.pipeline.name}-{name}:{digest[:12]}"
-    existing = runtime.image_id(tag)
-    if existing is not None and runtime.image_labels(tag).get(LABEL_CONTEXT) == digest:
-        return existing
-    if log is not None:
-        log.append(f"building image {name} from {spec.build} as {tag}")
-    return runtime.build(context, tag, {LABEL_CONTEXT: digest, LABEL_PIPELINE: pf.pipeline.name})
+    return spec.tag or f"dockyard/{pf.pipeline.name}-{name}:{source.split(':', 1)[1][:12]}"
+
+
+def make_image(
+    pf: PipelineFile,
+    name: str,
+    runtime: Runtime,
+    note: Note = _quiet,
+    *,
+    accept_foreign: bool = False,
+    force: bool = False,
+) -> str:
+    """The id of ``images.NAME``, made only when no image of the same source exists.
+
+    ``accept_foreign``: an image of the tag that dockyard did not make (no label) is used
+    as it is. ``force``: make it again even when it exists.
+    """
+    spec = pf.pipeline.images[name]
+    source = source_of(pf, spec)
+    tag = tag_of(pf, name, source)
+    if not force:
+        existing = runtime.image_id(tag)
+        if existing is not None:
+            made_from = runtime.image_labels(tag).get(LABEL_CONTEXT)
+            if made_from == source or (made_from is None and accept_foreign):
+                return existing
+        same = runtime.find_image({LABEL_CONTEXT: source})
+        if same is not None:  # made before under another name
+            runtime.tag_image(same, tag)
+            return same
+    began = time.monotonic()
+    if spec.debian is not None:
+        image = _make_debian(spec, tag, source, runtime, lambda m: note(f"image {name}: {m}"))
+    else:
+        assert spec.build is not None
+        note(f"image {name}: building {spec.build} as {tag}")
+        image = runtime.build(
+            (pf.root / spec.build).resolve(),
+            tag,
+            {LABEL_CONTEXT: source, LABEL_PIPELINE: pf.pipeline.name},
+        )
+    note(f"image {name}: made {tag} in {time.monotonic() - began:.0f} s")
+    return image
+
+
+def _make_debian(spec: ImageBuild, tag: str, source: str, runtime: Runtime, note: Note) -> str:
+    assert spec.debian is not None
+    recipe = debian.recipe_of(spec.debian)
+    mirror = debian.debian_mirror(recipe.suite)
+    root = data_root()
+    debs = root / "cache" / "debootstrap" / f"{recipe.suite}-{recipe.arch}"
+    with debian.Workdir(root / "build") as work:
+        tarball = debian.bootstrap_tarball(recipe, mirror, work, debs, note)
+        return runtime.import_image(
+            tarball, tag, {LABEL_CONTEXT: source}, debian.IMAGE_ENV, ["bash"]
+        )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,8 +103,20 @@ MIGRATIONS: Sequence[str] = (
     """
     ALTER TABLE runs ADD COLUMN images TEXT;
     """,
+    # 5: what a cached step left in the volumes it writes (JSON: volume -> tree digest);
+    # the entry holds only while they still hold that.
+    """
+    ALTER TABLE cache ADD COLUMN volumes TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    output: str  # the committed output's digest
+    path: str
+    volumes: dict[str, str]  # what the step left in each volume it writes
 
 
 @dataclass(frozen=True)
@@ -267,19 +279,30 @@ class Store:
             "INSERT OR IGNORE INTO outputs VALUES (?,?,?,?,?)", (digest, path, size, files, at)
         )
 
-    def cache_put(self, key: str, output: str, run_id: str, instance: str, at: float) -> None:
+    def cache_put(
+        self,
+        key: str,
+        output: str,
+        run_id: str,
+        instance: str,
+        at: float,
+        volumes: Mapping[str, str] | None = None,
+    ) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO cache VALUES (?,?,?,?,?)", (key, output, run_id, instance, at)
+            "INSERT OR REPLACE INTO cache VALUES (?,?,?,?,?,?)",
+            (key, output, run_id, instance, at, json.dumps(dict(volumes)) if volumes else None),
         )
 
-    def cache_get(self, key: str) -> tuple[str, str] | None:
-        """The committed output (digest, path) recorded for a cache key."""
+    def cache_get(self, key: str) -> CacheHit | None:
+        """The committed output recorded for a cache key, and the volumes it wrote."""
         row = self.db.execute(
-            "SELECT o.digest, o.path FROM cache c JOIN outputs o ON o.digest = c.output "
-            "WHERE c.key=?",
+            "SELECT o.digest, o.path, c.volumes FROM cache c "
+            "JOIN outputs o ON o.digest = c.output WHERE c.key=?",
             (key,),
         ).fetchone()
-        return None if row is None else (str(row[0]), str(row[1]))
+        if row is None:
+            return None
+        return CacheHit(str(row[0]), str(row[1]), json.loads(row[2]) if row[2] else {})
 
     def file_hash(self, path: str) -> tuple[int, int, int, str] | None:
         row = self.db.execute(

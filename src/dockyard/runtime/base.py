@@ -6,7 +6,7 @@ adapters translate them into these dataclasses and into :mod:`dockyard.errors`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -104,6 +104,22 @@ class Runtime(Protocol):
 
     def build(self, context: Path, tag: str, labels: Mapping[str, str]) -> str:
         """Build ``context``'s Dockerfile as ``tag``; return the image id."""
+
+    def import_image(
+        self,
+        tarball: Path,
+        tag: str,
+        labels: Mapping[str, str],
+        env: Mapping[str, str],
+        command: Sequence[str],
+    ) -> str:
+        """Make an image of a root file system packed as ``tarball``; return its id."""
+
+    def find_image(self, labels: Mapping[str, str]) -> str | None:
+        """The id of a local image carrying all of ``labels``, or None."""
+
+    def tag_image(self, image: str, ref: str) -> None:
+        """Give the local image ``image`` the name ``ref`` too."""
 
     def image_labels(self, ref: str) -> Mapping[str, str]: ...
 

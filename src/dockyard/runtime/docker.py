@@ -7,8 +7,9 @@ types and errors.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,43 @@ class DockerRuntime:
         if image is None:
             raise ImageError(f"image {ref!r} could not be pulled")
         return image
+
+    def import_image(
+        self,
+        tarball: Path,
+        tag: str,
+        labels: Mapping[str, str],
+        env: Mapping[str, str],
+        command: Sequence[str],
+    ) -> str:
+        changes = [f"ENV {k}={v}" for k, v in env.items()]
+        changes += [f"LABEL {k}={v}" for k, v in labels.items()]
+        changes.append(f"CMD {json.dumps(list(command))}")
+        repository, version = _split_ref(tag)
+        try:
+            self.api.import_image_from_file(
+                str(tarball), repository=repository, tag=version, changes=changes
+            )
+        except requests.exceptions.ConnectionError as exc:
+            raise _engine_error(exc) from exc
+        except docker.errors.APIError as exc:
+            raise ImageError(f"importing {tag}: {exc.explanation or exc}") from exc
+        image = self.image_id(tag)
+        if image is None:
+            raise ImageError(f"importing {tag} produced no image")
+        return image
+
+    def find_image(self, labels: Mapping[str, str]) -> str | None:
+        with _translated("listing images"):
+            found = self.api.images(
+                filters={"label": [f"{k}={v}" for k, v in labels.items()]}, quiet=True
+            )
+        return str(found[0]) if found else None
+
+    def tag_image(self, image: str, ref: str) -> None:
+        repository, version = _split_ref(ref)
+        with _translated(f"tagging {image} as {ref}"):
+            self.api.tag(image, repository, tag=version)
 
     def build(self, context: Path, tag: str, labels: Mapping[str, str]) -> str:
         log: list[str] = []

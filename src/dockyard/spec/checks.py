@@ -57,11 +57,21 @@ def check_pipeline(pipeline: Pipeline, root: Path, locator: Locator, shown: str)
                     _unknown("volume", volume, pipeline.volumes),
                     key=True,
                 )
+    tags: dict[str, str] = {}
     for name, image in pipeline.images.items():
-        loc = ["images", name, "build"]
-        context = _inside(out, root, loc, image.build)
-        if context is not None and not (context / "Dockerfile").is_file():
-            out.add(loc, f"expected a directory with a Dockerfile, found {image.build!r}")
+        if image.build is not None:
+            loc = ["images", name, "build"]
+            context = _inside(out, root, loc, image.build)
+            if context is not None and not (context / "Dockerfile").is_file():
+                out.add(loc, f"expected a directory with a Dockerfile, found {image.build!r}")
+        if image.tag is not None:
+            if image.tag in tags:
+                out.add(
+                    ["images", name, "tag"],
+                    f"expected a tag of its own, found {image.tag!r}, "
+                    f"which images.{tags[image.tag]} already has",
+                )
+            tags.setdefault(image.tag, name)
     for name, declared in pipeline.volumes.items():
         if declared.seed is not None:
             _inside(out, root, ["volumes", name, "seed"], declared.seed)
@@ -265,6 +275,13 @@ def _check_inputs(
 ) -> None:
     for name, raw in step.inputs.items():
         where = [*loc, "inputs", name]
+        if name in step.upstream:
+            out.add(
+                where,
+                f"expected another name: /in/{name} is where the output of step {name!r} "
+                "that this step needs is mounted",
+                key=True,
+            )
         try:
             paths = {
                 interpolate(raw, combo) for combo in itertools.islice(combinations(values), 1000)

@@ -24,6 +24,8 @@ from dockyard.units import parse_duration, parse_memory
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEB_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1
+DEB_SUITE_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 DEFAULT_CPUS = 1.0
 DEFAULT_IMAGE = "busybox:1.36"
 DEFAULT_MEMORY = 256 * 1024**2
@@ -74,7 +76,18 @@ def _container_path(value: object) -> str:
     return "/" + "/".join(parts)
 
 
+def _pattern(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"expected {what}, found {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
 Name = Annotated[str, AfterValidator(_check_name)]
+DebPackage = Annotated[str, _pattern(DEB_PACKAGE_RE, "a Debian package name like samtools")]
+DebSuite = Annotated[str, _pattern(DEB_SUITE_RE, "a Debian suite like bookworm")]
 Var = Annotated[str, AfterValidator(_check_var)]
 Memory = Annotated[int, PlainValidator(parse_memory)]
 Duration = Annotated[float, PlainValidator(parse_duration)]
@@ -153,9 +166,28 @@ class Healthcheck(_Model):
     retries: int = Field(default=60, ge=1)
 
 
+class DebianImage(_Model):
+    """An image made offline from Debian packages: ``debootstrap --variant=minbase``."""
+
+    include: list[DebPackage] = Field(min_length=1)
+    suite: DebSuite | None = None  # default: this machine's Debian release
+
+
 class ImageBuild(_Model):
-    build: str
+    """How to make an image: a Dockerfile context (``build``) or Debian packages (``debian``)."""
+
+    build: str | None = None
+    debian: DebianImage | None = None
     tag: str | None = None
+
+    @model_validator(mode="after")
+    def _one_recipe(self) -> ImageBuild:
+        if (self.build is None) == (self.debian is None):
+            raise ValueError(
+                "expected exactly one of build (a directory with a Dockerfile) or "
+                "debian (packages to install)"
+            )
+        return self
 
 
 class Volume(_Model):

@@ -9,11 +9,13 @@ scheduled per container label.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import shlex
+import tarfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -64,13 +66,18 @@ class FakeRuntime:
         self.started: list[str] = []
         self.started_instances: list[str] = []  # the dockyard.instance label of each start
         self.network_names: dict[str, dict[str, str]] = {}
+        self.labels: dict[str, dict[str, str]] = {}  # image id -> its labels
+        self.imported: list[str] = []  # tags made by import_image, in order
         self.running_now = 0
         self.max_running = 0
 
     # -- test controls --------------------------------------------------------------------------
 
-    def add_image(self, ref: str, image_id: str | None = None) -> str:
+    def add_image(
+        self, ref: str, image_id: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> str:
         self.images[ref] = image_id or f"sha256:{abs(hash(ref)):064x}"[:71]
+        self.labels[self.images[ref]] = dict(labels or {})
         return self.images[ref]
 
     def inject(self, instance: str, *faults: Fault) -> None:
@@ -97,7 +104,30 @@ class FakeRuntime:
         return self.images.get(ref)
 
     def image_labels(self, ref: str) -> Mapping[str, str]:
-        return {}
+        return self.labels.get(self.images.get(ref, ref), {})
+
+    def import_image(
+        self,
+        tarball: Path,
+        tag: str,
+        labels: Mapping[str, str],
+        env: Mapping[str, str],
+        command: Sequence[str],
+    ) -> str:
+        if not tarfile.is_tarfile(tarball):
+            raise ImageError(f"importing {tag}: {tarball} is not a tar file")
+        self.imported.append(tag)
+        digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+        return self.add_image(tag, f"sha256:{digest}", labels)
+
+    def find_image(self, labels: Mapping[str, str]) -> str | None:
+        for image, carried in self.labels.items():
+            if all(carried.get(k) == v for k, v in labels.items()):
+                return image
+        return None
+
+    def tag_image(self, image: str, ref: str) -> None:
+        self.images[ref] = image
 
     def image_command(self, ref: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return (), ("sh",)
@@ -134,7 +164,7 @@ class FakeRuntime:
     def build(self, context: Path, tag: str, labels: Mapping[str, str]) -> str:
         if not (context / "Dockerfile").is_file():
             raise ImageError(f"building {context} as {tag} failed: no Dockerfile")
-        return self.add_image(tag)
+        return self.add_image(tag, labels=labels)
 
     def create(self, spec: ContainerSpec) -> str:
         self._check()
