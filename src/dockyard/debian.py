@@ -64,7 +64,7 @@ class Recipe:
         return recipe_digest(self)
 
     def describe(self) -> str:
-        return f"debootstrap {self.suite}/{self.arch} minbase + {', '.join(self.include)}"
+        return f"{self.suite}/{self.arch} minbase + {', '.join(self.include)}"
 
 
 def recipe_digest(recipe: Recipe) -> str:
@@ -228,15 +228,15 @@ def bootstrap_tarball(
         mirror,
     ]
     if note is not None:
-        note(f"{recipe.describe()} from {mirror}")
+        note(f"debootstrap {recipe.describe()} from {mirror}")
     log = workdir / "debootstrap.log"
     with log.open("wb") as sink:
         done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-8:]
         raise ImageError(
-            f"debootstrap failed (exit {done.returncode}) for {recipe.describe()} from "
-            f"{mirror}:\n  " + "\n  ".join(tail)
+            f"debootstrap of {recipe.describe()} from {mirror} failed "
+            f"(exit {done.returncode}):\n  " + "\n  ".join(tail)
         )
     trim(root)
     tarball = workdir / "rootfs.tar"

@@ -105,6 +105,15 @@ def make_image(
     ``accept_foreign``: an image of the tag that dockyard did not make (no label) is used
     as it is. ``force``: make it again even when it exists.
     """
+    try:
+        return _make(pf, name, runtime, note, accept_foreign, force)
+    except ImageError as exc:
+        raise ImageError(f"images.{name}: {exc.message}", pipeline=pf.pipeline.name) from exc
+
+
+def _make(
+    pf: PipelineFile, name: str, runtime: Runtime, note: Note, accept_foreign: bool, force: bool
+) -> str:
     spec = pf.pipeline.images[name]
     source = source_of(pf, spec)
     tag = tag_of(pf, name, source)

@@ -115,7 +115,8 @@ def test_genomics_example_calls_the_planted_variants_like_native_tools_and_rerun
         total_planted += len(planted[sample])
     recall, precision = found / total_planted, found / total_calls
     with capsys.disabled():
-        print(f"\nrecall {recall:.3f}, precision {precision:.3f}, genotypes {right_genotype}/{found}")
+        print(f"\nrecall {recall:.3f}, precision {precision:.3f}, ", end="")
+        print(f"genotypes right {right_genotype}/{found}")
     assert total_planted > 100
     assert recall >= 0.95 and precision >= 0.95
     assert right_genotype >= 0.95 * found
@@ -135,6 +136,17 @@ def test_genomics_example_calls_the_planted_variants_like_native_tools_and_rerun
         native = native_calls(tmp_path / f"native-{sample}", reference / "ref.fa", reads, sample)
         ours = committed_output(example, f"call[{sample}]", capsys) / "calls.vcf.gz"
         assert records(ours) == records(native), sample
+
+    # The images exist now: `dockyard build` lists them and makes nothing.
+    assert main(["build", "-f", str(example)]) == 0
+    listed = capsys.readouterr()
+    assert "debootstrap" not in listed.err
+    assert [line.split("\t")[1] for line in listed.out.splitlines()] == [
+        "dockyard/python3:bookworm",
+        "dockyard/bwa:0.7.17",
+        "dockyard/samtools:1.16",
+        "dockyard/postgres:15",
+    ]
 
     # A second run reuses the reference index and every result: no container starts.
     assert main(["run", "-f", str(example)]) == 0

@@ -40,7 +40,9 @@ def test_deb822_sources_give_uris_suites_and_components(tmp_path: Path) -> None:
     )
     found = apt_sources(tmp_path / "none.list", tmp_path / "d")
     assert found == [
-        AptSource("http://mirror.example/debian", ("bookworm", "bookworm-updates"), ("main", "contrib")),
+        AptSource(
+            "http://mirror.example/debian", ("bookworm", "bookworm-updates"), ("main", "contrib")
+        ),
         AptSource("http://mirror.example/debian-security", ("bookworm-security",), ("main",)),
     ]
 
@@ -79,7 +81,7 @@ def test_the_default_suite_is_this_machines_release(tmp_path: Path) -> None:
     )
     assert host_suite(release) == "bookworm"
     other = write(tmp_path / "other", "ID=fedora\nVERSION_CODENAME=\n")
-    with pytest.raises(ImageError, match="not Debian.*debian.suite"):
+    with pytest.raises(ImageError, match=r"not Debian.*debian\.suite"):
         host_suite(other)
 
 
