@@ -271,3 +271,37 @@ def test_second_run_of_the_same_pipeline_is_refused_while_one_holds_the_lock(
     path = write_pipeline(DIAMOND)
     with RunLock(path.parent / ".dockyard"), pytest.raises(PlanError, match="in progress"):
         execute(path, runtime)
+
+
+def test_a_cached_volume_writer_holds_only_while_its_volume_holds_what_it_left(
+    write_pipeline: WritePipeline,
+    runtime: FakeRuntime,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dockyard.volumes import VolumeStore
+
+    monkeypatch.setenv("DOCKYARD_HOME", str(tmp_path / "home"))
+    path = write_pipeline(
+        """
+        version: 1
+        name: writer
+        defaults: {image: busybox:1.36, resources: {cpus: 0.5, memory: 32m}}
+        volumes: {idx: {}}
+        steps:
+          build: {volumes: {idx: /idx}, cache: true, command: "echo built > /idx/index"}
+          use:
+            needs: [build]
+            volumes: {idx: {path: /idx, readonly: true}}
+            command: "cat /idx/index > /out/seen"
+        """
+    )
+
+    def cached() -> dict[str, int]:
+        run_id, store, _ = execute(path, runtime)
+        return {r.instance: r.cached for r in store.instances(run_id)}
+
+    assert cached() == {"build": 0, "use": 0}
+    assert cached() == {"build": 1, "use": 1}
+    (VolumeStore().live("idx") / "index").unlink()  # someone emptied the volume
+    assert cached() == {"build": 0, "use": 1}  # the same content again: its reader holds
