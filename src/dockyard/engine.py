@@ -36,6 +36,7 @@ from dockyard.lock import RunLock
 from dockyard.outputs import commit, discard
 from dockyard.plan import Block, Observed, Outcome, Phase, Reason, Start, after_attempt, plan
 from dockyard.preflight import check_fits, graph_of, pool_of, project_id
+from dockyard.run_volumes import RunVolumes
 from dockyard.runtime.base import (
     LABEL_ATTEMPT,
     LABEL_INSTANCE,
@@ -51,10 +52,9 @@ from dockyard.runtime.base import (
 from dockyard.schedule import Capacity
 from dockyard.services import LABEL_KEEP, Services
 from dockyard.spec.loader import PipelineFile
-from dockyard.store import CacheHit, RunRow, Store
+from dockyard.store import RunRow, Store
 from dockyard.stream import HELPER, SIGPIPE_EXIT, STREAM_DIR, helper_binary, make_fifos, wrap
 from dockyard.units import format_memory
-from dockyard.volumes import VolumeStore
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -121,9 +121,7 @@ class Executor:
         self.image_commands: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.cpu_pools: dict[tuple[InstanceId, int], str | None] = {}
         self.own_cgroups = False  # may dockyard make cgroups for the engine's containers?
-        self.volumes = VolumeStore()
-        self.live_volumes: dict[str, Path] = {}
-        self.written_volumes: list[str] = []
+        self.volumes = RunVolumes(pf)
         self.service_need = Capacity(0, 0)
         self.services: Services | None = None
         self.runner = AttemptRunner(runtime, self.results, clock, sleep, engine_patience)
@@ -153,7 +151,8 @@ class Executor:
             note,
         )
         with RunLock(self.state_dir), contextlib.ExitStack() as held:
-            self._take_volumes(graph, held)  # before the run exists: a refusal leaves no trace
+            # Before the run exists: a refusal leaves no trace.
+            self.volumes.take(graph, held, wait=self.options.wait_for_volumes)
             self.run_id = self.new_id()
             self.store.create_run(
                 RunRow(
@@ -184,15 +183,8 @@ class Executor:
                     },
                 )
             )
-            for volume in self.written_volumes:
-                snap = self.volumes.snapshot(volume)
-                self.report(
-                    Event(
-                        "volume",
-                        self.clock(),
-                        detail={"volume": volume, "snapshot": snap.id, "when": "before"},
-                    )
-                )
+            for event in self.volumes.snapshot_written("before", self.clock()):
+                self.report(event)
             return self._run_locked(graph, pool, images)
 
     def _services_used(self, graph: Graph) -> list[str]:
@@ -203,35 +195,12 @@ class Executor:
             self.service_need = self.service_need + Capacity.of(resources.cpus, resources.memory)
         return names
 
-    def _take_volumes(self, graph: Graph, held: contextlib.ExitStack) -> None:
-        """Create the volumes this run uses and lock them (writers alone, readers together).
-        The ones it may write are snapshotted first, so that a failed run can be rolled back."""
-        writes: dict[str, bool] = {}
-        for instance in graph.instances.values():
-            for volume, _, readonly in instance.volumes:
-                writes[volume] = writes.get(volume, False) or not readonly
-        for name in {n for i in graph.instances.values() for n in i.services}:
-            for volume, mount in self.pf.pipeline.services[name].volumes.items():
-                writes[volume] = writes.get(volume, False) or not mount.readonly
-        for volume in sorted(writes):
-            seed = self.pf.pipeline.volumes[volume].seed
-            self.live_volumes[volume] = self.volumes.ensure(
-                volume, (self.pf.root / seed).resolve() if seed else None
-            )
-            held.enter_context(
-                self.volumes.lock(
-                    volume, exclusive=writes[volume], wait=self.options.wait_for_volumes
-                )
-            )
-            if writes[volume]:
-                self.written_volumes.append(volume)
-
     def _run_locked(self, graph: Graph, pool: Capacity, images: dict[str, str]) -> str:
         self.services = Services(
             self.runtime,
             self.pf.pipeline.services,
             images,
-            self.live_volumes,
+            self.volumes.live,
             {
                 LABEL_PIPELINE: self.pf.pipeline.name,
                 LABEL_PROJECT: self.project,
@@ -364,14 +333,7 @@ class Executor:
             instance = graph.instances[iid]
             inputs = [(n, self.hasher.digest(self._input_path(rel))) for n, rel in instance.inputs]
             upstream = [(m.target, self.digests[m.source]) for m in instance.upstream]
-            upstream += [
-                (
-                    f"volume:{volume}:{path}",
-                    self.hasher.digest(self.live_volumes[volume], may_change=True),
-                )
-                for volume, path, readonly in instance.volumes
-                if readonly
-            ]
+            upstream += self.volumes.read_keys(instance, self.hasher)
             if instance.stdin is not None:  # what streams in is known only by its key
                 upstream.append(("stdin", self.keys[instance.stdin]))
             self.keys[iid] = cache_key(
@@ -381,7 +343,11 @@ class Executor:
         if not self.options.no_cache and all(graph.instances[i].cacheable for i in unit):
             for iid in unit:
                 hit = self.store.cache_get(self.keys[iid])
-                if hit is not None and Path(hit.path).is_dir() and self._volumes_hold(hit):
+                if (
+                    hit is not None
+                    and Path(hit.path).is_dir()
+                    and self.volumes.hold(hit.volumes, self.hasher)
+                ):
                     hits[iid] = (hit.output, hit.path)
         if len(hits) < len(unit):  # a streamed chain is reused whole or not at all
             for iid in unit:
@@ -400,21 +366,6 @@ class Executor:
             self.digests[iid], self.paths[iid] = digest, Path(path)
             self.observed[iid] = replace(self.observed[iid], phase=Phase.SUCCEEDED)
             self.report(Event("cached", self.clock(), str(iid), {"output": digest}))
-
-    def _volumes_hold(self, hit: CacheHit) -> bool:
-        """Whether the volumes a cached step wrote still hold what it left there."""
-        return all(
-            volume in self.live_volumes
-            and self.hasher.digest(self.live_volumes[volume], may_change=True) == digest
-            for volume, digest in hit.volumes.items()
-        )
-
-    def _written_by(self, instance: Instance) -> dict[str, str]:
-        return {
-            volume: self.hasher.digest(self.live_volumes[volume], may_change=True)
-            for volume, _, readonly in instance.volumes
-            if not readonly
-        }
 
     def _adopt(self, graph: Graph, orphans: list[ContainerInfo]) -> None:
         """Wait for the containers of a dead run that are still what this run needs."""
@@ -710,7 +661,7 @@ class Executor:
                             self.run_id,
                             name,
                             ended,
-                            self._written_by(instance),
+                            self.volumes.written_by(instance, self.hasher),
                         )
             for iid, out in committed.items():
                 self.digests[iid], self.paths[iid] = out.digest, out.path
@@ -786,13 +737,8 @@ class Executor:
         if self.own_cgroups:
             cgroups.sweep(f"{self.project}-")
         self.hasher.flush()
-        for volume in self.written_volumes:  # what the run produced, for lineage
-            snap = self.volumes.snapshot(volume)
-            self.report(
-                Event(
-                    "volume", now, detail={"volume": volume, "snapshot": snap.id, "when": "after"}
-                )
-            )
+        for event in self.volumes.snapshot_written("after", now):  # what the run produced
+            self.report(event)
         self.store.finish_run(self.run_id, state, now, message)
         self.report(Event("run-ended", now, detail={"run": self.run_id, "state": state}))
 
@@ -852,8 +798,7 @@ class Executor:
             binds.append(Bind(str(self.paths[mount.source]), mount.target))
         for name, rel in instance.inputs:
             binds.append(Bind(str(self._input_path(rel)), f"/in/{name}"))
-        for volume, path, readonly in instance.volumes:
-            binds.append(Bind(str(self.live_volumes[volume]), path, readonly=readonly))
+        binds += self.volumes.binds(instance)
         return tuple(binds)
 
 
