@@ -137,20 +137,20 @@ def build(file: str, names: tuple[str, ...], force: bool) -> None:
         if name not in declared:
             known = ", ".join(sorted(declared)) or "none"
             raise UnknownReference(f"images: has no entry {name!r} (it has: {known})")
-    from dockyard.images import make_image, source_of, tag_of
+    from dockyard.images import make_images, source_of, tag_of
     from dockyard.runtime.docker import DockerRuntime
 
+    wanted = list(dict.fromkeys(names)) or list(declared)
     runtime = DockerRuntime()
     try:
         runtime.ping()
-        for name in names or tuple(declared):
-            tag = tag_of(pf, name, source_of(pf, declared[name]))
-            image = make_image(
-                pf, name, runtime, lambda m: err.print(Text(m)), accept_foreign=True, force=force
-            )
-            click.echo(f"{name}\t{tag}\t{image}")
+        made = make_images(
+            pf, [(n, True) for n in wanted], runtime, lambda m: err.print(Text(m)), force=force
+        )
     finally:
         runtime.close()
+    for name in wanted:
+        click.echo(f"{name}\t{tag_of(pf, name, source_of(pf, declared[name]))}\t{made[name]}")
 
 
 @cli.command()

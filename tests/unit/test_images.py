@@ -8,14 +8,16 @@ real Debian images on the real engine.
 from __future__ import annotations
 
 import tarfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dockyard import debian
 from dockyard.errors import ImageError
-from dockyard.images import LABEL_CONTEXT, make_image, resolve_images, source_of
+from dockyard.images import LABEL_CONTEXT, make_image, make_images, resolve_images, source_of
 from dockyard.spec import load_pipeline
 from dockyard.spec.model import ImageSpec
 from dockyard.testing.fake import FakeRuntime
@@ -72,8 +74,8 @@ def test_recipes_are_made_once_then_reused(
     runtime = FakeRuntime()
     first = resolve_images(pf, WANTED, runtime)
     assert sorted(r.include for r in bootstraps) == [("bwa",), ("samtools",)]
-    assert runtime.imported[0] == "demo/bwa:1"
-    assert runtime.imported[1].startswith("dockyard/imgs-tools:")
+    assert sorted(runtime.imported)[0] == "demo/bwa:1"
+    assert sorted(runtime.imported)[1].startswith("dockyard/imgs-tools:")
     again = resolve_images(pf, WANTED, runtime)
     assert again == first and len(bootstraps) == 2
     assert runtime.image_labels("demo/bwa:1")[LABEL_CONTEXT].startswith("debian:")
@@ -119,3 +121,36 @@ def test_an_image_without_recipe_or_registry_is_refused_with_advice(
     pf = load_pipeline(write_pipeline(PIPELINE))
     with pytest.raises(ImageError, match=r"'demo/other:2'.*images: entry"):
         resolve_images(pf, [ImageSpec.model_validate("demo/other:2")], FakeRuntime())
+
+
+def test_distinct_recipes_are_made_side_by_side_and_shared_ones_once(
+    write_pipeline: WritePipeline, bootstraps: list[debian.Recipe], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pf = load_pipeline(
+        write_pipeline(
+            """
+            version: 1
+            name: side
+            images:
+              bwa: {debian: {include: [bwa]}, tag: "demo/bwa:1"}
+              aligner: {debian: {include: [bwa]}, tag: "demo/aligner:1"}
+              tools: {debian: {include: [samtools]}}
+            steps:
+              a: {image: "demo/bwa:1", command: "true"}
+              b: {image: "demo/aligner:1", command: "true"}
+              c: {image: {ref: tools}, command: "true"}
+            """
+        )
+    )
+    together = threading.Barrier(2, timeout=10)  # broken unless two builds overlap
+    recorded = debian.bootstrap_tarball
+
+    def overlapping(*args: Any, **kwargs: Any) -> Path:
+        together.wait()
+        return recorded(*args, **kwargs)
+
+    monkeypatch.setattr(debian, "bootstrap_tarball", overlapping)
+    runtime = FakeRuntime()
+    made = make_images(pf, [("bwa", True), ("aligner", True), ("tools", False)], runtime)
+    assert sorted(r.include for r in bootstraps) == [("bwa",), ("samtools",)]
+    assert made["bwa"] == made["aligner"] == runtime.image_id("demo/aligner:1")
