@@ -144,7 +144,7 @@ def build(file: str, names: tuple[str, ...], force: bool) -> None:
     runtime = DockerRuntime()
     try:
         runtime.ping()
-        made = make_images(
+        made = make_images(  # (rich's console serialises the builders' notes)
             pf, [(n, True) for n in wanted], runtime, lambda m: err.print(Text(m)), force=force
         )
     finally:

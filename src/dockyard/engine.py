@@ -138,10 +138,12 @@ class Executor:
         services = self._services_used(graph)
         check_fits(graph, pool, self.service_need)
         notes: list[Event] = []
+        one_at_a_time = threading.Lock()  # images are made by several threads
 
         def note(message: str) -> None:  # shown now, recorded once the run exists
-            notes.append(Event("image", self.clock(), detail={"message": message}))
-            self.report(notes[-1])
+            with one_at_a_time:
+                notes.append(Event("image", self.clock(), detail={"message": message}))
+                self.report(notes[-1])
 
         images = resolve_images(
             self.pf,
@@ -221,6 +223,7 @@ class Executor:
         try:
             orphans = self._recover()
             self._resolve(graph, images)
+            self._start_services_early(graph)
             self._adopt(graph, orphans)
             self._loop(graph, pool, images)
         except Abandon:
@@ -251,6 +254,18 @@ class Executor:
         if failed:
             raise RunFailed(self.run_id, failed, pipeline=graph.pipeline)
         return self.run_id
+
+    def _start_services_early(self, graph: Graph) -> None:
+        """Start the services of steps that the cache did not answer, without waiting: a
+        database initialises while the steps before its users work."""
+        assert self.services is not None
+        wanted = {
+            name
+            for iid, instance in graph.instances.items()
+            if self.observed[iid].phase is Phase.PENDING
+            for name in instance.services
+        }
+        self.services.start(tuple(sorted(wanted)))
 
     def _loop(self, graph: Graph, pool: Capacity, images: dict[str, str]) -> None:
         while True:

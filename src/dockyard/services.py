@@ -1,12 +1,13 @@
 """Services: long-running containers (databases, lookup servers) beside a run's steps.
 
-A service starts when the first step that uses it is about to start, on a network made
-for the run, where steps reach it by its name. It counts against the pool while it runs.
-A step starts only once its services are healthy (their health check passes) or, without
-a check, running; a service that fails its check or dies fails the steps that need it,
-with a message that says so. When the run ends its services are removed, except those
-with ``keep: true``, which are left running (with the run's network) until the next run of
-the pipeline replaces them.
+A service is started, without waiting for it, as soon as the run knows that a step which
+uses it will run (once the cache was consulted), so that a database initialises while the
+steps before it work. It runs on a network made for the run, where steps reach it by its
+name. A step starts only once its services are healthy (their health check passes) or,
+without a check, running; a service that cannot start, fails its check or dies fails the
+steps that need it, with a message that says so. When the run ends its services are
+removed, except those with ``keep: true``, which are left running (with the run's network)
+until the next run of the pipeline replaces them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard.errors import DockyardError
+from dockyard.errors import DockyardError, RuntimeFailure
 from dockyard.images import image_key
 from dockyard.runtime.base import Bind, ContainerSpec, Health, Runtime
 from dockyard.schedule import ZERO, Capacity
@@ -32,6 +33,7 @@ class _Running:
     container_id: str
     need: Capacity
     failed: str | None = None
+    ready: bool = False  # seen healthy (or running, without a check) once
 
 
 def argv(command: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -66,12 +68,21 @@ class Services:
             total = total + service.need
         return total
 
+    def start(self, names: tuple[str, ...]) -> None:
+        """Start ``names`` unless they run, without waiting for them to be ready."""
+        for name in names:
+            if name not in self.running:
+                self._start(name)
+
     def ensure(self, names: tuple[str, ...]) -> str | None:
         """Start ``names`` unless they run; wait until healthy. A failure, as a message."""
         for name in names:
             if name not in self.running:
                 self._start(name)
             service = self.running[name]
+            if service.failed is None and not service.ready:
+                service.failed = self._wait_healthy(name, service.container_id)
+                service.ready = service.failed is None
             if service.failed is None:
                 state = self.runtime.health(service.container_id)
                 if state == "exited":
@@ -111,10 +122,16 @@ class Services:
             else None,
         )
         need = Capacity.of(spec.resources.cpus, spec.resources.memory)
-        container_id = self.runtime.create(container)
+        try:  # (an engine that is away is not the service's fault: that propagates)
+            container_id = self.runtime.create(container)
+        except RuntimeFailure as exc:
+            self.running[name] = _Running("", need, failed=f"service {name!r}: {exc.message}")
+            return
         self.running[name] = _Running(container_id, need)
-        self.runtime.start(container_id)
-        self.running[name].failed = self._wait_healthy(name, container_id)
+        try:
+            self.runtime.start(container_id)
+        except RuntimeFailure as exc:
+            self.running[name].failed = f"service {name!r} did not start: {exc.message}"
 
     def _wait_healthy(self, name: str, container_id: str) -> str | None:
         check = self.specs[name].healthcheck
@@ -139,6 +156,8 @@ class Services:
             if self.specs[name].keep and service.failed is None:
                 kept = True
                 continue
+            if not service.container_id:
+                continue  # it was never created
             with contextlib.suppress(DockyardError):
                 self.runtime.remove(service.container_id)
         if self.network is not None and not kept:

@@ -237,6 +237,26 @@ def test_a_service_starts_once_for_its_steps_and_is_removed_after(
     assert runtime.network_names == {}
 
 
+def test_a_service_starts_before_the_steps_that_precede_its_users_unless_all_are_cached(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
+    path = write_pipeline(
+        """
+        version: 1
+        name: early
+        services:
+          db: {image: busybox:1.36, command: "sleep 1000", resources: {cpus: 0.5, memory: 64m}}
+        steps:
+          make: {image: busybox:1.36, command: "echo rows > /out/rows"}
+          load: {image: busybox:1.36, services: [db], needs: [make], command: "echo ok > /out/x"}
+        """
+    )
+    execute(path, runtime)
+    assert runtime.started_instances == ["", "make", "load"]  # "": the service
+    execute(path, runtime)  # everything cached: nothing to start the database for
+    assert runtime.started_instances == ["", "make", "load"]
+
+
 def test_a_service_that_dies_fails_the_steps_that_need_it(
     write_pipeline: WritePipeline, runtime: FakeRuntime
 ) -> None:
