@@ -143,10 +143,11 @@ def build(file: str, names: tuple[str, ...], force: bool) -> None:
     wanted = list(dict.fromkeys(names)) or list(declared)
     runtime = DockerRuntime()
     try:
-        runtime.ping()
-        made = make_images(  # (rich's console serialises the builders' notes)
-            pf, [(n, True) for n in wanted], runtime, lambda m: err.print(Text(m)), force=force
-        )
+        with _terminate_as_interrupt():
+            runtime.ping()
+            made = make_images(  # (rich's console serialises the builders' notes)
+                pf, [(n, True) for n in wanted], runtime, lambda m: err.print(Text(m)), force=force
+            )
     finally:
         runtime.close()
     for name in wanted:
@@ -530,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return EXIT_INVALID if isinstance(exc, click.UsageError) else exc.exit_code
     except KeyboardInterrupt:
-        err.print("interrupted: the run's containers were removed")
+        err.print("interrupted: what it had started was stopped and removed")
         return 130
     except Exception as exc:  # a bug: say so briefly; DOCKYARD_DEBUG=1 shows the traceback
         if os.environ.get("DOCKYARD_DEBUG"):

@@ -16,11 +16,14 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from dockyard.errors import ImageError
 from dockyard.spec.model import DebianImage
@@ -240,12 +243,12 @@ def bootstrap_tarball(
         note(f"debootstrap {recipe.describe()} from {mirror}")
     log = workdir / "debootstrap.log"
     with log.open("wb") as sink:
-        done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
+        returncode = _run_stoppable(command, sink)
+    if returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-8:]
         raise ImageError(
             f"debootstrap of {recipe.describe()} from {mirror} failed "
-            f"(exit {done.returncode}):\n  " + "\n  ".join(tail)
+            f"(exit {returncode}):\n  " + "\n  ".join(tail)
         )
     _link_debs(debs, cache_dir)
     trim(root)
@@ -259,6 +262,35 @@ def bootstrap_tarball(
     if packed.returncode != 0:
         raise ImageError(f"packing the image's files failed: {packed.stderr.strip()}")
     return tarball
+
+
+_builds: set[subprocess.Popen[bytes]] = set()
+_builds_lock = threading.Lock()
+
+
+def _run_stoppable(command: list[str], sink: IO[bytes]) -> int:
+    """Run ``command`` in a session of its own, so :func:`stop_builds` can end all of it
+    (debootstrap's dpkg and chroot children included), and a terminal's Ctrl-C reaches
+    dockyard first, which then stops it before removing its folder."""
+    process = subprocess.Popen(
+        command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    with _builds_lock:
+        _builds.add(process)
+    try:
+        return process.wait()
+    finally:
+        with _builds_lock:
+            _builds.discard(process)
+
+
+def stop_builds() -> None:
+    """End every running debootstrap with all of its children (on an interrupt)."""
+    with _builds_lock:
+        running = list(_builds)
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def _link_debs(source: Path, target: Path) -> None:

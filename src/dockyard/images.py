@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from dockyard import debian
 from dockyard.errors import ImageError
@@ -108,9 +108,16 @@ def make_images(
         }
 
     made: dict[str, str] = {}
-    with ThreadPoolExecutor(BUILD_WORKERS, thread_name_prefix="dockyard-image") as pool:
-        for result in pool.map(make, groups.values()):
-            made.update(result)
+    pool = ThreadPoolExecutor(BUILD_WORKERS, thread_name_prefix="dockyard-image")
+    try:
+        for done in as_completed([pool.submit(make, group) for group in groups.values()]):
+            made.update(done.result())
+    except BaseException:  # an interrupt, or one build failed: the others stop too
+        pool.shutdown(wait=False, cancel_futures=True)
+        debian.stop_builds()
+        raise
+    finally:
+        pool.shutdown(wait=True)  # each build removes its scratch folder as it ends
     return made
 
 

@@ -1,7 +1,12 @@
-"""Images made from Debian packages on the real engine: a recipe that cannot be made."""
+"""Images made from Debian packages on the real engine: failed and interrupted builds."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +55,62 @@ def test_a_package_that_does_not_exist_stops_the_build_with_debootstraps_words(
     assert "no-such-package-dockyard" in capsys.readouterr().err
     assert main(["status", "-f", str(path)]) == 2
     assert "no run" in capsys.readouterr().err
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # it ended meanwhile
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_an_interrupted_build_stops_debootstrap_and_leaves_nothing(
+    write_pipeline: WritePipeline, tmp_path: Path, docker_runtime: object
+) -> None:
+    home = tmp_path / "home"
+    path = write_pipeline(
+        """
+        version: 1
+        name: stopped-image
+        images:
+          hello:
+            debian: {include: [hello]}
+            tag: dockyard-test/hello:1
+        steps:
+          a: {image: {ref: hello}, command: "hello"}
+        """
+    )
+    build = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dockyard"), "build", "-f", str(path)],
+        env={**os.environ, "DOCKYARD_HOME": str(home)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert build.stderr is not None
+        line = build.stderr.readline()  # "image hello: debootstrap ..." once it began
+        assert "debootstrap" in line, line
+        deadline = time.monotonic() + 60
+        while not list((home / "build").glob("*/rootfs/debootstrap")):  # it is at work
+            assert time.monotonic() < deadline and build.poll() is None
+            time.sleep(0.2)
+        build.send_signal(signal.SIGTERM)
+        assert build.wait(timeout=60) == 130
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+        if build.stderr is not None:
+            build.stderr.close()
+    assert _processes_mentioning(str(home)) == []  # debootstrap and its children are gone
+    assert list((home / "build").iterdir()) == []
+    from dockyard.runtime.docker import DockerRuntime
+
+    assert isinstance(docker_runtime, DockerRuntime)
+    assert docker_runtime.image_id("dockyard-test/hello:1") is None
