@@ -29,7 +29,7 @@ from dockyard.errors import ImageError
 from dockyard.spec.model import DebianImage
 
 # Bump when what ends up in an image changes for the same recipe (trimming, ENV, ...).
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 MIRROR_ENV = "DOCKYARD_DEBIAN_MIRROR"
 APT_SOURCES = Path("/etc/apt/sources.list")
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
@@ -203,13 +203,19 @@ def debian_mirror(suite: str, sources: Iterable[AptSource] | None = None) -> str
 # -- building ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Bootstrapped:
+    tarball: Path  # the root file system, packed
+    packages: dict[str, str]  # the recipe's packages -> the versions installed
+
+
 def bootstrap_tarball(
     recipe: Recipe,
     mirror: str,
     workdir: Path,
     cache_dir: Path,
     note: Callable[[str], None] | None = None,
-) -> Path:
+) -> Bootstrapped:
     """Install ``recipe`` into a folder under ``workdir`` and pack it as a tar file.
 
     ``cache_dir`` keeps downloaded packages for later builds. Each build works on its own
@@ -251,6 +257,7 @@ def bootstrap_tarball(
             f"(exit {returncode}):\n  " + "\n  ".join(tail)
         )
     _link_debs(debs, cache_dir)
+    packages = installed_versions(root, recipe.include)
     trim(root)
     tarball = workdir / "rootfs.tar"
     packed = subprocess.run(
@@ -261,7 +268,28 @@ def bootstrap_tarball(
     )
     if packed.returncode != 0:
         raise ImageError(f"packing the image's files failed: {packed.stderr.strip()}")
-    return tarball
+    return Bootstrapped(tarball, packages)
+
+
+def installed_versions(root: Path, names: Iterable[str]) -> dict[str, str]:
+    """The installed version of each of ``names``, from the root's dpkg status file."""
+    wanted = set(names)
+    found: dict[str, str] = {}
+    status = root / "var/lib/dpkg/status"
+    text = status.read_text(errors="replace") if status.is_file() else ""
+    for paragraph in text.split("\n\n"):
+        fields = dict(_control_fields(paragraph))
+        name = fields.get("Package", "")
+        if name in wanted and fields.get("Status", "").endswith(" installed"):
+            found[name] = fields.get("Version", "")
+    return dict(sorted(found.items()))
+
+
+def _control_fields(paragraph: str) -> Iterator[tuple[str, str]]:
+    for line in paragraph.splitlines():
+        if line and not line[0].isspace():
+            key, _, value = line.partition(":")
+            yield key, value.strip()
 
 
 _builds: set[subprocess.Popen[bytes]] = set()

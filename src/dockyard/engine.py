@@ -31,7 +31,7 @@ from dockyard.cache import InputHasher, cache_key
 from dockyard.errors import DockyardError, EngineUnavailable, PlanError, RunFailed
 from dockyard.events import Event, Reporter, ignore
 from dockyard.graph import Graph, Instance, InstanceId
-from dockyard.images import image_key, resolve_images
+from dockyard.images import image_key, packages_of, resolve_images
 from dockyard.lock import RunLock
 from dockyard.outputs import commit, discard
 from dockyard.plan import Block, Observed, Outcome, Phase, Reason, Start, after_attempt, plan
@@ -168,6 +168,7 @@ class Executor:
                     pool.memory,
                     None,
                     json.dumps(images, sort_keys=True),
+                    json.dumps(packages_of(images, self.runtime)),
                 ),
                 [(str(iid), iid.step) for iid in graph.order],
             )

@@ -15,7 +15,7 @@ used as it is.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from dockyard import debian
@@ -27,6 +27,7 @@ from dockyard.spec.model import ImageBuild, ImageSpec
 from dockyard.volumes import data_root
 
 LABEL_CONTEXT = "dockyard.context"  # "<kind>:<digest>" of what the image was made from
+LABEL_PACKAGES = "dockyard.packages"  # "bwa=0.7.17-7+b2 ...": a Debian recipe's packages
 # Images made at once. debootstrap spends most of its time in one dpkg process: two builds
 # side by side finish in about 60% of the time of one after the other on 2 cores.
 BUILD_WORKERS = 2
@@ -67,6 +68,12 @@ def resolve_images(
         if key not in resolved:
             resolved[key] = _local_or_pulled(pf, str(image.name), runtime, note)
     return resolved
+
+
+def packages_of(images: Mapping[str, str], runtime: Runtime) -> dict[str, str]:
+    """For each resolved image made from Debian packages, its recipe's package versions."""
+    found = {key: runtime.image_labels(image).get(LABEL_PACKAGES) for key, image in images.items()}
+    return {key: packages for key, packages in sorted(found.items()) if packages}
 
 
 def _local_or_pulled(pf: PipelineFile, ref: str, runtime: Runtime, note: Note) -> str:
@@ -192,7 +199,7 @@ def _make_debian(spec: ImageBuild, tag: str, source: str, runtime: Runtime, note
     root = data_root()
     debs = root / "cache" / "debootstrap" / f"{recipe.suite}-{recipe.arch}"
     with debian.Workdir(root / "build") as work:
-        tarball = debian.bootstrap_tarball(recipe, mirror, work, debs, note)
-        return runtime.import_image(
-            tarball, tag, {LABEL_CONTEXT: source}, debian.IMAGE_ENV, ["bash"]
-        )
+        made = debian.bootstrap_tarball(recipe, mirror, work, debs, note)
+        packages = " ".join(f"{name}={version}" for name, version in made.packages.items())
+        labels = {LABEL_CONTEXT: source, LABEL_PACKAGES: packages}
+        return runtime.import_image(made.tarball, tag, labels, debian.IMAGE_ENV, ["bash"])

@@ -327,12 +327,18 @@ def _retries(retried: list[InstanceSummary]) -> str:
 
 def _reproducibility(summary: RunSummary) -> str:
     images = json.loads(summary.run.images or "{}")
+    packages = json.loads(summary.run.image_packages or "{}")
     rows = [
         f"<table><tr><th>pipeline file sha256</th><td><code>"
         f"{escape(summary.run.spec_sha256)}</code></td></tr>"
     ]
     for ref, digest in sorted(images.items()):
-        rows.append(f"<tr><th>image {escape(ref)}</th><td><code>{escape(digest)}</code></td></tr>")
+        made_of = ""
+        if ref in packages:  # the versions of the tools a Debian image was made with
+            made_of = f"<br><span class='meta'>{escape(packages[ref])}</span>"
+        rows.append(
+            f"<tr><th>image {escape(ref)}</th><td><code>{escape(digest)}</code>{made_of}</td></tr>"
+        )
     rows.append("</table>")
     return "".join(rows)
 

@@ -108,6 +108,11 @@ MIGRATIONS: Sequence[str] = (
     """
     ALTER TABLE cache ADD COLUMN volumes TEXT;
     """,
+    # 6: the versions of the packages installed in images made from Debian packages
+    # (JSON: image reference -> "bwa=0.7.17-7+b2 ..."): which tools made the results.
+    """
+    ALTER TABLE runs ADD COLUMN image_packages TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -131,6 +136,7 @@ class RunRow:
     pool_memory: int
     message: str | None
     images: str | None = None  # JSON: image reference -> content digest
+    image_packages: str | None = None  # JSON: image reference -> "package=version ..."
 
 
 @dataclass(frozen=True)
@@ -213,7 +219,7 @@ class Store:
     def create_run(self, run: RunRow, instances: Sequence[tuple[str, str]]) -> None:
         with self.transaction():
             self.db.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run.id,
                     run.pipeline,
@@ -225,6 +231,7 @@ class Store:
                     run.pool_memory,
                     run.message,
                     run.images,
+                    run.image_packages,
                 ),
             )
             self.db.executemany(

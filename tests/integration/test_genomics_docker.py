@@ -102,6 +102,10 @@ def test_genomics_example_calls_the_planted_variants_like_native_tools_and_rerun
     assert main(["run", "-f", str(example)]) == 0
     first = status(example, capsys)
     assert all(i["state"] == "succeeded" for i in first.values())
+    assert main(["status", "-f", str(example), "--json"]) == 0
+    packages = json.loads(json.loads(capsys.readouterr().out)["run"]["image_packages"])
+    assert packages["dockyard/bwa:0.7.17"].startswith("bwa=0.7.17-")  # the tools' versions
+    assert "bcftools=1.16-" in packages["dockyard/samtools:1.16"]
 
     # The planted variants are found, and little else.
     reference = committed_output(example, "reference", capsys)

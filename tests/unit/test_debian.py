@@ -111,3 +111,14 @@ def test_a_workdir_is_removed_afterwards(tmp_path: Path) -> None:
     with debian.Workdir(tmp_path / "build") as work:
         write(work / "rootfs" / "etc" / "hostname", "x")
     assert list((tmp_path / "build").iterdir()) == []
+
+
+def test_installed_versions_come_from_the_roots_dpkg_status(tmp_path: Path) -> None:
+    write(
+        tmp_path / "var/lib/dpkg/status",
+        "Package: bwa\nStatus: install ok installed\nVersion: 0.7.17-7+b2\n"
+        "Description: aligner\n long text: with a colon\n\n"
+        "Package: samtools\nStatus: deinstall ok config-files\nVersion: 1.16.1-1\n\n"
+        "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\n",
+    )
+    assert debian.installed_versions(tmp_path, ["samtools", "bwa"]) == {"bwa": "0.7.17-7+b2"}

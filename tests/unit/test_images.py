@@ -17,7 +17,14 @@ import pytest
 
 from dockyard import debian
 from dockyard.errors import ImageError
-from dockyard.images import LABEL_CONTEXT, make_image, make_images, resolve_images, source_of
+from dockyard.images import (
+    LABEL_CONTEXT,
+    make_image,
+    make_images,
+    packages_of,
+    resolve_images,
+    source_of,
+)
 from dockyard.spec import load_pipeline
 from dockyard.spec.model import ImageSpec
 from dockyard.testing.fake import FakeRuntime
@@ -49,13 +56,13 @@ def bootstraps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[debian.R
         workdir: Path,
         cache_dir: Path,
         note: Callable[[str], None] | None = None,
-    ) -> Path:
+    ) -> debian.Bootstrapped:
         made.append(recipe)
         (workdir / "hostname").write_text(" ".join(recipe.include))
         tarball = workdir / "rootfs.tar"
         with tarfile.open(tarball, "w") as tar:
             tar.add(workdir / "hostname", arcname="etc/hostname")
-        return tarball
+        return debian.Bootstrapped(tarball, {name: "1.0-1" for name in recipe.include})
 
     monkeypatch.setenv("DOCKYARD_HOME", str(tmp_path / "home"))
     monkeypatch.setenv(debian.MIRROR_ENV, "http://mirror.example/debian")
@@ -79,6 +86,7 @@ def test_recipes_are_made_once_then_reused(
     again = resolve_images(pf, WANTED, runtime)
     assert again == first and len(bootstraps) == 2
     assert runtime.image_labels("demo/bwa:1")[LABEL_CONTEXT].startswith("debian:")
+    assert packages_of(first, runtime) == {"demo/bwa:1": "bwa=1.0-1", "ref:tools": "samtools=1.0-1"}
 
 
 def test_an_image_of_the_tag_that_dockyard_did_not_make_is_used_as_it_is(
@@ -145,7 +153,7 @@ def test_distinct_recipes_are_made_side_by_side_and_shared_ones_once(
     together = threading.Barrier(2, timeout=10)  # broken unless two builds overlap
     recorded = debian.bootstrap_tarball
 
-    def overlapping(*args: Any, **kwargs: Any) -> Path:
+    def overlapping(*args: Any, **kwargs: Any) -> debian.Bootstrapped:
         together.wait()
         return recorded(*args, **kwargs)
 
