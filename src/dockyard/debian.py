@@ -326,8 +326,16 @@ def _link_debs(source: Path, target: Path) -> None:
     if not source.is_dir():
         return
     for deb in source.glob("*.deb"):
-        with contextlib.suppress(FileExistsError):
+        if (target / deb.name).exists():
+            continue
+        try:
             os.link(deb, target / deb.name)
+        except FileExistsError:
+            continue  # another build gave it back meanwhile
+        except OSError:  # another file system: a copy, made whole before it appears
+            partial = target / f".{deb.name}.partial"
+            shutil.copyfile(deb, partial)
+            partial.replace(target / deb.name)
 
 
 def trim(root: Path) -> None:

@@ -29,7 +29,8 @@ from dockyard.volumes import data_root
 LABEL_CONTEXT = "dockyard.context"  # "<kind>:<digest>" of what the image was made from
 LABEL_PACKAGES = "dockyard.packages"  # "bwa=0.7.17-7+b2 ...": a Debian recipe's packages
 # Images made at once. debootstrap spends most of its time in one dpkg process: two builds
-# side by side finish in about 60% of the time of one after the other on 2 cores.
+# side by side take about two thirds of the time of one after the other on 2 cores
+# (benchmarks/debian_images.py).
 BUILD_WORKERS = 2
 
 Note = Callable[[str], None]
