@@ -168,8 +168,9 @@ def _make(
     spec = pf.pipeline.images[name]
     source = source_of(pf, spec)
     tag = tag_of(pf, name, source)
+    existing = runtime.image_id(tag)
+    replaced = existing if existing and LABEL_CONTEXT in runtime.image_labels(tag) else None
     if not force:
-        existing = runtime.image_id(tag)
         if existing is not None:
             made_from = runtime.image_labels(tag).get(LABEL_CONTEXT)
             if made_from == source or (made_from is None and accept_foreign):
@@ -190,6 +191,10 @@ def _make(
             {LABEL_CONTEXT: source, LABEL_PIPELINE: pf.pipeline.name},
         )
     note(f"image {name}: made {tag} in {time.monotonic() - began:.0f} s")
+    if replaced is not None and replaced != image:
+        # What dockyard made before under this name is now nameless: removed, unless a
+        # container or another name still uses it.
+        runtime.remove_image(replaced)
     return image
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from dockyard.errors import RuntimeFailure
 from dockyard.runtime.base import LABEL_PIPELINE, Bind, ContainerSpec, Runtime
+from dockyard.runtime.docker import DockerRuntime
 from dockyard.testing import FakeRuntime
 from dockyard.testing.images import BUSYBOX_IMAGE
 
@@ -110,3 +112,27 @@ def test_missing_image_is_absent_and_cannot_be_created(
 
 def test_present_image_has_an_id(runtime: Runtime) -> None:
     assert (runtime.image_id(BUSYBOX_IMAGE) or "").startswith("sha256:")
+
+
+def test_an_imported_root_is_an_image_found_by_label_named_twice_and_kept_while_named(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    (tmp_path / "motd").write_text("imported\n")
+    tarball = tmp_path / "root.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(tmp_path / "motd", arcname="etc/motd")
+    mark = {"dockyard.contract": uuid.uuid4().hex}
+    name = f"dockyard-contract/{mark['dockyard.contract'][:8]}"
+    first, second = f"{name}:1", f"{name}:2"
+    image = runtime.import_image(tarball, first, mark, {"LANG": "C.UTF-8"}, ["cat", "/etc/motd"])
+    try:
+        assert runtime.image_id(first) == image
+        assert runtime.image_labels(first)["dockyard.contract"] == mark["dockyard.contract"]
+        assert runtime.find_image(mark) == image
+        runtime.tag_image(image, second)
+        assert runtime.image_id(second) == image
+        assert runtime.remove_image(image) is False  # still named
+    finally:
+        if isinstance(runtime, DockerRuntime):
+            for ref in (first, second):
+                runtime.api.remove_image(ref, force=True)

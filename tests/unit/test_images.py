@@ -107,6 +107,7 @@ def test_an_image_made_from_another_recipe_is_made_again(
     old = runtime.add_image("demo/bwa:1", labels={LABEL_CONTEXT: "debian:an-older-recipe"})
     resolved = resolve_images(pf, [ImageSpec.model_validate("demo/bwa:1")], runtime)
     assert resolved["demo/bwa:1"] != old and [r.include for r in bootstraps] == [("bwa",)]
+    assert old not in runtime.labels  # the image it replaced, nameless now, is gone
 
 
 def test_the_same_recipe_under_another_name_is_tagged_not_rebuilt(

@@ -121,6 +121,9 @@ class Runtime(Protocol):
     def tag_image(self, image: str, ref: str) -> None:
         """Give the local image ``image`` the name ``ref`` too."""
 
+    def remove_image(self, image: str) -> bool:
+        """Delete a local image that nothing uses (by id); False when it is in use."""
+
     def image_labels(self, ref: str) -> Mapping[str, str]: ...
 
     def image_command(self, ref: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

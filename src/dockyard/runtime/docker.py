@@ -170,6 +170,19 @@ class DockerRuntime:
         with _translated(f"tagging {image} as {ref}"):
             self.api.tag(image, repository, tag=version)
 
+    def remove_image(self, image: str) -> bool:
+        try:
+            self.api.remove_image(image)
+        except docker.errors.NotFound:
+            return True
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # a container or another tag still uses it
+                return False
+            raise RuntimeFailure(f"removing image {image}: {exc.explanation or exc}") from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise _engine_error(exc) from exc
+        return True
+
     def build(self, context: Path, tag: str, labels: Mapping[str, str]) -> str:
         log: list[str] = []
         try:

@@ -129,6 +129,12 @@ class FakeRuntime:
     def tag_image(self, image: str, ref: str) -> None:
         self.images[ref] = image
 
+    def remove_image(self, image: str) -> bool:
+        if image in self.images.values():
+            return False  # still named
+        self.labels.pop(image, None)
+        return True
+
     def image_command(self, ref: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return (), ("sh",)
 
