@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from dockyard import debian
+from dockyard import debian, debian_build
 from dockyard.errors import ImageError
 from dockyard.outputs import tree_digest
 from dockyard.runtime.base import LABEL_PIPELINE, Runtime
@@ -116,13 +116,14 @@ def make_images(
         }
 
     made: dict[str, str] = {}
+    debian_build.allow_builds()
     pool = ThreadPoolExecutor(BUILD_WORKERS, thread_name_prefix="dockyard-image")
     try:
         for done in as_completed([pool.submit(make, group) for group in groups.values()]):
             made.update(done.result())
     except BaseException:  # an interrupt, or one build failed: the others stop too
         pool.shutdown(wait=False, cancel_futures=True)
-        debian.stop_builds()
+        debian_build.stop_builds()
         raise
     finally:
         pool.shutdown(wait=True)  # each build removes its scratch folder as it ends
@@ -203,9 +204,9 @@ def _make_debian(spec: ImageBuild, tag: str, source: str, runtime: Runtime, note
     recipe = debian.recipe_of(spec.debian)
     mirror = debian.debian_mirror(recipe.suite)
     root = data_root()
-    debs = root / "cache" / "debootstrap" / f"{recipe.suite}-{recipe.arch}"
-    with debian.Workdir(root / "build") as work:
-        made = debian.bootstrap_tarball(recipe, mirror, work, debs, note)
+    cache = root / "cache" / "debian"
+    with debian_build.Workdir(root / "build") as work:
+        made = debian_build.bootstrap_tarball(recipe, mirror, work, cache, note)
         packages = " ".join(f"{name}={version}" for name, version in made.packages.items())
         labels = {LABEL_CONTEXT: source, LABEL_PACKAGES: packages}
-        return runtime.import_image(made.tarball, tag, labels, debian.IMAGE_ENV, ["bash"])
+        return runtime.import_image(made.tarball, tag, labels, debian_build.IMAGE_ENV, ["bash"])

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.mark.timeout(300)
-def test_a_package_that_does_not_exist_stops_the_build_with_debootstraps_words(
+def test_a_package_that_does_not_exist_stops_the_build_with_apts_words(
     write_pipeline: WritePipeline,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -41,8 +41,8 @@ def test_a_package_that_does_not_exist_stops_the_build_with_debootstraps_words(
     )
     assert main(["build", "-f", str(path)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "images.nope: debootstrap of" in err
-    assert "Couldn't find these debs: no-such-package-dockyard" in err
+    assert "images.nope: apt-get install failed" in err
+    assert "Unable to locate package no-such-package-dockyard" in err
     assert "Traceback" not in err
     assert list((home / "build").iterdir()) == []  # the scratch folder is gone
     from dockyard.runtime.docker import DockerRuntime
@@ -97,7 +97,7 @@ def test_an_interrupted_build_stops_debootstrap_and_leaves_nothing(
         line = build.stderr.readline()  # "image hello: debootstrap ..." once it began
         assert "debootstrap" in line, line
         deadline = time.monotonic() + 60
-        while not list((home / "build").glob("*/rootfs/debootstrap")):  # it is at work
+        while not list((home / "build").glob("*/base/debootstrap")):  # it is at work
             assert time.monotonic() < deadline and build.poll() is None
             time.sleep(0.2)
         build.send_signal(signal.SIGTERM)

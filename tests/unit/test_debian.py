@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from dockyard import debian
-from dockyard.debian import AptSource, Recipe, apt_sources, debian_mirror, host_suite, trim
+from dockyard.debian import AptSource, Recipe, apt_sources, debian_mirror, host_suite
+from dockyard.debian_build import Workdir, installed_versions, trim
 from dockyard.errors import ImageError
 
 
@@ -108,7 +109,7 @@ def test_trim_keeps_licences_and_drops_manuals_and_apt_lists(tmp_path: Path) -> 
 
 
 def test_a_workdir_is_removed_afterwards(tmp_path: Path) -> None:
-    with debian.Workdir(tmp_path / "build") as work:
+    with Workdir(tmp_path / "build") as work:
         write(work / "rootfs" / "etc" / "hostname", "x")
     assert list((tmp_path / "build").iterdir()) == []
 
@@ -121,4 +122,4 @@ def test_installed_versions_come_from_the_roots_dpkg_status(tmp_path: Path) -> N
         "Package: samtools\nStatus: deinstall ok config-files\nVersion: 1.16.1-1\n\n"
         "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\n",
     )
-    assert debian.installed_versions(tmp_path, ["samtools", "bwa"]) == {"bwa": "0.7.17-7+b2"}
+    assert installed_versions(tmp_path, ["samtools", "bwa"]) == {"bwa": "0.7.17-7+b2"}

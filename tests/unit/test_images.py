@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dockyard import debian
+from dockyard import debian, debian_build
 from dockyard.errors import ImageError
 from dockyard.images import (
     LABEL_CONTEXT,
@@ -56,17 +56,17 @@ def bootstraps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[debian.R
         workdir: Path,
         cache_dir: Path,
         note: Callable[[str], None] | None = None,
-    ) -> debian.Bootstrapped:
+    ) -> debian_build.Bootstrapped:
         made.append(recipe)
         (workdir / "hostname").write_text(" ".join(recipe.include))
         tarball = workdir / "rootfs.tar"
         with tarfile.open(tarball, "w") as tar:
             tar.add(workdir / "hostname", arcname="etc/hostname")
-        return debian.Bootstrapped(tarball, {name: "1.0-1" for name in recipe.include})
+        return debian_build.Bootstrapped(tarball, {name: "1.0-1" for name in recipe.include})
 
     monkeypatch.setenv("DOCKYARD_HOME", str(tmp_path / "home"))
     monkeypatch.setenv(debian.MIRROR_ENV, "http://mirror.example/debian")
-    monkeypatch.setattr(debian, "bootstrap_tarball", fake_bootstrap)
+    monkeypatch.setattr(debian_build, "bootstrap_tarball", fake_bootstrap)
     monkeypatch.setattr(debian, "host_suite", lambda *_: "bookworm")
     return made
 
@@ -152,13 +152,13 @@ def test_distinct_recipes_are_made_side_by_side_and_shared_ones_once(
         )
     )
     together = threading.Barrier(2, timeout=10)  # broken unless two builds overlap
-    recorded = debian.bootstrap_tarball
+    recorded = debian_build.bootstrap_tarball
 
-    def overlapping(*args: Any, **kwargs: Any) -> debian.Bootstrapped:
+    def overlapping(*args: Any, **kwargs: Any) -> debian_build.Bootstrapped:
         together.wait()
         return recorded(*args, **kwargs)
 
-    monkeypatch.setattr(debian, "bootstrap_tarball", overlapping)
+    monkeypatch.setattr(debian_build, "bootstrap_tarball", overlapping)
     runtime = FakeRuntime()
     made = make_images(pf, [("bwa", True), ("aligner", True), ("tools", False)], runtime)
     assert sorted(r.include for r in bootstraps) == [("bwa",), ("samtools",)]
