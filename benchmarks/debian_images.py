@@ -2,8 +2,10 @@
 
 Makes the same two recipes (bwa; samtools + bcftools) twice in one run, forced each time:
 once one after the other (the baseline), once with dockyard's BUILD_WORKERS side by side,
-and prints both times and their ratio. Each recipe runs debootstrap --variant=minbase, so a
-round takes a few minutes on 2 cores. Needs root and the machine's Debian mirror.
+and prints both times and their ratio. A first, unmeasured round makes the minbase and
+fills the package cache, so the rounds measure what every image after the first costs:
+a copy of the base, apt-get in a chroot, trimming, packing and the engine's import.
+Needs root and the machine's Debian mirror.
 
     sudo .venv/bin/python benchmarks/debian_images.py [--rounds 1]
 """
@@ -44,7 +46,7 @@ def main() -> None:
         path = Path(tmp) / "dockyard.yaml"
         path.write_text(PIPELINE)
         pf = load_pipeline(path)
-        # Warm the package cache once, so that both ways download nothing.
+        # The base and the package cache, once, so that both ways download nothing.
         make_images(pf, [(n, False) for n in NAMES], runtime, force=True)
         serial: list[float] = []
         side_by_side: list[float] = []

@@ -28,9 +28,9 @@ from dockyard.volumes import data_root
 
 LABEL_CONTEXT = "dockyard.context"  # "<kind>:<digest>" of what the image was made from
 LABEL_PACKAGES = "dockyard.packages"  # "bwa=0.7.17-7+b2 ...": a Debian recipe's packages
-# Images made at once. debootstrap spends most of its time in one dpkg process: two builds
-# side by side take about two thirds of the time of one after the other on 2 cores
-# (benchmarks/debian_images.py).
+# Images made at once. A build spends its time in one dpkg process, the mirror and the
+# engine's import: two side by side take under half the time of one after the other on
+# 2 cores (benchmarks/debian_images.py).
 BUILD_WORKERS = 2
 
 Note = Callable[[str], None]
