@@ -24,7 +24,7 @@ from dockyard.errors import ImageError
 from dockyard.spec.model import DebianImage
 
 # Bump when what ends up in an image changes for the same recipe (trimming, ENV, ...).
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
 MIRROR_ENV = "DOCKYARD_DEBIAN_MIRROR"
 APT_SOURCES = Path("/etc/apt/sources.list")
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")

@@ -141,8 +141,9 @@ class DockerRuntime:
         env: Mapping[str, str],
         command: Sequence[str],
     ) -> str:
-        changes = [f"ENV {k}={v}" for k, v in env.items()]
-        changes += [f"LABEL {k}={v}" for k, v in labels.items()]
+        # Values quoted as the Dockerfile syntax wants them: "a b" is one value, not two.
+        changes = [f"ENV {k}={json.dumps(v)}" for k, v in env.items()]
+        changes += [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
         changes.append(f"CMD {json.dumps(list(command))}")
         repository, version = _split_ref(tag)
         try:
