@@ -148,7 +148,10 @@ def _install(root: Path, packages: Iterable[str], workdir: Path) -> None:
     resolv = root / "etc/resolv.conf"
     if resolv.is_symlink() or resolv.exists():
         resolv.unlink()
-    shutil.copyfile("/etc/resolv.conf", resolv)
+    try:
+        shutil.copyfile("/etc/resolv.conf", resolv)
+    except OSError:  # no resolver configured here: apt will say what it cannot reach
+        resolv.write_text("")
     proc = root / "proc"
     _check(["mount", "-t", "proc", "proc", str(proc)], workdir)
     try:
