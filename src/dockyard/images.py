@@ -109,9 +109,9 @@ def make_images(
     for name, foreign in entries:
         groups.setdefault(source_of(pf, pf.pipeline.images[name]), []).append((name, foreign))
 
-    def make(group: list[tuple[str, bool]]) -> dict[str, str]:
+    def make(source: str, group: list[tuple[str, bool]]) -> dict[str, str]:
         return {
-            name: make_image(pf, name, runtime, note, accept_foreign=foreign, force=force)
+            name: _make_named(pf, name, source, runtime, note, foreign, force)
             for name, foreign in group
         }
 
@@ -119,7 +119,7 @@ def make_images(
     debian_build.allow_builds()
     pool = ThreadPoolExecutor(BUILD_WORKERS, thread_name_prefix="dockyard-image")
     try:
-        for done in as_completed([pool.submit(make, group) for group in groups.values()]):
+        for done in as_completed([pool.submit(make, *group) for group in groups.items()]):
             made.update(done.result())
     except BaseException:  # an interrupt, or one build failed: the others stop too
         pool.shutdown(wait=False, cancel_futures=True)
@@ -157,17 +157,37 @@ def make_image(
     ``accept_foreign``: an image of the tag that dockyard did not make (no label) is used
     as it is. ``force``: make it again even when it exists.
     """
+    return _make_named(pf, name, None, runtime, note, accept_foreign, force)
+
+
+def _make_named(
+    pf: PipelineFile,
+    name: str,
+    source: str | None,
+    runtime: Runtime,
+    note: Note,
+    accept_foreign: bool,
+    force: bool,
+) -> str:
+    """:func:`make_image`, with the ``source`` when the caller knows it (a context is hashed
+    once); errors name the entry."""
     try:
-        return _make(pf, name, runtime, note, accept_foreign, force)
+        source = source or source_of(pf, pf.pipeline.images[name])
+        return _make(pf, name, source, runtime, note, accept_foreign, force)
     except ImageError as exc:
         raise ImageError(f"images.{name}: {exc.message}", pipeline=pf.pipeline.name) from exc
 
 
 def _make(
-    pf: PipelineFile, name: str, runtime: Runtime, note: Note, accept_foreign: bool, force: bool
+    pf: PipelineFile,
+    name: str,
+    source: str,
+    runtime: Runtime,
+    note: Note,
+    accept_foreign: bool,
+    force: bool,
 ) -> str:
     spec = pf.pipeline.images[name]
-    source = source_of(pf, spec)
     tag = tag_of(pf, name, source)
     existing = runtime.image_id(tag)
     replaced = existing if existing and LABEL_CONTEXT in runtime.image_labels(tag) else None

@@ -76,9 +76,8 @@ class Services:
 
     def ensure(self, names: tuple[str, ...]) -> str | None:
         """Start ``names`` unless they run; wait until healthy. A failure, as a message."""
+        self.start(names)
         for name in names:
-            if name not in self.running:
-                self._start(name)
             service = self.running[name]
             if service.failed is None and not service.ready:
                 service.failed = self._wait_healthy(name, service.container_id)

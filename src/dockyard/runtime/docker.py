@@ -47,6 +47,17 @@ def _translated(what: str) -> Iterator[None]:
         raise RuntimeFailure(f"{what}: {exc.explanation or exc}") from exc
 
 
+@contextlib.contextmanager
+def _image_errors(what: str) -> Iterator[None]:
+    """Making an image: an engine that is away as such, anything else as ImageError."""
+    try:
+        yield
+    except requests.exceptions.ConnectionError as exc:
+        raise _engine_error(exc) from exc
+    except docker.errors.APIError as exc:
+        raise ImageError(f"{what}: {exc.explanation or exc}") from exc
+
+
 class DockerRuntime:
     """A :class:`~dockyard.runtime.base.Runtime` on a Docker Engine (local or ``DOCKER_HOST``)."""
 
@@ -146,18 +157,11 @@ class DockerRuntime:
         changes += [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
         changes.append(f"CMD {json.dumps(list(command))}")
         repository, version = _split_ref(tag)
-        try:
+        with _image_errors(f"importing {tag}"):
             self.api.import_image_from_file(
                 str(tarball), repository=repository, tag=version, changes=changes
             )
-        except requests.exceptions.ConnectionError as exc:
-            raise _engine_error(exc) from exc
-        except docker.errors.APIError as exc:
-            raise ImageError(f"importing {tag}: {exc.explanation or exc}") from exc
-        image = self.image_id(tag)
-        if image is None:
-            raise ImageError(f"importing {tag} produced no image")
-        return image
+        return self._made(tag, f"importing {tag}")
 
     def find_image(self, labels: Mapping[str, str]) -> str | None:
         with _translated("listing images"):
@@ -186,7 +190,7 @@ class DockerRuntime:
 
     def build(self, context: Path, tag: str, labels: Mapping[str, str]) -> str:
         log: list[str] = []
-        try:
+        with _image_errors(f"building {context} as {tag} failed"):
             for chunk in self.api.build(
                 path=str(context),
                 tag=tag,
@@ -204,13 +208,13 @@ class DockerRuntime:
                         f"building {context} as {tag} failed: {chunk['error']}"
                         + (f"\n{tail}" if tail else "")
                     )
-        except requests.exceptions.ConnectionError as exc:
-            raise _engine_error(exc) from exc
-        except docker.errors.APIError as exc:
-            raise ImageError(f"building {context} as {tag} failed: {exc.explanation}") from exc
+        return self._made(tag, f"building {context} as {tag}")
+
+    def _made(self, tag: str, what: str) -> str:
+        """The id of the image just made as ``tag``."""
         image = self.image_id(tag)
         if image is None:
-            raise ImageError(f"building {context} as {tag} produced no image")
+            raise ImageError(f"{what} produced no image")
         return image
 
     # -- containers ---------------------------------------------------------------------------
