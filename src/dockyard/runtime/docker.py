@@ -221,7 +221,11 @@ class DockerRuntime:
 
     def create(self, spec: ContainerSpec) -> str:
         host_config = self.api.create_host_config(
-            binds=[f"{b.source}:{b.target}:{'ro' if b.readonly else 'rw'}" for b in spec.binds],
+            # Mounts, not "src:dst:mode" binds: a path may contain ':' (a file named a:b).
+            mounts=[
+                docker.types.Mount(b.target, b.source, type="bind", read_only=b.readonly)
+                for b in spec.binds
+            ],
             nano_cpus=None if spec.cpus is None else round(spec.cpus * 1e9),
             cgroup_parent=spec.cgroup_parent,
             mem_limit=spec.memory,
