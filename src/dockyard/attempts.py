@@ -6,22 +6,26 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from dockyard import cgroups
-from dockyard.errors import DockyardError, EngineUnavailable
+from dockyard.errors import DockyardError
 from dockyard.events import Event
 from dockyard.graph import InstanceId
 from dockyard.plan import Outcome, Reason
 from dockyard.runtime.base import ContainerSpec, ExitStatus, Runtime
-from dockyard.units import format_memory, format_seconds
+from dockyard.runtime.patient import EngineGuard
+from dockyard.units import format_memory
 
-T = TypeVar("T")
+# How an engine's stop ends a container: its stop signal (SIGTERM unless the image says
+# otherwise: SIGINT, SIGQUIT and SIGHUP are common), then SIGKILL after a grace period.
+STOP_SIGNALS = frozenset(
+    {signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGKILL, signal.SIGTERM}
+)
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,10 @@ class Result:
     status: ExitStatus | None
     error: DockyardError | None
     ended_at: float
-    outage: bool  # the engine was unreachable at some point during the attempt
+    # Why a death by a signal may not be the step's doing: the engine was away while it ran
+    # (and a restarting engine stops its containers), or it had ended before this run adopted
+    # it. None: the engine stayed, and dockyard watched it throughout.
+    unwatched: str | None
     ack: threading.Event
     usage: cgroups.Usage
 
@@ -43,22 +50,26 @@ class Notice:
 
 
 class AttemptRunner:
-    """What worker threads run; results go to ``results`` for the loop's thread."""
+    """What worker threads run; results go to ``results`` for the loop's thread.
+
+    ``runtime`` rides out engine outages (a :class:`~dockyard.runtime.patient.PatientRuntime`
+    over ``guard``), so a call here fails with :class:`EngineUnavailable` only once the
+    patience is spent.
+    """
 
     def __init__(
         self,
         runtime: Runtime,
+        guard: EngineGuard,
         results: queue.Queue[Result | Notice],
         clock: Callable[[], float],
-        sleep: Callable[[float], None],
-        engine_patience: float,
     ):
         self.runtime = runtime
+        self.guard = guard
         self.results = results
         self.clock = clock
-        self.sleep = sleep
-        self.engine_patience = engine_patience
         self.abandoned = False  # set when a run is abandoned: leave containers as they are
+        self.killed: set[str] = set()  # containers the loop killed (its signal, not the engine's)
 
     def run(
         self,
@@ -68,33 +79,41 @@ class AttemptRunner:
         container_id: str | None,
         timeout: float | None,
         log_path: Path,
+        adopted_exited: bool = False,
     ) -> None:
-        """Worker thread: one attempt, from create (or adoption) to remove. Never raises."""
+        """Worker thread: one attempt, from create (or adoption) to remove. Never raises.
+
+        ``adopted_exited``: an adopted container that had already ended when it was adopted.
+        """
+        began = self.clock()
         status: ExitStatus | None = None
         error: DockyardError | None = None
         usage = cgroups.Usage()
-        outage: list[bool] = []
+        unwatched = "it had ended before this run adopted it" if adopted_exited else None
         try:
             if container_id is None:
                 assert spec is not None
-                container_id = self.patiently(lambda: self.runtime.create(spec), outage)
-                started = container_id
-                self.patiently(lambda: self.runtime.start(started), outage)
-            waiting = container_id
-            status = self.patiently(lambda: self.runtime.wait(waiting, timeout), outage)
+                container_id = self.runtime.create(spec)
+                self.runtime.start(container_id)
+            status = self.runtime.wait(container_id, timeout)
+            if (
+                unwatched is None
+                and _by_signal(status)
+                and container_id not in self.killed
+                and (self.guard.away_between(began, self.clock()) or self.guard.going_away())
+            ):
+                unwatched = "the container engine restarted while it ran"
             if spec is not None and spec.cgroup_parent is not None:
                 usage = cgroups.read_usage(spec.cgroup_parent)
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_path.write_bytes(self.patiently(lambda: self.runtime.logs(waiting), outage))
+            log_path.write_bytes(self.runtime.logs(container_id))
         except DockyardError as exc:
             error = exc
         except Exception as exc:  # an unexpected engine answer or a bug: fail this attempt
             error = DockyardError(f"{type(exc).__name__}: {exc}")
         ack = threading.Event()
         self.results.put(
-            Result(
-                iid, attempt, container_id, status, error, self.clock(), bool(outage), ack, usage
-            )
+            Result(iid, attempt, container_id, status, error, self.clock(), unwatched, ack, usage)
         )
         ack.wait()
         if container_id is not None and not self.abandoned:
@@ -104,34 +123,16 @@ class AttemptRunner:
             if spec is not None and spec.cgroup_parent is not None:
                 cgroups.remove(spec.cgroup_parent)
 
-    def patiently(self, call: Callable[[], T], outage: list[bool]) -> T:
-        """Retry ``call`` while the engine is unreachable, for at most ``engine_patience``."""
-        deadline: float | None = None
-        delay = 0.5
-        while True:
-            try:
-                return call()
-            except EngineUnavailable as exc:
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self.engine_patience
-                    outage.append(True)
-                    self.results.put(
-                        Notice(
-                            Event(
-                                "engine",
-                                self.clock(),
-                                detail={
-                                    "message": f"{exc.message}; waiting up to "
-                                    f"{format_seconds(self.engine_patience)} for it"
-                                },
-                            )
-                        )
-                    )
-                if now >= deadline or self.abandoned:
-                    raise
-                self.sleep(delay)
-                delay = min(delay * 2, 5.0)
+
+def _by_signal(status: ExitStatus) -> bool:
+    """Ended by a signal an engine stops containers with (exit 128 + its number, as a shell
+    reports it), and not by the kernel for memory or by dockyard for time."""
+    return (
+        status.exit_code is not None
+        and status.exit_code - 128 in STOP_SIGNALS
+        and not status.oom_killed
+        and not status.timed_out
+    )
 
 
 def outcome(result: Result) -> Outcome:
@@ -144,9 +145,14 @@ def outcome(result: Result) -> Outcome:
         return Outcome(status.exit_code, Reason.OOM, "killed by the kernel: memory limit")
     if status.exit_code is None:
         return Outcome(None, Reason.LOST, status.error or "the container disappeared")
-    if status.exit_code != 0 and result.outage:
-        # The engine went away while this ran; a restarting engine kills its containers.
-        return Outcome(status.exit_code, Reason.LOST, "the engine restarted while it ran")
+    if result.unwatched is not None and _by_signal(status):
+        # Most likely stopped by the engine (its shutdown, or its restart without
+        # live-restore), not by the step itself: rerun it, without using a retry.
+        return Outcome(
+            status.exit_code,
+            Reason.LOST,
+            f"stopped by signal {status.exit_code - 128}: {result.unwatched}",
+        )
     return Outcome(status.exit_code, Reason.EXITED, status.error or "")
 
 

@@ -32,7 +32,7 @@ from dockyard.progress import LiveProgress, PlainProgress
 from dockyard.render import dot, mermaid
 from dockyard.spec import DEFAULT_FILE, PipelineFile, load_pipeline
 from dockyard.store import AttemptRow, Store
-from dockyard.summary import load_summary
+from dockyard.summary import RunSummary, load_summary
 from dockyard.units import format_memory, format_seconds, parse_memory
 from dockyard.volumes import VolumeStore
 
@@ -171,6 +171,8 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
     out.print(
         f"run [bold]{run.id}[/] of {run.pipeline}: {run.state} ({took}; {counts})", soft_wrap=True
     )
+    if summary.outages:
+        out.print(_outage_line(summary), soft_wrap=True)
     table = Table(box=None, header_style="bold")
     columns = ("instance", "state", "attempts", "duration", "cached", "memory", "peak", "cpu")
     for column in columns:
@@ -205,6 +207,22 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
                     Text(attempt.reason or "", "dim"),
                 )
     out.print(table)
+
+
+def _outage_line(summary: RunSummary) -> str:
+    times = len(summary.outages)
+    spans = [format_seconds(o.seconds) for o in summary.outages if o.seconds is not None]
+    line = f"the container engine was away {times} time{'s' if times != 1 else ''}"
+    if spans:
+        line += f" ({', '.join(spans)})"
+    if any(o.seconds is None for o in summary.outages):
+        line += ", the last time until the run stopped"
+    lost = summary.lost_attempts
+    return line + (
+        f"; {lost} attempt{'s were' if lost != 1 else ' was'} lost and rerun without using a retry"
+        if lost
+        else "; no attempt was lost"
+    )
 
 
 def _peak(attempt: AttemptRow | None) -> str:

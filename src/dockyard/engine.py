@@ -49,6 +49,7 @@ from dockyard.runtime.base import (
     ContainerSpec,
     Runtime,
 )
+from dockyard.runtime.patient import EngineGuard, PatientRuntime
 from dockyard.schedule import Capacity
 from dockyard.services import LABEL_KEEP, Services
 from dockyard.spec.loader import PipelineFile
@@ -97,7 +98,7 @@ class Executor:
         engine_patience: float = ENGINE_PATIENCE,
     ):
         self.pf = pf
-        self.runtime = runtime
+        self.engine = runtime  # as it is: before the run exists, an engine away is exit 3
         self.store = store
         self.options = options or RunOptions()
         self.reporter = reporter
@@ -124,17 +125,26 @@ class Executor:
         self.volumes = RunVolumes(pf)
         self.service_need = Capacity(0, 0)
         self.services: Services | None = None
-        self.runner = AttemptRunner(runtime, self.results, clock, sleep, engine_patience)
+        self.guard = EngineGuard(
+            runtime.ping,
+            engine_patience,
+            clock=clock,
+            sleep=sleep,
+            notify=lambda event: self.results.put(Notice(event)),
+        )
+        # Once the run exists, every engine call waits out an engine that restarts.
+        self.runtime: Runtime = PatientRuntime(runtime, self.guard)
+        self.runner = AttemptRunner(self.runtime, self.guard, self.results, clock)
         self.run_id = ""
 
     # -- the run ------------------------------------------------------------------------------
 
     def run(self) -> str:
         """Run the pipeline to completion; return the run id or raise :class:`RunFailed`."""
-        self.runtime.ping()
-        self.own_cgroups = self.runtime.shares_host_cgroups()
+        self.engine.ping()
+        self.own_cgroups = self.engine.shares_host_cgroups()
         graph = graph_of(self.pf)
-        pool = pool_of(self.runtime, self.options.max_cpus, self.options.max_memory)
+        pool = pool_of(self.engine, self.options.max_cpus, self.options.max_memory)
         services = self._services_used(graph)
         check_fits(graph, pool, self.service_need)
         notes: list[Event] = []
@@ -149,7 +159,7 @@ class Executor:
             self.pf,
             [i.image for i in graph.instances.values()]
             + [self.pf.pipeline.services[name].image for name in services],
-            self.runtime,
+            self.engine,
             note,
         )
         with RunLock(self.state_dir), contextlib.ExitStack() as held:
@@ -168,7 +178,7 @@ class Executor:
                     pool.memory,
                     None,
                     json.dumps(images, sort_keys=True),
-                    json.dumps(packages_of(images, self.runtime)),
+                    json.dumps(packages_of(images, self.engine)),
                 ),
                 [(str(iid), iid.step) for iid in graph.order],
             )
@@ -211,6 +221,8 @@ class Executor:
             },
             prefix=f"dockyard-{self.pf.pipeline.name}-{self.run_id}",
             sleep=self.sleep,
+            clock=self.clock,
+            engine_away_since=lambda since: self.guard.away_between(since, self.clock()),
         )
         self.observed = {iid: Observed() for iid in graph.order}
         self.unresolved = list(graph.order)
@@ -229,13 +241,20 @@ class Executor:
             self._loop(graph, pool, images)
         except Abandon:
             self.runner.abandoned = True
+            self.guard.give_up()
             self._release_workers()
             workers.shutdown(wait=True)
             raise
         except KeyboardInterrupt:
+            self.guard.give_up()  # clean up what can be, but never wait for an engine again
             self._finish("interrupted", "interrupted by a signal")
             raise
+        except EngineUnavailable as exc:
+            self.guard.give_up()
+            self._finish("interrupted", exc.message)
+            raise
         except BaseException as exc:
+            self.guard.give_up()
             self._finish("failed", str(exc))
             raise
         failed = [str(i) for i, s in self.observed.items() if s.phase is Phase.FAILED]
@@ -408,7 +427,9 @@ class Executor:
                 staging = self._staging_path(old_run, iid, old_attempt)
                 self._begin(instance, 1, instance.memory, staging, adopted_from=old_run)
                 self.adopted.append(container.id)
-                self._submit(iid, 1, None, container.id, instance.timeout)
+                self._submit(
+                    iid, 1, None, container.id, instance.timeout, exited=not container.running
+                )
         adopted = set(self.adopted)
         for container in orphans:  # steps no longer needed, and earlier runs' services
             if container.id not in adopted:
@@ -455,7 +476,7 @@ class Executor:
                         None,
                         DockyardError(failure),
                         self.clock(),
-                        False,
+                        None,
                         threading.Event(),
                         cgroups.Usage(),
                     )
@@ -568,6 +589,8 @@ class Executor:
         spec: ContainerSpec | None,
         container_id: str | None,
         timeout: float | None,
+        *,
+        exited: bool = False,
     ) -> None:
         self.futures.append(
             self.workers.submit(
@@ -578,6 +601,7 @@ class Executor:
                 container_id,
                 timeout,
                 self._log_path(iid, attempt),
+                exited,
             )
         )
 
@@ -627,6 +651,7 @@ class Executor:
                 LABEL_ATTEMPT: str(failed.attempt),
             }
             for container in self.runtime.list(labels):
+                self.runner.killed.add(container.id)
                 self.runtime.kill(container.id)
 
     def _conclude(
@@ -720,8 +745,13 @@ class Executor:
                 memory=seen.memory if iid == cause else self.observed[iid].memory,
             )
             with self.store.transaction():
+                lost = outcomes[iid].reason is Reason.LOST  # not held against its retries
                 self.store.end_attempt(
-                    self.run_id, str(iid), attempt, state="failed", **fields[iid]
+                    self.run_id,
+                    str(iid),
+                    attempt,
+                    state="lost" if lost else "failed",
+                    **fields[iid],
                 )
                 self.store.set_instance(
                     self.run_id, str(iid), state="failed" if final else "pending", reason=own
@@ -737,7 +767,7 @@ class Executor:
     # -- the end of a run ---------------------------------------------------------------------
 
     def _finish(self, state: str, message: str | None) -> None:
-        self._remove_leftovers()
+        removed = self._remove_leftovers()
         self._release_workers()
         self.workers.shutdown(wait=True)
         if self.services is not None:
@@ -749,7 +779,8 @@ class Executor:
                 self.store.end_attempt(
                     self.run_id, str(iid), seen.attempts, state="interrupted", ended_at=now
                 )
-        discard(self.state_dir / "work")  # the run lock is held: nobody else works here
+        if removed:  # else containers may still run (the engine is away): the next run adopts
+            discard(self.state_dir / "work")  # the run lock is held: nobody else works here
         if self.own_cgroups:
             cgroups.sweep(f"{self.project}-")
         self.hasher.flush()
@@ -758,8 +789,9 @@ class Executor:
         self.store.finish_run(self.run_id, state, now, message)
         self.report(Event("run-ended", now, detail={"run": self.run_id, "state": state}))
 
-    def _remove_leftovers(self) -> None:
-        """However the loop ended, no container of this run (or adopted by it) may remain."""
+    def _remove_leftovers(self) -> bool:
+        """However the loop ended, no container of this run (or adopted by it) may remain.
+        False when some may (the engine did not answer)."""
         try:
             for container in self.runtime.list({LABEL_RUN: self.run_id}):
                 if container.labels.get(LABEL_KEEP) != "true":  # Services.stop decides those
@@ -767,7 +799,8 @@ class Executor:
             for container_id in self.adopted:
                 self.runtime.remove(container_id)
         except DockyardError:
-            pass
+            return False
+        return True
 
     def services_healthy(self) -> bool:
         return self.services is not None and all(

@@ -110,7 +110,7 @@ def _state(inst: InstanceSummary) -> str:
 def _outcome(attempt: AttemptRow) -> str:
     if attempt.state == "succeeded":
         return "succeeded"
-    if attempt.reason in ("out-of-memory", "timed-out"):
+    if attempt.reason in ("out-of-memory", "timed-out", "lost"):
         return attempt.reason
     return "interrupted" if attempt.state == "interrupted" else "failed"
 

@@ -34,6 +34,7 @@ class _Running:
     need: Capacity
     failed: str | None = None
     ready: bool = False  # seen healthy (or running, without a check) once
+    since: float = 0.0  # when it was (last) started
 
 
 def argv(command: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -50,6 +51,8 @@ class Services:
         labels: Mapping[str, str],
         prefix: str,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        engine_away_since: Callable[[float], bool] = lambda since: False,
     ):
         self.runtime = runtime
         self.specs = specs
@@ -58,6 +61,10 @@ class Services:
         self.labels = dict(labels)
         self.prefix = prefix  # names: PREFIX-net, PREFIX-SERVICE
         self.sleep = sleep
+        self.clock = clock
+        # Whether the engine was away (and may have restarted) since a given time: a
+        # restart without live-restore stops every container, services included.
+        self.engine_away_since = engine_away_since
         self.network: str | None = None
         self.running: dict[str, _Running] = {}
 
@@ -84,6 +91,8 @@ class Services:
                 service.ready = service.failed is None
             if service.failed is None:
                 state = self.runtime.health(service.container_id)
+                if state == "exited" and self.engine_away_since(service.since):
+                    state = self._restart(name, service)
                 if state == "exited":
                     service.failed = f"service {name!r} has stopped"
                 elif state == "unhealthy":
@@ -126,11 +135,23 @@ class Services:
         except RuntimeFailure as exc:
             self.running[name] = _Running("", need, failed=f"service {name!r}: {exc.message}")
             return
-        self.running[name] = _Running(container_id, need)
+        self.running[name] = _Running(container_id, need, since=self.clock())
         try:
             self.runtime.start(container_id)
         except RuntimeFailure as exc:
             self.running[name].failed = f"service {name!r} did not start: {exc.message}"
+
+    def _restart(self, name: str, service: _Running) -> str:
+        """Start again a service that an engine restart stopped (its state is in its volumes,
+        as after a power cut); return its health once it is ready, or why not."""
+        service.since = self.clock()
+        try:
+            self.runtime.start(service.container_id)
+        except RuntimeFailure as exc:
+            service.failed = f"service {name!r} did not start again: {exc.message}"
+            return "exited"
+        service.failed = self._wait_healthy(name, service.container_id)
+        return "exited" if service.failed is not None else "healthy"
 
     def _wait_healthy(self, name: str, container_id: str) -> str | None:
         check = self.specs[name].healthcheck

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dockyard.store import AttemptRow, InstanceRow, RunRow, Store
@@ -20,9 +21,23 @@ class InstanceSummary:
 
 
 @dataclass(frozen=True)
+class Outage:
+    """A time the container engine did not answer during the run."""
+
+    at: float
+    seconds: float | None  # None: it had not come back when the run ended
+
+
+@dataclass(frozen=True)
 class RunSummary:
     run: RunRow
     instances: list[InstanceSummary]
+    outages: list[Outage] = field(default_factory=list)
+
+    @property
+    def lost_attempts(self) -> int:
+        """Attempts lost to the engine (or a vanished container) and rerun without a retry."""
+        return sum(1 for i in self.instances for a in i.attempts if a.state == "lost")
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -36,6 +51,8 @@ class RunSummary:
         return {
             "run": run,
             "counts": self.counts(),
+            "engine_outages": [asdict(o) for o in self.outages],
+            "lost_attempts": self.lost_attempts,
             "instances": [
                 {
                     **asdict(i.row),
@@ -55,4 +72,16 @@ def load_summary(store: Store, run_id: str | None = None) -> RunSummary:
     instances = [
         InstanceSummary(row, attempts.get(row.instance, [])) for row in store.instances(run.id)
     ]
-    return RunSummary(run, instances)
+    return RunSummary(run, instances, _outages(store, run.id))
+
+
+def _outages(store: Store, run_id: str) -> list[Outage]:
+    """From the engine events: each "away" with its "back", if one came."""
+    found: list[Outage] = []
+    for at, kind, _, detail in store.events(run_id):
+        state = json.loads(detail).get("state") if kind == "engine" and detail else None
+        if state == "away":
+            found.append(Outage(at, None))
+        elif state == "back" and found and found[-1].seconds is None:
+            found[-1] = Outage(found[-1].at, at - found[-1].at)
+    return found

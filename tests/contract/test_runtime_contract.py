@@ -137,3 +137,18 @@ def test_an_imported_root_is_an_image_found_by_label_named_twice_and_kept_while_
         if isinstance(runtime, DockerRuntime):
             for ref in (first, second):
                 runtime.api.remove_image(ref, force=True)
+
+
+def test_inspect_tells_created_from_ended_and_gone(runtime: Runtime, label: dict[str, str]) -> None:
+    cid = runtime.create(spec("true", label))
+    try:
+        created = runtime.inspect(cid)
+        assert created is not None and (created.id, created.started) == (cid, False)
+        assert dict(created.labels).items() >= label.items()
+        runtime.start(cid)
+        runtime.wait(cid)
+        ended = runtime.inspect(cid)
+        assert ended is not None and ended.started and not ended.running
+    finally:
+        runtime.remove(cid)
+    assert runtime.inspect(cid) is None

@@ -88,7 +88,8 @@ class Runtime(Protocol):
     """What dockyard needs from a container engine, and nothing more."""
 
     def ping(self) -> None:
-        """Raise :class:`~dockyard.errors.EngineUnavailable` when the engine does not answer."""
+        """Raise :class:`~dockyard.errors.EngineUnavailable` unless the engine answers a new
+        connection now."""
 
     def capacity(self) -> HostCapacity: ...
 
@@ -160,3 +161,6 @@ class Runtime(Protocol):
 
     def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """Containers (running or not) carrying all of ``labels``."""
+
+    def inspect(self, container_id: str) -> ContainerInfo | None:
+        """One container as it is now, or None when it does not exist."""

@@ -32,11 +32,15 @@ from dockyard.runtime.base import (
 @dataclass(frozen=True)
 class Fault:
     """Make the next matching attempt fail: a crash with ``exit_code``, an OOM kill, or
-    the container vanishing (as when an engine restarts without its containers)."""
+    the container vanishing (as when an engine restarts without its containers). With
+    ``engine_restart``, the engine instead goes away as the attempt starts (see
+    :meth:`FakeRuntime.restart_engine`), and the attempt itself would have succeeded."""
 
     exit_code: int = 1
     oom: bool = False
     lost: bool = False
+    engine_restart: bool = False
+    live_restore: bool = False
 
 
 @dataclass
@@ -83,6 +87,20 @@ class FakeRuntime:
     def inject(self, instance: str, *faults: Fault) -> None:
         """Queue faults for the next attempts of ``instance`` (e.g. ``"align[a]"``)."""
         self.faults.setdefault(instance, []).extend(faults)
+
+    def restart_engine(self, *, live_restore: bool = False) -> None:
+        """Take the engine away as a restart does: unreachable until ``reachable`` is set
+        again; without live-restore, the engine's stop ends every running container as
+        SIGTERM does (exit 143)."""
+        with self._lock:
+            self.reachable = False
+            if live_restore:
+                return
+            for box in self.containers.values():
+                if box.state == "running":
+                    box.state = "exited"
+                    box.status = ExitStatus(143)
+                    self.running_now -= 1
 
     # -- Runtime --------------------------------------------------------------------------------
 
@@ -197,8 +215,10 @@ class FakeRuntime:
         code, out, duration = _Shell(box.spec).run()
         box.logs = out
         box.duration = duration
-        if fault is None:
+        if fault is None or fault.engine_restart:
             box.status = ExitStatus(code)
+            if fault is not None:
+                self.restart_engine(live_restore=fault.live_restore)
         elif fault.lost:
             box.status = ExitStatus(None, error="the container disappeared")
         else:
@@ -239,6 +259,13 @@ class FakeRuntime:
             for b in boxes
             if all(b.spec.labels.get(k) == v for k, v in labels.items())
         ]
+
+    def inspect(self, container_id: str) -> ContainerInfo | None:
+        self._check()
+        box = self.containers.get(container_id)
+        if box is None:
+            return None
+        return ContainerInfo(box.id, box.spec.name or box.id[:12], box.spec.labels, box.state)
 
     def _get(self, container_id: str) -> _Container:
         try:
