@@ -2,8 +2,9 @@
 
 Layout under ``$DOCKYARD_HOME`` (default ``~/.local/share/dockyard``)::
 
+    volumes/                          0700: only dockyard's user reaches a volume
     volumes/NAME/volume.json          created, seeded from
-    volumes/NAME/live/                what containers mount
+    volumes/NAME/live/                what containers mount (0777: any user in them writes)
     volumes/NAME/lock                 flock: shared while mounted read-only, exclusive
                                       while mounted read-write or changed by a command
     volumes/NAME/snapshots/N/tree/    immutable copies; N counts up
@@ -16,6 +17,9 @@ volume's size (this filesystem, ext4, has no reflinks; overlay layers would need
 per container and compaction). Snapshot files are read-only and never linked to ``live``,
 so writes to the live volume can never reach a snapshot. Rollback copies back only the
 files that differ and deletes the ones the snapshot does not have.
+
+Names (volumes, tags, snapshot refs) are checked here, so that no caller can make a path
+outside ``volumes/``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import stat
 import time
@@ -32,12 +37,48 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dockyard.errors import InvalidInput, PlanError, UnknownReference
+from dockyard.errors import DockyardError, InvalidInput, PlanError, UnknownReference
+from dockyard.spec.model import NAME_RE
+
+# A tag is shown in tables and sent to other hosts: printable, no markup, not a number.
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+SNAPSHOT_ID_RE = re.compile(r"[0-9]{1,18}")
 
 
 def data_root() -> Path:
     configured = os.environ.get("DOCKYARD_HOME")
     return Path(configured) if configured else Path.home() / ".local" / "share" / "dockyard"
+
+
+def check_name(name: str) -> str:
+    """A volume's name follows the pipeline file's rule for names (one path component)."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise InvalidInput(
+            f"{name!r} is not a volume name: expected lower-case letters, digits, '-' and "
+            "'_', starting with a letter or digit, at most 63 characters"
+        )
+    return name
+
+
+def check_tag(tag: str) -> str:
+    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag) or tag.isdigit():
+        raise InvalidInput(
+            f"{tag!r} is not a snapshot tag: expected letters, digits, '.', '-' and '_', "
+            "starting with a letter or digit, at most 63 characters, and not a number"
+        )
+    return tag
+
+
+def check_ref(ref: str) -> str:
+    """A snapshot as named on the command line: its id, or its tag."""
+    if isinstance(ref, str) and SNAPSHOT_ID_RE.fullmatch(ref):
+        return ref
+    if isinstance(ref, str) and TAG_RE.fullmatch(ref):
+        return ref
+    raise InvalidInput(
+        f"{ref!r} is not a snapshot: expected its id (a number) or its tag (letters, "
+        "digits, '.', '-' and '_'); see `dockyard volume snapshots NAME`"
+    )
 
 
 @dataclass(frozen=True)
@@ -65,12 +106,27 @@ class VolumeInUse(InvalidInput):
     pass
 
 
+def private_dir(path: Path) -> Path:
+    """Create a folder only its owner can enter, or tighten one found looser (made by an
+    older dockyard): the folders above a live volume are what keeps local users out of it.
+    (Only dockyard's user writes here, so a link, e.g. ``volumes`` moved to another disk,
+    is that user's choice and is followed.)"""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.stat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise DockyardError(f"{path} should be a folder of dockyard's; move it away")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
 class VolumeStore:
     def __init__(self, root: Path | None = None):
         self.root = (root or data_root()) / "volumes"
 
     def folder(self, name: str) -> Path:
-        return self.root / name
+        return self.root / check_name(name)
 
     def live(self, name: str) -> Path:
         return self.folder(name) / "live"
@@ -78,12 +134,16 @@ class VolumeStore:
     def exists(self, name: str) -> bool:
         return self.live(name).is_dir()
 
+    def _private_folder(self, name: str) -> Path:
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        return private_dir(self.folder(name))
+
     def ensure(self, name: str, seed: Path | None = None) -> Path:
         """Create the volume on first use, copying ``seed`` in once; return its live folder."""
-        folder = self.folder(name)
+        folder = self._private_folder(name)
         if self.live(name).is_dir():
             return self.live(name)
-        folder.mkdir(parents=True, exist_ok=True)
         staging = folder / f".creating-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         if seed is not None:
@@ -109,9 +169,8 @@ class VolumeStore:
     def lock(self, name: str, *, exclusive: bool, wait: bool = False) -> Iterator[None]:
         """Hold the volume: shared for readers, exclusive for writers; fail fast unless
         ``wait``."""
-        folder = self.folder(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        folder = self._private_folder(name)
+        fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
             try:
@@ -131,7 +190,11 @@ class VolumeStore:
     def all(self) -> list[VolumeInfo]:
         if not self.root.is_dir():
             return []
-        return [self.inspect(p.name) for p in sorted(self.root.iterdir()) if (p / "live").is_dir()]
+        return [
+            self.inspect(p.name)
+            for p in sorted(self.root.iterdir())
+            if NAME_RE.fullmatch(p.name) and (p / "live").is_dir()
+        ]
 
     def inspect(self, name: str) -> VolumeInfo:
         self._require(name)
@@ -159,11 +222,13 @@ class VolumeStore:
         found = []
         for entry in folder.iterdir():
             meta = entry / "meta.json"
-            if entry.name.isdigit() and meta.exists():
+            if SNAPSHOT_ID_RE.fullmatch(entry.name) and meta.exists():
                 found.append(Snapshot(**json.loads(meta.read_text())))
         return sorted(found, key=lambda s: s.id)
 
     def find(self, name: str, ref: str) -> Snapshot:
+        check_name(name)
+        check_ref(ref)
         for snap in self.snapshots(name):
             if str(snap.id) == ref or snap.tag == ref:
                 return snap
@@ -178,16 +243,15 @@ class VolumeStore:
 
     def snapshot(self, name: str, tag: str | None = None) -> Snapshot:
         """Freeze the live volume. The caller holds the volume's exclusive lock."""
+        if tag is not None:
+            check_tag(tag)
         self._require(name)
-        if tag is not None and (tag.isdigit() or any(s.tag == tag for s in self.snapshots(name))):
-            raise PlanError(
-                f"volume {name!r}: a snapshot tag must be unique and not a number; "
-                f"{tag!r} is taken or numeric"
-            )
+        if tag is not None and any(s.tag == tag for s in self.snapshots(name)):
+            raise PlanError(f"volume {name!r} already has a snapshot tagged {tag!r}")
         previous = self.snapshots(name)
         base = self.tree(name, previous[-1]) if previous else None
         number = (previous[-1].id + 1) if previous else 1
-        folder = self.folder(name) / "snapshots"
+        folder = private_dir(self.folder(name) / "snapshots")
         staging = folder / f".{number}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         files, total, copied = _link_or_copy(self.live(name), staging / "tree", base)
@@ -199,14 +263,16 @@ class VolumeStore:
     def adopt_snapshot(
         self, name: str, staging: Path, snapshot_uuid: str, tag: str | None, files: int, total: int
     ) -> Snapshot:
-        """Give a received tree (``staging/tree``) the next number, atomically."""
+        """Give a received tree (``staging/tree``) the next number, atomically. The caller
+        holds the volume's exclusive lock."""
         previous = self.snapshots(name)
         number = (previous[-1].id + 1) if previous else 1
         if tag is not None and any(s.tag == tag for s in previous):
             tag = None  # tags are local names; the uuid identifies the snapshot
         snap = Snapshot(number, tag, time.time(), files, total, total, snapshot_uuid)
         (staging / "meta.json").write_text(json.dumps(asdict(snap)))
-        os.rename(staging, self.folder(name) / "snapshots" / str(number))
+        folder = private_dir(self.folder(name) / "snapshots")
+        os.rename(staging, folder / str(number))
         return snap
 
     def rollback(self, name: str, snap: Snapshot) -> int:
@@ -342,4 +408,13 @@ def force_rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-__all__ = ["Snapshot", "VolumeInUse", "VolumeInfo", "VolumeStore", "data_root"]
+__all__ = [
+    "Snapshot",
+    "VolumeInUse",
+    "VolumeInfo",
+    "VolumeStore",
+    "check_name",
+    "check_ref",
+    "check_tag",
+    "data_root",
+]

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import re
+import stat
 from pathlib import Path
 
 import pytest
 
-from dockyard.errors import UnknownReference
-from dockyard.volumes import VolumeInUse, VolumeStore
+from dockyard.cli import main
+from dockyard.errors import InvalidInput, UnknownReference
+from dockyard.volume_stream import send
+from dockyard.volumes import Snapshot, VolumeInUse, VolumeStore
 
 
 def checksums(root: Path) -> dict[str, str]:
@@ -96,3 +101,134 @@ def test_unknown_volume_or_snapshot_is_a_clear_error(store: VolumeStore) -> None
     store.ensure("v")
     with pytest.raises(UnknownReference, match="no snapshot"):
         store.find("v", "7")
+
+
+# -- names --------------------------------------------------------------------------------------
+
+ABSOLUTE = "@TMP@/abs"  # an absolute path inside the test's folder
+BAD_NAMES = ["../../x", ABSOLUTE, "..", ".", "", "UPPER", "a/b", "a\nb", "-x", "x" * 64, "é"]
+
+
+@pytest.mark.parametrize("bad", BAD_NAMES)
+def test_every_volume_store_method_refuses_a_name_outside_the_rule(
+    store: VolumeStore, tmp_path: Path, bad: str
+) -> None:
+    bad = bad.replace("@TMP@", str(tmp_path))
+    calls = [
+        lambda: store.folder(bad),
+        lambda: store.live(bad),
+        lambda: store.exists(bad),
+        lambda: store.ensure(bad),
+        lambda: store.inspect(bad),
+        lambda: store.snapshots(bad),
+        lambda: store.find(bad, "1"),
+        lambda: store.snapshot(bad),
+        lambda: store.rollback(bad, Snapshot(1, None, 0.0, 0, 0, 0)),
+        lambda: store.remove(bad),
+        lambda: store.lock(bad, exclusive=True).__enter__(),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidInput, match=re.escape(repr(bad))):
+            call()
+    assert not store.root.exists() or list(store.root.iterdir()) == []
+
+
+def test_a_name_with_a_trailing_newline_is_refused(store: VolumeStore) -> None:
+    with pytest.raises(InvalidInput, match=r"'db\\n' is not a volume name"):
+        store.ensure("db\n")
+
+
+@pytest.mark.parametrize("ref", ["../1", "1/..", "", "a b", "[bold]", "x\x1b[2J", "²"])
+def test_snapshot_refs_outside_the_rule_are_refused(store: VolumeStore, ref: str) -> None:
+    store.ensure("v")
+    with pytest.raises(InvalidInput, match="is not a snapshot"):
+        store.find("v", ref)
+
+
+@pytest.mark.parametrize("tag", ["12", "[red]x", "a/b", "x\x1b[2J", ".hidden", "x" * 64])
+def test_snapshot_tags_outside_the_rule_are_refused(store: VolumeStore, tag: str) -> None:
+    store.ensure("v")
+    with pytest.raises(InvalidInput, match="is not a snapshot tag"):
+        store.snapshot("v", tag=tag)
+    assert store.snapshots("v") == []
+
+
+def test_tags_that_follow_the_rule_name_snapshots(store: VolumeStore) -> None:
+    store.ensure("v")
+    store.snapshot("v", tag="before-v2.1_final")
+    assert store.find("v", "before-v2.1_final").id == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["inspect", "../../victim"],
+        ["snapshot", ABSOLUTE],
+        ["snapshots", "../../victim"],
+        ["rm", "../../victim"],
+        ["rollback", "../../victim", "1"],
+        ["send", "../../victim"],
+        ["receive", "../../elsewhere"],
+        ["receive", ABSOLUTE],
+        ["snapshot", "v", "--tag", "../t"],
+        ["rollback", "v", "../t"],
+        ["send", "v", "--from", "x\x1b[2J"],
+    ],
+)
+def test_volume_commands_refuse_bad_names_with_exit_2_and_change_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+) -> None:
+    home = tmp_path / "home" / "inner"  # its volumes/../../victim is home/victim
+    sender = VolumeStore(tmp_path / "sender")  # a valid stream, for receive
+    sender.ensure("v")
+    sender.snapshot("v")
+    stream = io.BytesIO()
+    send(sender, "v", stream)
+    victim = VolumeStore(tmp_path)  # a volume-like folder outside the data root
+    victim.root = tmp_path / "home"
+    (victim.ensure("victim") / "keep").write_text("keep")
+    victim.snapshot("victim")
+    monkeypatch.setenv("DOCKYARD_HOME", str(home))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stream.getvalue())))
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(io.BytesIO()))  # not a terminal
+    VolumeStore(home).ensure("v")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    args = [arg.replace("@TMP@", str(tmp_path)) for arg in args]
+    assert main(["volume", *args]) == 2
+    assert "internal error" not in capsys.readouterr().err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_the_bad_name_is_named_with_control_characters_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOCKYARD_HOME", str(tmp_path))
+    assert main(["volume", "inspect", "x\x1b[2J"]) == 2
+    err = capsys.readouterr().err
+    assert "'x\\x1b[2J' is not a volume name" in " ".join(err.split())
+    assert "\x1b" not in err
+
+
+# -- host folder modes ----------------------------------------------------------------------
+
+
+def test_the_folders_above_a_live_volume_are_private(store: VolumeStore) -> None:
+    live = store.ensure("v")
+    store.snapshot("v")
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.folder("v").stat().st_mode) == 0o700
+    assert stat.S_IMODE((store.folder("v") / "snapshots").stat().st_mode) == 0o700
+    assert stat.S_IMODE(live.stat().st_mode) == 0o777  # containers write as any user
+
+
+def test_folders_an_older_dockyard_left_open_are_tightened(store: VolumeStore) -> None:
+    store.ensure("v")
+    os.chmod(store.root, 0o755)
+    os.chmod(store.folder("v"), 0o777)
+    with store.lock("v", exclusive=True):
+        pass
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.folder("v").stat().st_mode) == 0o700
