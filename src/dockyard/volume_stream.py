@@ -33,9 +33,9 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
+from dockyard import safefs
 from dockyard.errors import InvalidInput, UnknownReference
-from dockyard.volumes import Snapshot, VolumeStore, clear, force_rmtree, mirror
-from dockyard.volumes import extents as volume_extents
+from dockyard.volumes import Snapshot, VolumeStore, mirror
 
 MAGIC = b"DOCKYARD-VOLUME-STREAM 1\n"
 CHUNK = 1 << 20
@@ -60,6 +60,18 @@ class _Writer:
     def record(self, kind: bytes, header: dict[str, object]) -> None:
         self.write(kind + json.dumps(header, separators=(",", ":")).encode() + b"\n")
         self.records += 1
+
+
+def volume_extents(path: Path, size: int) -> list[tuple[int, int]]:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return safefs.extents(fd, size)
+    finally:
+        os.close(fd)
+
+
+def clear(path: Path) -> None:
+    safefs.rmtree(path)
 
 
 def _send_file(w: _Writer, path: Path, rel: str, info: os.stat_result) -> None:
@@ -225,7 +237,7 @@ def receive(store: VolumeStore, name: str, inp: BinaryIO) -> Snapshot:
         folder = store.folder(name) / "snapshots"
         folder.mkdir(parents=True, exist_ok=True)
         staging = folder / f".receiving-{os.getpid()}"
-        force_rmtree(staging)
+        safefs.rmtree(staging)
         tree = staging / "tree"
         try:
             if base is not None:
@@ -238,7 +250,7 @@ def receive(store: VolumeStore, name: str, inp: BinaryIO) -> Snapshot:
                 name, staging, header["snapshot"], header.get("tag"), files, total
             )
         except BaseException:
-            force_rmtree(staging)
+            safefs.rmtree(staging)
             raise
         mirror(store.tree(name, snap), store.live(name))
     return snap

@@ -103,6 +103,117 @@ def test_unknown_volume_or_snapshot_is_a_clear_error(store: VolumeStore) -> None
         store.find("v", "7")
 
 
+# -- what containers leave in a live volume ---------------------------------------------------
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Path:
+    """A host folder outside the data root, which a container can name but not see."""
+    outside = tmp_path / "host"
+    outside.mkdir()
+    (outside / "data.txt").write_text("host data")
+    return outside
+
+
+def test_rollback_never_writes_through_a_link_a_container_left(
+    store: VolumeStore, host: Path
+) -> None:
+    live = store.ensure("db")
+    (live / "sub").mkdir()
+    (live / "sub" / "data.txt").write_text("volume data")
+    store.snapshot("db")
+    (live / "sub" / "data.txt").unlink()
+    (live / "sub").rmdir()
+    os.symlink(host, live / "sub")  # what `rm -rf /vol/sub && ln -s /host /vol/sub` leaves
+    store.rollback("db", store.find("db", "1"))
+    assert (host / "data.txt").read_text() == "host data"
+    assert sorted(p.name for p in host.iterdir()) == ["data.txt"]
+    assert not (live / "sub").is_symlink()
+    assert (live / "sub" / "data.txt").read_text() == "volume data"
+
+
+def test_rollback_replaces_links_at_file_names_instead_of_writing_their_targets(
+    store: VolumeStore, host: Path
+) -> None:
+    live = store.ensure("db")
+    (live / "data.txt").write_text("volume data")
+    store.snapshot("db")
+    (live / "data.txt").unlink()
+    os.symlink(host / "data.txt", live / "data.txt")
+    store.rollback("db", store.find("db", "1"))
+    assert (host / "data.txt").read_text() == "host data"
+    assert not (live / "data.txt").is_symlink()
+    assert (live / "data.txt").read_text() == "volume data"
+
+
+def test_snapshot_keeps_links_as_links_and_reads_nothing_through_them(
+    store: VolumeStore, host: Path
+) -> None:
+    live = store.ensure("v")
+    os.symlink(host, live / "to-host")
+    os.symlink(host / "data.txt", live / "file-link")
+    snap = store.snapshot("v")
+    tree = store.tree("v", snap)
+    assert os.readlink(tree / "to-host") == str(host)
+    assert os.readlink(tree / "file-link") == str(host / "data.txt")
+    assert (snap.files, snap.bytes) == (0, 0)
+    assert store.inspect("v").files == 0  # inspect does not count what links point to
+
+
+def test_snapshot_never_links_a_host_file_through_a_link_in_the_previous_snapshot(
+    store: VolumeStore, host: Path
+) -> None:
+    live = store.ensure("v")
+    os.symlink(host, live / "sub")
+    store.snapshot("v")  # the previous snapshot has sub -> host
+    os.unlink(live / "sub")
+    (live / "sub").mkdir()
+    forged = live / "sub" / "data.txt"  # same size, mode and mtime as the host's file
+    forged.write_text("XXXX XXXX")
+    os.chmod(forged, (host / "data.txt").stat().st_mode & 0o7777)
+    host_time = (host / "data.txt").stat().st_mtime_ns
+    os.utime(forged, ns=(host_time, host_time))
+    snap = store.snapshot("v")
+    copy = store.tree("v", snap) / "sub" / "data.txt"
+    assert copy.stat().st_ino != (host / "data.txt").stat().st_ino
+    assert copy.read_text() == "XXXX XXXX"
+
+
+def test_snapshot_and_rollback_copies_lose_set_id_bits_and_special_files(
+    store: VolumeStore,
+) -> None:
+    live = store.ensure("v")
+    (live / "tool").write_text("#!/bin/sh\n")
+    os.chmod(live / "tool", 0o6755)
+    (live / "shared").mkdir()
+    os.chmod(live / "shared", 0o3777)
+    os.mkfifo(live / "fifo")
+    snap = store.snapshot("v")
+    tree = store.tree("v", snap)
+    assert (tree / "tool").stat().st_mode & 0o7777 == 0o555
+    assert (tree / "shared").stat().st_mode & 0o7777 == 0o777
+    assert not (tree / "fifo").exists()
+    (live / "tool").unlink()
+    os.rmdir(live / "shared")
+    store.rollback("v", snap)
+    assert (live / "tool").stat().st_mode & 0o7777 == 0o755
+    assert (live / "shared").stat().st_mode & 0o7777 == 0o777
+    assert not (live / "fifo").exists()  # the snapshot does not have it
+
+
+def test_remove_deletes_the_volume_but_not_what_its_links_point_to(
+    store: VolumeStore, host: Path
+) -> None:
+    live = store.ensure("v")
+    os.symlink(host, live / "to-host")
+    (live / "ro").mkdir()
+    os.chmod(live / "ro", 0o555)
+    store.snapshot("v")
+    store.remove("v")
+    assert not store.folder("v").exists()
+    assert (host / "data.txt").read_text() == "host data"
+
+
 # -- names --------------------------------------------------------------------------------------
 
 ABSOLUTE = "@TMP@/abs"  # an absolute path inside the test's folder
