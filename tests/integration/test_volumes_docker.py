@@ -170,3 +170,31 @@ steps:
     assert {p.name: p.read_bytes() for p in host_target.iterdir()} == before
     assert not (live / "sub").is_symlink()
     assert (live / "sub" / "data.txt").read_text() == "volume data"
+
+
+def test_a_committed_output_keeps_no_set_uid_bit_or_special_file_and_its_log_says_so(
+    tmp_path: Path,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write(
+        tmp_path / "p",
+        f"""
+version: 1
+name: {pipeline_name}
+steps:
+  make:
+    image: "{BUSYBOX_IMAGE}"
+    command: >-
+      echo '#!/bin/sh' > /out/tool && chmod 4755 /out/tool && mkfifo /out/pipe &&
+      (mknod /out/null c 1 3 || true) && echo 42 > /out/result
+""",
+    )
+    assert main(["run", "-f", str(path)]) == 0, capsys.readouterr()
+    output = committed_output(path, "make", capsys)
+    assert sorted(p.name for p in output.iterdir()) == ["result", "tool"]
+    assert (output / "tool").stat().st_mode & 0o7777 == 0o555
+    assert main(["logs", "-f", str(path), "make"]) == 0
+    log = capsys.readouterr().out
+    assert "removed the set-uid bit of 'tool'" in log
+    assert "dropped 'pipe' (a FIFO is not data)" in log
