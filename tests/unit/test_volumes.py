@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard import safefs
 from dockyard.cli import main
 from dockyard.errors import InvalidInput, UnknownReference
 from dockyard.volume_stream import send
@@ -144,6 +145,49 @@ def test_rollback_replaces_links_at_file_names_instead_of_writing_their_targets(
     assert (host / "data.txt").read_text() == "host data"
     assert not (live / "data.txt").is_symlink()
     assert (live / "data.txt").read_text() == "volume data"
+
+
+def _racing_create_file(monkeypatch: pytest.MonkeyPatch, target: Path, times: int) -> list[str]:
+    """Make a link to ``target`` appear where the next ``times`` files are about to be
+    created: a container quicker than dockyard."""
+    real, raced = safefs.create_file, []
+
+    def create_file(dir_fd: int, name: str) -> int:
+        if len(raced) < times:
+            raced.append(name)
+            os.symlink(target, name, dir_fd=dir_fd)
+        return real(dir_fd, name)
+
+    monkeypatch.setattr(safefs, "create_file", create_file)
+    return raced
+
+
+def test_rollback_replaces_a_link_that_appears_while_it_copies(
+    store: VolumeStore, host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = store.ensure("db")
+    (live / "data.txt").write_text("volume data")
+    snap = store.snapshot("db")
+    (live / "data.txt").unlink()
+    raced = _racing_create_file(monkeypatch, host / "data.txt", times=1)
+    store.rollback("db", snap)
+    assert raced == ["data.txt"]
+    assert (host / "data.txt").read_text() == "host data"
+    assert not (live / "data.txt").is_symlink()
+    assert (live / "data.txt").read_text() == "volume data"
+
+
+def test_rollback_gives_up_with_a_clear_error_when_something_keeps_racing_it(
+    store: VolumeStore, host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = store.ensure("db")
+    (live / "data.txt").write_text("volume data")
+    snap = store.snapshot("db")
+    (live / "data.txt").unlink()
+    _racing_create_file(monkeypatch, host / "data.txt", times=1000)
+    with pytest.raises(safefs.Contended, match=r"'data\.txt' kept changing"):
+        store.rollback("db", snap)
+    assert (host / "data.txt").read_text() == "host data"
 
 
 def test_snapshot_keeps_links_as_links_and_reads_nothing_through_them(
