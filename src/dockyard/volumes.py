@@ -297,7 +297,13 @@ class VolumeStore:
     def rollback(self, name: str, snap: Snapshot) -> int:
         """Make the live volume equal to ``snap``; return the bytes copied back."""
         self._require(name)
-        return mirror(self.tree(name, snap), self.live(name))
+        try:
+            return mirror(self.tree(name, snap), self.live(name))
+        except safefs.Contended as exc:
+            raise safefs.Contended(
+                f"volume {name!r}: {exc.message}; a container still writes to it (a "
+                "`keep: true` service?): stop it and try again"
+            ) from None
 
     def remove(self, name: str) -> None:
         self._require(name)

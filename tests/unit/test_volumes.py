@@ -185,7 +185,7 @@ def test_rollback_gives_up_with_a_clear_error_when_something_keeps_racing_it(
     snap = store.snapshot("db")
     (live / "data.txt").unlink()
     _racing_create_file(monkeypatch, host / "data.txt", times=1000)
-    with pytest.raises(safefs.Contended, match=r"'data\.txt' kept changing"):
+    with pytest.raises(safefs.Contended, match=r"volume 'db': 'data\.txt' kept changing.*stop it"):
         store.rollback("db", snap)
     assert (host / "data.txt").read_text() == "host data"
 

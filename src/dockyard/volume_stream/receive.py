@@ -34,7 +34,7 @@ from dockyard.volume_stream.format import (
     Record,
     StreamError,
 )
-from dockyard.volumes import Snapshot, VolumeStore, check_name, copy_tree, mirror
+from dockyard.volumes import Snapshot, VolumeStore, check_name, copy_tree
 
 
 def receive(store: VolumeStore, name: str, inp: BinaryIO) -> Snapshot:
@@ -58,7 +58,7 @@ def receive(store: VolumeStore, name: str, inp: BinaryIO) -> Snapshot:
         except BaseException:
             safefs.rmtree(scratch)
             raise
-        mirror(store.tree(name, snap), store.live(name))
+        store.rollback(name, snap)  # the live folder becomes what was received
     return snap
 
 
