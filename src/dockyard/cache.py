@@ -17,6 +17,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dockyard.graph import Instance
@@ -55,14 +56,19 @@ class InputHasher:
         self.pending = []
 
     def _tree(self, root: Path) -> str:
-        return "d:" + tree_digest(root, lambda path, info: self._file(Path(path), info))[0]
+        digest, _, _ = tree_digest(
+            root, lambda path, info, read: self._file(Path(path), info, read)
+        )
+        return "d:" + digest
 
-    def _file(self, path: Path, info: os.stat_result) -> str:
+    def _file(self, path: Path, info: os.stat_result, read: Callable[[], str] | None = None) -> str:
+        """``read`` hashes the file without following links (it is in a tree a container
+        may change); a host input file is read by its path."""
         key = str(path)
         known = self.store.file_hash(key)
         if known is not None and known[:3] == (info.st_size, info.st_mtime_ns, info.st_ino):
             return known[3]
-        digest = file_digest(str(path))
+        digest = read() if read is not None else file_digest(str(path))
         if self.now - info.st_mtime > RACY_SECONDS:
             self.pending.append((key, info.st_size, info.st_mtime_ns, info.st_ino, digest))
         return digest

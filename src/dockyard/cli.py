@@ -34,7 +34,7 @@ from dockyard.spec import DEFAULT_FILE, PipelineFile, load_pipeline
 from dockyard.store import AttemptRow, Store
 from dockyard.summary import RunSummary, load_summary
 from dockyard.units import format_memory, format_seconds, parse_memory
-from dockyard.volumes import VolumeStore
+from dockyard.volumes import VolumeStore, check_ref, check_tag
 
 F = TypeVar("F", bound=Callable[..., Any])
 err = Console(stderr=True, highlight=False)
@@ -448,6 +448,8 @@ def volume_rm(name: str) -> None:
 def volume_snapshot(name: str, tag: str | None) -> None:
     """Freeze the volume's current content."""
     store = VolumeStore()
+    if tag is not None:
+        check_tag(tag)  # before the lock: a refused command leaves nothing behind
     with store.lock(name, exclusive=True):
         snap = store.snapshot(name, tag)
     click.echo(
@@ -481,6 +483,7 @@ def volume_snapshots(name: str) -> None:
 def volume_rollback(name: str, snapshot: str) -> None:
     """Make the volume's content what it was at SNAPSHOT (an id or a tag)."""
     store = VolumeStore()
+    check_ref(snapshot)  # before the lock: a refused command leaves nothing behind
     with store.lock(name, exclusive=True):
         copied = store.rollback(name, store.find(name, snapshot))
     click.echo(f"rolled {name} back to snapshot {snapshot} ({copied} bytes copied back)")

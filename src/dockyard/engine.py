@@ -33,7 +33,7 @@ from dockyard.events import Event, Reporter, ignore
 from dockyard.graph import Graph, Instance, InstanceId
 from dockyard.images import image_key, packages_of, resolve_images
 from dockyard.lock import RunLock
-from dockyard.outputs import commit, discard
+from dockyard.outputs import commit, discard, note_changes
 from dockyard.plan import Block, Observed, Outcome, Phase, Reason, Start, after_attempt, plan
 from dockyard.preflight import check_fits, graph_of, pool_of, project_id
 from dockyard.run_volumes import RunVolumes
@@ -683,6 +683,8 @@ class Executor:
         stagings = {iid: self.staging.pop((iid, attempt)) for iid in unit}
         if all(self._fine(unit, iid, outcomes[iid]) for iid in unit):
             committed = {iid: commit(stagings[iid], self.outputs_dir) for iid in unit}
+            for iid, out in committed.items():  # e.g. a FIFO dropped, a set-uid bit removed
+                note_changes(self._log_path(iid, attempt), out.changes)
             ended = max(r.ended_at for r in results)
             with self.store.transaction():
                 for iid, out in committed.items():

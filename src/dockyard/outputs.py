@@ -1,21 +1,32 @@
 """Committed outputs: content-addressed, immutable directories under ``.dockyard/outputs``.
 
-An attempt writes into a private staging directory. On success the tree is
-hashed, made read-only and renamed into place in one ``rename(2)``, so a crash
-at any moment leaves either no output or a whole one, never half of one.
+An attempt writes into a private staging directory. On success the tree is sealed,
+hashed and renamed into place in one ``rename(2)``, so a crash at any moment leaves
+either no output or a whole one, never half of one.
+
+A step's container wrote that tree, as root perhaps, and local users can read committed
+outputs: sealing makes it data and nothing more. Devices, FIFOs and sockets are dropped
+(a device node would give whoever can open it the host's device), set-uid, set-gid and
+sticky bits and file capabilities are removed (a set-uid-root binary would let any local
+user run it as root), and everything becomes read-only. What was dropped or changed is
+returned, so that the step's log can say so. All of it through :mod:`dockyard.safefs`:
+links in the tree are kept, never followed.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-_CHUNK = 1 << 20
+from dockyard import safefs
+
+MAX_CHANGES = 20  # listed one by one; the rest are counted
+_CAPABILITY = "security.capability"
 
 
 @dataclass(frozen=True)
@@ -24,9 +35,11 @@ class Committed:
     path: Path
     size: int
     files: int
+    changes: tuple[str, ...] = ()  # what sealing dropped or changed, for the step's log
 
 
-FileDigest = Callable[[str, os.stat_result], str]
+# (path for a cache of digests, the file's status, a function that reads and hashes it)
+FileDigest = Callable[[str, os.stat_result, Callable[[], str]], str]
 
 
 def file_digest(path: str, info: os.stat_result | None = None) -> str:
@@ -34,76 +47,151 @@ def file_digest(path: str, info: os.stat_result | None = None) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def tree_digest(root: Path, digest_of: FileDigest = file_digest) -> tuple[str, int, int]:
+def _read_it(path: str, info: os.stat_result, read: Callable[[], str]) -> str:
+    return read()
+
+
+def tree_digest(root: Path, digest_of: FileDigest = _read_it) -> tuple[str, int, int]:
     """A digest of a directory tree's names, types, executable bits and contents.
 
     Returns (digest, bytes in regular files, number of regular files). ``digest_of`` may
-    answer from a cache of earlier digests (see :class:`dockyard.cache.InputHasher`).
-    """
+    answer from a cache of earlier digests (see :class:`dockyard.cache.InputHasher`)."""
     outer = hashlib.sha256()
     size = files = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel_dir = os.path.relpath(dirpath, root)
-        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-        for name in sorted(filenames + links):
-            path = os.path.join(dirpath, name)
-            rel = os.path.normpath(os.path.join(rel_dir, name))
-            info = os.lstat(path)
-            if stat.S_ISLNK(info.st_mode):
-                entry = f"L {rel}\0{os.readlink(path)}"
-            elif stat.S_ISREG(info.st_mode):
-                executable = "x" if info.st_mode & 0o111 else "-"
-                entry = f"F{executable} {rel}\0{digest_of(path, info)}"
-                size += info.st_size
-                files += 1
-            else:
-                continue  # sockets, fifos and devices are not data
-            outer.update(entry.encode("utf-8", "surrogateescape") + b"\n")
-        for name in dirnames:
-            if name not in links:
-                rel = os.path.normpath(os.path.join(rel_dir, name))
-                outer.update(f"D {rel}\n".encode("utf-8", "surrogateescape"))
+    with safefs.opened(root) as root_fd:
+        for folder in safefs.walk(root_fd):
+            for entry in folder.entries:
+                rel, info = folder.path(entry.name), entry.info
+                try:
+                    if stat.S_ISLNK(info.st_mode):
+                        line = f"L {rel}\0{os.readlink(entry.name, dir_fd=folder.fd)}"
+                    elif stat.S_ISREG(info.st_mode):
+                        path = os.path.join(root, *folder.rel, entry.name)
+                        digest = digest_of(path, info, _reader(folder.fd, entry.name))
+                        line = f"F{'x' if info.st_mode & 0o111 else '-'} {rel}\0{digest}"
+                        size += info.st_size
+                        files += 1
+                    else:
+                        continue  # folders come after the files; the rest is not data
+                except OSError as exc:
+                    if safefs.vanished(exc):
+                        continue  # changed while we looked (a volume in use)
+                    raise
+                outer.update(line.encode("utf-8", "surrogateescape") + b"\n")
+            for name in folder.subdirs:
+                outer.update(f"D {folder.path(name)}\n".encode("utf-8", "surrogateescape"))
     return outer.hexdigest(), size, files
 
 
-def _make_readonly(root: Path) -> None:
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        for name in filenames + dirnames:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                mode = os.lstat(path).st_mode
-                os.chmod(path, stat.S_IMODE(mode) & ~0o222)
+def _reader(dir_fd: int, name: str) -> Callable[[], str]:
+    def read() -> str:
+        with os.fdopen(safefs.open_file(dir_fd, name), "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+
+    return read
+
+
+_SPECIAL = {
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def seal(root: Path) -> list[str]:
+    """Make the tree at ``root`` plain, read-only data; return what that dropped or changed."""
+    changes: list[str] = []
+    with safefs.opened(root) as root_fd:
+        for folder in safefs.walk(root_fd):
+            for entry in folder.entries:
+                try:
+                    _seal_entry(folder, entry, changes)
+                except OSError as exc:
+                    if not safefs.vanished(exc):
+                        raise
+            _seal(folder.fd, "/".join(folder.rel) or ".", changes)  # after its entries
+    return changes
+
+
+def _seal_entry(folder: safefs.Folder, entry: safefs.Entry, changes: list[str]) -> None:
+    mode, rel = entry.info.st_mode, folder.path(entry.name)
+    if stat.S_ISREG(mode):
+        fd = safefs.open_file(folder.fd, entry.name)
+        try:
+            _seal(fd, rel, changes)
+        finally:
+            os.close(fd)
+    elif not (stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+        os.unlink(entry.name, dir_fd=folder.fd)
+        kind = _SPECIAL.get(stat.S_IFMT(mode), "a special file")
+        changes.append(f"dropped {rel!r} ({kind} is not data)")
+
+
+_BITS = ((stat.S_ISUID, "set-uid"), (stat.S_ISGID, "set-gid"), (stat.S_ISVTX, "sticky"))
+
+
+def _seal(fd: int, rel: str, changes: list[str]) -> None:
+    info = os.fstat(fd)
+    mode = stat.S_IMODE(info.st_mode)
+    special = [what for bit, what in _BITS if mode & bit]
+    if special:
+        bits = "bits" if len(special) > 1 else "bit"
+        changes.append(f"removed the {' and '.join(special)} {bits} of {rel!r}")
+    if stat.S_ISREG(info.st_mode) and _drop_capabilities(fd):
+        changes.append(f"removed the file capabilities of {rel!r}")
+    if mode != mode & 0o555:
+        os.fchmod(fd, mode & 0o555)
+
+
+def _drop_capabilities(fd: int) -> bool:
+    """Remove a file's capabilities (``setcap``), which act like a set-uid bit."""
+    try:
+        os.removexattr(fd, _CAPABILITY)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False
+        raise
+    return True
 
 
 def commit(staging: Path, outputs_dir: Path) -> Committed:
-    """Move ``staging`` into the content-addressed store; reuse an identical existing output."""
+    """Seal ``staging`` and move it into the content-addressed store; reuse an identical
+    existing output."""
+    changes = seal(staging)
     digest, size, files = tree_digest(staging)
     final = outputs_dir / digest
     if final.exists():
-        shutil.rmtree(staging, ignore_errors=True)
+        discard(staging)
     else:
         outputs_dir.mkdir(parents=True, exist_ok=True)
-        _make_readonly(staging)
         try:
             os.rename(staging, final)
         except OSError:
             if not final.exists():
                 raise
             discard(staging)  # a concurrent commit of the same content won
-        else:
-            os.chmod(final, 0o555)
-    return Committed(digest, final, size, files)
+    return Committed(digest, final, size, files, _summary(changes))
+
+
+def _summary(changes: list[str]) -> tuple[str, ...]:
+    if len(changes) <= MAX_CHANGES:
+        return tuple(changes)
+    return (*changes[:MAX_CHANGES], f"and {len(changes) - MAX_CHANGES} more")
+
+
+def note_changes(log: Path, changes: Iterable[str]) -> None:
+    """Append what committing changed in an output to the attempt's log."""
+    lines = [f"dockyard: committed /out: {change}\n" for change in changes]
+    if lines:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a", encoding="utf-8", errors="backslashreplace") as fh:
+            fh.writelines(lines)
 
 
 def discard(path: Path) -> None:
     """Delete a staging tree, including read-only parts."""
-    if not path.exists():
-        return
-    for dirpath, dirnames, _ in os.walk(path):
-        for name in dirnames:
-            full = os.path.join(dirpath, name)
-            if not os.path.islink(full):
-                os.chmod(full, 0o755)
-    os.chmod(path, 0o755)
-    shutil.rmtree(path, ignore_errors=True)
+    safefs.rmtree(path)
+
+
+__all__ = ["Committed", "commit", "discard", "file_digest", "note_changes", "seal", "tree_digest"]

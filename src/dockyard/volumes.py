@@ -2,8 +2,9 @@
 
 Layout under ``$DOCKYARD_HOME`` (default ``~/.local/share/dockyard``)::
 
+    volumes/                          0700: only dockyard's user reaches a volume
     volumes/NAME/volume.json          created, seeded from
-    volumes/NAME/live/                what containers mount
+    volumes/NAME/live/                what containers mount (0777: any user in them writes)
     volumes/NAME/lock                 flock: shared while mounted read-only, exclusive
                                       while mounted read-write or changed by a command
     volumes/NAME/snapshots/N/tree/    immutable copies; N counts up
@@ -16,6 +17,13 @@ volume's size (this filesystem, ext4, has no reflinks; overlay layers would need
 per container and compaction). Snapshot files are read-only and never linked to ``live``,
 so writes to the live volume can never reach a snapshot. Rollback copies back only the
 files that differ and deletes the ones the snapshot does not have.
+
+A live volume is written by containers, possibly while dockyard reads or writes it (a
+``keep: true`` service keeps its mounts), so every walk and copy goes through
+:mod:`dockyard.safefs`: a link a container made is kept as a link, never followed.
+Copies keep only the permission bits: set-uid, set-gid and sticky bits, devices, FIFOs
+and sockets do not leave the live folder. Names (volumes, tags, snapshot refs) are
+checked here, so that no caller can make a path outside ``volumes/``.
 """
 
 from __future__ import annotations
@@ -24,20 +32,57 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
+import re
 import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dockyard.errors import InvalidInput, PlanError, UnknownReference
+from dockyard import safefs
+from dockyard.errors import DockyardError, InvalidInput, PlanError, UnknownReference
+from dockyard.spec.model import NAME_RE
+
+# A tag is shown in tables and sent to other hosts: printable, no markup, not a number.
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+SNAPSHOT_ID_RE = re.compile(r"[0-9]{1,18}")
 
 
 def data_root() -> Path:
     configured = os.environ.get("DOCKYARD_HOME")
     return Path(configured) if configured else Path.home() / ".local" / "share" / "dockyard"
+
+
+def check_name(name: str) -> str:
+    """A volume's name follows the pipeline file's rule for names (one path component)."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise InvalidInput(
+            f"{name!r} is not a volume name: expected lower-case letters, digits, '-' and "
+            "'_', starting with a letter or digit, at most 63 characters"
+        )
+    return name
+
+
+def check_tag(tag: str) -> str:
+    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag) or tag.isdigit():
+        raise InvalidInput(
+            f"{tag!r} is not a snapshot tag: expected letters, digits, '.', '-' and '_', "
+            "starting with a letter or digit, at most 63 characters, and not a number"
+        )
+    return tag
+
+
+def check_ref(ref: str) -> str:
+    """A snapshot as named on the command line: its id, or its tag."""
+    if isinstance(ref, str) and SNAPSHOT_ID_RE.fullmatch(ref):
+        return ref
+    if isinstance(ref, str) and TAG_RE.fullmatch(ref):
+        return ref
+    raise InvalidInput(
+        f"{ref!r} is not a snapshot: expected its id (a number) or its tag (letters, "
+        "digits, '.', '-' and '_'); see `dockyard volume snapshots NAME`"
+    )
 
 
 @dataclass(frozen=True)
@@ -65,12 +110,27 @@ class VolumeInUse(InvalidInput):
     pass
 
 
+def private_dir(path: Path) -> Path:
+    """Create a folder only its owner can enter, or tighten one found looser (made by an
+    older dockyard): the folders above a live volume are what keeps local users out of it.
+    (Only dockyard's user writes here, so a link, e.g. ``volumes`` moved to another disk,
+    is that user's choice and is followed.)"""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.stat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise DockyardError(f"{path} should be a folder of dockyard's; move it away")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
 class VolumeStore:
     def __init__(self, root: Path | None = None):
         self.root = (root or data_root()) / "volumes"
 
     def folder(self, name: str) -> Path:
-        return self.root / name
+        return self.root / check_name(name)
 
     def live(self, name: str) -> Path:
         return self.folder(name) / "live"
@@ -78,25 +138,29 @@ class VolumeStore:
     def exists(self, name: str) -> bool:
         return self.live(name).is_dir()
 
+    def _private_folder(self, name: str) -> Path:
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        return private_dir(self.folder(name))
+
     def ensure(self, name: str, seed: Path | None = None) -> Path:
         """Create the volume on first use, copying ``seed`` in once; return its live folder."""
-        folder = self.folder(name)
+        folder = self._private_folder(name)
         if self.live(name).is_dir():
             return self.live(name)
-        folder.mkdir(parents=True, exist_ok=True)
         staging = folder / f".creating-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
+        safefs.rmtree(staging)
+        os.mkdir(staging, 0o700)
         if seed is not None:
-            shutil.copytree(seed, staging, symlinks=True)
-        else:
-            staging.mkdir()
-        staging.chmod(0o777)  # containers may run as any user
+            with safefs.opened(seed) as source, safefs.opened(staging) as target:
+                copy_tree(source, target, None, lambda mode: mode & 0o777)
+        os.chmod(staging, 0o777)  # containers may run as any user
         meta = {"created": time.time(), "seed": str(seed) if seed else None}
         (folder / "volume.json").write_text(json.dumps(meta))
         try:
             os.rename(staging, self.live(name))  # atomic: a half-seeded volume is never live
         except OSError:
-            shutil.rmtree(staging, ignore_errors=True)  # another process created it first
+            safefs.rmtree(staging)  # another process created it first
         return self.live(name)
 
     def _require(self, name: str) -> None:
@@ -109,9 +173,8 @@ class VolumeStore:
     def lock(self, name: str, *, exclusive: bool, wait: bool = False) -> Iterator[None]:
         """Hold the volume: shared for readers, exclusive for writers; fail fast unless
         ``wait``."""
-        folder = self.folder(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        folder = self._private_folder(name)
+        fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
             try:
@@ -131,18 +194,22 @@ class VolumeStore:
     def all(self) -> list[VolumeInfo]:
         if not self.root.is_dir():
             return []
-        return [self.inspect(p.name) for p in sorted(self.root.iterdir()) if (p / "live").is_dir()]
+        return [
+            self.inspect(p.name)
+            for p in sorted(self.root.iterdir())
+            if NAME_RE.fullmatch(p.name) and (p / "live").is_dir()
+        ]
 
     def inspect(self, name: str) -> VolumeInfo:
         self._require(name)
         meta = json.loads((self.folder(name) / "volume.json").read_text())
         files = size = 0
-        for dirpath, _, names in os.walk(self.live(name)):
-            for entry in names:
-                info = os.lstat(os.path.join(dirpath, entry))
-                if stat.S_ISREG(info.st_mode):
-                    files += 1
-                    size += info.st_size
+        with safefs.opened(self.live(name)) as live:
+            for folder in safefs.walk(live):
+                for entry in folder.entries:
+                    if stat.S_ISREG(entry.info.st_mode):
+                        files += 1
+                        size += entry.info.st_size
         return VolumeInfo(
             name,
             str(self.live(name)),
@@ -159,11 +226,13 @@ class VolumeStore:
         found = []
         for entry in folder.iterdir():
             meta = entry / "meta.json"
-            if entry.name.isdigit() and meta.exists():
+            if SNAPSHOT_ID_RE.fullmatch(entry.name) and meta.exists():
                 found.append(Snapshot(**json.loads(meta.read_text())))
         return sorted(found, key=lambda s: s.id)
 
     def find(self, name: str, ref: str) -> Snapshot:
+        check_name(name)
+        check_ref(ref)
         for snap in self.snapshots(name):
             if str(snap.id) == ref or snap.tag == ref:
                 return snap
@@ -178,168 +247,246 @@ class VolumeStore:
 
     def snapshot(self, name: str, tag: str | None = None) -> Snapshot:
         """Freeze the live volume. The caller holds the volume's exclusive lock."""
+        if tag is not None:
+            check_tag(tag)
         self._require(name)
-        if tag is not None and (tag.isdigit() or any(s.tag == tag for s in self.snapshots(name))):
-            raise PlanError(
-                f"volume {name!r}: a snapshot tag must be unique and not a number; "
-                f"{tag!r} is taken or numeric"
-            )
+        if tag is not None and any(s.tag == tag for s in self.snapshots(name)):
+            raise PlanError(f"volume {name!r} already has a snapshot tagged {tag!r}")
         previous = self.snapshots(name)
         base = self.tree(name, previous[-1]) if previous else None
         number = (previous[-1].id + 1) if previous else 1
-        folder = self.folder(name) / "snapshots"
+        folder = private_dir(self.folder(name) / "snapshots")
         staging = folder / f".{number}-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        files, total, copied = _link_or_copy(self.live(name), staging / "tree", base)
+        safefs.rmtree(staging)
+        os.mkdir(staging, 0o700)
+        os.mkdir(staging / "tree", 0o700)
+        with contextlib.ExitStack() as fds:
+            live = fds.enter_context(safefs.opened(self.live(name)))
+            target = fds.enter_context(safefs.opened(staging / "tree"))
+            old = fds.enter_context(safefs.opened(base)) if base is not None else None
+            files, total, copied = copy_tree(live, target, old, lambda mode: mode & 0o555)
         snap = Snapshot(number, tag, time.time(), files, total, copied, uuid.uuid4().hex)
         (staging / "meta.json").write_text(json.dumps(asdict(snap)))
         os.rename(staging, folder / str(number))
         return snap
 
+    def scratch(self) -> Path:
+        """A private folder beside the volumes, on their file system (so that it can be
+        renamed into one), for building something that may yet be thrown away."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        path = self.root / f".incoming-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        os.mkdir(path, 0o700)
+        return path
+
     def adopt_snapshot(
         self, name: str, staging: Path, snapshot_uuid: str, tag: str | None, files: int, total: int
     ) -> Snapshot:
-        """Give a received tree (``staging/tree``) the next number, atomically."""
+        """Give a received tree (``staging/tree``) the next number, atomically. The caller
+        holds the volume's exclusive lock."""
         previous = self.snapshots(name)
         number = (previous[-1].id + 1) if previous else 1
         if tag is not None and any(s.tag == tag for s in previous):
             tag = None  # tags are local names; the uuid identifies the snapshot
         snap = Snapshot(number, tag, time.time(), files, total, total, snapshot_uuid)
         (staging / "meta.json").write_text(json.dumps(asdict(snap)))
-        os.rename(staging, self.folder(name) / "snapshots" / str(number))
+        folder = private_dir(self.folder(name) / "snapshots")
+        os.rename(staging, folder / str(number))
         return snap
 
     def rollback(self, name: str, snap: Snapshot) -> int:
         """Make the live volume equal to ``snap``; return the bytes copied back."""
         self._require(name)
-        return mirror(self.tree(name, snap), self.live(name))
+        try:
+            return mirror(self.tree(name, snap), self.live(name))
+        except safefs.Contended as exc:
+            raise safefs.Contended(
+                f"volume {name!r}: {exc.message}; a container still writes to it (a "
+                "`keep: true` service?): stop it and try again"
+            ) from None
 
     def remove(self, name: str) -> None:
         self._require(name)
         with self.lock(name, exclusive=True):
             trash = self.root / f".removing-{name}-{os.getpid()}"
             os.rename(self.folder(name), trash)
-        force_rmtree(trash)
+        safefs.rmtree(trash)
 
 
-def extents(path: Path, size: int) -> list[tuple[int, int]]:
-    """A file's data extents, holes skipped (SEEK_DATA/SEEK_HOLE)."""
-    found: list[tuple[int, int]] = []
-    with path.open("rb") as fh:
-        fd, offset = fh.fileno(), 0
-        while offset < size:
-            try:
-                start = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole remains
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            found.append((start, end - start))
-            offset = end
-    return found
-
-
-def copy_sparse(source: Path, dest: Path) -> None:
-    """Copy a file's data, keeping its holes, then its mode and times (like copy2)."""
-    size = source.stat().st_size
-    with source.open("rb") as src, dest.open("wb") as dst:
-        for start, length in extents(source, size):
-            src.seek(start)
-            dst.seek(start)
-            while length:
-                chunk = src.read(min(1 << 20, length))
-                if not chunk:
-                    break
-                dst.write(chunk)
-                length -= len(chunk)
-        dst.truncate(size)
-    shutil.copystat(source, dest)
+# -- copying trees ----------------------------------------------------------------------------
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_size, a.st_mtime_ns, stat.S_IMODE(a.st_mode) | 0o222) == (
+    """Unchanged, as far as a snapshot can tell (rsync's quick check, write bits aside)."""
+    return (a.st_size, a.st_mtime_ns, (stat.S_IMODE(a.st_mode) & 0o777) | 0o222) == (
         b.st_size,
         b.st_mtime_ns,
-        stat.S_IMODE(b.st_mode) | 0o222,
+        (stat.S_IMODE(b.st_mode) & 0o777) | 0o222,
     )
 
 
-def _link_or_copy(live: Path, target: Path, base: Path | None) -> tuple[int, int, int]:
+def _folder_or_none(folders: safefs.Folders | None, rel: tuple[str, ...]) -> int | None:
+    if folders is None:
+        return None
+    try:
+        return folders.open(rel)
+    except OSError as exc:
+        if safefs.vanished(exc):
+            return None  # not a folder there
+        raise
+
+
+def copy_tree(
+    source: int, target: int, base: int | None, perms: Callable[[int], int]
+) -> tuple[int, int, int]:
+    """Copy the tree at ``source`` into the empty folder ``target``: folders, links (as
+    links) and regular files, with ``perms`` of their permission bits. A file that is the
+    same in ``base`` (a tree of the same shape) is hard-linked from there instead of copied.
+    Returns (files, bytes, bytes copied)."""
     files = total = copied = 0
-    for dirpath, dirnames, filenames in os.walk(live):
-        rel = Path(dirpath).relative_to(live)
-        (target / rel).mkdir(parents=True, exist_ok=True)
-        shutil.copystat(dirpath, target / rel)
-        for entry in filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
-            source, dest = Path(dirpath) / entry, target / rel / entry
-            info = source.lstat()
-            if stat.S_ISLNK(info.st_mode):
-                os.symlink(os.readlink(source), dest)
-                continue
-            if not stat.S_ISREG(info.st_mode):
-                continue
-            files += 1
-            total += info.st_size
-            old = base / rel / entry if base is not None else None
-            if (
-                old is not None
-                and old.is_file()
-                and not old.is_symlink()
-                and _same(old.lstat(), info)
-            ):
-                os.link(old, dest)
-            else:
-                copy_sparse(source, dest)
-                dest.chmod(stat.S_IMODE(info.st_mode) & ~0o222)
-                copied += info.st_size
+    targets = safefs.Folders(target)
+    bases = safefs.Folders(base) if base is not None else None
+    try:
+        for folder in safefs.walk(source):
+            try:
+                dst = targets.open(folder.rel)
+            except FileNotFoundError:
+                continue  # its folder was skipped: it changed while being listed
+            old = _folder_or_none(bases, folder.rel)
+            for entry in folder.entries:
+                mode = entry.info.st_mode
+                try:
+                    if stat.S_ISDIR(mode):
+                        safefs.make_dir(dst, entry.name, stat.S_IMODE(mode) & 0o777)
+                    elif stat.S_ISLNK(mode):
+                        os.symlink(
+                            os.readlink(entry.name, dir_fd=folder.fd), entry.name, dir_fd=dst
+                        )
+                    elif stat.S_ISREG(mode):
+                        previous = safefs.lstat_at(old, entry.name) if old is not None else None
+                        if (
+                            previous is not None
+                            and stat.S_ISREG(previous.st_mode)
+                            and _same(previous, entry.info)
+                        ):
+                            os.link(
+                                entry.name,
+                                entry.name,
+                                src_dir_fd=old,
+                                dst_dir_fd=dst,
+                                follow_symlinks=False,
+                            )
+                        else:
+                            info = safefs.copy_file(folder.fd, entry.name, dst, perms)
+                            copied += info.st_size
+                        files += 1
+                        total += entry.info.st_size
+                    # devices, FIFOs and sockets are not data: they stay behind
+                except OSError as exc:
+                    if not safefs.vanished(exc):
+                        raise
+    finally:
+        targets.close()
+        if bases is not None:
+            bases.close()
     return files, total, copied
 
 
 def mirror(source: Path, live: Path) -> int:
-    """Make ``live`` equal to ``source``, copying only what differs."""
-    copied = 0
-    wanted: set[Path] = set()
-    for dirpath, dirnames, filenames in os.walk(source):
-        rel = Path(dirpath).relative_to(source)
-        wanted.add(rel)
-        (live / rel).mkdir(parents=True, exist_ok=True)
-        for entry in filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
-            src, dst = Path(dirpath) / entry, live / rel / entry
-            wanted.add(rel / entry)
-            info = src.lstat()
-            if stat.S_ISLNK(info.st_mode):
-                clear(dst)
-                os.symlink(os.readlink(src), dst)
-            elif dst.is_symlink() or not dst.is_file() or not _same(dst.lstat(), info):
-                clear(dst)
-                copy_sparse(src, dst)
-                dst.chmod(stat.S_IMODE(info.st_mode) | 0o200)
-                copied += info.st_size
-    for dirpath, dirnames, filenames in os.walk(live, topdown=False):
-        rel = Path(dirpath).relative_to(live)
-        for entry in filenames + dirnames:
-            path = Path(dirpath) / entry
-            if rel / entry not in wanted:
-                clear(path)
-    return copied
+    """Make ``live`` equal to ``source``, copying only what differs; return the bytes
+    copied. ``live`` may be changed by a container meanwhile: an entry that keeps changing
+    under us is retried a few times, then :class:`safefs.Contended` is raised."""
+    with safefs.opened(source) as src_root, safefs.opened(live) as dst_root:
+        return _Mirror(dst_root).run(src_root)
 
 
-def clear(path: Path) -> None:
-    """Remove a file, a symlink or a whole tree; nothing there is fine."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        force_rmtree(path)
+class _Mirror:
+    def __init__(self, dst_root: int):
+        self.dst = safefs.Folders(dst_root)
+        self.copied = 0
+
+    def run(self, src_root: int) -> int:
+        # Removing an entry of the folder being mirrored never removes one of the folders
+        # ``self.dst`` holds open (the folder itself and those above it).
+        try:
+            for folder in safefs.walk(src_root):
+                dst = self._folder(folder.rel)
+                present = {e.name: e.info for e in safefs.entries(dst)}
+                for entry in folder.entries:
+                    self._entry(folder.fd, dst, entry, present.get(entry.name))
+                for name in sorted(present.keys() - {e.name for e in folder.entries}):
+                    safefs.remove(dst, name)
+        finally:
+            self.dst.close()
+        return self.copied
+
+    def _folder(self, rel: tuple[str, ...]) -> int:
+        """The live folder at ``rel``, made a real folder again if it was replaced since
+        its parent was mirrored."""
+        for _ in range(safefs.RETRIES):
+            try:
+                return self.dst.open(rel)
+            except OSError as exc:
+                if not rel or not safefs.vanished(exc):
+                    raise
+            try:
+                parent = self.dst.open(rel[:-1])
+                safefs.remove(parent, rel[-1])
+                safefs.make_dir(parent, rel[-1], 0o755)
+            except OSError as exc:
+                if not safefs.vanished(exc) and not isinstance(exc, FileExistsError):
+                    raise
+        raise safefs.Contended(f"{'/'.join(rel)!r} kept changing while dockyard was writing it")
+
+    def _entry(
+        self, src: int, dst: int, entry: safefs.Entry, present: os.stat_result | None
+    ) -> None:
+        mode, name = entry.info.st_mode, entry.name
+        for _ in range(safefs.RETRIES):
+            if present is not None and _matches(src, dst, entry, present):
+                return
+            try:
+                if present is not None:
+                    safefs.remove(dst, name)
+                if stat.S_ISDIR(mode):
+                    safefs.make_dir(dst, name, stat.S_IMODE(mode) & 0o777)
+                elif stat.S_ISLNK(mode):
+                    os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=dst)
+                elif stat.S_ISREG(mode):
+                    info = safefs.copy_file(src, name, dst, lambda m: (m & 0o777) | 0o200)
+                    self.copied += info.st_size
+                return
+            except OSError as exc:
+                if not safefs.vanished(exc) and not isinstance(exc, FileExistsError):
+                    raise
+            present = safefs.lstat_at(dst, name)  # something else is there now: look again
+        raise safefs.Contended(f"{name!r} kept changing while dockyard was writing it")
 
 
-def force_rmtree(path: Path) -> None:
-    for dirpath, dirnames, _ in os.walk(path):
-        for d in dirnames:
-            full = Path(dirpath) / d
-            if not full.is_symlink():
-                full.chmod(0o755)
-    if path.is_dir():
-        path.chmod(0o755)
-    shutil.rmtree(path, ignore_errors=True)
+def _matches(src: int, dst: int, entry: safefs.Entry, present: os.stat_result) -> bool:
+    """Whether the live entry already is what the snapshot has."""
+    mode = entry.info.st_mode
+    if stat.S_ISDIR(mode):
+        return stat.S_ISDIR(present.st_mode)
+    if stat.S_ISLNK(mode):
+        if not stat.S_ISLNK(present.st_mode):
+            return False
+        try:
+            return os.readlink(entry.name, dir_fd=dst) == os.readlink(entry.name, dir_fd=src)
+        except OSError:
+            return False
+    return stat.S_ISREG(present.st_mode) and _same(present, entry.info)
 
 
-__all__ = ["Snapshot", "VolumeInUse", "VolumeInfo", "VolumeStore", "data_root"]
+__all__ = [
+    "Snapshot",
+    "VolumeInUse",
+    "VolumeInfo",
+    "VolumeStore",
+    "check_name",
+    "check_ref",
+    "check_tag",
+    "copy_tree",
+    "data_root",
+    "mirror",
+]

@@ -134,3 +134,67 @@ def test_volume_commands_snapshot_and_roll_back(
     assert info["snapshots"][0]["tag"] == "good"
     assert main(["volume", "rm", "db"]) == 0
     assert main(["volume", "inspect", "db"]) == 2
+
+
+def test_rollback_after_a_step_swapped_a_folder_for_a_link_to_the_host_leaves_the_host_alone(
+    home: Path,
+    tmp_path: Path,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    host_target = tmp_path / "host-target"  # exists on the host only: the container sees none
+    host_target.mkdir()
+    (host_target / "data.txt").write_text("host data")
+    before = {p.name: p.read_bytes() for p in host_target.iterdir()}
+    store = VolumeStore(home)
+    live = store.ensure("db")
+    (live / "sub").mkdir()
+    (live / "sub" / "data.txt").write_text("volume data")
+    path = write(
+        tmp_path / "p",
+        f"""
+version: 1
+name: {pipeline_name}
+volumes:
+  db: {{}}
+steps:
+  swap:
+    image: "{BUSYBOX_IMAGE}"
+    volumes: {{db: /vol}}
+    command: "rm -rf /vol/sub && ln -s {host_target} /vol/sub && echo done > /out/done"
+""",
+    )
+    assert main(["run", "-f", str(path)]) == 0, capsys.readouterr()
+    assert (live / "sub").is_symlink()  # what the step left; snapshot 1 is from before it
+    assert main(["volume", "rollback", "db", "1"]) == 0, capsys.readouterr()
+    assert {p.name: p.read_bytes() for p in host_target.iterdir()} == before
+    assert not (live / "sub").is_symlink()
+    assert (live / "sub" / "data.txt").read_text() == "volume data"
+
+
+def test_a_committed_output_keeps_no_set_uid_bit_or_special_file_and_its_log_says_so(
+    tmp_path: Path,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write(
+        tmp_path / "p",
+        f"""
+version: 1
+name: {pipeline_name}
+steps:
+  make:
+    image: "{BUSYBOX_IMAGE}"
+    command: >-
+      echo '#!/bin/sh' > /out/tool && chmod 4755 /out/tool && mkfifo /out/pipe &&
+      (mknod /out/null c 1 3 || true) && echo 42 > /out/result
+""",
+    )
+    assert main(["run", "-f", str(path)]) == 0, capsys.readouterr()
+    output = committed_output(path, "make", capsys)
+    assert sorted(p.name for p in output.iterdir()) == ["result", "tool"]
+    assert (output / "tool").stat().st_mode & 0o7777 == 0o555
+    assert main(["logs", "-f", str(path), "make"]) == 0
+    log = capsys.readouterr().out
+    assert "removed the set-uid bit of 'tool'" in log
+    assert "dropped 'pipe' (a FIFO is not data)" in log

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import os
+import socket
+import stat
+import struct
 from pathlib import Path
 
-from dockyard.outputs import commit, discard, tree_digest
+from dockyard.outputs import commit, discard, note_changes, tree_digest
 
 
 def make_tree(root: Path, files: dict[str, str]) -> Path:
@@ -51,3 +54,92 @@ def test_discard_removes_read_only_trees(tmp_path: Path) -> None:
     os.chmod(tree / "d", 0o555)
     discard(tree)
     assert not tree.exists()
+
+
+def test_digest_of_a_known_tree_is_what_it_always_was(tmp_path: Path) -> None:
+    """Committed outputs are addressed by this digest: the same tree keeps its address."""
+    tree = make_tree(tmp_path / "t", {"a.txt": "A", "sub/b.txt": "B", "sub/deeper/c": "C"})
+    os.chmod(tree / "sub" / "b.txt", 0o755)
+    os.symlink("../a.txt", tree / "sub" / "link")
+    os.symlink("sub", tree / "dir-link")
+    (tree / "empty").mkdir()
+    assert tree_digest(tree) == (
+        "ab32ae938bbc2bf4e2373ed55ae3c6955dde4ad67f1096e978fb85da23812a23",
+        3,
+        3,
+    )
+
+
+def test_commit_removes_set_uid_set_gid_and_sticky_bits_and_says_so(tmp_path: Path) -> None:
+    staging = make_tree(tmp_path / "work" / "out", {"tool": "#!/bin/sh\n", "sub/lib": "x"})
+    os.chmod(staging / "tool", 0o6755)
+    os.chmod(staging / "sub", 0o1777)
+    committed = commit(staging, tmp_path / "outputs")
+    assert stat.S_IMODE((committed.path / "tool").stat().st_mode) == 0o555
+    assert stat.S_IMODE((committed.path / "sub").stat().st_mode) == 0o555
+    assert sorted(committed.changes) == [
+        "removed the set-uid and set-gid bits of 'tool'",
+        "removed the sticky bit of 'sub'",
+    ]
+
+
+def test_commit_drops_fifos_sockets_and_device_nodes_and_says_so(tmp_path: Path) -> None:
+    staging = make_tree(tmp_path / "work" / "out", {"result.txt": "42"})
+    os.mkfifo(staging / "pipe")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(staging / "sock"))
+    os.mknod(staging / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # needs root
+    committed = commit(staging, tmp_path / "outputs")
+    assert sorted(p.name for p in committed.path.iterdir()) == ["result.txt"]
+    assert committed.changes == (
+        "dropped 'null' (a character device is not data)",
+        "dropped 'pipe' (a FIFO is not data)",
+        "dropped 'sock' (a socket is not data)",
+    )
+    assert (
+        committed.digest
+        == commit(make_tree(tmp_path / "plain", {"result.txt": "42"}), tmp_path / "outputs").digest
+    )
+
+
+def test_commit_removes_file_capabilities(tmp_path: Path) -> None:
+    staging = make_tree(tmp_path / "work" / "out", {"tool": "#!/bin/sh\n"})
+    # `setcap cap_setuid+ep tool`: revision 2, effective, permitted CAP_SETUID (7)
+    os.setxattr(
+        staging / "tool", "security.capability", struct.pack("<5I", 0x02000001, 1 << 7, 0, 0, 0)
+    )
+    committed = commit(staging, tmp_path / "outputs")
+    assert "security.capability" not in os.listxattr(committed.path / "tool")
+    assert committed.changes == ("removed the file capabilities of 'tool'",)
+
+
+def test_commit_never_changes_what_a_link_in_the_output_points_to(tmp_path: Path) -> None:
+    host = make_tree(tmp_path / "host", {"data": "host data"})
+    os.chmod(host / "data", 0o4755)
+    staging = make_tree(tmp_path / "work" / "out", {"x": "1"})
+    os.symlink(host / "data", staging / "file-link")
+    os.symlink(host, staging / "dir-link")
+    committed = commit(staging, tmp_path / "outputs")
+    assert stat.S_IMODE((host / "data").stat().st_mode) == 0o4755
+    assert stat.S_IMODE(host.stat().st_mode) & 0o200
+    assert os.readlink(committed.path / "dir-link") == str(host)
+    assert committed.changes == ()
+
+
+def test_what_commit_changed_is_appended_to_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "step.1.log"
+    log.parent.mkdir()
+    log.write_text("the step's own output\n")
+    note_changes(log, ["dropped 'pipe' (a FIFO is not data)"])
+    note_changes(log, [])
+    assert log.read_text() == (
+        "the step's own output\ndockyard: committed /out: dropped 'pipe' (a FIFO is not data)\n"
+    )
+
+
+def test_a_very_long_list_of_changes_is_cut_short(tmp_path: Path) -> None:
+    staging = make_tree(tmp_path / "work" / "out", {"x": "1"})
+    for n in range(30):
+        os.mkfifo(staging / f"pipe-{n:02d}")
+    changes = commit(staging, tmp_path / "outputs").changes
+    assert len(changes) == 21 and changes[-1] == "and 10 more"
