@@ -27,6 +27,15 @@ EXIT_INVALID = 2
 EXIT_ENGINE = 3
 
 
+def short_repr(value: object, limit: int = 200) -> str:
+    """``repr`` of a value found in the input, cut short: a 5,000-digit number or a
+    megabyte of text is not worth echoing. ``repr`` also escapes control characters."""
+    if isinstance(value, int) and abs(value).bit_length() > 14_000:  # repr refuses 4,300 digits
+        return f"a number of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}… ({len(text)} characters)"
+
+
 class DockyardError(Exception):
     exit_code = EXIT_RUN_FAILED
 
