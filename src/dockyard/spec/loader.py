@@ -5,19 +5,20 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import YAMLError
 
-from dockyard.errors import SpecError, SpecIssue
+from dockyard.errors import SpecError, SpecIssue, short_repr
 from dockyard.spec.checks import check_pipeline
 from dockyard.spec.locate import Locator, dotted
 from dockyard.spec.model import Pipeline
+from dockyard.spec.reading import check_events, pipeline_yaml, read_pipeline_text, yaml_error
 
 DEFAULT_FILE = "dockyard.yaml"
 
@@ -42,22 +43,16 @@ def load_pipeline(path: str | Path) -> PipelineFile:
     """Parse and check ``path``; raise :class:`SpecError` listing every problem found."""
     file = Path(path).absolute()
     shown = str(path)
+    text = read_pipeline_text(file, shown)
+    yaml = pipeline_yaml()
+    check_events(yaml, text, shown)
     try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([SpecIssue(shown, None, None, "", "no such pipeline file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([SpecIssue(shown, None, None, "", f"cannot read: {exc}")]) from exc
-
-    yaml = YAML(typ="rt")
-    try:
-        data = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        col = mark.column + 1 if mark else None
-        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        raise SpecError([SpecIssue(shown, line, col, "", f"invalid YAML: {problem}")]) from None
+        with warnings.catch_warnings():
+            # ruamel warns about YAML 1.1 floats on stderr; the value is what matters here
+            warnings.simplefilter("ignore")
+            data = yaml.load(text)
+    except YAMLError as exc:
+        raise yaml_error(exc, shown) from None
 
     if not isinstance(data, CommentedMap):
         found = "an empty file" if data is None else type(data).__name__
@@ -126,17 +121,28 @@ def _describe(err: Any) -> str:
             return msg[len(prefix) :]
     found = err.get("input")
     msg = msg.replace("Input should be ", "expected ")
+    for pydantic_says, we_say in _PLAIN_WORDS:
+        msg = msg.replace(pydantic_says, we_say)
     msg = msg.replace(
         "Dictionary should have at least 1 item after validation, not 0",
         "expected at least one entry",
     )
-    if err["type"] == "literal_error" and "version" in err["loc"]:
-        msg = "expected version: 1 (the only version of the format so far)"
     if isinstance(found, dict | list):
         found_text = type(found).__name__.replace("Commented", "").lower()
     else:
-        found_text = repr(found)
+        found_text = short_repr(found)
     return f"{msg}; found {found_text}"
+
+
+_PLAIN_WORDS = (
+    ("a valid boolean", "true or false"),
+    ("a valid integer", "a whole number"),
+    ("a valid number", "a number"),
+    ("a valid string", "text"),
+    ("a valid list", "a list"),
+    ("a valid dictionary or instance of", "a mapping of"),
+    ("a valid dictionary", "a mapping"),
+)
 
 
 def _did_you_mean(key: str, parent_loc: list[Any]) -> str | None:
