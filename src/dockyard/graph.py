@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from dockyard.errors import PlanError
-from dockyard.spec.interpolate import interpolate
+from dockyard.spec.interpolate import interpolate, variables
 from dockyard.spec.model import ImageSpec, Pipeline, Retries
+from dockyard.spec.values import not_shell_inert, shell_problem, shell_scripts
 
 ScatterValues = Mapping[str, Mapping[str, tuple[str, ...]]]
 
@@ -102,6 +103,7 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
     for name in steps:
         step = pipeline.resolved_step(name)
         values = scatter.get(name, {})
+        _refuse_code_in_values(name, step.command, values)
         names = list(values)
         combos = [dict(zip(names, c, strict=True)) for c in itertools.product(*values.values())]
         by_step[name] = []
@@ -155,6 +157,21 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
         downstream={k: tuple(v) for k, v in downstream.items()},
         groups=_stream_groups(instances, order),
     )
+
+
+def _refuse_code_in_values(
+    step: str, command: str | tuple[str, ...] | None, values: Mapping[str, tuple[str, ...]]
+) -> None:
+    """No value reaches a shell as code, whatever path it took here (the file's checks
+    refuse it first, with its line; this is the last line of defence)."""
+    for _, script in shell_scripts(command):
+        for var in variables(script):
+            for value in values.get(var, ()):
+                if not_shell_inert(value) is not None:
+                    raise PlanError(
+                        shell_problem(value, var, "the shell command of this step") or "",
+                        step=step,
+                    )
 
 
 def _stream_groups(

@@ -58,9 +58,21 @@ CRASHES = {
     "5000-digit-int": (STEP + "    retries: " + "9" * 5000 + "\n", ["5000 characters"]),
     "5000-digit-float": (STEP + "    timeout: 1." + "9" * 5000 + "\n", ["characters"]),
     "hex-int": (STEP + "    retries: 0x" + "f" * 200 + "\n", ["characters"]),
+    "glob-absolute": (
+        HEAD + "steps:\n  a:\n    scatter: {s: {glob: '/etc/*'}}\n    command: [echo, '${s}']\n",
+        ["scatter.s.glob", "relative", "'/etc/*'"],
+    ),
+    "glob-empty": (
+        HEAD + "steps:\n  a:\n    scatter: {s: {glob: ''}}\n    command: [echo, '${s}']\n",
+        ["scatter.s.glob", "empty"],
+    ),
     "glob-home": (
         HEAD + "steps:\n  a:\n    scatter: {s: {glob: '~/x*'}}\n    command: [echo, '${s}']\n",
         ["scatter.s.glob", "relative"],
+    ),
+    "glob-two-double-stars": (
+        HEAD + "steps:\n  a:\n    scatter: {s: {glob: '**/x/**/y'}}\n    command: [echo]\n",
+        ["at most one '**'"],
     ),
     "alias-cycle": (HEAD + "steps: &s\n  a: *s\n", ["refers to a node that contains it"]),
     "alias-bomb": (
@@ -108,6 +120,8 @@ RUN_REFUSED = {
     "env-value-with-nul": ('env: {A: "x\\0y"}', ["NUL"]),
     "command-with-nul": ('command: "echo \\0"', ["NUL"]),
     "command-too-long": ("command: '" + "x" * 140_000 + "'", ["bytes", "limit"]),
+    "unclosed-variable": ("command: 'echo ${x'", ["command", "'${' without its '}'", "$${"]),
+    "unclosed-in-env": ("env: {A: 'x${y'}", ["env.A", "$${"]),
 }
 
 
@@ -167,6 +181,11 @@ WRONG_TYPES = {
         "steps:\n  a: {command: 'true'}\n",
         ["images.t.tag", "digest"],
     ),
+    "default-image-tag-invalid": (
+        "version: 1\nname: odd_\nimages:\n  t_: {debian: {include: [bash]}}\n"
+        "steps:\n  a: {command: 'true', image: {ref: t_}}\n",
+        ["images.t_", "default tag", "tag:"],
+    ),
 }
 
 
@@ -181,6 +200,9 @@ MOUNTS = {
     "dot-out": "/./out",
     "out-slash": "/out/",
     "double-slash-in": "//in//x",
+    "stream-helper": "/.dockyard/bin",
+    "proc": "/proc",
+    "inside-sys": "/sys/fs/x",
 }
 
 

@@ -6,7 +6,8 @@ import difflib
 import types
 import typing
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from dockyard.errors import SpecError, SpecIssue, short_repr
 from dockyard.spec.checks import check_pipeline
 from dockyard.spec.locate import Locator, dotted
 from dockyard.spec.model import Pipeline
+from dockyard.spec.paths import STATE_DIR_NAME
 from dockyard.spec.reading import check_events, pipeline_yaml, read_pipeline_text, yaml_error
 
 DEFAULT_FILE = "dockyard.yaml"
@@ -29,6 +31,9 @@ class PipelineFile:
 
     path: Path
     pipeline: Pipeline
+    # Each step's scatter values, globs expanded once, when the file was checked: a run
+    # uses exactly the values that were checked, not what a glob finds a moment later.
+    scatter: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -36,7 +41,7 @@ class PipelineFile:
 
     @property
     def state_dir(self) -> Path:
-        return self.root / ".dockyard"
+        return self.root / STATE_DIR_NAME
 
 
 def load_pipeline(path: str | Path) -> PipelineFile:
@@ -70,10 +75,10 @@ def load_pipeline(path: str | Path) -> PipelineFile:
     except ValidationError as exc:
         raise SpecError(_pydantic_issues(exc, locator, shown)) from None
 
-    issues = check_pipeline(pipeline, file.parent, locator, shown)
+    issues, scatter = check_pipeline(pipeline, file.parent, locator, shown)
     if issues:
         raise SpecError(issues)
-    return PipelineFile(file, pipeline)
+    return PipelineFile(file, pipeline, scatter)
 
 
 def _pydantic_issues(exc: ValidationError, locator: Locator, shown: str) -> list[SpecIssue]:
