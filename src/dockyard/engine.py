@@ -52,6 +52,7 @@ from dockyard.runtime.base import (
 from dockyard.schedule import Capacity
 from dockyard.services import LABEL_KEEP, Services
 from dockyard.spec.loader import PipelineFile
+from dockyard.spec.paths import resolve_input
 from dockyard.store import RunRow, Store
 from dockyard.stream import HELPER, SIGPIPE_EXIT, STREAM_DIR, helper_binary, make_fifos, wrap
 from dockyard.units import format_memory
@@ -801,7 +802,7 @@ class Executor:
         )
 
     def _input_path(self, rel: str) -> Path:
-        return (self.pf.root / rel).resolve()
+        return resolve_input(self.pf.root, rel)
 
     def _binds(self, instance: Instance, staging: Path) -> tuple[Bind, ...]:
         if staging.exists():
