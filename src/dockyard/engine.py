@@ -502,6 +502,8 @@ class Executor:
                 LABEL_KEY: self.keys[iid],
             },
             name=_container_name(self.pf.pipeline.name, self.run_id, name, action.attempt),
+            pids=instance.pids,
+            cap_add=instance.cap_add,
         )
         self._begin(instance, action.attempt, action.memory, staging)
         self._submit(iid, action.attempt, spec, None, instance.timeout)

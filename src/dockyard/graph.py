@@ -14,7 +14,7 @@ from functools import cached_property
 
 from dockyard.errors import PlanError
 from dockyard.spec.interpolate import interpolate, variables
-from dockyard.spec.model import ImageSpec, Pipeline, Retries
+from dockyard.spec.model import DEFAULT_PIDS, ImageSpec, Pipeline, Retries
 from dockyard.spec.values import not_shell_inert, shell_problem, shell_scripts
 
 ScatterValues = Mapping[str, Mapping[str, tuple[str, ...]]]
@@ -60,6 +60,8 @@ class Instance:
     volumes: tuple[tuple[str, str, bool], ...] = ()  # (volume, mount path, read-only)
     services: tuple[str, ...] = ()
     network: bool = False  # the engine's default network (else none, unless services)
+    pids: int = DEFAULT_PIDS  # processes and threads at once
+    cap_add: tuple[str, ...] = ()  # capabilities beyond the runtime's default few
 
     @property
     def step(self) -> str:
@@ -144,6 +146,8 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
                 volumes=tuple((v, m.path, m.readonly) for v, m in sorted(step.volumes.items())),
                 services=tuple(step.services),
                 network=bool(step.network),
+                pids=step.resources.pids,
+                cap_add=tuple(step.cap_add or ()),
             )
             downstream[iid] = []
             for source in [m.source for m in mounts] + ([stdin] if stdin else []):

@@ -110,6 +110,7 @@ RUN_REFUSED = {
     ),
     "memory-one-byte": ("resources: {memory: 1}", ["resources.memory", "at least 6m"]),
     "memory-4m": ("resources: {memory: 4m}", ["resources.memory", "'4m'"]),
+    "pids-below-minimum": ("resources: {pids: 1}", ["resources.pids", "greater than or equal"]),
     "backoff-overflow": ("retries: {max: 1, backoff: 99999999999h}", ["backoff", "30 days"]),
     "timeout-overflow": ("timeout: 99999999999h", ["timeout", "30 days"]),
     "timeout-below-a-millisecond": ("timeout: 0.1ms", ["timeout", "from 1ms"]),
@@ -122,6 +123,9 @@ RUN_REFUSED = {
     "command-too-long": ("command: '" + "x" * 140_000 + "'", ["bytes", "limit"]),
     "unclosed-variable": ("command: 'echo ${x'", ["command", "'${' without its '}'", "$${"]),
     "unclosed-in-env": ("env: {A: 'x${y'}", ["env.A", "$${"]),
+    "cap-add-all": ("cap_add: [ALL]", ["cap_add", "ALL", "privileged"]),
+    "cap-add-sys-admin": ("cap_add: [SYS_ADMIN]", ["SYS_ADMIN", "host"]),
+    "cap-add-unknown": ("cap_add: [FLY]", ["capability", "'FLY'"]),
 }
 
 
@@ -175,6 +179,11 @@ WRONG_TYPES = {
         HEAD + "services:\n  db: {image: busybox:1.36, resources: {memory: 4m}}\n"
         "steps:\n  a: {command: 'true'}\n",
         ["services.db.resources.memory", "at least 6m"],
+    ),
+    "service-cap-add-all": (
+        HEAD + "services:\n  db: {image: busybox:1.36, cap_add: [all]}\n"
+        "steps:\n  a: {command: 'true'}\n",
+        ["services.db.cap_add", "ALL"],
     ),
     "image-tag-with-digest": (
         HEAD + "images:\n  t: {build: ., tag: 'x/y@sha256:" + "a" * 64 + "'}\n"

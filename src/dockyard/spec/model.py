@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from dockyard.errors import short_repr
-from dockyard.spec.names import env_name, reference_problem
+from dockyard.spec.names import capability, env_name, reference_problem
 from dockyard.units import format_memory, parse_duration, parse_memory
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -40,6 +40,12 @@ DEFAULT_MEMORY = 256 * 1024**2
 MIN_MEMORY = 6 * 1024**2
 MIN_CPUS = 0.01
 MAX_CPUS = 1024.0
+# Processes and threads a container may have at once: far more than any tool needs
+# (a JVM or a PostgreSQL has a few hundred), the same order as Podman's default (2048),
+# and few enough that a fork bomb leaves most of a 32768-entry PID table to the host.
+DEFAULT_PIDS = 2048
+MIN_PIDS = 8  # init, a shell, a pipeline of tools
+MAX_PIDS = 4_194_304  # the kernel's PID_MAX_LIMIT
 MAX_ARGUMENT_BYTES = 128 * 1024 - 1  # the kernel's MAX_ARG_STRLEN, less the NUL
 
 
@@ -173,6 +179,7 @@ EnvName = Annotated[str, PlainValidator(env_name)]
 EnvValue = Annotated[str, PlainValidator(_scalar_to_str)]
 Env = dict[EnvName, EnvValue]
 ContainerPath = Annotated[str, PlainValidator(_container_path)]
+Capability = Annotated[str, PlainValidator(capability)]
 ImageRef = Annotated[str, AfterValidator(_reference)]
 ImageTag = Annotated[str, AfterValidator(_tag)]
 
@@ -184,6 +191,7 @@ class _Model(BaseModel):
 class Resources(_Model):
     cpus: Cpus = DEFAULT_CPUS
     memory: Memory = DEFAULT_MEMORY
+    pids: int = Field(default=DEFAULT_PIDS, ge=MIN_PIDS, le=MAX_PIDS)
 
 
 class Retries(_Model):
@@ -283,6 +291,8 @@ class Service(_Model):
     healthcheck: Healthcheck | None = None
     resources: Resources = Field(default_factory=Resources)
     keep: bool = False
+    # Beyond the few every container gets (see dockyard.runtime.base.DEFAULT_CAPABILITIES).
+    cap_add: list[Capability] = Field(default_factory=list)
 
 
 class Defaults(_Model):
@@ -294,6 +304,7 @@ class Defaults(_Model):
     retries: Retries | None = None
     timeout: Duration | None = None
     network: bool | None = None
+    cap_add: list[Capability] | None = None
 
 
 class Step(_Model):
@@ -314,6 +325,7 @@ class Step(_Model):
     # none, which also makes its container start faster. Steps with services are on the
     # run's network whatever this says.
     network: bool | None = None
+    cap_add: list[Capability] | None = None
 
     @field_validator("scatter")
     @classmethod
@@ -353,5 +365,6 @@ class Pipeline(_Model):
                 "retries": step.retries or defaults.retries or Retries(),
                 "timeout": step.timeout if step.timeout is not None else defaults.timeout,
                 "network": step.network if step.network is not None else bool(defaults.network),
+                "cap_add": step.cap_add if step.cap_add is not None else defaults.cap_add or [],
             }
         )

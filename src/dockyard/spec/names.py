@@ -1,4 +1,4 @@
-"""Rules for the names a pipeline file hands to the engine: images, env.
+"""Rules for the names a pipeline file hands to the engine: images, capabilities, env.
 
 Each rule is the engine's own (or the kernel's), checked while the file is read, so
 that ``dockyard validate`` accepts nothing the engine then refuses at ``run``.
@@ -52,6 +52,63 @@ def reference_problem(ref: str, *, digest_allowed: bool = True) -> str | None:
                 f"found {short_repr(digest)} in {found}"
             )
     return None
+
+
+# Linux capabilities as the engine names them (without "CAP_"), in the kernel's order
+# (capability(7)): a name's index is its bit in /proc/PID/status CapEff.
+# fmt: off
+CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
+    "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
+    "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO",
+    "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
+    "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
+    "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)
+# fmt: on
+# What cap_add may grant: those of the engine's own default set that dockyard drops, and
+# a few that act only inside the container's own namespaces. The others act on the host
+# (load modules, mount, set the clock, open files by handle past the mount namespace, …):
+# a pipeline from a stranger must not be able to ask for them.
+GRANTABLE = frozenset(
+    {
+        "AUDIT_WRITE",
+        "FSETID",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "NET_RAW",
+        "SETFCAP",
+        "SETPCAP",
+        "SYS_CHROOT",
+        "IPC_LOCK",
+        "NET_ADMIN",
+        "SYS_NICE",
+        "SYS_PTRACE",
+    }
+)
+
+
+def capability(value: object) -> str:
+    """A capability ``cap_add`` may grant, normalised to the engine's name (``NET_RAW``)."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a capability name like NET_RAW, found {short_repr(value)}")
+    name = value.upper().removeprefix("CAP_")
+    if name == "ALL":
+        raise ValueError(
+            "cap_add: ALL is refused: it would grant every capability, SYS_ADMIN included, "
+            "which makes a container all but privileged; name the ones the step needs"
+        )
+    if name not in CAPABILITIES:
+        raise ValueError(
+            f"expected a Linux capability name like NET_RAW, found {short_repr(value)}"
+        )
+    if name not in GRANTABLE:
+        raise ValueError(
+            f"capability {name} acts on the host beyond the step's container, so dockyard "
+            f"does not grant it; grantable: {', '.join(sorted(GRANTABLE))}"
+        )
+    return name
 
 
 def env_name(value: object) -> str:
