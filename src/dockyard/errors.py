@@ -7,6 +7,7 @@ The tree, and the exit status the CLI gives for each branch::
     │   ├── SpecError                  the pipeline file is malformed (carries every problem)
     │   ├── PlanError                  the pipeline cannot be run as asked (e.g. a step never fits)
     │   ├── ImageError                 an image is missing or cannot be built
+    │   ├── StateFolderError           .dockyard/ is not a writable folder (the user must fix it)
     │   └── UnknownReference           a RUN or STEP[KEY] named on the command line does not exist
     ├── EngineUnavailable              exit 3: the container engine cannot be reached
     ├── RuntimeFailure                 exit 1: the engine refused or failed an operation
@@ -83,6 +84,10 @@ class PlanError(InvalidInput):
 
 
 class ImageError(InvalidInput):
+    pass
+
+
+class StateFolderError(InvalidInput):
     pass
 
 
