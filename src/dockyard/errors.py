@@ -26,6 +26,7 @@ EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_INVALID = 2
 EXIT_ENGINE = 3
+SHOWN_ISSUES = 100  # problems listed in a SpecError's message (all are in .issues)
 
 
 def short_repr(value: object, limit: int = 200) -> str:
@@ -76,7 +77,10 @@ class SpecError(InvalidInput):
         self.issues = sorted(issues, key=lambda i: (i.line or 0, i.column or 0, i.path))
         count = len(self.issues)
         head = f"{count} problem{'s' if count != 1 else ''} in the pipeline file:"
-        super().__init__("\n".join([head, *(f"  {i}" for i in self.issues)]))
+        lines = [head, *(f"  {i}" for i in self.issues[:SHOWN_ISSUES])]
+        if count > SHOWN_ISSUES:  # a file of 100,000 wrong values needs no 100,000 lines
+            lines.append(f"  … and {count - SHOWN_ISSUES} more")
+        super().__init__("\n".join(lines))
 
 
 class PlanError(InvalidInput):

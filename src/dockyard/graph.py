@@ -232,18 +232,22 @@ def _upstream_mounts(
 
 
 def _topological(pipeline: Pipeline) -> list[str]:
-    """Steps in dependency order (file order among independent steps)."""
+    """Steps in dependency order (file order among independent steps), depth first with
+    its own stack, so that a chain of thousands of steps needs no recursion."""
     done: list[str] = []
     seen: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name in seen:
-            return
-        seen.add(name)
-        for up in pipeline.steps[name].upstream:
-            visit(up)
-        done.append(name)
-
     for name in pipeline.steps:
-        visit(name)
+        if name in seen:
+            continue
+        seen.add(name)
+        pending = [(name, iter(pipeline.steps[name].upstream))]
+        while pending:
+            step, ups = pending[-1]
+            up = next(ups, None)
+            if up is None:
+                pending.pop()
+                done.append(step)
+            elif up not in seen:
+                seen.add(up)
+                pending.append((up, iter(pipeline.steps[up].upstream)))
     return done

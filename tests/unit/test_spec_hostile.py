@@ -259,7 +259,7 @@ def test_a_file_larger_than_the_bound_is_refused_unread(
     code = main(["validate", "-f", str(path)])
     output = " ".join(capsys.readouterr().err.split())
     assert code == 2
-    assert "at most 2 MiB" in output
+    assert "at most 1 MiB" in output
 
 
 def test_dates_are_text_as_every_other_value(
@@ -274,3 +274,38 @@ def test_dates_are_text_as_every_other_value(
         "DAY": "2024-02-30",
         "AT": "2024-01-01",
     }
+
+
+def test_a_cycle_through_thousands_of_steps_is_found_without_recursion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steps = "".join(
+        f"  s{i}: {{command: 'true', needs: [s{(i + 1) % 1500}]}}\n" for i in range(3000)
+    )
+    check(
+        HEAD + "steps:\n" + steps,
+        ["1500 steps form a cycle", "s0 → s1", "→ s1499 → s0"],
+        tmp_path,
+        capsys,
+    )
+
+
+def test_a_chain_of_thousands_of_steps_written_backwards_is_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steps = "".join(f"  s{i}: {{command: 'true', needs: [s{i - 1}]}}\n" for i in range(1499, 0, -1))
+    code, output = refused(
+        HEAD + "steps:\n" + steps + "  s0: {command: 'true'}\n", tmp_path, capsys
+    )
+    assert code == 0, output
+    assert "1500 steps" in output
+
+
+def test_twenty_thousand_wrong_values_make_a_short_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = ", ".join(["null"] * 20_000)
+    code, output = refused(STEP + f"    scatter: {{s: [{values}]}}\n", tmp_path, capsys)
+    assert code == 2
+    assert "20000 problems" in output and "… and 19900 more" in output
+    assert output.count("steps.a.scatter.s[") == 100

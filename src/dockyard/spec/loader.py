@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,14 +12,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import YAMLError
 
 from dockyard.errors import SpecError, SpecIssue, short_repr
 from dockyard.spec.checks import check_pipeline
 from dockyard.spec.locate import Locator, dotted
 from dockyard.spec.model import Pipeline
 from dockyard.spec.paths import STATE_DIR_NAME
-from dockyard.spec.reading import check_events, pipeline_yaml, read_pipeline_text, yaml_error
+from dockyard.spec.reading import load_yaml, read_pipeline_text
 
 DEFAULT_FILE = "dockyard.yaml"
 
@@ -48,16 +46,7 @@ def load_pipeline(path: str | Path) -> PipelineFile:
     """Parse and check ``path``; raise :class:`SpecError` listing every problem found."""
     file = Path(path).absolute()
     shown = str(path)
-    text = read_pipeline_text(file, shown)
-    yaml = pipeline_yaml()
-    check_events(yaml, text, shown)
-    try:
-        with warnings.catch_warnings():
-            # ruamel warns about YAML 1.1 floats on stderr; the value is what matters here
-            warnings.simplefilter("ignore")
-            data = yaml.load(text)
-    except YAMLError as exc:
-        raise yaml_error(exc, shown) from None
+    data = load_yaml(read_pipeline_text(file, shown), shown)
 
     if not isinstance(data, CommentedMap):
         found = "an empty file" if data is None else type(data).__name__
@@ -133,7 +122,7 @@ def _describe(err: Any) -> str:
         "expected at least one entry",
     )
     if isinstance(found, dict | list):
-        found_text = type(found).__name__.replace("Commented", "").lower()
+        found_text = "a mapping" if isinstance(found, dict) else "a list"
     else:
         found_text = short_repr(found)
     return f"{msg}; found {found_text}"
@@ -187,7 +176,7 @@ def _unwrap(annotation: Any) -> Any:
         if origin is typing.Annotated:
             annotation = typing.get_args(annotation)[0]
         elif origin in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            members = [_unwrap(a) for a in typing.get_args(annotation) if a is not type(None)]
             models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
             annotation = models[0] if models else members[0]
         else:

@@ -19,8 +19,10 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PlainValidator,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -74,7 +76,14 @@ def _scalar_to_str(value: object) -> str:
         if "\0" in text:
             raise ValueError(f"expected text without NUL characters, found {short_repr(value)}")
         return text
-    raise ValueError(f"expected a string or number, found {type(value).__name__}")
+    found = (
+        "a list"
+        if isinstance(value, list)
+        else "a mapping"
+        if isinstance(value, dict)
+        else (short_repr(value))
+    )
+    raise ValueError(f"expected a string or number, found {found}")
 
 
 def _argument(value: str) -> str:
@@ -245,7 +254,22 @@ class Glob(_Model):
     glob: str
 
 
-ScatterValues = Annotated[list[EnvValue] | Glob, Field(union_mode="left_to_right")]
+def _scatter_kind(value: Any) -> str | None:
+    if isinstance(value, list):
+        return "list[str]"
+    return "Glob" if isinstance(value, dict) else None
+
+
+# One form or the other, chosen by type, so that a wrong value gets one error, not two
+# (the tags are the loader's names for the two types, which it leaves out of key paths).
+ScatterValues = Annotated[
+    Annotated[list[EnvValue], Tag("list[str]")] | Annotated[Glob, Tag("Glob")],
+    Discriminator(
+        _scatter_kind,
+        custom_error_type="scatter_values",
+        custom_error_message="expected a list of values or {glob: PATTERN}",
+    ),
+]
 
 
 class Healthcheck(_Model):

@@ -1,13 +1,13 @@
-"""Read a pipeline file safely: bounded, located, and before any YAML object is built.
+"""Read a pipeline file safely: bounded, located, checked before any YAML object is built.
 
 A pipeline file comes from anyone. Whatever it holds must end as a located problem
 (exit 2), never as an internal error, a hang or a huge allocation: so the file must be
-a regular file of bounded size (not a FIFO that blocks, not ``/dev/zero``), and its
-YAML is first walked as a flat stream of parser events (the parser keeps its own
-stack, so thousands of nested brackets cost no Python recursion) to refuse what the
+a regular file of bounded size (not a FIFO that blocks, not ``/dev/zero``), and each
+YAML parser event is checked as the composer takes it (the parser keeps its own
+stack, so thousands of nested brackets cost no Python recursion), refusing what the
 format has no use for before the composer, the constructor and pydantic, which do
-recurse, ever see it: deep nesting, alias bombs and cycles, tags (``!!python/...``),
-numbers too long to mean anything.
+recurse, go deeper: deep nesting, alias bombs and cycles, tags (``!!python/...``),
+numbers too long to mean anything. The file is parsed once.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,15 @@ from ruamel.yaml.events import (
     Event,
     ScalarEvent,
 )
+from ruamel.yaml.parser import RoundTripParser
 
 from dockyard.errors import SpecError, SpecIssue, short_repr
 
-MAX_FILE_BYTES = 2 * 1024**2  # a long pipeline is tens of kilobytes
+MAX_FILE_BYTES = 1024**2  # a long pipeline is tens of kilobytes; YAML parses at ~250 kB/s
 MAX_DEPTH = 64  # a pipeline needs about 7 levels
-MAX_NODES = 500_000  # with aliases expanded: a 100,000-value scatter list fits easily
+# Values in the document, aliases expanded: a 100,000-value scatter list fits. ruamel
+# parses some 25,000 values a second, so this also bounds the time a file can take.
+MAX_NODES = 150_000
 MAX_NUMBER_CHARS = 40  # an int64 has 19 digits
 # YAML 1.2's printable set (5.1); ruamel refuses the rest with an unlocated error.
 _NOT_YAML = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -65,12 +68,6 @@ class _Constructor(RoundTripConstructor):
 
 
 _Constructor.add_constructor("tag:yaml.org,2002:timestamp", _Constructor.construct_yaml_timestamp)
-
-
-def pipeline_yaml() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.Constructor = _Constructor
-    return yaml
 
 
 def yaml_error(exc: YAMLError, shown: str) -> SpecError:
@@ -162,66 +159,93 @@ class _Open:
     nodes: int = 1  # itself and everything in it so far, aliases expanded
 
 
-def check_events(yaml: YAML, text: str, shown: str) -> None:
-    """Refuse, with its line, what the format has no use for; see the module docstring."""
-    sizes: dict[str, int] = {}  # anchor -> nodes in its subtree (aliases expanded)
-    stack: list[_Open] = []
-    count = 0
+class _Refused(Exception):
+    def __init__(self, event: Event, message: str):
+        super().__init__(message)
+        self.mark = event.start_mark
+        self.message = message
 
-    def refuse(event: Event, message: str) -> SpecError:
-        mark = event.start_mark
-        return SpecError([SpecIssue(shown, mark.line + 1, mark.column + 1, "", message)])
 
+@dataclass
+class _Walk:
+    """The checks on the stream of events; see the module docstring."""
+
+    sizes: dict[str, int] = field(default_factory=dict)  # anchor -> nodes, aliases expanded
+    open: list[_Open] = field(default_factory=list)
+    count: int = 0
+
+    def see(self, event: Event) -> None:
+        tag = getattr(event, "tag", None)
+        tag = getattr(tag, "value", tag)
+        if tag and not isinstance(event, AliasEvent):
+            raise _Refused(
+                event,
+                f"YAML tags are not part of the pipeline format, found {short_repr(str(tag))}; "
+                "quote the value if it is text",
+            )
+        if isinstance(event, CollectionStartEvent):
+            if len(self.open) >= MAX_DEPTH:
+                raise _Refused(event, f"expected at most {MAX_DEPTH} levels of nesting")
+            self.open.append(_Open(event.anchor))
+            self._add(event, 1, counted=False)
+        elif isinstance(event, CollectionEndEvent):
+            done = self.open.pop()
+            if done.anchor:
+                self.sizes[done.anchor] = done.nodes
+            if self.open:
+                self.open[-1].nodes += done.nodes
+        elif isinstance(event, AliasEvent):
+            if any(frame.anchor == event.anchor for frame in self.open):
+                raise _Refused(event, f"alias *{event.anchor} refers to a node that contains it")
+            self._add(event, self.sizes.get(str(event.anchor), 1))
+        elif isinstance(event, ScalarEvent):
+            # Only a plain scalar is a number; Python refuses to parse ints of 4,300 digits.
+            value = event.value
+            if event.style is None and len(value) > MAX_NUMBER_CHARS and _NUMBER.fullmatch(value):
+                raise _Refused(
+                    event,
+                    f"a number of {len(value)} characters cannot be meant; quote it if it is text",
+                )
+            if event.anchor:
+                self.sizes[event.anchor] = 1
+            self._add(event, 1)
+
+    def _add(self, event: Event, nodes: int, *, counted: bool = True) -> None:
+        self.count += nodes
+        if counted and self.open:
+            self.open[-1].nodes += nodes
+        if self.count > MAX_NODES:
+            raise _Refused(
+                event,
+                f"expected at most {MAX_NODES} values (aliases count each time they are used)",
+            )
+
+
+class _CheckedParser(RoundTripParser):
+    """ruamel's round-trip parser, with each event checked as the composer takes it."""
+
+    def __init__(self, loader: Any) -> None:
+        super().__init__(loader)
+        self.walk = _Walk()
+
+    def get_event(self) -> Any:
+        event = super().get_event()
+        self.walk.see(event)
+        return event
+
+
+def load_yaml(text: str, shown: str) -> Any:
+    """The YAML document in ``text`` as ruamel's round-trip tree (positions kept)."""
+    yaml = YAML(typ="rt")
+    yaml.Parser = _CheckedParser
+    yaml.Constructor = _Constructor
     try:
-        for event in yaml.parse(text):
-            tag = getattr(event, "tag", None)
-            tag = getattr(tag, "value", tag)
-            if tag and not isinstance(event, AliasEvent):
-                raise refuse(
-                    event,
-                    f"YAML tags are not part of the pipeline format, found {short_repr(str(tag))}; "
-                    "quote the value if it is text",
-                )
-            if isinstance(event, CollectionStartEvent):
-                if len(stack) >= MAX_DEPTH:
-                    raise refuse(event, f"expected at most {MAX_DEPTH} levels of nesting")
-                stack.append(_Open(event.anchor))
-                count += 1
-            elif isinstance(event, CollectionEndEvent):
-                done = stack.pop()
-                if done.anchor:
-                    sizes[done.anchor] = done.nodes
-                if stack:
-                    stack[-1].nodes += done.nodes
-            elif isinstance(event, ScalarEvent | AliasEvent):
-                nodes = 1
-                if isinstance(event, AliasEvent):
-                    if any(frame.anchor == event.anchor for frame in stack):
-                        raise refuse(
-                            event, f"alias *{event.anchor} refers to a node that contains it"
-                        )
-                    nodes = sizes.get(str(event.anchor), 1)
-                else:
-                    _check_scalar(event, refuse)
-                    if event.anchor:
-                        sizes[event.anchor] = 1
-                count += nodes
-                if stack:
-                    stack[-1].nodes += nodes
-            if count > MAX_NODES:
-                raise refuse(
-                    event,
-                    f"expected at most {MAX_NODES} values (aliases count each time they are used)",
-                )
+        with warnings.catch_warnings():
+            # ruamel warns about YAML 1.1 floats on stderr; the value is what matters here
+            warnings.simplefilter("ignore")
+            return yaml.load(text)
+    except _Refused as exc:
+        line, col = exc.mark.line + 1, exc.mark.column + 1
+        raise SpecError([SpecIssue(shown, line, col, "", exc.message)]) from None
     except YAMLError as exc:
         raise yaml_error(exc, shown) from None
-
-
-def _check_scalar(event: ScalarEvent, refuse: Callable[[Event, str], SpecError]) -> None:
-    # Only a plain scalar can be a number; Python refuses to parse ints of 4,300 digits.
-    plain = event.style is None
-    if plain and len(event.value) > MAX_NUMBER_CHARS and _NUMBER.fullmatch(event.value):
-        raise refuse(
-            event,
-            f"a number of {len(event.value)} characters cannot be meant; quote it if it is text",
-        )
