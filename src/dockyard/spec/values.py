@@ -41,6 +41,10 @@ SHELL_INERT = frozenset(string.ascii_letters + string.digits + "_.-+,@%=:")
 SHELL_INERT_SHOWN = "letters, digits and _ . - + , @ % = :"
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "busybox"})
 MAX_VALUE_BYTES = 255  # NAME_MAX: a value is also a file name
+# dockyard names an attempt's log, work folder and cgroup after its instance
+# ("<project>-<run>-<instance>-<attempt>", with a hash when the name needs escaping):
+# each must stay within NAME_MAX.
+MAX_INSTANCE_NAME = 190
 MAX_COMBINATIONS = 100_000  # instances per step
 MAX_REPORTED = 5  # offending values reported per variable; the rest are counted
 _SHORT_OPTIONS = re.compile(r"-[A-Za-z]*c[A-Za-z]*")
@@ -207,7 +211,23 @@ def check_scatter(
         return None
     listed = {var for var, spec in step.scatter.items() if not isinstance(spec, Glob)}
     check_step_values(add, loc, step.command, values, listed)
+    _check_name_length(add, loc, values)
     return values if len(values) == len(step.scatter) else None
+
+
+def _check_name_length(
+    add: Add, loc: Sequence[str | int], values: dict[str, tuple[str, ...]]
+) -> None:
+    longest = {var: max(found, key=len) for var, found in values.items() if found}
+    length = len(str(loc[-1])) + 2 + sum(map(len, longest.values())) + len(longest) - 1
+    if longest and length > MAX_INSTANCE_NAME:
+        shown = ", ".join(f"{var}: {short_repr(value, 60)}" for var, value in longest.items())
+        add(
+            [*loc, "scatter"],
+            f"an instance name of this step (step[values]) can be {length} characters long, "
+            f"more than the {MAX_INSTANCE_NAME} that dockyard's log, work folder and cgroup "
+            f"names allow; shorten the longest values ({shown})",
+        )
 
 
 def check_interpolation(add: Add, loc: Sequence[str | int], step: Step, defaults: Defaults) -> None:
