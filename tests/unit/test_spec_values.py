@@ -434,3 +434,25 @@ def test_resolve_input_refuses_at_mount_time_what_changed_since_the_check(
         resolve_input(tmp_path, ".")
     with pytest.raises(PlanError, match="relative"):
         resolve_input(tmp_path, "/etc")
+
+
+def test_an_input_that_is_a_fifo_is_refused_as_it_would_never_be_read_to_its_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "pipe")
+    code, output = validate(
+        tmp_path,
+        """
+        version: 1
+        name: fifo
+        steps:
+          a: {command: [cat, /in/p], inputs: {p: pipe}}
+        """,
+        capsys,
+    )
+    assert code == 2
+    assert "steps.a.inputs.p:" in output and "neither a file nor a folder" in output
+    with pytest.raises(PlanError, match="neither a file nor a folder"):
+        resolve_input(tmp_path, "pipe")

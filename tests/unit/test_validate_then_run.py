@@ -24,6 +24,11 @@ KNOWABLE = {
     "a process limit below a shell's needs": ("resources: {pids: 2}", "greater than or equal"),
     "an argument execve refuses": ("command: '" + "x" * 200_000 + "'", "kernel"),
     "an env value execve refuses": ('env: {A: "a\\0b"}', "NUL"),
+    "more arguments than execve takes in all": (
+        "scatter: {s: ['" + "v" * 180 + "']}\n"
+        "    command: [" + ", ".join(["'" + "${s}" * 700 + "'"] * 10) + "]",
+        "2 MiB",
+    ),
     "a bind mount runc refuses": ("volumes: {v: /proc/v}", "reserved"),
     "a capability that is all of them": ("cap_add: [ALL]", "ALL"),
     # name rules

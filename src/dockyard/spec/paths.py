@@ -78,11 +78,14 @@ class Resolver:
                 return problem
         if must_exist:
             try:
-                os.stat(resolved)
+                mode = os.stat(resolved).st_mode
             except FileNotFoundError:
                 return f"path {text} does not exist under {str(self.root)!r}"
             except OSError as exc:
                 return f"path {text} cannot be used: {exc.strerror}"
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                # (reading a FIFO or a device for the cache key would never end)
+                return f"path {text} is neither a file nor a folder"
         return Path(resolved)
 
     def _realpath(self, raw: str) -> str:

@@ -46,6 +46,7 @@ MAX_VALUE_BYTES = 255  # NAME_MAX: a value is also a file name
 # each must stay within NAME_MAX.
 MAX_INSTANCE_NAME = 190
 MAX_COMBINATIONS = 100_000  # instances per step
+MAX_EXEC_BYTES = 1024**2  # arguments and env of a step together, within ARG_MAX
 MAX_REPORTED = 5  # offending values reported per variable; the rest are counted
 _SHORT_OPTIONS = re.compile(r"-[A-Za-z]*c[A-Za-z]*")
 
@@ -254,8 +255,10 @@ def check_lengths(
     defaults: Defaults,
     values: dict[str, tuple[str, ...]],
 ) -> None:
-    """No argument or env entry is longer than ``execve`` takes, once values are pasted in."""
+    """No argument or env entry is longer than ``execve`` takes, once values are pasted in,
+    and all of them together stay well within its total (ARG_MAX, 2 MiB by default)."""
     longest = {var: max((len(v.encode()) for v in vals), default=0) for var, vals in values.items()}
+    total = 0
     for where, text in _texts(loc, step, defaults):
         if where[-2] == "inputs":
             continue
@@ -264,6 +267,7 @@ def check_lengths(
             size += len(str(where[-1]).encode()) + 1  # NAME=value
         for name, count in uses(text).items():
             size += count * (longest.get(name, 0) - len(name) - 3)
+        total += size
         if size > MAX_ARGUMENT_BYTES:
             add(
                 where,
@@ -271,6 +275,13 @@ def check_lengths(
                 f"kernel passes to a program ({MAX_ARGUMENT_BYTES}); put it in a file under "
                 "inputs:",
             )
+    if total > MAX_EXEC_BYTES:
+        add(
+            loc,
+            f"the command and env together are up to {total} bytes with the scatter values "
+            f"pasted in, more than {MAX_EXEC_BYTES} (the kernel passes at most 2 MiB to a "
+            "program); put the long parts in files under inputs:",
+        )
 
 
 def _texts(
