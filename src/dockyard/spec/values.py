@@ -48,7 +48,7 @@ MAX_INSTANCE_NAME = 190
 MAX_COMBINATIONS = 100_000  # instances per step
 MAX_EXEC_BYTES = 1024**2  # arguments and env of a step together, within ARG_MAX
 MAX_REPORTED = 5  # offending values reported per variable; the rest are counted
-_SHORT_OPTIONS = re.compile(r"-[A-Za-z]*c[A-Za-z]*")
+_OPTIONS = re.compile(r"[-+][A-Za-z]+")
 
 
 def shell_scripts(command: str | Sequence[str] | None) -> list[tuple[int | None, str]]:
@@ -56,22 +56,35 @@ def shell_scripts(command: str | Sequence[str] | None) -> list[tuple[int | None,
 
     A string command runs through ``sh -c``. A list is the exec form, whose items are
     plain arguments, except when it runs a shell with ``-c`` (``[sh, -c, SCRIPT]``,
-    ``[bash, -euc, SCRIPT]``): then SCRIPT is code all the same.
+    ``[bash, -o, pipefail, -euc, SCRIPT]``, ``[env, X=1, sh, -c, SCRIPT]``): then
+    SCRIPT, the shell's first operand, is code all the same. The shell is looked for
+    anywhere in the list (behind env, nice, timeout …), which errs on the safe side.
     """
     if command is None:
         return []
     if isinstance(command, str):
         return [(None, command)]
     argv = list(command)
-    if not argv or os.path.basename(argv[0]) not in SHELLS:
+    shell = next((i for i, arg in enumerate(argv) if os.path.basename(arg) in SHELLS), None)
+    if shell is None:
         return []
-    start = 2 if os.path.basename(argv[0]) == "busybox" and argv[1:2] == ["sh"] else 1
-    for i in range(start, len(argv) - 1):
-        if argv[i] == "--" or not argv[i].startswith(("-", "+")):
+    i = shell + 1
+    if os.path.basename(argv[shell]) == "busybox" and argv[i : i + 1] == ["sh"]:
+        i += 1
+    dash_c = False
+    while i < len(argv):  # sh [-abCefhimnuvx] [-o option] -c [...] SCRIPT [name [args]]
+        arg = argv[i]
+        if arg == "--":
+            i += 1
             break
-        if _SHORT_OPTIONS.fullmatch(argv[i]):
-            return [(i + 1, argv[i + 1])]
-    return []
+        if arg.startswith("--"):  # bash's long options; two take a value
+            i += 2 if arg in ("--rcfile", "--init-file") else 1
+        elif _OPTIONS.fullmatch(arg):
+            dash_c = dash_c or (arg[0] == "-" and "c" in arg)
+            i += 2 if arg[-1] in "oO" else 1  # -o NAME, +o NAME, bash's -O NAME
+        else:
+            break
+    return [(i, argv[i])] if dash_c and i < len(argv) else []
 
 
 def not_shell_inert(value: str) -> str | None:
