@@ -100,7 +100,7 @@ def read_pipeline_text(file: Path, shown: str) -> str:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "something else")
             raise refuse(f"expected a pipeline file (a regular file), found {kind}")
         if info.st_size > MAX_FILE_BYTES:
             raise refuse(
@@ -126,7 +126,8 @@ def read_pipeline_text(file: Path, shown: str) -> str:
         line, col = _position(text[: bad.start()])
         raise refuse(
             f"control character {bad.group()!r} (U+{ord(bad.group()):04X}) is not allowed in "
-            "a pipeline file; in a double-quoted string write an escape such as \\t",
+            "a pipeline file; remove it (in a double-quoted string, \\t and \\n write a tab "
+            "and a newline)",
             line,
             col,
         )
