@@ -33,6 +33,7 @@ from dockyard.render import dot, mermaid
 from dockyard.spec import DEFAULT_FILE, PipelineFile, load_pipeline
 from dockyard.store import AttemptRow, Store
 from dockyard.summary import RunSummary, load_summary
+from dockyard.terminal import printable
 from dockyard.units import format_memory, format_seconds, parse_memory
 from dockyard.volumes import VolumeStore, check_ref, check_tag
 
@@ -67,7 +68,7 @@ def validate(file: str) -> None:
     graph = graph_of(pf)
     steps = len(pf.pipeline.steps)
     out.print(
-        f"{file}: ok ({steps} step{'s' if steps != 1 else ''}, "
+        f"{escape(printable(file))}: ok ({steps} step{'s' if steps != 1 else ''}, "
         f"{len(graph.order)} instance{'s' if len(graph.order) != 1 else ''})"
     )
 
@@ -146,7 +147,11 @@ def build(file: str, names: tuple[str, ...], force: bool) -> None:
         with _terminate_as_interrupt():
             runtime.ping()
             made = make_images(  # (rich's console serialises the builders' notes)
-                pf, [(n, True) for n in wanted], runtime, lambda m: err.print(Text(m)), force=force
+                pf,
+                [(n, True) for n in wanted],
+                runtime,
+                lambda m: err.print(Text(printable(m))),
+                force=force,
             )
     finally:
         runtime.close()
@@ -169,7 +174,9 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
     took = format_seconds(run.ended_at - run.started_at) if run.ended_at else "running"
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts().items()))
     out.print(
-        f"run [bold]{run.id}[/] of {run.pipeline}: {run.state} ({took}; {counts})", soft_wrap=True
+        f"run [bold]{run.id}[/] of {escape(printable(run.pipeline))}: {run.state} ({took}; "
+        f"{counts})",
+        soft_wrap=True,
     )
     if summary.outages:
         out.print(_outage_line(summary), soft_wrap=True)
@@ -181,7 +188,7 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
     for inst in summary.instances:
         last = inst.attempts[-1] if inst.attempts else None
         table.add_row(
-            Text(inst.row.instance),
+            Text(printable(inst.row.instance)),
             inst.row.state,
             str(len(inst.attempts)),
             format_seconds(inst.duration) if inst.duration is not None else "-",
@@ -189,7 +196,7 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
             format_memory(last.memory) if last else "-",
             _peak(last),
             _cpu(last),
-            Text(inst.row.reason or ""),
+            Text(printable(inst.row.reason or "")),
         )
         if len(inst.attempts) > 1 or inst.row.state == "failed":
             for attempt in inst.attempts:
@@ -204,7 +211,7 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
                     Text(format_memory(attempt.memory), "dim"),
                     Text(_peak(attempt), "dim"),
                     Text(_cpu(attempt), "dim"),
-                    Text(attempt.reason or "", "dim"),
+                    Text(printable(attempt.reason or ""), "dim"),
                 )
     out.print(table)
 
@@ -270,7 +277,7 @@ def trace(file: str, run_id: str | None) -> None:
             click.echo(
                 "\t".join(
                     [
-                        inst.row.instance,
+                        printable(inst.row.instance),
                         "",
                         inst.row.state,
                         "",
@@ -299,7 +306,7 @@ def trace(file: str, run_id: str | None) -> None:
                 a.io_read,
                 a.io_write,
             )
-            click.echo("\t".join("" if v is None else str(v) for v in values))
+            click.echo("\t".join("" if v is None else printable(str(v)) for v in values))
 
 
 def _instance_args(args: tuple[str, ...]) -> tuple[str | None, InstanceId]:
@@ -543,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="dockyard", standalone_mode=False)
     except DockyardError as exc:
-        err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(printable(exc.message))}", soft_wrap=True)
         return exc.exit_code
     except click.exceptions.Abort:
         err.print("interrupted")
@@ -558,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("DOCKYARD_DEBUG"):
             raise
         err.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(printable(str(exc)))} "
             "(set DOCKYARD_DEBUG=1 for the traceback, and please report it)"
         )
         return 1

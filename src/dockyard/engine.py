@@ -53,6 +53,7 @@ from dockyard.runtime.patient import EngineGuard, PatientRuntime
 from dockyard.schedule import Capacity
 from dockyard.services import LABEL_KEEP, Services
 from dockyard.spec.loader import PipelineFile
+from dockyard.spec.paths import resolve_input
 from dockyard.store import RunRow, Store
 from dockyard.stream import HELPER, SIGPIPE_EXIT, STREAM_DIR, helper_binary, make_fifos, wrap
 from dockyard.units import format_memory
@@ -522,6 +523,8 @@ class Executor:
                 LABEL_KEY: self.keys[iid],
             },
             name=_container_name(self.pf.pipeline.name, self.run_id, name, action.attempt),
+            pids=instance.pids,
+            cap_add=instance.cap_add,
         )
         self._begin(instance, action.attempt, action.memory, staging)
         self._submit(iid, action.attempt, spec, None, instance.timeout)
@@ -836,7 +839,7 @@ class Executor:
         )
 
     def _input_path(self, rel: str) -> Path:
-        return (self.pf.root / rel).resolve()
+        return resolve_input(self.pf.root, rel)
 
     def _binds(self, instance: Instance, staging: Path) -> tuple[Bind, ...]:
         if staging.exists():

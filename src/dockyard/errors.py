@@ -7,6 +7,7 @@ The tree, and the exit status the CLI gives for each branch::
     │   ├── SpecError                  the pipeline file is malformed (carries every problem)
     │   ├── PlanError                  the pipeline cannot be run as asked (e.g. a step never fits)
     │   ├── ImageError                 an image is missing or cannot be built
+    │   ├── StateFolderError           .dockyard/ is not a writable folder (the user must fix it)
     │   └── UnknownReference           a RUN or STEP[KEY] named on the command line does not exist
     ├── EngineUnavailable              exit 3: the container engine cannot be reached
     ├── RuntimeFailure                 exit 1: the engine refused or failed an operation
@@ -25,6 +26,16 @@ EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_INVALID = 2
 EXIT_ENGINE = 3
+SHOWN_ISSUES = 100  # problems listed in a SpecError's message (all are in .issues)
+
+
+def short_repr(value: object, limit: int = 200) -> str:
+    """``repr`` of a value found in the input, cut short: a 5,000-digit number or a
+    megabyte of text is not worth echoing. ``repr`` also escapes control characters."""
+    if isinstance(value, int) and abs(value).bit_length() > 14_000:  # repr refuses 4,300 digits
+        return f"a number of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}… ({len(text)} characters)"
 
 
 class DockyardError(Exception):
@@ -66,7 +77,10 @@ class SpecError(InvalidInput):
         self.issues = sorted(issues, key=lambda i: (i.line or 0, i.column or 0, i.path))
         count = len(self.issues)
         head = f"{count} problem{'s' if count != 1 else ''} in the pipeline file:"
-        super().__init__("\n".join([head, *(f"  {i}" for i in self.issues)]))
+        lines = [head, *(f"  {i}" for i in self.issues[:SHOWN_ISSUES])]
+        if count > SHOWN_ISSUES:  # a file of 100,000 wrong values needs no 100,000 lines
+            lines.append(f"  … and {count - SHOWN_ISSUES} more")
+        super().__init__("\n".join(lines))
 
 
 class PlanError(InvalidInput):
@@ -74,6 +88,10 @@ class PlanError(InvalidInput):
 
 
 class ImageError(InvalidInput):
+    pass
+
+
+class StateFolderError(InvalidInput):
     pass
 
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from dockyard.errors import PlanError
-from dockyard.spec.interpolate import interpolate
-from dockyard.spec.model import ImageSpec, Pipeline, Retries
+from dockyard.spec.interpolate import interpolate, variables
+from dockyard.spec.model import DEFAULT_PIDS, ImageSpec, Pipeline, Retries
+from dockyard.spec.values import not_shell_inert, shell_problem, shell_scripts
 
 ScatterValues = Mapping[str, Mapping[str, tuple[str, ...]]]
 
@@ -59,6 +60,8 @@ class Instance:
     volumes: tuple[tuple[str, str, bool], ...] = ()  # (volume, mount path, read-only)
     services: tuple[str, ...] = ()
     network: bool = False  # the engine's default network (else none, unless services)
+    pids: int = DEFAULT_PIDS  # processes and threads at once
+    cap_add: tuple[str, ...] = ()  # capabilities beyond the runtime's default few
 
     @property
     def step(self) -> str:
@@ -102,6 +105,7 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
     for name in steps:
         step = pipeline.resolved_step(name)
         values = scatter.get(name, {})
+        _refuse_code_in_values(name, step.command, values)
         names = list(values)
         combos = [dict(zip(names, c, strict=True)) for c in itertools.product(*values.values())]
         by_step[name] = []
@@ -142,6 +146,8 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
                 volumes=tuple((v, m.path, m.readonly) for v, m in sorted(step.volumes.items())),
                 services=tuple(step.services),
                 network=bool(step.network),
+                pids=step.resources.pids,
+                cap_add=tuple(step.cap_add or ()),
             )
             downstream[iid] = []
             for source in [m.source for m in mounts] + ([stdin] if stdin else []):
@@ -155,6 +161,21 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
         downstream={k: tuple(v) for k, v in downstream.items()},
         groups=_stream_groups(instances, order),
     )
+
+
+def _refuse_code_in_values(
+    step: str, command: str | tuple[str, ...] | None, values: Mapping[str, tuple[str, ...]]
+) -> None:
+    """No value reaches a shell as code, whatever path it took here (the file's checks
+    refuse it first, with its line; this is the last line of defence)."""
+    for _, script in shell_scripts(command):
+        for var in variables(script):
+            for value in values.get(var, ()):
+                if not_shell_inert(value) is not None:
+                    raise PlanError(
+                        shell_problem(value, var, "the shell command of this step") or "",
+                        step=step,
+                    )
 
 
 def _stream_groups(
@@ -211,18 +232,22 @@ def _upstream_mounts(
 
 
 def _topological(pipeline: Pipeline) -> list[str]:
-    """Steps in dependency order (file order among independent steps)."""
+    """Steps in dependency order (file order among independent steps), depth first with
+    its own stack, so that a chain of thousands of steps needs no recursion."""
     done: list[str] = []
     seen: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name in seen:
-            return
-        seen.add(name)
-        for up in pipeline.steps[name].upstream:
-            visit(up)
-        done.append(name)
-
     for name in pipeline.steps:
-        visit(name)
+        if name in seen:
+            continue
+        seen.add(name)
+        pending = [(name, iter(pipeline.steps[name].upstream))]
+        while pending:
+            step, ups = pending[-1]
+            up = next(ups, None)
+            if up is None:
+                pending.pop()
+                done.append(step)
+            elif up not in seen:
+                seen.add(up)
+                pending.append((up, iter(pipeline.steps[up].upstream)))
     return done

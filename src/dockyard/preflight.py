@@ -8,14 +8,12 @@ from dockyard.errors import PlanError
 from dockyard.graph import Graph, expand
 from dockyard.runtime.base import Runtime
 from dockyard.schedule import ZERO, Capacity, in_use
-from dockyard.spec.checks import scatter_values
 from dockyard.spec.loader import PipelineFile
 from dockyard.units import format_memory
 
 
 def graph_of(pf: PipelineFile) -> Graph:
-    scatter = {name: scatter_values(step, pf.root) for name, step in pf.pipeline.steps.items()}
-    return expand(pf.pipeline, scatter)
+    return expand(pf.pipeline, pf.scatter)
 
 
 def pool_of(runtime: Runtime, max_cpus: float | None, max_memory: int | None) -> Capacity:

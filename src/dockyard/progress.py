@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dockyard.events import Event
+from dockyard.terminal import printable
 from dockyard.units import format_memory, format_seconds
 
 _STATES = ("pending", "running", "succeeded", "failed", "blocked")
@@ -25,7 +26,7 @@ class PlainProgress:
 
     def __call__(self, event: Event) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
-        line = _describe(event)
+        line = printable(_describe(event))
         if line:
             print(f"{stamp} {line}", file=self.stream, flush=True)
 
@@ -69,7 +70,7 @@ class LiveProgress:
                 self.state[name] = "pending"
                 self.started.pop(name, None)
         if event.kind in ("failed", "retrying", "image", "recovered", "engine"):
-            line = _describe(event)
+            line = printable(_describe(event))
             if line:
                 self.live.console.print(Text(line), soft_wrap=True)
 
@@ -90,7 +91,7 @@ class LiveProgress:
         table = Table.grid(padding=(0, 2))
         now = time.time()
         for name, since in sorted(self.started.items(), key=lambda kv: kv[1])[:12]:
-            table.add_row(Text(name, "cyan"), format_seconds(now - since))
+            table.add_row(Text(printable(name), "cyan"), format_seconds(now - since))
         if len(self.started) > 12:
             table.add_row(Text(f"… and {len(self.started) - 12} more", "dim"), "")
         return Group(header, table)

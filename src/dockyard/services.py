@@ -128,6 +128,8 @@ class Services:
             health=Health(argv(check.command), check.interval, check.timeout, check.retries)
             if check is not None
             else None,
+            pids=spec.resources.pids,
+            cap_add=tuple(spec.cap_add),
         )
         need = Capacity.of(spec.resources.cpus, spec.resources.memory)
         try:  # (an engine that is away is not the service's fault: that propagates)

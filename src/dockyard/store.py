@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import StoreError, UnknownReference
+from dockyard.state_folder import prepare_state_folder
 
 MIGRATIONS: Sequence[str] = (
     """
@@ -173,7 +174,7 @@ class AttemptRow:
 class Store:
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_state_folder(path.parent, path)
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import re
 import tarfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from dockyard.errors import RuntimeFailure
-from dockyard.runtime.base import LABEL_PIPELINE, Bind, ContainerSpec, Runtime
+from dockyard.runtime.base import (
+    DEFAULT_CAPABILITIES,
+    LABEL_PIPELINE,
+    Bind,
+    ContainerSpec,
+    Runtime,
+)
 from dockyard.runtime.docker import DockerRuntime
+from dockyard.spec.names import CAPABILITIES
 from dockyard.testing import FakeRuntime
 from dockyard.testing.images import BUSYBOX_IMAGE
 
@@ -152,3 +161,33 @@ def test_inspect_tells_created_from_ended_and_gone(runtime: Runtime, label: dict
     finally:
         runtime.remove(cid)
     assert runtime.inspect(cid) is None
+
+
+def test_a_container_has_its_pids_limit_and_only_the_capabilities_it_was_given(
+    runtime: Runtime, label: dict[str, str]
+) -> None:
+    # cgroup v2 shows the limit in pids.max, v1 in pids/pids.max: one of them is missing
+    shown = "cat /proc/self/status; cat /sys/fs/cgroup/pids.max; cat /sys/fs/cgroup/pids/pids.max"
+    container = replace(spec(shown, label), pids=48, cap_add=("SYS_PTRACE",))
+    _, logs, _ = run(runtime, container)
+    text = logs.decode()
+    effective = re.search(r"^CapEff:\s*([0-9a-f]+)$", text, re.MULTILINE)
+    assert effective is not None, text
+    mask = int(effective.group(1), 16)
+    granted = {name for bit, name in enumerate(CAPABILITIES) if mask >> bit & 1}
+    assert granted == {*DEFAULT_CAPABILITIES, "SYS_PTRACE"}
+    assert "NET_RAW" not in granted and "MKNOD" not in granted
+    assert "48" in text.split()
+
+
+@pytest.mark.docker
+def test_a_fork_loop_stops_at_the_pids_limit(
+    docker_runtime: DockerRuntime, label: dict[str, str]
+) -> None:
+    """What the limit is for: a step that forks without end cannot take the host's PIDs."""
+    loop = "i=0; while [ $i -lt 40 ]; do sleep 2 & i=$((i+1)); done; echo all forked"
+    code, logs, timed_out = run(docker_runtime, replace(spec(loop, label), pids=16), timeout=60)
+    assert not timed_out
+    assert b"can't fork" in logs, logs
+    assert b"all forked" not in logs
+    assert code != 0

@@ -51,3 +51,34 @@ def test_exact_memory_formats_round_trip(size: int) -> None:
     text = format_memory(size)
     if "." not in text:
         assert parse_memory(text) == size
+
+
+@pytest.mark.parametrize(
+    "text",
+    [2**50 + 1, "1025t", "9" * 400, "9" * 400 + "m", "1" + "0" * 40 + "g"],
+    ids=["int", "1025t", "400-digits", "400-digits-m", "41-digits-g"],
+)
+def test_memory_is_bounded_so_that_no_number_overflows(text: object) -> None:
+    with pytest.raises(ValueError, match="at most 1024t"):
+        parse_memory(text)
+
+
+def test_a_memory_too_long_to_print_is_refused_all_the_same() -> None:
+    with pytest.raises(ValueError, match="a number of about 5000 digits"):
+        parse_memory(10**5000)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["99999999999h", "721h", "0.5ms", "0.0001s", "9" * 400 + "s", "1" + "0" * 400 + "ms"],
+    ids=["overflow", "721h", "0.5ms", "0.0001s", "400-digits", "401-digits-ms"],
+)
+def test_durations_are_bounded_from_a_millisecond_to_thirty_days(text: str) -> None:
+    with pytest.raises(ValueError, match="from 1ms to 30 days"):
+        parse_duration(text)
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    assert parse_memory("1024t") == 2**50
+    assert parse_duration("1ms") == 0.001
+    assert parse_duration("720h") == 30 * 24 * 3600

@@ -18,6 +18,14 @@ LABEL_ATTEMPT = "dockyard.attempt"
 LABEL_PROJECT = "dockyard.project"  # which .dockyard folder (pipelines may share a name)
 LABEL_KEY = "dockyard.key"  # the instance's cache key when the attempt started
 
+# Every container starts with no capability but these (the engine's default set less
+# NET_RAW, MKNOD, SYS_CHROOT, SETFCAP, SETPCAP, NET_BIND_SERVICE, AUDIT_WRITE, FSETID):
+# what a root process in a step needs to hand files and itself to another user, as a
+# database's entrypoint does (chown, setpriv --reuid/--regid --init-groups, root reading
+# a 0700 folder of another user, init forwarding a signal to a process of another uid).
+# A step or service asks for more with cap_add.
+DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID")
+
 
 @dataclass(frozen=True)
 class Bind:
@@ -51,6 +59,8 @@ class ContainerSpec:
     network: str | None = None  # a network made by create_network; None: the default
     aliases: tuple[str, ...] = ()  # host names on that network
     health: Health | None = None
+    pids: int | None = None  # processes and threads at once; None: the engine's default
+    cap_add: tuple[str, ...] = ()  # capabilities beyond DEFAULT_CAPABILITIES
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,13 @@ from docker.constants import DEFAULT_DOCKER_API_VERSION, DEFAULT_UNIX_SOCKET
 from docker.utils import kwargs_from_env, version_lt
 
 from dockyard.errors import EngineUnavailable, ImageError, RuntimeFailure
-from dockyard.runtime.base import ContainerInfo, ContainerSpec, ExitStatus, HostCapacity
+from dockyard.runtime.base import (
+    DEFAULT_CAPABILITIES,
+    ContainerInfo,
+    ContainerSpec,
+    ExitStatus,
+    HostCapacity,
+)
 
 STOP_GRACE_SECONDS = 10
 MIN_API_VERSION = "1.24"
@@ -273,6 +279,11 @@ class DockerRuntime:
             memswap_limit=spec.memory,  # no swap beyond the limit: the limit is the limit
             security_opt=["no-new-privileges:true"],
             privileged=False,
+            pids_limit=spec.pids,
+            # Only the capabilities a step needs (see DEFAULT_CAPABILITIES), not the
+            # engine's default set, which lets root forge packets and make device nodes.
+            cap_drop=["ALL"],
+            cap_add=sorted({*DEFAULT_CAPABILITIES, *spec.cap_add}),
             network_mode=spec.network,
             # A tiny init as PID 1 forwards SIGTERM (so timeouts stop steps promptly) and
             # reaps orphaned processes of tools that leave them behind.

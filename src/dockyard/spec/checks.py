@@ -1,20 +1,29 @@
-"""Checks that need the whole pipeline: references, cycles, paths, interpolation."""
+"""Checks that need the whole pipeline: references, cycles, pairing, mounts, images.
+
+What each step's instances get (scatter values, interpolation, host paths) is checked
+with the rules of :mod:`dockyard.spec.values` and :mod:`dockyard.spec.paths`.
+"""
 
 from __future__ import annotations
 
 import difflib
 import itertools
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
-from dockyard.errors import SpecIssue
+from dockyard.errors import SpecIssue, short_repr
 from dockyard.spec.interpolate import interpolate, variables
 from dockyard.spec.locate import Loc, Locator, dotted
-from dockyard.spec.model import Glob, ImageSpec, Pipeline, Step, VolumeMount
+from dockyard.spec.model import ImageSpec, Pipeline, Step, VolumeMount
+from dockyard.spec.names import reference_problem
+from dockyard.spec.paths import Resolver
+from dockyard.spec.values import check_interpolation, check_lengths, check_scatter
 
-RESERVED_MOUNTS = ("/out", "/in")
-MAX_COMBINATIONS = 100_000
+# /out and /in carry the data flow, /.dockyard the stream helper and its FIFOs; the
+# container runtime refuses a bind mount in /proc or /sys.
+RESERVED_MOUNTS = ("/out", "/in", "/.dockyard", "/proc", "/sys")
+MAX_REPORTED_PATHS = 5  # problems reported per input; the rest are counted
+Scatter = dict[str, dict[str, tuple[str, ...]]]
 
 
 class _Collector:
@@ -27,24 +36,39 @@ class _Collector:
         line, col = self.locator.position(loc, key=key)
         self.issues.append(SpecIssue(self.shown, line, col, dotted(loc), message))
 
+    def path(self, loc: Loc, resolved: Path | str) -> Path | None:
+        """The resolved path, or None with its problem reported."""
+        if isinstance(resolved, str):
+            self.add(loc, resolved)
+            return None
+        return resolved
 
-def check_pipeline(pipeline: Pipeline, root: Path, locator: Locator, shown: str) -> list[SpecIssue]:
+
+def check_pipeline(
+    pipeline: Pipeline, root: Path, locator: Locator, shown: str
+) -> tuple[list[SpecIssue], Scatter]:
+    """Every problem found, and each step's scatter values (globs expanded)."""
     out = _Collector(locator, shown)
+    resolver = Resolver(root)
     steps = pipeline.steps
+    scatter: Scatter = {}
     for name, step in steps.items():
         loc: list[str | int] = ["steps", name]
         _check_refs(out, pipeline, loc, step)
         _check_stdin(out, steps, loc, step)
-        values = _check_scatter(out, root, loc, step)
-        _check_interpolation(out, loc, step)
-        _check_inputs(out, root, loc, step, values)
+        values = check_scatter(out.add, root, loc, step)
+        check_interpolation(out.add, loc, step, pipeline.defaults)
+        if values is not None:
+            scatter[name] = values
+            check_lengths(out.add, loc, step, pipeline.defaults, values)
+            _check_inputs(out, resolver, loc, step, values)
         _check_mounts(out, loc, step.volumes)
         if step.image is not None:
             _check_image(out, pipeline, [*loc, "image"], step.image)
     if pipeline.defaults.image is not None:
         _check_image(out, pipeline, ["defaults", "image"], pipeline.defaults.image)
     _check_single_consumer(out, steps)
-    _check_pairing(out, steps, root)
+    _check_pairing(out, steps, scatter)
     _check_cycles(out, steps)
     for name, service in pipeline.services.items():
         loc = ["services", name]
@@ -57,42 +81,40 @@ def check_pipeline(pipeline: Pipeline, root: Path, locator: Locator, shown: str)
                     _unknown("volume", volume, pipeline.volumes),
                     key=True,
                 )
+    _check_images(out, pipeline, resolver)
+    for name, declared in pipeline.volumes.items():
+        if declared.seed is not None:
+            # (a seed is copied into a volume that steps mount: the state folder stays out)
+            out.path(["volumes", name, "seed"], resolver.resolve(declared.seed))
+    return out.issues, scatter
+
+
+def _check_images(out: _Collector, pipeline: Pipeline, resolver: Resolver) -> None:
     tags: dict[str, str] = {}
     for name, image in pipeline.images.items():
         if image.build is not None:
             loc = ["images", name, "build"]
-            context = _inside(out, root, loc, image.build)
+            context = out.path(loc, resolver.resolve(image.build, state=False))
             if context is not None and not (context / "Dockerfile").is_file():
-                out.add(loc, f"expected a directory with a Dockerfile, found {image.build!r}")
+                out.add(
+                    loc, f"expected a directory with a Dockerfile, found {short_repr(image.build)}"
+                )
         if image.tag is not None:
             if image.tag in tags:
                 out.add(
                     ["images", name, "tag"],
-                    f"expected a tag of its own, found {image.tag!r}, "
+                    f"expected a tag of its own, found {short_repr(image.tag)}, "
                     f"which images.{tags[image.tag]} already has",
                 )
             tags.setdefault(image.tag, name)
-    for name, declared in pipeline.volumes.items():
-        if declared.seed is not None:
-            _inside(out, root, ["volumes", name, "seed"], declared.seed)
-    return out.issues
-
-
-def scatter_values(step: Step, root: Path) -> dict[str, tuple[str, ...]]:
-    """The values of each scatter variable, with globs expanded (sorted file names)."""
-    result: dict[str, tuple[str, ...]] = {}
-    for var, spec in step.scatter.items():
-        if isinstance(spec, Glob):
-            result[var] = tuple(sorted({p.name for p in root.glob(spec.glob) if p.exists()}))
-        else:
-            result[var] = tuple(spec)
-    return result
-
-
-def combinations(values: dict[str, tuple[str, ...]]) -> Iterator[dict[str, str]]:
-    names = list(values)
-    for combo in itertools.product(*(values[n] for n in names)):
-        yield dict(zip(names, combo, strict=True))
+        elif reference_problem(f"dockyard/{pipeline.name}-{name}:0123456789ab") is not None:
+            out.add(
+                ["images", name],
+                f"the default tag of this image, dockyard/{pipeline.name}-{name}:<digest>, is "
+                "not a valid image reference (the engine takes '-', '_' and '.' only between "
+                "letters or digits); give it a tag:",
+                key=True,
+            )
 
 
 def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
@@ -161,20 +183,21 @@ def _check_single_consumer(out: _Collector, steps: dict[str, Step]) -> None:
             )
 
 
-def _check_pairing(out: _Collector, steps: dict[str, Step], root: Path) -> None:
+def _check_pairing(out: _Collector, steps: dict[str, Step], scatter: Scatter) -> None:
     """A step that pairs with an upstream step on a scatter variable needs a partner per value."""
     for name, step in steps.items():
-        if not step.scatter:
+        mine = scatter.get(name)
+        if not step.scatter or mine is None:
             continue
-        mine = scatter_values(step, root)
         for up in step.upstream:
-            if up not in steps or not steps[up].scatter:
+            theirs = scatter.get(up)
+            if up not in steps or not steps[up].scatter or theirs is None:
                 continue
-            theirs = scatter_values(steps[up], root)
             if not set(theirs) <= set(mine):
                 continue  # a gather over the variables this step does not share
             for var in theirs:
-                missing = [v for v in mine[var] if v not in theirs[var]]
+                have = set(theirs[var])
+                missing = [v for v in mine[var] if v not in have]
                 if missing:
                     where: list[str | int] = (
                         ["steps", name, "needs", step.needs.index(up)]
@@ -189,90 +212,53 @@ def _check_pairing(out: _Collector, steps: dict[str, Step], root: Path) -> None:
 
 
 def _check_cycles(out: _Collector, steps: dict[str, Step]) -> None:
+    """Depth first along ``needs`` and ``stdin``, with its own stack: a chain of thousands
+    of steps must not exhaust Python's recursion limit."""
     white, grey, black = 0, 1, 2
     color = dict.fromkeys(steps, white)
     reported: set[frozenset[str]] = set()
-
-    def visit(name: str, trail: list[str]) -> None:
-        color[name] = grey
-        trail.append(name)
-        for up in steps[name].upstream:
-            if up not in steps:
+    for start in steps:
+        if color[start] != white:
+            continue
+        color[start] = grey
+        trail = [start]
+        pending = [iter(steps[start].upstream)]
+        while pending:
+            up = next(pending[-1], None)
+            if up is None:
+                pending.pop()
+                color[trail.pop()] = black
+            elif up not in steps:
                 continue
-            if color[up] == grey:
+            elif color[up] == grey:
                 cycle = trail[trail.index(up) :]
                 members = frozenset(cycle)
                 if members not in reported:
                     reported.add(members)
-                    arrow = " → ".join([*cycle, up])
-                    out.add(
-                        ["steps", cycle[0]],
-                        f"steps {', '.join(sorted(members))} form a cycle: {arrow}",
-                        key=True,
-                    )
+                    out.add(["steps", cycle[0]], _cycle_message(cycle), key=True)
             elif color[up] == white:
-                visit(up, trail)
-        trail.pop()
-        color[name] = black
-
-    for name in steps:
-        if color[name] == white:
-            visit(name, [])
+                color[up] = grey
+                trail.append(up)
+                pending.append(iter(steps[up].upstream))
 
 
-def _check_scatter(
-    out: _Collector, root: Path, loc: list[str | int], step: Step
-) -> dict[str, tuple[str, ...]]:
-    for var, spec in step.scatter.items():
-        where = [*loc, "scatter", var]
-        if isinstance(spec, Glob):
-            if _inside(out, root, [*where, "glob"], spec.glob, must_exist=False) is None:
-                continue
-            if not any(p.exists() for p in root.glob(spec.glob)):
-                out.add([*where, "glob"], f"glob {spec.glob!r} matches no file under {root}")
-            continue
-        for i, value in enumerate(spec):
-            if not value or value in (".", "..") or "/" in value or "\0" in value:
-                out.add([*where, i], f"expected a value usable as a file name, found {value!r}")
-        dupes = sorted({v for v in spec if spec.count(v) > 1})
-        if dupes:
-            out.add(where, f"scatter values must be unique; repeated: {', '.join(dupes)}")
-    values = scatter_values(step, root)
-    total = 1
-    for v in values.values():
-        total *= max(len(v), 1)
-    if total > MAX_COMBINATIONS:
-        out.add([*loc, "scatter"], f"expected at most {MAX_COMBINATIONS} instances, found {total}")
-    return values
-
-
-def _check_interpolation(out: _Collector, loc: list[str | int], step: Step) -> None:
-    known = set(step.scatter)
-    texts: list[tuple[list[str | int], str]] = []
-    if isinstance(step.command, str):
-        texts.append(([*loc, "command"], step.command))
-    elif step.command is not None:
-        texts.extend(([*loc, "command", i], part) for i, part in enumerate(step.command))
-    texts.extend(([*loc, "env", key], value) for key, value in step.env.items())
-    texts.extend(([*loc, "inputs", key], value) for key, value in step.inputs.items())
-    for where, text in texts:
-        for name in variables(text):
-            if name not in known:
-                hint = (
-                    f" (scatter variables here: {', '.join(sorted(known))})"
-                    if known
-                    else " (this step has no scatter variables; write $${...} for a literal)"
-                )
-                out.add(where, f"unknown variable ${{{name}}}{hint}")
+def _cycle_message(cycle: list[str], most: int = 12) -> str:
+    if len(cycle) <= most:
+        arrow = " → ".join([*cycle, cycle[0]])
+        return f"steps {', '.join(sorted(cycle))} form a cycle: {arrow}"
+    arrow = " → ".join([*cycle[: most // 2], "…", *cycle[-most // 2 :], cycle[0]])
+    return f"{len(cycle)} steps form a cycle: {arrow}"
 
 
 def _check_inputs(
     out: _Collector,
-    root: Path,
+    resolver: Resolver,
     loc: list[str | int],
     step: Step,
     values: dict[str, tuple[str, ...]],
 ) -> None:
+    """Every path any instance mounts, each distinct one once: only the variables an input
+    names make its paths differ, and each costs about one lstat."""
     for name, raw in step.inputs.items():
         where = [*loc, "inputs", name]
         if name in step.upstream:
@@ -282,15 +268,19 @@ def _check_inputs(
                 "that this step needs is mounted",
                 key=True,
             )
-        try:
-            paths = {
-                interpolate(raw, combo) for combo in itertools.islice(combinations(values), 1000)
-            }
-        except KeyError:
-            continue  # reported by the interpolation check
-        for path in sorted(paths):
-            if _inside(out, root, where, path, original=raw) is None:
-                break
+        used = variables(raw)
+        if not all(v in values for v in used):
+            continue  # an unknown variable, reported by the interpolation check
+        paths = {
+            interpolate(raw, dict(zip(used, combo, strict=True)))
+            for combo in itertools.product(*(values[v] for v in used))
+        }
+        resolved = [resolver.resolve(path, shown=raw) for path in sorted(paths)]
+        refused = [problem for problem in resolved if isinstance(problem, str)]
+        for problem in refused[:MAX_REPORTED_PATHS]:
+            out.add(where, problem)
+        if len(refused) > MAX_REPORTED_PATHS:
+            out.add(where, f"… and {len(refused) - MAX_REPORTED_PATHS} more paths like these")
 
 
 def _check_mounts(out: _Collector, loc: list[str | int], mounts: dict[str, VolumeMount]) -> None:
@@ -301,8 +291,9 @@ def _check_mounts(out: _Collector, loc: list[str | int], mounts: dict[str, Volum
             if mount.path == reserved or mount.path.startswith(reserved + "/"):
                 out.add(
                     where,
-                    f"{mount.path} is reserved for dockyard's data flow "
-                    "(/out and /in); mount the volume elsewhere",
+                    f"{mount.path} is reserved ({', '.join(RESERVED_MOUNTS)}: dockyard's data "
+                    "flow and helpers, and the kernel's own file systems); mount the volume "
+                    "elsewhere",
                 )
         if mount.path == "/":
             out.add(where, "a volume cannot be mounted at /")
@@ -311,31 +302,3 @@ def _check_mounts(out: _Collector, loc: list[str | int], mounts: dict[str, Volum
                 where, f"{mount.path} is already the mount point of volume {seen[mount.path]!r}"
             )
         seen[mount.path] = volume
-
-
-def _inside(
-    out: _Collector,
-    root: Path,
-    loc: list[str | int],
-    raw: str,
-    *,
-    must_exist: bool = True,
-    original: str | None = None,
-) -> Path | None:
-    """Resolve a host path from the pipeline file; it must stay under the file's folder."""
-    shown = original if original is not None and original != raw else raw
-    if not raw:
-        out.add(loc, "expected a relative path, found an empty string")
-        return None
-    if os.path.isabs(raw) or raw.startswith("~"):
-        out.add(loc, f"expected a path relative to the pipeline file's folder, found {shown!r}")
-        return None
-    real_root = Path(os.path.realpath(root))
-    resolved = Path(os.path.realpath(root / raw))
-    if resolved != real_root and real_root not in resolved.parents:
-        out.add(loc, f"path {shown!r} escapes the pipeline file's folder {str(root)!r}")
-        return None
-    if must_exist and not resolved.exists():
-        out.add(loc, f"path {raw!r} does not exist under {str(root)!r}")
-        return None
-    return resolved

@@ -22,3 +22,22 @@ def interpolate(text: str, values: Mapping[str, str]) -> str:
         return "$" if name is None else values[name]
 
     return _TOKEN.sub(replace, text)
+
+
+def unclosed(text: str) -> bool:
+    """Whether ``text`` has a ``${`` without its ``}`` (a literal one is written ``$${``)."""
+    end = 0
+    for match in _TOKEN.finditer(text):
+        if "${" in text[end : match.start()]:
+            return True
+        end = match.end()
+    return "${" in text[end:]
+
+
+def uses(text: str) -> dict[str, int]:
+    """How many times ``text`` refers to each variable."""
+    counts: dict[str, int] = {}
+    for match in _TOKEN.finditer(text):
+        if match.group(1) is not None:
+            counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+    return counts

@@ -5,19 +5,20 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import MarkedYAMLError
 
-from dockyard.errors import SpecError, SpecIssue
+from dockyard.errors import SpecError, SpecIssue, short_repr
 from dockyard.spec.checks import check_pipeline
 from dockyard.spec.locate import Locator, dotted
 from dockyard.spec.model import Pipeline
+from dockyard.spec.paths import STATE_DIR_NAME
+from dockyard.spec.reading import load_yaml, read_pipeline_text
 
 DEFAULT_FILE = "dockyard.yaml"
 
@@ -28,6 +29,9 @@ class PipelineFile:
 
     path: Path
     pipeline: Pipeline
+    # Each step's scatter values, globs expanded once, when the file was checked: a run
+    # uses exactly the values that were checked, not what a glob finds a moment later.
+    scatter: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -35,29 +39,14 @@ class PipelineFile:
 
     @property
     def state_dir(self) -> Path:
-        return self.root / ".dockyard"
+        return self.root / STATE_DIR_NAME
 
 
 def load_pipeline(path: str | Path) -> PipelineFile:
     """Parse and check ``path``; raise :class:`SpecError` listing every problem found."""
     file = Path(path).absolute()
     shown = str(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([SpecIssue(shown, None, None, "", "no such pipeline file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([SpecIssue(shown, None, None, "", f"cannot read: {exc}")]) from exc
-
-    yaml = YAML(typ="rt")
-    try:
-        data = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        col = mark.column + 1 if mark else None
-        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        raise SpecError([SpecIssue(shown, line, col, "", f"invalid YAML: {problem}")]) from None
+    data = load_yaml(read_pipeline_text(file, shown), shown)
 
     if not isinstance(data, CommentedMap):
         found = "an empty file" if data is None else type(data).__name__
@@ -75,10 +64,10 @@ def load_pipeline(path: str | Path) -> PipelineFile:
     except ValidationError as exc:
         raise SpecError(_pydantic_issues(exc, locator, shown)) from None
 
-    issues = check_pipeline(pipeline, file.parent, locator, shown)
+    issues, scatter = check_pipeline(pipeline, file.parent, locator, shown)
     if issues:
         raise SpecError(issues)
-    return PipelineFile(file, pipeline)
+    return PipelineFile(file, pipeline, scatter)
 
 
 def _pydantic_issues(exc: ValidationError, locator: Locator, shown: str) -> list[SpecIssue]:
@@ -126,17 +115,28 @@ def _describe(err: Any) -> str:
             return msg[len(prefix) :]
     found = err.get("input")
     msg = msg.replace("Input should be ", "expected ")
+    for pydantic_says, we_say in _PLAIN_WORDS:
+        msg = msg.replace(pydantic_says, we_say)
     msg = msg.replace(
         "Dictionary should have at least 1 item after validation, not 0",
         "expected at least one entry",
     )
-    if err["type"] == "literal_error" and "version" in err["loc"]:
-        msg = "expected version: 1 (the only version of the format so far)"
     if isinstance(found, dict | list):
-        found_text = type(found).__name__.replace("Commented", "").lower()
+        found_text = "a mapping" if isinstance(found, dict) else "a list"
     else:
-        found_text = repr(found)
+        found_text = short_repr(found)
     return f"{msg}; found {found_text}"
+
+
+_PLAIN_WORDS = (
+    ("a valid boolean", "true or false"),
+    ("a valid integer", "a whole number"),
+    ("a valid number", "a number"),
+    ("a valid string", "text"),
+    ("a valid list", "a list"),
+    ("a valid dictionary or instance of", "a mapping of"),
+    ("a valid dictionary", "a mapping"),
+)
 
 
 def _did_you_mean(key: str, parent_loc: list[Any]) -> str | None:
@@ -176,7 +176,7 @@ def _unwrap(annotation: Any) -> Any:
         if origin is typing.Annotated:
             annotation = typing.get_args(annotation)[0]
         elif origin in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            members = [_unwrap(a) for a in typing.get_args(annotation) if a is not type(None)]
             models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
             annotation = models[0] if models else members[0]
         else:

@@ -2,7 +2,8 @@
 
 Containers "run" a tiny shell subset when started (``echo``, ``cat``, ``exit``,
 ``sleep``, ``true``, ``false``, with ``>``/``>>`` redirection, joined by ``;`` or
-``&&``), reading and writing the host directories bound into them, so the same
+``&&``), reading and writing the host directories bound into them, and seeing their
+limits where the kernel shows them (``/proc/self/status``, ``pids.max``), so the same
 contract tests pass here and on a real engine. Faults (crashes, OOM kills) can be
 scheduled per container label.
 """
@@ -21,12 +22,14 @@ from pathlib import Path, PurePosixPath
 
 from dockyard.errors import EngineUnavailable, ImageError, RuntimeFailure
 from dockyard.runtime.base import (
+    DEFAULT_CAPABILITIES,
     LABEL_INSTANCE,
     ContainerInfo,
     ContainerSpec,
     ExitStatus,
     HostCapacity,
 )
+from dockyard.spec.names import CAPABILITIES
 
 
 @dataclass(frozen=True)
@@ -320,7 +323,7 @@ class _Shell:
             data = (" ".join(args) + "\n").encode()
         elif name == "cat":
             try:
-                data = b"".join(self._host(a)[0].read_bytes() for a in args)
+                data = b"".join(self._virtual(a) or self._host(a)[0].read_bytes() for a in args)
             except OSError as exc:
                 self.out += f"cat: {exc.strerror}\n".encode()
                 return 1
@@ -340,6 +343,16 @@ class _Shell:
             self.out += f"sh: can't create {target}: {exc.strerror}\n".encode()
             return 1
         return 0
+
+    def _virtual(self, container_path: str) -> bytes | None:
+        """What the kernel shows a container of this spec about its limits, or None."""
+        if container_path == "/proc/self/status":
+            granted = {*DEFAULT_CAPABILITIES, *self.spec.cap_add}
+            mask = sum(1 << bit for bit, cap in enumerate(CAPABILITIES) if cap in granted)
+            return f"Name:\tcat\nCapEff:\t{mask:016x}\n".encode()
+        if container_path in ("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"):
+            return f"{self.spec.pids or 'max'}\n".encode()
+        return None
 
     def _host(self, container_path: str) -> tuple[Path, bool]:
         path = PurePosixPath(container_path)

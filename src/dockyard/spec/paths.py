@@ -1,0 +1,242 @@
+"""Host paths named by a pipeline file: inputs, seeds, build contexts, scatter globs.
+
+A host path must stay inside the pipeline file's folder (symlinks resolved), and what
+a step mounts must not reach dockyard's state folder, which holds the state database
+and every step's outputs and logs. Inputs are checked twice: when the file is read
+(every distinct path any instance mounts) and again by :func:`resolve_input` when the
+container is made, since the folder may have changed in between.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dockyard.errors import PlanError, short_repr
+
+STATE_DIR_NAME = ".dockyard"
+MAX_GLOB_MATCHES = 100_000  # as many instances as a step may have
+MAX_GLOB_ENTRIES = 1_000_000  # folder entries a glob may look at (symlink loops end here)
+MAX_GLOB_PARTS = 32
+_MAGIC = frozenset("*?[")
+
+
+def resolve_input(root: Path, rel: str) -> Path:
+    """The host path an input mounts, resolved now; :class:`PlanError` when it is not safe.
+
+    The engine calls this when it makes a container, so a symlink planted after the
+    file was checked cannot make a step mount a path outside the pipeline's folder or
+    dockyard's state folder.
+    """
+    resolved = Resolver(root).resolve(rel)
+    if isinstance(resolved, str):
+        raise PlanError(resolved)
+    return resolved
+
+
+@dataclass
+class Resolver:
+    """Resolves many paths under one root cheaply: each distinct parent folder once."""
+
+    root: Path
+    real_root: str = field(init=False)
+    real_state: str = field(init=False)
+    parents: dict[str, str | None] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.real_root = os.path.realpath(self.root)
+        self.real_state = os.path.realpath(self.root / STATE_DIR_NAME)
+
+    def resolve(
+        self, raw: str, *, shown: str | None = None, must_exist: bool = True, state: bool = True
+    ) -> Path | str:
+        """The resolved path, or a message saying what is wrong with it.
+
+        ``shown`` is how the file wrote it (``data/${f}``), ``state`` whether reaching
+        the state folder is a problem (it is for anything a container sees).
+        """
+        text = short_repr(raw)
+        if shown is not None and shown != raw:
+            text += f" (from {short_repr(shown)})"
+        if not raw:
+            return "expected a relative path, found an empty string"
+        if "\0" in raw:
+            return f"expected a path without NUL characters, found {text}"
+        if os.path.isabs(raw) or raw.startswith("~"):
+            return f"expected a path relative to the pipeline file's folder, found {text}"
+        resolved = self._realpath(raw)
+        if resolved != self.real_root and not resolved.startswith(self.real_root + os.sep):
+            return f"path {text} escapes the pipeline file's folder {str(self.root)!r}"
+        if state:
+            problem = self._state_problem(resolved, text)
+            if problem is not None:
+                return problem
+        if must_exist:
+            try:
+                mode = os.stat(resolved).st_mode
+            except FileNotFoundError:
+                return f"path {text} does not exist under {str(self.root)!r}"
+            except OSError as exc:
+                return f"path {text} cannot be used: {exc.strerror}"
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                # (reading a FIFO or a device for the cache key would never end)
+                return f"path {text} is neither a file nor a folder"
+        return Path(resolved)
+
+    def _realpath(self, raw: str) -> str:
+        head, leaf = os.path.split(os.path.normpath(raw))
+        if leaf in ("", ".", ".."):
+            return os.path.realpath(os.path.join(self.root, raw))
+        if head not in self.parents:
+            real = os.path.realpath(os.path.join(self.root, head))
+            self.parents[head] = real if os.path.isdir(real) else None
+        parent = self.parents[head]
+        if parent is None:  # not a folder (yet): resolve the long way, for the message
+            return os.path.realpath(os.path.join(self.root, raw))
+        candidate = os.path.join(parent, leaf)
+        try:
+            if not stat.S_ISLNK(os.lstat(candidate).st_mode):
+                return candidate  # the common case: one lstat per path
+        except OSError:
+            return candidate
+        return os.path.realpath(candidate)
+
+    def _state_problem(self, resolved: str, text: str) -> str | None:
+        state = self.real_state
+        if resolved == state:
+            relation = "is"
+        elif resolved.startswith(state + os.sep):
+            relation = "is inside"
+        elif state.startswith(resolved.rstrip(os.sep) + os.sep):
+            relation = "contains"
+        else:
+            return None
+        return (
+            f"path {text} {relation} dockyard's state folder {STATE_DIR_NAME!r} "
+            "(the state database and every step's outputs and logs), which no step may see; name a "
+            "subfolder that holds just what the step reads"
+        )
+
+
+def glob_values(root: Path, pattern: str) -> tuple[str, ...] | str:
+    """The sorted names of the files ``pattern`` matches under ``root``, or a problem.
+
+    Like the shell, ``*`` and ``?`` do not match a leading ``.`` (hidden files) unless
+    the pattern's part starts with ``.`` itself; ``**`` is any depth of folders (not
+    followed through symlinks). The state folder never matches.
+    """
+    if not pattern:
+        return "expected a glob pattern like data/*.fq, found an empty string"
+    shown = short_repr(pattern)
+    if "\0" in pattern or not pattern.isprintable():
+        return f"expected a glob pattern of printable characters, found {shown}"
+    if os.path.isabs(pattern) or pattern.startswith("~"):
+        return f"expected a pattern relative to the pipeline file's folder, found {shown}"
+    parts = [p for p in pattern.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return f"glob {shown} escapes the pipeline file's folder (a pattern cannot use '..')"
+    if not parts:
+        return f"expected a glob pattern that names files, found {shown}"
+    if len(parts) > MAX_GLOB_PARTS:
+        return f"expected a glob pattern of at most {MAX_GLOB_PARTS} parts, found {shown}"
+    if parts.count("**") > 1:
+        return f"expected at most one '**' in a glob pattern, found {shown}"
+    walk = _Walk(root)
+    names: set[str] = set()
+    try:
+        for path in walk.matches(str(root), parts):
+            if os.path.exists(path):  # (a dangling symlink names no file)
+                names.add(os.path.basename(path))
+                if len(names) > MAX_GLOB_MATCHES:
+                    return f"glob {shown} matches more than {MAX_GLOB_MATCHES} files"
+    except _TooMuch:
+        return (
+            f"glob {shown} looks at more than {MAX_GLOB_ENTRIES} folder entries "
+            "(a symlink loop, or a tree too large); narrow it"
+        )
+    return tuple(sorted(names))
+
+
+class _TooMuch(Exception):
+    pass
+
+
+@dataclass
+class _Walk:
+    root: Path
+    seen: int = 0  # folder entries looked at so far
+    # (device, inode, parts left) of each folder entered: what a folder yields for the
+    # rest of the pattern is the same however it was reached (only names are kept), so
+    # a symlink loop is walked once, not until the pattern runs out.
+    entered: set[tuple[int, int, int]] = field(default_factory=set)
+
+    def matches(self, folder: str, parts: list[str]) -> Iterator[str]:
+        part, rest = parts[0], parts[1:]
+        if part == "**":
+            for sub in self._below(folder):
+                yield from self.matches(sub, rest) if rest else [sub]
+            if rest:
+                yield from self.matches(folder, rest)
+            return
+        if not _MAGIC & set(part):
+            path = os.path.join(folder, part)
+            if self._is_state(folder, part):
+                return
+            if rest and os.path.isdir(path) and self._enter(os.stat(path), rest):
+                yield from self.matches(path, rest)
+            elif not rest and os.path.lexists(path):
+                yield path
+            return
+        hidden_too = part.startswith(".")  # as in the shell: * does not match .hidden
+        match = re.compile(fnmatch.translate(part)).match
+        for entry in self._entries(folder):
+            name = entry.name
+            if (hidden_too or not name.startswith(".")) and match(name):
+                if not rest:
+                    yield entry.path
+                elif _is_dir(entry, follow=True) and self._enter(entry.stat(), rest):
+                    yield from self.matches(entry.path, rest)
+
+    def _below(self, folder: str) -> Iterator[str]:
+        """Every folder below ``folder`` (depth first), symlinks not followed."""
+        stack = [folder]
+        while stack:
+            for entry in self._entries(stack.pop()):
+                if not entry.name.startswith(".") and _is_dir(entry, follow=False):
+                    yield entry.path
+                    stack.append(entry.path)
+
+    def _entries(self, folder: str) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            return []
+        self.seen += len(entries)
+        if self.seen > MAX_GLOB_ENTRIES:
+            raise _TooMuch
+        if folder == str(self.root):
+            entries = [e for e in entries if e.name != STATE_DIR_NAME]
+        return entries
+
+    def _enter(self, info: os.stat_result, rest: list[str]) -> bool:
+        key = (info.st_dev, info.st_ino, len(rest))
+        if key in self.entered:
+            return False
+        self.entered.add(key)
+        return True
+
+    def _is_state(self, folder: str, name: str) -> bool:
+        return folder == str(self.root) and name == STATE_DIR_NAME
+
+
+def _is_dir(entry: os.DirEntry[str], *, follow: bool) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=follow)
+    except OSError:
+        return False
