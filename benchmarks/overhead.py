@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dockyard.engine import Executor
+from dockyard.execution import Executor
 from dockyard.runtime.base import LABEL_PIPELINE, Bind, ContainerSpec
 from dockyard.runtime.docker import DockerRuntime
 from dockyard.spec import load_pipeline

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from dockyard.busybox import find_static_busybox
-from dockyard.engine import Executor, RunOptions
+from dockyard.execution import Executor, RunOptions
 from dockyard.runtime.docker import DockerRuntime
 from dockyard.spec import load_pipeline
 from dockyard.store import Store

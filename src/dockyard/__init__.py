@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from dockyard.engine import Executor, RunOptions
 from dockyard.errors import DockyardError
+from dockyard.execution import Executor, RunOptions
 from dockyard.spec import PipelineFile, load_pipeline
 
 __all__ = [

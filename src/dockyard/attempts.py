@@ -16,9 +16,11 @@ from dockyard import cgroups
 from dockyard.errors import DockyardError
 from dockyard.events import Event
 from dockyard.graph import InstanceId
+from dockyard.outputs import Sealed
 from dockyard.plan import Outcome, Reason
 from dockyard.runtime.base import ContainerSpec, ExitStatus, Runtime
 from dockyard.runtime.patient import EngineGuard
+from dockyard.storage.ports import OutputStore, Staging, Workspace
 from dockyard.units import format_memory
 
 # How an engine's stop ends a container: its stop signal (SIGTERM unless the image says
@@ -42,6 +44,22 @@ class Result:
     unwatched: str | None
     ack: threading.Event
     usage: cgroups.Usage
+    sealed: Sealed | None = None  # its /out made plain data and hashed, after an exit 0
+
+
+@dataclass(frozen=True)
+class Order:
+    """One attempt for a worker: run ``spec`` (its ``/out`` at ``staging``, made first),
+    or watch the adopted ``container_id`` (which writes into ``staging`` already)."""
+
+    instance: InstanceId
+    attempt: int
+    spec: ContainerSpec | None
+    container_id: str | None
+    timeout: float | None
+    staging: Staging
+    log: Path
+    exited: bool = False  # adopted after it had already ended
 
 
 @dataclass(frozen=True)
@@ -61,41 +79,34 @@ class AttemptRunner:
         self,
         runtime: Runtime,
         guard: EngineGuard,
+        ports: tuple[Workspace, OutputStore],
         results: queue.Queue[Result | Notice],
         clock: Callable[[], float],
     ):
         self.runtime = runtime
         self.guard = guard
+        self.workspace, self.outputs = ports
         self.results = results
         self.clock = clock
         self.abandoned = False  # set when a run is abandoned: leave containers as they are
         self.killed: set[str] = set()  # containers the loop killed (its signal, not the engine's)
 
-    def run(
-        self,
-        iid: InstanceId,
-        attempt: int,
-        spec: ContainerSpec | None,
-        container_id: str | None,
-        timeout: float | None,
-        log_path: Path,
-        adopted_exited: bool = False,
-    ) -> None:
-        """Worker thread: one attempt, from create (or adoption) to remove. Never raises.
-
-        ``adopted_exited``: an adopted container that had already ended when it was adopted.
-        """
+    def run(self, order: Order) -> None:
+        """Worker thread: one attempt, from create (or adoption) to remove. Never raises."""
+        iid, spec, container_id = order.instance, order.spec, order.container_id
         began = self.clock()
         status: ExitStatus | None = None
         error: DockyardError | None = None
+        sealed: Sealed | None = None
         usage = cgroups.Usage()
-        unwatched = "it had ended before this run adopted it" if adopted_exited else None
+        unwatched = "it had ended before this run adopted it" if order.exited else None
         try:
             if container_id is None:
                 assert spec is not None
+                self.workspace.make(order.staging)
                 container_id = self.runtime.create(spec)
                 self.runtime.start(container_id)
-            status = self.runtime.wait(container_id, timeout)
+            status = self.runtime.wait(container_id, order.timeout)
             if (
                 unwatched is None
                 and _by_signal(status)
@@ -105,15 +116,30 @@ class AttemptRunner:
                 unwatched = "the container engine restarted while it ran"
             if spec is not None and spec.cgroup_parent is not None:
                 usage = cgroups.read_usage(spec.cgroup_parent)
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_path.write_bytes(self.runtime.logs(container_id))
+            order.log.parent.mkdir(parents=True, exist_ok=True)
+            order.log.write_bytes(self.runtime.logs(container_id))
+            if status.exit_code == 0 and not status.timed_out:
+                # Beside the loop, the slow part of committing: the loop only renames.
+                with contextlib.suppress(OSError):  # (gone: the attempt is lost)
+                    sealed = self.outputs.seal(order.staging)
         except DockyardError as exc:
             error = exc
         except Exception as exc:  # an unexpected engine answer or a bug: fail this attempt
             error = DockyardError(f"{type(exc).__name__}: {exc}")
         ack = threading.Event()
         self.results.put(
-            Result(iid, attempt, container_id, status, error, self.clock(), unwatched, ack, usage)
+            Result(
+                iid,
+                order.attempt,
+                container_id,
+                status,
+                error,
+                self.clock(),
+                unwatched,
+                ack,
+                usage,
+                sealed,
+            )
         )
         ack.wait()
         if container_id is not None and not self.abandoned:

@@ -34,8 +34,9 @@ class InputHasher:
         self.now = clock if clock is not None else time.time()
         self.memo: dict[str, str] = {}
         self.pending: list[tuple[str, int, int, int, str]] = []
+        self.known: dict[str, tuple[int, int, int, str]] | None = None
 
-    def digest(self, path: Path, *, may_change: bool = False) -> str:
+    def digest(self, path: Path | str, *, may_change: bool = False) -> str:
         """The content digest of a file, or of a directory tree (names, exec bits, contents).
 
         Host inputs do not change during a run, so their digest is computed once per run;
@@ -43,16 +44,19 @@ class InputHasher:
         (its unchanged files still come from the stat cache)."""
         key = str(path)
         if may_change or key not in self.memo:
-            info = path.stat()
+            info = os.stat(key)
             if stat.S_ISDIR(info.st_mode):
-                self.memo[key] = self._tree(path)
+                self.memo[key] = self._tree(Path(key))
             else:
-                self.memo[key] = "f:" + self._file(path, info)
+                self.memo[key] = "f:" + self._file(key, info)
         return self.memo[key]
 
     def flush(self) -> None:
         """Persist the digests computed since the last flush."""
         self.store.put_file_hashes(self.pending)
+        if self.known is not None:
+            for path, size, mtime_ns, inode, digest in self.pending:
+                self.known[path] = (size, mtime_ns, inode, digest)
         self.pending = []
 
     def _tree(self, root: Path) -> str:
@@ -61,11 +65,15 @@ class InputHasher:
         )
         return "d:" + digest
 
-    def _file(self, path: Path, info: os.stat_result, read: Callable[[], str] | None = None) -> str:
+    def _file(
+        self, path: Path | str, info: os.stat_result, read: Callable[[], str] | None = None
+    ) -> str:
         """``read`` hashes the file without following links (it is in a tree a container
         may change); a host input file is read by its path."""
         key = str(path)
-        known = self.store.file_hash(key)
+        if self.known is None:  # every digest kept from earlier runs, in one query
+            self.known = self.store.file_hashes()
+        known = self.known.get(key)
         if known is not None and known[:3] == (info.st_size, info.st_mtime_ns, info.st_ino):
             return known[3]
         digest = read() if read is not None else file_digest(str(path))

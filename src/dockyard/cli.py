@@ -24,8 +24,8 @@ from rich.table import Table
 from rich.text import Text
 
 from dockyard import __version__
-from dockyard.engine import Executor, RunOptions
 from dockyard.errors import EXIT_INVALID, DockyardError, InvalidInput, UnknownReference
+from dockyard.execution import Executor, RunOptions
 from dockyard.graph import InstanceId
 from dockyard.preflight import graph_of
 from dockyard.progress import LiveProgress, PlainProgress

@@ -11,17 +11,19 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 from dockyard.errors import PlanError
-from dockyard.spec.interpolate import interpolate, variables
+from dockyard.spec.interpolate import Template, variables
 from dockyard.spec.model import DEFAULT_PIDS, ImageSpec, Pipeline, Retries
 from dockyard.spec.values import not_shell_inert, shell_problem, shell_scripts
 
 ScatterValues = Mapping[str, Mapping[str, tuple[str, ...]]]
 
 
-@dataclass(frozen=True, order=True)
-class InstanceId:
+class InstanceId(NamedTuple):
+    """``step[key]``: a tuple, so that hashing one (every lookup does) costs C, not Python."""
+
     step: str
     key: str = ""
 
@@ -97,61 +99,38 @@ def _key(values: Mapping[str, str], names: list[str]) -> str:
 
 
 def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
-    """Build the instance graph. ``scatter`` gives each step's resolved scatter values."""
+    """Build the instance graph. ``scatter`` gives each step's resolved scatter values.
+
+    Linear in the number of instances: what is the same for every instance of a step is
+    worked out once, templates are split once, and an instance finds the upstream
+    instances it pairs with through an index, not by scanning them."""
     steps = _topological(pipeline)
     by_step: dict[str, list[tuple[InstanceId, dict[str, str]]]] = {}
     instances: dict[InstanceId, Instance] = {}
     downstream: dict[InstanceId, list[InstanceId]] = {}
+    pairing = _Pairing(by_step, scatter)
     for name in steps:
         step = pipeline.resolved_step(name)
         values = scatter.get(name, {})
         _refuse_code_in_values(name, step.command, values)
+        shape = _StepShape(pipeline, name)
         names = list(values)
-        combos = [dict(zip(names, c, strict=True)) for c in itertools.product(*values.values())]
         by_step[name] = []
-        for combo in combos:
-            iid = InstanceId(name, _key(combo, names))
-            mounts = tuple(_upstream_mounts(name, combo, step.upstream, by_step, scatter))
+        for combo_values in itertools.product(*values.values()):
+            combo = dict(zip(names, combo_values, strict=True))
+            iid = InstanceId(name, ",".join(combo_values))
+            mounts = pairing.mounts(name, combo, step.upstream)
             stdin = None
             if step.stdin is not None:
                 # The producer runs beside this step, so it has no committed output to mount.
                 stdin = next(m.source for m in mounts if m.source.step == step.stdin)
                 mounts = tuple(m for m in mounts if m.source != stdin)
-            command: tuple[str, ...] | None
-            if step.command is None:
-                command = None
-            elif isinstance(step.command, str):
-                command = ("sh", "-c", interpolate(step.command, combo))
-            else:
-                command = tuple(interpolate(part, combo) for part in step.command)
-            assert step.resources is not None and step.retries is not None and step.image
-            instances[iid] = Instance(
-                id=iid,
-                bindings=tuple(combo.items()),
-                image=step.image,
-                command=command,
-                env=tuple((k, interpolate(v, combo)) for k, v in sorted(step.env.items())),
-                inputs=tuple((k, interpolate(v, combo)) for k, v in sorted(step.inputs.items())),
-                upstream=mounts,
-                cpus=step.resources.cpus,
-                memory=step.resources.memory,
-                retries=step.retries,
-                timeout=step.timeout,
-                stdin=stdin,
-                # A step that writes a volume has effects beyond /out: rerun it unless it
-                # says its result depends only on what the key covers.
-                cacheable=step.cache
-                if step.cache is not None
-                else all(m.readonly for m in step.volumes.values()),
-                volumes=tuple((v, m.path, m.readonly) for v, m in sorted(step.volumes.items())),
-                services=tuple(step.services),
-                network=bool(step.network),
-                pids=step.resources.pids,
-                cap_add=tuple(step.cap_add or ()),
-            )
+            instances[iid] = shape.instance(iid, combo, mounts, stdin)
             downstream[iid] = []
-            for source in [m.source for m in mounts] + ([stdin] if stdin else []):
-                downstream[source].append(iid)
+            for mount in mounts:
+                downstream[mount.source].append(iid)
+            if stdin is not None:
+                downstream[stdin].append(iid)
             by_step[name].append((iid, combo))
     order = tuple(iid for name in steps for iid, _ in by_step[name])
     return Graph(
@@ -161,6 +140,121 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
         downstream={k: tuple(v) for k, v in downstream.items()},
         groups=_stream_groups(instances, order),
     )
+
+
+class _StepShape:
+    """What every instance of a step shares, and the templates its own parts come from."""
+
+    def __init__(self, pipeline: Pipeline, name: str):
+        step = pipeline.resolved_step(name)
+        assert step.resources is not None and step.retries is not None and step.image
+        self.step = step
+        self.resources = step.resources
+        self.retries = step.retries
+        self.image = step.image
+        self.shell = isinstance(step.command, str)
+        self.command = (
+            None
+            if step.command is None
+            else (Template(step.command),)
+            if isinstance(step.command, str)
+            else tuple(Template(part) for part in step.command)
+        )
+        self.env = tuple((k, Template(v)) for k, v in sorted(step.env.items()))
+        self.inputs = tuple((k, Template(v)) for k, v in sorted(step.inputs.items()))
+        # A step that writes a volume has effects beyond /out: rerun it unless it says its
+        # result depends only on what the key covers.
+        self.cacheable = (
+            step.cache if step.cache is not None else all(m.readonly for m in step.volumes.values())
+        )
+        self.volumes = tuple((v, m.path, m.readonly) for v, m in sorted(step.volumes.items()))
+        self.services = tuple(step.services)
+        self.cap_add = tuple(step.cap_add or ())
+
+    def instance(
+        self,
+        iid: InstanceId,
+        combo: dict[str, str],
+        mounts: tuple[UpstreamMount, ...],
+        stdin: InstanceId | None,
+    ) -> Instance:
+        command: tuple[str, ...] | None = None
+        if self.command is not None:
+            parts = tuple(t.render(combo) for t in self.command)
+            command = ("sh", "-c", parts[0]) if self.shell else parts
+        return Instance(
+            id=iid,
+            bindings=tuple(combo.items()),
+            image=self.image,
+            command=command,
+            env=tuple((k, t.render(combo)) for k, t in self.env),
+            inputs=tuple((k, t.render(combo)) for k, t in self.inputs),
+            upstream=mounts,
+            cpus=self.resources.cpus,
+            memory=self.resources.memory,
+            retries=self.retries,
+            timeout=self.step.timeout,
+            stdin=stdin,
+            cacheable=self.cacheable,
+            volumes=self.volumes,
+            services=self.services,
+            network=bool(self.step.network),
+            pids=self.resources.pids,
+            cap_add=self.cap_add,
+        )
+
+
+class _Pairing:
+    """Which upstream instances an instance mounts: the one it pairs with on the scatter
+    variables they share, or, where the upstream step scatters over more, all of those
+    (a gather, mounted at ``/in/STEP/<their other values>``)."""
+
+    def __init__(
+        self,
+        by_step: Mapping[str, list[tuple[InstanceId, dict[str, str]]]],
+        scatter: ScatterValues,
+    ):
+        self.by_step = by_step
+        self.scatter = scatter
+        self.index: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], list[int]]] = {}
+
+    def mounts(
+        self, name: str, combo: dict[str, str], upstream: list[str]
+    ) -> tuple[UpstreamMount, ...]:
+        mounts: list[UpstreamMount] = []
+        for up in upstream:
+            up_vars = list(self.scatter.get(up, {}))
+            shared = tuple(v for v in up_vars if v in combo)
+            found = self._matching(up, shared, tuple(combo[v] for v in shared))
+            if not up_vars or (shared and len(shared) == len(up_vars)):
+                if len(found) != 1:
+                    wanted = ", ".join(f"{v}={combo[v]}" for v in shared)
+                    raise PlanError(
+                        f"step {name!r} pairs with {up!r} on {wanted}, but {up!r} has "
+                        "no instance with that value",
+                        step=name,
+                    )
+                mounts.append(UpstreamMount(found[0][0], f"/in/{up}"))
+            else:
+                rest = [v for v in up_vars if v not in shared]
+                mounts.extend(
+                    UpstreamMount(iid, f"/in/{up}/{_key(values, rest)}") for iid, values in found
+                )
+        return tuple(mounts)
+
+    def _matching(
+        self, up: str, shared: tuple[str, ...], wanted: tuple[str, ...]
+    ) -> list[tuple[InstanceId, dict[str, str]]]:
+        instances = self.by_step[up]
+        if not shared:
+            return instances
+        index = self.index.get((up, shared))
+        if index is None:
+            index = {}
+            for n, (_, values) in enumerate(instances):
+                index.setdefault(tuple(values[v] for v in shared), []).append(n)
+            self.index[(up, shared)] = index
+        return [instances[n] for n in index.get(wanted, ())]
 
 
 def _refuse_code_in_values(
@@ -181,10 +275,11 @@ def _refuse_code_in_values(
 def _stream_groups(
     instances: Mapping[InstanceId, Instance], order: tuple[InstanceId, ...]
 ) -> Mapping[InstanceId, tuple[InstanceId, ...]]:
-    """Each instance's streaming chain (producer first); a lone instance is its own chain."""
+    """Each streamed instance's chain (producer first); an instance without one is its own
+    chain (:meth:`Graph.group`), and has no entry."""
     consumer_of = {i.stdin: iid for iid, i in instances.items() if i.stdin is not None}
     groups: dict[InstanceId, tuple[InstanceId, ...]] = {}
-    for iid in order:
+    for iid in consumer_of.values():
         if iid in groups:
             continue
         head = iid
@@ -196,39 +291,6 @@ def _stream_groups(
         for member in chain:
             groups[member] = tuple(chain)
     return groups
-
-
-def _upstream_mounts(
-    name: str,
-    combo: dict[str, str],
-    upstream: list[str],
-    by_step: dict[str, list[tuple[InstanceId, dict[str, str]]]],
-    scatter: ScatterValues,
-) -> list[UpstreamMount]:
-    mounts: list[UpstreamMount] = []
-    for up in upstream:
-        up_vars = list(scatter.get(up, {}))
-        shared = [v for v in up_vars if v in combo]
-        matching = [
-            (iid, values)
-            for iid, values in by_step[up]
-            if all(values[v] == combo[v] for v in shared)
-        ]
-        if not up_vars or (shared and len(shared) == len(up_vars)):
-            if len(matching) != 1:
-                wanted = ", ".join(f"{v}={combo[v]}" for v in shared)
-                raise PlanError(
-                    f"step {name!r} pairs with {up!r} on {wanted}, but {up!r} has "
-                    "no instance with that value",
-                    step=name,
-                )
-            mounts.append(UpstreamMount(matching[0][0], f"/in/{up}"))
-        else:
-            rest = [v for v in up_vars if v not in shared]
-            mounts.extend(
-                UpstreamMount(iid, f"/in/{up}/{_key(values, rest)}") for iid, values in matching
-            )
-    return mounts
 
 
 def _topological(pipeline: Pipeline) -> list[str]:

@@ -155,23 +155,48 @@ def _drop_capabilities(fd: int) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """A staging tree made plain data, and what it is (not yet in the store)."""
+
+    digest: str
+    size: int
+    files: int
+    changes: tuple[str, ...]
+
+
+def seal_tree(staging: Path) -> Sealed:
+    """Seal ``staging`` and hash it: the slow part of a commit, which can run beside the
+    loop (on the attempt's worker; on a cluster, on the node that holds the tree)."""
+    changes = seal(staging)
+    digest, size, files = tree_digest(staging)
+    return Sealed(digest, size, files, _summary(changes))
+
+
+def place(staging: Path, sealed: Sealed, outputs_dir: Path) -> Path:
+    """Move a sealed tree into the content-addressed store; an identical output already
+    there is kept and ``staging`` discarded."""
+    final = outputs_dir / sealed.digest
+    if final.exists():
+        discard(staging)
+        return final
+    if not outputs_dir.is_dir():  # (a stat: far cheaper than a mkdir each commit)
+        outputs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(staging, final)
+    except OSError:
+        if not final.exists():
+            raise
+        discard(staging)  # a concurrent commit of the same content won
+    return final
+
+
 def commit(staging: Path, outputs_dir: Path) -> Committed:
     """Seal ``staging`` and move it into the content-addressed store; reuse an identical
     existing output."""
-    changes = seal(staging)
-    digest, size, files = tree_digest(staging)
-    final = outputs_dir / digest
-    if final.exists():
-        discard(staging)
-    else:
-        outputs_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(staging, final)
-        except OSError:
-            if not final.exists():
-                raise
-            discard(staging)  # a concurrent commit of the same content won
-    return Committed(digest, final, size, files, _summary(changes))
+    sealed = seal_tree(staging)
+    final = place(staging, sealed, outputs_dir)
+    return Committed(sealed.digest, final, sealed.size, sealed.files, sealed.changes)
 
 
 def _summary(changes: list[str]) -> tuple[str, ...]:
@@ -194,4 +219,15 @@ def discard(path: Path) -> None:
     safefs.rmtree(path)
 
 
-__all__ = ["Committed", "commit", "discard", "file_digest", "note_changes", "seal", "tree_digest"]
+__all__ = [
+    "Committed",
+    "Sealed",
+    "commit",
+    "discard",
+    "file_digest",
+    "note_changes",
+    "place",
+    "seal",
+    "seal_tree",
+    "tree_digest",
+]

@@ -30,10 +30,11 @@ class Phase(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     BLOCKED = "blocked"
+    INTERRUPTED = "interrupted"  # the run ended (a signal, the engine away) before it did
 
     @property
     def final(self) -> bool:
-        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.BLOCKED)
+        return self is not Phase.PENDING and self is not Phase.RUNNING
 
 
 class Reason(enum.StrEnum):
@@ -72,6 +73,7 @@ class Start:
     instance: InstanceId
     attempt: int
     memory: int
+    node: str | None = None  # where it runs (None: the only node there is)
 
 
 @dataclass(frozen=True, order=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 from dockyard.errors import PlanError
 from dockyard.graph import Graph, expand
-from dockyard.runtime.base import Runtime
+from dockyard.runtime.base import Nodes
 from dockyard.schedule import ZERO, Capacity, in_use
 from dockyard.spec.loader import PipelineFile
 from dockyard.units import format_memory
@@ -16,42 +17,56 @@ def graph_of(pf: PipelineFile) -> Graph:
     return expand(pf.pipeline, pf.scatter)
 
 
-def pool_of(runtime: Runtime, max_cpus: float | None, max_memory: int | None) -> Capacity:
-    """The host's CPUs and memory, or less when the user says so."""
-    host = runtime.capacity()
-    cpus = min(host.cpus, max_cpus) if max_cpus else host.cpus
-    memory = min(host.memory, max_memory) if max_memory else host.memory
-    return Capacity.of(cpus, memory)
+def pool_of(runtime: Nodes, max_cpus: float | None, max_memory: int | None) -> dict[str, Capacity]:
+    """Each ready node's CPUs and memory, or less on each when the user says so."""
+    pool = {}
+    for node in runtime.nodes():
+        if node.ready:
+            host = node.capacity
+            cpus = min(host.cpus, max_cpus) if max_cpus else host.cpus
+            memory = min(host.memory, max_memory) if max_memory else host.memory
+            pool[node.id] = Capacity.of(cpus, memory)
+    return pool
 
 
 def project_id(pf: PipelineFile) -> str:
     return hashlib.sha256(str(pf.state_dir.resolve()).encode()).hexdigest()[:16]
 
 
-def check_fits(graph: Graph, pool: Capacity, services: Capacity = ZERO) -> None:
-    """Every instance (and streamed chain) must fit beside the services the run uses."""
-    pool = pool - services
-    for instance in graph.instances.values():
-        need = Capacity.of(instance.cpus, instance.memory)
-        unit = graph.group(instance.id)
-        if len(unit) > 1 and instance.id == unit[-1]:
+def check_fits(graph: Graph, pool: Mapping[str, Capacity], services: Capacity = ZERO) -> None:
+    """Every instance (and streamed chain) must fit a node, the first one beside the
+    services the run uses (they run there)."""
+    rooms = [room - services if n == 0 else room for n, room in enumerate(pool.values())]
+    largest = max(rooms, key=lambda c: (c.memory, c.millicpus), default=ZERO)
+    seen: set[tuple[str, ...]] = set()
+    for iid in graph.order:
+        unit = graph.group(iid)
+        instance = graph.instances[iid]
+        shape = (instance.step, str(len(unit)), str(unit.index(iid)))
+        if shape in seen:  # every instance of a step asks for the same: check it once
+            continue
+        seen.add(shape)
+        if len(unit) > 1 and iid == unit[-1]:
             together = in_use(
                 Capacity.of(graph.instances[m].cpus, graph.instances[m].memory) for m in unit
             )
-            if not pool.fits(together):
+            if not any(room.fits(together) for room in rooms):
                 raise PlanError(
                     f"the streamed chain {' | '.join(map(str, unit))} runs all at once and needs "
                     f"{together.cpus:g} CPUs and {format_memory(together.memory)}, but the pool "
-                    f"has {pool.cpus:g} CPUs and {format_memory(pool.memory)}",
+                    f"has {_room(largest)}",
                     pipeline=graph.pipeline,
                     step=instance.step,
                 )
-        if not pool.fits(need):
+        if not any(room.fits(Capacity.of(instance.cpus, instance.memory)) for room in rooms):
             raise PlanError(
                 f"step {instance.step!r} asks for {instance.cpus:g} CPUs and "
                 f"{format_memory(instance.memory)} of memory, but the pool has "
-                f"{pool.cpus:g} CPUs and {format_memory(pool.memory)}; lower its resources or "
-                "raise --max-cpus/--max-memory",
+                f"{_room(largest)}; lower its resources or raise --max-cpus/--max-memory",
                 pipeline=graph.pipeline,
                 step=instance.step,
             )
+
+
+def _room(capacity: Capacity) -> str:
+    return f"{capacity.cpus:g} CPUs and {format_memory(capacity.memory)}"

@@ -18,14 +18,15 @@ from dockyard.events import Event
 from dockyard.graph import Graph, Instance
 from dockyard.runtime.base import Bind
 from dockyard.spec.loader import PipelineFile
-from dockyard.volumes import VolumeStore
+from dockyard.storage.local import LocalVolumes
+from dockyard.storage.ports import VolumeBackend
 
 
 class RunVolumes:
-    def __init__(self, pf: PipelineFile, store: VolumeStore | None = None):
+    def __init__(self, pf: PipelineFile, backend: VolumeBackend | None = None):
         self.pf = pf
-        self.store = store or VolumeStore()
-        self.live: dict[str, Path] = {}  # name -> the live folder mounted into containers
+        self.backend: VolumeBackend = backend or LocalVolumes()
+        self.live: dict[str, Path] = {}  # name -> its live folder here (for digests)
         self.written: list[str] = []  # the ones this run may write, sorted
 
     def take(self, graph: Graph, held: contextlib.ExitStack, *, wait: bool) -> None:
@@ -39,10 +40,9 @@ class RunVolumes:
                 writes[volume] = writes.get(volume, False) or not mount.readonly
         for volume in sorted(writes):
             seed = self.pf.pipeline.volumes[volume].seed
-            self.live[volume] = self.store.ensure(
-                volume, (self.pf.root / seed).resolve() if seed else None
-            )
-            held.enter_context(self.store.lock(volume, exclusive=writes[volume], wait=wait))
+            self.backend.ensure(volume, (self.pf.root / seed).resolve() if seed else None)
+            self.live[volume] = self.backend.live(volume)
+            held.enter_context(self.backend.hold(volume, exclusive=writes[volume], wait=wait))
             if writes[volume]:
                 self.written.append(volume)
 
@@ -50,7 +50,7 @@ class RunVolumes:
         """Snapshot every volume the run may write; one ``volume`` event each."""
         events = []
         for volume in self.written:
-            snap = self.store.snapshot(volume)
+            snap = self.backend.snapshot(volume)
             detail = {"volume": volume, "snapshot": snap.id, "when": when}
             events.append(Event("volume", at, detail=detail))
         return events
@@ -78,9 +78,9 @@ class RunVolumes:
             for volume, digest in left.items()
         )
 
-    def binds(self, instance: Instance) -> list[Bind]:
+    def binds(self, instance: Instance, node: str) -> list[Bind]:
         return [
-            Bind(str(self.live[volume]), path, readonly=readonly)
+            Bind(self.backend.bind(volume, node), path, readonly=readonly)
             for volume, path, readonly in instance.volumes
         ]
 

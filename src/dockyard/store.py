@@ -207,6 +207,10 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """All or nothing; inside another transaction, part of that one."""
+        if self.db.in_transaction:
+            yield
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -252,6 +256,61 @@ class Store:
         self.db.execute(
             f"UPDATE instances SET {columns} WHERE run_id=? AND instance=?",
             (*fields.values(), run_id, instance),
+        )
+
+    def update_instances(
+        self, run_id: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Set ``columns`` of many instances: each row is the values, then the instance."""
+        assignments = ", ".join(f"{c}=?" for c in columns)
+        self.db.executemany(
+            f"UPDATE instances SET {assignments} WHERE instance=? AND run_id=?",
+            [(*row, run_id) for row in rows],
+        )
+
+    def insert_attempts(
+        self, run_id: str, rows: Sequence[tuple[str, int, float, int, float, str]]
+    ) -> None:
+        """Attempts that started: (instance, number, cpus, memory, started_at, log path)."""
+        self.db.executemany(
+            "INSERT INTO attempts (run_id, instance, number, state, cpus, memory, started_at,"
+            " log_path) VALUES (?,?,?,'running',?,?,?,?)",
+            [(run_id, *row) for row in rows],
+        )
+
+    def update_attempts(
+        self, run_id: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Set ``columns`` of many attempts: each row is the values, the instance, the number."""
+        assignments = ", ".join(f"{c}=?" for c in columns)
+        self.db.executemany(
+            f"UPDATE attempts SET {assignments} WHERE instance=? AND number=? AND run_id=?",
+            [(*row, run_id) for row in rows],
+        )
+
+    def record_outputs(self, rows: Sequence[tuple[str, str, int, int, float]]) -> None:
+        """Committed outputs: (digest, where, bytes, files, when); known ones stay as they are."""
+        self.db.executemany("INSERT OR IGNORE INTO outputs VALUES (?,?,?,?,?)", rows)
+
+    def put_cache_entries(
+        self, rows: Sequence[tuple[str, str, str, str, float, Mapping[str, str] | None]]
+    ) -> None:
+        """Cache entries: (key, output digest, run, instance, when, what it left in volumes)."""
+        self.db.executemany(
+            "INSERT OR REPLACE INTO cache VALUES (?,?,?,?,?,?)",
+            [(*row[:5], json.dumps(dict(row[5])) if row[5] else None) for row in rows],
+        )
+
+    def add_events(
+        self, run_id: str, rows: Sequence[tuple[float, str, str | None, dict[str, Any] | None]]
+    ) -> None:
+        """Record many events at once: (at, kind, instance, detail)."""
+        self.db.executemany(
+            "INSERT INTO events (run_id, at, kind, instance, detail) VALUES (?,?,?,?,?)",
+            [
+                (run_id, at, kind, instance, json.dumps(detail) if detail else None)
+                for at, kind, instance, detail in rows
+            ],
         )
 
     def start_attempt(
@@ -312,11 +371,33 @@ class Store:
             return None
         return CacheHit(str(row[0]), str(row[1]), json.loads(row[2]) if row[2] else {})
 
+    def cache_get_many(self, keys: Sequence[str]) -> dict[str, CacheHit]:
+        """:meth:`cache_get` for many keys, in a few queries."""
+        found: dict[str, CacheHit] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = self.db.execute(
+                "SELECT c.key, o.digest, o.path, c.volumes FROM cache c "
+                "JOIN outputs o ON o.digest = c.output "
+                f"WHERE c.key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for key, digest, path, volumes in rows:
+                found[str(key)] = CacheHit(
+                    str(digest), str(path), json.loads(volumes) if volumes else {}
+                )
+        return found
+
     def file_hash(self, path: str) -> tuple[int, int, int, str] | None:
         row = self.db.execute(
             "SELECT size, mtime_ns, inode, digest FROM file_hashes WHERE path=?", (path,)
         ).fetchone()
         return None if row is None else (int(row[0]), int(row[1]), int(row[2]), str(row[3]))
+
+    def file_hashes(self) -> dict[str, tuple[int, int, int, str]]:
+        """Every kept file digest by path: (size, mtime_ns, inode, digest)."""
+        rows = self.db.execute("SELECT path, size, mtime_ns, inode, digest FROM file_hashes")
+        return {str(r[0]): (int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows}
 
     def put_file_hashes(self, rows: Sequence[tuple[str, int, int, int, str]]) -> None:
         if rows:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dockyard.engine import Executor, RunOptions
+from dockyard.execution import Executor, RunOptions
 from dockyard.graph import InstanceId
 from dockyard.preflight import graph_of
 from dockyard.runtime.base import ContainerSpec

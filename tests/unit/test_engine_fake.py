@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.engine import Executor, RunOptions
 from dockyard.errors import ImageError, PlanError, RunFailed
 from dockyard.events import Event
+from dockyard.execution import Executor, RunOptions
 from dockyard.spec import load_pipeline
 from dockyard.store import Store
 from dockyard.summary import load_summary

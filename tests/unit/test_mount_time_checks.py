@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.engine import Executor, RunOptions
 from dockyard.errors import PlanError
+from dockyard.execution import Executor, RunOptions
 from dockyard.runtime.base import ContainerSpec
 from dockyard.spec import load_pipeline
 from dockyard.store import Store

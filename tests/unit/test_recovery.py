@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockyard.engine import Abandon, Executor
 from dockyard.errors import RunFailed
 from dockyard.events import Event
+from dockyard.execution import Abandon, Executor
 from dockyard.spec import load_pipeline
 from dockyard.store import Store
 from dockyard.testing import FakeRuntime, Fault

@@ -1,4 +1,6 @@
-"""The narrow interface between dockyard and a container engine.
+"""The narrow interface between dockyard and a container engine: four ports, one per
+resource (as docker-py has one mixin per resource) — the nodes it runs on, containers,
+images, networks — and :class:`Runtime`, an engine that has all four.
 
 Engine-specific types (docker-py dicts, HTTP errors) never cross this boundary:
 adapters translate them into these dataclasses and into :mod:`dockyard.errors`.
@@ -17,6 +19,7 @@ LABEL_INSTANCE = "dockyard.instance"
 LABEL_ATTEMPT = "dockyard.attempt"
 LABEL_PROJECT = "dockyard.project"  # which .dockyard folder (pipelines may share a name)
 LABEL_KEY = "dockyard.key"  # the instance's cache key when the attempt started
+LOCAL_NODE = "local"  # the one node of an engine that is not a cluster
 
 # Every container starts with no capability but these (the engine's default set less
 # NET_RAW, MKNOD, SYS_CHROOT, SETFCAP, SETPCAP, NET_BIND_SERVICE, AUDIT_WRITE, FSETID):
@@ -61,6 +64,7 @@ class ContainerSpec:
     health: Health | None = None
     pids: int | None = None  # processes and threads at once; None: the engine's default
     cap_add: tuple[str, ...] = ()  # capabilities beyond DEFAULT_CAPABILITIES
+    node: str | None = None  # which node it must run on (None: wherever the engine is)
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class ContainerInfo:
     name: str
     labels: Mapping[str, str]
     state: str  # created | running | exited (| paused, restarting, removing, dead)
+    node: str = LOCAL_NODE
 
     @property
     def running(self) -> bool:
@@ -94,18 +99,40 @@ class HostCapacity:
     memory: int
 
 
-class Runtime(Protocol):
-    """What dockyard needs from a container engine, and nothing more."""
+@dataclass(frozen=True)
+class Node:
+    """A machine the engine runs containers on."""
+
+    id: str
+    name: str
+    capacity: HostCapacity
+    state: str = "ready"  # ready | down | draining (what the engine says)
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+
+class Nodes(Protocol):
+    """The machines of an engine, and whether it answers."""
 
     def ping(self) -> None:
         """Raise :class:`~dockyard.errors.EngineUnavailable` unless the engine answers a new
         connection now."""
 
-    def capacity(self) -> HostCapacity: ...
+    def nodes(self) -> list[Node]:
+        """Every node with its capacity and state (one for a plain Docker Engine)."""
+
+    def capacity(self) -> HostCapacity:
+        """The capacity of the engine's ready nodes together."""
 
     def shares_host_cgroups(self) -> bool:
         """True when the engine runs on this host with the cgroupfs driver, so that
         dockyard may create parent cgroups for its containers."""
+
+
+class Images(Protocol):
+    """The images an engine holds, and making them."""
 
     def image_id(self, ref: str) -> str | None:
         """The content digest (image id) of a local image, or None when absent."""
@@ -140,8 +167,12 @@ class Runtime(Protocol):
     def image_command(self, ref: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The image's (ENTRYPOINT, CMD), each possibly empty."""
 
+
+class Containers(Protocol):
+    """Running containers: create, start, watch, read, stop, remove, find."""
+
     def create(self, spec: ContainerSpec) -> str:
-        """Create (not start) a container; return its id."""
+        """Create (not start) a container, on ``spec.node`` if given; return its id."""
 
     def start(self, container_id: str) -> None: ...
 
@@ -161,6 +192,16 @@ class Runtime(Protocol):
     def health(self, container_id: str) -> str:
         """``running`` (no probe), ``starting``, ``healthy``, ``unhealthy`` or ``exited``."""
 
+    def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """Containers (running or not) carrying all of ``labels``."""
+
+    def inspect(self, container_id: str) -> ContainerInfo | None:
+        """One container as it is now, or None when it does not exist."""
+
+
+class Networks(Protocol):
+    """Networks for services and the steps that use them."""
+
     def create_network(self, name: str, labels: Mapping[str, str]) -> str: ...
 
     def remove_network(self, name: str) -> None:
@@ -169,8 +210,6 @@ class Runtime(Protocol):
     def networks(self, labels: Mapping[str, str]) -> list[str]:
         """Names of the networks carrying all of ``labels``."""
 
-    def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
-        """Containers (running or not) carrying all of ``labels``."""
 
-    def inspect(self, container_id: str) -> ContainerInfo | None:
-        """One container as it is now, or None when it does not exist."""
+class Runtime(Nodes, Images, Containers, Networks, Protocol):
+    """A container engine: all four ports (the Docker Engine, a Swarm, the fake)."""

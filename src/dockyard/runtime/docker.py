@@ -25,10 +25,12 @@ from docker.utils import kwargs_from_env, version_lt
 from dockyard.errors import EngineUnavailable, ImageError, RuntimeFailure
 from dockyard.runtime.base import (
     DEFAULT_CAPABILITIES,
+    LOCAL_NODE,
     ContainerInfo,
     ContainerSpec,
     ExitStatus,
     HostCapacity,
+    Node,
 )
 
 STOP_GRACE_SECONDS = 10
@@ -157,10 +159,15 @@ class DockerRuntime:
             info = self.api.info()
         return bool(info.get("CgroupDriver") == "cgroupfs")
 
-    def capacity(self) -> HostCapacity:
+    def nodes(self) -> list[Node]:
+        """A plain engine is one node: this one."""
         with self._translated("reading the engine's info"):
             info = self.api.info()
-        return HostCapacity(cpus=float(info["NCPU"]), memory=int(info["MemTotal"]))
+        capacity = HostCapacity(cpus=float(info["NCPU"]), memory=int(info["MemTotal"]))
+        return [Node(LOCAL_NODE, str(info.get("Name") or LOCAL_NODE), capacity)]
+
+    def capacity(self) -> HostCapacity:
+        return self.nodes()[0].capacity
 
     # -- images -------------------------------------------------------------------------------
 

@@ -27,7 +27,14 @@ from typing import TypeVar
 
 from dockyard.errors import EngineUnavailable
 from dockyard.events import Event
-from dockyard.runtime.base import ContainerInfo, ContainerSpec, ExitStatus, HostCapacity, Runtime
+from dockyard.runtime.base import (
+    ContainerInfo,
+    ContainerSpec,
+    ExitStatus,
+    HostCapacity,
+    Node,
+    Runtime,
+)
 from dockyard.units import format_seconds
 
 T = TypeVar("T")
@@ -217,6 +224,9 @@ class PatientRuntime:
 
     def ping(self) -> None:
         self.runtime.ping()  # the question is whether it answers now: never waits
+
+    def nodes(self) -> list[Node]:
+        return self.guard.call(self.runtime.nodes)
 
     def capacity(self) -> HostCapacity:
         return self.guard.call(self.runtime.capacity)

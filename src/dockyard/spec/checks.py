@@ -16,7 +16,7 @@ from dockyard.spec.interpolate import interpolate, variables
 from dockyard.spec.locate import Loc, Locator, dotted
 from dockyard.spec.model import ImageSpec, Pipeline, Step, VolumeMount
 from dockyard.spec.names import reference_problem
-from dockyard.spec.paths import Resolver
+from dockyard.spec.paths import BadPath, Resolver
 from dockyard.spec.values import check_interpolation, check_lengths, check_scatter
 
 # /out and /in carry the data flow, /.dockyard the stream helper and its FIFOs; the
@@ -275,8 +275,12 @@ def _check_inputs(
             interpolate(raw, dict(zip(used, combo, strict=True)))
             for combo in itertools.product(*(values[v] for v in used))
         }
-        resolved = [resolver.resolve(path, shown=raw) for path in sorted(paths)]
-        refused = [problem for problem in resolved if isinstance(problem, str)]
+        refused = []
+        for path in sorted(paths):
+            try:
+                resolver.real(path, shown=raw)
+            except BadPath as exc:
+                refused.append(str(exc))
         for problem in refused[:MAX_REPORTED_PATHS]:
             out.add(where, problem)
         if len(refused) > MAX_REPORTED_PATHS:

@@ -41,3 +41,34 @@ def uses(text: str) -> dict[str, int]:
         if match.group(1) is not None:
             counts[match.group(1)] = counts.get(match.group(1), 0) + 1
     return counts
+
+
+class Template:
+    """A text with ``${name}`` parts, split once, so that rendering it for each of many
+    instances is a join rather than a regular-expression pass."""
+
+    def __init__(self, text: str):
+        literals, names, end = [], [], 0
+        literal = ""
+        for match in _TOKEN.finditer(text):
+            literal += text[end : match.start()]
+            end = match.end()
+            if match.group(1) is None:
+                literal += "$"  # $$
+            else:
+                literals.append(literal)
+                names.append(match.group(1))
+                literal = ""
+        literals.append(literal + text[end:])
+        self.literals = tuple(literals)
+        self.names = tuple(names)
+
+    def render(self, values: Mapping[str, str]) -> str:
+        """Raise ``KeyError`` for an unknown name, as :func:`interpolate` does."""
+        if not self.names:
+            return self.literals[0]
+        parts = [self.literals[0]]
+        for name, literal in zip(self.names, self.literals[1:], strict=True):
+            parts.append(values[name])
+            parts.append(literal)
+        return "".join(parts)

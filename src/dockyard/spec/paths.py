@@ -26,6 +26,10 @@ MAX_GLOB_PARTS = 32
 _MAGIC = frozenset("*?[")
 
 
+class BadPath(ValueError):
+    """A host path a pipeline names that cannot be used; the message says why."""
+
+
 def resolve_input(root: Path, rel: str) -> Path:
     """The host path an input mounts, resolved now; :class:`PlanError` when it is not safe.
 
@@ -37,6 +41,25 @@ def resolve_input(root: Path, rel: str) -> Path:
     if isinstance(resolved, str):
         raise PlanError(resolved)
     return resolved
+
+
+class InputPaths:
+    """:func:`resolve_input` for the many instances of one run: the pipeline's folder and
+    state folder are resolved once. With ``fresh`` (what a container mounts) each input's
+    own folders are resolved anew every time, since one may have become a link since the
+    last call; without (what a cache key hashes), each folder once."""
+
+    def __init__(self, root: Path, *, fresh: bool):
+        self.resolver = Resolver(root)
+        self.fresh = fresh
+
+    def __call__(self, rel: str) -> str:
+        if self.fresh:
+            self.resolver.parents.clear()
+        try:
+            return self.resolver.real(rel)
+        except BadPath as exc:
+            raise PlanError(str(exc)) from None
 
 
 @dataclass
@@ -60,33 +83,47 @@ class Resolver:
         ``shown`` is how the file wrote it (``data/${f}``), ``state`` whether reaching
         the state folder is a problem (it is for anything a container sees).
         """
-        text = short_repr(raw)
-        if shown is not None and shown != raw:
-            text += f" (from {short_repr(shown)})"
+        try:
+            return Path(self.real(raw, shown=shown, must_exist=must_exist, state=state))
+        except BadPath as exc:
+            return str(exc)
+
+    def real(
+        self, raw: str, *, shown: str | None = None, must_exist: bool = True, state: bool = True
+    ) -> str:
+        """As :meth:`resolve`, as a string, raising :class:`BadPath`: no object made per
+        path, for the many inputs of a large scatter."""
         if not raw:
-            return "expected a relative path, found an empty string"
+            raise BadPath("expected a relative path, found an empty string")
         if "\0" in raw:
-            return f"expected a path without NUL characters, found {text}"
-        if os.path.isabs(raw) or raw.startswith("~"):
-            return f"expected a path relative to the pipeline file's folder, found {text}"
+            raise BadPath(f"expected a path without NUL characters, found {_shown(raw, shown)}")
+        if raw[0] == "/" or raw[0] == "~":
+            raise BadPath(
+                "expected a path relative to the pipeline file's folder, found "
+                f"{_shown(raw, shown)}"
+            )
         resolved = self._realpath(raw)
         if resolved != self.real_root and not resolved.startswith(self.real_root + os.sep):
-            return f"path {text} escapes the pipeline file's folder {str(self.root)!r}"
+            raise BadPath(
+                f"path {_shown(raw, shown)} escapes the pipeline file's folder {str(self.root)!r}"
+            )
         if state:
-            problem = self._state_problem(resolved, text)
+            problem = self._state_problem(resolved, raw, shown)
             if problem is not None:
-                return problem
+                raise BadPath(problem)
         if must_exist:
             try:
                 mode = os.stat(resolved).st_mode
             except FileNotFoundError:
-                return f"path {text} does not exist under {str(self.root)!r}"
+                raise BadPath(
+                    f"path {_shown(raw, shown)} does not exist under {str(self.root)!r}"
+                ) from None
             except OSError as exc:
-                return f"path {text} cannot be used: {exc.strerror}"
+                raise BadPath(f"path {_shown(raw, shown)} cannot be used: {exc.strerror}") from None
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 # (reading a FIFO or a device for the cache key would never end)
-                return f"path {text} is neither a file nor a folder"
-        return Path(resolved)
+                raise BadPath(f"path {_shown(raw, shown)} is neither a file nor a folder")
+        return resolved
 
     def _realpath(self, raw: str) -> str:
         head, leaf = os.path.split(os.path.normpath(raw))
@@ -106,7 +143,7 @@ class Resolver:
             return candidate
         return os.path.realpath(candidate)
 
-    def _state_problem(self, resolved: str, text: str) -> str | None:
+    def _state_problem(self, resolved: str, raw: str, shown: str | None) -> str | None:
         state = self.real_state
         if resolved == state:
             relation = "is"
@@ -117,10 +154,18 @@ class Resolver:
         else:
             return None
         return (
-            f"path {text} {relation} dockyard's state folder {STATE_DIR_NAME!r} "
+            f"path {_shown(raw, shown)} {relation} dockyard's state folder {STATE_DIR_NAME!r} "
             "(the state database and every step's outputs and logs), which no step may see; name a "
             "subfolder that holds just what the step reads"
         )
+
+
+def _shown(raw: str, shown: str | None) -> str:
+    """A path as a message shows it (and how the file wrote it, if that differs)."""
+    text = short_repr(raw)
+    if shown is not None and shown != raw:
+        text += f" (from {short_repr(shown)})"
+    return text
 
 
 def glob_values(root: Path, pattern: str) -> tuple[str, ...] | str:

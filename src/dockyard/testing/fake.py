@@ -24,10 +24,12 @@ from dockyard.errors import EngineUnavailable, ImageError, RuntimeFailure
 from dockyard.runtime.base import (
     DEFAULT_CAPABILITIES,
     LABEL_INSTANCE,
+    LOCAL_NODE,
     ContainerInfo,
     ContainerSpec,
     ExitStatus,
     HostCapacity,
+    Node,
 )
 from dockyard.spec.names import CAPABILITIES
 
@@ -83,7 +85,7 @@ class FakeRuntime:
     def add_image(
         self, ref: str, image_id: str | None = None, labels: Mapping[str, str] | None = None
     ) -> str:
-        self.images[ref] = image_id or f"sha256:{abs(hash(ref)):064x}"[:71]
+        self.images[ref] = image_id or f"sha256:{hashlib.sha256(ref.encode()).hexdigest()}"
         self.labels[self.images[ref]] = dict(labels or {})
         return self.images[ref]
 
@@ -116,6 +118,9 @@ class FakeRuntime:
 
     def shares_host_cgroups(self) -> bool:
         return False
+
+    def nodes(self) -> list[Node]:
+        return [Node(LOCAL_NODE, "fake", HostCapacity(self.cpus, self.memory))]
 
     def capacity(self) -> HostCapacity:
         return HostCapacity(self.cpus, self.memory)

@@ -1,0 +1,5 @@
+"""Running a pipeline: the loop and its collaborators (see docs/architecture.md)."""
+
+from dockyard.execution.run import Abandon, Executor, Ports, RunOptions, new_run_id
+
+__all__ = ["Abandon", "Executor", "Ports", "RunOptions", "new_run_id"]

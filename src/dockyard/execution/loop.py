@@ -1,0 +1,155 @@
+"""The run loop: observe, plan, apply, until the planner says the run is over.
+
+It is the only place where what was observed (results, cache answers) meets what was
+decided (the planner's actions), and it decides nothing itself: each action is carried out
+by the collaborator that owns it. One turn:
+
+1. *settle*: resolve every unit whose upstreams have all succeeded (keys, cache, dead
+   runs' containers) and apply what the planner makes of each (reuse, adopt, or ready);
+2. *plan*: ask the planner what to block and what to start, and apply it;
+3. *observe*: take the results that came back, tell the planner, apply its verdicts
+   (kill stream partners, commit, retry, fail);
+4. flush the journal, then let the workers remove the containers whose results are safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dockyard.attempts import Notice, Result
+from dockyard.errors import EngineUnavailable
+from dockyard.execution.conclusion import Conclusion
+from dockyard.execution.dispatch import Dispatch
+from dockyard.execution.journal import RunJournal
+from dockyard.execution.launcher import Launcher
+from dockyard.execution.resolution import Resolver
+from dockyard.plan import Block, Start
+from dockyard.planner import Action, Adopt, Commit, Fail, Kill, Planner, Retry, Reuse
+from dockyard.runtime.base import LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_RUN
+
+STALE_ROWS = 0.2  # seconds rows may wait to be written when nothing else happens
+
+
+class RunLoop:
+    def __init__(
+        self,
+        planner: Planner,
+        resolver: Resolver,
+        launcher: Launcher,
+        conclusion: Conclusion,
+        dispatch: Dispatch,
+        journal: RunJournal,
+        clock: Callable[[], float],
+        *,
+        cache: bool = True,
+    ):
+        self.planner = planner
+        self.resolver = resolver
+        self.launcher = launcher
+        self.conclusion = conclusion
+        self.dispatch = dispatch
+        self.journal = journal
+        self.clock = clock
+        self.cache = cache
+
+    def run(self) -> None:
+        while True:
+            self.settle()
+            plan = self.planner.next(self.clock())
+            for action in plan.actions:
+                self.apply(action)
+            if plan.finished:
+                self.journal.flush()
+                return
+            timeout = None if plan.wake_at is None else max(0.0, plan.wake_at - self.clock())
+            if self.journal.pending:
+                # Under load the rows of several turns go in one transaction; when nothing
+                # comes back for a while, what has started is written all the same.
+                timeout = STALE_ROWS if timeout is None else min(timeout, STALE_ROWS)
+            items = self.dispatch.take(timeout)
+            if not items:
+                self.journal.flush()
+                continue
+            concluded: list[tuple[object, int]] = []
+            for item in items:
+                if isinstance(item, Notice):
+                    self.journal.report(item.event)
+                else:
+                    concluded += self.observe(item)
+            self.journal.flush()  # results on disk before their containers go
+            self.dispatch.acknowledge(concluded)  # type: ignore[arg-type]
+
+    def settle(self) -> None:
+        """Resolve what can be, as far as cache hits reach (a chain of hits in one turn)."""
+        while units := self.planner.resolvable():
+            resolutions = self.resolver.resolve(units, cache=self.cache)
+            for unit, resolution in zip(units, resolutions, strict=True):
+                actions = self.planner.resolved(unit, resolution)
+                if not any(isinstance(a, Reuse) for a in actions):
+                    for member in unit:
+                        self.journal.keyed(member, self.resolver.known.keys[member])
+                for action in actions:
+                    self.apply(action)
+        self.resolver.hasher.flush()
+
+    def observe(self, result: Result) -> list[tuple[object, int]]:
+        """Tell the planner how an attempt ended; returns the attempts now concluded."""
+        if isinstance(result.error, EngineUnavailable):
+            raise result.error  # the engine stayed away longer than the patience
+        outcome = self.conclusion.ended(result)
+        concluded: list[tuple[object, int]] = []
+        for action in self.planner.ended(result.instance, result.attempt, outcome, self.clock()):
+            self.apply(action)
+            if isinstance(action, Commit | Retry | Fail):
+                concluded.append((action.instance, action.attempt))
+        return concluded
+
+    def apply(self, action: Action) -> None:
+        if isinstance(action, Start):
+            self._start(action)
+        elif isinstance(action, Block):
+            self.journal.blocked(action.instance, action.because)
+        elif isinstance(action, Reuse):
+            digest = self.resolver.reused(action.instance)
+            self.journal.cached(action.instance, self.resolver.known.keys[action.instance], digest)
+        elif isinstance(action, Adopt):
+            self._adopt(action)
+        elif isinstance(action, Kill):
+            self.dispatch.kill(
+                {
+                    LABEL_RUN: self.launcher.run.run_id,
+                    LABEL_INSTANCE: str(action.instance),
+                    LABEL_ATTEMPT: str(action.attempt),
+                }
+            )
+        elif isinstance(action, Commit):
+            self.conclusion.commit(action)
+        else:
+            self.conclusion.give_up_or_retry(action)
+
+    def _start(self, action: Start) -> None:
+        iid, attempt = action.instance, action.attempt
+        launch = self.launcher.launch(action)
+        self.conclusion.expect(iid, attempt, launch.staging, launch.log)
+        cpus = self.launcher.graph.instances[iid].cpus
+        self.journal.started(iid, attempt, cpus, action.memory, str(launch.log))
+        if launch.order is None:
+            assert launch.failure is not None
+            self.dispatch.fail(iid, attempt, launch.failure, self.clock())
+        else:
+            self.dispatch.submit(launch.order)
+
+    def _adopt(self, action: Adopt) -> None:
+        launch = self.launcher.adopt(action)
+        assert launch.order is not None
+        instance = self.launcher.graph.instances[action.instance]
+        self.conclusion.expect(action.instance, 1, launch.staging, launch.log)
+        self.journal.started(
+            action.instance,
+            1,
+            instance.cpus,
+            instance.memory,
+            str(launch.log),
+            adopted_from=action.orphan.run_id,
+        )
+        self.dispatch.submit(launch.order)

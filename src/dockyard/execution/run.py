@@ -1,0 +1,395 @@
+"""``dockyard run``: everything around the loop — what is checked before a run exists, the
+collaborators it gets, and how it ends whatever happens.
+
+Before the run exists (so that a refusal leaves no trace): the engine must answer, the
+pipeline must fit the pool, its images must be there or be made, and its volumes must be
+free to hold. Then the run is recorded, dead runs are closed and their containers offered
+for adoption, services start, and the loop runs. However the loop ends — done, a failure,
+a signal, the engine away for too long — no container of the run remains, the run's
+record says how it ended, and the volumes it wrote are snapshotted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import os
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from dockyard import cgroups
+from dockyard.attempts import AttemptRunner, Notice, Result
+from dockyard.cache import InputHasher
+from dockyard.errors import DockyardError, EngineUnavailable, RunFailed
+from dockyard.events import Event, Reporter, ignore
+from dockyard.execution.conclusion import Conclusion
+from dockyard.execution.dispatch import Dispatch
+from dockyard.execution.journal import RunJournal
+from dockyard.execution.launcher import Launcher, RunIdentity
+from dockyard.execution.loop import RunLoop
+from dockyard.execution.recovery import Recovery
+from dockyard.execution.resolution import Known, Resolver
+from dockyard.graph import Graph
+from dockyard.images import packages_of, resolve_images
+from dockyard.lock import RunLock
+from dockyard.plan import Phase
+from dockyard.planner import Planner
+from dockyard.preflight import check_fits, graph_of, pool_of, project_id
+from dockyard.run_volumes import RunVolumes
+from dockyard.runtime.base import LABEL_PIPELINE, LABEL_PROJECT, LABEL_RUN, Runtime
+from dockyard.runtime.patient import EngineGuard, PatientRuntime
+from dockyard.schedule import ZERO, Capacity
+from dockyard.services import LABEL_KEEP, Services
+from dockyard.spec.loader import PipelineFile
+from dockyard.spec.paths import InputPaths
+from dockyard.states import RUN, RunEvent, RunState, advance
+from dockyard.storage.local import LocalOutputs, LocalVolumes, LocalWorkspace
+from dockyard.storage.ports import OutputStore, VolumeBackend, Workspace
+from dockyard.store import RunRow, Store
+
+Clock = Callable[[], float]
+ENGINE_PATIENCE = float(os.environ.get("DOCKYARD_ENGINE_PATIENCE", "300"))
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+class Abandon(BaseException):
+    """Stop at once as if the process had been killed: nothing is cleaned up.
+
+    Crash tests raise it (from a reporter) to leave containers and the store exactly
+    as SIGKILL would, then check that the next run recovers.
+    """
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    max_cpus: float | None = None
+    max_memory: int | None = None
+    no_cache: bool = False
+    keep_going: bool = False
+    wait_for_volumes: bool = False
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where a run's bytes live (see :mod:`dockyard.storage.ports`)."""
+
+    outputs: OutputStore
+    workspace: Workspace
+    volumes: VolumeBackend
+
+    @classmethod
+    def local(cls, pf: PipelineFile) -> Ports:
+        return cls(LocalOutputs(pf.state_dir), LocalWorkspace(pf.state_dir), LocalVolumes())
+
+
+@dataclass
+class _Parts:
+    """One run's collaborators."""
+
+    identity: RunIdentity
+    journal: RunJournal
+    services: Services
+    hasher: InputHasher
+    planner: Planner
+    launcher: Launcher
+    conclusion: Conclusion
+    dispatch: Dispatch
+    loop: RunLoop
+    recovery: Recovery
+
+
+class Executor:
+    def __init__(
+        self,
+        pf: PipelineFile,
+        runtime: Runtime,
+        store: Store,
+        *,
+        options: RunOptions | None = None,
+        reporter: Reporter = ignore,
+        clock: Clock = time.time,
+        new_id: Callable[[], str] = new_run_id,
+        sleep: Callable[[float], None] = time.sleep,
+        engine_patience: float = ENGINE_PATIENCE,
+        ports: Ports | None = None,
+    ):
+        self.pf = pf
+        self.engine = runtime  # as it is: before the run exists, an engine away is exit 3
+        self.store = store
+        self.options = options or RunOptions()
+        self.reporter = reporter
+        self.clock = clock
+        self.new_id = new_id
+        self.sleep = sleep
+        self.ports = ports or Ports.local(pf)
+        self.results: queue.Queue[Result | Notice] = queue.Queue()
+        self.guard = EngineGuard(
+            runtime.ping,
+            engine_patience,
+            clock=clock,
+            sleep=sleep,
+            notify=lambda event: self.results.put(Notice(event)),
+        )
+        # Once the run exists, every engine call waits out an engine that restarts.
+        self.runtime: Runtime = PatientRuntime(runtime, self.guard)
+
+    # -- before the run exists ------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Run the pipeline to completion; return the run id or raise :class:`RunFailed`."""
+        self.engine.ping()
+        with _collector_paused():
+            graph = graph_of(self.pf)
+        pool = pool_of(self.engine, self.options.max_cpus, self.options.max_memory)
+        services = sorted({name for i in graph.instances.values() for name in i.services})
+        # Reserved for the whole run, so that starting one never over-commits the pool.
+        reserved = ZERO
+        for name in services:
+            resources = self.pf.pipeline.services[name].resources
+            reserved = reserved + Capacity.of(resources.cpus, resources.memory)
+        check_fits(graph, pool, reserved)
+        journal = RunJournal(self.store, self.reporter, self.clock)
+        notes: list[Event] = []
+        one_at_a_time = threading.Lock()  # images are made by several threads
+
+        def note(message: str) -> None:  # shown now, recorded once the run exists
+            with one_at_a_time:
+                notes.append(Event("image", self.clock(), detail={"message": message}))
+                journal.report(notes[-1])
+
+        images = resolve_images(
+            self.pf,
+            [i.image for i in graph.instances.values()]
+            + [self.pf.pipeline.services[name].image for name in services],
+            self.engine,
+            note,
+        )
+        volumes = RunVolumes(self.pf, self.ports.volumes)
+        with RunLock(self.pf.state_dir), contextlib.ExitStack() as held:
+            volumes.take(graph, held, wait=self.options.wait_for_volumes)
+            run_id = self.new_id()
+            total = sum(pool.values(), ZERO)
+            journal.open(
+                RunRow(
+                    run_id,
+                    graph.pipeline,
+                    hashlib.sha256(self.pf.path.read_bytes()).hexdigest(),
+                    RunState.RUNNING.value,
+                    self.clock(),
+                    None,
+                    total.cpus,
+                    total.memory,
+                    None,
+                    json.dumps(images, sort_keys=True),
+                    json.dumps(packages_of(images, self.engine)),
+                ),
+                [(str(iid), iid.step) for iid in graph.order],
+                notes,
+            )
+            detail = {
+                "run": run_id,
+                "instances": len(graph.order),
+                "cpus": total.cpus,
+                "memory": total.memory,
+            }
+            journal.report(Event("run-started", self.clock(), detail=detail))
+            for event in volumes.snapshot_written("before", self.clock()):
+                journal.report(event)
+            journal.flush()
+            with _collector_paused():
+                parts = self._parts(run_id, graph, _after(pool, reserved), images, volumes, journal)
+            # The graph and the planner live as long as the run: out of the cyclic
+            # collector's way, or each of its passes walks every instance again.
+            gc.freeze()
+            try:
+                return self._run(parts, graph, volumes)
+            finally:
+                gc.unfreeze()
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def _parts(
+        self,
+        run_id: str,
+        graph: Graph,
+        pool: dict[str, Capacity],
+        images: dict[str, str],
+        volumes: RunVolumes,
+        journal: RunJournal,
+    ) -> _Parts:
+        identity = RunIdentity(
+            self.pf.pipeline.name, project_id(self.pf), run_id, self.engine.shares_host_cgroups()
+        )
+        services = Services(
+            self.runtime,
+            self.pf.pipeline.services,
+            images,
+            volumes.live,
+            identity.labels(),
+            prefix=f"dockyard-{identity.pipeline}-{run_id}",
+            sleep=self.sleep,
+            clock=self.clock,
+            engine_away_since=lambda since: self.guard.away_between(since, self.clock()),
+        )
+        known = Known()
+        hasher = InputHasher(self.store, self.clock())
+
+        resolver = Resolver(
+            graph,
+            images,
+            hasher,
+            volumes,
+            self.store,
+            self.ports.outputs,
+            known,
+            InputPaths(self.pf.root, fresh=False),
+        )
+        launcher = Launcher(
+            identity,
+            graph,
+            images,
+            known,
+            (self.ports.workspace, self.ports.outputs),
+            volumes,
+            services,
+            self.runtime,
+            InputPaths(self.pf.root, fresh=True),  # resolved again when mounted
+        )
+        conclusion = Conclusion(graph, self.ports.outputs, journal, volumes, hasher, known)
+        runner = AttemptRunner(
+            self.runtime,
+            self.guard,
+            (self.ports.workspace, self.ports.outputs),
+            self.results,
+            self.clock,
+        )
+        dispatch = Dispatch(runner, self.results, workers=len(graph.order) + 1)
+        planner = Planner(
+            graph, pool, keep_going=self.options.keep_going, no_cache=self.options.no_cache
+        )
+        loop = RunLoop(
+            planner,
+            resolver,
+            launcher,
+            conclusion,
+            dispatch,
+            journal,
+            self.clock,
+            cache=not self.options.no_cache,
+        )
+        labels = {LABEL_PIPELINE: identity.pipeline, LABEL_PROJECT: identity.project}
+        recovery = Recovery(self.runtime, self.store, journal, labels)
+        return _Parts(
+            identity,
+            journal,
+            services,
+            hasher,
+            planner,
+            launcher,
+            conclusion,
+            dispatch,
+            loop,
+            recovery,
+        )
+
+    def _run(self, parts: _Parts, graph: Graph, volumes: RunVolumes) -> str:
+        run_id = parts.identity.run_id
+        try:
+            parts.recovery.close_dead_runs(run_id)
+            parts.loop.resolver.orphans = parts.recovery.orphans(run_id)
+            parts.loop.settle()
+            # Services of steps the cache did not answer start now, without waiting: a
+            # database initialises while the steps before its users work.
+            pending = parts.planner.in_phase(Phase.PENDING)
+            wanted = {name for iid in pending for name in graph.instances[iid].services}
+            parts.services.start(tuple(sorted(wanted)))
+            parts.recovery.sweep(run_id, parts.launcher.adopted)
+            parts.loop.resolver.orphans = {}
+            parts.loop.run()
+        except Abandon:
+            self.guard.give_up()
+            parts.dispatch.close(abandon=True)
+            raise
+        except KeyboardInterrupt:
+            self.guard.give_up()  # clean up what can be, but never wait for an engine again
+            self._finish(parts, volumes, RunEvent.STOPPED, "interrupted by a signal")
+            raise
+        except EngineUnavailable as exc:
+            self.guard.give_up()
+            self._finish(parts, volumes, RunEvent.STOPPED, exc.message)
+            raise
+        except BaseException as exc:
+            self.guard.give_up()
+            self._finish(parts, volumes, RunEvent.ERROR, str(exc))
+            raise
+        failed = parts.planner.in_phase(Phase.FAILED)
+        if not failed:
+            # Nothing failed, yet the planner had nothing left it could start: that work can
+            # never fit. (check_fits makes this unreachable today; never report it as success.)
+            failed = parts.planner.in_phase(Phase.PENDING)
+            for iid in failed:
+                parts.journal.never_fitted(iid)
+        if failed:
+            self._finish(parts, volumes, RunEvent.SOME_FAILED, f"{len(failed)} instance(s) failed")
+            raise RunFailed(run_id, [str(i) for i in failed], pipeline=graph.pipeline)
+        self._finish(parts, volumes, RunEvent.ALL_SUCCEEDED, None)
+        return run_id
+
+    # -- the end of a run ---------------------------------------------------------------------
+
+    def _finish(
+        self, parts: _Parts, volumes: RunVolumes, event: RunEvent, message: str | None
+    ) -> None:
+        removed = self._remove_leftovers(parts)
+        parts.dispatch.close()
+        parts.services.stop()
+        parts.journal.interrupted(parts.conclusion.running())
+        if removed:  # else containers may still run (the engine is away): the next run adopts
+            self.ports.workspace.clear()  # the run lock is held: nobody else works here
+        if parts.identity.own_cgroups:
+            cgroups.sweep(f"{parts.identity.project}-")
+        parts.hasher.flush()
+        for snapshot in volumes.snapshot_written("after", self.clock()):  # what it produced
+            parts.journal.report(snapshot)
+        parts.journal.finish(advance(RUN, RunState.RUNNING, event), message)
+
+    def _remove_leftovers(self, parts: _Parts) -> bool:
+        """However the loop ended, no container of this run (or adopted by it) may remain.
+        False when some may (the engine did not answer)."""
+        try:
+            for container in self.runtime.list({LABEL_RUN: parts.identity.run_id}):
+                if container.labels.get(LABEL_KEEP) != "true":  # Services.stop decides those
+                    self.runtime.remove(container.id)
+            for container_id in parts.launcher.adopted:
+                self.runtime.remove(container_id)
+        except DockyardError:
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Building one object per instance (100,000 of them) makes the cyclic collector run
+    again and again over what was just built and is all alive: it is paused meanwhile."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _after(pool: dict[str, Capacity], reserved: Capacity) -> dict[str, Capacity]:
+    """The pool once the services' reservation is taken from the node they run on."""
+    first = next(iter(pool))
+    return {node: room - reserved if node == first else room for node, room in pool.items()}

@@ -1,0 +1,127 @@
+"""The ports through which a run reaches bytes: committed outputs, named volumes, and the
+folders an attempt works in. Each says on which node a thing lives and hands out what to
+bind into a container *on a given node*, so that a cluster backend can add
+implementations (an agent per node that fetches outputs by digest, volumes that move)
+without a change to the loop. The local implementations are today's behaviour on one
+machine; fakes live in :mod:`dockyard.testing`; one contract suite per port runs on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from dockyard.outputs import Sealed
+from dockyard.volumes import Snapshot, VolumeInfo
+
+
+@dataclass(frozen=True)
+class Staging:
+    """Where one attempt writes its ``/out`` before it is committed."""
+
+    node: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class StoredOutput:
+    """A committed output, as the output store keeps it."""
+
+    digest: str
+    node: str
+    location: str  # where it is on that node (recorded in the state store)
+    size: int
+    files: int
+    changes: tuple[str, ...] = ()  # what sealing dropped or changed, for the step's log
+
+
+class OutputStore(Protocol):
+    """Committed outputs: immutable, content-addressed, found again by digest."""
+
+    def seal(self, staging: Staging) -> Sealed:
+        """Make ``staging`` plain, read-only data and hash it (on its node, beside the loop:
+        an attempt's worker calls this). OSError when it is gone."""
+
+    def commit(self, staging: Staging, sealed: Sealed) -> StoredOutput:
+        """Keep a sealed staging folder under its digest; an output with the same digest
+        already kept is reused and ``staging`` discarded."""
+
+    def discard(self, staging: Staging) -> None:
+        """Delete a staging folder that will not be committed."""
+
+    def exists(self, digest: str) -> bool: ...
+
+    def locate(self, digest: str) -> Path:
+        """Where a committed output can be read on this machine."""
+
+    def bind(self, digest: str, node: str) -> str:
+        """The host path to bind, read-only, into a container on ``node``."""
+
+
+class Workspace(Protocol):
+    """The folders a run works in: attempts' staging folders, stream pipes, logs."""
+
+    def staging(self, run_id: str, instance: str, attempt: int, node: str) -> Staging:
+        """Where an attempt's ``/out`` is (a dead run's attempt's, too); nothing is made."""
+
+    def make(self, staging: Staging) -> None:
+        """Make the staging folder, empty (any user may write it; its parents are
+        private): an attempt's worker calls this before the container is created."""
+
+    def streams(self, run_id: str, unit: str, attempt: int, producers: Sequence[str]) -> Path:
+        """A folder with one FIFO per producer of a streamed chain, for its members."""
+
+    def log(self, run_id: str, instance: str, attempt: int) -> Path:
+        """Where an attempt's logs are kept."""
+
+    def clear(self) -> None:
+        """Delete every run's work folders (the caller holds the pipeline's run lock)."""
+
+
+class VolumeBackend(Protocol):
+    """Named volumes: state that outlives runs, with snapshots and send/receive."""
+
+    def ensure(self, name: str, seed: Path | None = None) -> None:
+        """Create the volume on first use, copying ``seed`` in once."""
+
+    def hold(
+        self, name: str, *, exclusive: bool, wait: bool = False
+    ) -> AbstractContextManager[None]:
+        """Hold the volume for a run: shared by readers, exclusive for a writer; refused
+        (:class:`~dockyard.volumes.VolumeInUse`) unless ``wait``."""
+
+    def exists(self, name: str) -> bool: ...
+
+    def all(self) -> list[VolumeInfo]: ...
+
+    def inspect(self, name: str) -> VolumeInfo: ...
+
+    def snapshots(self, name: str) -> list[Snapshot]: ...
+
+    def snapshot(self, name: str, tag: str | None = None) -> Snapshot:
+        """Freeze the live volume (the caller holds it exclusively)."""
+
+    def rollback(self, name: str, ref: str) -> int:
+        """Make the live volume what snapshot ``ref`` (id or tag) holds; bytes copied back."""
+
+    def send(
+        self, name: str, out: BinaryIO, base: str | None = None, target: str | None = None
+    ) -> tuple[int, int]:
+        """Write a snapshot (or the increment between two) as a stream; (records, bytes)."""
+
+    def receive(self, name: str, inp: BinaryIO) -> Snapshot:
+        """Apply a stream, all of it or nothing."""
+
+    def remove(self, name: str) -> None: ...
+
+    def live(self, name: str) -> Path:
+        """The volume's live folder on this machine (for digests)."""
+
+    def bind(self, name: str, node: str) -> str:
+        """The host path to bind into a container on ``node``."""
+
+
+__all__ = ["OutputStore", "Staging", "StoredOutput", "VolumeBackend", "Workspace"]

@@ -1,0 +1,293 @@
+"""The incremental planner: the same answers as planning from scratch, in time per event."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dockyard.graph import Graph, InstanceId
+from dockyard.plan import Block, Observed, Outcome, Phase, Reason, Start, after_attempt, plan
+from dockyard.planner import (
+    Adopt,
+    Commit,
+    Fail,
+    Kill,
+    Orphan,
+    Planner,
+    Resolution,
+    Retry,
+    Reuse,
+)
+from dockyard.preflight import graph_of
+from dockyard.schedule import Capacity
+from dockyard.spec import load_pipeline
+from tests.conftest import WritePipeline
+
+MIB = 1024**2
+POOL = Capacity.of(2, 1024 * MIB)
+MISS = Resolution(reusable=False, orphans={})
+
+
+def iid(text: str) -> InstanceId:
+    return InstanceId.parse(text)
+
+
+def graph(write_pipeline: WritePipeline, text: str) -> Graph:
+    return graph_of(load_pipeline(write_pipeline(text)))
+
+
+def resolve_all(planner: Planner, resolution: Resolution = MISS) -> list[object]:
+    actions: list[object] = []
+    while units := planner.resolvable():
+        for unit in units:
+            actions += planner.resolved(unit, resolution)
+    return actions
+
+
+CHAIN = """
+    version: 1
+    name: chain
+    defaults: {image: busybox:1.36, resources: {cpus: 1, memory: 64m}}
+    steps:
+      a: {command: "true"}
+      b: {command: "true", needs: [a], scatter: {s: [x, y, z]}}
+      c: {command: "true", needs: [b]}
+      side: {command: "true"}
+"""
+
+
+def test_roots_start_first_critical_path_first_on_the_node_that_fits(
+    write_pipeline: WritePipeline,
+) -> None:
+    planner = Planner(graph(write_pipeline, CHAIN), POOL)
+    resolve_all(planner)
+    result = planner.next(now=0)
+    assert result.actions == (
+        Start(iid("a"), 1, 64 * MIB, "local"),
+        Start(iid("side"), 1, 64 * MIB, "local"),
+    )
+    assert not result.finished
+
+
+def test_a_success_makes_its_dependents_resolvable_and_a_failure_blocks_them(
+    write_pipeline: WritePipeline,
+) -> None:
+    planner = Planner(graph(write_pipeline, CHAIN), POOL)
+    resolve_all(planner)
+    planner.next(now=0)
+    assert planner.ended(iid("a"), 1, Outcome(0), now=1) == [Commit(iid("a"), 1)]
+    assert [u for u in planner.resolvable()] == [(iid("b[x]"),), (iid("b[y]"),), (iid("b[z]"),)]
+    failed = planner.ended(iid("side"), 1, Outcome(3), now=1)
+    assert failed == [Fail(iid("side"), 1, Outcome(3), "exited with status 3")]
+
+
+def test_a_failure_blocks_everything_downstream_once(write_pipeline: WritePipeline) -> None:
+    planner = Planner(graph(write_pipeline, CHAIN), POOL)
+    resolve_all(planner)
+    planner.next(now=0)
+    planner.ended(iid("a"), 1, Outcome(2), now=1)
+    result = planner.next(now=1)
+    assert [str(a.instance) for a in result.actions if isinstance(a, Block)] == [
+        "b[x]",
+        "b[y]",
+        "b[z]",
+        "c",
+    ]
+    assert planner.next(now=1).actions == ()
+
+
+def test_a_retry_waits_for_its_backoff(write_pipeline: WritePipeline) -> None:
+    text = CHAIN.replace(
+        'a: {command: "true"}', 'a: {command: "true", retries: {max: 1, backoff: 10s}}'
+    )
+    planner = Planner(graph(write_pipeline, text), POOL)
+    resolve_all(planner)
+    planner.next(now=0)
+    (retry,) = planner.ended(iid("a"), 1, Outcome(1), now=0)
+    assert isinstance(retry, Retry) and retry.at == 10.0
+    assert planner.next(now=5).wake_at == 10.0
+    assert Start(iid("a"), 2, 64 * MIB, "local") in planner.next(now=10).actions
+
+
+def test_a_unit_the_cache_answers_is_reused_and_its_dependents_resolve(
+    write_pipeline: WritePipeline,
+) -> None:
+    planner = Planner(graph(write_pipeline, CHAIN), POOL)
+    first = planner.resolvable()
+    assert first == [(iid("a"),), (iid("side"),)]
+    assert planner.resolved(first[0], Resolution(True, {})) == [Reuse(iid("a"))]
+    assert len(planner.resolvable()) == 3  # b[x], b[y], b[z]
+
+
+def test_a_unit_with_a_dead_runs_container_is_adopted_and_holds_its_room(
+    write_pipeline: WritePipeline,
+) -> None:
+    planner = Planner(graph(write_pipeline, CHAIN), Capacity.of(1, 1024 * MIB))
+    (a, side) = planner.resolvable()
+    orphan = Orphan("c0ffee", "old-run", 3, running=True)
+    assert planner.resolved(a, Resolution(False, {iid("a"): orphan})) == [Adopt(iid("a"), orphan)]
+    planner.resolved(side, MISS)
+    assert planner.next(now=0).actions == ()  # a's container uses the only CPU
+
+
+def test_no_cache_reruns_what_the_cache_would_answer(write_pipeline: WritePipeline) -> None:
+    planner = Planner(graph(write_pipeline, CHAIN), POOL, no_cache=True)
+    (a, _) = planner.resolvable()
+    assert planner.resolved(a, Resolution(True, {})) == []
+
+
+STREAMED = """
+    version: 1
+    name: streamed
+    defaults: {image: busybox:1.36, resources: {cpus: 1, memory: 64m}}
+    steps:
+      gen: {command: "echo hi"}
+      count: {stdin: gen, command: "wc -c > /out/n", retries: 1}
+"""
+
+
+def test_a_failed_stream_member_gets_its_partner_killed_and_both_retry(
+    write_pipeline: WritePipeline,
+) -> None:
+    planner = Planner(graph(write_pipeline, STREAMED), POOL)
+    resolve_all(planner)
+    assert len(planner.next(now=0).actions) == 2
+    assert planner.ended(iid("count"), 1, Outcome(1), now=1) == [Kill(iid("gen"), 1)]
+    retries = planner.ended(iid("gen"), 1, Outcome(137), now=1)
+    assert [(type(a), str(a.instance)) for a in retries] == [(Retry, "gen"), (Retry, "count")]
+    assert "stream partner count failed" in retries[0].message  # type: ignore[union-attr]
+
+
+def test_a_producer_ended_by_sigpipe_after_its_consumer_is_fine(
+    write_pipeline: WritePipeline,
+) -> None:
+    planner = Planner(graph(write_pipeline, STREAMED), POOL)
+    resolve_all(planner)
+    planner.next(now=0)
+    assert planner.ended(iid("gen"), 1, Outcome(141), now=1) == []
+    assert planner.ended(iid("count"), 1, Outcome(0), now=1) == [
+        Commit(iid("gen"), 1),
+        Commit(iid("count"), 1),
+    ]
+
+
+def test_work_goes_to_the_fullest_node_that_fits(write_pipeline: WritePipeline) -> None:
+    nodes = {"big": Capacity.of(4, 4096 * MIB), "small": Capacity.of(1, 1024 * MIB)}
+    planner = Planner(graph(write_pipeline, CHAIN), nodes)
+    resolve_all(planner)
+    assert {a.node for a in planner.next(now=0).actions if isinstance(a, Start)} == {"small", "big"}
+
+
+# -- the same answers as planning from scratch ---------------------------------------------------
+
+
+def pipeline(width: int, depth: int, cpus: list[float], retries: int) -> str:
+    values = ", ".join(f'"{i}"' for i in range(width))
+    lines = [
+        "version: 1",
+        "name: oracle",
+        f"defaults: {{image: busybox:1.36, retries: {{max: {retries}, backoff: 1s}}}}",
+        "steps:",
+    ]
+    for level in range(depth):
+        lines += [
+            f"  s{level}:",
+            f"    resources: {{cpus: {cpus[level % len(cpus)]}, memory: 64m}}",
+            f"    scatter: {{v: [{values}]}}",
+            '    command: "true"',
+        ]
+        if level:
+            lines.append(f"    needs: [s{level - 1}]")
+    lines += ["  total:", f"    needs: [s{depth - 1}]", '    command: "true"']
+    return "\n".join(lines) + "\n"
+
+
+OUTCOMES = [
+    Outcome(0),
+    Outcome(0),
+    Outcome(1),
+    Outcome(137, Reason.OOM),
+    Outcome(None, Reason.LOST),
+]
+
+
+def oracle_after(
+    graph: Graph, seen: dict[InstanceId, Observed], iid: InstanceId, outcome: Outcome, now: float
+) -> None:
+    if outcome.ok:
+        seen[iid] = replace(seen[iid], phase=Phase.SUCCEEDED, reason=None)
+    else:
+        seen[iid] = after_attempt(graph.instances[iid], seen[iid], outcome, now, POOL)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    width=st.integers(1, 4),
+    depth=st.integers(1, 3),
+    cpus=st.lists(st.sampled_from([0.5, 1.0, 1.5]), min_size=1, max_size=3),
+    retries=st.integers(0, 2),
+    keep_going=st.booleans(),
+    data=st.data(),
+)
+def test_incremental_planning_agrees_with_planning_from_scratch(
+    tmp_path_factory: pytest.TempPathFactory,
+    width: int,
+    depth: int,
+    cpus: list[float],
+    retries: int,
+    keep_going: bool,
+    data: st.DataObject,
+) -> None:
+    folder: Path = tmp_path_factory.mktemp("oracle")
+    (folder / "dockyard.yaml").write_text(pipeline(width, depth, cpus, retries))
+    g = graph_of(load_pipeline(folder / "dockyard.yaml"))
+    planner = Planner(g, POOL, keep_going=keep_going)
+    seen: dict[InstanceId, Observed] = {i: Observed() for i in g.order}
+    now = 0.0
+    for _ in range(200):
+        resolve_all(planner)
+        expected = plan(g, seen, POOL, now, keep_going=keep_going)
+        got = planner.next(now)
+        for action in expected.actions:  # the oracle's actions, applied to its own state
+            if isinstance(action, Start):
+                seen[action.instance] = replace(
+                    seen[action.instance],
+                    phase=Phase.RUNNING,
+                    attempts=action.attempt,
+                    memory=action.memory,
+                    retry_at=None,
+                )
+            else:
+                seen[action.instance] = replace(seen[action.instance], phase=Phase.BLOCKED)
+        assert sorted(
+            (a.instance, a.attempt, a.memory) for a in got.actions if isinstance(a, Start)
+        ) == sorted(
+            (a.instance, a.attempt, a.memory) for a in expected.actions if isinstance(a, Start)
+        )
+        assert sorted(a.instance for a in got.actions if isinstance(a, Block)) == sorted(
+            a.instance for a in expected.actions if isinstance(a, Block)
+        )
+        assert (got.finished, got.wake_at) == (expected.finished, expected.wake_at)
+        assert {i: o.phase for i, o in planner.observed.items()} == {
+            i: o.phase for i, o in seen.items()
+        }
+        if got.finished:
+            return
+        running = sorted(i for i, o in seen.items() if o.phase is Phase.RUNNING)
+        ending = (
+            data.draw(st.lists(st.sampled_from(running), min_size=1, unique=True))
+            if running
+            else []
+        )
+        for instance in ending:
+            outcome = data.draw(st.sampled_from(OUTCOMES))
+            planner.ended(instance, seen[instance].attempts, outcome, now)
+            oracle_after(g, seen, instance, outcome, now)
+        now += data.draw(st.sampled_from([0.0, 0.5, 1.0]))
+    raise AssertionError("the run never finished")
