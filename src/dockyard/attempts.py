@@ -116,8 +116,10 @@ class AttemptRunner:
                 unwatched = "the container engine restarted while it ran"
             if spec is not None and spec.cgroup_parent is not None:
                 usage = cgroups.read_usage(spec.cgroup_parent)
-            order.log.parent.mkdir(parents=True, exist_ok=True)
-            order.log.write_bytes(self.runtime.logs(container_id))
+            logs = self.runtime.logs(container_id)
+            if logs:  # an attempt that printed nothing has no file (one fewer per instance)
+                order.log.parent.mkdir(parents=True, exist_ok=True)
+                order.log.write_bytes(logs)
             if status.exit_code == 0 and not status.timed_out:
                 # Beside the loop, the slow part of committing: the loop only renames.
                 with contextlib.suppress(OSError):  # (gone: the attempt is lost)

@@ -350,9 +350,11 @@ def logs(file: str, args: tuple[str, ...], attempt: int | None) -> None:
     )
     if chosen is None:
         raise UnknownReference(f"{name} has no attempt {attempt} (it had {len(attempts)})")
-    if chosen.log_path is None or not Path(chosen.log_path).exists():
+    if chosen.log_path is None or chosen.ended_at is None:
         raise UnknownReference(f"no logs were kept for {name} attempt {chosen.number}")
-    sys.stdout.buffer.write(Path(chosen.log_path).read_bytes())
+    log = Path(chosen.log_path)
+    # An attempt that printed nothing has no log file.
+    sys.stdout.buffer.write(log.read_bytes() if log.exists() else b"")
     sys.stdout.flush()
 
 

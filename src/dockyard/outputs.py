@@ -166,28 +166,57 @@ class Sealed:
 
 
 def seal_tree(staging: Path) -> Sealed:
-    """Seal ``staging`` and hash it: the slow part of a commit, which can run beside the
-    loop (on the attempt's worker; on a cluster, on the node that holds the tree)."""
-    changes = seal(staging)
-    digest, size, files = tree_digest(staging)
-    return Sealed(digest, size, files, _summary(changes))
+    """Seal ``staging`` and hash it, in one walk (what :func:`seal`, then
+    :func:`tree_digest` give): the slow part of a commit, which can run beside the loop
+    (on the attempt's worker; on a cluster, on the node that holds the tree)."""
+    changes: list[str] = []
+    outer = hashlib.sha256()
+    size = files = 0
+    with safefs.opened(staging) as root_fd:
+        for folder in safefs.walk(root_fd):
+            for entry in folder.entries:
+                rel, mode = folder.path(entry.name), entry.info.st_mode
+                try:
+                    if stat.S_ISREG(mode):
+                        fd = safefs.open_file(folder.fd, entry.name)
+                        with os.fdopen(fd, "rb") as fh:
+                            _seal(fd, rel, changes)
+                            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                        line = f"F{'x' if mode & 0o111 else '-'} {rel}\0{digest}"
+                        size += entry.info.st_size
+                        files += 1
+                    elif stat.S_ISLNK(mode):
+                        line = f"L {rel}\0{os.readlink(entry.name, dir_fd=folder.fd)}"
+                    else:
+                        if not stat.S_ISDIR(mode):
+                            _seal_entry(folder, entry, changes)  # dropped: not data
+                        continue  # folders come after the files
+                except OSError as exc:
+                    if safefs.vanished(exc):
+                        continue
+                    raise
+                outer.update(line.encode("utf-8", "surrogateescape") + b"\n")
+            _seal(folder.fd, "/".join(folder.rel) or ".", changes)  # after its entries
+            for name in folder.subdirs:
+                outer.update(f"D {folder.path(name)}\n".encode("utf-8", "surrogateescape"))
+    return Sealed(outer.hexdigest(), size, files, _summary(changes))
 
 
 def place(staging: Path, sealed: Sealed, outputs_dir: Path) -> Path:
     """Move a sealed tree into the content-addressed store; an identical output already
     there is kept and ``staging`` discarded."""
     final = outputs_dir / sealed.digest
-    if final.exists():
-        discard(staging)
-        return final
-    if not outputs_dir.is_dir():  # (a stat: far cheaper than a mkdir each commit)
-        outputs_dir.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(staging, final)
-    except OSError:
-        if not final.exists():
+    except FileNotFoundError:
+        if staging.is_dir():  # the store's folder, the first time
+            outputs_dir.mkdir(parents=True, exist_ok=True)
+            return place(staging, sealed, outputs_dir)
+        raise
+    except OSError:  # (renaming onto a folder that is not empty: ENOTEMPTY or EEXIST)
+        if not final.is_dir():
             raise
-        discard(staging)  # a concurrent commit of the same content won
+        discard(staging)  # the same content is kept already
     return final
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dockyard.cache import InputHasher, cache_key
+from dockyard.errors import PlanError
 from dockyard.graph import Graph, InstanceId
 from dockyard.images import image_key
 from dockyard.planner import Orphan, Resolution
@@ -88,7 +89,13 @@ class Resolver:
 
     def _key(self, iid: InstanceId) -> str:
         instance = self.graph.instances[iid]
-        inputs = [(n, self.hasher.digest(self.input_path(rel))) for n, rel in instance.inputs]
+        try:
+            inputs = [(n, self.hasher.digest(self.input_path(rel))) for n, rel in instance.inputs]
+        except FileNotFoundError as exc:
+            raise PlanError(
+                f"an input of {iid} is gone since the pipeline file was checked: {exc.filename}",
+                step=iid.step,
+            ) from None
         upstream = [(m.target, self.known.outputs[m.source]) for m in instance.upstream]
         upstream += self.volumes.read_keys(instance, self.hasher)
         if instance.stdin is not None:  # what streams in is known only by its key

@@ -251,7 +251,7 @@ class Executor:
             self.store,
             self.ports.outputs,
             known,
-            InputPaths(self.pf.root, fresh=False),
+            InputPaths(self.pf.root, fresh=False, must_exist=False),
         )
         launcher = Launcher(
             identity,

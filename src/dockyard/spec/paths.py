@@ -49,15 +49,16 @@ class InputPaths:
     own folders are resolved anew every time, since one may have become a link since the
     last call; without (what a cache key hashes), each folder once."""
 
-    def __init__(self, root: Path, *, fresh: bool):
+    def __init__(self, root: Path, *, fresh: bool, must_exist: bool = True):
         self.resolver = Resolver(root)
         self.fresh = fresh
+        self.must_exist = must_exist  # (without: the caller's own stat will tell)
 
     def __call__(self, rel: str) -> str:
         if self.fresh:
             self.resolver.parents.clear()
         try:
-            return self.resolver.real(rel)
+            return self.resolver.real(rel, must_exist=self.must_exist)
         except BadPath as exc:
             raise PlanError(str(exc)) from None
 

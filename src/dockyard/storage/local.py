@@ -5,6 +5,7 @@ is this machine, so what a container binds is the path itself."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -46,7 +47,7 @@ class LocalOutputs:
         sealing.discard(staging.path)
 
     def exists(self, digest: str) -> bool:
-        return (self.root / digest).is_dir()
+        return os.path.isdir(os.path.join(self.root, digest))
 
     def locate(self, digest: str) -> Path:
         return self.root / digest
