@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from dockyard.cli import main
+from dockyard.errors import SpecError
+from dockyard.spec import load_pipeline
 
 HEAD = "version: 1\nname: hostile\n"
 STEP = HEAD + "steps:\n  a:\n    image: busybox:1.36\n    command: 'true'\n"
@@ -309,3 +311,10 @@ def test_twenty_thousand_wrong_values_make_a_short_message(
     assert code == 2
     assert "20000 problems" in output and "… and 19900 more" in output
     assert output.count("steps.a.scatter.s[") == 100
+
+
+def test_a_key_named_like_a_type_is_reported_as_the_unknown_key_it_is(tmp_path: Path) -> None:
+    (tmp_path / "dockyard.yaml").write_text("str:\nversion: 1\nname: x\nsteps: {a: {}}\n")
+    with pytest.raises(SpecError) as raised:
+        load_pipeline(tmp_path / "dockyard.yaml")
+    assert "unknown key 'str'" in str(raised.value)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from dockyard.errors import SpecError, SpecIssue, short_repr
 from dockyard.spec.checks import check_pipeline
@@ -77,9 +77,7 @@ def _pydantic_issues(exc: ValidationError, locator: Locator, shown: str) -> list
         loc = list(err["loc"])
         kind = err["type"]
         is_key = "[key]" in loc
-        loc = [part for part in loc if part != "[key]"]
-        # Union members add their type name to the path; it means nothing to a user.
-        loc = [part for part in loc if not _is_type_tag(part)]
+        loc = _user_path([part for part in loc if part != "[key]"], locator)
         if kind == "extra_forbidden":
             key = loc[-1]
             message = f"unknown key {key!r}"
@@ -99,6 +97,25 @@ def _pydantic_issues(exc: ValidationError, locator: Locator, shown: str) -> list
         seen.add(marker)
         issues.append(SpecIssue(shown, line, col, dotted(loc), message))
     return issues
+
+
+def _user_path(loc: list[Any], locator: Locator) -> list[Any]:
+    """The path as the file has it: a union member adds its type's name to pydantic's path
+    (``steps.a.scatter.x.Glob``), which means nothing to a user — unless the file itself has
+    a key of that name there (``str:``)."""
+    node: Any = locator.root
+    path: list[Any] = []
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif _is_type_tag(part):
+            continue
+        else:
+            node = None
+        path.append(part)
+    return path
 
 
 def _is_type_tag(part: object) -> bool:
