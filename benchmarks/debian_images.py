@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dockyard.images import BUILD_WORKERS, make_image, make_images
+from dockyard.images.resolve import BUILD_WORKERS, make_image, make_images
 from dockyard.runtime.docker import DockerRuntime
 from dockyard.spec import load_pipeline
 

@@ -23,7 +23,7 @@ from dockyard.execution import Executor
 from dockyard.runtime.base import LABEL_PIPELINE, Bind, ContainerSpec
 from dockyard.runtime.docker import DockerRuntime
 from dockyard.spec import load_pipeline
-from dockyard.store import Store
+from dockyard.storage.store import Store
 from dockyard.testing.images import BUSYBOX_IMAGE, ensure_busybox_image
 
 CPUS = 0.5

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dockyard.store import RunRow, Store
+from dockyard.storage.store import RunRow, Store
 from dockyard.testing.browser import chromium
 
 

@@ -59,7 +59,7 @@ def child(path: Path, expect_cached: bool) -> None:
     """One `dockyard run` in this process, on the fake runtime; prints its figures as JSON."""
     from dockyard.execution import Executor
     from dockyard.spec import load_pipeline
-    from dockyard.store import Store
+    from dockyard.storage.store import Store
     from dockyard.testing import FakeRuntime
 
     began = time.perf_counter()

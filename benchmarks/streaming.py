@@ -23,11 +23,11 @@ import textwrap
 import time
 from pathlib import Path
 
-from dockyard.busybox import find_static_busybox
 from dockyard.execution import Executor, RunOptions
+from dockyard.images.busybox import find_static_busybox
 from dockyard.runtime.docker import DockerRuntime
 from dockyard.spec import load_pipeline
-from dockyard.store import Store
+from dockyard.storage.store import Store
 from dockyard.testing.images import BUSYBOX_IMAGE, ensure_busybox_image
 
 CPUS = {"generate": 0.25, "transform": 0.85, "count": 0.9}

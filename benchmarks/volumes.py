@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dockyard.volume_stream import send
-from dockyard.volumes import VolumeStore
+from dockyard.storage.volume_stream import send
+from dockyard.storage.volumes import VolumeStore
 
 FILE_MIB = 64
 CHANGE = 4096

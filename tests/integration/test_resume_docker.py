@@ -16,7 +16,7 @@ import pytest
 from dockyard.cli import main
 from dockyard.runtime.base import LABEL_PIPELINE
 from dockyard.runtime.docker import DockerRuntime
-from dockyard.store import Store
+from dockyard.storage.store import Store
 from tests.conftest import BUSYBOX_IMAGE, WritePipeline
 
 pytestmark = pytest.mark.docker

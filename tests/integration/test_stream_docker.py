@@ -134,7 +134,7 @@ def test_a_chain_shares_one_cpu_quota_of_its_summed_cpus(
     docker_runtime: DockerRuntime,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from dockyard.cgroups import pool_quota
+    from dockyard.execution.cgroups import pool_quota
 
     assert docker_runtime.shares_host_cgroups()
     path = write_pipeline(f"""

@@ -6,7 +6,7 @@ import hashlib
 import json
 import uuid
 
-from dockyard.volume_stream import MAGIC
+from dockyard.storage.volume_stream import MAGIC
 
 Raw = tuple[bytes, object, bytes]  # type byte, JSON fields, what follows the line
 

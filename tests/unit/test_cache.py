@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.cache import InputHasher
-from dockyard.store import Store
+from dockyard.storage.hashing import InputHasher
+from dockyard.storage.store import Store
 from dockyard.testing import FakeRuntime, Fault
 from tests.conftest import WritePipeline
 from tests.unit.test_engine_fake import IMAGE, execute

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard.execution import Executor, RunOptions
-from dockyard.graph import InstanceId
-from dockyard.preflight import graph_of
+from dockyard.planning.graph import InstanceId
+from dockyard.planning.preflight import graph_of
 from dockyard.runtime.base import ContainerSpec
 from dockyard.spec import load_pipeline
 from dockyard.spec.model import DEFAULT_PIDS
-from dockyard.store import Store
+from dockyard.storage.store import Store
 from dockyard.testing import FakeRuntime
 from tests.conftest import WritePipeline
 

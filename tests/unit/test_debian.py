@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dockyard import debian
-from dockyard.debian import AptSource, Recipe, apt_sources, debian_mirror, host_suite
-from dockyard.debian_build import Workdir, installed_versions, trim
 from dockyard.errors import ImageError
+from dockyard.images import debian
+from dockyard.images.debian import AptSource, Recipe, apt_sources, debian_mirror, host_suite
+from dockyard.images.debian_build import Workdir, installed_versions, trim
 
 
 def write(path: Path, text: str) -> Path:

@@ -19,7 +19,7 @@ from dockyard.execution import Executor
 from dockyard.runtime.base import LABEL_INSTANCE, ContainerSpec, ExitStatus
 from dockyard.runtime.patient import EngineGuard, PatientRuntime
 from dockyard.spec import load_pipeline
-from dockyard.store import Store
+from dockyard.storage.store import Store
 from dockyard.testing import FakeRuntime, Fault
 from tests.unit.test_engine_fake import IMAGE
 from tests.unit.test_recovery import attempt_run, pipeline_text, write

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dockyard.graph import InstanceId, UpstreamMount
-from dockyard.preflight import graph_of
+from dockyard.planning.graph import InstanceId, UpstreamMount
+from dockyard.planning.preflight import graph_of
 from dockyard.spec import load_pipeline
 from tests.conftest import WritePipeline
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from dockyard import debian, debian_build
 from dockyard.errors import ImageError
-from dockyard.images import (
+from dockyard.images import debian, debian_build
+from dockyard.images.resolve import (
     LABEL_CONTEXT,
     make_image,
     make_images,

@@ -12,7 +12,7 @@ from dockyard.errors import PlanError
 from dockyard.execution import Executor, RunOptions
 from dockyard.runtime.base import ContainerSpec
 from dockyard.spec import load_pipeline
-from dockyard.store import Store
+from dockyard.storage.store import Store
 from dockyard.testing import FakeRuntime
 from tests.conftest import WritePipeline
 

@@ -6,7 +6,7 @@ import stat
 import struct
 from pathlib import Path
 
-from dockyard.outputs import commit, discard, note_changes, tree_digest
+from dockyard.storage.outputs import commit, discard, note_changes, tree_digest
 
 
 def make_tree(root: Path, files: dict[str, str]) -> Path:

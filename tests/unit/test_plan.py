@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.graph import Graph, InstanceId
-from dockyard.plan import (
+from dockyard.planning.graph import Graph, InstanceId
+from dockyard.planning.plan import (
     Block,
     Observed,
     Outcome,
@@ -14,8 +14,8 @@ from dockyard.plan import (
     after_attempt,
     plan,
 )
-from dockyard.preflight import graph_of
-from dockyard.schedule import Capacity
+from dockyard.planning.preflight import graph_of
+from dockyard.planning.schedule import Capacity
 from dockyard.spec import load_pipeline
 from tests.conftest import WritePipeline
 

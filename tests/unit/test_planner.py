@@ -9,9 +9,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockyard.graph import Graph, InstanceId
-from dockyard.plan import Block, Observed, Outcome, Phase, Reason, Start, after_attempt, plan
-from dockyard.planner import (
+from dockyard.planning.graph import Graph, InstanceId
+from dockyard.planning.plan import (
+    Block,
+    Observed,
+    Outcome,
+    Phase,
+    Reason,
+    Start,
+    after_attempt,
+    plan,
+)
+from dockyard.planning.planner import (
     Adopt,
     Commit,
     Fail,
@@ -22,8 +31,8 @@ from dockyard.planner import (
     Retry,
     Reuse,
 )
-from dockyard.preflight import graph_of
-from dockyard.schedule import Capacity
+from dockyard.planning.preflight import graph_of
+from dockyard.planning.schedule import Capacity
 from dockyard.spec import load_pipeline
 from tests.conftest import WritePipeline
 

@@ -13,7 +13,7 @@ from dockyard.errors import RunFailed
 from dockyard.events import Event
 from dockyard.execution import Abandon, Executor
 from dockyard.spec import load_pipeline
-from dockyard.store import Store
+from dockyard.storage.store import Store
 from dockyard.testing import FakeRuntime, Fault
 from tests.unit.test_engine_fake import IMAGE
 

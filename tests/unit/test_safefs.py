@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard import safefs
+from dockyard.storage import safefs
 
 
 @pytest.fixture

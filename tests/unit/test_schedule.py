@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dockyard.schedule import Capacity, Request, fit, in_use
+from dockyard.planning.schedule import Capacity, Request, fit, in_use
 
 GIB = 1024**3
 

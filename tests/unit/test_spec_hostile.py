@@ -267,7 +267,7 @@ def test_a_file_larger_than_the_bound_is_refused_unread(
 def test_dates_are_text_as_every_other_value(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dockyard.preflight import graph_of
+    from dockyard.planning.preflight import graph_of
     from dockyard.spec import load_pipeline
 
     (tmp_path / "dockyard.yaml").write_text(STEP + "    env: {DAY: 2024-02-30, AT: 2024-01-01}\n")

@@ -14,8 +14,8 @@ import pytest
 
 from dockyard.cli import main
 from dockyard.errors import PlanError
-from dockyard.graph import InstanceId
-from dockyard.preflight import graph_of
+from dockyard.planning.graph import InstanceId
+from dockyard.planning.preflight import graph_of
 from dockyard.spec import load_pipeline
 from dockyard.spec.interpolate import unclosed
 from dockyard.spec.paths import resolve_input

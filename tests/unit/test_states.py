@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from dockyard.plan import Phase
-from dockyard.states import (
+from dockyard.planning.plan import Phase
+from dockyard.planning.states import (
     ATTEMPT,
     ATTEMPT_IMPOSSIBLE,
     HOLD,

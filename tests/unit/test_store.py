@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.errors import StoreError, UnknownReference
-from dockyard.store import SCHEMA_VERSION, RunRow, Store
+from dockyard.storage.store import SCHEMA_VERSION, RunRow, Store
 
 
 def make_run(store: Store, run_id: str = "r1", started: float = 1.0) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from dockyard.cli import main
 from dockyard.events import Event
-from dockyard.progress import PlainProgress
-from dockyard.store import RunRow, Store
+from dockyard.report.progress import PlainProgress
+from dockyard.storage.store import RunRow, Store
 from dockyard.terminal import printable
 
 ESC = "\x1b]0;owned\x07\x1b[2J"  # set the window title, clear the screen

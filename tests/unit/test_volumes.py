@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from dockyard import safefs
 from dockyard.cli import main
 from dockyard.errors import InvalidInput, UnknownReference
-from dockyard.volume_stream import send
-from dockyard.volumes import Snapshot, VolumeInUse, VolumeStore
+from dockyard.storage import safefs
+from dockyard.storage.volume_stream import send
+from dockyard.storage.volumes import Snapshot, VolumeInUse, VolumeStore
 
 
 def checksums(root: Path) -> dict[str, str]:

@@ -9,16 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockyard.attempts import Result, outcome
-from dockyard.cache import InputHasher
+from dockyard.execution.attempts import Result, outcome
 from dockyard.execution.journal import RunJournal
 from dockyard.execution.resolution import Known
-from dockyard.graph import Graph, InstanceId
-from dockyard.outputs import note_changes
-from dockyard.plan import Outcome, Reason
-from dockyard.planner import Commit, Fail, Retry
-from dockyard.run_volumes import RunVolumes
-from dockyard.states import ATTEMPT, AttemptEvent, AttemptState, advance
+from dockyard.execution.run_volumes import RunVolumes
+from dockyard.planning.graph import Graph, InstanceId
+from dockyard.planning.plan import Outcome, Reason
+from dockyard.planning.planner import Commit, Fail, Retry
+from dockyard.planning.states import ATTEMPT, AttemptEvent, AttemptState, advance
+from dockyard.storage.hashing import InputHasher
+from dockyard.storage.outputs import note_changes
 from dockyard.storage.ports import OutputStore, Staging
 
 

@@ -15,10 +15,10 @@ import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from dockyard import cgroups
-from dockyard.attempts import AttemptRunner, Notice, Order, Result
 from dockyard.errors import DockyardError
-from dockyard.graph import InstanceId
+from dockyard.execution import cgroups
+from dockyard.execution.attempts import AttemptRunner, Notice, Order, Result
+from dockyard.planning.graph import InstanceId
 from dockyard.runtime.base import Runtime
 
 

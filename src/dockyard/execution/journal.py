@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from dockyard.events import Event, Reporter
-from dockyard.graph import InstanceId
-from dockyard.states import ATTEMPT, AttemptEvent, AttemptState, RunState, advance
-from dockyard.store import RunRow, Store
+from dockyard.planning.graph import InstanceId
+from dockyard.planning.states import ATTEMPT, AttemptEvent, AttemptState, RunState, advance
+from dockyard.storage.store import RunRow, Store
 
 Clock = Callable[[], float]
 SUCCEEDED = advance(ATTEMPT, AttemptState.RUNNING, AttemptEvent.SUCCEEDED).value

@@ -14,15 +14,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard import cgroups
-from dockyard.attempts import Order
 from dockyard.errors import PlanError
+from dockyard.execution import cgroups
+from dockyard.execution.attempts import Order
 from dockyard.execution.resolution import Known
-from dockyard.graph import Graph, Instance, InstanceId
-from dockyard.images import image_key
-from dockyard.plan import Start
-from dockyard.planner import Adopt
-from dockyard.run_volumes import RunVolumes
+from dockyard.execution.run_volumes import RunVolumes
+from dockyard.execution.services import Services
+from dockyard.execution.stream import HELPER, STREAM_DIR, helper_binary, wrap
+from dockyard.images.resolve import image_key
+from dockyard.planning.graph import Graph, Instance, InstanceId
+from dockyard.planning.plan import Start
+from dockyard.planning.planner import Adopt
 from dockyard.runtime.base import (
     LABEL_ATTEMPT,
     LABEL_INSTANCE,
@@ -34,10 +36,8 @@ from dockyard.runtime.base import (
     ContainerSpec,
     Runtime,
 )
-from dockyard.services import Services
 from dockyard.storage.local import safe_name
 from dockyard.storage.ports import OutputStore, Staging, Workspace
-from dockyard.stream import HELPER, STREAM_DIR, helper_binary, wrap
 
 
 @dataclass(frozen=True)

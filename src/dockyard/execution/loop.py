@@ -16,15 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dockyard.attempts import Notice, Result
 from dockyard.errors import EngineUnavailable
+from dockyard.execution.attempts import Notice, Result
 from dockyard.execution.conclusion import Conclusion
 from dockyard.execution.dispatch import Dispatch
 from dockyard.execution.journal import RunJournal
 from dockyard.execution.launcher import Launcher
 from dockyard.execution.resolution import Resolver
-from dockyard.plan import Block, Start
-from dockyard.planner import Action, Adopt, Commit, Fail, Kill, Planner, Retry, Reuse
+from dockyard.planning.plan import Block, Start
+from dockyard.planning.planner import Action, Adopt, Commit, Fail, Kill, Planner, Retry, Reuse
 from dockyard.runtime.base import LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_RUN
 
 STALE_ROWS = 0.2  # seconds rows may wait to be written when nothing else happens

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 
 from dockyard.errors import DockyardError
 from dockyard.execution.journal import RunJournal
-from dockyard.planner import Orphan
+from dockyard.planning.planner import Orphan
 from dockyard.runtime.base import LABEL_ATTEMPT, LABEL_KEY, LABEL_RUN, ContainerInfo, Runtime
-from dockyard.store import Store
+from dockyard.storage.store import Store
 
 
 class Recovery:

@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from dockyard.cache import InputHasher, cache_key
 from dockyard.errors import PlanError
-from dockyard.graph import Graph, InstanceId
-from dockyard.images import image_key
-from dockyard.planner import Orphan, Resolution
-from dockyard.run_volumes import RunVolumes
+from dockyard.execution.run_volumes import RunVolumes
+from dockyard.images.resolve import image_key
+from dockyard.planning.graph import Graph, InstanceId
+from dockyard.planning.keys import cache_key
+from dockyard.planning.planner import Orphan, Resolution
+from dockyard.storage.hashing import InputHasher
 from dockyard.storage.ports import OutputStore
-from dockyard.store import Store
+from dockyard.storage.store import Store
 
 Unit = tuple[InstanceId, ...]
 

@@ -23,11 +23,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from dockyard import cgroups
-from dockyard.attempts import AttemptRunner, Notice, Result
-from dockyard.cache import InputHasher
 from dockyard.errors import DockyardError, EngineUnavailable, RunFailed
 from dockyard.events import Event, Reporter, ignore
+from dockyard.execution import cgroups
+from dockyard.execution.attempts import AttemptRunner, Notice, Result
 from dockyard.execution.conclusion import Conclusion
 from dockyard.execution.dispatch import Dispatch
 from dockyard.execution.journal import RunJournal
@@ -35,23 +34,24 @@ from dockyard.execution.launcher import Launcher, RunIdentity
 from dockyard.execution.loop import RunLoop
 from dockyard.execution.recovery import Recovery
 from dockyard.execution.resolution import Known, Resolver
-from dockyard.graph import Graph
-from dockyard.images import packages_of, resolve_images
-from dockyard.lock import RunLock
-from dockyard.plan import Phase
-from dockyard.planner import Planner
-from dockyard.preflight import check_fits, graph_of, pool_of, project_id
-from dockyard.run_volumes import RunVolumes
+from dockyard.execution.run_volumes import RunVolumes
+from dockyard.execution.services import LABEL_KEEP, Services
+from dockyard.images.resolve import packages_of, resolve_images
+from dockyard.planning.graph import Graph
+from dockyard.planning.plan import Phase
+from dockyard.planning.planner import Planner
+from dockyard.planning.preflight import check_fits, graph_of, pool_of, project_id
+from dockyard.planning.schedule import ZERO, Capacity
+from dockyard.planning.states import RUN, RunEvent, RunState, advance
 from dockyard.runtime.base import LABEL_PIPELINE, LABEL_PROJECT, LABEL_RUN, Runtime
 from dockyard.runtime.patient import EngineGuard, PatientRuntime
-from dockyard.schedule import ZERO, Capacity
-from dockyard.services import LABEL_KEEP, Services
 from dockyard.spec.loader import PipelineFile
 from dockyard.spec.paths import InputPaths
-from dockyard.states import RUN, RunEvent, RunState, advance
+from dockyard.storage.hashing import InputHasher
 from dockyard.storage.local import LocalOutputs, LocalVolumes, LocalWorkspace
+from dockyard.storage.lock import RunLock
 from dockyard.storage.ports import OutputStore, VolumeBackend, Workspace
-from dockyard.store import RunRow, Store
+from dockyard.storage.store import RunRow, Store
 
 Clock = Callable[[], float]
 ENGINE_PATIENCE = float(os.environ.get("DOCKYARD_ENGINE_PATIENCE", "300"))

@@ -58,7 +58,7 @@ class ContainerSpec:
     binds: tuple[Bind, ...] = ()
     name: str | None = None
     entrypoint: tuple[str, ...] | None = None  # None: the image's own
-    cgroup_parent: str | None = None  # see dockyard.cgroups
+    cgroup_parent: str | None = None  # see dockyard.execution.cgroups
     network: str | None = None  # a network made by create_network; None: the default
     aliases: tuple[str, ...] = ()  # host names on that network
     health: Health | None = None
@@ -119,6 +119,9 @@ class Nodes(Protocol):
     def ping(self) -> None:
         """Raise :class:`~dockyard.errors.EngineUnavailable` unless the engine answers a new
         connection now."""
+
+    def close(self) -> None:
+        """Let go of the connection to the engine."""
 
     def nodes(self) -> list[Node]:
         """Every node with its capacity and state (one for a plain Docker Engine)."""

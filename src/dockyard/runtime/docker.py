@@ -1,28 +1,17 @@
-"""The Docker Engine adapter (official ``docker`` SDK, low-level API client).
-
-docker-py's dicts and exceptions stay in this module; callers see dockyard's own
-types and errors.
+"""The Docker Engine adapter: a :class:`~dockyard.runtime.base.Runtime` on one engine
+(local, or ``DOCKER_HOST``): its one node, containers and networks here, images in
+:mod:`.docker_images`, the connection and error translation in :mod:`.docker_client`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import socket
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
 
 import docker
 import docker.errors
 import requests.exceptions
-import urllib3.exceptions
-from docker.constants import DEFAULT_DOCKER_API_VERSION, DEFAULT_UNIX_SOCKET
-from docker.utils import kwargs_from_env, version_lt
 
-from dockyard.errors import EngineUnavailable, ImageError, RuntimeFailure
 from dockyard.runtime.base import (
     DEFAULT_CAPABILITIES,
     LOCAL_NODE,
@@ -32,124 +21,14 @@ from dockyard.runtime.base import (
     HostCapacity,
     Node,
 )
+from dockyard.runtime.docker_client import ping_socket
+from dockyard.runtime.docker_images import DockerImages
 
 STOP_GRACE_SECONDS = 10
-MIN_API_VERSION = "1.24"
-# Enough connections for every concurrently waiting container plus control calls.
-MAX_POOL_SIZE = 256
-START_HINT = (
-    "start it (e.g. `sudo systemctl start docker`, or `sudo dockerd &`), or point "
-    "DOCKER_HOST at a running engine"
-)
 
 
-# How a request fails when the engine is not there to answer it: refused or reset
-# connections, a socket that is gone, a stream (wait, logs) cut off mid-answer.
-_AWAY = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,
-    urllib3.exceptions.ProtocolError,
-    ConnectionError,
-)
-
-
-def ping_socket(path: str, timeout: float = 10.0) -> None:
-    """``GET /_ping`` over a new connection to the engine's unix socket; raise OSError unless
-    it answers 200. (docker-py would leave the socket of a refused connection to the
-    garbage collector.)"""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-        status = sock.recv(64).split(b"\r\n", 1)[0]
-    if not (status.startswith(b"HTTP/1.") and status.split(b" ")[1:2] == [b"200"]):
-        raise ConnectionError(f"the engine answered {status.decode(errors='replace')!r}")
-
-
-class DockerRuntime:
+class DockerRuntime(DockerImages):
     """A :class:`~dockyard.runtime.base.Runtime` on a Docker Engine (local or ``DOCKER_HOST``)."""
-
-    def __init__(self, base_url: str | None = None):
-        kwargs: dict[str, Any] = dict(kwargs_from_env())
-        if base_url is not None:
-            kwargs["base_url"] = base_url
-        url = str(kwargs.get("base_url") or DEFAULT_UNIX_SOCKET)
-        self.url = url
-        self.socket_path: str | None = None
-        if url.startswith(("unix://", "http+unix://")):
-            socket_path = self.socket_path = url.split("://", 1)[1]
-            if not os.path.exists(socket_path):
-                # docker-py leaks the socket of a failed connect; there is nothing to try anyway.
-                raise self._away(FileNotFoundError(f"no socket at {socket_path}"))
-        # Ask the engine which API version it speaks with a client that makes no request in
-        # its constructor, so that a failure leaves no half-built client (and socket) behind.
-        probe = docker.APIClient(version=MIN_API_VERSION, **kwargs)
-        try:
-            server = str(probe.version(api_version=False)["ApiVersion"])
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise self._away(exc) from exc
-        finally:
-            probe.close()
-        version = server if version_lt(server, DEFAULT_DOCKER_API_VERSION) else None
-        # Any: docker-py's loosely typed dicts stay inside this adapter.
-        self.api: Any = docker.APIClient(version=version, max_pool_size=MAX_POOL_SIZE, **kwargs)
-        # Pings go over a connection of their own, made anew each time: a pooled connection
-        # can outlive the engine's listener (a stopping engine closes its socket first and
-        # still answers on open connections), and a ping must say whether it answers now.
-        self._probe: Any = docker.APIClient(version=server, max_pool_size=1, **kwargs)
-        self._probe_lock = threading.Lock()
-
-    def close(self) -> None:
-        self.api.close()
-        self._probe.close()
-
-    def ping(self) -> None:
-        if self.socket_path is not None:
-            try:
-                ping_socket(self.socket_path)
-            except OSError as exc:
-                raise self._away(exc) from exc
-            return
-        with self._probe_lock:
-            try:
-                self._probe.ping()
-            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-                raise self._away(exc) from exc
-            finally:
-                self._probe.close()
-
-    # -- errors -------------------------------------------------------------------------------
-
-    def _away(self, exc: BaseException) -> EngineUnavailable:
-        return EngineUnavailable(
-            f"cannot reach the Docker Engine at {self.url} ({exc}); {START_HINT}"
-        )
-
-    def _answers(self) -> bool:
-        try:
-            self.ping()
-        except EngineUnavailable:
-            return False
-        return True
-
-    def _failure(self, what: str, exc: docker.errors.APIError) -> EngineUnavailable | None:
-        """An error answer of an engine that is shutting down or restarting is no verdict on
-        the request: it is the engine going away (5xx, and a fresh connection fails)."""
-        if exc.status_code is not None and exc.status_code >= 500 and not self._answers():
-            return self._away(exc)
-        return None
-
-    @contextlib.contextmanager
-    def _translated(
-        self, what: str, error: type[RuntimeFailure | ImageError] = RuntimeFailure
-    ) -> Iterator[None]:
-        """docker-py's failures as dockyard's: the engine away, or ``error`` for ``what``."""
-        try:
-            yield
-        except _AWAY as exc:
-            raise self._away(exc) from exc
-        except docker.errors.APIError as exc:
-            raise self._failure(what, exc) or error(f"{what}: {exc.explanation or exc}") from exc
 
     def shares_host_cgroups(self) -> bool:
         base_url = str(getattr(self.api, "base_url", ""))
@@ -168,108 +47,6 @@ class DockerRuntime:
 
     def capacity(self) -> HostCapacity:
         return self.nodes()[0].capacity
-
-    # -- images -------------------------------------------------------------------------------
-
-    def image_id(self, ref: str) -> str | None:
-        with self._translated(f"inspecting image {ref}"):
-            try:
-                return str(self.api.inspect_image(ref)["Id"])
-            except docker.errors.NotFound:  # (ImageNotFound is one)
-                return None
-
-    def image_labels(self, ref: str) -> Mapping[str, str]:
-        with self._translated(f"inspecting image {ref}"):
-            config = self.api.inspect_image(ref).get("Config") or {}
-        return dict(config.get("Labels") or {})
-
-    def image_command(self, ref: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        with self._translated(f"inspecting image {ref}"):
-            config = self.api.inspect_image(ref).get("Config") or {}
-        return tuple(config.get("Entrypoint") or ()), tuple(config.get("Cmd") or ())
-
-    def pull(self, ref: str) -> str:
-        repository, tag = _split_ref(ref)
-        with self._translated(
-            f"image {ref!r} is not present on this engine and could not be pulled", ImageError
-        ):
-            self.api.pull(repository, tag=tag)
-        image = self.image_id(ref)
-        if image is None:
-            raise ImageError(f"image {ref!r} could not be pulled")
-        return image
-
-    def import_image(
-        self,
-        tarball: Path,
-        tag: str,
-        labels: Mapping[str, str],
-        env: Mapping[str, str],
-        command: Sequence[str],
-    ) -> str:
-        # Values quoted as the Dockerfile syntax wants them: "a b" is one value, not two.
-        changes = [f"ENV {k}={json.dumps(v)}" for k, v in env.items()]
-        changes += [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
-        changes.append(f"CMD {json.dumps(list(command))}")
-        repository, version = _split_ref(tag)
-        with self._translated(f"importing {tag}", ImageError):
-            self.api.import_image_from_file(
-                str(tarball), repository=repository, tag=version, changes=changes
-            )
-        return self._made(tag, f"importing {tag}")
-
-    def find_image(self, labels: Mapping[str, str]) -> str | None:
-        with self._translated("listing images"):
-            found = self.api.images(
-                filters={"label": [f"{k}={v}" for k, v in labels.items()]}, quiet=True
-            )
-        return str(found[0]) if found else None
-
-    def tag_image(self, image: str, ref: str) -> None:
-        repository, version = _split_ref(ref)
-        with self._translated(f"tagging {image} as {ref}"):
-            self.api.tag(image, repository, tag=version)
-
-    def remove_image(self, image: str) -> bool:
-        with self._translated(f"removing image {image}"):
-            try:
-                self.api.remove_image(image)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                if exc.status_code == 409:  # a container or another tag still uses it
-                    return False
-                raise
-        return True
-
-    def build(self, context: Path, tag: str, labels: Mapping[str, str]) -> str:
-        log: list[str] = []
-        with self._translated(f"building {context} as {tag} failed", ImageError):
-            for chunk in self.api.build(
-                path=str(context),
-                tag=tag,
-                labels=dict(labels),
-                rm=True,
-                forcerm=True,
-                decode=True,
-                pull=False,
-            ):
-                if "stream" in chunk:
-                    log.append(str(chunk["stream"]))
-                if "error" in chunk:
-                    tail = "".join(log[-5:]).strip()
-                    raise ImageError(
-                        f"building {context} as {tag} failed: {chunk['error']}"
-                        + (f"\n{tail}" if tail else "")
-                    )
-        return self._made(tag, f"building {context} as {tag}")
-
-    def _made(self, tag: str, what: str) -> str:
-        """The id of the image just made as ``tag``."""
-        image = self.image_id(tag)
-        if image is None:
-            raise ImageError(f"{what} produced no image")
-        return image
 
     # -- containers ---------------------------------------------------------------------------
 
@@ -437,10 +214,4 @@ def _is_timeout(exc: Exception) -> bool:
     return "timed out" in str(exc).lower()
 
 
-def _split_ref(ref: str) -> tuple[str, str | None]:
-    if "@" in ref:
-        return ref, None
-    name, sep, tag = ref.rpartition(":")
-    if sep and "/" not in tag:
-        return name, tag
-    return ref, "latest"
+__all__ = ["DockerRuntime", "ping_socket"]

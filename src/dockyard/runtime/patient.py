@@ -14,7 +14,7 @@ hosts and must cost a run time, not results. Two parts:
   restarted engine stopped it: that attempt is lost and rerun with a fresh ``/out``).
 
 How an attempt's exit is read in the light of an outage is the attempt runner's business
-(:mod:`dockyard.attempts`); this module only tells it what happened to the engine.
+(:mod:`dockyard.execution.attempts`); this module only tells it what happened to the engine.
 """
 
 from __future__ import annotations
@@ -224,6 +224,9 @@ class PatientRuntime:
 
     def ping(self) -> None:
         self.runtime.ping()  # the question is whether it answers now: never waits
+
+    def close(self) -> None:
+        self.runtime.close()
 
     def nodes(self) -> list[Node]:
         return self.guard.call(self.runtime.nodes)

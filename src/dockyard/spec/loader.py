@@ -106,9 +106,9 @@ def _user_path(loc: list[Any], locator: Locator) -> list[Any]:
     node: Any = locator.root
     path: list[Any] = []
     for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, CommentedMap) and part in node) or (
+            isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node)
+        ):
             node = node[part]
         elif _is_type_tag(part):
             continue

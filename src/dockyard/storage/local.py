@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from dockyard import outputs as sealing
-from dockyard.outputs import Sealed
+from dockyard.execution.stream import make_fifos
+from dockyard.storage import outputs as sealing
+from dockyard.storage.outputs import Sealed
 from dockyard.storage.ports import Staging, StoredOutput
-from dockyard.stream import make_fifos
-from dockyard.volumes import Snapshot, VolumeInfo, VolumeStore
+from dockyard.storage.volumes import Snapshot, VolumeInfo, VolumeStore
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 
@@ -90,7 +90,7 @@ class LocalWorkspace:
 
 
 class LocalVolumes:
-    """Named volumes in :class:`~dockyard.volumes.VolumeStore`, held with ``flock``."""
+    """Named volumes in :class:`~dockyard.storage.volumes.VolumeStore`, held with ``flock``."""
 
     def __init__(self, store: VolumeStore | None = None):
         self.store = store or VolumeStore()
@@ -124,12 +124,12 @@ class LocalVolumes:
     def send(
         self, name: str, out: BinaryIO, base: str | None = None, target: str | None = None
     ) -> tuple[int, int]:
-        from dockyard.volume_stream import send
+        from dockyard.storage.volume_stream import send
 
         return send(self.store, name, out, base, target)
 
     def receive(self, name: str, inp: BinaryIO) -> Snapshot:
-        from dockyard.volume_stream import receive
+        from dockyard.storage.volume_stream import receive
 
         return receive(self.store, name, inp)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from dockyard.outputs import Sealed
-from dockyard.volumes import Snapshot, VolumeInfo
+from dockyard.storage.outputs import Sealed
+from dockyard.storage.volumes import Snapshot, VolumeInfo
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class VolumeBackend(Protocol):
         self, name: str, *, exclusive: bool, wait: bool = False
     ) -> AbstractContextManager[None]:
         """Hold the volume for a run: shared by readers, exclusive for a writer; refused
-        (:class:`~dockyard.volumes.VolumeInUse`) unless ``wait``."""
+        (:class:`~dockyard.storage.volumes.VolumeInUse`) unless ``wait``."""
 
     def exists(self, name: str) -> bool: ...
 

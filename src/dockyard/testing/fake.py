@@ -119,6 +119,9 @@ class FakeRuntime:
     def shares_host_cgroups(self) -> bool:
         return False
 
+    def close(self) -> None:
+        pass
+
     def nodes(self) -> list[Node]:
         return [Node(LOCAL_NODE, "fake", HostCapacity(self.cpus, self.memory))]
 

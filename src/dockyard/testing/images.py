@@ -21,7 +21,7 @@ from typing import Any
 
 import docker
 
-from dockyard.busybox import find_static_busybox
+from dockyard.images.busybox import find_static_busybox
 
 BUSYBOX_IMAGE = "dockyard/busybox:latest"
 SQLITE_IMAGE = "dockyard/sqlite:latest"

@@ -17,12 +17,11 @@ import os
 import shlex
 from pathlib import Path
 
-from dockyard.busybox import find_static_busybox
 from dockyard.errors import PlanError
+from dockyard.images.busybox import find_static_busybox
 
 STREAM_DIR = "/.dockyard/stream"
 HELPER = "/.dockyard/bin/busybox"
-SIGPIPE_EXIT = 128 + 13
 
 
 def helper_binary() -> Path:

@@ -6,9 +6,9 @@ import hashlib
 from collections.abc import Mapping
 
 from dockyard.errors import PlanError
-from dockyard.graph import Graph, expand
+from dockyard.planning.graph import Graph, expand
+from dockyard.planning.schedule import ZERO, Capacity, in_use
 from dockyard.runtime.base import Nodes
-from dockyard.schedule import ZERO, Capacity, in_use
 from dockyard.spec.loader import PipelineFile
 from dockyard.units import format_memory
 

@@ -1,7 +1,7 @@
 """The run report: one self-contained HTML page (inline CSS and SVG, no scripts, no
 network) that shows what ran, where the time went, what each step used, and what failed.
 
-It renders the same :class:`~dockyard.summary.RunSummary` as ``status`` and ``trace``.
+It renders the same :class:`~dockyard.report.summary.RunSummary` as ``status`` and ``trace``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
+from dockyard.report.summary import InstanceSummary, RunSummary
 from dockyard.spec.model import Pipeline
-from dockyard.store import AttemptRow
-from dockyard.summary import InstanceSummary, RunSummary
+from dockyard.storage.store import AttemptRow
 from dockyard.units import format_memory, format_seconds
 
 COLORS = {

@@ -18,10 +18,11 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from dockyard.graph import Graph, Instance, InstanceId
-from dockyard.schedule import Capacity, Request, fit, in_use
+from dockyard.planning.graph import Graph, Instance, InstanceId
+from dockyard.planning.schedule import Capacity, Request, fit, in_use
 
 MAX_LOST = 5
+SIGPIPE_EXIT = 128 + 13  # a producer's exit when its consumer stopped reading: fine
 
 
 class Phase(enum.StrEnum):

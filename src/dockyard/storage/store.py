@@ -15,107 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import StoreError, UnknownReference
-from dockyard.state_folder import prepare_state_folder
-
-MIGRATIONS: Sequence[str] = (
-    """
-    CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        pipeline TEXT NOT NULL,
-        spec_sha256 TEXT NOT NULL,
-        state TEXT NOT NULL,
-        started_at REAL NOT NULL,
-        ended_at REAL,
-        pool_cpus REAL NOT NULL,
-        pool_memory INTEGER NOT NULL,
-        message TEXT
-    );
-    CREATE TABLE instances (
-        run_id TEXT NOT NULL REFERENCES runs(id),
-        instance TEXT NOT NULL,
-        step TEXT NOT NULL,
-        state TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        output TEXT REFERENCES outputs(digest),
-        cached INTEGER NOT NULL DEFAULT 0,
-        reason TEXT,
-        position INTEGER NOT NULL,
-        PRIMARY KEY (run_id, instance)
-    );
-    CREATE TABLE attempts (
-        run_id TEXT NOT NULL,
-        instance TEXT NOT NULL,
-        number INTEGER NOT NULL,
-        container_id TEXT,
-        state TEXT NOT NULL,
-        exit_code INTEGER,
-        reason TEXT,
-        detail TEXT,
-        cpus REAL NOT NULL,
-        memory INTEGER NOT NULL,
-        started_at REAL NOT NULL,
-        ended_at REAL,
-        log_path TEXT,
-        PRIMARY KEY (run_id, instance, number)
-    );
-    CREATE TABLE outputs (
-        digest TEXT PRIMARY KEY,
-        path TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        files INTEGER NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        run_id TEXT NOT NULL,
-        at REAL NOT NULL,
-        kind TEXT NOT NULL,
-        instance TEXT,
-        detail TEXT
-    );
-    CREATE INDEX events_by_run ON events (run_id, id);
-    """,
-    # 2: the cache index, input stat cache, and each instance's cache key.
-    """
-    CREATE TABLE cache (
-        key TEXT PRIMARY KEY,
-        output TEXT NOT NULL REFERENCES outputs(digest),
-        run_id TEXT NOT NULL,
-        instance TEXT NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE file_hashes (
-        path TEXT PRIMARY KEY,
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        inode INTEGER NOT NULL,
-        digest TEXT NOT NULL
-    );
-    ALTER TABLE instances ADD COLUMN cache_key TEXT;
-    """,
-    # 3: what each attempt used, from its cgroup (None where it could not be read).
-    """
-    ALTER TABLE attempts ADD COLUMN cpu_seconds REAL;
-    ALTER TABLE attempts ADD COLUMN peak_memory INTEGER;
-    ALTER TABLE attempts ADD COLUMN io_read INTEGER;
-    ALTER TABLE attempts ADD COLUMN io_write INTEGER;
-    """,
-    # 4: the images a run used (JSON: reference -> content digest), for reproducibility.
-    """
-    ALTER TABLE runs ADD COLUMN images TEXT;
-    """,
-    # 5: what a cached step left in the volumes it writes (JSON: volume -> tree digest);
-    # the entry holds only while they still hold that.
-    """
-    ALTER TABLE cache ADD COLUMN volumes TEXT;
-    """,
-    # 6: the versions of the packages installed in images made from Debian packages
-    # (JSON: image reference -> "bwa=0.7.17-7+b2 ..."): which tools made the results.
-    """
-    ALTER TABLE runs ADD COLUMN image_packages TEXT;
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
+from dockyard.storage.schema import MIGRATIONS, SCHEMA_VERSION
+from dockyard.storage.state_folder import prepare_state_folder
 
 
 @dataclass(frozen=True)
@@ -313,53 +214,6 @@ class Store:
             ],
         )
 
-    def start_attempt(
-        self,
-        run_id: str,
-        instance: str,
-        number: int,
-        cpus: float,
-        memory: int,
-        started_at: float,
-        log_path: str,
-    ) -> None:
-        with self.transaction():
-            self.db.execute(
-                "INSERT INTO attempts (run_id, instance, number, state, cpus, memory, started_at,"
-                " log_path) VALUES (?,?,?,?,?,?,?,?)",
-                (run_id, instance, number, "running", cpus, memory, started_at, log_path),
-            )
-            self.db.execute(
-                "UPDATE instances SET state='running', attempts=? WHERE run_id=? AND instance=?",
-                (number, run_id, instance),
-            )
-
-    def end_attempt(self, run_id: str, instance: str, number: int, **fields: Any) -> None:
-        columns = ", ".join(f"{k}=?" for k in fields)
-        self.db.execute(
-            f"UPDATE attempts SET {columns} WHERE run_id=? AND instance=? AND number=?",
-            (*fields.values(), run_id, instance, number),
-        )
-
-    def record_output(self, digest: str, path: str, size: int, files: int, at: float) -> None:
-        self.db.execute(
-            "INSERT OR IGNORE INTO outputs VALUES (?,?,?,?,?)", (digest, path, size, files, at)
-        )
-
-    def cache_put(
-        self,
-        key: str,
-        output: str,
-        run_id: str,
-        instance: str,
-        at: float,
-        volumes: Mapping[str, str] | None = None,
-    ) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO cache VALUES (?,?,?,?,?,?)",
-            (key, output, run_id, instance, at, json.dumps(dict(volumes)) if volumes else None),
-        )
-
     def cache_get(self, key: str) -> CacheHit | None:
         """The committed output recorded for a cache key, and the volumes it wrote."""
         row = self.db.execute(
@@ -372,7 +226,7 @@ class Store:
         return CacheHit(str(row[0]), str(row[1]), json.loads(row[2]) if row[2] else {})
 
     def cache_get_many(self, keys: Sequence[str]) -> dict[str, CacheHit]:
-        """:meth:`cache_get` for many keys, in a few queries."""
+        """What :meth:`cache_get` says, for many keys in a few queries."""
         found: dict[str, CacheHit] = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
@@ -387,12 +241,6 @@ class Store:
                     str(digest), str(path), json.loads(volumes) if volumes else {}
                 )
         return found
-
-    def file_hash(self, path: str) -> tuple[int, int, int, str] | None:
-        row = self.db.execute(
-            "SELECT size, mtime_ns, inode, digest FROM file_hashes WHERE path=?", (path,)
-        ).fetchone()
-        return None if row is None else (int(row[0]), int(row[1]), int(row[2]), str(row[3]))
 
     def file_hashes(self) -> dict[str, tuple[int, int, int, str]]:
         """Every kept file digest by path: (size, mtime_ns, inode, digest)."""

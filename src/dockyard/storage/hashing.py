@@ -1,8 +1,4 @@
-"""Cache keys of step instances, and content digests of host inputs.
-
-A key covers what can change a step's result (SPEC.md "Caching and resume"): the
-image's content digest, the command, the env, the content of its inputs and of the
-committed outputs it reads. Never resources: more memory does not change a result.
+"""Content digests of host inputs (for cache keys, see :mod:`dockyard.planning.keys`).
 
 Hashing inputs must not re-read unchanged large files on every run, so each file's
 digest is kept with its size, mtime and inode (as git's index and make do) and reused
@@ -12,19 +8,15 @@ since a second write in the same mtime tick could go unnoticed ("racy git").
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dockyard.graph import Instance
-from dockyard.outputs import file_digest, tree_digest
-from dockyard.store import Store
+from dockyard.storage.outputs import file_digest, tree_digest
+from dockyard.storage.store import Store
 
-KEY_FORMAT = 1
 RACY_SECONDS = 3.0
 
 
@@ -80,21 +72,3 @@ class InputHasher:
         if self.now - info.st_mtime > RACY_SECONDS:
             self.pending.append((key, info.st_size, info.st_mtime_ns, info.st_ino, digest))
         return digest
-
-
-def cache_key(
-    instance: Instance,
-    image_id: str,
-    inputs: list[tuple[str, str]],
-    upstream: list[tuple[str, str]],
-) -> str:
-    """The key of one instance: inputs are (name, digest), upstream are (mount point, digest)."""
-    material = {
-        "format": KEY_FORMAT,
-        "image": image_id,
-        "command": list(instance.command) if instance.command is not None else None,
-        "env": sorted(instance.env),
-        "inputs": sorted(inputs),
-        "upstream": sorted(upstream),
-    }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()

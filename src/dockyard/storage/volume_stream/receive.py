@@ -22,9 +22,9 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from dockyard import safefs
 from dockyard.errors import DockyardError
-from dockyard.volume_stream.format import (
+from dockyard.storage import safefs
+from dockyard.storage.volume_stream.format import (
     DirRecord,
     FileRecord,
     GoneRecord,
@@ -34,7 +34,7 @@ from dockyard.volume_stream.format import (
     Record,
     StreamError,
 )
-from dockyard.volumes import Snapshot, VolumeStore, check_name, copy_tree
+from dockyard.storage.volumes import Snapshot, VolumeStore, check_name, copy_tree
 
 
 def receive(store: VolumeStore, name: str, inp: BinaryIO) -> Snapshot:

@@ -12,14 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard import cgroups
 from dockyard.errors import DockyardError
 from dockyard.events import Event
-from dockyard.graph import InstanceId
-from dockyard.outputs import Sealed
-from dockyard.plan import Outcome, Reason
+from dockyard.execution import cgroups
+from dockyard.planning.graph import InstanceId
+from dockyard.planning.plan import Outcome, Reason
 from dockyard.runtime.base import ContainerSpec, ExitStatus, Runtime
 from dockyard.runtime.patient import EngineGuard
+from dockyard.storage.outputs import Sealed
 from dockyard.storage.ports import OutputStore, Staging, Workspace
 from dockyard.units import format_memory
 

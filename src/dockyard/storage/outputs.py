@@ -9,7 +9,7 @@ outputs: sealing makes it data and nothing more. Devices, FIFOs and sockets are 
 (a device node would give whoever can open it the host's device), set-uid, set-gid and
 sticky bits and file capabilities are removed (a set-uid-root binary would let any local
 user run it as root), and everything becomes read-only. What was dropped or changed is
-returned, so that the step's log can say so. All of it through :mod:`dockyard.safefs`:
+returned, so that the step's log can say so. All of it through :mod:`dockyard.storage.safefs`:
 links in the tree are kept, never followed.
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard import safefs
+from dockyard.storage import safefs
 
 MAX_CHANGES = 20  # listed one by one; the rest are counted
 _CAPABILITY = "security.capability"
@@ -55,7 +55,7 @@ def tree_digest(root: Path, digest_of: FileDigest = _read_it) -> tuple[str, int,
     """A digest of a directory tree's names, types, executable bits and contents.
 
     Returns (digest, bytes in regular files, number of regular files). ``digest_of`` may
-    answer from a cache of earlier digests (see :class:`dockyard.cache.InputHasher`)."""
+    answer from a cache of earlier digests (see :class:`dockyard.storage.hashing.InputHasher`)."""
     outer = hashlib.sha256()
     size = files = 0
     with safefs.opened(root) as root_fd:

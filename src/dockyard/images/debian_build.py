@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from dockyard.debian import BUILDER_VERSION, Recipe
 from dockyard.errors import ImageError
+from dockyard.images.debian import BUILDER_VERSION, Recipe
 
 # Like Debian's "slim" images: no manuals, no translations, no apt indexes (copyright
 # files stay: they are the packages' licences).

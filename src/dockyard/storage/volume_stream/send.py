@@ -1,7 +1,7 @@
 """``dockyard volume send``: write a snapshot, or its increment over an older one.
 
 Snapshot trees are dockyard's own, but they hold what containers left in the volume
-(links to anywhere among them), so they are walked through :mod:`dockyard.safefs` too.
+(links to anywhere among them), so they are walked through :mod:`dockyard.storage.safefs` too.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import os
 import stat
 from typing import BinaryIO
 
-from dockyard import safefs
 from dockyard.errors import DockyardError, InvalidInput, UnknownReference
-from dockyard.volume_stream.format import (
+from dockyard.storage import safefs
+from dockyard.storage.volume_stream.format import (
     DirRecord,
     FileRecord,
     GoneRecord,
@@ -21,7 +21,7 @@ from dockyard.volume_stream.format import (
     LinkRecord,
     Writer,
 )
-from dockyard.volumes import VolumeStore
+from dockyard.storage.volumes import VolumeStore
 
 
 def send(

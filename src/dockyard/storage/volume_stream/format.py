@@ -33,7 +33,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from dockyard.errors import InvalidInput
 from dockyard.spec.model import NAME_RE
-from dockyard.volumes import TAG_RE
+from dockyard.storage.volumes import TAG_RE
 
 MAGIC = b"DOCKYARD-VOLUME-STREAM 1\n"
 CHUNK = 1 << 20

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.errors import DockyardError, RuntimeFailure
-from dockyard.images import image_key
+from dockyard.images.resolve import image_key
+from dockyard.planning.schedule import ZERO, Capacity
 from dockyard.runtime.base import Bind, ContainerSpec, Health, Runtime
-from dockyard.schedule import ZERO, Capacity
 from dockyard.spec.model import Service
 
 LABEL_SERVICE = "dockyard.service"

@@ -13,11 +13,11 @@ import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from dockyard.cache import InputHasher
 from dockyard.events import Event
-from dockyard.graph import Graph, Instance
+from dockyard.planning.graph import Graph, Instance
 from dockyard.runtime.base import Bind
 from dockyard.spec.loader import PipelineFile
+from dockyard.storage.hashing import InputHasher
 from dockyard.storage.local import LocalVolumes
 from dockyard.storage.ports import VolumeBackend
 

@@ -8,8 +8,8 @@ scratch folder, through descriptors that never follow a link, and adopts it only
 whole stream has checked out.
 """
 
-from dockyard.volume_stream.format import MAGIC, StreamError
-from dockyard.volume_stream.receive import receive
-from dockyard.volume_stream.send import send
+from dockyard.storage.volume_stream.format import MAGIC, StreamError
+from dockyard.storage.volume_stream.receive import receive
+from dockyard.storage.volume_stream.send import send
 
 __all__ = ["MAGIC", "StreamError", "receive", "send"]

@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from typing import TypeVar
 
-from dockyard.plan import Phase
+from dockyard.planning.plan import Phase
 
 
 class InstanceEvent(enum.StrEnum):

@@ -1,6 +1,6 @@
 """The incremental planner: what to do next, from what has happened. Deterministic, no I/O.
 
-:func:`dockyard.plan.plan` answers the same question from scratch, walking every instance;
+:func:`dockyard.planning.plan.plan` answers the same question from scratch, walking every instance;
 done on every turn of the loop that is quadratic in the number of instances. This planner
 keeps what that walk would find up to date as things happen instead — a count per unit of
 the upstream instances it still waits for, the units ready to start grouped by what they
@@ -24,95 +24,38 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from dockyard.graph import Graph, InstanceId
-from dockyard.plan import Block, Observed, Outcome, Phase, Plan, Reason, Start, after_attempt
-from dockyard.schedule import ZERO, Capacity, in_use
-from dockyard.states import INSTANCE, InstanceEvent, advance
-from dockyard.stream import SIGPIPE_EXIT
+from dockyard.planning.actions import (
+    Action,
+    Adopt,
+    Commit,
+    Fail,
+    Kill,
+    Orphan,
+    Resolution,
+    Retry,
+    Reuse,
+    describe,
+)
+from dockyard.planning.graph import Graph, InstanceId
+from dockyard.planning.plan import (
+    SIGPIPE_EXIT,
+    Block,
+    Observed,
+    Outcome,
+    Phase,
+    Plan,
+    Reason,
+    Start,
+    after_attempt,
+)
+from dockyard.planning.schedule import ZERO, Capacity, in_use
+from dockyard.planning.states import INSTANCE, InstanceEvent, advance
+from dockyard.runtime.base import LOCAL_NODE
 from dockyard.units import format_memory
 
 Unit = tuple[InstanceId, ...]
-LOCAL = "local"
-
-
-@dataclass(frozen=True)
-class Orphan:
-    """A container of an earlier, dead run that carries an instance's current cache key."""
-
-    container_id: str
-    run_id: str
-    attempt: int
-    running: bool
-    node: str = LOCAL
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """What the loop found for a unit whose upstreams all succeeded."""
-
-    reusable: bool  # every member has a committed output under its key (and may reuse it)
-    orphans: Mapping[InstanceId, Orphan]  # members with a dead run's container to adopt
-
-
-@dataclass(frozen=True, order=True)
-class Reuse:
-    instance: InstanceId
-
-
-@dataclass(frozen=True)
-class Adopt:
-    instance: InstanceId
-    orphan: Orphan
-
-
-@dataclass(frozen=True, order=True)
-class Kill:
-    """A stream partner failed: stop this member, which may wait on the pipe forever."""
-
-    instance: InstanceId
-    attempt: int
-
-
-@dataclass(frozen=True, order=True)
-class Commit:
-    instance: InstanceId
-    attempt: int
-
-
-@dataclass(frozen=True)
-class Retry:
-    instance: InstanceId
-    attempt: int
-    outcome: Outcome
-    message: str
-    at: float
-
-
-@dataclass(frozen=True)
-class Fail:
-    instance: InstanceId
-    attempt: int
-    outcome: Outcome
-    message: str
-
-
-Action = Start | Block | Reuse | Adopt | Kill | Commit | Retry | Fail
-
-
-def describe(outcome: Outcome, memory: int) -> str:
-    """How an attempt ended, in words."""
-    if outcome.reason is Reason.EXITED:
-        return f"exited with status {outcome.exit_code}"
-    if outcome.reason is Reason.OOM:
-        return (
-            f"out of memory: killed by the kernel at its {format_memory(memory)} limit "
-            f"(exit {outcome.exit_code})"
-        )
-    if outcome.reason is Reason.TIMEOUT:
-        return "timed out"
-    return outcome.detail or outcome.reason.value
 
 
 class _Ready:
@@ -159,7 +102,7 @@ class Planner:
         no_cache: bool = False,
     ):
         self.graph = graph
-        self.nodes = dict(pool) if isinstance(pool, Mapping) else {LOCAL: pool}
+        self.nodes = dict(pool) if isinstance(pool, Mapping) else {LOCAL_NODE: pool}
         self.largest = max(self.nodes.values(), key=lambda c: (c.memory, c.millicpus))
         self.keep_going = keep_going
         self.no_cache = no_cache

@@ -1,7 +1,7 @@
 """Resolve the images a run needs: local ones, pulled ones, and ones made from ``images:``.
 
 An ``images:`` entry is made from a Dockerfile context (``build``) or from Debian packages
-(``debian``, see :mod:`dockyard.debian`). Every image dockyard makes carries the digest of
+(``debian``, see :mod:`dockyard.images.debian`). Every image dockyard makes carries the digest of
 what it was made from in the ``dockyard.context`` label, so an unchanged source is never
 built twice and a changed one always is.
 
@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from dockyard import debian, debian_build
 from dockyard.errors import ImageError
-from dockyard.outputs import tree_digest
+from dockyard.images import debian, debian_build
 from dockyard.runtime.base import LABEL_PIPELINE, Runtime
 from dockyard.spec.loader import PipelineFile
 from dockyard.spec.model import ImageBuild, ImageSpec
-from dockyard.volumes import data_root
+from dockyard.storage.outputs import tree_digest
+from dockyard.storage.volumes import data_root
 
 LABEL_CONTEXT = "dockyard.context"  # "<kind>:<digest>" of what the image was made from
 LABEL_PACKAGES = "dockyard.packages"  # "bwa=0.7.17-7+b2 ...": a Debian recipe's packages

@@ -1,7 +1,7 @@
 """Recipes of images made offline from Debian packages: the suite, the mirror, the digest.
 
 No container registry is involved: the packages come from the Debian mirror this
-machine's apt already uses, are installed into a folder (:mod:`dockyard.debian_build`),
+machine's apt already uses, are installed into a folder (:mod:`dockyard.images.debian_build`),
 and that folder becomes an image through the engine's import. A recipe is identified by its
 :func:`recipe_digest` (suite, architecture, packages, and the way images are made), so
 an unchanged recipe is never built twice; the mirror is not part of it, since every

@@ -1,0 +1,56 @@
+"""Where a pipeline runs: the one place that turns a backend's name into its runtime and
+its ports. ``--backend NAME`` or ``DOCKYARD_BACKEND``; ``local`` (the Docker Engine at
+``DOCKER_HOST`` or the local socket, files on this machine) is the default and, so far,
+the only one. A cluster backend adds an entry here and implementations of the ports, not
+branches in the run loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dockyard.errors import InvalidInput
+from dockyard.execution import Ports
+from dockyard.runtime.base import Runtime
+from dockyard.spec.loader import PipelineFile
+from dockyard.storage.local import LocalVolumes
+from dockyard.storage.ports import VolumeBackend
+
+DEFAULT = "local"
+ENVIRONMENT = "DOCKYARD_BACKEND"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    runtime: Callable[[], Runtime]  # connects to the engine (exit 3 when it cannot)
+    ports: Callable[[PipelineFile], Ports]
+    volumes: Callable[[], VolumeBackend]  # needs no engine
+
+
+def _docker() -> Runtime:
+    from dockyard.runtime.docker import DockerRuntime
+
+    return DockerRuntime()
+
+
+LOCAL = Backend(
+    "local",
+    runtime=_docker,
+    ports=Ports.local,
+    volumes=LocalVolumes,
+)
+BACKENDS = {backend.name: backend for backend in (LOCAL,)}
+
+
+def choose(name: str | None = None) -> Backend:
+    """The backend named on the command line, else by ``DOCKYARD_BACKEND``, else local."""
+    wanted = name or os.environ.get(ENVIRONMENT) or DEFAULT
+    try:
+        return BACKENDS[wanted]
+    except KeyError:
+        known = ", ".join(sorted(BACKENDS))
+        origin = "--backend" if name else ENVIRONMENT
+        raise InvalidInput(f"{origin}: unknown backend {wanted!r} (known: {known})") from None

@@ -1,0 +1,130 @@
+"""Commands that check or run a pipeline, or make its images."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from rich.markup import escape
+from rich.text import Text
+
+from dockyard.backend import choose
+from dockyard.cli.app import (
+    backend_option,
+    cli,
+    err,
+    file_option,
+    open_store,
+    out,
+    terminate_as_interrupt,
+)
+from dockyard.errors import UnknownReference
+from dockyard.execution import Executor, RunOptions
+from dockyard.planning.preflight import graph_of
+from dockyard.report.progress import LiveProgress, PlainProgress
+from dockyard.spec import load_pipeline
+from dockyard.terminal import printable
+from dockyard.units import parse_memory
+
+
+@cli.command()
+@file_option
+def validate(file: str) -> None:
+    """Check the pipeline file; report every problem with its line."""
+    pf = load_pipeline(file)
+    graph = graph_of(pf)
+    steps = len(pf.pipeline.steps)
+    out.print(
+        f"{escape(printable(file))}: ok ({steps} step{'s' if steps != 1 else ''}, "
+        f"{len(graph.order)} instance{'s' if len(graph.order) != 1 else ''})"
+    )
+
+
+@cli.command()
+@file_option
+@click.option("--no-cache", is_flag=True, help="Run every instance, even if a result exists.")
+@click.option("--max-cpus", type=click.FloatRange(min=0.001), help="Use at most N CPUs.")
+@click.option("--max-memory", help="Use at most this much memory (e.g. 4g).")
+@click.option(
+    "--wait-for-volumes",
+    is_flag=True,
+    help="Queue behind another run that is writing a volume this run uses (default: fail).",
+)
+@click.option(
+    "--keep-going",
+    is_flag=True,
+    help="After a failure, keep running the instances that do not depend on it.",
+)
+@backend_option
+def run(
+    file: str,
+    no_cache: bool,
+    max_cpus: float | None,
+    max_memory: str | None,
+    wait_for_volumes: bool,
+    keep_going: bool,
+    backend: str | None,
+) -> None:
+    """Run the pipeline to completion."""
+    memory = None
+    if max_memory is not None:
+        try:
+            memory = parse_memory(max_memory)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--max-memory") from None
+    pf = load_pipeline(file)
+    chosen = choose(backend)
+    runtime = chosen.runtime()
+    options = RunOptions(
+        max_cpus=max_cpus,
+        max_memory=memory,
+        no_cache=no_cache,
+        keep_going=keep_going,
+        wait_for_volumes=wait_for_volumes,
+    )
+    live = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+    reporter = LiveProgress(out) if live else PlainProgress(sys.stdout)
+    with open_store(pf) as store, terminate_as_interrupt():
+        executor = Executor(
+            pf, runtime, store, options=options, reporter=reporter, ports=chosen.ports(pf)
+        )
+        try:
+            run_id = executor.run()
+        finally:
+            reporter.close()
+            runtime.close()
+    click.echo(f"run {run_id} succeeded; see `dockyard status` and `dockyard outputs STEP`")
+
+
+@cli.command()
+@file_option
+@click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="Make them again even when they exist.")
+@backend_option
+def build(file: str, names: tuple[str, ...], force: bool, backend: str | None) -> None:
+    """Make the images of `images:` (all, or the NAMES given) that the engine lacks."""
+    pf = load_pipeline(file)
+    declared = pf.pipeline.images
+    for name in names:
+        if name not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise UnknownReference(f"images: has no entry {name!r} (it has: {known})")
+    from dockyard.images.resolve import make_images, source_of, tag_of
+
+    wanted = list(dict.fromkeys(names)) or list(declared)
+    runtime = choose(backend).runtime()
+    try:
+        with terminate_as_interrupt():
+            runtime.ping()
+            made = make_images(  # (rich's console serialises the builders' notes)
+                pf,
+                [(n, True) for n in wanted],
+                runtime,
+                lambda m: err.print(Text(printable(m))),
+                force=force,
+            )
+    finally:
+        runtime.close()
+    for name in wanted:
+        click.echo(f"{name}\t{tag_of(pf, name, source_of(pf, declared[name]))}\t{made[name]}")

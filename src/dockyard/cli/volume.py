@@ -1,0 +1,147 @@
+"""``dockyard volume ...``: named volumes and their snapshots, through the backend's
+volume port (no engine needed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from typing import cast
+
+import click
+from rich.table import Table
+
+from dockyard.backend import choose
+from dockyard.cli.app import cli, err, out
+from dockyard.errors import UnknownReference
+from dockyard.storage.ports import VolumeBackend
+from dockyard.storage.volumes import check_name, check_ref, check_tag
+from dockyard.units import format_memory
+
+
+@cli.group()
+@click.option("--backend", help="Whose volumes: local (the default; or set DOCKYARD_BACKEND).")
+@click.pass_context
+def volume(ctx: click.Context, backend: str | None) -> None:
+    """Named volumes (host-wide, under $DOCKYARD_HOME) and their snapshots."""
+    ctx.obj = choose(backend).volumes()
+
+
+def volumes() -> VolumeBackend:
+    """The backend the ``volume`` group chose."""
+    return cast(VolumeBackend, click.get_current_context().obj)
+
+
+def existing(name: str) -> VolumeBackend:
+    """The backend, once it is known to have volume ``name`` (a refused command leaves
+    nothing behind)."""
+    backend = volumes()
+    if not backend.exists(check_name(name)):
+        raise UnknownReference(f"no volume {name!r} (see `dockyard volume ls`)")
+    return backend
+
+
+@volume.command("ls")
+def volume_ls() -> None:
+    """List the volumes."""
+    table = Table(box=None, header_style="bold")
+    for column in ("volume", "files", "size", "snapshots", "path"):
+        table.add_column(column, no_wrap=column != "path")
+    for info in volumes().all():
+        table.add_row(
+            info.name,
+            str(info.files),
+            format_memory(info.bytes) if info.bytes else "0",
+            str(info.snapshots),
+            info.path,
+        )
+    out.print(table)
+
+
+@volume.command("inspect")
+@click.argument("name")
+def volume_inspect(name: str) -> None:
+    """Print a volume's details as JSON."""
+    backend = existing(name)
+    info = asdict(backend.inspect(name))
+    info["snapshots"] = [asdict(s) for s in backend.snapshots(name)]
+    click.echo(json.dumps(info, indent=2))
+
+
+@volume.command("rm")
+@click.argument("name")
+def volume_rm(name: str) -> None:
+    """Delete a volume and its snapshots (refused while a run uses it)."""
+    existing(name).remove(name)
+    click.echo(f"removed volume {name}")
+
+
+@volume.command("snapshot")
+@click.argument("name")
+@click.option("--tag", help="A name for the snapshot (unique, not a number).")
+def volume_snapshot(name: str, tag: str | None) -> None:
+    """Freeze the volume's current content."""
+    if tag is not None:
+        check_tag(tag)  # before the lock: a refused command leaves nothing behind
+    backend = existing(name)
+    with backend.hold(name, exclusive=True):
+        snap = backend.snapshot(name, tag)
+    click.echo(
+        f"snapshot {snap.id}{f' ({tag})' if tag else ''} of {name}: {snap.files} files, "
+        f"{format_memory(snap.copied_bytes) if snap.copied_bytes else '0'} copied"
+    )
+
+
+@volume.command("snapshots")
+@click.argument("name")
+def volume_snapshots(name: str) -> None:
+    """List a volume's snapshots."""
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "tag", "created", "files", "size", "copied"):
+        table.add_column(column, no_wrap=True)
+    for snap in existing(name).snapshots(name):
+        table.add_row(
+            str(snap.id),
+            snap.tag or "",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snap.created)),
+            str(snap.files),
+            format_memory(snap.bytes) if snap.bytes else "0",
+            format_memory(snap.copied_bytes) if snap.copied_bytes else "0",
+        )
+    out.print(table)
+
+
+@volume.command("rollback")
+@click.argument("name")
+@click.argument("snapshot")
+def volume_rollback(name: str, snapshot: str) -> None:
+    """Make the volume's content what it was at SNAPSHOT (an id or a tag)."""
+    check_ref(snapshot)  # before the lock: a refused command leaves nothing behind
+    backend = existing(name)
+    with backend.hold(name, exclusive=True):
+        copied = backend.rollback(name, snapshot)
+    click.echo(f"rolled {name} back to snapshot {snapshot} ({copied} bytes copied back)")
+
+
+@volume.command("send")
+@click.argument("name")
+@click.option("--from", "base", help="Send only the changes since this snapshot.")
+@click.option("--to", "target", help="The snapshot to send (default: the latest).")
+def volume_send(name: str, base: str | None, target: str | None) -> None:
+    """Write a snapshot (or the increment between two) to stdout."""
+    if sys.stdout.isatty():
+        raise click.UsageError("the stream is binary: redirect it to a file or a pipe")
+    records, size = existing(name).send(name, sys.stdout.buffer, base, target)
+    sys.stdout.buffer.flush()
+    err.print(f"sent {records} records, {size} bytes")
+
+
+@volume.command("receive")
+@click.argument("name")
+def volume_receive(name: str) -> None:
+    """Apply a stream from `volume send` on stdin, all or nothing."""
+    snap = volumes().receive(name, sys.stdin.buffer)
+    click.echo(
+        f"received snapshot {snap.id} of {name} ({snap.files} files); the volume now holds it"
+    )
