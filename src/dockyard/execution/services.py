@@ -20,7 +20,8 @@ from pathlib import Path
 
 from dockyard.errors import DockyardError, RuntimeFailure
 from dockyard.images.resolve import image_key
-from dockyard.planning.schedule import ZERO, Capacity
+from dockyard.planning.schedule import Capacity
+from dockyard.planning.states import SERVICE, ServiceEvent, ServiceState, advance
 from dockyard.runtime.base import Bind, ContainerSpec, Health, Runtime
 from dockyard.spec.model import Service
 
@@ -32,9 +33,15 @@ LABEL_KEEP = "dockyard.keep"
 class _Running:
     container_id: str
     need: Capacity
-    failed: str | None = None
-    ready: bool = False  # seen healthy (or running, without a check) once
-    since: float = 0.0  # when it was (last) started
+    since: float  # when it was (last) started
+    state: ServiceState = ServiceState.STARTING
+    failure: str | None = None  # why it failed, once it has
+
+    def on(self, event: ServiceEvent, failure: str | None = None) -> None:
+        """Move on as the lifecycle table says."""
+        self.state = advance(SERVICE, self.state, event)
+        if failure is not None:
+            self.failure = failure
 
 
 def argv(command: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -68,13 +75,6 @@ class Services:
         self.network: str | None = None
         self.running: dict[str, _Running] = {}
 
-    @property
-    def reserved(self) -> Capacity:
-        total = ZERO
-        for service in self.running.values():
-            total = total + service.need
-        return total
-
     def start(self, names: tuple[str, ...]) -> None:
         """Start ``names`` unless they run, without waiting for them to be ready."""
         for name in names:
@@ -86,19 +86,18 @@ class Services:
         self.start(names)
         for name in names:
             service = self.running[name]
-            if service.failed is None and not service.ready:
-                service.failed = self._wait_healthy(name, service.container_id)
-                service.ready = service.failed is None
-            if service.failed is None:
-                state = self.runtime.health(service.container_id)
-                if state == "exited" and self.engine_away_since(service.since):
-                    state = self._restart(name, service)
-                if state == "exited":
-                    service.failed = f"service {name!r} has stopped"
-                elif state == "unhealthy":
-                    service.failed = f"service {name!r} is unhealthy"
-            if service.failed is not None:
-                return service.failed
+            if service.state is ServiceState.STARTING:
+                self._wait_ready(name, service)
+            if service.state is ServiceState.READY:
+                health = self.runtime.health(service.container_id)
+                if health == "exited" and self.engine_away_since(service.since):
+                    self._restart(name, service)
+                elif health == "exited":
+                    service.on(ServiceEvent.EXITED, f"service {name!r} has stopped")
+                elif health == "unhealthy":
+                    service.on(ServiceEvent.UNHEALTHY, f"service {name!r} is unhealthy")
+            if service.state is ServiceState.FAILED:
+                return service.failure
         return None
 
     def _start(self, name: str) -> None:
@@ -135,53 +134,61 @@ class Services:
         try:  # (an engine that is away is not the service's fault: that propagates)
             container_id = self.runtime.create(container)
         except RuntimeFailure as exc:
-            self.running[name] = _Running("", need, failed=f"service {name!r}: {exc.message}")
+            failure = f"service {name!r}: {exc.message}"
+            self.running[name] = _Running("", need, self.clock(), ServiceState.FAILED, failure)
             return
         self.running[name] = _Running(container_id, need, since=self.clock())
         try:
             self.runtime.start(container_id)
         except RuntimeFailure as exc:
-            self.running[name].failed = f"service {name!r} did not start: {exc.message}"
+            failure = f"service {name!r} did not start: {exc.message}"
+            self.running[name].on(ServiceEvent.EXITED, failure)
 
-    def _restart(self, name: str, service: _Running) -> str:
+    def _restart(self, name: str, service: _Running) -> None:
         """Start again a service that an engine restart stopped (its state is in its volumes,
-        as after a power cut); return its health once it is ready, or why not."""
+        as after a power cut), and wait until it is ready again."""
+        service.on(ServiceEvent.ENGINE_STOPPED)
         service.since = self.clock()
         try:
             self.runtime.start(service.container_id)
         except RuntimeFailure as exc:
-            service.failed = f"service {name!r} did not start again: {exc.message}"
-            return "exited"
-        service.failed = self._wait_healthy(name, service.container_id)
-        return "exited" if service.failed is not None else "healthy"
+            service.on(ServiceEvent.EXITED, f"service {name!r} did not start again: {exc.message}")
+            return
+        self._wait_ready(name, service)
 
-    def _wait_healthy(self, name: str, container_id: str) -> str | None:
+    def _wait_ready(self, name: str, service: _Running) -> None:
+        """Until healthy (or running, without a check), failed, or out of time."""
         check = self.specs[name].healthcheck
         budget = 5.0 if check is None else check.interval * (check.retries + 1) + check.timeout
         deadline = time.monotonic() + budget
         while True:
-            state = self.runtime.health(container_id)
-            if state in ("healthy", "running") and (check is None or state == "healthy"):
-                return None
-            if state == "exited":
-                return f"service {name!r} exited before it was ready"
-            if state == "unhealthy":
-                return f"service {name!r} failed its health check"
+            health = self.runtime.health(service.container_id)
+            if health in ("healthy", "running") and (check is None or health == "healthy"):
+                service.on(ServiceEvent.HEALTHY)
+                return
+            if health == "exited":
+                service.on(ServiceEvent.EXITED, f"service {name!r} exited before it was ready")
+                return
+            if health == "unhealthy":
+                service.on(ServiceEvent.UNHEALTHY, f"service {name!r} failed its health check")
+                return
             if time.monotonic() > deadline:
-                return f"service {name!r} was not healthy after {budget:g}s"
+                failure = f"service {name!r} was not healthy after {budget:g}s"
+                service.on(ServiceEvent.UNHEALTHY, failure)
+                return
             self.sleep(0.2)
 
     def stop(self) -> None:
         """Remove the services (but those to keep) and, when none is kept, the network."""
         kept = False
         for name, service in self.running.items():
-            if self.specs[name].keep and service.failed is None:
+            keep = self.specs[name].keep
+            service.on(ServiceEvent.RUN_ENDED_KEEP if keep else ServiceEvent.RUN_ENDED)
+            if service.state is ServiceState.KEPT:
                 kept = True
-                continue
-            if not service.container_id:
-                continue  # it was never created
-            with contextlib.suppress(DockyardError):
-                self.runtime.remove(service.container_id)
+            elif service.container_id:  # (one that was never created has nothing to remove)
+                with contextlib.suppress(DockyardError):
+                    self.runtime.remove(service.container_id)
         if self.network is not None and not kept:
             with contextlib.suppress(DockyardError):
                 self.runtime.remove_network(self.network)
