@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,6 +18,7 @@ from dockyard.runtime.base import (
     LABEL_PIPELINE,
     Bind,
     ContainerSpec,
+    Health,
     Runtime,
 )
 from dockyard.runtime.docker import DockerRuntime
@@ -191,3 +193,70 @@ def test_a_fork_loop_stops_at_the_pids_limit(
     assert b"can't fork" in logs, logs
     assert b"all forked" not in logs
     assert code != 0
+
+
+def test_kill_stops_a_running_container_and_its_wait_sees_a_non_zero_exit(
+    runtime: Runtime, label: dict[str, str]
+) -> None:
+    cid = runtime.create(spec("sleep 60", label))
+    try:
+        runtime.start(cid)
+        running = runtime.inspect(cid)
+        assert running is not None and running.running
+        runtime.kill(cid)
+        status = runtime.wait(cid, timeout=15)
+        assert not status.timed_out  # it was the kill that ended it
+        assert status.exit_code is not None and status.exit_code != 0
+        ended = runtime.inspect(cid)
+        assert ended is not None and ended.started and not ended.running
+        runtime.kill(cid)  # killing what has ended is fine
+    finally:
+        runtime.remove(cid)
+    runtime.kill(cid)  # and so is killing what is gone
+
+
+def test_health_is_healthy_while_the_probe_succeeds_and_exited_after_the_container_ends(
+    runtime: Runtime, label: dict[str, str]
+) -> None:
+    probe = Health(command=("true",), interval=0.2, timeout=2, retries=3)
+    cid = runtime.create(replace(spec("sleep 60", label), health=probe))
+    try:
+        runtime.start(cid)
+        deadline = time.monotonic() + 15  # the engine's first probe runs after one interval
+        health = runtime.health(cid)
+        while health == "starting" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            health = runtime.health(cid)
+        assert health == "healthy"
+        runtime.kill(cid)
+        runtime.wait(cid, timeout=15)
+        assert runtime.health(cid) == "exited"
+    finally:
+        runtime.remove(cid)
+
+
+def test_a_created_network_is_found_by_label_until_removed(
+    runtime: Runtime, label: dict[str, str]
+) -> None:
+    name = f"dockyard-contract-{uuid.uuid4().hex[:12]}"
+    runtime.create_network(name, label)
+    try:
+        assert runtime.networks(label) == [name]
+        assert runtime.networks({LABEL_PIPELINE: f"{label[LABEL_PIPELINE]}-other"}) == []
+    finally:
+        runtime.remove_network(name)
+    assert runtime.networks(label) == []
+    runtime.remove_network(name)  # removing an absent network is fine
+
+
+def test_nodes_include_a_ready_one_and_capacity_is_the_ready_nodes_together(
+    runtime: Runtime,
+) -> None:
+    nodes = runtime.nodes()
+    ready = [node for node in nodes if node.ready]
+    assert ready
+    assert len({node.id for node in nodes}) == len(nodes)
+    assert all(node.capacity.cpus > 0 and node.capacity.memory > 0 for node in ready)
+    total = runtime.capacity()
+    assert total.cpus == pytest.approx(sum(node.capacity.cpus for node in ready))
+    assert total.memory == sum(node.capacity.memory for node in ready)

@@ -1,5 +1,7 @@
-"""Test support shipped with dockyard: a fake runtime and local test images."""
+"""Test support shipped with dockyard: a fake runtime, fakes of the storage ports and local
+test images."""
 
 from dockyard.testing.fake import FakeRuntime, Fault
+from dockyard.testing.fake_storage import FakeOutputs, FakeVolumes, FakeWorkspace
 
-__all__ = ["FakeRuntime", "Fault"]
+__all__ = ["FakeOutputs", "FakeRuntime", "FakeVolumes", "FakeWorkspace", "Fault"]

@@ -192,6 +192,7 @@ class FakeRuntime:
         box = self.containers.get(container_id)
         if box is not None and box.state == "running":
             box.status = ExitStatus(137)
+            box.duration = 0.0  # it ends now, not when its command would have (no timeout)
 
     def pull(self, ref: str) -> str:
         raise ImageError(f"image {ref!r} is not present on this engine and could not be pulled")
