@@ -227,6 +227,19 @@ def test_a_made_staging_is_empty_and_writable_by_anyone_while_its_parents_are_no
         assert not mode & 0o077, f"{parent} is open to others ({mode:o})"
 
 
+def test_a_staging_made_after_its_runs_streams_still_has_private_parents(
+    workspace: Workspace,
+) -> None:
+    """A streamed chain's FIFOs are made before its members' stagings: whichever comes
+    first, nothing leading to a staging is open to other local users."""
+    folder = workspace.streams(RUN, "sort[a]", 1, ["align[a]"])
+    staging = workspace.staging(RUN, "align[a]", 1, LOCAL_NODE)
+    workspace.make(staging)
+    for parent in (staging.path.parent, staging.path.parent.parent, folder.parent):
+        mode = stat.S_IMODE(parent.stat().st_mode)
+        assert not mode & 0o077, f"{parent} is open to others ({mode:o})"
+
+
 def test_making_a_staging_again_empties_it(workspace: Workspace) -> None:
     """What a run that died left in an attempt's staging is not this attempt's output."""
     staging = workspace.staging(RUN, "align[a]", 1, LOCAL_NODE)

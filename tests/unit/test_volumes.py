@@ -387,3 +387,18 @@ def test_folders_an_older_dockyard_left_open_are_tightened(store: VolumeStore) -
         pass
     assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
     assert stat.S_IMODE(store.folder("v").stat().st_mode) == 0o700
+
+
+def test_rollback_gives_a_folder_back_its_permissions(tmp_path: Path) -> None:
+    store = VolumeStore(tmp_path / "home")
+    live = store.ensure("perm")
+    (live / "sub").mkdir()
+    (live / "sub" / "kept").write_text("x")
+    (live / "sub").chmod(0o755)
+    with store.lock("perm", exclusive=True):
+        snap = store.snapshot("perm")
+    (live / "sub").chmod(0o700)
+    with store.lock("perm", exclusive=True):
+        store.rollback("perm", snap)
+    assert stat.S_IMODE((live / "sub").stat().st_mode) == 0o755
+    assert (live / "sub" / "kept").read_text() == "x"

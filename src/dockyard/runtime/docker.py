@@ -172,7 +172,10 @@ class DockerRuntime(DockerImages):
 
     def health(self, container_id: str) -> str:
         with self._translated(f"inspecting container {container_id[:12]}"):
-            state = self.api.inspect_container(container_id)["State"]
+            try:
+                state = self.api.inspect_container(container_id)["State"]
+            except docker.errors.NotFound:
+                return "exited"  # (removed: as gone as it gets)
         if not state.get("Running"):
             return "exited"
         return str((state.get("Health") or {}).get("Status") or "running")

@@ -68,9 +68,8 @@ class LocalWorkspace:
         path = staging.path
         try:
             path.mkdir(mode=0o700)
-        except FileNotFoundError:  # the run's first: its folders, private to root
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.work.chmod(0o700)
+        except FileNotFoundError:  # the run's first
+            self._private(path.parent)
             path.mkdir(mode=0o700, exist_ok=True)
         except FileExistsError:  # left by a run that died
             sealing.discard(path)
@@ -78,9 +77,19 @@ class LocalWorkspace:
         path.chmod(0o777)  # the image may run as any user; the parents stay private
 
     def streams(self, run_id: str, unit: str, attempt: int, producers: Sequence[str]) -> Path:
+        self._private(self.work / run_id / "streams")
         folder = self.work / run_id / "streams" / f"{safe_name(unit)}.{attempt}"
         make_fifos(folder, [safe_name(p) for p in producers])
         return folder
+
+    def _private(self, folder: Path) -> None:
+        """``folder`` and the folders between it and the work folder, private to root:
+        what is inside is for containers (any user), what leads to it is not."""
+        path = self.work
+        for part in ("", *folder.relative_to(self.work).parts):
+            path = path / part
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path.chmod(0o700)
 
     def log(self, run_id: str, instance: str, attempt: int) -> Path:
         return self.logs / run_id / f"{safe_name(instance)}.{attempt}.log"

@@ -143,6 +143,8 @@ class _Mirror:
         mode, name = entry.info.st_mode, entry.name
         for _ in range(safefs.RETRIES):
             if present is not None and _matches(src, dst, entry, present):
+                if stat.S_ISDIR(mode) and stat.S_IMODE(present.st_mode) != mode & 0o777:
+                    _chmod_folder(dst, name, mode & 0o777)  # (its content stays)
                 return
             try:
                 if present is not None:
@@ -160,6 +162,20 @@ class _Mirror:
                     raise
             present = safefs.lstat_at(dst, name)  # something else is there now: look again
         raise safefs.Contended(f"{name!r} kept changing while dockyard was writing it")
+
+
+def _chmod_folder(dst: int, name: str, mode: int) -> None:
+    """Give a live folder the snapshot's permissions, through its descriptor (never a link)."""
+    try:
+        fd = safefs.open_dir(dst, name)
+    except OSError as exc:
+        if safefs.vanished(exc):
+            return  # replaced meanwhile: the next mirror of its parent sees it
+        raise
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def _matches(src: int, dst: int, entry: safefs.Entry, present: os.stat_result) -> bool:

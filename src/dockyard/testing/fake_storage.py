@@ -142,7 +142,11 @@ class FakeWorkspace:
         path.chmod(0o777)  # the image may run as any user
 
     def streams(self, run_id: str, unit: str, attempt: int, producers: Sequence[str]) -> Path:
-        folder = self.root / "streams" / safe_name(run_id) / f"{safe_name(unit)}.{attempt}"
+        parent = self.root / "streams" / safe_name(run_id)
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for level in (parent.parent, parent):
+            level.chmod(0o700)  # only the FIFOs' own folder is open to containers
+        folder = parent / f"{safe_name(unit)}.{attempt}"
         make_fifos(folder, [safe_name(p) for p in producers])
         return folder
 
