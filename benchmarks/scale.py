@@ -69,16 +69,21 @@ def child(path: Path, expect_cached: bool) -> None:
     store = Store(pf.state_dir / "state.db")
     run_id = Executor(pf, runtime, store).run()
     elapsed = time.perf_counter() - began
-    states = {row.state for row in store.instances(run_id)}
-    cached = all(row.cached for row in store.instances(run_id))
+    states, cached = store.db.execute(  # (one query: checking is not the run's time)
+        "SELECT group_concat(DISTINCT state), min(cached) FROM instances WHERE run_id=?",
+        (run_id,),
+    ).fetchone()
     store.close()
-    if states != {"succeeded"} or cached != expect_cached:
-        raise SystemExit(f"unexpected result: states {states}, all cached {cached}")
+    if states != "succeeded" or bool(cached) != expect_cached:
+        raise SystemExit(f"unexpected result: states {states}, all cached {bool(cached)}")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": elapsed, "peak_mb": peak_mb, "started": len(runtime.started)}))
 
 
 def measured(path: Path, expect_cached: bool) -> dict[str, float]:
+    """One run in a process of its own: the wall time of the whole process (interpreter
+    start and imports included, as a user waits for `dockyard run`)."""
+    began = time.perf_counter()
     done = subprocess.run(
         [sys.executable, __file__, "--child", str(path)]
         + (["--expect-cached"] if expect_cached else []),
@@ -86,8 +91,9 @@ def measured(path: Path, expect_cached: bool) -> dict[str, float]:
         capture_output=True,
         text=True,
     )
+    wall = time.perf_counter() - began
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return {**result, "seconds": wall}
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ and, for a streamed consumer, its producer's key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dockyard.errors import PlanError
@@ -18,11 +18,13 @@ from dockyard.images.resolve import image_key
 from dockyard.planning.graph import Graph, InstanceId
 from dockyard.planning.keys import cache_key
 from dockyard.planning.planner import Orphan, Resolution
+from dockyard.spec.paths import InputPaths
 from dockyard.storage.hashing import InputHasher
 from dockyard.storage.ports import OutputStore
 from dockyard.storage.store import Store
 
 Unit = tuple[InstanceId, ...]
+REUSABLE = Resolution(reusable=True, orphans={})
 
 
 @dataclass
@@ -43,7 +45,7 @@ class Resolver:
         store: Store,
         outputs: OutputStore,
         known: Known,
-        input_path: Callable[[str], str],
+        input_path: InputPaths,
     ):
         self.graph = graph
         self.images = images
@@ -55,6 +57,7 @@ class Resolver:
         self.input_path = input_path
         self.hits: dict[InstanceId, str] = {}  # reusable outputs, until reused
         self.orphans: dict[str, list[Orphan]] = {}  # dead runs' containers by cache key
+        self.image_ids: dict[int, str] = {}
 
     def resolve(self, units: Sequence[Unit], *, cache: bool) -> list[Resolution]:
         """Each unit's keys, and whether the cache (asked about them all at once) or a dead
@@ -63,7 +66,7 @@ class Resolver:
             for iid in unit:
                 self.known.keys[iid] = self._key(iid)
         asked = [u for u in units if cache and all(self.graph.instances[m].cacheable for m in u)]
-        entries = self.store.cache_get_many([self.known.keys[m] for u in asked for m in u])
+        entries = self.store.cache_entries([self.known.keys[m] for u in asked for m in u])
         resolutions = []
         for unit in units:
             hits = {}
@@ -77,7 +80,7 @@ class Resolver:
                     hits[iid] = hit.output
             if len(hits) == len(unit):  # a streamed chain is reused whole or not at all
                 self.hits.update(hits)
-                resolutions.append(Resolution(reusable=True, orphans={}))
+                resolutions.append(REUSABLE)
             else:
                 resolutions.append(Resolution(reusable=False, orphans=self._orphans(unit)))
         return resolutions
@@ -91,7 +94,10 @@ class Resolver:
     def _key(self, iid: InstanceId) -> str:
         instance = self.graph.instances[iid]
         try:
-            inputs = [(n, self.hasher.digest(self.input_path(rel))) for n, rel in instance.inputs]
+            inputs = []
+            for name, rel in instance.inputs:
+                path, info = self.input_path.with_status(rel)
+                inputs.append((name, self.hasher.digest(path, info=info)))
         except FileNotFoundError as exc:
             raise PlanError(
                 f"an input of {iid} is gone since the pipeline file was checked: {exc.filename}",
@@ -101,7 +107,10 @@ class Resolver:
         upstream += self.volumes.read_keys(instance, self.hasher)
         if instance.stdin is not None:  # what streams in is known only by its key
             upstream.append(("stdin", self.known.keys[instance.stdin]))
-        return cache_key(instance, self.images[image_key(instance.image)], inputs, upstream)
+        image = self.image_ids.get(id(instance.image))
+        if image is None:  # (one spec object per step: its key is worked out once)
+            image = self.image_ids[id(instance.image)] = self.images[image_key(instance.image)]
+        return cache_key(instance, image, inputs, upstream)
 
     def _orphans(self, unit: Unit) -> dict[InstanceId, Orphan]:
         """A dead run's container for each member (the latest attempt), or none at all: a

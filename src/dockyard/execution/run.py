@@ -20,9 +20,10 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from dockyard.collector import paused
 from dockyard.errors import DockyardError, EngineUnavailable, RunFailed
 from dockyard.events import Event, Reporter, ignore
 from dockyard.execution import cgroups
@@ -147,7 +148,7 @@ class Executor:
     def run(self) -> str:
         """Run the pipeline to completion; return the run id or raise :class:`RunFailed`."""
         self.engine.ping()
-        with _collector_paused():
+        with paused():
             graph = graph_of(self.pf)
         pool = pool_of(self.engine, self.options.max_cpus, self.options.max_memory)
         services = sorted({name for i in graph.instances.values() for name in i.services})
@@ -205,7 +206,7 @@ class Executor:
             for event in volumes.snapshot_written("before", self.clock()):
                 journal.report(event)
             journal.flush()
-            with _collector_paused():
+            with paused():
                 parts = self._parts(run_id, graph, _after(pool, reserved), images, volumes, journal)
             # The graph and the planner live as long as the run: out of the cyclic
             # collector's way, or each of its passes walks every instance again.
@@ -306,7 +307,9 @@ class Executor:
         try:
             parts.recovery.close_dead_runs(run_id)
             parts.loop.resolver.orphans = parts.recovery.orphans(run_id)
-            parts.loop.settle()
+            with paused():  # (what the cache answers: most of a rerun's objects)
+                parts.loop.settle()
+            gc.freeze()
             # Services of steps the cache did not answer start now, without waiting: a
             # database initialises while the steps before its users work.
             pending = parts.planner.in_phase(Phase.PENDING)
@@ -374,19 +377,6 @@ class Executor:
         except DockyardError:
             return False
         return True
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Building one object per instance (100,000 of them) makes the cyclic collector run
-    again and again over what was just built and is all alive: it is paused meanwhile."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _after(pool: dict[str, Capacity], reserved: Capacity) -> dict[str, Capacity]:

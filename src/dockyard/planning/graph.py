@@ -38,13 +38,13 @@ class InstanceId(NamedTuple):
         return cls(text)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UpstreamMount:
     source: InstanceId
     target: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Instance:
     id: InstanceId
     bindings: tuple[tuple[str, str], ...]

@@ -14,6 +14,7 @@ import json
 from dockyard.planning.graph import Instance
 
 KEY_FORMAT = 1
+_ENCODE = json.JSONEncoder(sort_keys=True).encode  # (json.dumps would make one per call)
 
 
 def cache_key(
@@ -31,4 +32,4 @@ def cache_key(
         "inputs": sorted(inputs),
         "upstream": sorted(upstream),
     }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(_ENCODE(material).encode()).hexdigest()

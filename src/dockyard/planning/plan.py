@@ -46,7 +46,7 @@ class Reason(enum.StrEnum):
     LOST = "lost"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Observed:
     phase: Phase = Phase.PENDING
     attempts: int = 0

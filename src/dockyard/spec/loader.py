@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from dockyard.collector import paused
 from dockyard.errors import SpecError, SpecIssue, short_repr
 from dockyard.spec.checks import check_pipeline
 from dockyard.spec.locate import Locator, dotted
@@ -64,7 +65,8 @@ def load_pipeline(path: str | Path) -> PipelineFile:
     except ValidationError as exc:
         raise SpecError(_pydantic_issues(exc, locator, shown)) from None
 
-    issues, scatter = check_pipeline(pipeline, file.parent, locator, shown)
+    with paused():  # (every value and path of a large scatter: see dockyard.collector)
+        issues, scatter = check_pipeline(pipeline, file.parent, locator, shown)
     if issues:
         raise SpecError(issues)
     return PipelineFile(file, pipeline, scatter)

@@ -55,10 +55,14 @@ class InputPaths:
         self.must_exist = must_exist  # (without: the caller's own stat will tell)
 
     def __call__(self, rel: str) -> str:
+        return self.with_status(rel)[0]
+
+    def with_status(self, rel: str) -> tuple[str, os.stat_result | None]:
+        """The path, and its status when resolving it gave that."""
         if self.fresh:
             self.resolver.parents.clear()
         try:
-            return self.resolver.real(rel, must_exist=self.must_exist)
+            return self.resolver.real_and_status(rel, must_exist=self.must_exist)
         except BadPath as exc:
             raise PlanError(str(exc)) from None
 
@@ -94,6 +98,13 @@ class Resolver:
     ) -> str:
         """As :meth:`resolve`, as a string, raising :class:`BadPath`: no object made per
         path, for the many inputs of a large scatter."""
+        return self.real_and_status(raw, shown=shown, must_exist=must_exist, state=state)[0]
+
+    def real_and_status(
+        self, raw: str, *, shown: str | None = None, must_exist: bool = True, state: bool = True
+    ) -> tuple[str, os.stat_result | None]:
+        """As :meth:`real`, with the path's status when resolving it gave that (not a link):
+        what hashes it need not ask again."""
         if not raw:
             raise BadPath("expected a relative path, found an empty string")
         if "\0" in raw:
@@ -103,7 +114,7 @@ class Resolver:
                 "expected a path relative to the pipeline file's folder, found "
                 f"{_shown(raw, shown)}"
             )
-        resolved = self._realpath(raw)
+        resolved, seen = self._realpath(raw)
         if resolved != self.real_root and not resolved.startswith(self.real_root + os.sep):
             raise BadPath(
                 f"path {_shown(raw, shown)} escapes the pipeline file's folder {str(self.root)!r}"
@@ -114,7 +125,7 @@ class Resolver:
                 raise BadPath(problem)
         if must_exist:
             try:
-                mode = os.stat(resolved).st_mode
+                mode = (seen or os.stat(resolved)).st_mode
             except FileNotFoundError:
                 raise BadPath(
                     f"path {_shown(raw, shown)} does not exist under {str(self.root)!r}"
@@ -124,25 +135,27 @@ class Resolver:
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 # (reading a FIFO or a device for the cache key would never end)
                 raise BadPath(f"path {_shown(raw, shown)} is neither a file nor a folder")
-        return resolved
+        return resolved, seen
 
-    def _realpath(self, raw: str) -> str:
+    def _realpath(self, raw: str) -> tuple[str, os.stat_result | None]:
+        """The path resolved, and its status when that came for free (not a link)."""
         head, leaf = os.path.split(os.path.normpath(raw))
         if leaf in ("", ".", ".."):
-            return os.path.realpath(os.path.join(self.root, raw))
+            return os.path.realpath(os.path.join(self.root, raw)), None
         if head not in self.parents:
             real = os.path.realpath(os.path.join(self.root, head))
             self.parents[head] = real if os.path.isdir(real) else None
         parent = self.parents[head]
         if parent is None:  # not a folder (yet): resolve the long way, for the message
-            return os.path.realpath(os.path.join(self.root, raw))
+            return os.path.realpath(os.path.join(self.root, raw)), None
         candidate = os.path.join(parent, leaf)
         try:
-            if not stat.S_ISLNK(os.lstat(candidate).st_mode):
-                return candidate  # the common case: one lstat per path
+            seen = os.lstat(candidate)
         except OSError:
-            return candidate
-        return os.path.realpath(candidate)
+            return candidate, None
+        if not stat.S_ISLNK(seen.st_mode):
+            return candidate, seen  # the common case: one lstat per path
+        return os.path.realpath(candidate), None
 
     def _state_problem(self, resolved: str, raw: str, shown: str | None) -> str | None:
         state = self.real_state
@@ -195,8 +208,10 @@ def glob_values(root: Path, pattern: str) -> tuple[str, ...] | str:
     walk = _Walk(root)
     names: set[str] = set()
     try:
-        for path in walk.matches(str(root), parts):
-            if os.path.exists(path):  # (a dangling symlink names no file)
+        for path, listed in walk.matches(str(root), parts):
+            # A listed entry that is no link exists (the listing says so, no stat needed);
+            # a link must point somewhere (a dangling one names no file).
+            if (listed is not None and not listed.is_symlink()) or os.path.exists(path):
                 names.add(os.path.basename(path))
                 if len(names) > MAX_GLOB_MATCHES:
                     return f"glob {shown} matches more than {MAX_GLOB_MATCHES} files"
@@ -221,11 +236,14 @@ class _Walk:
     # a symlink loop is walked once, not until the pattern runs out.
     entered: set[tuple[int, int, int]] = field(default_factory=set)
 
-    def matches(self, folder: str, parts: list[str]) -> Iterator[str]:
+    def matches(
+        self, folder: str, parts: list[str]
+    ) -> Iterator[tuple[str, os.DirEntry[str] | None]]:
+        """Each path the pattern matches, with its folder entry when a listing found it."""
         part, rest = parts[0], parts[1:]
         if part == "**":
             for sub in self._below(folder):
-                yield from self.matches(sub, rest) if rest else [sub]
+                yield from self.matches(sub, rest) if rest else [(sub, None)]
             if rest:
                 yield from self.matches(folder, rest)
             return
@@ -236,7 +254,7 @@ class _Walk:
             if rest and os.path.isdir(path) and self._enter(os.stat(path), rest):
                 yield from self.matches(path, rest)
             elif not rest and os.path.lexists(path):
-                yield path
+                yield path, None
             return
         hidden_too = part.startswith(".")  # as in the shell: * does not match .hidden
         match = re.compile(fnmatch.translate(part)).match
@@ -244,7 +262,7 @@ class _Walk:
             name = entry.name
             if (hidden_too or not name.startswith(".")) and match(name):
                 if not rest:
-                    yield entry.path
+                    yield entry.path, entry
                 elif _is_dir(entry, follow=True) and self._enter(entry.stat(), rest):
                     yield from self.matches(entry.path, rest)
 

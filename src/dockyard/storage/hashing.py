@@ -28,15 +28,18 @@ class InputHasher:
         self.pending: list[tuple[str, int, int, int, str]] = []
         self.known: dict[str, tuple[int, int, int, str]] | None = None
 
-    def digest(self, path: Path | str, *, may_change: bool = False) -> str:
+    def digest(
+        self, path: Path | str, *, may_change: bool = False, info: os.stat_result | None = None
+    ) -> str:
         """The content digest of a file, or of a directory tree (names, exec bits, contents).
 
         Host inputs do not change during a run, so their digest is computed once per run;
         a volume (``may_change``) can be written by an earlier step and is walked again
-        (its unchanged files still come from the stat cache)."""
+        (its unchanged files still come from the stat cache). ``info``: the path's status,
+        when the caller has it already (it is not a link)."""
         key = str(path)
         if may_change or key not in self.memo:
-            info = os.stat(key)
+            info = info if info is not None and not may_change else os.stat(key)
             if stat.S_ISDIR(info.st_mode):
                 self.memo[key] = self._tree(Path(key))
             else:
