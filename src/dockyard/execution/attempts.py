@@ -21,7 +21,6 @@ from dockyard.runtime.base import ContainerSpec, ExitStatus, Runtime
 from dockyard.runtime.patient import EngineGuard
 from dockyard.storage.outputs import Sealed
 from dockyard.storage.ports import OutputStore, Staging, Workspace
-from dockyard.units import format_memory
 
 # How an engine's stop ends a container: its stop signal (SIGTERM unless the image says
 # otherwise: SIGINT, SIGQUIT and SIGHUP are common), then SIGKILL after a grace period.
@@ -183,15 +182,3 @@ def outcome(result: Result) -> Outcome:
         )
     return Outcome(status.exit_code, Reason.EXITED, status.error or "")
 
-
-def describe(outcome: Outcome, memory: int) -> str:
-    if outcome.reason is Reason.EXITED:
-        return f"exited with status {outcome.exit_code}"
-    if outcome.reason is Reason.OOM:
-        return (
-            f"out of memory: killed by the kernel at its {format_memory(memory)} limit "
-            f"(exit {outcome.exit_code})"
-        )
-    if outcome.reason is Reason.TIMEOUT:
-        return "timed out"
-    return outcome.detail or outcome.reason.value

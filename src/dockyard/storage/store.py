@@ -161,21 +161,13 @@ class Store:
         )
 
     def set_instance(self, run_id: str, instance: str, **fields: Any) -> None:
-        columns = ", ".join(f"{k}=?" for k in fields)
-        self.db.execute(
-            f"UPDATE instances SET {columns} WHERE run_id=? AND instance=?",
-            (*fields.values(), run_id, instance),
-        )
+        self.update_instances(run_id, tuple(fields), [(*fields.values(), instance)])
 
     def update_instances(
         self, run_id: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
         """Set ``columns`` of many instances: each row is the values, then the instance."""
-        assignments = ", ".join(f"{c}=?" for c in columns)
-        self.db.executemany(
-            f"UPDATE instances SET {assignments} WHERE instance=? AND run_id=?",
-            [(*row, run_id) for row in rows],
-        )
+        self._update("instances", ("instance",), run_id, columns, rows)
 
     def insert_attempts(
         self, run_id: str, rows: Sequence[tuple[str, int, float, int, float, str]]
@@ -191,10 +183,20 @@ class Store:
         self, run_id: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
         """Set ``columns`` of many attempts: each row is the values, the instance, the number."""
+        self._update("attempts", ("instance", "number"), run_id, columns, rows)
+
+    def _update(
+        self,
+        table: str,
+        keys: Sequence[str],
+        run_id: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
         assignments = ", ".join(f"{c}=?" for c in columns)
+        where = " AND ".join(f"{k}=?" for k in (*keys, "run_id"))
         self.db.executemany(
-            f"UPDATE attempts SET {assignments} WHERE instance=? AND number=? AND run_id=?",
-            [(*row, run_id) for row in rows],
+            f"UPDATE {table} SET {assignments} WHERE {where}", [(*row, run_id) for row in rows]
         )
 
     def record_outputs(self, rows: Sequence[tuple[str, str, int, int, float]]) -> None:
