@@ -62,7 +62,7 @@ class PrivateEngine:
             start_new_session=True,
         )
         self.daemon: subprocess.Popen[bytes] | None = None
-        self._enter("ip", "link", "set", "lo", "up")
+        self._wait_for_namespaces()
         self.containerd = subprocess.Popen(
             self._nsenter("containerd", f"--config={self.root / 'containerd.toml'}"),
             stdin=subprocess.DEVNULL,
@@ -171,14 +171,15 @@ class PrivateEngine:
     def _nsenter(self, *args: str) -> list[str]:
         return ["nsenter", f"--target={self.holder.pid}", "--net", "--mount", "--", *args]
 
-    def _enter(self, *args: str) -> None:
+    def _wait_for_namespaces(self) -> None:
+        """The holder needs a moment to unshare: nothing may start in the host's namespaces
+        (dockerd --bridge none would delete the host's docker0)."""
         deadline = time.monotonic() + 10
         host = os.readlink("/proc/self/ns/net")
-        while True:  # the holder needs a moment to unshare: never act in the host's namespace
+        while True:
             with contextlib.suppress(OSError):
                 if os.readlink(f"/proc/{self.holder.pid}/ns/net") != host:
-                    break
+                    return
             if time.monotonic() > deadline:
                 raise RuntimeError("the private engine's namespaces were not made")
             time.sleep(0.02)
-        subprocess.run(self._nsenter(*args), capture_output=True, check=True)
