@@ -4,6 +4,7 @@ from pathlib import Path
 
 from dockyard.planning.graph import InstanceId, UpstreamMount
 from dockyard.planning.preflight import graph_of
+from dockyard.report.render import mermaid
 from dockyard.spec import load_pipeline
 from tests.conftest import WritePipeline
 
@@ -166,3 +167,22 @@ def test_a_stream_producer_is_not_mounted_as_an_output(write_pipeline: WritePipe
     consumer = graph.instances[InstanceId("b", "x")]
     assert consumer.stdin == InstanceId("a", "x")
     assert consumer.upstream == ()
+
+
+def test_steps_whose_names_differ_only_by_dash_and_underscore_are_two_nodes(
+    write_pipeline: WritePipeline,
+) -> None:
+    text = mermaid(
+        load_pipeline(
+            write_pipeline(
+                """
+                version: 1
+                name: twins
+                steps:
+                  a-b: {command: "true"}
+                  a_b: {command: "true", needs: [a-b]}
+                """
+            )
+        )
+    )
+    assert "s_a_db --> s_a__b" in text

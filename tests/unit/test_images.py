@@ -163,3 +163,19 @@ def test_distinct_recipes_are_made_side_by_side_and_shared_ones_once(
     made = make_images(pf, [("bwa", True), ("aligner", True), ("tools", False)], runtime)
     assert sorted(r.include for r in bootstraps) == [("bwa",), ("samtools",)]
     assert made["bwa"] == made["aligner"] == runtime.image_id("demo/aligner:1")
+
+
+def test_a_build_context_that_holds_the_state_folder_does_not_change_with_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "dockyard.yaml").write_text(
+        "version: 1\nname: ctx\nimages: {tool: {build: .}}\nsteps: {a: {command: 'true'}}\n"
+    )
+    pf = load_pipeline(tmp_path / "dockyard.yaml")
+    before = source_of(pf, pf.pipeline.images["tool"])
+    (pf.state_dir / "logs").mkdir(parents=True)
+    (pf.state_dir / "logs" / "new.log").write_text("a run happened\n")
+    assert source_of(pf, pf.pipeline.images["tool"]) == before
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nLABEL x=y\n")
+    assert source_of(pf, pf.pipeline.images["tool"]) != before

@@ -318,3 +318,14 @@ def test_a_key_named_like_a_type_is_reported_as_the_unknown_key_it_is(tmp_path: 
     with pytest.raises(SpecError) as raised:
         load_pipeline(tmp_path / "dockyard.yaml")
     assert "unknown key 'str'" in str(raised.value)
+
+
+def test_a_volume_seed_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "seed.txt").write_text("x")
+    (tmp_path / "dockyard.yaml").write_text(
+        "version: 1\nname: x\nvolumes: {v: {seed: ./seed.txt}}\n"
+        "steps: {a: {command: 'true', volumes: {v: /v}}}\n"
+    )
+    with pytest.raises(SpecError) as raised:
+        load_pipeline(tmp_path / "dockyard.yaml")
+    assert "volumes.v.seed: expected a folder" in str(raised.value)

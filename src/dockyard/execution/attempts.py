@@ -181,4 +181,3 @@ def outcome(result: Result) -> Outcome:
             f"stopped by signal {status.exit_code - 128}: {result.unwatched}",
         )
     return Outcome(status.exit_code, Reason.EXITED, status.error or "")
-

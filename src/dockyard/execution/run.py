@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dockyard.collector import paused
-from dockyard.errors import DockyardError, EngineUnavailable, RunFailed
+from dockyard.errors import DockyardError, EngineUnavailable, InvalidInput, RunFailed
 from dockyard.events import Event, Reporter, ignore
 from dockyard.execution import cgroups
 from dockyard.execution.attempts import AttemptRunner, Notice, Result
@@ -53,9 +53,22 @@ from dockyard.storage.local import LocalOutputs, LocalVolumes, LocalWorkspace
 from dockyard.storage.lock import RunLock
 from dockyard.storage.ports import OutputStore, VolumeBackend, Workspace
 from dockyard.storage.store import RunRow, Store
+from dockyard.units import parse_duration
 
 Clock = Callable[[], float]
-ENGINE_PATIENCE = float(os.environ.get("DOCKYARD_ENGINE_PATIENCE", "300"))
+DEFAULT_PATIENCE = 300.0
+
+
+def patience_from_environment() -> float:
+    """How long a run waits for an engine that stopped answering: DOCKYARD_ENGINE_PATIENCE
+    (seconds, or a duration like 5m), 300 s unless set."""
+    raw = os.environ.get("DOCKYARD_ENGINE_PATIENCE")
+    if raw is None or not raw.strip():
+        return DEFAULT_PATIENCE
+    try:
+        return float(raw) if raw.replace(".", "", 1).isdigit() else parse_duration(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"DOCKYARD_ENGINE_PATIENCE: {exc}") from None
 
 
 def new_run_id() -> str:
@@ -120,7 +133,7 @@ class Executor:
         clock: Clock = time.time,
         new_id: Callable[[], str] = new_run_id,
         sleep: Callable[[float], None] = time.sleep,
-        engine_patience: float = ENGINE_PATIENCE,
+        engine_patience: float | None = None,
         ports: Ports | None = None,
     ):
         self.pf = pf
@@ -135,7 +148,7 @@ class Executor:
         self.results: queue.Queue[Result | Notice] = queue.Queue()
         self.guard = EngineGuard(
             runtime.ping,
-            engine_patience,
+            engine_patience if engine_patience is not None else patience_from_environment(),
             clock=clock,
             sleep=sleep,
             notify=lambda event: self.results.put(Notice(event)),

@@ -23,6 +23,7 @@ from dockyard.images import debian, debian_build
 from dockyard.runtime.base import LABEL_PIPELINE, Runtime
 from dockyard.spec.loader import PipelineFile
 from dockyard.spec.model import ImageBuild, ImageSpec
+from dockyard.spec.paths import STATE_DIR_NAME
 from dockyard.storage.outputs import tree_digest
 from dockyard.storage.volumes import data_root
 
@@ -135,7 +136,10 @@ def source_of(pf: PipelineFile, spec: ImageBuild) -> str:
     if spec.debian is not None:
         return f"debian:{debian.recipe_of(spec.debian).digest}"
     assert spec.build is not None
-    return f"context:{tree_digest((pf.root / spec.build).resolve())[0]}"
+    context = (pf.root / spec.build).resolve()
+    # A context that holds the pipeline's state folder (build: .) must not change with it.
+    skip = (STATE_DIR_NAME,) if context == pf.root.resolve() else ()
+    return f"context:{tree_digest(context, skip=skip)[0]}"
 
 
 def tag_of(pf: PipelineFile, name: str, source: str) -> str:

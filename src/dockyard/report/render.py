@@ -36,4 +36,6 @@ def dot(pf: PipelineFile) -> str:
 
 
 def _id(name: str) -> str:
-    return "s_" + name.replace("-", "_")
+    """A Mermaid node id for a step name: letters, digits and ``_`` only, and distinct for
+    distinct names (``a-b`` and ``a_b`` are two steps)."""
+    return "s_" + name.replace("_", "__").replace("-", "_d")

@@ -85,7 +85,14 @@ def check_pipeline(
     for name, declared in pipeline.volumes.items():
         if declared.seed is not None:
             # (a seed is copied into a volume that steps mount: the state folder stays out)
-            out.path(["volumes", name, "seed"], resolver.resolve(declared.seed))
+            loc = ["volumes", name, "seed"]
+            seed = out.path(loc, resolver.resolve(declared.seed))
+            if seed is not None and not seed.is_dir():
+                out.add(
+                    loc,
+                    "expected a folder whose content the volume starts with, found a file "
+                    f"({short_repr(declared.seed)})",
+                )
     return out.issues, scatter
 
 

@@ -19,7 +19,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,15 +51,18 @@ def _read_it(path: str, info: os.stat_result, read: Callable[[], str]) -> str:
     return read()
 
 
-def tree_digest(root: Path, digest_of: FileDigest = _read_it) -> tuple[str, int, int]:
-    """A digest of a directory tree's names, types, executable bits and contents.
+def tree_digest(
+    root: Path, digest_of: FileDigest = _read_it, skip: Collection[str] = ()
+) -> tuple[str, int, int]:
+    """A digest of a directory tree's names, types, executable bits and contents (without
+    the root's entries named in ``skip``).
 
     Returns (digest, bytes in regular files, number of regular files). ``digest_of`` may
     answer from a cache of earlier digests (see :class:`dockyard.storage.hashing.InputHasher`)."""
     outer = hashlib.sha256()
     size = files = 0
     with safefs.opened(root) as root_fd:
-        for folder in safefs.walk(root_fd):
+        for folder in safefs.walk(root_fd, skip):
             for entry in folder.entries:
                 rel, info = folder.path(entry.name), entry.info
                 try:

@@ -19,7 +19,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,8 +229,9 @@ class Folder:
         return "/".join((*self.rel, name))
 
 
-def walk(root_fd: int) -> Iterator[Folder]:
-    """Every folder under ``root_fd`` (itself first), depth first, in name order.
+def walk(root_fd: int, skip: Collection[str] = ()) -> Iterator[Folder]:
+    """Every folder under ``root_fd`` (itself first), depth first, in name order; the
+    root's entries named in ``skip`` are left out, and never entered.
 
     Never enters a link. A sub-folder that is gone or became something else by the time
     the walk reaches it is skipped: its parent's listing still shows what it was."""
@@ -246,6 +247,8 @@ def walk(root_fd: int) -> Iterator[Folder]:
                     continue
                 raise
             listed = entries(fd)
+            if skip and not rel:
+                listed = [e for e in listed if e.name not in skip]
             folder = Folder(rel, fd, listed, [e.name for e in listed if _is_dir(e)])
             yield folder
             stack.extend((*rel, name) for name in reversed(folder.subdirs))
