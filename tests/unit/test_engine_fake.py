@@ -325,3 +325,16 @@ def test_a_cached_volume_writer_holds_only_while_its_volume_holds_what_it_left(
     assert cached() == {"build": 1, "use": 1}
     (VolumeStore().live("idx") / "index").unlink()  # someone emptied the volume
     assert cached() == {"build": 0, "use": 1}  # the same content again: its reader holds
+
+
+def test_a_kept_service_is_replaced_by_the_next_run_not_mistaken_for_a_step(
+    write_pipeline: WritePipeline, runtime: FakeRuntime
+) -> None:
+    path = write_pipeline(SERVICE.replace("resources: {cpus: 0.5, memory: 64m}}", "keep: true}"))
+    first, store, _ = execute(path, runtime)
+    assert store.run(first).state == "succeeded"
+    (kept,) = runtime.containers.values()  # the service stays up after its run
+    second, store, _ = execute(path, runtime, no_cache=True)
+    assert store.run(second).state == "succeeded"
+    assert kept.id not in runtime.containers  # replaced by the second run's own
+    assert len(runtime.containers) == 1

@@ -252,3 +252,25 @@ def test_threads_waiting_for_the_engine_see_one_outage_reported_once(
         worker.join(timeout=10)
     assert [e.detail["state"] for e in events] == ["away", "back"]
     assert guard.away_between(4.0, 6.0) and not guard.away_between(6.5, 7.0)
+
+
+def test_a_service_started_early_that_a_restart_stopped_is_started_again_for_its_step(
+    tmp_path: Path, runtime: FakeRuntime
+) -> None:
+    path = write(
+        tmp_path,
+        f"""
+version: 1
+name: svc
+services:
+  db: {{image: {IMAGE}, command: "sleep 1000"}}
+steps:
+  make: {{image: {IMAGE}, command: "echo made > /out/x"}}
+  load: {{image: {IMAGE}, needs: [make], services: [db], command: "echo loaded > /out/x"}}
+""",
+    )
+    runtime.inject("make", Fault(engine_restart=True))  # while db was still starting
+    store, _ = run_once(path, runtime, [], "early")
+    assert store.run("early").state == "succeeded"
+    assert [a.state for a in store.attempts("early", "load")] == ["succeeded"]
+    assert runtime.started_instances.count("") == 2  # the service, started again once

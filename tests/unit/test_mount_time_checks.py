@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from dockyard.errors import PlanError
 from dockyard.execution import Executor, RunOptions
 from dockyard.runtime.base import ContainerSpec
 from dockyard.spec import load_pipeline
+from dockyard.storage.hashing import InputHasher, NotData
 from dockyard.storage.store import Store
 from dockyard.testing import FakeRuntime
 from tests.conftest import WritePipeline
@@ -52,3 +54,13 @@ def test_an_input_that_became_a_way_out_after_the_check_is_not_mounted(
         store.close()
     mounted = {Path(b.source).resolve() for s in runtime.specs for b in s.binds}
     assert Path("/etc") not in mounted and pf.state_dir.resolve() not in mounted
+
+
+def test_an_input_swapped_for_a_fifo_after_the_check_is_refused_not_read(
+    tmp_path: Path,
+) -> None:
+    fifo = tmp_path / "data.txt"
+    os.mkfifo(fifo)
+    hasher = InputHasher(Store(tmp_path / "state.db"))
+    with pytest.raises(NotData):
+        hasher.digest(fifo)  # (opening it to read would block until a writer came)

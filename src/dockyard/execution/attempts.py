@@ -5,6 +5,7 @@ the loop has acknowledged (committed) it. Also how an ended attempt is classifie
 from __future__ import annotations
 
 import contextlib
+import errno
 import queue
 import signal
 import threading
@@ -16,12 +17,15 @@ from dockyard.errors import DockyardError
 from dockyard.events import Event
 from dockyard.execution import cgroups
 from dockyard.planning.graph import InstanceId
-from dockyard.planning.plan import Outcome, Reason
+from dockyard.planning.plan import SIGPIPE_EXIT, Outcome, Reason
 from dockyard.runtime.base import ContainerSpec, ExitStatus, Runtime
 from dockyard.runtime.patient import EngineGuard
 from dockyard.storage.outputs import Sealed
 from dockyard.storage.ports import OutputStore, Staging, Workspace
 
+# The exits whose output may be committed: success, and a streamed producer ended by SIGPIPE
+# after its consumer left (whether that is fine is the planner's to say).
+COMMITTABLE = frozenset({0, SIGPIPE_EXIT})
 # How an engine's stop ends a container: its stop signal (SIGTERM unless the image says
 # otherwise: SIGINT, SIGQUIT and SIGHUP are common), then SIGKILL after a grace period.
 STOP_SIGNALS = frozenset(
@@ -119,10 +123,13 @@ class AttemptRunner:
             if logs:  # an attempt that printed nothing has no file (one fewer per instance)
                 order.log.parent.mkdir(parents=True, exist_ok=True)
                 order.log.write_bytes(logs)
-            if status.exit_code == 0 and not status.timed_out:
+            if status.exit_code in COMMITTABLE and not status.timed_out:
                 # Beside the loop, the slow part of committing: the loop only renames.
-                with contextlib.suppress(OSError):  # (gone: the attempt is lost)
+                try:
                     sealed = self.outputs.seal(order.staging)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                        raise  # (a real failure: reported as this attempt's error)
         except DockyardError as exc:
             error = exc
         except Exception as exc:  # an unexpected engine answer or a bug: fail this attempt

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockyard.execution.attempts import Result, outcome
+from dockyard.execution.attempts import COMMITTABLE, Result, outcome
 from dockyard.execution.journal import RunJournal
 from dockyard.execution.resolution import Known
 from dockyard.execution.run_volumes import RunVolumes
@@ -53,20 +53,26 @@ class Conclusion:
         self.flight[(iid, attempt)] = _InFlight(staging, log)
 
     def ended(self, result: Result) -> Outcome:
-        """What the attempt's end means; an exit 0 whose output folder is gone is lost."""
+        """What the attempt's end means; an output that could be committed but whose folder
+        is gone makes the attempt lost."""
         held = self.flight[(result.instance, result.attempt)]
         seen = outcome(result)
-        if seen.ok and result.sealed is None:
-            seen = Outcome(0, Reason.LOST, "its output folder is gone")
+        status = result.status
+        if (
+            seen.reason is Reason.EXITED
+            and status is not None
+            and status.exit_code in COMMITTABLE
+            and result.sealed is None
+        ):
+            seen = Outcome(status.exit_code, Reason.LOST, "its output folder is gone")
         held.result, held.outcome = result, seen
         return seen
 
     def commit(self, action: Commit) -> None:
         held = self.flight.pop((action.instance, action.attempt))
         assert held.result is not None and held.outcome is not None
-        # (a producer that ended by SIGPIPE was not sealed by its worker: it is now)
-        sealed = held.result.sealed or self.outputs.seal(held.staging)
-        stored = self.outputs.commit(held.staging, sealed)
+        assert held.result.sealed is not None  # (only what could be committed is)
+        stored = self.outputs.commit(held.staging, held.result.sealed)
         note_changes(held.log, stored.changes)
         self.known.outputs[action.instance] = stored.digest
         instance = self.graph.instances[action.instance]

@@ -37,10 +37,6 @@ class _Table:
         else:
             self.runs.append((kind, [row]))
 
-    def take(self) -> list[tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
-        runs, self.runs = self.runs, []
-        return runs
-
 
 class RunJournal:
     def __init__(self, store: Store, reporter: Reporter, clock: Clock):
@@ -96,17 +92,18 @@ class RunJournal:
         if not self.pending:
             return
         store, run_id = self.store, self.run_id
-        with store.transaction():
+        with store.transaction():  # (rolled back whole if it fails: the rows stay buffered)
             store.record_outputs(self.outputs)
-            for kind, rows in self.attempts.take():
+            for kind, rows in self.attempts.runs:
                 if kind == ("start",):
                     store.insert_attempts(run_id, rows)
                 else:
                     store.update_attempts(run_id, kind, rows)
-            for kind, rows in self.instances.take():
+            for kind, rows in self.instances.runs:
                 store.update_instances(run_id, kind, rows)
             store.put_cache_entries(self.cache)
             store.add_events(run_id, self.events)
+        self.attempts.runs, self.instances.runs = [], []
         self.outputs, self.cache, self.events = [], [], []
 
     # -- instances ------------------------------------------------------------------------------

@@ -40,15 +40,18 @@ class Recovery:
         ]
         by_key: dict[str, list[Orphan]] = {}
         for container in self.found:
-            if container.started:  # one that never started has nothing to wait for
+            attempt = container.labels.get(LABEL_ATTEMPT, "")
+            # Only a step's attempt that ran can be adopted: one that never started has
+            # nothing to wait for, and a service (kept, or left by a dead run) is no step.
+            if container.started and attempt.isdigit() and LABEL_KEY in container.labels:
                 orphan = Orphan(
                     container.id,
                     container.labels[LABEL_RUN],
-                    int(container.labels[LABEL_ATTEMPT]),
+                    int(attempt),
                     container.running,
                     container.node,
                 )
-                by_key.setdefault(container.labels.get(LABEL_KEY, ""), []).append(orphan)
+                by_key.setdefault(container.labels[LABEL_KEY], []).append(orphan)
         return by_key
 
     def sweep(self, run_id: str, adopted: set[str]) -> None:
@@ -56,7 +59,8 @@ class Recovery:
         the networks of earlier runs."""
         for container in self.found:
             if container.id not in adopted:
-                self.runtime.remove(container.id)
+                with contextlib.suppress(DockyardError):  # (the end of the run tries again)
+                    self.runtime.remove(container.id)
         self.found = []
         for network in self.runtime.networks(self.labels):
             if run_id not in network:

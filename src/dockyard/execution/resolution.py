@@ -19,7 +19,7 @@ from dockyard.planning.graph import Graph, InstanceId
 from dockyard.planning.keys import cache_key
 from dockyard.planning.planner import Orphan, Resolution
 from dockyard.spec.paths import InputPaths
-from dockyard.storage.hashing import InputHasher
+from dockyard.storage.hashing import InputHasher, NotData
 from dockyard.storage.ports import OutputStore
 from dockyard.storage.store import Store
 
@@ -101,6 +101,11 @@ class Resolver:
         except FileNotFoundError as exc:
             raise PlanError(
                 f"an input of {iid} is gone since the pipeline file was checked: {exc.filename}",
+                step=iid.step,
+            ) from None
+        except NotData as exc:
+            raise PlanError(
+                f"an input of {iid} changed since the pipeline file was checked: {exc}",
                 step=iid.step,
             ) from None
         upstream = [(m.target, self.known.outputs[m.source]) for m in instance.upstream]

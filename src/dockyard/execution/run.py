@@ -325,11 +325,13 @@ class Executor:
             gc.freeze()
             # Services of steps the cache did not answer start now, without waiting: a
             # database initialises while the steps before its users work.
+            # What a dead run left and no unit adopted goes first: a kept service of an
+            # earlier run must be gone before this run's own starts on the same volumes.
+            parts.recovery.sweep(run_id, parts.launcher.adopted)
+            parts.loop.resolver.orphans = {}
             pending = parts.planner.in_phase(Phase.PENDING)
             wanted = {name for iid in pending for name in graph.instances[iid].services}
             parts.services.start(tuple(sorted(wanted)))
-            parts.recovery.sweep(run_id, parts.launcher.adopted)
-            parts.loop.resolver.orphans = {}
             parts.loop.run()
         except Abandon:
             self.guard.give_up()
@@ -365,31 +367,61 @@ class Executor:
     def _finish(
         self, parts: _Parts, volumes: RunVolumes, event: RunEvent, message: str | None
     ) -> None:
+        """End the run whatever happens on the way: each step is tried on its own, the run's
+        end state is always written, and the first thing that failed is raised after."""
+        failures: list[BaseException] = []
+
+        def attempt(step: Callable[[], object]) -> None:
+            try:
+                step()
+            except Exception as exc:  # (a step that fails must not cost the run's record)
+                failures.append(exc)
+
+        # What the loop concluded goes to disk before any container of it is removed.
+        attempt(parts.journal.flush)
         removed = self._remove_leftovers(parts)
-        parts.dispatch.close()
-        parts.services.stop()
-        parts.journal.interrupted(parts.conclusion.running())
-        if removed:  # else containers may still run (the engine is away): the next run adopts
-            self.ports.workspace.clear()  # the run lock is held: nobody else works here
-        if parts.identity.own_cgroups:
-            cgroups.sweep(f"{parts.identity.project}-")
-        parts.hasher.flush()
-        for snapshot in volumes.snapshot_written("after", self.clock()):  # what it produced
-            parts.journal.report(snapshot)
-        parts.journal.finish(advance(RUN, RunState.RUNNING, event), message)
+        try:
+            attempt(parts.services.stop)
+            attempt(lambda: parts.journal.interrupted(parts.conclusion.running()))
+            if removed:  # else containers may still run (the engine is away): next run adopts
+                attempt(self.ports.workspace.clear)  # the run lock is held: nobody else works
+            if parts.identity.own_cgroups:
+                attempt(lambda: cgroups.sweep(f"{parts.identity.project}-"))
+            attempt(parts.hasher.flush)
+
+            def after() -> None:  # what the run produced
+                for snapshot in volumes.snapshot_written("after", self.clock()):
+                    parts.journal.report(snapshot)
+
+            attempt(after)
+        finally:
+            parts.dispatch.close(abandon=not removed)
+            state = advance(RUN, RunState.RUNNING, event)
+            if failures and event is RunEvent.ALL_SUCCEEDED:
+                state = advance(RUN, RunState.RUNNING, RunEvent.ERROR)
+                message = f"ending the run failed: {failures[0]}"
+            parts.journal.finish(state, message)
+        if failures and event is RunEvent.ALL_SUCCEEDED:
+            raise failures[0]
 
     def _remove_leftovers(self, parts: _Parts) -> bool:
         """However the loop ended, no container of this run (or adopted by it) may remain.
-        False when some may (the engine did not answer)."""
+        False when some may (the engine did not answer, or refused to remove one)."""
+        removed = True
         try:
-            for container in self.runtime.list({LABEL_RUN: parts.identity.run_id}):
-                if container.labels.get(LABEL_KEEP) != "true":  # Services.stop decides those
-                    self.runtime.remove(container.id)
-            for container_id in parts.launcher.adopted:
-                self.runtime.remove(container_id)
+            found = [
+                c.id
+                for c in self.runtime.list({LABEL_RUN: parts.identity.run_id})
+                if c.labels.get(LABEL_KEEP) != "true"  # Services.stop decides those
+            ]
         except DockyardError:
             return False
-        return True
+        for container_id in [*found, *parts.launcher.adopted]:
+            try:
+                self.runtime.remove(container_id)
+            except DockyardError:
+                removed = False  # (the others are still removed)
+        return removed
 
 
 def _after(pool: dict[str, Capacity], reserved: Capacity) -> dict[str, Capacity]:

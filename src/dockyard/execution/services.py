@@ -27,6 +27,7 @@ from dockyard.spec.model import Service
 
 LABEL_SERVICE = "dockyard.service"
 LABEL_KEEP = "dockyard.keep"
+MAX_RESTARTS = 5  # engine restarts one service is started again after, in one run
 
 
 @dataclass
@@ -36,6 +37,7 @@ class _Running:
     since: float  # when it was (last) started
     state: ServiceState = ServiceState.STARTING
     failure: str | None = None  # why it failed, once it has
+    restarts: int = 0  # how often an engine restart made it start again
 
     def on(self, event: ServiceEvent, failure: str | None = None) -> None:
         """Move on as the lifecycle table says."""
@@ -145,16 +147,22 @@ class Services:
             self.running[name].on(ServiceEvent.EXITED, failure)
 
     def _restart(self, name: str, service: _Running) -> None:
-        """Start again a service that an engine restart stopped (its state is in its volumes,
-        as after a power cut), and wait until it is ready again."""
+        """Start again a service that an engine restart stopped, and wait until it is ready."""
+        if self._start_again(name, service):
+            self._wait_ready(name, service)
+
+    def _start_again(self, name: str, service: _Running) -> bool:
+        """An engine restart stopped the service: start its container again (its state is
+        in its volumes, as after a power cut). False when it would not start."""
         service.on(ServiceEvent.ENGINE_STOPPED)
         service.since = self.clock()
+        service.restarts += 1
         try:
             self.runtime.start(service.container_id)
         except RuntimeFailure as exc:
             service.on(ServiceEvent.EXITED, f"service {name!r} did not start again: {exc.message}")
-            return
-        self._wait_ready(name, service)
+            return False
+        return True
 
     def _wait_ready(self, name: str, service: _Running) -> None:
         """Until healthy (or running, without a check), failed, or out of time."""
@@ -166,6 +174,17 @@ class Services:
             if health in ("healthy", "running") and (check is None or health == "healthy"):
                 service.on(ServiceEvent.HEALTHY)
                 return
+            if (
+                health == "exited"
+                and self.engine_away_since(service.since)
+                and service.restarts < MAX_RESTARTS
+            ):
+                # Stopped by an engine restart while it started (or while it was started
+                # again): once more.
+                if not self._start_again(name, service):
+                    return
+                deadline = time.monotonic() + budget
+                continue
             if health == "exited":
                 service.on(ServiceEvent.EXITED, f"service {name!r} exited before it was ready")
                 return

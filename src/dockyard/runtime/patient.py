@@ -45,6 +45,10 @@ T = TypeVar("T")
 SETTLE_PROBES = 4
 SETTLE_INTERVAL = 0.5
 MAX_BACKOFF = 5.0
+# A request that fails as if the engine were away, while the engine answers the next probe
+# (within this many seconds), is a flap; after this many in a row it is given up on.
+FLAP_SECONDS = 1.0
+MAX_FLAPS = 5
 
 
 @dataclass(frozen=True)
@@ -79,15 +83,27 @@ class EngineGuard:
 
     def call(self, fn: Callable[[], T]) -> T:
         """``fn()``, made again each time the engine was away, until it comes back for good
-        or the patience runs out (then :class:`EngineUnavailable`)."""
+        or the patience runs out (then :class:`EngineUnavailable`). A request that keeps
+        failing as if the engine were away while it answers at once is not waited for
+        again and again: after a few such turns its failure is raised."""
+        flaps = 0
         while True:
             try:
                 return fn()
             except EngineUnavailable as exc:
-                self.wait_back(exc)
+                if self.wait_back(exc) < FLAP_SECONDS:
+                    flaps += 1
+                    if flaps > MAX_FLAPS:
+                        raise EngineUnavailable(
+                            f"{exc.message} (the engine answers, but this request failed "
+                            f"{flaps} times in a row)"
+                        ) from exc
+                else:
+                    flaps = 0
 
-    def wait_back(self, cause: EngineUnavailable) -> None:
-        """Block until the engine answers again; raise after the patience is spent."""
+    def wait_back(self, cause: EngineUnavailable) -> float:
+        """Block until the engine answers again; raise after the patience is spent.
+        Returns how long it was away."""
         outage = self._went_away(cause)
         deadline = outage.start + self.patience
         delay = SETTLE_INTERVAL
@@ -107,18 +123,20 @@ class EngineGuard:
             except EngineUnavailable:
                 continue
             self._came_back()
-            return
+            return self.clock() - outage.start
 
     def going_away(self) -> bool:
         """Whether the engine is stopping: asked after a container died by a signal, which
-        is also how an engine's shutdown ends its containers."""
+        is also how an engine's shutdown ends its containers. When it is, this waits until
+        it answers again (so that the outage it saw is closed), or raises after the
+        patience."""
         for turn in range(SETTLE_PROBES):
             if turn:
                 self.sleep(SETTLE_INTERVAL)
             try:
                 self.probe()
             except EngineUnavailable as exc:
-                self._went_away(exc)
+                self.wait_back(exc)
                 return True
         return False
 

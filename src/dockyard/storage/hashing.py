@@ -20,6 +20,10 @@ from dockyard.storage.store import Store
 RACY_SECONDS = 3.0
 
 
+class NotData(OSError):
+    """A path that is neither a file nor a folder (a FIFO, a device): it has no digest."""
+
+
 class InputHasher:
     def __init__(self, store: Store, clock: float | None = None):
         self.store = store
@@ -42,8 +46,10 @@ class InputHasher:
             info = info if info is not None and not may_change else os.stat(key)
             if stat.S_ISDIR(info.st_mode):
                 self.memo[key] = self._tree(Path(key))
-            else:
+            elif stat.S_ISREG(info.st_mode):
                 self.memo[key] = "f:" + self._file(key, info)
+            else:  # a FIFO or a device: reading it for a digest might never end
+                raise NotData(f"{key} is neither a file nor a folder")
         return self.memo[key]
 
     def flush(self) -> None:
