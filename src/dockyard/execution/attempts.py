@@ -93,10 +93,39 @@ class AttemptRunner:
         self.clock = clock
         self.abandoned = False  # set when a run is abandoned: leave containers as they are
         self.killed: set[str] = set()  # containers the loop killed (its signal, not the engine's)
+        # Kills asked for by attempt, and the container each attempt has so far: a kill that
+        # comes before its container exists (or runs) is carried out once it does.
+        self._lock = threading.Lock()
+        self._kill_asked: set[tuple[InstanceId, int]] = set()
+        self._containers: dict[tuple[InstanceId, int], str] = {}
+
+    def kill(self, instance: InstanceId, attempt: int) -> None:
+        """Kill this attempt's container now, or as soon as it has one that runs."""
+        with self._lock:
+            self._kill_asked.add((instance, attempt))
+            container_id = self._containers.get((instance, attempt))
+        if container_id is not None:
+            self._kill(container_id)
+
+    def _kill(self, container_id: str) -> None:
+        self.killed.add(container_id)
+        self.runtime.kill(container_id)  # (one that has not started yet is killed after start)
+
+    def _track(self, key: tuple[InstanceId, int], container_id: str) -> bool:
+        """Remember the attempt's container; True if a kill was already asked for."""
+        with self._lock:
+            self._containers[key] = container_id
+            return key in self._kill_asked
+
+    def _forget(self, key: tuple[InstanceId, int]) -> None:
+        with self._lock:
+            self._containers.pop(key, None)
+            self._kill_asked.discard(key)
 
     def run(self, order: Order) -> None:
         """Worker thread: one attempt, from create (or adoption) to remove. Never raises."""
         iid, spec, container_id = order.instance, order.spec, order.container_id
+        key = (iid, order.attempt)
         began = self.clock()
         status: ExitStatus | None = None
         error: DockyardError | None = None
@@ -108,7 +137,15 @@ class AttemptRunner:
                 assert spec is not None
                 self.workspace.make(order.staging)
                 container_id = self.runtime.create(spec)
+                self._track(key, container_id)
                 self.runtime.start(container_id)
+                # Asked before it ran (a kill of a created container does nothing): now.
+                with self._lock:
+                    late_kill = key in self._kill_asked
+                if late_kill:
+                    self._kill(container_id)
+            elif self._track(key, container_id):
+                self._kill(container_id)  # an adopted one, whose partner failed already
             status = self.runtime.wait(container_id, order.timeout)
             if (
                 unwatched is None
@@ -150,6 +187,7 @@ class AttemptRunner:
             )
         )
         ack.wait()
+        self._forget(key)
         if container_id is not None and not self.abandoned:
             # On failure, the sweep by label at the end of the run removes it.
             with contextlib.suppress(DockyardError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from dockyard.errors import DockyardError
@@ -73,11 +73,10 @@ class Dispatch:
                 self.held[(item.instance, item.attempt)] = item
         return items
 
-    def kill(self, labels: Mapping[str, str]) -> None:
-        """Kill the containers with ``labels``: dockyard's signal, not the engine's."""
-        for container in self.runtime.list(labels):
-            self.runner.killed.add(container.id)
-            self.runtime.kill(container.id)
+    def kill(self, instance: InstanceId, attempt: int) -> None:
+        """Kill this attempt's container (dockyard's signal, not the engine's), now or as
+        soon as its worker has created it."""
+        self.runner.kill(instance, attempt)
 
     def acknowledge(self, done: Iterable[tuple[InstanceId, int]]) -> None:
         """Let the workers of these attempts remove their containers."""

@@ -25,7 +25,6 @@ from dockyard.execution.launcher import Launcher
 from dockyard.execution.resolution import Resolver
 from dockyard.planning.plan import Block, Start
 from dockyard.planning.planner import Action, Adopt, Commit, Fail, Kill, Planner, Retry, Reuse
-from dockyard.runtime.base import LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_RUN
 
 STALE_ROWS = 0.2  # seconds rows may wait to be written when nothing else happens
 
@@ -115,13 +114,7 @@ class RunLoop:
         elif isinstance(action, Adopt):
             self._adopt(action)
         elif isinstance(action, Kill):
-            self.dispatch.kill(
-                {
-                    LABEL_RUN: self.launcher.run.run_id,
-                    LABEL_INSTANCE: str(action.instance),
-                    LABEL_ATTEMPT: str(action.attempt),
-                }
-            )
+            self.dispatch.kill(action.instance, action.attempt)
         elif isinstance(action, Commit):
             self.conclusion.commit(action)
         else:

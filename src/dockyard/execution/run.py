@@ -171,6 +171,9 @@ class Executor:
             resources = self.pf.pipeline.services[name].resources
             reserved = reserved + Capacity.of(resources.cpus, resources.memory)
         check_fits(graph, pool, reserved)
+        # Asked before the run exists: nothing between opening the journal and the run's
+        # own clean-up may fail on the engine.
+        own_cgroups = self.engine.shares_host_cgroups()
         journal = RunJournal(self.store, self.reporter, self.clock)
         notes: list[Event] = []
         one_at_a_time = threading.Lock()  # images are made by several threads
@@ -220,7 +223,14 @@ class Executor:
                 journal.report(event)
             journal.flush()
             with paused():
-                parts = self._parts(run_id, graph, _after(pool, reserved), images, volumes, journal)
+                parts = self._parts(
+                    RunIdentity(self.pf.pipeline.name, project_id(self.pf), run_id, own_cgroups),
+                    graph,
+                    _after(pool, reserved),
+                    images,
+                    volumes,
+                    journal,
+                )
             # The graph and the planner live as long as the run: out of the cyclic
             # collector's way, or each of its passes walks every instance again.
             gc.freeze()
@@ -233,16 +243,14 @@ class Executor:
 
     def _parts(
         self,
-        run_id: str,
+        identity: RunIdentity,
         graph: Graph,
         pool: dict[str, Capacity],
         images: dict[str, str],
         volumes: RunVolumes,
         journal: RunJournal,
     ) -> _Parts:
-        identity = RunIdentity(
-            self.pf.pipeline.name, project_id(self.pf), run_id, self.engine.shares_host_cgroups()
-        )
+        run_id = identity.run_id
         services = Services(
             self.runtime,
             self.pf.pipeline.services,
