@@ -1,4 +1,5 @@
-"""The worker side of an attempt: kills that race its container's creation."""
+"""The worker side of an attempt: kills that race its container's creation, and exits by a
+signal read against the engine's outages."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ import queue
 import threading
 from pathlib import Path
 
-from dockyard.execution.attempts import AttemptRunner, Notice, Order, Result
+from dockyard.errors import EngineUnavailable
+from dockyard.execution.attempts import (
+    RECENT_OUTAGE_SECONDS,
+    AttemptRunner,
+    Notice,
+    Order,
+    Result,
+)
 from dockyard.planning.graph import InstanceId
-from dockyard.runtime.base import LABEL_INSTANCE, ContainerSpec
+from dockyard.runtime.base import LABEL_INSTANCE, ContainerSpec, ExitStatus
 from dockyard.runtime.patient import EngineGuard
 from dockyard.testing import FakeOutputs, FakeRuntime, FakeWorkspace
 
@@ -71,3 +79,41 @@ def test_a_kill_finds_the_running_container_of_its_attempt_only(tmp_path: Path) 
 
     assert result.status is not None and result.status.exit_code == 0
     assert result.container_id not in runner.killed
+
+
+def _sigterm_after_an_outage(tmp_path: Path, exit_at: float) -> Result:
+    """An attempt whose container ends by SIGTERM ``exit_at`` seconds after an engine outage
+    that it lived through (live-restore)."""
+    runtime = FakeRuntime(images={"busybox": IMAGE})
+    now = [0.0]
+    guard = EngineGuard(runtime.ping, 60.0, clock=lambda: now[0], sleep=lambda s: None)
+    results: queue.Queue[Result | Notice] = queue.Queue()
+    workspace, outputs = FakeWorkspace(tmp_path), FakeOutputs(tmp_path)
+    runner = AttemptRunner(runtime, guard, (workspace, outputs), results, clock=lambda: now[0])
+    guard._went_away(EngineUnavailable("restarting"))
+    guard._came_back()
+    original = runtime.wait
+
+    def wait(container_id: str, timeout: float | None = None) -> ExitStatus:
+        original(container_id, timeout)
+        now[0] = exit_at
+        return ExitStatus(143)
+
+    runtime.wait = wait  # type: ignore[method-assign]
+    worker = threading.Thread(target=runner.run, args=(_order(tmp_path, InstanceId("s"), "x"),))
+    worker.start()
+    result = _result(results)
+    worker.join(timeout=30)
+    return result
+
+
+def test_an_exit_by_signal_right_after_an_outage_is_the_engines_doing(tmp_path: Path) -> None:
+    assert _sigterm_after_an_outage(tmp_path, 2.0).unwatched is not None
+
+
+def test_an_exit_by_signal_long_after_the_engine_came_back_is_the_steps_own(
+    tmp_path: Path,
+) -> None:
+    result = _sigterm_after_an_outage(tmp_path, 60.0 + RECENT_OUTAGE_SECONDS)
+    assert result.unwatched is None
+    assert result.status is not None and result.status.exit_code == 143

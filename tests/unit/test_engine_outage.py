@@ -274,3 +274,34 @@ steps:
     assert store.run("early").state == "succeeded"
     assert [a.state for a in store.attempts("early", "load")] == ["succeeded"]
     assert runtime.started_instances.count("") == 2  # the service, started again once
+
+
+def test_a_timed_out_wait_that_met_an_outage_while_stopping_still_says_timed_out(
+    runtime: FakeRuntime,
+) -> None:
+    now = [0.0]
+    guard = EngineGuard(
+        runtime.ping,
+        60.0,
+        clock=lambda: now[0],
+        sleep=lambda seconds: setattr(runtime, "reachable", True),
+    )
+    patient = PatientRuntime(runtime, guard)
+    container_id = patient.create(spec())
+    patient.start(container_id)
+    original = runtime.wait
+    calls: list[float | None] = []
+
+    def wait(waited: str, timeout: float | None = None) -> ExitStatus:
+        calls.append(timeout)
+        if len(calls) == 1:  # the timeout passed; the engine went while it stopped the step
+            now[0] = 31.0
+            runtime.reachable = False
+            raise EngineUnavailable("connection reset")
+        return ExitStatus(143)  # stopped by that stop: found ended on the second wait
+
+    runtime.wait = wait  # type: ignore[method-assign]
+    status = patient.wait(container_id, timeout=30.0)
+    assert status.timed_out and status.exit_code == 143
+    assert calls[0] == 30.0 and calls[1] is not None and calls[1] < 0.01
+    runtime.wait = original  # type: ignore[method-assign]

@@ -26,6 +26,9 @@ from dockyard.storage.ports import OutputStore, Staging, Workspace
 # The exits whose output may be committed: success, and a streamed producer ended by SIGPIPE
 # after its consumer left (whether that is fine is the planner's to say).
 COMMITTABLE = frozenset({0, SIGPIPE_EXIT})
+# How soon after the engine came back an exit by a signal is still read as its doing: each
+# waiting thread sees the engine back within its probe backoff (at most a few seconds).
+RECENT_OUTAGE_SECONDS = 10.0
 # How an engine's stop ends a container: its stop signal (SIGTERM unless the image says
 # otherwise: SIGINT, SIGQUIT and SIGHUP are common), then SIGKILL after a grace period.
 STOP_SIGNALS = frozenset(
@@ -122,11 +125,18 @@ class AttemptRunner:
             self._containers.pop(key, None)
             self._kill_asked.discard(key)
 
+    def _engine_was_just_away(self) -> bool:
+        """Whether the engine was away shortly before now: a wait made again once the engine is
+        back returns at once for a container that ended while it was away, but blocks for one
+        that lived through the restart (live-restore) and ended on its own later, which is the
+        step's own result whatever signal ended it."""
+        now = self.clock()
+        return self.guard.away_between(now - RECENT_OUTAGE_SECONDS, now)
+
     def run(self, order: Order) -> None:
         """Worker thread: one attempt, from create (or adoption) to remove. Never raises."""
         iid, spec, container_id = order.instance, order.spec, order.container_id
         key = (iid, order.attempt)
-        began = self.clock()
         status: ExitStatus | None = None
         error: DockyardError | None = None
         sealed: Sealed | None = None
@@ -151,7 +161,7 @@ class AttemptRunner:
                 unwatched is None
                 and _by_signal(status)
                 and container_id not in self.killed
-                and (self.guard.away_between(began, self.clock()) or self.guard.going_away())
+                and (self._engine_was_just_away() or self.guard.going_away())
             ):
                 unwatched = "the container engine restarted while it ran"
             if spec is not None and spec.cgroup_parent is not None:

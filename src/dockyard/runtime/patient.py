@@ -19,6 +19,7 @@ How an attempt's exit is read in the light of an outage is the attempt runner's 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -232,11 +233,21 @@ class PatientRuntime:
     def wait(self, container_id: str, timeout: float | None = None) -> ExitStatus:
         deadline = None if timeout is None else self.guard.clock() + timeout
 
+        calls = 0
+
         def once() -> ExitStatus:  # the timeout is the attempt's, not each wait's
+            nonlocal calls
+            calls += 1
             left = None if deadline is None else max(0.001, deadline - self.guard.clock())
             return self.runtime.wait(container_id, left)
 
-        return self.guard.call(once)
+        status = self.guard.call(once)
+        late = deadline is not None and self.guard.clock() > deadline
+        if calls > 1 and late and not status.timed_out:
+            # The engine went away while the timed-out container was being stopped, and the
+            # wait made again found it ended: it ended because its time was up.
+            return dataclasses.replace(status, timed_out=True)
+        return status
 
     # -- the rest: made again as they are ------------------------------------------------------
 
