@@ -50,6 +50,32 @@ def docker_runtime() -> Iterator[object]:
     runtime.close()
 
 
+@pytest.fixture(scope="session")
+def local_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Three Swarm nodes on this machine (see dockyard.testing.swarm), for the session."""
+    from dockyard.testing.swarm import LocalSwarm
+
+    swarm = LocalSwarm.up(3, tmp_path_factory.mktemp("swarm"))
+    try:
+        yield swarm
+    finally:
+        swarm.down()
+
+
+@pytest.fixture(scope="session")
+def swarm_runtime(local_swarm: object) -> Iterator[object]:
+    """dockyard's Swarm runtime on the local swarm's manager, with every node's engine."""
+    from dockyard.runtime.swarm import SwarmRuntime
+    from dockyard.runtime.swarm_images import NodeImages
+    from dockyard.testing.swarm import LocalSwarm
+
+    assert isinstance(local_swarm, LocalSwarm)
+    runtime = SwarmRuntime(local_swarm.manager.url)
+    runtime.node_images = NodeImages(runtime, [node.url for node in local_swarm.nodes])
+    yield runtime
+    runtime.close()
+
+
 @pytest.fixture
 def pipeline_name(docker_runtime: object) -> Iterator[str]:
     """A unique pipeline name; every container labelled with it is removed afterwards."""

@@ -1,8 +1,12 @@
 """Where a pipeline runs: the one place that turns a backend's name into its runtime and
 its ports. ``--backend NAME`` or ``DOCKYARD_BACKEND``; ``local`` (the Docker Engine at
-``DOCKER_HOST`` or the local socket, files on this machine) is the default and, so far,
-the only one. A cluster backend adds an entry here and implementations of the ports, not
-branches in the run loop.
+``DOCKER_HOST`` or the local socket, files on this machine) is the default; ``swarm`` runs
+each step as a Swarm service placed by dockyard (``DOCKER_HOST`` names a manager). A backend
+is an entry here and implementations of the ports, not branches in the run loop.
+
+The Swarm backend keeps committed outputs, inputs and volumes in this machine's folders,
+bound into the containers by path: every node must see them at the same path (a shared
+file system, as the nodes of ``scripts/swarm-local.sh`` do).
 """
 
 from __future__ import annotations
@@ -36,13 +40,25 @@ def _docker() -> Runtime:
     return DockerRuntime()
 
 
+def _swarm() -> Runtime:
+    from dockyard.runtime.swarm import SwarmRuntime
+
+    return SwarmRuntime()
+
+
 LOCAL = Backend(
     "local",
     runtime=_docker,
     ports=Ports.local,
     volumes=LocalVolumes,
 )
-BACKENDS = {backend.name: backend for backend in (LOCAL,)}
+SWARM = Backend(
+    "swarm",
+    runtime=_swarm,
+    ports=Ports.local,
+    volumes=LocalVolumes,
+)
+BACKENDS = {backend.name: backend for backend in (LOCAL, SWARM)}
 
 
 def choose(name: str | None = None) -> Backend:

@@ -22,6 +22,7 @@ from dockyard.runtime.base import (
     Runtime,
 )
 from dockyard.runtime.docker import DockerRuntime
+from dockyard.runtime.docker_images import DockerImages
 from dockyard.spec.names import CAPABILITIES
 from dockyard.testing import FakeRuntime
 from dockyard.testing.images import BUSYBOX_IMAGE
@@ -29,14 +30,20 @@ from dockyard.testing.images import BUSYBOX_IMAGE
 MIB = 1024**2
 
 
-@pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(
+    params=[
+        "fake",
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("swarm", marks=pytest.mark.swarm),
+    ]
+)
 def runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
     if request.param == "fake":
         fake = FakeRuntime()
         fake.add_image(BUSYBOX_IMAGE)
         yield fake
         return
-    yield request.getfixturevalue("docker_runtime")
+    yield request.getfixturevalue(f"{request.param}_runtime")
 
 
 @pytest.fixture
@@ -145,7 +152,7 @@ def test_an_imported_root_is_an_image_found_by_label_named_twice_and_kept_while_
         assert runtime.image_id(second) == image
         assert runtime.remove_image(image) is False  # still named
     finally:
-        if isinstance(runtime, DockerRuntime):
+        if isinstance(runtime, DockerImages):
             for ref in (first, second):
                 runtime.api.remove_image(ref, force=True)
 

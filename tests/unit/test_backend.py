@@ -34,6 +34,6 @@ def test_an_unknown_backend_is_refused_before_anything_starts(
 ) -> None:
     path = write_pipeline(PIPELINE)
     assert main(["run", "-f", str(path), "--backend", "moon"]) == 2
-    assert "--backend: unknown backend 'moon' (known: local)" in capsys.readouterr().err
+    assert "--backend: unknown backend 'moon' (known: local, swarm)" in capsys.readouterr().err
     assert not (path.parent / ".dockyard").exists()
     assert main(["volume", "--backend", "moon", "ls"]) == 2

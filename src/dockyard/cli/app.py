@@ -42,7 +42,7 @@ def file_option(fn: F) -> F:
 def backend_option(fn: F) -> F:
     return click.option(
         "--backend",
-        help="Where to run: local (the default; or set DOCKYARD_BACKEND).",
+        help="Where to run: local (the default) or swarm; or set DOCKYARD_BACKEND.",
     )(fn)
 
 

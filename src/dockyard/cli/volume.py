@@ -21,7 +21,9 @@ from dockyard.units import format_memory
 
 
 @cli.group()
-@click.option("--backend", help="Whose volumes: local (the default; or set DOCKYARD_BACKEND).")
+@click.option(
+    "--backend", help="Whose volumes: local (the default) or swarm; or set DOCKYARD_BACKEND."
+)
 @click.pass_context
 def volume(ctx: click.Context, backend: str | None) -> None:
     """Named volumes (host-wide, under $DOCKYARD_HOME) and their snapshots."""

@@ -131,15 +131,17 @@ class RunJournal:
         cpus: float,
         memory: int,
         log_path: str,
+        node: str,
         adopted_from: str | None = None,
     ) -> None:
         now, name = self.clock(), str(iid)
-        self.attempts.add(("start",), (name, attempt, cpus, memory, now, log_path))
+        self.attempts.add(("start",), (name, attempt, cpus, memory, now, log_path, node))
         self._instance(iid, state="running", attempts=attempt)
+        detail: dict[str, Any] = {"attempt": attempt, "node": node}
         if adopted_from is None:
-            self.report(Event("started", now, name, {"attempt": attempt}))
+            self.report(Event("started", now, name, detail))
         else:
-            self.report(Event("adopted", now, name, {"attempt": attempt, "from": adopted_from}))
+            self.report(Event("adopted", now, name, {**detail, "from": adopted_from}))
 
     def succeeded(
         self,

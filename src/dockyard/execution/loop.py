@@ -25,6 +25,7 @@ from dockyard.execution.launcher import Launcher
 from dockyard.execution.resolution import Resolver
 from dockyard.planning.plan import Block, Start
 from dockyard.planning.planner import Action, Adopt, Commit, Fail, Kill, Planner, Retry, Reuse
+from dockyard.runtime.base import LOCAL_NODE
 
 STALE_ROWS = 0.2  # seconds rows may wait to be written when nothing else happens
 
@@ -125,7 +126,9 @@ class RunLoop:
         launch = self.launcher.launch(action)
         self.conclusion.expect(iid, attempt, launch.staging, launch.log)
         cpus = self.launcher.graph.instances[iid].cpus
-        self.journal.started(iid, attempt, cpus, action.memory, str(launch.log))
+        self.journal.started(
+            iid, attempt, cpus, action.memory, str(launch.log), action.node or LOCAL_NODE
+        )
         if launch.order is None:
             assert launch.failure is not None
             self.dispatch.fail(iid, attempt, launch.failure, self.clock())
@@ -143,6 +146,7 @@ class RunLoop:
             instance.cpus,
             instance.memory,
             str(launch.log),
+            action.orphan.node,
             adopted_from=action.orphan.run_id,
         )
         self.dispatch.submit(launch.order)

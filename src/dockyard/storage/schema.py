@@ -102,6 +102,10 @@ MIGRATIONS: Sequence[str] = (
     """
     ALTER TABLE runs ADD COLUMN image_packages TEXT;
     """,
+    # 7: the node each attempt ran on (a Swarm node id; "local" on one engine).
+    """
+    ALTER TABLE attempts ADD COLUMN node TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

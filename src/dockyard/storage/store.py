@@ -78,6 +78,7 @@ class AttemptRow:
     peak_memory: int | None = None
     io_read: int | None = None
     io_write: int | None = None
+    node: str | None = None
 
 
 class Store:
@@ -170,12 +171,13 @@ class Store:
         self._update("instances", ("instance",), run_id, columns, rows)
 
     def insert_attempts(
-        self, run_id: str, rows: Sequence[tuple[str, int, float, int, float, str]]
+        self, run_id: str, rows: Sequence[tuple[str, int, float, int, float, str, str]]
     ) -> None:
-        """Attempts that started: (instance, number, cpus, memory, started_at, log path)."""
+        """Attempts that started: (instance, number, cpus, memory, started_at, log path,
+        node)."""
         self.db.executemany(
             "INSERT INTO attempts (run_id, instance, number, state, cpus, memory, started_at,"
-            " log_path) VALUES (?,?,?,'running',?,?,?,?)",
+            " log_path, node) VALUES (?,?,?,'running',?,?,?,?,?)",
             [(run_id, *row) for row in rows],
         )
 
@@ -327,7 +329,7 @@ class Store:
         query = (
             "SELECT instance, number, container_id, state, exit_code, reason, detail, cpus,"
             " memory, started_at, ended_at, log_path, cpu_seconds, peak_memory, io_read,"
-            " io_write FROM attempts WHERE run_id=?"
+            " io_write, node FROM attempts WHERE run_id=?"
         )
         args: tuple[str, ...] = (run_id,)
         if instance is not None:

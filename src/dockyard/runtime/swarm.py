@@ -1,0 +1,358 @@
+"""The Docker Swarm adapter: a :class:`~dockyard.runtime.base.Runtime` on a Swarm, through a
+manager's API (``DOCKER_HOST``).
+
+Swarm executes, dockyard decides: each container is a service pinned to the node dockyard's
+scheduler chose (see :mod:`.swarm_tasks`), watched through its task. Its nodes are the
+Swarm's nodes with the resources they report; a node that is down or not active takes no
+work, and a task on a node that went down is reported lost (Swarm leaves such tasks
+"running" forever). Networks are attachable overlays. Images are made on the manager and
+copied to the node that needs one (:mod:`.swarm_images`) before its task is created.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import docker.errors
+
+from dockyard.errors import DockyardError, InvalidInput, RuntimeFailure
+from dockyard.runtime.base import (
+    LABEL_PIPELINE,
+    LABEL_PROJECT,
+    LABEL_RUN,
+    ContainerInfo,
+    ContainerSpec,
+    ExitStatus,
+    HostCapacity,
+    Node,
+)
+from dockyard.runtime.docker_images import DockerImages
+from dockyard.runtime.swarm_images import NodeImages
+from dockyard.runtime.swarm_tasks import (
+    LABEL_CONTAINER,
+    LABEL_STARTED,
+    latest_task,
+    service_definition,
+    task_exit,
+    task_node,
+    task_state,
+)
+
+POLL_SECONDS = 0.25
+NETWORK_LABELS = (LABEL_PROJECT, LABEL_PIPELINE, LABEL_RUN)
+KILLED = 128 + 9  # the status of a container ended by SIGKILL
+NODES_FRESH_SECONDS = 1.0  # node states read at most this often (every waiting thread asks)
+
+
+class SwarmRuntime(DockerImages):
+    def __init__(
+        self,
+        base_url: str | None = None,
+        node_images: NodeImages | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        super().__init__(base_url)
+        with self._translated("reading the swarm"):
+            info = self.api.info()
+        swarm = info.get("Swarm") or {}
+        if not swarm.get("ControlAvailable"):
+            super().close()
+            raise InvalidInput(
+                f"the Docker Engine at {self.url} is not a Swarm manager "
+                f"(swarm state: {swarm.get('LocalNodeState') or 'inactive'}); point "
+                "DOCKER_HOST at a manager, or use --backend local"
+            )
+        self.node_images = node_images or NodeImages(self)
+        self.sleep = sleep
+        self.clock = clock
+        self._nodes_lock = threading.Lock()
+        self._nodes: tuple[float, list[Node]] | None = None
+        self._images: set[str] = set()  # images the manager has
+        self._network_lock = threading.Lock()
+        self._isolated: set[str] = set()  # networks made for steps without network
+
+    def close(self) -> None:
+        """Remove the isolated networks this runtime made (their services are gone by now)
+        and let go of the engines."""
+        for name in sorted(self._isolated):
+            with contextlib.suppress(DockyardError):
+                self.remove_network(name)
+        self.node_images.close()
+        super().close()
+
+    def _isolated_network(self, labels: Mapping[str, str]) -> str:
+        """Swarm has no "none" network for services: a step that may not use the network
+        joins an internal overlay of its run instead, which reaches nothing outside (no
+        gateway, no published port) and holds only that run's isolated steps. It carries
+        the run's labels, so that a later run removes it if this one could not."""
+        run = labels.get(LABEL_RUN, "")
+        name = f"dockyard-isolated-{run}" if run else "dockyard-isolated"
+        with self._network_lock:
+            if name not in self._isolated:
+                kept = {k: v for k, v in labels.items() if k in NETWORK_LABELS}
+                with self._translated(f"creating network {name}"):
+                    try:
+                        self.api.create_network(
+                            name, driver="overlay", attachable=True, internal=True, labels=kept
+                        )
+                    except docker.errors.APIError as exc:
+                        if exc.status_code != 409:  # made by another runtime of the run
+                            raise
+                self._isolated.add(name)
+        return name
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    def shares_host_cgroups(self) -> bool:
+        return False  # the containers run on other machines' engines
+
+    def nodes(self) -> list[Node]:
+        with self._translated("listing the swarm's nodes"):
+            found = self.api.nodes()
+        nodes = [_node(n) for n in found]
+        with self._nodes_lock:
+            self._nodes = (self.clock(), nodes)
+        return sorted(nodes, key=lambda n: (n.name, n.id))
+
+    def capacity(self) -> HostCapacity:
+        ready = [n.capacity for n in self.nodes() if n.ready]
+        return HostCapacity(sum(c.cpus for c in ready), sum(c.memory for c in ready))
+
+    def _node_states(self) -> dict[str, Node]:
+        with self._nodes_lock:
+            cached = self._nodes
+        if cached is None or self.clock() - cached[0] > NODES_FRESH_SECONDS:
+            self.nodes()
+            with self._nodes_lock:
+                assert self._nodes is not None
+                cached = self._nodes
+        return {n.id: n for n in cached[1]}
+
+    # -- containers as services ------------------------------------------------------------
+
+    def create(self, spec: ContainerSpec) -> str:
+        # dockyard makes or pulls every image on the manager first: one it lacks is no
+        # image at all (a task refused on its node would only say so later, as lost).
+        if spec.image not in self._images:
+            if self.image_id(spec.image) is None:
+                raise RuntimeFailure(f"creating a service from {spec.image}: no such image")
+            self._images.add(spec.image)
+        if spec.node is not None:
+            self.node_images.ensure(spec.image, spec.node)
+        if spec.network == "none":
+            spec = replace(spec, network=self._isolated_network(spec.labels))
+        body = service_definition(spec)
+        with self._translated(f"creating a service from {spec.image}"):
+            created = self.api.create_service(
+                body["TaskTemplate"],
+                name=body["Name"],
+                labels=body["Labels"],
+                mode=body["Mode"],
+                endpoint_spec=body["EndpointSpec"],
+            )
+        return str(created["ID"])
+
+    def start(self, container_id: str) -> None:
+        self._scale(container_id, 1, "starting", started=True)
+
+    def wait(self, container_id: str, timeout: float | None = None) -> ExitStatus:
+        deadline = None if timeout is None else self.clock() + timeout
+        timed_out = False
+        while True:
+            try:
+                task = self._task(container_id)
+            except _Gone:
+                return ExitStatus(None, error="the service disappeared")
+            if task is None and self._replicas(container_id) == 0:
+                # Scaled to zero before its task was made (killed, or stopped at its timeout
+                # as it was being placed), or never started: it ended without running.
+                return ExitStatus(KILLED, timed_out=timed_out, error="stopped before it ran")
+            if task is not None:
+                state = str((task.get("Status") or {}).get("State") or "")
+                if state in ("complete", "failed", "shutdown", "rejected", "orphaned"):
+                    status = task_exit(task)
+                    if timed_out:
+                        return ExitStatus(status.exit_code, timed_out=True, error=status.error)
+                    return status
+                lost = self._lost_node(task_node(task))
+                if lost is not None:
+                    return ExitStatus(None, error=f"its node {lost} went down while it ran")
+            if deadline is not None and not timed_out and self.clock() >= deadline:
+                self._scale(container_id, 0, "stopping")  # SIGTERM, then SIGKILL after grace
+                timed_out = True
+            self.sleep(POLL_SECONDS)
+
+    def _lost_node(self, node_id: str | None) -> str | None:
+        if node_id is None:
+            return None
+        node = self._node_states().get(node_id)
+        if node is None:
+            return node_id
+        return node.name if node.state == "down" else None
+
+    def kill(self, container_id: str) -> None:
+        self._scale(container_id, 0, "stopping")
+
+    def logs(self, container_id: str) -> bytes:
+        with self._translated(f"reading the logs of service {container_id[:12]}"):
+            try:
+                chunks = self.api.service_logs(
+                    container_id, stdout=True, stderr=True, follow=False, timestamps=False
+                )
+                return b"".join(chunks)
+            except docker.errors.NotFound:
+                return b""
+
+    def remove(self, container_id: str) -> None:
+        with (
+            self._translated(f"removing service {container_id[:12]}"),
+            contextlib.suppress(docker.errors.NotFound),
+        ):
+            self.api.remove_service(container_id)
+
+    def health(self, container_id: str) -> str:
+        try:
+            task = self._task(container_id)
+        except _Gone:
+            return "exited"
+        if task is None:
+            return "exited"
+        state = str((task.get("Status") or {}).get("State") or "")
+        if state in ("complete", "failed", "shutdown", "rejected", "orphaned", "remove"):
+            return "exited"
+        if state != "running":
+            return "starting"
+        # A task with a health check becomes "running" only once it is healthy.
+        return "healthy" if self._has_health(container_id) else "running"
+
+    def list(self, labels: Mapping[str, str]) -> builtins.list[ContainerInfo]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        with self._translated("listing services"):
+            services = self.api.services(filters=filters)
+        return [self._info(s) for s in services]
+
+    def inspect(self, container_id: str) -> ContainerInfo | None:
+        with self._translated(f"inspecting service {container_id[:12]}"):
+            try:
+                service = self.api.inspect_service(container_id)
+            except docker.errors.NotFound:
+                return None
+        return self._info(service)
+
+    # -- networks ---------------------------------------------------------------------------
+
+    def create_network(self, name: str, labels: Mapping[str, str]) -> str:
+        with self._translated(f"creating network {name}"):
+            self.api.create_network(name, driver="overlay", attachable=True, labels=dict(labels))
+        return name
+
+    def remove_network(self, name: str) -> None:
+        with (
+            self._translated(f"removing network {name}"),
+            contextlib.suppress(docker.errors.NotFound),
+        ):
+            self.api.remove_network(name)
+
+    def networks(self, labels: Mapping[str, str]) -> builtins.list[str]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        with self._translated("listing networks"):
+            return [str(n["Name"]) for n in self.api.networks(filters=filters)]
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _scale(self, service: str, replicas: int, what: str, *, started: bool = False) -> None:
+        """Set the replica count (and, with ``started``, mark the service as started), made
+        again when another update won the race for the service's version (Swarm's
+        compare-and-swap)."""
+        with self._translated(f"{what} service {service[:12]}"):
+            for _ in range(5):
+                try:
+                    found = self.api.inspect_service(service)
+                except docker.errors.NotFound:
+                    return  # gone: nothing runs
+                if found["Spec"]["Mode"].get("Replicated", {}).get("Replicas") == replicas:
+                    return
+                labels = dict(found["Spec"].get("Labels") or {})
+                if started:
+                    labels[LABEL_STARTED] = "1"
+                try:
+                    self.api.update_service(
+                        service,
+                        found["Version"]["Index"],
+                        mode={"Replicated": {"Replicas": replicas}},
+                        labels=labels,
+                        fetch_current_spec=True,
+                    )
+                    return
+                except docker.errors.APIError as exc:
+                    if "out of sequence" not in str(exc.explanation or exc):
+                        raise
+
+    def _task(self, service: str) -> Mapping[str, Any] | None:
+        """The service's task (None before it has one); :class:`_Gone` without the service."""
+        with self._translated(f"reading the task of service {service[:12]}"):
+            try:
+                tasks = self.api.tasks(filters={"service": service})
+                if not tasks:
+                    self.api.inspect_service(service)
+            except docker.errors.NotFound:
+                raise _Gone(service) from None
+        return latest_task(tasks)
+
+    def _replicas(self, service: str) -> int:
+        with self._translated(f"inspecting service {service[:12]}"):
+            try:
+                found = self.api.inspect_service(service)
+            except docker.errors.NotFound:
+                return 0
+        return int(found["Spec"]["Mode"].get("Replicated", {}).get("Replicas", 0))
+
+    def _has_health(self, service: str) -> bool:
+        with self._translated(f"inspecting service {service[:12]}"):
+            found = self.api.inspect_service(service)
+        container = found["Spec"]["TaskTemplate"]["ContainerSpec"]
+        return bool(container.get("Healthcheck"))
+
+    def _info(self, service: Mapping[str, Any]) -> ContainerInfo:
+        service_id = str(service["ID"])
+        labels = dict((service.get("Spec") or {}).get("Labels") or {})
+        name = labels.pop(LABEL_CONTAINER, "") or str(service["Spec"]["Name"])
+        started = labels.pop(LABEL_STARTED, None) is not None
+        try:
+            task = self._task(service_id)
+        except _Gone:
+            task = None
+        if task is not None:
+            state, node = task_state(task), task_node(task)
+        else:
+            state, node = ("exited" if started else "created"), None
+        return ContainerInfo(service_id, name, labels, state, node or "")
+
+
+class _Gone(Exception):
+    """The service is not there (any more)."""
+
+
+def _node(found: Mapping[str, Any]) -> Node:
+    description = found.get("Description") or {}
+    resources = description.get("Resources") or {}
+    status = str((found.get("Status") or {}).get("State") or "unknown")
+    availability = str((found.get("Spec") or {}).get("Availability") or "active")
+    state = status if status != "ready" else ("ready" if availability == "active" else "draining")
+    return Node(
+        id=str(found["ID"]),
+        name=str(description.get("Hostname") or found["ID"]),
+        capacity=HostCapacity(
+            cpus=int(resources.get("NanoCPUs") or 0) / 1e9,
+            memory=int(resources.get("MemoryBytes") or 0),
+        ),
+        state=state,
+    )

@@ -1,0 +1,108 @@
+"""Images on every node of a Swarm, with no registry.
+
+dockyard makes a pipeline's images (build, ``docker import`` of a Debian root) on the
+manager; a node that is to run one gets it the way ``docker save | docker load`` would,
+from the manager's engine to the node's engine, once per node and image, just before the
+first task that needs it is created. The node's engine is reached at the address given for
+it in ``DOCKYARD_SWARM_ENGINES`` (whitespace-separated engine URLs, e.g. ``unix://…`` or a
+``tcp://`` address with TLS set up as for ``DOCKER_HOST``); each is asked which Swarm node
+it is. A node with no address given is expected to get its images itself (from a registry,
+for published images): its task is created as is, and a missing image is then the node's
+refusal, reported for that attempt.
+
+Why not a registry service: a registry's image must itself reach the nodes, an insecure
+registry needs each node's daemon configured by hand, and this kernel has no IPVS for a
+published port's routing mesh. Copying image layers engine to engine needs none of that.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from dockyard.errors import ImageError
+from dockyard.runtime.docker_client import DockerClient
+
+if TYPE_CHECKING:
+    from dockyard.runtime.docker_images import DockerImages
+
+ENVIRONMENT = "DOCKYARD_SWARM_ENGINES"
+
+
+class NodeImages:
+    def __init__(self, manager: DockerImages, engines: list[str] | None = None):
+        self.manager = manager
+        if engines is None:
+            engines = os.environ.get(ENVIRONMENT, "").split()
+        self._urls = engines
+        self._engines: dict[str, DockerClient] | None = None
+        self._lock = threading.Lock()
+        self._present: set[tuple[str, str]] = set()
+        self._copying: dict[tuple[str, str], threading.Lock] = {}
+
+    def engines(self) -> dict[str, DockerClient]:
+        """The node engines that were given, by Swarm node id (connected on first use)."""
+        with self._lock:
+            if self._engines is None:
+                found: dict[str, DockerClient] = {}
+                for url in self._urls:
+                    client = DockerClient(url)
+                    with client._translated(f"reading the engine info of {url}"):
+                        node_id = str((client.api.info().get("Swarm") or {}).get("NodeID") or "")
+                    if node_id:
+                        found[node_id] = client
+                    else:
+                        client.close()
+                        raise ImageError(
+                            f"{ENVIRONMENT}: the engine at {url} is not a node of a swarm"
+                        )
+                self._engines = found
+            return self._engines
+
+    def ensure(self, image: str, node: str) -> None:
+        """Make sure ``image`` (an id or a reference the manager knows) is on ``node``."""
+        key = (node, image)
+        with self._lock:
+            if key in self._present:
+                return
+            copying = self._copying.setdefault(key, threading.Lock())
+        engine = self.engines().get(node)
+        if engine is None:
+            return  # nothing known to copy to: the node pulls, or refuses the task
+        with copying:  # one copy per node and image, however many tasks wait for it
+            with self._lock:
+                if key in self._present:
+                    return
+            with engine._translated(f"looking for image {image} on node {node[:12]}", ImageError):
+                present = _has_image(engine, image)
+            if not present:
+                self._copy(image, engine, node)
+            with self._lock:
+                self._present.add(key)
+
+    def _copy(self, image: str, engine: DockerClient, node: str) -> None:
+        with self.manager._translated(f"saving image {image} on the manager", ImageError):
+            tarball = self.manager.api.get_image(image)
+            with engine._translated(f"loading image {image} on node {node[:12]}", ImageError):
+                for _ in engine.api.load_image(tarball, quiet=True):
+                    pass
+        with engine._translated(f"looking for image {image} on node {node[:12]}", ImageError):
+            if not _has_image(engine, image):
+                raise ImageError(f"image {image} was sent to node {node[:12]} but is not there")
+
+    def close(self) -> None:
+        with self._lock:
+            engines, self._engines = self._engines or {}, None
+        for engine in engines.values():
+            engine.close()
+
+
+def _has_image(engine: DockerClient, image: str) -> bool:
+    import docker.errors
+
+    try:
+        engine.api.inspect_image(image)
+    except docker.errors.ImageNotFound:
+        return False
+    return True

@@ -1,0 +1,133 @@
+"""How one dockyard container is written as a Swarm service, and how its task reads back
+(pure: dicts of the Engine API in, dockyard's types out).
+
+Each container is a ``replicated`` service of one replica with the restart condition
+``none`` (dockyard owns retries), pinned to its node by a ``node.id==`` constraint, with
+reservations and limits equal to its resources. Not a ``replicated-job``: on Docker 20.10,
+removing a job neither stops its running task nor removes its containers, and a pending
+task may still start after it (moby/moby#44312), which would leave a killed step running;
+a service of one replica that is never restarted runs its task once, and scaling it to zero
+stops it. It is created with no replica (the container "created") and scaled to one to start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from dockyard.runtime.base import DEFAULT_CAPABILITIES, ContainerSpec, ExitStatus
+
+LABEL_CONTAINER = "dockyard.container"  # the container name dockyard asked for
+LABEL_STARTED = "dockyard.started"  # set when it is scaled to its one replica
+SERVICE_NAME_MAX = 63
+STOP_GRACE_SECONDS = 10
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Task states (moby/swarmkit api/types.proto) as dockyard's container states.
+STARTING = frozenset(
+    {"new", "allocated", "pending", "assigned", "accepted", "ready", "preparing", "starting"}
+)
+ENDED = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "remove"})
+
+
+def service_name(container_name: str) -> str:
+    """A Swarm service name (at most 63 characters of ``[A-Za-z0-9_.-]``) for a container
+    name; a longer one keeps its start and ends with a digest of the whole."""
+    if len(container_name) <= SERVICE_NAME_MAX and _SERVICE_NAME.match(container_name):
+        return container_name
+    digest = hashlib.sha256(container_name.encode()).hexdigest()[:12]
+    kept = re.sub(r"[^A-Za-z0-9_.-]", "-", container_name)[: SERVICE_NAME_MAX - 13]
+    return f"{kept}-{digest}".lstrip("-_.") or digest
+
+
+def service_definition(spec: ContainerSpec) -> dict[str, Any]:
+    """The body of ``POST /services/create`` for ``spec`` (no replica yet)."""
+    container: dict[str, Any] = {
+        "Image": spec.image,
+        "Env": [f"{k}={v}" for k, v in spec.env.items()],
+        "Labels": dict(spec.labels),
+        "Mounts": [
+            {"Type": "bind", "Source": b.source, "Target": b.target, "ReadOnly": b.readonly}
+            for b in spec.binds
+        ],
+        # As on one engine: a tiny init as PID 1, and no capability but those a step needs.
+        "Init": True,
+        "CapabilityDrop": ["ALL"],
+        "CapabilityAdd": sorted({*DEFAULT_CAPABILITIES, *spec.cap_add}),
+        "StopGracePeriod": STOP_GRACE_SECONDS * 10**9,
+    }
+    if spec.entrypoint is not None:
+        container["Command"] = list(spec.entrypoint)
+        container["Args"] = list(spec.command or ())
+    elif spec.command is not None:
+        container["Args"] = list(spec.command)
+    if spec.health is not None:
+        h = spec.health
+        container["Healthcheck"] = {
+            "Test": ["CMD", *h.command],
+            "Interval": int(h.interval * 1e9),
+            "Timeout": int(h.timeout * 1e9),
+            "Retries": h.retries,
+        }
+    limits: dict[str, int] = {"MemoryBytes": spec.memory}
+    reservations: dict[str, int] = {"MemoryBytes": spec.memory}
+    if spec.cpus is not None:
+        limits["NanoCPUs"] = reservations["NanoCPUs"] = round(spec.cpus * 1e9)
+    if spec.pids is not None:
+        limits["Pids"] = spec.pids
+    template: dict[str, Any] = {
+        "ContainerSpec": container,
+        "Resources": {"Limits": limits, "Reservations": reservations},
+        "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
+        "Placement": {"Constraints": [f"node.id=={spec.node}"] if spec.node else []},
+    }
+    if spec.network is not None:
+        template["Networks"] = [{"Target": spec.network, "Aliases": list(spec.aliases)}]
+    return {
+        "Name": service_name(spec.name or _anonymous(spec)),
+        "Labels": {**spec.labels, LABEL_CONTAINER: spec.name or ""},
+        "TaskTemplate": template,
+        "Mode": {"Replicated": {"Replicas": 0}},
+        # No virtual IP: this kernel may have no IPVS; services are found by DNS round robin.
+        "EndpointSpec": {"Mode": "dnsrr"},
+    }
+
+
+def _anonymous(spec: ContainerSpec) -> str:
+    body = repr(sorted(spec.labels.items())) + spec.image + repr(spec.command)
+    return "dockyard-" + hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def latest_task(tasks: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The service's current task: the newest one (a service of one replica that is never
+    restarted has at most one, but a scale to zero and back would make another)."""
+    return max(tasks, key=lambda t: str(t.get("CreatedAt") or ""), default=None)
+
+
+def task_state(task: Mapping[str, Any] | None) -> str:
+    """A task's state as a container's: created, running or exited."""
+    if task is None:
+        return "created"
+    state = str((task.get("Status") or {}).get("State") or "")
+    return "exited" if state in ENDED else "running"
+
+
+def task_exit(task: Mapping[str, Any]) -> ExitStatus:
+    """How an ended task ended. A task that never ran (refused by its node, or orphaned when
+    its node was lost) has no exit code: that is a lost attempt, not the step's failure."""
+    status = task.get("Status") or {}
+    state = str(status.get("State") or "")
+    code = (status.get("ContainerStatus") or {}).get("ExitCode")
+    error = status.get("Err") or None
+    if state == "complete":
+        return ExitStatus(0)
+    if state in ("rejected", "orphaned") or code is None:
+        reason = error or status.get("Message") or state
+        return ExitStatus(None, error=f"the node could not run it: {reason}")
+    return ExitStatus(int(code), error=None if int(code) == 0 else error)
+
+
+def task_node(task: Mapping[str, Any] | None) -> str | None:
+    return None if task is None else (task.get("NodeID") or None)

@@ -1,0 +1,288 @@
+"""A real Docker Swarm on one machine, for tests, benchmarks and CI.
+
+Each node is a :class:`~dockyard.testing.dockerd.PrivateEngine` (its own ``dockerd`` and
+``containerd``, data-root, exec-root, pidfile and socket, in network, mount and host-name
+namespaces of its own), with one leg of a veth pair in its network namespace and the other
+on a bridge that lives in a namespace of its own too: on the host, ``bridge-nf-call-iptables``
+and the main engine's ``FORWARD DROP`` would silently drop the frames between nodes. The
+first node initialises the Swarm (a short dispatcher heartbeat, so that a dead node is seen
+within seconds) and the others join it as workers. The test image is made on the first node
+and copied to the others.
+
+Killing a node's ``dockerd`` (:meth:`SwarmNode.kill`) or cutting its link (:meth:`cut`) is a
+real node failure. Everything lives under one folder whose ``swarm.json`` lets another
+process end it (``scripts/swarm-local.sh down``), also after a failure half-way through ``up``.
+
+    python -m dockyard.testing.swarm up 3      # one line per node: NAME SOCKET PIDFILE
+    python -m dockyard.testing.swarm down
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+
+from dockyard.testing.dockerd import PrivateEngine, Process
+from dockyard.testing.images import BUSYBOX_IMAGE
+
+DEFAULT_ROOT = Path(os.environ.get("DOCKYARD_SWARM_ROOT", "/tmp/dockyard-swarm"))
+SUBNET = "10.213.7"  # a private /24 between the nodes; .1 is unused, nodes from .11
+HEARTBEAT_SECONDS = 1.0
+JOIN_TIMEOUT = 60.0
+
+
+@dataclass
+class SwarmNode:
+    name: str
+    address: str
+    engine: PrivateEngine
+
+    @property
+    def socket(self) -> Path:
+        return self.engine.socket
+
+    @property
+    def url(self) -> str:
+        return self.engine.url
+
+    def kill(self) -> None:
+        """The node dies: its dockerd is killed (its containers go on under containerd, as a
+        machine that stopped answering would be seen from outside)."""
+        self.engine.stop(signal.SIGKILL)
+
+    def cut(self) -> None:
+        """The node's link goes down: it is alive, and alone."""
+        subprocess.run(self.engine.nsenter("ip", "link", "set", "eth0", "down"), check=True)
+
+    def mend(self) -> None:
+        subprocess.run(self.engine.nsenter("ip", "link", "set", "eth0", "up"), check=True)
+
+
+class LocalSwarm:
+    def __init__(self, root: Path, bridge: Process | None, nodes: list[SwarmNode]):
+        self.root = root
+        self.bridge = bridge
+        self.nodes = nodes
+
+    @property
+    def manager(self) -> SwarmNode:
+        return self.nodes[0]
+
+    # -- up -------------------------------------------------------------------------------
+
+    @classmethod
+    def up(cls, count: int, root: Path = DEFAULT_ROOT) -> LocalSwarm:
+        """Make ``count`` nodes joined into one Swarm; on any failure, remove what was made."""
+        if count < 1:
+            raise ValueError("a swarm needs at least one node")
+        if (root / "swarm.json").exists():
+            raise RuntimeError(f"a local swarm is already up under {root} (run down first)")
+        root.mkdir(parents=True, exist_ok=True)
+        swarm = cls(root, None, [])
+        try:
+            swarm.bridge = Process.spawn(["unshare", "--net", "sleep", "infinity"])
+            swarm._save()
+            swarm._wait_unshared(swarm.bridge.pid)
+            swarm._in_bridge("ip", "link", "add", "br0", "type", "bridge")
+            swarm._in_bridge("ip", "link", "set", "br0", "up")
+            for index in range(1, count + 1):
+                swarm._add_node(index)
+            swarm._form()
+            swarm._load_test_images()
+        except BaseException:
+            swarm.down()
+            raise
+        return swarm
+
+    def _add_node(self, index: int) -> None:
+        name = f"dysw{index}"
+        engine = PrivateEngine(name=f"dockyard-swarm-{index}", hostname=name)
+        node = SwarmNode(name, f"{SUBNET}.{10 + index}", engine)
+        self.nodes.append(node)
+        self._save()
+        inside, outside = f"{name}-in", f"{name}-out"
+        _run("ip", "link", "add", inside, "type", "veth", "peer", "name", outside)
+        _run("ip", "link", "set", inside, "netns", str(engine.holder.pid))
+        _run("ip", "link", "set", outside, "netns", str(self._bridge_pid))
+        self._in_bridge("ip", "link", "set", outside, "master", "br0")
+        self._in_bridge("ip", "link", "set", outside, "up")
+        for command in (
+            ("ip", "link", "set", "lo", "up"),
+            ("ip", "link", "set", inside, "name", "eth0"),
+            ("ip", "addr", "add", f"{node.address}/24", "dev", "eth0"),
+            ("ip", "link", "set", "eth0", "up"),
+        ):
+            subprocess.run(engine.nsenter(*command), check=True)
+        engine.start()
+        self._save()
+
+    def _form(self) -> None:
+        manager = self.manager.engine.client()
+        try:
+            manager.init_swarm(
+                advertise_addr=self.manager.address,
+                listen_addr=f"{self.manager.address}:2377",
+                swarm_spec=manager.create_swarm_spec(
+                    dispatcher_heartbeat_period=int(HEARTBEAT_SECONDS * 1e9)
+                ),
+            )
+            token = manager.inspect_swarm()["JoinTokens"]["Worker"]
+            for node in self.nodes[1:]:
+                client = node.engine.client()
+                try:
+                    client.join_swarm(
+                        [f"{self.manager.address}:2377"],
+                        token,
+                        listen_addr=f"{node.address}:2377",
+                        advertise_addr=node.address,
+                    )
+                finally:
+                    client.close()
+            deadline = time.monotonic() + JOIN_TIMEOUT
+            while True:
+                ready = [n for n in manager.nodes() if n["Status"]["State"] == "ready"]
+                if len(ready) == len(self.nodes):
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {len(ready)} of {len(self.nodes)} nodes are ready")
+                time.sleep(0.2)
+        finally:
+            manager.close()
+
+    def _load_test_images(self) -> None:
+        """The test image, made on the manager and copied to every node, so that it has one
+        id everywhere (an image made on each node would have as many ids as nodes)."""
+        self.manager.engine.load_busybox()
+        manager: Any = self.manager.engine.client()
+        try:
+            for node in self.nodes[1:]:
+                client: Any = node.engine.client()
+                try:
+                    client.load_image(manager.get_image(BUSYBOX_IMAGE))
+                finally:
+                    client.close()
+        finally:
+            manager.close()
+
+    # -- down -----------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, root: Path = DEFAULT_ROOT) -> LocalSwarm | None:
+        try:
+            state = json.loads((root / "swarm.json").read_text())
+        except FileNotFoundError:
+            return None
+        bridge = Process(*state["bridge"]) if state["bridge"] else None
+        nodes = [
+            SwarmNode(n["name"], n["address"], PrivateEngine.adopt(n["engine"]))
+            for n in state["nodes"]
+        ]
+        return cls(root, bridge, nodes)
+
+    def down(self) -> None:
+        """Stop every node and remove everything, whatever state ``up`` left."""
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                self._leave(node)
+            node.engine.close()
+        if self.bridge is not None:
+            self.bridge.end(signal.SIGKILL, timeout=10)
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / "swarm.json").unlink()
+        with contextlib.suppress(OSError):
+            self.root.rmdir()
+
+    @staticmethod
+    def _leave(node: SwarmNode) -> None:
+        """Remove the node's services (which would otherwise be restarted) before its end."""
+        if not node.engine.answers():
+            return
+        client: Any = node.engine.client()
+        try:
+            with contextlib.suppress(docker.errors.APIError):
+                for service in client.services():
+                    client.remove_service(service["ID"])
+            with contextlib.suppress(docker.errors.APIError):
+                client.leave_swarm(force=True)
+        finally:
+            client.close()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @property
+    def _bridge_pid(self) -> int:
+        assert self.bridge is not None
+        return self.bridge.pid
+
+    def _in_bridge(self, *args: str) -> None:
+        _run("nsenter", f"--target={self._bridge_pid}", "--net", "--", *args)
+
+    @staticmethod
+    def _wait_unshared(pid: int) -> None:
+        deadline = time.monotonic() + 10
+        host = os.readlink("/proc/self/ns/net")
+        while True:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/ns/net") != host:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the bridge's namespace was not made")
+            time.sleep(0.02)
+
+    def _save(self) -> None:
+        state: dict[str, Any] = {
+            "bridge": [self.bridge.pid, self.bridge.started] if self.bridge else None,
+            "nodes": [
+                {"name": n.name, "address": n.address, "engine": n.engine.state()}
+                for n in self.nodes
+            ],
+        }
+        temporary = self.root / "swarm.json.new"
+        temporary.write_text(json.dumps(state, indent=1))
+        temporary.replace(self.root / "swarm.json")
+
+
+def _run(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="swarm-local", description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up").add_argument("count", type=int, nargs="?", default=3)
+    commands.add_parser("down")
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        try:
+            swarm = LocalSwarm.up(args.count, args.root)
+        except (
+            RuntimeError,
+            OSError,
+            subprocess.CalledProcessError,
+            docker.errors.APIError,
+        ) as exc:
+            print(f"swarm-local: {exc}", file=sys.stderr)
+            return 1
+        for node in swarm.nodes:
+            print(node.name, node.socket, node.engine.pidfile)
+        return 0
+    found = LocalSwarm.load(args.root)
+    if found is not None:
+        found.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
