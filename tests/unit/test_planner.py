@@ -191,6 +191,48 @@ def test_work_goes_to_the_fullest_node_that_fits(write_pipeline: WritePipeline) 
     assert {a.node for a in planner.next(now=0).actions if isinstance(a, Start)} == {"small", "big"}
 
 
+WIDE = """
+    version: 1
+    name: wide
+    defaults: {image: busybox:1.36, resources: {cpus: 1, memory: 64m}}
+    steps:
+      w: {command: "true", scatter: {s: [a, b, c, d]}}
+"""
+
+
+def test_a_lost_node_takes_no_new_work_and_its_lost_attempts_run_elsewhere(
+    write_pipeline: WritePipeline,
+) -> None:
+    nodes = {"one": Capacity.of(2, 1024 * MIB), "two": Capacity.of(2, 1024 * MIB)}
+    planner = Planner(graph(write_pipeline, WIDE), nodes)
+    resolve_all(planner)
+    first = [a for a in planner.next(now=0).actions if isinstance(a, Start)]
+    on_two = sorted(a.instance for a in first if a.node == "two")
+    assert len(first) == 4 and len(on_two) == 2
+
+    planner.nodes_changed({"one": nodes["one"]})  # "two" went down
+    for instance in on_two:
+        retry = planner.ended(instance, 1, Outcome(None, Reason.LOST, "node down"), now=1)
+        assert [type(a) for a in retry] == [Retry]
+    assert planner.next(now=1).actions == ()  # "one" is full; "two" takes nothing
+    for start in first:
+        if start.node == "one":
+            planner.ended(start.instance, 1, Outcome(0), now=2)
+    again = [a for a in planner.next(now=2).actions if isinstance(a, Start)]
+    assert sorted(a.instance for a in again) == on_two
+    assert {a.node for a in again} == {"one"}
+
+
+def test_a_node_that_comes_back_takes_work_again(write_pipeline: WritePipeline) -> None:
+    nodes = {"one": Capacity.of(1, 1024 * MIB), "two": Capacity.of(1, 1024 * MIB)}
+    planner = Planner(graph(write_pipeline, WIDE), nodes)
+    resolve_all(planner)
+    planner.nodes_changed({"one": nodes["one"]})
+    assert {a.node for a in planner.next(now=0).actions if isinstance(a, Start)} == {"one"}
+    planner.nodes_changed(nodes)
+    assert {a.node for a in planner.next(now=0).actions if isinstance(a, Start)} == {"two"}
+
+
 # -- the same answers as planning from scratch ---------------------------------------------------
 
 

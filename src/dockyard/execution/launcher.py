@@ -27,8 +27,10 @@ from dockyard.planning.plan import Start
 from dockyard.planning.planner import Adopt
 from dockyard.runtime.base import (
     LABEL_ATTEMPT,
+    LABEL_CPUS,
     LABEL_INSTANCE,
     LABEL_KEY,
+    LABEL_MEMORY,
     LABEL_PIPELINE,
     LABEL_PROJECT,
     LABEL_RUN,
@@ -135,6 +137,8 @@ class Launcher:
                 LABEL_INSTANCE: str(iid),
                 LABEL_ATTEMPT: str(attempt),
                 LABEL_KEY: self.known.keys[iid],
+                LABEL_CPUS: f"{instance.cpus:g}",
+                LABEL_MEMORY: str(action.memory),
             },
             name=self.container_name(str(iid), attempt),
             pids=instance.pids,

@@ -14,7 +14,7 @@ by the collaborator that owns it. One turn:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from dockyard.errors import EngineUnavailable
 from dockyard.execution.attempts import Notice, Result
@@ -23,11 +23,13 @@ from dockyard.execution.dispatch import Dispatch
 from dockyard.execution.journal import RunJournal
 from dockyard.execution.launcher import Launcher
 from dockyard.execution.resolution import Resolver
-from dockyard.planning.plan import Block, Start
+from dockyard.planning.plan import Block, Reason, Start
 from dockyard.planning.planner import Action, Adopt, Commit, Fail, Kill, Planner, Retry, Reuse
+from dockyard.planning.schedule import Capacity
 from dockyard.runtime.base import LOCAL_NODE
 
 STALE_ROWS = 0.2  # seconds rows may wait to be written when nothing else happens
+NODE_REFRESH = 2.0  # seconds between looks at a cluster's nodes (which are down, which back)
 
 
 class RunLoop:
@@ -42,6 +44,7 @@ class RunLoop:
         clock: Callable[[], float],
         *,
         cache: bool = True,
+        nodes: Callable[[], Mapping[str, Capacity]] | None = None,
     ):
         self.planner = planner
         self.resolver = resolver
@@ -51,10 +54,13 @@ class RunLoop:
         self.journal = journal
         self.clock = clock
         self.cache = cache
+        self.nodes = nodes  # the pool as it is now; None: one machine, nothing to watch
+        self.nodes_seen_at = clock()
 
     def run(self) -> None:
         while True:
             self.settle()
+            self.watch_nodes()
             plan = self.planner.next(self.clock())
             for action in plan.actions:
                 self.apply(action)
@@ -66,6 +72,8 @@ class RunLoop:
                 # Under load the rows of several turns go in one transaction; when nothing
                 # comes back for a while, what has started is written all the same.
                 timeout = STALE_ROWS if timeout is None else min(timeout, STALE_ROWS)
+            if self.nodes is not None:
+                timeout = NODE_REFRESH if timeout is None else min(timeout, NODE_REFRESH)
             items = self.dispatch.take(timeout)
             if not items:
                 self.journal.flush()
@@ -78,6 +86,13 @@ class RunLoop:
                     concluded += self.observe(item)
             self.journal.flush()  # results on disk before their containers go
             self.dispatch.acknowledge(concluded)  # type: ignore[arg-type]
+
+    def watch_nodes(self) -> None:
+        """Every few seconds, tell the planner which nodes can take work."""
+        if self.nodes is None or self.clock() - self.nodes_seen_at < NODE_REFRESH:
+            return
+        self.planner.nodes_changed(self.nodes())
+        self.nodes_seen_at = self.clock()
 
     def settle(self) -> None:
         """Resolve what can be, as far as cache hits reach (a chain of hits in one turn)."""
@@ -97,6 +112,8 @@ class RunLoop:
         if isinstance(result.error, EngineUnavailable):
             raise result.error  # the engine stayed away longer than the patience
         outcome = self.conclusion.ended(result)
+        if outcome.reason is Reason.LOST:
+            self.nodes_seen_at = float("-inf")  # its node may be gone: look before placing
         concluded: list[tuple[object, int]] = []
         for action in self.planner.ended(result.instance, result.attempt, outcome, self.clock()):
             self.apply(action)

@@ -22,7 +22,7 @@ from dockyard.errors import DockyardError, RuntimeFailure
 from dockyard.images.resolve import image_key
 from dockyard.planning.schedule import Capacity
 from dockyard.planning.states import SERVICE, ServiceEvent, ServiceState, advance
-from dockyard.runtime.base import Bind, ContainerSpec, Health, Runtime
+from dockyard.runtime.base import LABEL_CPUS, LABEL_MEMORY, Bind, ContainerSpec, Health, Runtime
 from dockyard.spec.model import Service
 
 LABEL_SERVICE = "dockyard.service"
@@ -62,12 +62,14 @@ class Services:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         engine_away_since: Callable[[float], bool] = lambda since: False,
+        node: str | None = None,
     ):
         self.runtime = runtime
         self.specs = specs
         self.images = images
         self.volumes = volumes
         self.labels = dict(labels)
+        self.node = node  # where they run (their room is reserved there); None: anywhere
         self.prefix = prefix  # names: PREFIX-net, PREFIX-SERVICE
         self.sleep = sleep
         self.clock = clock
@@ -121,6 +123,8 @@ class Services:
             labels={
                 **self.labels,
                 LABEL_SERVICE: name,
+                LABEL_CPUS: f"{spec.resources.cpus:g}",
+                LABEL_MEMORY: str(spec.resources.memory),
                 **({LABEL_KEEP: "true"} if spec.keep else {}),
             },
             name=f"{self.prefix}-{name}",
@@ -131,6 +135,7 @@ class Services:
             else None,
             pids=spec.resources.pids,
             cap_add=tuple(spec.cap_add),
+            node=self.node,
         )
         need = Capacity.of(spec.resources.cpus, spec.resources.memory)
         try:  # (an engine that is away is not the service's fault: that propagates)

@@ -166,6 +166,19 @@ class Planner:
         self._make_ready(unit[0])
         return []
 
+    # -- the pool ---------------------------------------------------------------------------
+
+    def nodes_changed(self, pool: Mapping[str, Capacity]) -> None:
+        """The pool as it is now: a node that is gone or down takes no new work (what still
+        runs there is reported lost by those who watch it, and its room is given back as it
+        ends), and a node that came back or joined takes work again."""
+        for node in self.nodes:
+            if node not in pool:
+                self.nodes[node] = ZERO
+        for node, room in pool.items():
+            self.nodes[node] = room
+            self.used.setdefault(node, ZERO)
+
     # -- the next actions ---------------------------------------------------------------------
 
     def next(self, now: float) -> Plan:

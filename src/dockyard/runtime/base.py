@@ -19,6 +19,8 @@ LABEL_INSTANCE = "dockyard.instance"
 LABEL_ATTEMPT = "dockyard.attempt"
 LABEL_PROJECT = "dockyard.project"  # which .dockyard folder (pipelines may share a name)
 LABEL_KEY = "dockyard.key"  # the instance's cache key when the attempt started
+LABEL_CPUS = "dockyard.cpus"  # what it was given, for `dockyard node ls`
+LABEL_MEMORY = "dockyard.memory"
 LOCAL_NODE = "local"  # the one node of an engine that is not a cluster
 
 # Every container starts with no capability but these (the engine's default set less

@@ -130,4 +130,15 @@ def task_exit(task: Mapping[str, Any]) -> ExitStatus:
 
 
 def task_node(task: Mapping[str, Any] | None) -> str | None:
-    return None if task is None else (task.get("NodeID") or None)
+    """The node a task runs on, or, before it is assigned, the node it is pinned to (a task
+    pinned to a node that is down waits "pending" for ever)."""
+    if task is None:
+        return None
+    if task.get("NodeID"):
+        return str(task["NodeID"])
+    placement = ((task.get("Spec") or {}).get("Placement") or {}).get("Constraints") or []
+    for constraint in placement:
+        key, _, value = str(constraint).replace(" ", "").partition("==")
+        if key == "node.id" and value:
+            return value
+    return None

@@ -1,0 +1,294 @@
+"""The same pipeline on a real three-node Docker Swarm (issue 13).
+
+The nodes are private dockerds joined into one Swarm on this machine (see
+dockyard.testing.swarm); dockyard talks to the first (the manager) with ``--backend swarm``
+and copies images to the others through their engines (DOCKYARD_SWARM_ENGINES). The
+outputs are compared with a run of the same file by the local backend on the main engine.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.cli import main
+from dockyard.runtime.swarm import SwarmRuntime
+from dockyard.storage.outputs import tree_digest
+from dockyard.testing.swarm import LocalSwarm
+from tests.conftest import BUSYBOX_IMAGE, committed_output
+
+pytestmark = [pytest.mark.docker, pytest.mark.swarm]
+
+CPU_HEAVY = [str(n) for n in range(1, 11)]
+MEMORY_HEAVY = [str(n) for n in range(1, 11)]
+MIXED = [str(n) for n in range(1, 7)]
+
+PIPELINE = f"""
+version: 1
+name: {{name}}
+defaults: {{{{image: "{BUSYBOX_IMAGE}", resources: {{{{cpus: 0.5, memory: 32m}}}}}}}}
+images:
+  web: {{{{build: ./web}}}}
+services:
+  web:
+    image: {{{{ref: web}}}}
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    healthcheck:
+      command: ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/greeting"]
+      interval: 200ms
+      retries: 100
+    resources: {{{{cpus: 0.25, memory: 32m}}}}
+steps:
+  cpu:
+    scatter: {{{{n: [{", ".join(CPU_HEAVY)}]}}}}
+    resources: {{{{cpus: 1, memory: 32m}}}}
+    command: "sleep 0.5; echo cpu ${{{{n}}}} > /out/v"
+  memory:
+    scatter: {{{{n: [{", ".join(MEMORY_HEAVY)}]}}}}
+    resources: {{{{cpus: 0.25, memory: 6g}}}}
+    command: "echo memory ${{{{n}}}} > /out/v"
+  mixed:
+    scatter: {{{{n: [{", ".join(MIXED)}]}}}}
+    resources: {{{{cpus: 1.5, memory: 1g}}}}
+    command: "echo mixed ${{{{n}}}} > /out/v"
+  produce:
+    command: "seq 1 5000"
+  count:
+    stdin: produce
+    command: "wc -l > /out/lines"
+  ask:
+    services: [web]
+    command: "wget -q -O /out/greeting http://web:8080/greeting"
+  gather:
+    needs: [cpu, memory, mixed, count, ask]
+    command: "cd /in && cat cpu/*/v memory/*/v mixed/*/v count/lines ask/greeting > /out/all"
+"""
+INSTANCES = len(CPU_HEAVY) + len(MEMORY_HEAVY) + len(MIXED) + 4  # 30
+
+
+def write_pipeline(folder: Path, name: str) -> Path:
+    (folder / "web" / "www").mkdir(parents=True)
+    (folder / "web" / "www" / "greeting").write_text("hello from a service\n")
+    (folder / "web" / "Dockerfile").write_text(f"FROM {BUSYBOX_IMAGE}\nCOPY www /www\n")
+    path = folder / "dockyard.yaml"
+    path.write_text(PIPELINE.format(name=name))
+    return path
+
+
+@pytest.fixture
+def on_swarm(local_swarm: LocalSwarm, monkeypatch: pytest.MonkeyPatch) -> LocalSwarm:
+    monkeypatch.setenv("DOCKER_HOST", local_swarm.manager.url)
+    monkeypatch.setenv("DOCKYARD_SWARM_ENGINES", " ".join(n.url for n in local_swarm.nodes))
+    return local_swarm
+
+
+def outputs(path: Path) -> dict[str, str]:
+    """Each instance's committed output, by digest."""
+    found = {}
+    db = sqlite3.connect(path.parent / ".dockyard" / "state.db")
+    try:
+        (run,) = db.execute("SELECT id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        rows = db.execute(
+            "SELECT i.instance, o.path FROM instances i JOIN outputs o ON o.digest = i.output "
+            "WHERE i.run_id = ?",
+            (run,),
+        ).fetchall()
+    finally:
+        db.close()
+    for instance, where in rows:
+        found[instance] = tree_digest(Path(where))[0]
+    return found
+
+
+def placements(path: Path) -> list[tuple[str, str, float, int, float, float]]:
+    """(instance, node, cpus, memory, started, ended) of every attempt of the latest run."""
+    db = sqlite3.connect(path.parent / ".dockyard" / "state.db")
+    try:
+        (run,) = db.execute("SELECT id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        return db.execute(
+            "SELECT instance, node, cpus, memory, started_at, ended_at FROM attempts "
+            "WHERE run_id = ? ORDER BY started_at",
+            (run,),
+        ).fetchall()
+    finally:
+        db.close()
+
+
+def peak_use(rows: list[tuple[str, str, float, int, float, float]]) -> dict[str, tuple[float, int]]:
+    """The most CPUs and memory that attempts held on each node at one time."""
+    peaks: dict[str, tuple[float, int]] = {}
+    for _, node, _, _, start, _ in rows:
+        at_once = [r for r in rows if r[1] == node and r[4] <= start < r[5]]
+        cpus, memory = sum(r[2] for r in at_once), sum(r[3] for r in at_once)
+        old = peaks.get(node, (0.0, 0))
+        peaks[node] = (max(old[0], cpus), max(old[1], memory))
+    return peaks
+
+
+def test_a_pipeline_runs_on_the_swarm_with_the_outputs_of_the_local_backend(
+    tmp_path: Path,
+    on_swarm: LocalSwarm,
+    swarm_runtime: SwarmRuntime,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    swarm_path = write_pipeline(tmp_path / "swarm", "on-swarm")
+    assert main(["run", "-f", str(swarm_path), "--backend", "swarm"]) == 0
+    on_cluster = outputs(swarm_path)
+    rows = placements(swarm_path)
+
+    monkeypatch.delenv("DOCKER_HOST")
+    local_path = write_pipeline(tmp_path / "local", "on-one-engine")
+    assert main(["run", "-f", str(local_path)]) == 0
+    assert on_cluster == outputs(local_path)
+    assert len(on_cluster) == INSTANCES  # every instance committed an output
+
+    # Placement never over-commits a node, and uses the nodes the swarm has.
+    nodes = {n.id: n for n in swarm_runtime.nodes()}
+    assert {node for _, node, *_ in rows} <= set(nodes)
+    services_cpus, services_memory = 0.25, 32 * 1024**2  # reserved on the first node
+    first = min(nodes.values(), key=lambda n: n.name).id
+    for node, (cpus, memory) in peak_use(rows).items():
+        reserved = (services_cpus, services_memory) if node == first else (0.0, 0)
+        assert cpus + reserved[0] <= nodes[node].capacity.cpus + 1e-9
+        assert memory + reserved[1] <= nodes[node].capacity.memory
+    assert len({node for _, node, *_ in rows}) == len(nodes)  # the work needed all three
+    # the streamed pair ran on one node
+    where = {instance: node for instance, node, *_ in rows}
+    assert where["produce"] == where["count"]
+    # nothing of the run is left on the swarm
+    assert swarm_runtime.list({"dockyard.pipeline": "on-swarm"}) == []
+    assert swarm_runtime.networks({"dockyard.pipeline": "on-swarm"}) == []
+
+
+def test_a_small_scatter_is_packed_onto_one_node_not_spread(
+    tmp_path: Path, on_swarm: LocalSwarm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dockyard.yaml"
+    path.write_text(
+        f"""
+version: 1
+name: packed
+defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.5, memory: 32m}}}}
+steps:
+  work:
+    scatter: {{n: [1, 2, 3, 4]}}
+    command: "sleep 1; echo ${{n}} > /out/n"
+"""
+    )
+    assert main(["run", "-f", str(path), "--backend", "swarm"]) == 0
+    nodes = {node for _, node, *_ in placements(path)}
+    assert len(nodes) == 1  # Swarm left to itself spreads them over all three (4/4/4)
+
+
+# -- a node dies mid-run ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def doomed_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSwarm]:
+    """A swarm of its own: one of its nodes is killed."""
+    swarm = LocalSwarm.up(3, tmp_path_factory.mktemp("doomed"))
+    try:
+        yield swarm
+    finally:
+        swarm.down()
+
+
+def test_a_node_killed_mid_run_has_its_instances_rerun_elsewhere(
+    tmp_path: Path,
+    doomed_swarm: LocalSwarm,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "dockyard.yaml"
+    path.write_text(
+        f"""
+version: 1
+name: survivor
+defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.5, memory: 32m}}}}
+steps:
+  work:
+    scatter: {{n: [1, 2, 3, 4, 5, 6]}}
+    retries: 0
+    command: "sleep 8; echo ${{n}} > /out/n"
+  total:
+    needs: [work]
+    command: "cat /in/work/*/n > /out/all"
+"""
+    )
+    env = {
+        **os.environ,
+        "DOCKER_HOST": doomed_swarm.manager.url,
+        "DOCKYARD_SWARM_ENGINES": " ".join(n.url for n in doomed_swarm.nodes),
+    }
+    run = subprocess.Popen(
+        [sys.executable, "-m", "dockyard", "run", "-f", str(path), "--backend", "swarm"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        runtime = SwarmRuntime(doomed_swarm.manager.url)
+        try:
+            victim = _a_worker_with_running_steps(runtime, doomed_swarm)
+        finally:
+            runtime.close()
+        killed_at = time.time()
+        victim.kill()
+        output, _ = run.communicate(timeout=180)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, output.decode()
+
+    rows = placements(path)
+    lost = [r for r in rows if r[1] == _node_id(doomed_swarm, victim.name) and r[5] is not None]
+    reruns = [r for r in rows if r[0] in {x[0] for x in lost} and r[4] > killed_at]
+    assert lost and len(reruns) == len(lost)
+    assert all(r[1] != lost[0][1] for r in reruns)  # elsewhere
+    with capsys.disabled():  # the number the issue asks to see (goal: under 15 s)
+        took = max(r[4] for r in reruns) - killed_at
+        print(f"\nnode killed -> its {len(reruns)} instance(s) running elsewhere: {took:.1f} s")
+    db = sqlite3.connect(path.parent / ".dockyard" / "state.db")
+    try:
+        states = db.execute(
+            "SELECT state, detail FROM attempts WHERE instance IN ({})".format(
+                ",".join("?" * len(lost))
+            ),
+            [r[0] for r in lost],
+        ).fetchall()
+    finally:
+        db.close()
+    assert sorted(s for s, _ in states) == ["lost"] * len(lost) + ["succeeded"] * len(lost)
+    assert all("went down" in (d or "") for s, d in states if s == "lost")
+    total = committed_output(path, "total", capsys) / "all"
+    assert total.read_text().split() == ["1", "2", "3", "4", "5", "6"]
+
+
+def _a_worker_with_running_steps(runtime: SwarmRuntime, swarm: LocalSwarm) -> object:
+    deadline = time.monotonic() + 60
+    manager_id = _node_id(swarm, swarm.manager.name)
+    while time.monotonic() < deadline:
+        busy = {c.node for c in runtime.list({"dockyard.pipeline": "survivor"}) if c.running}
+        for node in swarm.nodes[1:]:
+            if _node_id(swarm, node.name) in busy - {manager_id}:
+                return node
+        time.sleep(0.2)
+    raise AssertionError("no worker ever ran a step")
+
+
+def _node_id(swarm: LocalSwarm, name: str) -> str:
+    client = swarm.manager.engine.client()
+    try:
+        return next(str(n["ID"]) for n in client.nodes() if n["Description"]["Hostname"] == name)
+    finally:
+        client.close()
