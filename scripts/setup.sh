@@ -14,6 +14,9 @@ command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v docker >/dev/null 2>&1 || need_pkgs+=(docker.io)
 # The examples' image is made from Debian's static busybox (see dockyard/testing/images.py).
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+# The local Swarm of the tests (scripts/swarm-local.sh) wires its nodes with iproute2.
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
 # The genomics example's images are made from Debian packages with debootstrap.
 [ -x /usr/sbin/debootstrap ] || need_pkgs+=(debootstrap)
 # The tests render `dockyard report` pages in headless Chromium, run a SQLite service, and

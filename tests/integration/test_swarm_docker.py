@@ -8,6 +8,7 @@ outputs are compared with a run of the same file by the local backend on the mai
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -184,6 +185,17 @@ steps:
     assert main(["run", "-f", str(path), "--backend", "swarm"]) == 0
     nodes = {node for _, node, *_ in placements(path)}
     assert len(nodes) == 1  # Swarm left to itself spreads them over all three (4/4/4)
+
+
+
+def test_node_ls_shows_the_three_ready_nodes(
+    on_swarm: LocalSwarm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["node", "ls", "--json", "--backend", "swarm"]) == 0
+    nodes = json.loads(capsys.readouterr().out)
+    assert sorted(n["name"] for n in nodes) == [n.name for n in on_swarm.nodes]
+    assert all(n["state"] == "ready" and n["cpus"] > 0 and n["memory"] > 0 for n in nodes)
 
 
 # -- a node dies mid-run ---------------------------------------------------------------------

@@ -1,0 +1,270 @@
+"""Placement on a three-node Swarm (issue 13's performance goals), measured in one run.
+
+1. **Makespan of a heterogeneous DAG** (CPU-heavy, memory-heavy and small instances; step
+   durations are sleeps, so the 2 cores of this machine are not the limit): dockyard's
+   placement (``--backend swarm``: packed, critical path first, pinned with ``node.id==``)
+   against Swarm placing the same jobs itself: each instance a service of one replica with
+   the same reservations and limits and no constraint, submitted by a small driver as soon
+   as its upstreams have completed (in the file's order), left to Swarm's spread
+   strategy. Goal: dockyard at least 20% shorter, and within 10% of the lower bound (the
+   larger of total work / capacity and the critical path).
+2. **Per-instance overhead of the Swarm backend**: the same 200-instance scatter of a
+   trivial step through ``dockyard run --backend swarm`` and through the local backend on
+   the main engine, as a ratio of wall times per instance.
+
+The cluster is made by ``dockyard.testing.swarm`` (as ``scripts/swarm-local.sh up 3``) and
+removed at the end.
+
+    .venv/bin/python benchmarks/placement.py [--rounds 2] [--instances 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dockyard.execution import Executor
+from dockyard.runtime.docker import DockerRuntime
+from dockyard.runtime.swarm import SwarmRuntime
+from dockyard.runtime.swarm_images import NodeImages
+from dockyard.spec import load_pipeline
+from dockyard.storage.store import Store
+from dockyard.testing.images import BUSYBOX_IMAGE, ensure_busybox_image
+from dockyard.testing.swarm import LocalSwarm
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Job:
+    step: str
+    count: int
+    cpus: float
+    memory: int
+    seconds: float
+    needs: str | None = None  # each instance follows the instance of that step with its index
+
+
+# Small long jobs first in the file: Swarm spreads them one per node, and then no node has
+# room for a job that needs a whole node until they end. Packing puts them on one node.
+DAG = (
+    Job("small", 3, 0.5, 1 * GIB, 20),
+    Job("big", 3, 2.0, 2 * GIB, 10),
+    Job("fat", 2, 0.25, 12 * GIB, 10),  # memory-heavy
+    Job("check", 2, 0.5, 1 * GIB, 5, needs="fat"),
+)
+
+
+def pipeline_text(name: str) -> str:
+    lines = ["version: 1", f"name: {name}", "steps:"]
+    for job in DAG:
+        values = ", ".join(str(n) for n in range(job.count))
+        lines += [
+            f"  {job.step}:",
+            f'    image: "{BUSYBOX_IMAGE}"',
+            f"    resources: {{cpus: {job.cpus}, memory: {job.memory // GIB}g}}",
+            f"    scatter: {{n: [{values}]}}",
+            f'    command: "sleep {job.seconds:g}; echo ${{n}} > /out/n"',
+        ]
+        if job.needs:
+            lines.append(f"    needs: [{job.needs}]")  # pairs on n with that step
+    return "\n".join(lines) + "\n"
+
+
+def lower_bound(nodes: int, cpus: float, memory: int) -> float:
+    cpu_work = sum(j.count * j.cpus * j.seconds for j in DAG) / (nodes * cpus)
+    memory_work = sum(j.count * j.memory * j.seconds for j in DAG) / (nodes * memory)
+    by_step = {j.step: j for j in DAG}
+    critical = max(j.seconds + (by_step[j.needs].seconds if j.needs else 0.0) for j in DAG)
+    return max(cpu_work, memory_work, critical)
+
+
+# -- dockyard ------------------------------------------------------------------------------
+
+
+def dockyard_run(swarm: LocalSwarm, workdir: Path, text: str) -> float:
+    path = workdir / "dockyard.yaml"
+    path.write_text(text)
+    pf = load_pipeline(path)
+    runtime = SwarmRuntime(swarm.manager.url)
+    runtime.node_images = NodeImages(runtime, [n.url for n in swarm.nodes])
+    store = Store(pf.state_dir / "state.db")
+    began = time.perf_counter()
+    try:
+        Executor(pf, runtime, store).run()
+        return time.perf_counter() - began
+    finally:
+        store.close()
+        runtime.close()
+
+
+# -- Swarm placing the jobs itself ----------------------------------------------------------
+
+
+def swarm_run(swarm: LocalSwarm, image: str) -> float:
+    """Each instance a service of one replica, no constraint; submitted once its upstream
+    completed, in the file's order; Swarm places them."""
+    client: Any = swarm.manager.engine.client()
+    pending = [(job, n) for job in DAG for n in range(job.count)]
+    running: dict[str, tuple[Job, int]] = {}
+    done: set[tuple[str, int]] = set()
+    began = time.perf_counter()
+    try:
+        while pending or running:
+            for job, n in [p for p in pending if p[0].needs is None or (p[0].needs, p[1]) in done]:
+                pending.remove((job, n))
+                service = client.create_service(
+                    {
+                        "ContainerSpec": {
+                            "Image": image,
+                            "Args": ["sh", "-c", f"sleep {job.seconds:g}"],
+                        },
+                        "Resources": {
+                            "Limits": {"NanoCPUs": int(job.cpus * 1e9), "MemoryBytes": job.memory},
+                            "Reservations": {
+                                "NanoCPUs": int(job.cpus * 1e9),
+                                "MemoryBytes": job.memory,
+                            },
+                        },
+                        "RestartPolicy": {"Condition": "none"},
+                    },
+                    name=f"bench-{job.step}-{n}",
+                    mode={"Replicated": {"Replicas": 1}},
+                    endpoint_spec={"Mode": "dnsrr"},
+                    labels={"dockyard.benchmark": "placement"},
+                )
+                running[service["ID"]] = (job, n)
+            for service_id, (job, n) in list(running.items()):
+                states = [t["Status"]["State"] for t in client.tasks({"service": service_id})]
+                if "complete" in states:
+                    done.add((job.step, n))
+                    del running[service_id]
+                elif any(s in ("failed", "rejected") for s in states):
+                    raise RuntimeError(f"{job.step}[{n}] failed on the swarm: {states}")
+            time.sleep(0.2)
+        return time.perf_counter() - began
+    finally:
+        for service in client.services({"label": "dockyard.benchmark=placement"}):
+            client.remove_service(service["ID"])
+        client.close()
+
+
+# -- overhead -------------------------------------------------------------------------------
+
+
+def scatter_text(instances: int) -> str:
+    values = ", ".join(str(n) for n in range(instances))
+    return textwrap.dedent(f"""
+        version: 1
+        name: bench-swarm-overhead
+        steps:
+          trivial:
+            image: "{BUSYBOX_IMAGE}"
+            resources: {{cpus: 0.5, memory: 32m}}
+            scatter: {{i: [{values}]}}
+            command: "echo ${{i}} > /out/i"
+    """)
+
+
+def local_run(workdir: Path, text: str) -> float:
+    path = workdir / "dockyard.yaml"
+    path.write_text(text)
+    pf = load_pipeline(path)
+    runtime = DockerRuntime()
+    store = Store(pf.state_dir / "state.db")
+    began = time.perf_counter()
+    try:
+        Executor(pf, runtime, store).run()
+        return time.perf_counter() - began
+    finally:
+        store.close()
+        runtime.close()
+
+
+@contextmanager
+def local_swarm() -> Iterator[LocalSwarm]:
+    root = Path(tempfile.mkdtemp(prefix="dockyard-bench-swarm-"))
+    swarm = LocalSwarm.up(3, root)
+    try:
+        yield swarm
+    finally:
+        swarm.down()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--instances", type=int, default=200)
+    args = parser.parse_args()
+    os.environ.setdefault("DOCKYARD_HOME", tempfile.mkdtemp(prefix="dockyard-bench-home-"))
+    probe = DockerRuntime()
+    ensure_busybox_image(probe.api)
+    probe.close()
+
+    with local_swarm() as swarm:
+        runtime = SwarmRuntime(swarm.manager.url)
+        nodes = [n for n in runtime.nodes() if n.ready]
+        image = runtime.image_id(BUSYBOX_IMAGE) or BUSYBOX_IMAGE
+        runtime.close()
+        cpus, memory = nodes[0].capacity.cpus, nodes[0].capacity.memory
+        bound = lower_bound(len(nodes), cpus, memory)
+
+        ours: list[float] = []
+        theirs: list[float] = []
+        for round_ in range(args.rounds):
+            with tempfile.TemporaryDirectory() as tmp:
+                ours.append(dockyard_run(swarm, Path(tmp), pipeline_text(f"bench-place-{round_}")))
+            theirs.append(swarm_run(swarm, image))
+        print(
+            f"makespan of the DAG on {len(nodes)} nodes of {cpus:g} CPUs and "
+            f"{memory / GIB:.1f} GiB, median of {args.rounds} round(s)"
+        )
+        mine, swarms = statistics.median(ours), statistics.median(theirs)
+        print(f"  lower bound (work / capacity, critical path): {bound:6.1f} s")
+        print(f"  Swarm placing the jobs itself (spread):       {swarms:6.1f} s")
+        print(f"  dockyard's placement (packed):                {mine:6.1f} s")
+        print(
+            f"  dockyard {100 * (1 - mine / swarms):.0f}% shorter than Swarm (goal >= 20%); "
+            f"{mine / bound:.2f}x the lower bound (goal <= 1.10)"
+        )
+        print(
+            f"  all rounds: dockyard {[round(t, 1) for t in ours]}, "
+            f"swarm {[round(t, 1) for t in theirs]}"
+        )
+
+        on_swarm: list[float] = []
+        on_engine: list[float] = []
+        for _ in range(args.rounds):
+            with tempfile.TemporaryDirectory() as tmp:
+                on_swarm.append(dockyard_run(swarm, Path(tmp), scatter_text(args.instances)))
+            with tempfile.TemporaryDirectory() as tmp:
+                on_engine.append(local_run(Path(tmp), scatter_text(args.instances)))
+        swarm_wall, local_wall = statistics.median(on_swarm), statistics.median(on_engine)
+        n = args.instances
+        print(f"\n{n}-instance scatter of a trivial step (cpus 0.5), median wall time")
+        print(
+            f"  local backend (one engine, 2 CPUs):  {local_wall:6.1f} s, "
+            f"{local_wall / n * 1000:6.0f} ms per instance"
+        )
+        print(
+            f"  swarm backend (3 nodes, 6 CPUs):     {swarm_wall:6.1f} s, "
+            f"{swarm_wall / n * 1000:6.0f} ms per instance"
+        )
+        print(f"  ratio swarm / local per instance: {swarm_wall / local_wall:.2f}")
+        print(
+            f"  all rounds: swarm {[round(t, 1) for t in on_swarm]}, "
+            f"local {[round(t, 1) for t in on_engine]}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""How a container is written as a Swarm service and how its task reads back (pure)."""
+
+from __future__ import annotations
+
+from dockyard.runtime.base import DEFAULT_CAPABILITIES, Bind, ContainerSpec, Health
+from dockyard.runtime.swarm_tasks import (
+    LABEL_CONTAINER,
+    SERVICE_NAME_MAX,
+    service_definition,
+    service_name,
+    task_exit,
+    task_node,
+    task_state,
+)
+
+
+def spec(**changes: object) -> ContainerSpec:
+    base = ContainerSpec(
+        image="sha256:" + "a" * 64,
+        command=("sh", "-c", "echo hi"),
+        cpus=1.5,
+        memory=64 * 1024**2,
+        labels={"dockyard.instance": "align[s1]"},
+        env={"A": "1"},
+        binds=(Bind("/data/x", "/in/x"), Bind("/stage", "/out", readonly=False)),
+        name="dockyard-p-r-align-s1-1",
+        pids=100,
+        cap_add=("SYS_PTRACE",),
+        node="node-id-2",
+    )
+    return ContainerSpec(**{**base.__dict__, **changes})  # type: ignore[arg-type]
+
+
+def test_a_service_is_pinned_to_its_node_with_equal_reservations_and_limits() -> None:
+    body = service_definition(spec())
+    template = body["TaskTemplate"]
+    assert template["Placement"]["Constraints"] == ["node.id==node-id-2"]
+    resources = template["Resources"]
+    assert resources["Limits"] == {
+        "MemoryBytes": 64 * 1024**2,
+        "NanoCPUs": 1_500_000_000,
+        "Pids": 100,
+    }
+    assert resources["Reservations"] == {"MemoryBytes": 64 * 1024**2, "NanoCPUs": 1_500_000_000}
+    assert template["RestartPolicy"]["Condition"] == "none"  # dockyard owns retries
+    assert body["Mode"] == {"Replicated": {"Replicas": 0}}  # created, not started
+    assert body["EndpointSpec"] == {"Mode": "dnsrr"}
+
+
+def test_a_service_has_the_security_settings_of_a_container() -> None:
+    container = service_definition(spec())["TaskTemplate"]["ContainerSpec"]
+    assert container["CapabilityDrop"] == ["ALL"]
+    assert container["CapabilityAdd"] == sorted({*DEFAULT_CAPABILITIES, "SYS_PTRACE"})
+    assert container["Init"] is True
+    assert container["Mounts"] == [
+        {"Type": "bind", "Source": "/data/x", "Target": "/in/x", "ReadOnly": True},
+        {"Type": "bind", "Source": "/stage", "Target": "/out", "ReadOnly": False},
+    ]
+    assert container["Env"] == ["A=1"]
+    assert "Command" not in container  # the image's entrypoint stays
+    assert container["Args"] == ["sh", "-c", "echo hi"]
+
+
+def test_an_entrypoint_becomes_the_command_and_the_command_its_arguments() -> None:
+    container = service_definition(spec(entrypoint=("/helper",)))["TaskTemplate"]["ContainerSpec"]
+    assert (container["Command"], container["Args"]) == (["/helper"], ["sh", "-c", "echo hi"])
+
+
+def test_a_health_check_and_a_network_with_aliases_are_kept() -> None:
+    body = service_definition(
+        spec(health=Health(("true",), 0.2, 2.0, 3), network="net", aliases=("db",))
+    )
+    check = body["TaskTemplate"]["ContainerSpec"]["Healthcheck"]
+    assert check == {
+        "Test": ["CMD", "true"],
+        "Interval": 200_000_000,
+        "Timeout": 2 * 10**9,
+        "Retries": 3,
+    }
+    assert body["TaskTemplate"]["Networks"] == [{"Target": "net", "Aliases": ["db"]}]
+
+
+def test_the_container_name_is_a_label_and_a_long_one_a_shortened_service_name() -> None:
+    body = service_definition(spec())
+    assert body["Name"] == "dockyard-p-r-align-s1-1"
+    assert body["Labels"][LABEL_CONTAINER] == "dockyard-p-r-align-s1-1"
+    long = "dockyard-" + "x" * 80 + "-1"
+    short = service_name(long)
+    assert len(short) <= SERVICE_NAME_MAX and short.startswith("dockyard-x")
+    assert short != service_name(long + "2")  # a digest of the whole tells them apart
+    assert service_name("a b/c") != "a b/c" and " " not in service_name("a b/c")
+
+
+def task(state: str, code: int | None = None, **extra: object) -> dict[str, object]:
+    status: dict[str, object] = {"State": state, "Err": extra.pop("err", None)}
+    if code is not None:
+        status["ContainerStatus"] = {"ExitCode": code}
+    return {"Status": status, **extra}
+
+
+def test_how_an_ended_task_ended() -> None:
+    assert task_exit(task("complete", 0)).exit_code == 0
+    failed = task_exit(task("failed", 3, err="task: non-zero exit (3)"))
+    assert (failed.exit_code, failed.error) == (3, "task: non-zero exit (3)")
+    assert task_exit(task("shutdown", 143)).exit_code == 143
+    refused = task_exit(task("rejected", err="No such image"))
+    assert refused.exit_code is None and "No such image" in (refused.error or "")
+    assert task_exit(task("orphaned")).exit_code is None  # lost, not the step's failure
+
+
+def test_task_states_read_as_container_states() -> None:
+    assert task_state(None) == "created"
+    assert task_state(task("pending")) == "running"  # started, from dockyard's side
+    assert task_state(task("running")) == "running"
+    assert task_state(task("failed", 1)) == "exited"
+
+
+def test_a_task_not_yet_assigned_is_on_the_node_it_is_pinned_to() -> None:
+    assert task_node(task("running", NodeID="n1")) == "n1"
+    pinned = task("pending", Spec={"Placement": {"Constraints": ["node.id == n2"]}})
+    assert task_node(pinned) == "n2"
+    assert task_node(task("pending")) is None
