@@ -187,7 +187,6 @@ steps:
     assert len(nodes) == 1  # Swarm left to itself spreads them over all three (4/4/4)
 
 
-
 def test_node_ls_shows_the_three_ready_nodes(
     on_swarm: LocalSwarm, capsys: pytest.CaptureFixture[str]
 ) -> None:
