@@ -27,8 +27,9 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +57,24 @@ class Job:
 
 # Small long jobs first in the file: Swarm spreads them one per node, and then no node has
 # room for a job that needs a whole node until they end. Packing puts them on one node.
+# Durations in units of SCALE seconds (--scale): steps of real pipelines take minutes, next
+# to which a task's start and end on Swarm (about a second on this machine) are small.
 DAG = (
     Job("small", 3, 0.5, 1 * GIB, 20),
     Job("big", 3, 2.0, 2 * GIB, 10),
     Job("fat", 2, 0.25, 12 * GIB, 10),  # memory-heavy
     Job("check", 2, 0.5, 1 * GIB, 5, needs="fat"),
 )
+SCALE = 3.0
 
 
-def pipeline_text(name: str) -> str:
+def scaled(dag: tuple[Job, ...], scale: float) -> tuple[Job, ...]:
+    return tuple(replace(job, seconds=job.seconds * scale) for job in dag)
+
+
+def pipeline_text(name: str, dag: tuple[Job, ...]) -> str:
     lines = ["version: 1", f"name: {name}", "steps:"]
-    for job in DAG:
+    for job in dag:
         values = ", ".join(str(n) for n in range(job.count))
         lines += [
             f"  {job.step}:",
@@ -80,11 +88,11 @@ def pipeline_text(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def lower_bound(nodes: int, cpus: float, memory: int) -> float:
-    cpu_work = sum(j.count * j.cpus * j.seconds for j in DAG) / (nodes * cpus)
-    memory_work = sum(j.count * j.memory * j.seconds for j in DAG) / (nodes * memory)
-    by_step = {j.step: j for j in DAG}
-    critical = max(j.seconds + (by_step[j.needs].seconds if j.needs else 0.0) for j in DAG)
+def lower_bound(dag: tuple[Job, ...], nodes: int, cpus: float, memory: int) -> float:
+    cpu_work = sum(j.count * j.cpus * j.seconds for j in dag) / (nodes * cpus)
+    memory_work = sum(j.count * j.memory * j.seconds for j in dag) / (nodes * memory)
+    by_step = {j.step: j for j in dag}
+    critical = max(j.seconds + (by_step[j.needs].seconds if j.needs else 0.0) for j in dag)
     return max(cpu_work, memory_work, critical)
 
 
@@ -110,11 +118,11 @@ def dockyard_run(swarm: LocalSwarm, workdir: Path, text: str) -> float:
 # -- Swarm placing the jobs itself ----------------------------------------------------------
 
 
-def swarm_run(swarm: LocalSwarm, image: str) -> float:
+def swarm_run(swarm: LocalSwarm, image: str, dag: tuple[Job, ...]) -> float:
     """Each instance a service of one replica, no constraint; submitted once its upstream
     completed, in the file's order; Swarm places them."""
     client: Any = swarm.manager.engine.client()
-    pending = [(job, n) for job in DAG for n in range(job.count)]
+    pending = [(job, n) for job in dag for n in range(job.count)]
     running: dict[str, tuple[Job, int]] = {}
     done: set[tuple[str, int]] = set()
     began = time.perf_counter()
@@ -204,66 +212,118 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--instances", type=int, default=200)
+    parser.add_argument("--scale", type=float, default=SCALE, help="seconds per duration unit")
+    parser.add_argument("--only", choices=("makespan", "overhead"), help="measure one of the two")
     args = parser.parse_args()
+    dag = scaled(DAG, args.scale)
     os.environ.setdefault("DOCKYARD_HOME", tempfile.mkdtemp(prefix="dockyard-bench-home-"))
     probe = DockerRuntime()
     ensure_busybox_image(probe.api)
     probe.close()
 
     with local_swarm() as swarm:
-        runtime = SwarmRuntime(swarm.manager.url)
-        nodes = [n for n in runtime.nodes() if n.ready]
-        image = runtime.image_id(BUSYBOX_IMAGE) or BUSYBOX_IMAGE
-        runtime.close()
-        cpus, memory = nodes[0].capacity.cpus, nodes[0].capacity.memory
-        bound = lower_bound(len(nodes), cpus, memory)
+        if args.only != "overhead":
+            measure_makespan(swarm, dag, args.rounds)
+        if args.only != "makespan":
+            measure_overhead(swarm, args.instances, args.rounds)
 
-        ours: list[float] = []
-        theirs: list[float] = []
-        for round_ in range(args.rounds):
-            with tempfile.TemporaryDirectory() as tmp:
-                ours.append(dockyard_run(swarm, Path(tmp), pipeline_text(f"bench-place-{round_}")))
-            theirs.append(swarm_run(swarm, image))
-        print(
-            f"makespan of the DAG on {len(nodes)} nodes of {cpus:g} CPUs and "
-            f"{memory / GIB:.1f} GiB, median of {args.rounds} round(s)"
-        )
-        mine, swarms = statistics.median(ours), statistics.median(theirs)
-        print(f"  lower bound (work / capacity, critical path): {bound:6.1f} s")
-        print(f"  Swarm placing the jobs itself (spread):       {swarms:6.1f} s")
-        print(f"  dockyard's placement (packed):                {mine:6.1f} s")
-        print(
-            f"  dockyard {100 * (1 - mine / swarms):.0f}% shorter than Swarm (goal >= 20%); "
-            f"{mine / bound:.2f}x the lower bound (goal <= 1.10)"
-        )
-        print(
-            f"  all rounds: dockyard {[round(t, 1) for t in ours]}, "
-            f"swarm {[round(t, 1) for t in theirs]}"
-        )
 
-        on_swarm: list[float] = []
-        on_engine: list[float] = []
-        for _ in range(args.rounds):
-            with tempfile.TemporaryDirectory() as tmp:
-                on_swarm.append(dockyard_run(swarm, Path(tmp), scatter_text(args.instances)))
-            with tempfile.TemporaryDirectory() as tmp:
-                on_engine.append(local_run(Path(tmp), scatter_text(args.instances)))
-        swarm_wall, local_wall = statistics.median(on_swarm), statistics.median(on_engine)
-        n = args.instances
-        print(f"\n{n}-instance scatter of a trivial step (cpus 0.5), median wall time")
-        print(
-            f"  local backend (one engine, 2 CPUs):  {local_wall:6.1f} s, "
-            f"{local_wall / n * 1000:6.0f} ms per instance"
+def measure_makespan(swarm: LocalSwarm, dag: tuple[Job, ...], rounds: int) -> None:
+    runtime = SwarmRuntime(swarm.manager.url)
+    nodes = [n for n in runtime.nodes() if n.ready]
+    image = runtime.image_id(BUSYBOX_IMAGE) or BUSYBOX_IMAGE
+    runtime.close()
+    cpus, memory = nodes[0].capacity.cpus, nodes[0].capacity.memory
+    bound = lower_bound(dag, len(nodes), cpus, memory)
+    ours: list[float] = []
+    theirs: list[float] = []
+    for round_ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            text = pipeline_text(f"bench-place-{round_}", dag)
+            ours.append(dockyard_run(swarm, Path(tmp), text))
+        theirs.append(swarm_run(swarm, image, dag))
+    mine, swarms = statistics.median(ours), statistics.median(theirs)
+    print(
+        f"makespan of the DAG on {len(nodes)} nodes of {cpus:g} CPUs and "
+        f"{memory / GIB:.1f} GiB, median of {rounds} round(s)"
+    )
+    print(f"  lower bound (work / capacity, critical path): {bound:6.1f} s")
+    print(f"  Swarm placing the jobs itself (spread):       {swarms:6.1f} s")
+    print(f"  dockyard's placement (packed):                {mine:6.1f} s")
+    print(
+        f"  dockyard {100 * (1 - mine / swarms):.0f}% shorter than Swarm (goal >= 20%); "
+        f"{mine / bound:.2f}x the lower bound (goal <= 1.10)"
+    )
+    print(f"  all rounds: dockyard {_rounded(ours)}, swarm {_rounded(theirs)}")
+
+
+def swarm_floor(swarm: LocalSwarm, image: str, instances: int, concurrency: int) -> float:
+    """The same trivial tasks as services made directly with the SDK, ``concurrency`` at a
+    time, each polled until complete and removed: what Swarm itself costs."""
+    client: Any = swarm.manager.engine.client()
+
+    def one(n: int) -> None:
+        service = client.create_service(
+            {
+                "ContainerSpec": {"Image": image, "Args": ["sh", "-c", f"echo {n}"]},
+                "Resources": {
+                    "Limits": {"NanoCPUs": 500_000_000, "MemoryBytes": 32 * 1024**2},
+                    "Reservations": {"NanoCPUs": 500_000_000, "MemoryBytes": 32 * 1024**2},
+                },
+                "RestartPolicy": {"Condition": "none"},
+            },
+            name=f"bench-floor-{n}",
+            mode={"Replicated": {"Replicas": 1}},
+            endpoint_spec={"Mode": "dnsrr"},
         )
-        print(
-            f"  swarm backend (3 nodes, 6 CPUs):     {swarm_wall:6.1f} s, "
-            f"{swarm_wall / n * 1000:6.0f} ms per instance"
-        )
-        print(f"  ratio swarm / local per instance: {swarm_wall / local_wall:.2f}")
-        print(
-            f"  all rounds: swarm {[round(t, 1) for t in on_swarm]}, "
-            f"local {[round(t, 1) for t in on_engine]}"
-        )
+        while not any(
+            t["Status"]["State"] == "complete" for t in client.tasks({"service": service["ID"]})
+        ):
+            time.sleep(0.1)
+        client.remove_service(service["ID"])
+
+    began = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(one, range(instances)))
+        return time.perf_counter() - began
+    finally:
+        client.close()
+
+
+def measure_overhead(swarm: LocalSwarm, instances: int, rounds: int) -> None:
+    runtime = SwarmRuntime(swarm.manager.url)
+    image = runtime.image_id(BUSYBOX_IMAGE) or BUSYBOX_IMAGE
+    concurrency = int(runtime.capacity().cpus / 0.5)
+    runtime.close()
+    on_swarm: list[float] = []
+    floor: list[float] = []
+    on_engine: list[float] = []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            on_swarm.append(dockyard_run(swarm, Path(tmp), scatter_text(instances)))
+        floor.append(swarm_floor(swarm, image, instances, concurrency))
+        with tempfile.TemporaryDirectory() as tmp:
+            on_engine.append(local_run(Path(tmp), scatter_text(instances)))
+    swarm_wall, local_wall = statistics.median(on_swarm), statistics.median(on_engine)
+    floor_wall = statistics.median(floor)
+    print(f"\n{instances}-instance scatter of a trivial step (cpus 0.5), median wall time")
+    for what, wall in (
+        ("local backend (one engine, 2 CPUs)", local_wall),
+        ("swarm backend (3 nodes, 6 CPUs)", swarm_wall),
+        (f"Swarm floor (SDK, {concurrency} at a time)", floor_wall),
+    ):
+        print(f"  {what:36} {wall:6.1f} s, {wall / instances * 1000:6.0f} ms per instance")
+    print(f"  ratio swarm backend / local backend per instance: {swarm_wall / local_wall:.2f}")
+    print(f"  ratio swarm backend / Swarm floor: {swarm_wall / floor_wall:.2f}")
+    print(
+        f"  all rounds: swarm {_rounded(on_swarm)}, floor {_rounded(floor)}, "
+        f"local {_rounded(on_engine)}"
+    )
+
+
+def _rounded(times: list[float]) -> list[float]:
+    return [round(t, 1) for t in times]
 
 
 if __name__ == "__main__":

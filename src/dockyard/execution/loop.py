@@ -14,9 +14,10 @@ by the collaborator that owns it. One turn:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 
-from dockyard.errors import EngineUnavailable
+from dockyard.errors import EngineUnavailable, RuntimeFailure
 from dockyard.execution.attempts import Notice, Result
 from dockyard.execution.conclusion import Conclusion
 from dockyard.execution.dispatch import Dispatch
@@ -91,7 +92,10 @@ class RunLoop:
         """Every few seconds, tell the planner which nodes can take work."""
         if self.nodes is None or self.clock() - self.nodes_seen_at < NODE_REFRESH:
             return
-        self.planner.nodes_changed(self.nodes())
+        # (A manager that refuses once is asked again next time; one that is away is waited
+        # for by the patient runtime.)
+        with contextlib.suppress(RuntimeFailure):
+            self.planner.nodes_changed(self.nodes())
         self.nodes_seen_at = self.clock()
 
     def settle(self) -> None:

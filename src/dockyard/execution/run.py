@@ -41,10 +41,10 @@ from dockyard.images.resolve import packages_of, resolve_images
 from dockyard.planning.graph import Graph
 from dockyard.planning.plan import Phase
 from dockyard.planning.planner import Planner
-from dockyard.planning.preflight import check_fits, graph_of, pool_of, project_id
+from dockyard.planning.preflight import RunPool, check_fits, graph_of, pool_of, project_id
 from dockyard.planning.schedule import ZERO, Capacity
 from dockyard.planning.states import RUN, RunEvent, RunState, advance
-from dockyard.runtime.base import LABEL_PIPELINE, LABEL_PROJECT, LABEL_RUN, LOCAL_NODE, Runtime
+from dockyard.runtime.base import LABEL_PIPELINE, LABEL_PROJECT, LABEL_RUN, Runtime
 from dockyard.runtime.patient import EngineGuard, PatientRuntime
 from dockyard.spec.loader import PipelineFile
 from dockyard.spec.paths import InputPaths
@@ -226,7 +226,9 @@ class Executor:
                 parts = self._parts(
                     RunIdentity(self.pf.pipeline.name, project_id(self.pf), run_id, own_cgroups),
                     graph,
-                    _Pool(self.engine, self.options, next(iter(pool)), reserved, pool),
+                    RunPool(
+                        self.engine, self.options.max_cpus, self.options.max_memory, reserved, pool
+                    ),
                     images,
                     volumes,
                     journal,
@@ -245,7 +247,7 @@ class Executor:
         self,
         identity: RunIdentity,
         graph: Graph,
-        pool: _Pool,
+        pool: RunPool,
         images: dict[str, str],
         volumes: RunVolumes,
         journal: RunJournal,
@@ -261,7 +263,7 @@ class Executor:
             sleep=self.sleep,
             clock=self.clock,
             engine_away_since=lambda since: self.guard.away_between(since, self.clock()),
-            node=None if pool.services_node == LOCAL_NODE else pool.services_node,
+            node=None if pool.one_machine else pool.services_node,
         )
         known = Known()
         hasher = InputHasher(self.store, self.clock())
@@ -308,7 +310,7 @@ class Executor:
             journal,
             self.clock,
             cache=not self.options.no_cache,
-            nodes=None if set(pool.first) == {LOCAL_NODE} else pool.now,
+            nodes=None if pool.one_machine else pool.now,
         )
         labels = {LABEL_PIPELINE: identity.pipeline, LABEL_PROJECT: identity.project}
         recovery = Recovery(self.runtime, self.store, journal, labels)
@@ -432,29 +434,3 @@ class Executor:
             except DockyardError:
                 removed = False  # (the others are still removed)
         return removed
-
-
-class _Pool:
-    """The room the planner may fill: each ready node's, less the services' reservation on
-    the node they run on; as it was when the run started (``first``) and as it is ``now``."""
-
-    def __init__(
-        self,
-        engine: Runtime,
-        options: RunOptions,
-        services_node: str,
-        reserved: Capacity,
-        found: dict[str, Capacity],
-    ):
-        self.engine = engine
-        self.options = options
-        self.services_node = services_node
-        self.reserved = reserved
-        self.first = self._after(found)
-
-    def now(self) -> dict[str, Capacity]:
-        return self._after(pool_of(self.engine, self.options.max_cpus, self.options.max_memory))
-
-    def _after(self, pool: dict[str, Capacity]) -> dict[str, Capacity]:
-        node = self.services_node
-        return {n: room - self.reserved if n == node else room for n, room in pool.items()}

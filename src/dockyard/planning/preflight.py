@@ -1,4 +1,5 @@
-"""Checks and facts established before a run starts anything (no side effects)."""
+"""Checks and facts established before a run starts anything, and the pool a run fills
+(read from the runtime's nodes)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Mapping
 from dockyard.errors import PlanError
 from dockyard.planning.graph import Graph, expand
 from dockyard.planning.schedule import ZERO, Capacity, in_use
-from dockyard.runtime.base import Nodes
+from dockyard.runtime.base import LOCAL_NODE, Nodes
 from dockyard.spec.loader import PipelineFile
 from dockyard.units import format_memory
 
@@ -27,6 +28,37 @@ def pool_of(runtime: Nodes, max_cpus: float | None, max_memory: int | None) -> d
             memory = min(host.memory, max_memory) if max_memory else host.memory
             pool[node.id] = Capacity.of(cpus, memory)
     return pool
+
+
+class RunPool:
+    """The room a run's planner may fill: each ready node's, less the services' reservation
+    on the node they run on (the first); as it was when the run started (``first``) and as
+    it is ``now`` (a cluster's nodes go down and come back)."""
+
+    def __init__(
+        self,
+        runtime: Nodes,
+        max_cpus: float | None,
+        max_memory: int | None,
+        reserved: Capacity,
+        found: dict[str, Capacity],
+    ):
+        self.runtime = runtime
+        self.limits = (max_cpus, max_memory)
+        self.services_node = next(iter(found))
+        self.reserved = reserved
+        self.first = self._after(found)
+
+    @property
+    def one_machine(self) -> bool:
+        return set(self.first) == {LOCAL_NODE}
+
+    def now(self) -> dict[str, Capacity]:
+        return self._after(pool_of(self.runtime, *self.limits))
+
+    def _after(self, pool: dict[str, Capacity]) -> dict[str, Capacity]:
+        node = self.services_node
+        return {n: room - self.reserved if n == node else room for n, room in pool.items()}
 
 
 def project_id(pf: PipelineFile) -> str:

@@ -44,7 +44,11 @@ from dockyard.runtime.swarm_tasks import (
     task_state,
 )
 
-POLL_SECONDS = 0.25
+# A task's end is seen by polling (Swarm's events say nothing of tasks): often at first, so
+# that short steps are not held up, then less, so that long ones cost the manager little.
+POLL_FIRST = 0.1
+POLL_MAX = 0.5
+STOPPED_ELSEWHERE_AFTER = 5.0
 NETWORK_LABELS = (LABEL_PROJECT, LABEL_PIPELINE, LABEL_RUN)
 KILLED = 128 + 9  # the status of a container ended by SIGKILL
 NODES_FRESH_SECONDS = 1.0  # node states read at most this often (every waiting thread asks)
@@ -78,6 +82,7 @@ class SwarmRuntime(DockerImages):
         self._images: set[str] = set()  # images the manager has
         self._network_lock = threading.Lock()
         self._isolated: set[str] = set()  # networks made for steps without network
+        self._stopped: set[str] = set()  # services this runtime scaled to zero
 
     def close(self) -> None:
         """Remove the isolated networks this runtime made (their services are gone by now)
@@ -164,14 +169,19 @@ class SwarmRuntime(DockerImages):
         self._scale(container_id, 1, "starting", started=True)
 
     def wait(self, container_id: str, timeout: float | None = None) -> ExitStatus:
-        deadline = None if timeout is None else self.clock() + timeout
+        began = self.clock()
+        deadline = None if timeout is None else began + timeout
         timed_out = False
         while True:
             try:
                 task = self._task(container_id)
             except _Gone:
                 return ExitStatus(None, error="the service disappeared")
-            if task is None and self._replicas(container_id) == 0:
+            if (
+                task is None
+                and self._maybe_stopped(container_id, began)
+                and not self._replicas(container_id)
+            ):
                 # Scaled to zero before its task was made (killed, or stopped at its timeout
                 # as it was being placed), or never started: it ended without running.
                 return ExitStatus(KILLED, timed_out=timed_out, error="stopped before it ran")
@@ -188,7 +198,7 @@ class SwarmRuntime(DockerImages):
             if deadline is not None and not timed_out and self.clock() >= deadline:
                 self._scale(container_id, 0, "stopping")  # SIGTERM, then SIGKILL after grace
                 timed_out = True
-            self.sleep(POLL_SECONDS)
+            self.sleep(min(POLL_FIRST + (self.clock() - began) * POLL_FIRST, POLL_MAX))
 
     def _lost_node(self, node_id: str | None) -> str | None:
         if node_id is None:
@@ -212,6 +222,8 @@ class SwarmRuntime(DockerImages):
                 return b""
 
     def remove(self, container_id: str) -> None:
+        with self._nodes_lock:
+            self._stopped.discard(container_id)
         with (
             self._translated(f"removing service {container_id[:12]}"),
             contextlib.suppress(docker.errors.NotFound),
@@ -272,6 +284,9 @@ class SwarmRuntime(DockerImages):
         """Set the replica count (and, with ``started``, mark the service as started), made
         again when another update won the race for the service's version (Swarm's
         compare-and-swap)."""
+        if replicas == 0:
+            with self._nodes_lock:
+                self._stopped.add(service)
         with self._translated(f"{what} service {service[:12]}"):
             for _ in range(5):
                 try:
@@ -306,6 +321,14 @@ class SwarmRuntime(DockerImages):
             except docker.errors.NotFound:
                 raise _Gone(service) from None
         return latest_task(tasks)
+
+    def _maybe_stopped(self, service: str, waiting_since: float) -> bool:
+        """Whether a service without a task may have been scaled to zero: this runtime did,
+        or the wait is old enough that another process (a dead run) may have."""
+        with self._nodes_lock:
+            if service in self._stopped:
+                return True
+        return self.clock() - waiting_since > STOPPED_ELSEWHERE_AFTER
 
     def _replicas(self, service: str) -> int:
         with self._translated(f"inspecting service {service[:12]}"):
