@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -18,10 +19,13 @@ from pathlib import Path
 import pytest
 
 from dockyard.cli import main
+from dockyard.runtime.docker import DockerRuntime
 from dockyard.runtime.swarm import SwarmRuntime
 from dockyard.storage.outputs import tree_digest
 from dockyard.testing.swarm import LocalSwarm
-from tests.conftest import BUSYBOX_IMAGE, committed_output
+from tests.conftest import BUSYBOX_IMAGE, REPO, committed_output
+
+EXAMPLE = REPO / "examples" / "genomics"
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
 
@@ -145,7 +149,13 @@ def test_a_pipeline_runs_on_the_swarm_with_the_outputs_of_the_local_backend(
 
     monkeypatch.delenv("DOCKER_HOST")
     local_path = write_pipeline(tmp_path / "local", "on-one-engine")
-    assert main(["run", "-f", str(local_path)]) == 0
+    try:
+        assert main(["run", "-f", str(local_path)]) == 0
+    finally:  # the image `images: web` made on the main engine
+        engine = DockerRuntime()
+        for image in engine.api.images(name="dockyard/on-one-engine-web", quiet=True):
+            engine.api.remove_image(image, force=True)
+        engine.close()
     assert on_cluster == outputs(local_path)
     assert len(on_cluster) == INSTANCES  # every instance committed an output
 
@@ -195,6 +205,72 @@ def test_node_ls_shows_the_three_ready_nodes(
     nodes = json.loads(capsys.readouterr().out)
     assert sorted(n["name"] for n in nodes) == [n.name for n in on_swarm.nodes]
     assert all(n["state"] == "ready" and n["cpus"] > 0 and n["memory"] > 0 for n in nodes)
+
+
+GENOMICS_IMAGES = (
+    "dockyard/python3:bookworm",
+    "dockyard/bwa:0.7.17",
+    "dockyard/samtools:1.16",
+    "dockyard/postgres:15",
+)
+
+
+def _copy_images_to(manager: str, refs: tuple[str, ...]) -> None:
+    """The example's images, made on the main engine by the genomics test, copied to the
+    manager (else the manager makes them from Debian packages itself: minutes more)."""
+    main_engine = DockerRuntime()
+    try:
+        present = [ref for ref in refs if main_engine.image_id(ref) is not None]
+        if present:
+            target = DockerRuntime(manager)
+            try:
+                target.api.load_image(main_engine.api.get_images(present))
+            finally:
+                target.close()
+    finally:
+        main_engine.close()
+
+
+@pytest.mark.timeout(1500)
+def test_the_genomics_example_runs_on_the_swarm_unchanged_with_the_results_of_one_engine(
+    tmp_path: Path,
+    on_swarm: LocalSwarm,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _copy_images_to(on_swarm.manager.url, GENOMICS_IMAGES)
+    copies = {}
+    for where in ("swarm", "local"):
+        shutil.copytree(EXAMPLE, tmp_path / where, ignore=shutil.ignore_patterns(".dockyard"))
+        copies[where] = tmp_path / where / "dockyard.yaml"
+    monkeypatch.setenv("DOCKYARD_HOME", str(tmp_path / "home-swarm"))
+    assert main(["run", "-f", str(copies["swarm"]), "--backend", "swarm"]) == 0
+    assert len({node for _, node, *_ in placements(copies["swarm"])}) > 1
+    monkeypatch.delenv("DOCKER_HOST")
+    monkeypatch.setenv("DOCKYARD_HOME", str(tmp_path / "home-local"))
+    assert main(["run", "-f", str(copies["local"])]) == 0
+    on_cluster, on_one = outputs(copies["swarm"]), outputs(copies["local"])
+    # Every instance's committed output byte for byte, but the calls' VCF, whose header
+    # holds the date; their table of calls is compared instead.
+    calls = {i for i in on_one if i.startswith("call[")}
+    assert len(calls) == 4 and set(on_cluster) == set(on_one)
+    assert {i: d for i, d in on_cluster.items() if i not in calls} == {
+        i: d for i, d in on_one.items() if i not in calls
+    }
+    for instance in calls:
+        tables = [
+            (committed_output(path, instance, capsys) / "calls.tsv").read_text()
+            for path in copies.values()
+        ]
+        assert tables[0] == tables[1] and tables[0]
+    summary = committed_output(copies["swarm"], "summary", capsys) / "summary.csv"
+    assert summary.read_text().startswith("sample,variants,")
+    main_engine = DockerRuntime()
+    try:
+        for container in main_engine.list({"dockyard.pipeline": "genomics"}):
+            main_engine.remove(container.id)
+    finally:
+        main_engine.close()
 
 
 # -- a node dies mid-run ---------------------------------------------------------------------
