@@ -172,7 +172,7 @@ def test_inspect_tells_created_from_ended_and_gone(runtime: Runtime, label: dict
     assert runtime.inspect(cid) is None
 
 
-def test_a_container_has_its_pids_limit_and_only_the_capabilities_it_was_given(
+def test_a_container_has_its_pids_limit_no_new_privileges_and_only_the_capabilities_it_was_given(
     runtime: Runtime, label: dict[str, str]
 ) -> None:
     # cgroup v2 shows the limit in pids.max, v1 in pids/pids.max: one of them is missing
@@ -187,6 +187,8 @@ def test_a_container_has_its_pids_limit_and_only_the_capabilities_it_was_given(
     assert granted == {*DEFAULT_CAPABILITIES, "SYS_PTRACE"}
     assert "NET_RAW" not in granted and "MKNOD" not in granted
     assert "48" in text.split()
+    # no-new-privileges: a set-uid binary in the image cannot raise a step's privileges
+    assert re.search(r"^NoNewPrivs:\s*1$", text, re.MULTILINE), text
 
 
 @pytest.mark.docker

@@ -192,9 +192,13 @@ steps:
     command: "sleep 1; echo ${{n}} > /out/n"
 """
     )
+    capsys.readouterr()
     assert main(["run", "-f", str(path), "--backend", "swarm"]) == 0
     nodes = {node for _, node, *_ in placements(path)}
     assert len(nodes) == 1  # Swarm left to itself spreads them over all three (4/4/4)
+    started = [line for line in capsys.readouterr().out.splitlines() if " started " in line]
+    names = {line.rsplit(" on ", 1)[1] for line in started}
+    assert len(started) == 4 and len(names) == 1 and names <= {n.name for n in on_swarm.nodes}
 
 
 def test_node_ls_shows_the_three_ready_nodes(

@@ -133,11 +133,16 @@ class RunJournal:
         log_path: str,
         node: str,
         adopted_from: str | None = None,
+        node_name: str | None = None,
     ) -> None:
+        """An attempt started (or was adopted) on ``node`` (``node_name``: what people call
+        it, on a cluster)."""
         now, name = self.clock(), str(iid)
         self.attempts.add(("start",), (name, attempt, cpus, memory, now, log_path, node))
         self._instance(iid, state="running", attempts=attempt)
         detail: dict[str, Any] = {"attempt": attempt, "node": node}
+        if node_name is not None:
+            detail["node_name"] = node_name
         if adopted_from is None:
             self.report(Event("started", now, name, detail))
         else:

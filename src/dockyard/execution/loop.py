@@ -46,6 +46,7 @@ class RunLoop:
         *,
         cache: bool = True,
         nodes: Callable[[], Mapping[str, Capacity]] | None = None,
+        node_names: Mapping[str, str] | None = None,
     ):
         self.planner = planner
         self.resolver = resolver
@@ -57,6 +58,7 @@ class RunLoop:
         self.cache = cache
         self.nodes = nodes  # the pool as it is now; None: one machine, nothing to watch
         self.nodes_seen_at = clock()
+        self.node_names = node_names or {}
 
     def run(self) -> None:
         while True:
@@ -147,8 +149,15 @@ class RunLoop:
         launch = self.launcher.launch(action)
         self.conclusion.expect(iid, attempt, launch.staging, launch.log)
         cpus = self.launcher.graph.instances[iid].cpus
+        node = action.node or LOCAL_NODE
         self.journal.started(
-            iid, attempt, cpus, action.memory, str(launch.log), action.node or LOCAL_NODE
+            iid,
+            attempt,
+            cpus,
+            action.memory,
+            str(launch.log),
+            node,
+            node_name=self.node_names.get(node),
         )
         if launch.order is None:
             assert launch.failure is not None
@@ -169,5 +178,6 @@ class RunLoop:
             str(launch.log),
             action.orphan.node,
             adopted_from=action.orphan.run_id,
+            node_name=self.node_names.get(action.orphan.node),
         )
         self.dispatch.submit(launch.order)

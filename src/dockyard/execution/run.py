@@ -311,6 +311,7 @@ class Executor:
             self.clock,
             cache=not self.options.no_cache,
             nodes=None if pool.one_machine else pool.now,
+            node_names=pool.names,
         )
         labels = {LABEL_PIPELINE: identity.pipeline, LABEL_PROJECT: identity.project}
         recovery = Recovery(self.runtime, self.store, journal, labels)

@@ -48,6 +48,8 @@ class RunPool:
         self.services_node = next(iter(found))
         self.reserved = reserved
         self.first = self._after(found)
+        # Node names for people (a Swarm node's id is 25 random characters); none on one machine.
+        self.names = {} if self.one_machine else {n.id: n.name for n in runtime.nodes()}
 
     @property
     def one_machine(self) -> bool:

@@ -120,7 +120,8 @@ def _describe(event: Event) -> str:
         case "image":
             return str(d["message"])
         case "started":
-            return f"started   {event.instance} (attempt {d['attempt']})"
+            where = f" on {d['node_name']}" if d.get("node_name") else ""
+            return f"started   {event.instance} (attempt {d['attempt']}){where}"
         case "cached":
             return f"cached    {event.instance}"
         case "adopted":

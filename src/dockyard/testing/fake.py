@@ -358,7 +358,7 @@ class _Shell:
         if container_path == "/proc/self/status":
             granted = {*DEFAULT_CAPABILITIES, *self.spec.cap_add}
             mask = sum(1 << bit for bit, cap in enumerate(CAPABILITIES) if cap in granted)
-            return f"Name:\tcat\nCapEff:\t{mask:016x}\n".encode()
+            return f"Name:\tcat\nCapEff:\t{mask:016x}\nNoNewPrivs:\t1\n".encode()
         if container_path in ("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"):
             return f"{self.spec.pids or 'max'}\n".encode()
         return None

@@ -124,7 +124,7 @@ class LocalSwarm:
             ("ip", "link", "set", "eth0", "up"),
         ):
             subprocess.run(engine.nsenter(*command), check=True)
-        engine.start()
+        engine.start("--no-new-privileges")  # Swarm services cannot ask for it (see swarm.md)
         self._save()
 
     def _form(self) -> None:
