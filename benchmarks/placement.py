@@ -35,7 +35,7 @@ from typing import Any
 
 from dockyard.execution import Executor
 from dockyard.runtime.docker import DockerRuntime
-from dockyard.runtime.swarm import SwarmRuntime
+from dockyard.runtime.swarm import NO_NEW_PRIVILEGES, SwarmRuntime
 from dockyard.runtime.swarm_images import NodeImages
 from dockyard.spec import load_pipeline
 from dockyard.storage.store import Store
@@ -202,6 +202,7 @@ def local_run(workdir: Path, text: str) -> float:
 def local_swarm() -> Iterator[LocalSwarm]:
     root = Path(tempfile.mkdtemp(prefix="dockyard-bench-swarm-"))
     swarm = LocalSwarm.up(3, root)
+    os.environ[NO_NEW_PRIVILEGES] = "1"  # the local cluster's nodes set it
     try:
         yield swarm
     finally:

@@ -15,6 +15,8 @@
 #   export DOCKYARD_SWARM_ENGINES="unix://<SOCKET of each node> ..."
 #   dockyard run --backend swarm
 #
+#   export DOCKYARD_SWARM_NODES_NO_NEW_PRIVILEGES=1   # its nodes run with --no-new-privileges
+#
 # The code is dockyard.testing.swarm (see there for how and why).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
@@ -53,13 +54,21 @@ def docker_runtime() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def local_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """Three Swarm nodes on this machine (see dockyard.testing.swarm), for the session."""
+    from dockyard.runtime.swarm import NO_NEW_PRIVILEGES
     from dockyard.testing.swarm import LocalSwarm
 
     swarm = LocalSwarm.up(3, tmp_path_factory.mktemp("swarm"))
+    # Its nodes' daemons run with --no-new-privileges: say so, as a user of a swarm must.
+    before = os.environ.get(NO_NEW_PRIVILEGES)
+    os.environ[NO_NEW_PRIVILEGES] = "1"
     try:
         yield swarm
     finally:
         swarm.down()
+        if before is None:
+            os.environ.pop(NO_NEW_PRIVILEGES, None)
+        else:
+            os.environ[NO_NEW_PRIVILEGES] = before
 
 
 @pytest.fixture(scope="session")

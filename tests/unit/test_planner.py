@@ -342,3 +342,18 @@ def test_incremental_planning_agrees_with_planning_from_scratch(
             oracle_after(g, seen, instance, outcome, now)
         now += data.draw(st.sampled_from([0.0, 0.5, 1.0]))
     raise AssertionError("the run never finished")
+
+
+def test_ready_work_that_fits_no_node_that_is_up_waits_for_one_to_return(
+    write_pipeline: WritePipeline,
+) -> None:
+    nodes = {"one": Capacity.of(2, 1024 * MIB)}
+    planner = Planner(graph(write_pipeline, WIDE), nodes)
+    resolve_all(planner)
+    planner.nodes_changed({})  # the only node is down before anything started
+    plan = planner.next(now=0)
+    assert plan.actions == () and plan.finished  # nothing can happen now...
+    assert planner.waiting_for_room()  # ...but four are ready for a node that comes back
+    planner.nodes_changed(nodes)
+    assert len([a for a in planner.next(now=1).actions if isinstance(a, Start)]) == 2
+    assert not planner.waiting_for_room()  # (two run: they will make room)

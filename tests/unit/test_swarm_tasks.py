@@ -94,7 +94,7 @@ def test_the_container_name_is_a_label_and_a_long_one_a_shortened_service_name()
 def task(state: str, code: int | None = None, **extra: object) -> dict[str, object]:
     status: dict[str, object] = {"State": state, "Err": extra.pop("err", None)}
     if code is not None:
-        status["ContainerStatus"] = {"ExitCode": code}
+        status["ContainerStatus"] = {"ExitCode": code, "ContainerID": "c0ffee"}
     return {"Status": status, **extra}
 
 
@@ -106,6 +106,8 @@ def test_how_an_ended_task_ended() -> None:
     refused = task_exit(task("rejected", err="No such image"))
     assert refused.exit_code is None and "No such image" in (refused.error or "")
     assert task_exit(task("orphaned")).exit_code is None  # lost, not the step's failure
+    before_it_ran = {"Status": {"State": "shutdown", "ContainerStatus": {"ExitCode": 0}}}
+    assert task_exit(before_it_ran).exit_code == 137  # not a success: it never ran
 
 
 def test_task_states_read_as_container_states() -> None:

@@ -31,6 +31,7 @@ from dockyard.runtime.base import LOCAL_NODE
 
 STALE_ROWS = 0.2  # seconds rows may wait to be written when nothing else happens
 NODE_REFRESH = 2.0  # seconds between looks at a cluster's nodes (which are down, which back)
+NODE_WAIT = 300.0  # how long ready work that fits no node that is up waits for one to return
 
 
 class RunLoop:
@@ -59,6 +60,7 @@ class RunLoop:
         self.nodes = nodes  # the pool as it is now; None: one machine, nothing to watch
         self.nodes_seen_at = clock()
         self.node_names = node_names or {}
+        self.stuck_since: float | None = None  # since when ready work has fitted no node
 
     def run(self) -> None:
         while True:
@@ -67,7 +69,9 @@ class RunLoop:
             plan = self.planner.next(self.clock())
             for action in plan.actions:
                 self.apply(action)
-            if plan.finished:
+            if not plan.finished:
+                self.stuck_since = None
+            elif not self._waiting_for_nodes():
                 self.journal.flush()
                 return
             timeout = None if plan.wake_at is None else max(0.0, plan.wake_at - self.clock())
@@ -89,6 +93,18 @@ class RunLoop:
                     concluded += self.observe(item)
             self.journal.flush()  # results on disk before their containers go
             self.dispatch.acknowledge(concluded)  # type: ignore[arg-type]
+
+    def _waiting_for_nodes(self) -> bool:
+        """When nothing runs and the ready work fits no node that is up, the nodes that are
+        down get up to NODE_WAIT seconds to come back (looked at every NODE_REFRESH seconds)
+        before the run ends without that work."""
+        if self.nodes is None or not self.planner.waiting_for_room():
+            self.stuck_since = None
+            return False
+        now = self.clock()
+        if self.stuck_since is None:
+            self.stuck_since = now
+        return now - self.stuck_since <= NODE_WAIT
 
     def watch_nodes(self) -> None:
         """Every few seconds, tell the planner which nodes can take work."""

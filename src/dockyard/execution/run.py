@@ -226,8 +226,9 @@ class Executor:
                 parts = self._parts(
                     RunIdentity(self.pf.pipeline.name, project_id(self.pf), run_id, own_cgroups),
                     graph,
+                    # (read again during the run: through the runtime that waits out an outage)
                     RunPool(
-                        self.engine, self.options.max_cpus, self.options.max_memory, reserved, pool
+                        self.runtime, self.options.max_cpus, self.options.max_memory, reserved, pool
                     ),
                     images,
                     volumes,

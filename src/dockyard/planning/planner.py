@@ -178,6 +178,13 @@ class Planner:
         for node, room in pool.items():
             self.nodes[node] = room
             self.used.setdefault(node, ZERO)
+        if pool:  # (the largest node bounds a memory retry; none at all says nothing)
+            self.largest = max(pool.values(), key=lambda c: (c.memory, c.millicpus))
+
+    def waiting_for_room(self) -> bool:
+        """Whether ready work is left that no node has room for now (on a cluster, a node
+        that is down may come back)."""
+        return len(self.ready) > 0 and not self.running
 
     # -- the next actions ---------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ from dockyard.runtime.base import (
 from dockyard.runtime.docker_images import DockerImages
 from dockyard.runtime.swarm_images import NodeImages
 from dockyard.runtime.swarm_tasks import (
+    KILLED,
     LABEL_CONTAINER,
     LABEL_STARTED,
     latest_task,
@@ -47,10 +49,13 @@ from dockyard.runtime.swarm_tasks import (
 # A task's end is seen by polling (Swarm's events say nothing of tasks): often at first, so
 # that short steps are not held up, then less, so that long ones cost the manager little.
 POLL_FIRST = 0.1
+# Set to 1 by whoever made sure that every node's daemon runs with no-new-privileges.
+NO_NEW_PRIVILEGES = "DOCKYARD_SWARM_NODES_NO_NEW_PRIVILEGES"
 POLL_MAX = 0.5
 STOPPED_ELSEWHERE_AFTER = 5.0
+MANAGER_REFUSALS_SECONDS = 60.0  # how long a wait watches through a manager's error answers
+SCALE_TRIES = 8
 NETWORK_LABELS = (LABEL_PROJECT, LABEL_PIPELINE, LABEL_RUN)
-KILLED = 128 + 9  # the status of a container ended by SIGKILL
 NODES_FRESH_SECONDS = 1.0  # node states read at most this often (every waiting thread asks)
 
 
@@ -73,6 +78,15 @@ class SwarmRuntime(DockerImages):
                 f"the Docker Engine at {self.url} is not a Swarm manager "
                 f"(swarm state: {swarm.get('LocalNodeState') or 'inactive'}); point "
                 "DOCKER_HOST at a manager, or use --backend local"
+            )
+        if os.environ.get(NO_NEW_PRIVILEGES) != "1":
+            super().close()
+            raise InvalidInput(
+                "--backend swarm: Swarm services cannot ask for no-new-privileges (not in the "
+                "Engine API before 1.44), so every node's daemon must set it for all its "
+                'containers: put "no-new-privileges": true in /etc/docker/daemon.json on each '
+                f"node, restart it, and set {NO_NEW_PRIVILEGES}=1 to say that it is done "
+                "(dockyard cannot read the setting through the API)"
             )
         self.node_images = node_images or NodeImages(self)
         self.sleep = sleep
@@ -172,11 +186,20 @@ class SwarmRuntime(DockerImages):
         began = self.clock()
         deadline = None if timeout is None else began + timeout
         timed_out = False
+        refused_since: float | None = None
         while True:
             try:
                 task = self._task(container_id)
+                refused_since = None
             except _Gone:
                 return ExitStatus(None, error="the service disappeared")
+            except RuntimeFailure:
+                # A manager between leaders answers 503 for a while: watch on, for a while.
+                refused_since = refused_since if refused_since is not None else self.clock()
+                if self.clock() - refused_since > MANAGER_REFUSALS_SECONDS:
+                    raise
+                self.sleep(POLL_MAX)
+                continue
             if (
                 task is None
                 and self._maybe_stopped(container_id, began)
@@ -191,22 +214,36 @@ class SwarmRuntime(DockerImages):
                     status = task_exit(task)
                     if timed_out:
                         return ExitStatus(status.exit_code, timed_out=True, error=status.error)
+                    if state == "shutdown" and not self._stopped_here(container_id):
+                        # Swarm stopped it (its node drained, or back from the dead): not
+                        # the step's doing.
+                        return ExitStatus(None, error="Swarm stopped it on its node")
                     return status
-                lost = self._lost_node(task_node(task))
+                lost = self._lost_node(task_node(task), running=state == "running")
                 if lost is not None:
-                    return ExitStatus(None, error=f"its node {lost} went down while it ran")
+                    return ExitStatus(None, error=lost)
             if deadline is not None and not timed_out and self.clock() >= deadline:
                 self._scale(container_id, 0, "stopping")  # SIGTERM, then SIGKILL after grace
                 timed_out = True
             self.sleep(min(POLL_FIRST + (self.clock() - began) * POLL_FIRST, POLL_MAX))
 
-    def _lost_node(self, node_id: str | None) -> str | None:
+    def _lost_node(self, node_id: str | None, *, running: bool) -> str | None:
+        """Why a task's node will never end it, or None: the node is down, gone, or (for a
+        task not yet running) takes no work (drained, paused)."""
         if node_id is None:
             return None
         node = self._node_states().get(node_id)
         if node is None:
-            return node_id
-        return node.name if node.state == "down" else None
+            return f"its node {node_id[:12]} left the swarm"
+        if node.state == "down":
+            return f"its node {node.name} went down while it ran"
+        if not running and not node.ready:
+            return f"its node {node.name} takes no work ({node.state})"
+        return None
+
+    def _stopped_here(self, service: str) -> bool:
+        with self._nodes_lock:
+            return service in self._stopped
 
     def kill(self, container_id: str) -> None:
         self._scale(container_id, 0, "stopping")
@@ -288,7 +325,9 @@ class SwarmRuntime(DockerImages):
             with self._nodes_lock:
                 self._stopped.add(service)
         with self._translated(f"{what} service {service[:12]}"):
-            for _ in range(5):
+            for turn in range(SCALE_TRIES):
+                if turn:
+                    self.sleep(0.05 * turn)  # another update won: let it land
                 try:
                     found = self.api.inspect_service(service)
                 except docker.errors.NotFound:
@@ -310,6 +349,9 @@ class SwarmRuntime(DockerImages):
                 except docker.errors.APIError as exc:
                     if "out of sequence" not in str(exc.explanation or exc):
                         raise
+        raise RuntimeFailure(
+            f"{what} service {service[:12]}: other updates of it won {SCALE_TRIES} times in a row"
+        )
 
     def _task(self, service: str) -> Mapping[str, Any] | None:
         """The service's task (None before it has one); :class:`_Gone` without the service."""
@@ -325,9 +367,8 @@ class SwarmRuntime(DockerImages):
     def _maybe_stopped(self, service: str, waiting_since: float) -> bool:
         """Whether a service without a task may have been scaled to zero: this runtime did,
         or the wait is old enough that another process (a dead run) may have."""
-        with self._nodes_lock:
-            if service in self._stopped:
-                return True
+        if self._stopped_here(service):
+            return True
         return self.clock() - waiting_since > STOPPED_ELSEWHERE_AFTER
 
     def _replicas(self, service: str) -> int:

@@ -21,7 +21,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from dockyard.errors import ImageError
+from dockyard.errors import DockyardError, EngineUnavailable, ImageError, RuntimeFailure
 from dockyard.runtime.docker_client import DockerClient
 
 if TYPE_CHECKING:
@@ -35,49 +35,64 @@ class NodeImages:
         self.manager = manager
         if engines is None:
             engines = os.environ.get(ENVIRONMENT, "").split()
-        self._urls = engines
-        self._engines: dict[str, DockerClient] | None = None
         self._lock = threading.Lock()
+        self._unresolved = list(engines)  # engines not yet reached (asked again on a miss)
+        self._engines: dict[str, DockerClient] = {}  # by Swarm node id
         self._present: set[tuple[str, str]] = set()
         self._copying: dict[tuple[str, str], threading.Lock] = {}
 
-    def engines(self) -> dict[str, DockerClient]:
-        """The node engines that were given, by Swarm node id (connected on first use)."""
+    def engine_of(self, node: str) -> DockerClient | None:
+        """The given engine that is ``node``, connecting to those not reached yet (a node
+        that joined or came back since has a new id; an engine that does not answer is
+        tried again next time)."""
         with self._lock:
-            if self._engines is None:
-                found: dict[str, DockerClient] = {}
-                for url in self._urls:
+            if node in self._engines or not self._unresolved:
+                return self._engines.get(node)
+            for url in list(self._unresolved):
+                try:
                     client = DockerClient(url)
+                except EngineUnavailable:
+                    continue
+                try:
                     with client._translated(f"reading the engine info of {url}"):
-                        node_id = str((client.api.info().get("Swarm") or {}).get("NodeID") or "")
-                    if node_id:
-                        found[node_id] = client
-                    else:
-                        client.close()
-                        raise ImageError(
-                            f"{ENVIRONMENT}: the engine at {url} is not a node of a swarm"
-                        )
-                self._engines = found
-            return self._engines
+                        info = client.api.info()
+                except DockyardError:
+                    client.close()
+                    continue
+                node_id = str((info.get("Swarm") or {}).get("NodeID") or "")
+                if not node_id:
+                    client.close()
+                    self._unresolved.remove(url)
+                    raise ImageError(f"{ENVIRONMENT}: the engine at {url} is not a node of a swarm")
+                self._engines[node_id] = client
+                self._unresolved.remove(url)
+            return self._engines.get(node)
 
     def ensure(self, image: str, node: str) -> None:
-        """Make sure ``image`` (an id or a reference the manager knows) is on ``node``."""
+        """Make sure ``image`` (an id or a reference the manager knows) is on ``node``.
+        A node's engine that fails is that attempt's failure (:class:`RuntimeFailure`),
+        never a wait for the manager."""
         key = (node, image)
         with self._lock:
             if key in self._present:
                 return
             copying = self._copying.setdefault(key, threading.Lock())
-        engine = self.engines().get(node)
+        engine = self.engine_of(node)
         if engine is None:
             return  # nothing known to copy to: the node pulls, or refuses the task
         with copying:  # one copy per node and image, however many tasks wait for it
             with self._lock:
                 if key in self._present:
                     return
-            with engine._translated(f"looking for image {image} on node {node[:12]}", ImageError):
-                present = _has_image(engine, image)
-            if not present:
-                self._copy(image, engine, node)
+            try:
+                with engine._translated(f"looking for {image} on node {node[:12]}", ImageError):
+                    present = _has_image(engine, image)
+                if not present:
+                    self._copy(image, engine, node)
+            except EngineUnavailable as exc:
+                raise RuntimeFailure(
+                    f"copying image {image} to node {node[:12]}: {exc.message}"
+                ) from exc
             with self._lock:
                 self._present.add(key)
 
@@ -93,7 +108,7 @@ class NodeImages:
 
     def close(self) -> None:
         with self._lock:
-            engines, self._engines = self._engines or {}, None
+            engines, self._engines = self._engines, {}
         for engine in engines.values():
             engine.close()
 

@@ -22,6 +22,7 @@ from dockyard.runtime.base import DEFAULT_CAPABILITIES, ContainerSpec, ExitStatu
 LABEL_CONTAINER = "dockyard.container"  # the container name dockyard asked for
 LABEL_STARTED = "dockyard.started"  # set when it is scaled to its one replica
 SERVICE_NAME_MAX = 63
+KILLED = 128 + 9  # the status of a container ended by SIGKILL
 STOP_GRACE_SECONDS = 10
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -119,10 +120,15 @@ def task_exit(task: Mapping[str, Any]) -> ExitStatus:
     its node was lost) has no exit code: that is a lost attempt, not the step's failure."""
     status = task.get("Status") or {}
     state = str(status.get("State") or "")
-    code = (status.get("ContainerStatus") or {}).get("ExitCode")
+    container = status.get("ContainerStatus") or {}
+    code = container.get("ExitCode")
     error = status.get("Err") or None
     if state == "complete":
         return ExitStatus(0)
+    if state == "shutdown" and not container.get("ContainerID"):
+        # Stopped before its container existed (scaled to zero while being placed): its
+        # exit code says nothing (0 by default); it was killed before it ran.
+        return ExitStatus(KILLED, error="stopped before it ran")
     if state in ("rejected", "orphaned") or code is None:
         reason = error or status.get("Message") or state
         return ExitStatus(None, error=f"the node could not run it: {reason}")

@@ -269,12 +269,14 @@ class PrivateEngine:
         if self.holder.alive():
             with contextlib.suppress(OSError):
                 ours = os.readlink(f"/proc/{self.holder.pid}/ns/mnt")
-                for entry in Path("/proc").iterdir():
-                    if not entry.name.isdigit() or int(entry.name) == self.holder.pid:
-                        continue
-                    with contextlib.suppress(OSError):
-                        if os.readlink(entry / "ns" / "mnt") == ours:
-                            os.kill(int(entry.name), signal.SIGKILL)
+                # (never the host's: a holder that failed to unshare must not take it down)
+                if ours != os.readlink("/proc/self/ns/mnt"):
+                    for entry in Path("/proc").iterdir():
+                        if not entry.name.isdigit() or int(entry.name) == self.holder.pid:
+                            continue
+                        with contextlib.suppress(OSError):
+                            if os.readlink(entry / "ns" / "mnt") == ours:
+                                os.kill(int(entry.name), signal.SIGKILL)
         self.holder.end(signal.SIGKILL, timeout=10)
 
     def nsenter(self, *args: str) -> list[str]:

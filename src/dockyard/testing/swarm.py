@@ -113,8 +113,13 @@ class LocalSwarm:
         self._save()
         inside, outside = f"{name}-in", f"{name}-out"
         _run("ip", "link", "add", inside, "type", "veth", "peer", "name", outside)
-        _run("ip", "link", "set", inside, "netns", str(engine.holder.pid))
-        _run("ip", "link", "set", outside, "netns", str(self._bridge_pid))
+        try:
+            _run("ip", "link", "set", inside, "netns", str(engine.holder.pid))
+            _run("ip", "link", "set", outside, "netns", str(self._bridge_pid))
+        except subprocess.CalledProcessError:
+            for left in (inside, outside):  # whichever end is still on the host
+                subprocess.run(["ip", "link", "del", left], capture_output=True)
+            raise
         self._in_bridge("ip", "link", "set", outside, "master", "br0")
         self._in_bridge("ip", "link", "set", outside, "up")
         for command in (
@@ -195,7 +200,8 @@ class LocalSwarm:
         for node in self.nodes:
             with contextlib.suppress(Exception):
                 self._leave(node)
-            node.engine.close()
+            with contextlib.suppress(Exception):  # (the other nodes and the bridge go all the same)
+                node.engine.close()
         if self.bridge is not None:
             self.bridge.end(signal.SIGKILL, timeout=10)
         with contextlib.suppress(FileNotFoundError):
