@@ -13,9 +13,8 @@
 #
 #   export DOCKER_HOST=unix://<the manager's SOCKET>
 #   export DOCKYARD_SWARM_ENGINES="unix://<SOCKET of each node> ..."
-#   dockyard run --backend swarm
-#
 #   export DOCKYARD_SWARM_NODES_NO_NEW_PRIVILEGES=1   # its nodes run with --no-new-privileges
+#   dockyard run --backend swarm
 #
 # The code is dockyard.testing.swarm (see there for how and why).
 set -euo pipefail
