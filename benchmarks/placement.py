@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.execution import Executor
+from dockyard.runtime.base import Runtime
 from dockyard.runtime.docker import DockerRuntime
 from dockyard.runtime.swarm import NO_NEW_PRIVILEGES, SwarmRuntime
 from dockyard.runtime.swarm_images import NodeImages
@@ -100,11 +101,16 @@ def lower_bound(dag: tuple[Job, ...], nodes: int, cpus: float, memory: int) -> f
 
 
 def dockyard_run(swarm: LocalSwarm, workdir: Path, text: str) -> float:
+    runtime = SwarmRuntime(swarm.manager.url)
+    runtime.node_images = NodeImages(runtime, [n.url for n in swarm.nodes])
+    return timed_run(workdir, text, runtime)
+
+
+def timed_run(workdir: Path, text: str, runtime: Runtime) -> float:
+    """Wall time of ``dockyard run`` of ``text`` on ``runtime`` (closed afterwards)."""
     path = workdir / "dockyard.yaml"
     path.write_text(text)
     pf = load_pipeline(path)
-    runtime = SwarmRuntime(swarm.manager.url)
-    runtime.node_images = NodeImages(runtime, [n.url for n in swarm.nodes])
     store = Store(pf.state_dir / "state.db")
     began = time.perf_counter()
     try:
@@ -184,18 +190,7 @@ def scatter_text(instances: int) -> str:
 
 
 def local_run(workdir: Path, text: str) -> float:
-    path = workdir / "dockyard.yaml"
-    path.write_text(text)
-    pf = load_pipeline(path)
-    runtime = DockerRuntime()
-    store = Store(pf.state_dir / "state.db")
-    began = time.perf_counter()
-    try:
-        Executor(pf, runtime, store).run()
-        return time.perf_counter() - began
-    finally:
-        store.close()
-        runtime.close()
+    return timed_run(workdir, text, DockerRuntime())
 
 
 @contextmanager

@@ -40,6 +40,7 @@ from dockyard.runtime.swarm_tasks import (
     LABEL_CONTAINER,
     LABEL_STARTED,
     latest_task,
+    node_of,
     service_definition,
     task_exit,
     task_node,
@@ -136,7 +137,7 @@ class SwarmRuntime(DockerImages):
     def nodes(self) -> list[Node]:
         with self._translated("listing the swarm's nodes"):
             found = self.api.nodes()
-        nodes = [_node(n) for n in found]
+        nodes = [node_of(n) for n in found]
         with self._nodes_lock:
             self._nodes = (self.clock(), nodes)
         return sorted(nodes, key=lambda n: (n.name, n.id))
@@ -403,20 +404,3 @@ class SwarmRuntime(DockerImages):
 
 class _Gone(Exception):
     """The service is not there (any more)."""
-
-
-def _node(found: Mapping[str, Any]) -> Node:
-    description = found.get("Description") or {}
-    resources = description.get("Resources") or {}
-    status = str((found.get("Status") or {}).get("State") or "unknown")
-    availability = str((found.get("Spec") or {}).get("Availability") or "active")
-    state = status if status != "ready" else ("ready" if availability == "active" else "draining")
-    return Node(
-        id=str(found["ID"]),
-        name=str(description.get("Hostname") or found["ID"]),
-        capacity=HostCapacity(
-            cpus=int(resources.get("NanoCPUs") or 0) / 1e9,
-            memory=int(resources.get("MemoryBytes") or 0),
-        ),
-        state=state,
-    )

@@ -17,7 +17,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from dockyard.runtime.base import DEFAULT_CAPABILITIES, ContainerSpec, ExitStatus
+from dockyard.runtime.base import (
+    DEFAULT_CAPABILITIES,
+    ContainerSpec,
+    ExitStatus,
+    HostCapacity,
+    Node,
+)
 
 LABEL_CONTAINER = "dockyard.container"  # the container name dockyard asked for
 LABEL_STARTED = "dockyard.started"  # set when it is scaled to its one replica
@@ -148,3 +154,21 @@ def task_node(task: Mapping[str, Any] | None) -> str | None:
         if key == "node.id" and value:
             return value
     return None
+
+
+def node_of(found: Mapping[str, Any]) -> Node:
+    """A Swarm node as dockyard's: ready only when Swarm says ready and it is active."""
+    description = found.get("Description") or {}
+    resources = description.get("Resources") or {}
+    status = str((found.get("Status") or {}).get("State") or "unknown")
+    availability = str((found.get("Spec") or {}).get("Availability") or "active")
+    state = status if status != "ready" else ("ready" if availability == "active" else "draining")
+    return Node(
+        id=str(found["ID"]),
+        name=str(description.get("Hostname") or found["ID"]),
+        capacity=HostCapacity(
+            cpus=int(resources.get("NanoCPUs") or 0) / 1e9,
+            memory=int(resources.get("MemoryBytes") or 0),
+        ),
+        state=state,
+    )

@@ -287,12 +287,18 @@ class PrivateEngine:
     def _wait_for_namespaces(self) -> None:
         """The holder needs a moment to unshare: nothing may start in the host's namespaces
         (dockerd --bridge none would delete the host's docker0)."""
-        deadline = time.monotonic() + 10
-        host = os.readlink("/proc/self/ns/net")
-        while True:
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{self.holder.pid}/ns/net") != host:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError("the private engine's namespaces were not made")
-            time.sleep(0.02)
+        wait_unshared(self.holder.pid, "the private engine's")
+
+
+def wait_unshared(pid: int, whose: str) -> None:
+    """Wait until process ``pid`` is in a network namespace of its own (``unshare`` takes a
+    moment); raise after 10 s."""
+    deadline = time.monotonic() + 10
+    host = os.readlink("/proc/self/ns/net")
+    while True:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/ns/net") != host:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{whose} namespaces were not made")
+        time.sleep(0.02)

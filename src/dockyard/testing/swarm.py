@@ -33,7 +33,7 @@ from typing import Any
 
 import docker.errors
 
-from dockyard.testing.dockerd import PrivateEngine, Process
+from dockyard.testing.dockerd import PrivateEngine, Process, wait_unshared
 from dockyard.testing.images import BUSYBOX_IMAGE
 
 DEFAULT_ROOT = Path(os.environ.get("DOCKYARD_SWARM_ROOT", "/tmp/dockyard-swarm"))
@@ -93,7 +93,7 @@ class LocalSwarm:
         try:
             swarm.bridge = Process.spawn(["unshare", "--net", "sleep", "infinity"])
             swarm._save()
-            swarm._wait_unshared(swarm.bridge.pid)
+            wait_unshared(swarm.bridge.pid, "the bridge's")
             swarm._in_bridge("ip", "link", "add", "br0", "type", "bridge")
             swarm._in_bridge("ip", "link", "set", "br0", "up")
             for index in range(1, count + 1):
@@ -233,18 +233,6 @@ class LocalSwarm:
 
     def _in_bridge(self, *args: str) -> None:
         _run("nsenter", f"--target={self._bridge_pid}", "--net", "--", *args)
-
-    @staticmethod
-    def _wait_unshared(pid: int) -> None:
-        deadline = time.monotonic() + 10
-        host = os.readlink("/proc/self/ns/net")
-        while True:
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{pid}/ns/net") != host:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError("the bridge's namespace was not made")
-            time.sleep(0.02)
 
     def _save(self) -> None:
         state: dict[str, Any] = {
