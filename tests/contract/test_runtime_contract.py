@@ -46,6 +46,18 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
     yield request.getfixturevalue(f"{request.param}_runtime")
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("swarm", marks=pytest.mark.swarm),
+    ]
+)
+def engine_runtime(request: pytest.FixtureRequest) -> Runtime:
+    """The real runtimes only (the fake is told what happened by injected faults)."""
+    runtime: Runtime = request.getfixturevalue(f"{request.param}_runtime")
+    return runtime
+
+
 @pytest.fixture
 def label() -> dict[str, str]:
     return {LABEL_PIPELINE: f"contract-{uuid.uuid4().hex[:8]}"}
@@ -202,6 +214,25 @@ def test_a_fork_loop_stops_at_the_pids_limit(
     assert b"can't fork" in logs, logs
     assert b"all forked" not in logs
     assert code != 0
+
+
+def test_a_container_over_its_memory_limit_is_reported_out_of_memory(
+    engine_runtime: Runtime, label: dict[str, str]
+) -> None:
+    grow = ContainerSpec(
+        image=BUSYBOX_IMAGE,
+        command=("awk", 'BEGIN { s = "x"; while (length(s) < 16777216) s = s s }'),
+        cpus=0.5,
+        memory=24 * MIB,
+        labels=label,
+    )
+    cid = engine_runtime.create(grow)
+    try:
+        engine_runtime.start(cid)
+        status = engine_runtime.wait(cid, timeout=60)
+    finally:
+        engine_runtime.remove(cid)
+    assert (status.exit_code, status.oom_killed, status.timed_out) == (137, True, False)
 
 
 def test_kill_stops_a_running_container_and_its_wait_sees_a_non_zero_exit(

@@ -219,6 +219,8 @@ class SwarmRuntime(DockerImages):
                         # Swarm stopped it (its node drained, or back from the dead): not
                         # the step's doing.
                         return ExitStatus(None, error="Swarm stopped it on its node")
+                    if status.exit_code == KILLED and self._oom_killed(task):
+                        return replace(status, oom_killed=True)
                     return status
                 lost = self._lost_node(task_node(task), running=state == "running")
                 if lost is not None:
@@ -241,6 +243,21 @@ class SwarmRuntime(DockerImages):
         if not running and not node.ready:
             return f"its node {node.name} takes no work ({node.state})"
         return None
+
+    def _oom_killed(self, task: Mapping[str, Any]) -> bool:
+        """Whether the kernel killed the task's container for memory: a task's status does
+        not say, its container (on its node's engine, when that engine was given) does."""
+        node = task_node(task)
+        container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+        engine = self.node_images.engine_of(node) if node else None
+        if engine is None or not container:
+            return False
+        try:
+            with engine._translated(f"inspecting container {container[:12]} on its node"):
+                state = engine.api.inspect_container(container).get("State") or {}
+        except DockyardError:
+            return False  # (its node's engine is away: a plain exit by SIGKILL, then)
+        return bool(state.get("OOMKilled"))
 
     def _stopped_here(self, service: str) -> bool:
         with self._nodes_lock:
