@@ -17,7 +17,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from dockyard.errors import EngineUnavailable, ImageError, RuntimeFailure
@@ -46,6 +46,7 @@ class Fault:
     lost: bool = False
     engine_restart: bool = False
     live_restore: bool = False
+    node_down: bool = False  # its node goes down as it starts (see FakeRuntime.cluster)
 
 
 @dataclass
@@ -66,6 +67,8 @@ class FakeRuntime:
     reachable: bool = True
     # Real seconds slept per simulated second of `sleep` (0: containers finish at once).
     time_scale: float = 0.0
+    # Several nodes, as a cluster has (empty: one node, "local", of cpus and memory).
+    cluster: list[Node] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -123,10 +126,24 @@ class FakeRuntime:
         pass
 
     def nodes(self) -> list[Node]:
+        with self._lock:
+            if self.cluster:
+                return list(self.cluster)
         return [Node(LOCAL_NODE, "fake", HostCapacity(self.cpus, self.memory))]
 
     def capacity(self) -> HostCapacity:
-        return HostCapacity(self.cpus, self.memory)
+        ready = [n.capacity for n in self.nodes() if n.ready]
+        return HostCapacity(sum(c.cpus for c in ready), sum(c.memory for c in ready))
+
+    def set_node_state(self, node_id: str, state: str) -> None:
+        """A cluster node goes down (what runs there is lost) or comes back ("ready")."""
+        with self._lock:
+            self.cluster = [replace(n, state=state) if n.id == node_id else n for n in self.cluster]
+            if state == "ready":
+                return
+            for box in self.containers.values():
+                if box.spec.node == node_id and box.state == "running":
+                    box.status = ExitStatus(None, error=f"its node {node_id} went down")
 
     def image_id(self, ref: str) -> str | None:
         self._check()
@@ -227,7 +244,9 @@ class FakeRuntime:
         code, out, duration = _Shell(box.spec).run()
         box.logs = out
         box.duration = duration
-        if fault is None or fault.engine_restart:
+        if fault is not None and fault.node_down and box.spec.node is not None:
+            self.set_node_state(box.spec.node, "down")
+        elif fault is None or fault.engine_restart:
             box.status = ExitStatus(code)
             if fault is not None:
                 self.restart_engine(live_restore=fault.live_restore)
