@@ -336,6 +336,7 @@ def test_peak_memory_and_cpu_time_are_recorded_per_attempt(
     header, row = output.splitlines()[:2]
     values = dict(zip(header.split("\t"), row.split("\t"), strict=True))
     assert values["instance"] == "hold" and int(values["peak_memory"]) >= 48 * MIB
+    assert values["node"] == "local"  # (a Swarm node's id with --backend swarm)
 
 
 def test_steps_get_no_network_unless_they_ask_for_it(

@@ -123,6 +123,7 @@ TRACE_COLUMNS = (
     "peak_memory",
     "io_read",
     "io_write",
+    "node",
 )
 
 
@@ -168,6 +169,7 @@ def trace(file: str, run_id: str | None) -> None:
                 a.peak_memory,
                 a.io_read,
                 a.io_write,
+                a.node,
             )
             click.echo("\t".join("" if v is None else printable(str(v)) for v in values))
 
