@@ -111,7 +111,10 @@ class LocalSwarm:
         node = SwarmNode(name, f"{SUBNET}.{10 + index}", engine)
         self.nodes.append(node)
         self._save()
-        inside, outside = f"{name}-in", f"{name}-out"
+        # Unique on the host for the moment before they move (another swarm may be coming
+        # up beside this one), and within the 15 characters of an interface name.
+        tag = f"{os.getpid() % 100000}x{index}"
+        inside, outside = f"dyi{tag}", f"dyo{tag}"
         _run("ip", "link", "add", inside, "type", "veth", "peer", "name", outside)
         try:
             _run("ip", "link", "set", inside, "netns", str(engine.holder.pid))
