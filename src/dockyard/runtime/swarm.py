@@ -56,6 +56,7 @@ POLL_MAX = 0.5
 STOPPED_ELSEWHERE_AFTER = 5.0
 MANAGER_REFUSALS_SECONDS = 60.0  # how long a wait watches through a manager's error answers
 SCALE_TRIES = 8
+NETWORK_REMOVE_TRIES = 10
 NETWORK_LABELS = (LABEL_PROJECT, LABEL_PIPELINE, LABEL_RUN)
 NODES_FRESH_SECONDS = 1.0  # node states read at most this often (every waiting thread asks)
 
@@ -103,8 +104,13 @@ class SwarmRuntime(DockerImages):
         """Remove the isolated networks this runtime made (their services are gone by now)
         and let go of the engines."""
         for name in sorted(self._isolated):
-            with contextlib.suppress(DockyardError):
-                self.remove_network(name)
+            for turn in range(NETWORK_REMOVE_TRIES):  # its last tasks may still be leaving it
+                try:
+                    self.remove_network(name)
+                    break
+                except DockyardError:
+                    if turn + 1 < NETWORK_REMOVE_TRIES:
+                        self.sleep(0.5)
         self.node_images.close()
         super().close()
 
