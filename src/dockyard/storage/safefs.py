@@ -229,6 +229,18 @@ class Folder:
         return "/".join((*self.rel, name))
 
 
+def open_or_none(folders: Folders | None, rel: tuple[str, ...]) -> int | None:
+    """``folders.open(rel)``, or None without folders or without a folder there."""
+    if folders is None:
+        return None
+    try:
+        return folders.open(rel)
+    except OSError as exc:
+        if vanished(exc):
+            return None
+        raise
+
+
 def walk(root_fd: int, skip: Collection[str] = ()) -> Iterator[Folder]:
     """Every folder under ``root_fd`` (itself first), depth first, in name order; the
     root's entries named in ``skip`` are left out, and never entered.

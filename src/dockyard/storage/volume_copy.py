@@ -24,17 +24,6 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
     )
 
 
-def _folder_or_none(folders: safefs.Folders | None, rel: tuple[str, ...]) -> int | None:
-    if folders is None:
-        return None
-    try:
-        return folders.open(rel)
-    except OSError as exc:
-        if safefs.vanished(exc):
-            return None  # not a folder there
-        raise
-
-
 def copy_tree(
     source: int, target: int, base: int | None, perms: Callable[[int], int]
 ) -> tuple[int, int, int]:
@@ -51,7 +40,7 @@ def copy_tree(
                 dst = targets.open(folder.rel)
             except FileNotFoundError:
                 continue  # its folder was skipped: it changed while being listed
-            old = _folder_or_none(bases, folder.rel)
+            old = safefs.open_or_none(bases, folder.rel)
             for entry in folder.entries:
                 mode = entry.info.st_mode
                 try:

@@ -77,7 +77,7 @@ def _send_tree(w: Writer, tree: int, base: int | None) -> None:
                 mode = stat.S_IMODE(info.st_mode) & 0o777
                 w.record(DirRecord(path="/".join(folder.rel), mode=mode, mtime_ns=info.st_mtime_ns))
                 folders.add(folder.rel)
-            old = _open_or_none(bases, folder.rel)
+            old = safefs.open_or_none(bases, folder.rel)
             for entry in folder.entries:
                 seen.add((*folder.rel, entry.name))
                 if stat.S_ISDIR(entry.info.st_mode):
@@ -100,17 +100,6 @@ def _send_tree(w: Writer, tree: int, base: int | None) -> None:
     finally:
         if bases is not None:
             bases.close()
-
-
-def _open_or_none(folders: safefs.Folders | None, rel: tuple[str, ...]) -> int | None:
-    if folders is None:
-        return None
-    try:
-        return folders.open(rel)
-    except OSError as exc:
-        if safefs.vanished(exc):
-            return None
-        raise
 
 
 def _unchanged(tree: int, base: int, entry: safefs.Entry) -> bool:
