@@ -37,7 +37,6 @@ from dockyard.execution import Executor
 from dockyard.runtime.base import Runtime
 from dockyard.runtime.docker import DockerRuntime
 from dockyard.runtime.swarm import NO_NEW_PRIVILEGES, SwarmRuntime
-from dockyard.runtime.swarm_images import NodeImages
 from dockyard.spec import load_pipeline
 from dockyard.storage.store import Store
 from dockyard.testing.images import BUSYBOX_IMAGE, ensure_busybox_image
@@ -101,8 +100,7 @@ def lower_bound(dag: tuple[Job, ...], nodes: int, cpus: float, memory: int) -> f
 
 
 def dockyard_run(swarm: LocalSwarm, workdir: Path, text: str) -> float:
-    runtime = SwarmRuntime(swarm.manager.url)
-    runtime.node_images = NodeImages(runtime, [n.url for n in swarm.nodes])
+    runtime = SwarmRuntime(swarm.manager.url, [n.url for n in swarm.nodes])
     return timed_run(workdir, text, runtime)
 
 

@@ -75,12 +75,10 @@ def local_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 def swarm_runtime(local_swarm: object) -> Iterator[object]:
     """dockyard's Swarm runtime on the local swarm's manager, with every node's engine."""
     from dockyard.runtime.swarm import SwarmRuntime
-    from dockyard.runtime.swarm_images import NodeImages
     from dockyard.testing.swarm import LocalSwarm
 
     assert isinstance(local_swarm, LocalSwarm)
-    runtime = SwarmRuntime(local_swarm.manager.url)
-    runtime.node_images = NodeImages(runtime, [node.url for node in local_swarm.nodes])
+    runtime = SwarmRuntime(local_swarm.manager.url, [node.url for node in local_swarm.nodes])
     yield runtime
     runtime.close()
 

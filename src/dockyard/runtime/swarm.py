@@ -24,17 +24,14 @@ import docker.errors
 
 from dockyard.errors import DockyardError, InvalidInput, RuntimeFailure
 from dockyard.runtime.base import (
-    LABEL_PIPELINE,
-    LABEL_PROJECT,
-    LABEL_RUN,
     ContainerInfo,
     ContainerSpec,
     ExitStatus,
     HostCapacity,
     Node,
 )
-from dockyard.runtime.docker_images import DockerImages
-from dockyard.runtime.swarm_images import NodeImages
+from dockyard.runtime.swarm_images import NodeEngines, NodeImages
+from dockyard.runtime.swarm_networks import SwarmNetworks
 from dockyard.runtime.swarm_tasks import (
     KILLED,
     LABEL_CONTAINER,
@@ -56,16 +53,14 @@ POLL_MAX = 0.5
 STOPPED_ELSEWHERE_AFTER = 5.0
 MANAGER_REFUSALS_SECONDS = 60.0  # how long a wait watches through a manager's error answers
 SCALE_TRIES = 8
-NETWORK_REMOVE_TRIES = 10
-NETWORK_LABELS = (LABEL_PROJECT, LABEL_PIPELINE, LABEL_RUN)
 NODES_FRESH_SECONDS = 1.0  # node states read at most this often (every waiting thread asks)
 
 
-class SwarmRuntime(DockerImages):
+class SwarmRuntime(SwarmNetworks):
     def __init__(
         self,
         base_url: str | None = None,
-        node_images: NodeImages | None = None,
+        engines: list[str] | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -90,50 +85,21 @@ class SwarmRuntime(DockerImages):
                 f"node, restart it, and set {NO_NEW_PRIVILEGES}=1 to say that it is done "
                 "(dockyard cannot read the setting through the API)"
             )
-        self.node_images = node_images or NodeImages(self)
+        self.node_engines = NodeEngines(engines)  # (None: from DOCKYARD_SWARM_ENGINES)
+        self.node_images = NodeImages(self, self.node_engines)
         self.sleep = sleep
         self.clock = clock
-        self._nodes_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._nodes: tuple[float, list[Node]] | None = None
         self._images: set[str] = set()  # images the manager has
-        self._network_lock = threading.Lock()
-        self._isolated: set[str] = set()  # networks made for steps without network
+        self._init_networks()
         self._stopped: set[str] = set()  # services this runtime scaled to zero
 
     def close(self) -> None:
-        """Remove the isolated networks this runtime made (their services are gone by now)
-        and let go of the engines."""
-        for name in sorted(self._isolated):
-            for turn in range(NETWORK_REMOVE_TRIES):  # its last tasks may still be leaving it
-                try:
-                    self.remove_network(name)
-                    break
-                except DockyardError:
-                    if turn + 1 < NETWORK_REMOVE_TRIES:
-                        self.sleep(0.5)
-        self.node_images.close()
+        """Remove the isolated networks this runtime made and let go of the engines."""
+        self.remove_isolated_networks()
+        self.node_engines.close()
         super().close()
-
-    def _isolated_network(self, labels: Mapping[str, str]) -> str:
-        """Swarm has no "none" network for services: a step that may not use the network
-        joins an internal overlay of its run instead, which reaches nothing outside (no
-        gateway, no published port) and holds only that run's isolated steps. It carries
-        the run's labels, so that a later run removes it if this one could not."""
-        run = labels.get(LABEL_RUN, "")
-        name = f"dockyard-isolated-{run}" if run else "dockyard-isolated"
-        with self._network_lock:
-            if name not in self._isolated:
-                kept = {k: v for k, v in labels.items() if k in NETWORK_LABELS}
-                with self._translated(f"creating network {name}"):
-                    try:
-                        self.api.create_network(
-                            name, driver="overlay", attachable=True, internal=True, labels=kept
-                        )
-                    except docker.errors.APIError as exc:
-                        if exc.status_code != 409:  # made by another runtime of the run
-                            raise
-                self._isolated.add(name)
-        return name
 
     # -- nodes ------------------------------------------------------------------------------
 
@@ -144,7 +110,7 @@ class SwarmRuntime(DockerImages):
         with self._translated("listing the swarm's nodes"):
             found = self.api.nodes()
         nodes = [node_of(n) for n in found]
-        with self._nodes_lock:
+        with self._lock:
             self._nodes = (self.clock(), nodes)
         return sorted(nodes, key=lambda n: (n.name, n.id))
 
@@ -153,11 +119,11 @@ class SwarmRuntime(DockerImages):
         return HostCapacity(sum(c.cpus for c in ready), sum(c.memory for c in ready))
 
     def _node_states(self) -> dict[str, Node]:
-        with self._nodes_lock:
+        with self._lock:
             cached = self._nodes
         if cached is None or self.clock() - cached[0] > NODES_FRESH_SECONDS:
             self.nodes()
-            with self._nodes_lock:
+            with self._lock:
                 assert self._nodes is not None
                 cached = self._nodes
         return {n.id: n for n in cached[1]}
@@ -255,7 +221,7 @@ class SwarmRuntime(DockerImages):
         not say, its container (on its node's engine, when that engine was given) does."""
         node = task_node(task)
         container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
-        engine = self.node_images.engine_of(node) if node else None
+        engine = self.node_engines.engine_of(node) if node else None
         if engine is None or not container:
             return False
         try:
@@ -266,7 +232,7 @@ class SwarmRuntime(DockerImages):
         return bool(state.get("OOMKilled"))
 
     def _stopped_here(self, service: str) -> bool:
-        with self._nodes_lock:
+        with self._lock:
             return service in self._stopped
 
     def kill(self, container_id: str) -> None:
@@ -283,7 +249,7 @@ class SwarmRuntime(DockerImages):
                 return b""
 
     def remove(self, container_id: str) -> None:
-        with self._nodes_lock:
+        with self._lock:
             self._stopped.discard(container_id)
         with (
             self._translated(f"removing service {container_id[:12]}"),
@@ -320,25 +286,6 @@ class SwarmRuntime(DockerImages):
                 return None
         return self._info(service)
 
-    # -- networks ---------------------------------------------------------------------------
-
-    def create_network(self, name: str, labels: Mapping[str, str]) -> str:
-        with self._translated(f"creating network {name}"):
-            self.api.create_network(name, driver="overlay", attachable=True, labels=dict(labels))
-        return name
-
-    def remove_network(self, name: str) -> None:
-        with (
-            self._translated(f"removing network {name}"),
-            contextlib.suppress(docker.errors.NotFound),
-        ):
-            self.api.remove_network(name)
-
-    def networks(self, labels: Mapping[str, str]) -> builtins.list[str]:
-        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        with self._translated("listing networks"):
-            return [str(n["Name"]) for n in self.api.networks(filters=filters)]
-
     # -- helpers ------------------------------------------------------------------------------
 
     def _scale(self, service: str, replicas: int, what: str, *, started: bool = False) -> None:
@@ -346,7 +293,7 @@ class SwarmRuntime(DockerImages):
         again when another update won the race for the service's version (Swarm's
         compare-and-swap)."""
         if replicas == 0:
-            with self._nodes_lock:
+            with self._lock:
                 self._stopped.add(service)
         with self._translated(f"{what} service {service[:12]}"):
             for turn in range(SCALE_TRIES):

@@ -30,16 +30,17 @@ if TYPE_CHECKING:
 ENVIRONMENT = "DOCKYARD_SWARM_ENGINES"
 
 
-class NodeImages:
-    def __init__(self, manager: DockerImages, engines: list[str] | None = None):
-        self.manager = manager
-        if engines is None:
-            engines = os.environ.get(ENVIRONMENT, "").split()
+class NodeEngines:
+    """The engines of the Swarm's nodes that were given (``DOCKYARD_SWARM_ENGINES``), by
+    Swarm node id: where images are copied to, and where a task's container is asked what
+    its task status does not say."""
+
+    def __init__(self, urls: list[str] | None = None):
+        if urls is None:
+            urls = os.environ.get(ENVIRONMENT, "").split()
         self._lock = threading.Lock()
-        self._unresolved = list(engines)  # engines not yet reached (asked again on a miss)
-        self._engines: dict[str, DockerClient] = {}  # by Swarm node id
-        self._present: set[tuple[str, str]] = set()
-        self._copying: dict[tuple[str, str], threading.Lock] = {}
+        self._unresolved = list(urls)  # engines not yet reached (asked again on a miss)
+        self._engines: dict[str, DockerClient] = {}
 
     def engine_of(self, node: str) -> DockerClient | None:
         """The given engine that is ``node``, connecting to those not reached yet (a node
@@ -68,6 +69,23 @@ class NodeImages:
                 self._unresolved.remove(url)
             return self._engines.get(node)
 
+    def close(self) -> None:
+        with self._lock:
+            engines, self._engines = self._engines, {}
+        for engine in engines.values():
+            engine.close()
+
+
+class NodeImages:
+    """Copies of the manager's images on the nodes, made once per node and image."""
+
+    def __init__(self, manager: DockerImages, engines: NodeEngines):
+        self.manager = manager
+        self.engines = engines
+        self._lock = threading.Lock()
+        self._present: set[tuple[str, str]] = set()
+        self._copying: dict[tuple[str, str], threading.Lock] = {}
+
     def ensure(self, image: str, node: str) -> None:
         """Make sure ``image`` (an id or a reference the manager knows) is on ``node``.
         A node's engine that fails is that attempt's failure (:class:`RuntimeFailure`),
@@ -77,7 +95,7 @@ class NodeImages:
             if key in self._present:
                 return
             copying = self._copying.setdefault(key, threading.Lock())
-        engine = self.engine_of(node)
+        engine = self.engines.engine_of(node)
         if engine is None:
             return  # nothing known to copy to: the node pulls, or refuses the task
         with copying:  # one copy per node and image, however many tasks wait for it
@@ -105,12 +123,6 @@ class NodeImages:
         with engine._translated(f"looking for image {image} on node {node[:12]}", ImageError):
             if not _has_image(engine, image):
                 raise ImageError(f"image {image} was sent to node {node[:12]} but is not there")
-
-    def close(self) -> None:
-        with self._lock:
-            engines, self._engines = self._engines, {}
-        for engine in engines.values():
-            engine.close()
 
 
 def _has_image(engine: DockerClient, image: str) -> bool:
