@@ -41,7 +41,7 @@ from dockyard.images.resolve import packages_of, resolve_images
 from dockyard.planning.graph import Graph
 from dockyard.planning.plan import Phase
 from dockyard.planning.planner import Planner
-from dockyard.planning.preflight import RunPool, check_fits, graph_of, pool_of, project_id
+from dockyard.planning.preflight import RunPool, check_fits, graph_of, pool_from, project_id
 from dockyard.planning.schedule import ZERO, Capacity
 from dockyard.planning.states import RUN, RunEvent, RunState, advance
 from dockyard.runtime.base import LABEL_PIPELINE, LABEL_PROJECT, LABEL_RUN, Runtime
@@ -163,7 +163,8 @@ class Executor:
         self.engine.ping()
         with paused():
             graph = graph_of(self.pf)
-        pool = pool_of(self.engine, self.options.max_cpus, self.options.max_memory)
+        nodes = self.engine.nodes()
+        pool = pool_from(nodes, self.options.max_cpus, self.options.max_memory)
         services = sorted({name for i in graph.instances.values() for name in i.services})
         # Reserved for the whole run, so that starting one never over-commits the pool.
         reserved = ZERO
@@ -228,7 +229,11 @@ class Executor:
                     graph,
                     # (read again during the run: through the runtime that waits out an outage)
                     RunPool(
-                        self.runtime, self.options.max_cpus, self.options.max_memory, reserved, pool
+                        self.runtime,
+                        self.options.max_cpus,
+                        self.options.max_memory,
+                        reserved,
+                        nodes,
                     ),
                     images,
                     volumes,

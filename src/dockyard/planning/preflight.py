@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dockyard.errors import PlanError
 from dockyard.planning.graph import Graph, expand
 from dockyard.planning.schedule import ZERO, Capacity, in_use
-from dockyard.runtime.base import LOCAL_NODE, Nodes
+from dockyard.runtime.base import LOCAL_NODE, Node, Nodes
 from dockyard.spec.loader import PipelineFile
 from dockyard.units import format_memory
 
@@ -20,8 +20,15 @@ def graph_of(pf: PipelineFile) -> Graph:
 
 def pool_of(runtime: Nodes, max_cpus: float | None, max_memory: int | None) -> dict[str, Capacity]:
     """Each ready node's CPUs and memory, or less on each when the user says so."""
+    return pool_from(runtime.nodes(), max_cpus, max_memory)
+
+
+def pool_from(
+    nodes: list[Node], max_cpus: float | None, max_memory: int | None
+) -> dict[str, Capacity]:
+    """:func:`pool_of` for nodes already read."""
     pool = {}
-    for node in runtime.nodes():
+    for node in nodes:
         if node.ready:
             host = node.capacity
             cpus = min(host.cpus, max_cpus) if max_cpus else host.cpus
@@ -41,15 +48,16 @@ class RunPool:
         max_cpus: float | None,
         max_memory: int | None,
         reserved: Capacity,
-        found: dict[str, Capacity],
+        nodes: list[Node],
     ):
-        self.runtime = runtime
+        self.runtime = runtime  # read again for ``now``
         self.limits = (max_cpus, max_memory)
+        found = pool_from(nodes, max_cpus, max_memory)
         self.services_node = next(iter(found))
         self.reserved = reserved
         self.first = self._after(found)
         # Node names for people (a Swarm node's id is 25 random characters); none on one machine.
-        self.names = {} if self.one_machine else {n.id: n.name for n in runtime.nodes()}
+        self.names = {} if self.one_machine else {n.id: n.name for n in nodes}
 
     @property
     def one_machine(self) -> bool:
