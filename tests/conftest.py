@@ -55,20 +55,24 @@ def docker_runtime() -> Iterator[object]:
 def local_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """Three Swarm nodes on this machine (see dockyard.testing.swarm), for the session."""
     from dockyard.runtime.swarm import NO_NEW_PRIVILEGES
+    from dockyard.runtime.swarm_agents import ROOT_ENV
     from dockyard.testing.swarm import LocalSwarm
 
     swarm = LocalSwarm.up(3, tmp_path_factory.mktemp("swarm"))
     # Its nodes' daemons run with --no-new-privileges: say so, as a user of a swarm must.
-    before = os.environ.get(NO_NEW_PRIVILEGES)
-    os.environ[NO_NEW_PRIVILEGES] = "1"
+    # Its node agents keep their files under the session's own folder.
+    settings = {NO_NEW_PRIVILEGES: "1", ROOT_ENV: str(tmp_path_factory.mktemp("agents"))}
+    before = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
         yield swarm
     finally:
         swarm.down()
-        if before is None:
-            os.environ.pop(NO_NEW_PRIVILEGES, None)
-        else:
-            os.environ[NO_NEW_PRIVILEGES] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

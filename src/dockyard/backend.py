@@ -4,9 +4,10 @@ its ports. ``--backend NAME`` or ``DOCKYARD_BACKEND``; ``local`` (the Docker Eng
 each step as a Swarm service placed by dockyard (``DOCKER_HOST`` names a manager). A backend
 is an entry here and implementations of the ports, not branches in the run loop.
 
-The Swarm backend keeps committed outputs, inputs and volumes in this machine's folders,
-bound into the containers by path: every node must see them at the same path (a shared
-file system, as the nodes of ``scripts/swarm-local.sh`` do).
+On the Swarm backend, committed outputs, inputs and attempts' work folders live on the
+nodes, kept and moved by dockyard's node agents (:mod:`dockyard.agent`, deployed by
+:mod:`dockyard.runtime.swarm_agents`); named volumes are still this machine's folders, bound
+by path (nodes that use them must see them at the same path).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dockyard.spec.loader import PipelineFile
 from dockyard.storage.local import LocalVolumes
 from dockyard.storage.ports import VolumeBackend
 
+Note = Callable[[str], None]
+
 DEFAULT = "local"
 ENVIRONMENT = "DOCKYARD_BACKEND"
 
@@ -30,7 +33,7 @@ ENVIRONMENT = "DOCKYARD_BACKEND"
 class Backend:
     name: str
     runtime: Callable[[], Runtime]  # connects to the engine (exit 3 when it cannot)
-    ports: Callable[[PipelineFile], Ports]
+    ports: Callable[[PipelineFile, Runtime, Note], Ports]  # may set up the engine (agents)
     volumes: Callable[[], VolumeBackend]  # needs no engine
 
 
@@ -46,16 +49,35 @@ def _swarm() -> Runtime:
     return SwarmRuntime()
 
 
+def _local_ports(pf: PipelineFile, runtime: Runtime, note: Note) -> Ports:
+    return Ports.local(pf)
+
+
+def _swarm_ports(pf: PipelineFile, runtime: Runtime, note: Note) -> Ports:
+    from dockyard.planning.preflight import project_id
+    from dockyard.runtime.swarm import SwarmRuntime
+    from dockyard.runtime.swarm_agents import deploy
+    from dockyard.storage.agents import AgentOutputs, AgentWorkspace
+
+    assert isinstance(runtime, SwarmRuntime)
+    pool = deploy(runtime, note)
+    return Ports(
+        AgentOutputs(pool, pf.state_dir / "outputs"),
+        AgentWorkspace(pool, project_id(pf), pf.state_dir),
+        LocalVolumes(),
+    )
+
+
 LOCAL = Backend(
     "local",
     runtime=_docker,
-    ports=Ports.local,
+    ports=_local_ports,
     volumes=LocalVolumes,
 )
 SWARM = Backend(
     "swarm",
     runtime=_swarm,
-    ports=Ports.local,
+    ports=_swarm_ports,
     volumes=LocalVolumes,
 )
 BACKENDS = {backend.name: backend for backend in (LOCAL, SWARM)}

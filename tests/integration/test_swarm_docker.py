@@ -21,6 +21,7 @@ import pytest
 from dockyard.cli import main
 from dockyard.runtime.docker import DockerRuntime
 from dockyard.runtime.swarm import NO_NEW_PRIVILEGES, SwarmRuntime
+from dockyard.runtime.swarm_agents import ROOT_ENV
 from dockyard.storage.outputs import tree_digest
 from dockyard.testing.swarm import LocalSwarm
 from tests.conftest import BUSYBOX_IMAGE, REPO, committed_output
@@ -307,6 +308,7 @@ def doomed_swarm(
 ) -> Iterator[LocalSwarm]:
     """A swarm of its own: one of its nodes is killed."""
     monkeypatch.setenv(NO_NEW_PRIVILEGES, "1")  # its nodes set it
+    monkeypatch.setenv(ROOT_ENV, str(tmp_path_factory.mktemp("doomed-agents")))
     swarm = LocalSwarm.up(3, tmp_path_factory.mktemp("doomed"))
     try:
         yield swarm

@@ -86,10 +86,9 @@ def run(
     live = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
     reporter = LiveProgress(out) if live else PlainProgress(sys.stdout)
     with open_store(pf) as store, terminate_as_interrupt():
-        executor = Executor(
-            pf, runtime, store, options=options, reporter=reporter, ports=chosen.ports(pf)
-        )
         try:
+            ports = chosen.ports(pf, runtime, click.echo)
+            executor = Executor(pf, runtime, store, options=options, reporter=reporter, ports=ports)
             run_id = executor.run()
         finally:
             reporter.close()

@@ -5,6 +5,7 @@ the loop has acknowledged (committed) it. Also how an ended attempt is classifie
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import queue
 import signal
@@ -66,6 +67,8 @@ class Order:
     staging: Staging
     log: Path
     exited: bool = False  # adopted after it had already ended
+    needs: tuple[str, ...] = ()  # committed outputs it reads, to be brought to its node
+    provided: tuple[int, ...] = ()  # its binds whose sources are this machine's files
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,19 @@ class AttemptRunner:
         now = self.clock()
         return self.guard.away_between(now - RECENT_OUTAGE_SECONDS, now)
 
+    def _on_its_node(self, order: Order, spec: ContainerSpec) -> ContainerSpec:
+        """Bring what the container reads to the node it runs on: the committed outputs it
+        reads, and this machine's files it binds (they become the node's copies)."""
+        if order.needs:
+            self.outputs.bring(order.needs, order.staging.node)
+        if not order.provided:
+            return spec
+        binds = list(spec.binds)
+        for index in order.provided:
+            source = self.workspace.provide(Path(binds[index].source), order.staging.node)
+            binds[index] = dataclasses.replace(binds[index], source=source)
+        return dataclasses.replace(spec, binds=tuple(binds))
+
     def run(self, order: Order) -> None:
         """Worker thread: one attempt, from create (or adoption) to remove. Never raises."""
         iid, spec, container_id = order.instance, order.spec, order.container_id
@@ -145,6 +161,7 @@ class AttemptRunner:
         try:
             if container_id is None:
                 assert spec is not None
+                spec = self._on_its_node(order, spec)
                 self.workspace.make(order.staging)
                 container_id = self.runtime.create(spec)
                 self._track(key, container_id)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard.errors import PlanError
+from dockyard.errors import DockyardError, PlanError
 from dockyard.execution import cgroups
 from dockyard.execution.attempts import Order
 from dockyard.execution.resolution import Known
@@ -38,7 +38,7 @@ from dockyard.runtime.base import (
     ContainerSpec,
     Runtime,
 )
-from dockyard.storage.local import safe_name
+from dockyard.storage.node_disk import safe_name
 from dockyard.storage.ports import OutputStore, Staging, Workspace
 
 
@@ -100,17 +100,22 @@ class Launcher:
                 return Launch(None, staging, log, failure)
             network = self.services.network
         try:
-            binds = self._binds(instance, staging, node)
+            binds, provided = self._binds(instance, staging, node)
         except PlanError as exc:  # an input changed since it was checked
             return Launch(None, staging, log, exc.message)
+        needs = tuple(self.known.outputs[mount.source] for mount in instance.upstream)
         image = self.images[image_key(instance.image)]
         entrypoint, command, pool = None, instance.command, None
         unit = self.graph.group(iid)
         if len(unit) > 1:
             pool = self._cpu_pool(unit, attempt)
-            folder = self.workspace.streams(
-                self.run.run_id, str(unit[-1]), attempt, [str(m) for m in unit[:-1]]
-            )
+            try:
+                folder = self.workspace.streams(
+                    self.run.run_id, str(unit[-1]), attempt, [str(m) for m in unit[:-1]], node
+                )
+            except DockyardError as exc:  # (a node's agent that does not answer)
+                return Launch(None, staging, log, f"making the stream pipes: {exc.message}")
+            provided += (len(binds) + 1,)  # the helper, from this machine
             binds += (
                 Bind(str(folder), STREAM_DIR, readonly=False),
                 Bind(str(helper_binary()), HELPER),
@@ -145,7 +150,9 @@ class Launcher:
             cap_add=instance.cap_add,
             node=action.node,
         )
-        order = Order(iid, attempt, spec, None, instance.timeout, staging, log)
+        order = Order(
+            iid, attempt, spec, None, instance.timeout, staging, log, needs=needs, provided=provided
+        )
         return Launch(order, staging, log)
 
     def adopt(self, action: Adopt) -> Launch:
@@ -163,15 +170,21 @@ class Launcher:
     def container_name(self, instance: str, attempt: int) -> str:
         return f"dockyard-{self.run.pipeline}-{self.run.run_id}-{safe_name(instance)}-{attempt}"
 
-    def _binds(self, instance: Instance, staging: Staging, node: str) -> tuple[Bind, ...]:
+    def _binds(
+        self, instance: Instance, staging: Staging, node: str
+    ) -> tuple[tuple[Bind, ...], tuple[int, ...]]:
+        """The container's binds, and which of them are this machine's files (its inputs),
+        for the worker to have them provided on the node."""
         binds = [Bind(str(staging.path), "/out", readonly=False)]
         for mount in instance.upstream:
             source = self.outputs.bind(self.known.outputs[mount.source], node)
             binds.append(Bind(source, mount.target))
+        provided = []
         for name, rel in instance.inputs:
+            provided.append(len(binds))
             binds.append(Bind(str(self.input_path(rel)), f"/in/{name}"))
         binds += self.volumes.binds(instance, node)
-        return tuple(binds)
+        return tuple(binds), tuple(provided)
 
     def _cpu_pool(self, unit: tuple[InstanceId, ...], attempt: int) -> str | None:
         """One CPU quota for a whole streamed chain, where the engine's cgroups are ours."""

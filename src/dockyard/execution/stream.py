@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dockyard.errors import PlanError
 from dockyard.images.busybox import find_static_busybox
+from dockyard.storage.node_disk import fifo_name
 
 STREAM_DIR = "/.dockyard/stream"
 HELPER = "/.dockyard/bin/busybox"
@@ -36,19 +37,6 @@ def helper_binary() -> Path:
             "stdin streaming needs a static busybox on the host to run inside the containers "
             "(Debian: apt-get install busybox-static; or set DOCKYARD_HELPER)"
         ) from None
-
-
-def fifo_name(producer: str) -> str:
-    return f"{producer}.fifo"
-
-
-def make_fifos(folder: Path, producers: list[str]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o777)
-    for producer in producers:
-        path = folder / fifo_name(producer)
-        if not path.exists():
-            os.mkfifo(path, 0o666)
 
 
 def wrap(argv: tuple[str, ...], reads: str | None, writes: str | None) -> tuple[str, ...]:

@@ -109,6 +109,7 @@ class Node:
     name: str
     capacity: HostCapacity
     state: str = "ready"  # ready | down | draining (what the engine says)
+    address: str = ""  # where the node is reached (its node agent), on a cluster
 
     @property
     def ready(self) -> bool:

@@ -71,7 +71,7 @@ def tree_digest(
                     elif stat.S_ISREG(info.st_mode):
                         path = os.path.join(root, *folder.rel, entry.name)
                         digest = digest_of(path, info, _reader(folder.fd, entry.name))
-                        line = f"F{'x' if info.st_mode & 0o111 else '-'} {rel}\0{digest}"
+                        line = file_line(rel, bool(info.st_mode & 0o111), digest)
                         size += info.st_size
                         files += 1
                     else:
@@ -84,6 +84,25 @@ def tree_digest(
             for name in folder.subdirs:
                 outer.update(f"D {folder.path(name)}\n".encode("utf-8", "surrogateescape"))
     return outer.hexdigest(), size, files
+
+
+def file_line(rel: str, executable: bool, digest: str) -> str:
+    """How a regular file counts in a tree's digest."""
+    return f"F{'x' if executable else '-'} {rel}\0{digest}"
+
+
+LONE_FILE = "data"  # the name of a lone file kept as a tree (a file input on a node)
+
+
+def lone_file_digest(fd: int) -> str:
+    """The digest of a tree that holds only the open regular file ``fd``, named
+    :data:`LONE_FILE`: what :func:`tree_digest` gives for that tree, without making it."""
+    info = os.fstat(fd)
+    with os.fdopen(os.dup(fd), "rb") as fh:
+        fh.seek(0)
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    line = file_line(LONE_FILE, bool(info.st_mode & 0o111), digest)
+    return hashlib.sha256(line.encode("utf-8", "surrogateescape") + b"\n").hexdigest()
 
 
 def _reader(dir_fd: int, name: str) -> Callable[[], str]:
@@ -185,7 +204,7 @@ def seal_tree(staging: Path) -> Sealed:
                         with os.fdopen(fd, "rb") as fh:
                             _seal(fd, rel, changes)
                             digest = hashlib.file_digest(fh, "sha256").hexdigest()
-                        line = f"F{'x' if mode & 0o111 else '-'} {rel}\0{digest}"
+                        line = file_line(rel, bool(mode & 0o111), digest)
                         size += entry.info.st_size
                         files += 1
                     elif stat.S_ISLNK(mode):
@@ -257,6 +276,8 @@ __all__ = [
     "commit",
     "discard",
     "file_digest",
+    "file_line",
+    "lone_file_digest",
     "note_changes",
     "place",
     "seal",

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from dockyard.storage.outputs import Sealed
-from dockyard.storage.volumes import Snapshot, VolumeInfo
+
+if TYPE_CHECKING:  # (not imported: a node agent's image has the standard library only)
+    from dockyard.storage.volumes import Snapshot, VolumeInfo
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,9 @@ class OutputStore(Protocol):
 
     def seal(self, staging: Staging) -> Sealed:
         """Make ``staging`` plain, read-only data and hash it (on its node, beside the loop:
-        an attempt's worker calls this). OSError when it is gone."""
+        an attempt's worker calls this). OSError when it is gone. A store may keep the tree
+        under its digest already (the agents do, so that committing waits on no node): the
+        content is what the digest says, and only a commit records it as an output."""
 
     def commit(self, staging: Staging, sealed: Sealed) -> StoredOutput:
         """Keep a sealed staging folder under its digest; an output with the same digest
@@ -58,7 +62,13 @@ class OutputStore(Protocol):
         """Where a committed output can be read on this machine."""
 
     def bind(self, digest: str, node: str) -> str:
-        """The host path to bind, read-only, into a container on ``node``."""
+        """The host path to bind, read-only, into a container on ``node``, where the output
+        is once :meth:`bring` has brought it there (it fetches nothing itself)."""
+
+    def bring(self, digests: Sequence[str], node: str) -> None:
+        """Make the committed outputs ``digests`` present on ``node``, fetched (and checked)
+        from wherever they are kept: an attempt's worker calls this before its container is
+        created. A :class:`~dockyard.errors.DockyardError` when one is nowhere to be had."""
 
 
 class Workspace(Protocol):
@@ -71,8 +81,16 @@ class Workspace(Protocol):
         """Make the staging folder, empty (any user may write it; its parents are
         private): an attempt's worker calls this before the container is created."""
 
-    def streams(self, run_id: str, unit: str, attempt: int, producers: Sequence[str]) -> Path:
-        """A folder with one FIFO per producer of a streamed chain, for its members."""
+    def streams(
+        self, run_id: str, unit: str, attempt: int, producers: Sequence[str], node: str
+    ) -> Path:
+        """A folder on ``node`` with one FIFO per producer of a streamed chain, for its
+        members (the host path to bind there)."""
+
+    def provide(self, path: Path, node: str) -> str:
+        """A file or folder of this machine (an input, the stream helper) as a host path to
+        bind read-only on ``node``: the path itself where the node sees this machine's
+        files, else a checked copy kept there by content. An attempt's worker calls this."""
 
     def log(self, run_id: str, instance: str, attempt: int) -> Path:
         """Where an attempt's logs are kept."""

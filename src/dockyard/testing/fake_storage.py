@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dockyard.errors import InvalidInput, PlanError, UnknownReference
-from dockyard.execution.stream import make_fifos
 from dockyard.planning.states import HOLD, Hold, HoldEvent, advance
 from dockyard.storage import outputs as sealing
 from dockyard.storage import safefs
-from dockyard.storage.local import safe_name
+from dockyard.storage.node_disk import make_fifos, safe_name
 from dockyard.storage.outputs import Sealed
 from dockyard.storage.ports import Staging, StoredOutput
 from dockyard.storage.volume_stream import StreamError
@@ -114,6 +113,10 @@ class FakeOutputs:
                 self.fetches += 1
         return str(target)
 
+    def bring(self, digests: Sequence[str], node: str) -> None:
+        for digest in digests:
+            self.bind(digest, node)
+
     def forget(self, node: str) -> None:
         """Lose ``node`` and its disk: outputs only it had no longer exist."""
         safefs.rmtree(node_disk(self.root, node))
@@ -141,7 +144,9 @@ class FakeWorkspace:
         path.mkdir()
         path.chmod(0o777)  # the image may run as any user
 
-    def streams(self, run_id: str, unit: str, attempt: int, producers: Sequence[str]) -> Path:
+    def streams(
+        self, run_id: str, unit: str, attempt: int, producers: Sequence[str], node: str
+    ) -> Path:
         parent = self.root / "streams" / safe_name(run_id)
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         for level in (parent.parent, parent):
@@ -149,6 +154,9 @@ class FakeWorkspace:
         folder = parent / f"{safe_name(unit)}.{attempt}"
         make_fifos(folder, [safe_name(p) for p in producers])
         return folder
+
+    def provide(self, path: Path, node: str) -> str:
+        return str(path)  # every node of the fake sees this machine's files
 
     def log(self, run_id: str, instance: str, attempt: int) -> Path:
         return self.root / "logs" / safe_name(run_id) / f"{safe_name(instance)}.{attempt}.log"

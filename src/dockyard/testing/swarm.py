@@ -5,9 +5,11 @@ Each node is a :class:`~dockyard.testing.dockerd.PrivateEngine` (its own ``docke
 namespaces of its own), with one leg of a veth pair in its network namespace and the other
 on a bridge that lives in a namespace of its own too: on the host, ``bridge-nf-call-iptables``
 and the main engine's ``FORWARD DROP`` would silently drop the frames between nodes. The
-first node initialises the Swarm (a short dispatcher heartbeat, so that a dead node is seen
-within seconds) and the others join it as workers. The test image is made on the first node
-and copied to the others.
+bridge also has a leg on the host (``10.213.N.1``), so that this machine reaches the nodes'
+own addresses (their dockyard node agents) as the machine that submits does on a real
+cluster; each swarm takes a /24 of its own. The first node initialises the Swarm (a short
+dispatcher heartbeat, so that a dead node is seen within seconds) and the others join it as
+workers. The test image is made on the first node and copied to the others.
 
 Killing a node's ``dockerd`` (:meth:`SwarmNode.kill`) or cutting its link (:meth:`cut`) is a
 real node failure. Everything lives under one folder whose ``swarm.json`` lets another
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -37,7 +40,8 @@ from dockyard.testing.dockerd import PrivateEngine, Process, wait_unshared
 from dockyard.testing.images import BUSYBOX_IMAGE
 
 DEFAULT_ROOT = Path(os.environ.get("DOCKYARD_SWARM_ROOT", "/tmp/dockyard-swarm"))
-SUBNET = "10.213.7"  # a private /24 between the nodes; .1 is unused, nodes from .11
+SUBNETS = range(7, 250)  # 10.213.N.0/24 between the nodes: .1 this machine, nodes from .11
+SUBNET_LOCK = Path("/run/lock/dockyard-swarm-subnets")
 HEARTBEAT_SECONDS = 1.0
 JOIN_TIMEOUT = 60.0
 
@@ -70,10 +74,13 @@ class SwarmNode:
 
 
 class LocalSwarm:
-    def __init__(self, root: Path, bridge: Process | None, nodes: list[SwarmNode]):
+    def __init__(
+        self, root: Path, bridge: Process | None, nodes: list[SwarmNode], subnet: str = ""
+    ):
         self.root = root
         self.bridge = bridge
         self.nodes = nodes
+        self.subnet = subnet  # the first three numbers of the nodes' addresses
 
     @property
     def manager(self) -> SwarmNode:
@@ -96,6 +103,7 @@ class LocalSwarm:
             wait_unshared(swarm.bridge.pid, "the bridge's")
             swarm._in_bridge("ip", "link", "add", "br0", "type", "bridge")
             swarm._in_bridge("ip", "link", "set", "br0", "up")
+            swarm._link_host()
             for index in range(1, count + 1):
                 swarm._add_node(index)
             swarm._form()
@@ -108,7 +116,7 @@ class LocalSwarm:
     def _add_node(self, index: int) -> None:
         name = f"dysw{index}"
         engine = PrivateEngine(name=f"dockyard-swarm-{index}", hostname=name)
-        node = SwarmNode(name, f"{SUBNET}.{10 + index}", engine)
+        node = SwarmNode(name, f"{self.subnet}.{10 + index}", engine)
         self.nodes.append(node)
         self._save()
         # Unique on the host for the moment before they move (another swarm may be coming
@@ -134,6 +142,32 @@ class LocalSwarm:
             subprocess.run(engine.nsenter(*command), check=True)
         engine.start("--no-new-privileges")  # Swarm services cannot ask for it (see swarm.md)
         self._save()
+
+    def _link_host(self) -> None:
+        """A veth from the host onto the bridge, on a /24 no other local swarm uses (chosen
+        under a lock: two swarms may come up side by side)."""
+        SUBNET_LOCK.parent.mkdir(parents=True, exist_ok=True)
+        with SUBNET_LOCK.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            routes = subprocess.run(
+                ["ip", "-4", "route", "show"], check=True, capture_output=True, text=True
+            ).stdout
+            free = [n for n in SUBNETS if f"10.213.{n}.0/24" not in routes]
+            if not free:
+                raise RuntimeError("no free 10.213.N.0/24 for another local swarm")
+            self.subnet = f"10.213.{free[0]}"
+            host, peer = f"dyh{free[0]}", f"dyb{free[0]}"  # unique as the subnet is
+            _run("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
+            try:
+                _run("ip", "link", "set", peer, "netns", str(self._bridge_pid))
+                _run("ip", "addr", "add", f"{self.subnet}.1/24", "dev", host)
+                _run("ip", "link", "set", host, "up")
+            except subprocess.CalledProcessError:
+                subprocess.run(["ip", "link", "del", host], capture_output=True)
+                raise
+            self._save()
+        self._in_bridge("ip", "link", "set", peer, "master", "br0")
+        self._in_bridge("ip", "link", "set", peer, "up")
 
     def _form(self) -> None:
         manager = self.manager.engine.client()
@@ -196,7 +230,7 @@ class LocalSwarm:
             SwarmNode(n["name"], n["address"], PrivateEngine.adopt(n["engine"]))
             for n in state["nodes"]
         ]
-        return cls(root, bridge, nodes)
+        return cls(root, bridge, nodes, state.get("subnet", ""))
 
     def down(self) -> None:
         """Stop every node and remove everything, whatever state ``up`` left."""
@@ -240,6 +274,7 @@ class LocalSwarm:
     def _save(self) -> None:
         state: dict[str, Any] = {
             "bridge": [self.bridge.pid, self.bridge.started] if self.bridge else None,
+            "subnet": self.subnet,
             "nodes": [
                 {"name": n.name, "address": n.address, "engine": n.engine.state()}
                 for n in self.nodes

@@ -1,0 +1,36 @@
+"""The node agent: dockyard's data plane on a cluster.
+
+One agent runs on every node of a Swarm (a ``global`` service that dockyard deploys). It
+keeps, on its node, the committed outputs and the inputs that containers there read (a
+content-addressed store: a tree is found by its digest), makes the folders an attempt
+writes its ``/out`` into and seals and commits them there, and fetches the trees a
+consumer needs from the agent that holds them, verified by digest before they are used.
+Every request and every answer is authenticated with the cluster's key
+(:mod:`dockyard.agent.auth`); nothing unauthenticated reads or writes through an agent.
+
+The agent's image holds the Python standard library and a handful of dockyard's modules
+(:data:`MODULES`), nothing else: everything under this package imports only those.
+"""
+
+from __future__ import annotations
+
+DEFAULT_PORT = 7480
+API = "/v1"
+
+# What the agent's image holds of dockyard (paths under src/dockyard); the package's own
+# __init__ is replaced by an empty one there.
+MODULES = (
+    "errors.py",
+    "storage/__init__.py",
+    "storage/safefs.py",
+    "storage/outputs.py",
+    "storage/ports.py",
+    "storage/node_disk.py",
+    "agent/__init__.py",
+    "agent/__main__.py",
+    "agent/auth.py",
+    "agent/layout.py",
+    "agent/trees.py",
+    "agent/client.py",
+    "agent/server.py",
+)

@@ -1,0 +1,3 @@
+from dockyard.agent.server import main
+
+main()

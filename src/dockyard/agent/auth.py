@@ -1,0 +1,141 @@
+"""Requests and answers between dockyard and its node agents, signed with the cluster key.
+
+A request carries the time, a fresh nonce and the SHA-256 of its body, and an HMAC-SHA256
+of those with its method and path; an agent refuses one that is not signed with its key,
+is more than :data:`MAX_SKEW` seconds from its own clock, or repeats a nonce it has seen
+(a replay). A body streamed in (a tree) is marked :data:`STREAMED` instead of hashed: the
+tree is checked against the digest it is sent under before it is kept. Every answer is
+signed over the request's nonce, its status and its body's hash, so that a client never
+acts on an answer that its agent did not give.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+MAX_SKEW = 120.0  # seconds between the clocks of a client and an agent
+STREAMED = "streamed"
+SCHEME = "dockyard-hmac"
+KEY_BYTES = 32
+
+TIME = "X-Dockyard-Time"
+NONCE = "X-Dockyard-Nonce"
+BODY = "X-Dockyard-Body"
+REPLY = "X-Dockyard-Reply"
+
+
+class Headers(Protocol):
+    def get(self, name: str, /) -> str | None: ...
+
+
+class AuthError(Exception):
+    """A request or answer that is not what the cluster key signed."""
+
+
+def new_key() -> bytes:
+    return secrets.token_bytes(KEY_BYTES)
+
+
+def encode_key(key: bytes) -> str:
+    return key.hex()
+
+
+def read_key(path: Path | str) -> bytes:
+    """The key in ``path`` (hex text); refused when it is too short to be one."""
+    text = Path(path).read_text(encoding="ascii").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise AuthError(f"{path}: not a dockyard cluster key") from None
+    if len(key) < KEY_BYTES:
+        raise AuthError(f"{path}: a cluster key has {KEY_BYTES} bytes, this one {len(key)}")
+    return key
+
+
+def body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def _mac(key: bytes, *parts: str) -> str:
+    return hmac.new(key, "\n".join(parts).encode(), hashlib.sha256).hexdigest()
+
+
+def sign_request(key: bytes, method: str, path: str, body: bytes | None) -> dict[str, str]:
+    """The headers that authenticate a request; ``body`` None: a streamed body."""
+    stamp = f"{time.time():.3f}"
+    nonce = secrets.token_hex(16)
+    digest = STREAMED if body is None else body_hash(body)
+    mac = _mac(key, method, path, stamp, nonce, digest)
+    return {TIME: stamp, NONCE: nonce, BODY: digest, "Authorization": f"{SCHEME} {mac}"}
+
+
+def sign_reply(key: bytes, nonce: str, status: int, body: bytes | None) -> str:
+    digest = STREAMED if body is None else body_hash(body)
+    return _mac(key, "reply", nonce, str(status), digest)
+
+
+def check_reply(key: bytes, nonce: str, status: int, body: bytes | None, headers: Headers) -> None:
+    given = headers.get(REPLY) or ""
+    if not hmac.compare_digest(given, sign_reply(key, nonce, status, body)):
+        raise AuthError("the answer is not signed with the cluster key")
+
+
+@dataclass(frozen=True)
+class Checked:
+    nonce: str
+    streamed: bool  # the body is not covered by the signature: verify it by its digest
+
+
+class Verifier:
+    """An agent's side: checks requests, remembers the nonces it has seen for as long as
+    a request with them could still be in time."""
+
+    def __init__(self, key: bytes, clock: Callable[[], float] = time.time):
+        self.key = key
+        self.clock = clock
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def check(self, method: str, path: str, headers: Headers) -> Checked:
+        scheme, _, mac = (headers.get("Authorization") or "").partition(" ")
+        stamp, nonce, digest = (headers.get(h) or "" for h in (TIME, NONCE, BODY))
+        if scheme != SCHEME or not (mac and stamp and nonce and digest):
+            raise AuthError("the request is not signed")
+        if not hmac.compare_digest(mac, _mac(self.key, method, path, stamp, nonce, digest)):
+            raise AuthError("the request is not signed with the cluster key")
+        try:
+            sent = float(stamp)
+        except ValueError:
+            raise AuthError("the request's time is not a number") from None
+        now = self.clock()
+        if abs(now - sent) > MAX_SKEW:
+            raise AuthError(f"the request's time is {now - sent:+.0f} s from this node's clock")
+        with self._lock:
+            for old in [n for n, at in self._seen.items() if at < now - 2 * MAX_SKEW]:
+                del self._seen[old]
+            if nonce in self._seen:
+                raise AuthError("the request was seen before (a replay)")
+            self._seen[nonce] = now
+        return Checked(nonce, digest == STREAMED)
+
+    def body_matches(self, checked: Checked, headers: Headers, body: bytes) -> bool:
+        return checked.streamed or hmac.compare_digest(headers.get(BODY) or "", body_hash(body))
+
+
+def write_key(path: Path, key: bytes) -> None:
+    """Keep ``key`` in ``path``, readable by its owner only, made whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(encode_key(key) + "\n")
+    os.rename(scratch, path)

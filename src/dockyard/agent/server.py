@@ -1,0 +1,324 @@
+"""The node agent's HTTP server (``python3 -m dockyard.agent``).
+
+Configuration by environment, as the Swarm service gives it:
+
+``DOCKYARD_AGENT_NODE``      this node's Swarm id (the service templates ``{{.Node.ID}}``)
+``DOCKYARD_AGENT_ROOT``      the agent root on the node's disk (what containers bind)
+``DOCKYARD_AGENT_MOUNT``     where that root is in the agent's own file system (default: same)
+``DOCKYARD_AGENT_KEY_FILE``  the cluster key (a Swarm secret under /run/secrets)
+``DOCKYARD_AGENT_PORT``      the TCP port (default 7480), on every address of the node
+
+Every request must be signed (:mod:`dockyard.agent.auth`); bodies are JSON, except a tree
+sent or fetched (a tar stream, :mod:`dockyard.agent.trees`). Answers are JSON, signed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from dockyard.agent import API, DEFAULT_PORT, auth, layout
+from dockyard.agent.client import AgentClient, AgentError
+from dockyard.agent.trees import Readable, TreeError, receive_tree, write_tree
+from dockyard.storage import outputs as sealing
+from dockyard.storage.node_disk import LocalWorkspace
+from dockyard.storage.ports import Staging
+
+MAX_JSON = 1 << 20
+VERSION = "1"
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class NodeStore:
+    """This node's folders, as the agent sees them (``inside``) and as containers bind
+    them (``host``)."""
+
+    node: str
+    host: str
+    inside: str
+    key: bytes
+
+    def __post_init__(self) -> None:
+        self.verifier = auth.Verifier(self.key)
+        node_dir = Path(layout.node_dir(self.inside, self.node))
+        node_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        node_dir.chmod(0o755)  # containers (any user) read outputs under it
+
+    def here(self, path: PurePosixPath) -> Path:
+        """A path under the host root, as the agent reaches it."""
+        return Path(self.inside) / path.relative_to(self.host)
+
+    def on_host(self, path: Path) -> PurePosixPath:
+        """Where a path the agent reaches is on the node's disk."""
+        return PurePosixPath(self.host) / path.relative_to(self.inside)
+
+    def outputs(self) -> Path:
+        return self.here(layout.outputs_dir(self.host, self.node))
+
+    def staging(self, body: dict[str, Any]) -> tuple[Staging, LocalWorkspace, PurePosixPath]:
+        """The staging folder a request names (project, run, name), and its workspace."""
+        project = layout.check_part(body.get("project"), "project")
+        run = layout.check_part(body.get("run"), "run")
+        name = layout.check_part(body.get("name"), "name")
+        host = layout.staging_dir(self.host, self.node, project, run, name)
+        workspace = LocalWorkspace(self.here(layout.project_dir(self.host, self.node, project)))
+        return Staging(self.node, self.here(host)), workspace, host
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: AgentServer
+    protocol_version = "HTTP/1.0"  # one request per connection; answers end at close
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        sys.stderr.write(f"agent: {self.address_string()} {format % args}\n")
+
+    def _serve(self, method: str) -> None:
+        store = self.server.store
+        try:
+            checked = store.verifier.check(method, self.path, self.headers)
+        except auth.AuthError as exc:
+            self._answer(403, {"error": str(exc)}, nonce="")
+            return
+        self.nonce = checked.nonce
+        try:
+            route = self.path.removeprefix(API).split("/")[1:]
+            if method == "PUT" and len(route) == 2 and route[0] == "objects":
+                self._answer(200, self._receive(route[1]))
+                return
+            if checked.streamed:
+                raise Refused(400, "only a tree may be streamed")
+            if method == "GET" and len(route) == 2 and route[0] == "objects":
+                self._send(layout.check_digest(route[1]))
+                return
+            body = self._json_body(checked)
+            handler = ROUTES.get((method, "/".join(route)))
+            if handler is None:
+                raise Refused(404, f"no such call: {method} {self.path}")
+            self._answer(200, handler(store, body))
+        except Refused as exc:
+            self._answer(exc.status, {"error": exc.message})
+        except (layout.LayoutError, TreeError) as exc:
+            self._answer(400, {"error": str(exc)})
+        except OSError as exc:
+            self._answer(500, {"error": f"{exc.strerror or exc} ({exc.filename or ''})"})
+
+    def _json_body(self, checked: auth.Checked) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_JSON:
+            raise Refused(413, "request too large")
+        raw = self.rfile.read(length)
+        if not self.server.store.verifier.body_matches(checked, self.headers, raw):
+            raise Refused(403, "the body is not the one that was signed")
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            raise Refused(400, "the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise Refused(400, "the body is not a JSON object")
+        return body
+
+    def _receive(self, digest: str) -> dict[str, Any]:
+        layout.check_digest(digest)
+        store = self.server.store
+        if "chunked" not in (self.headers.get("Transfer-Encoding") or ""):
+            raise Refused(411, "a tree is sent chunked")
+        where = receive_tree(Chunked(self.rfile), digest, store.outputs())
+        return {"path": str(layout.object_dir(store.host, store.node, digest)), "kept": bool(where)}
+
+    def _send(self, digest: str) -> None:
+        tree = self.server.store.outputs() / digest
+        if not tree.is_dir():
+            raise Refused(404, f"no tree {digest[:12]} on this node")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-tar")
+        self.send_header(auth.REPLY, auth.sign_reply(self.server.store.key, self.nonce, 200, None))
+        self.end_headers()
+        write_tree(tree, self.wfile)  # (checked by digest where it arrives)
+
+    def _answer(self, status: int, body: dict[str, Any], nonce: str | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if nonce != "":
+            mac = auth.sign_reply(self.server.store.key, self.nonce, status, data)
+            self.send_header(auth.REPLY, mac)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class LineReadable(Readable, Protocol):
+    def readline(self, size: int = ..., /) -> bytes: ...
+
+
+class Chunked:
+    """A chunked request body, read as a file (what ``tarfile``'s stream mode needs)."""
+
+    def __init__(self, raw: LineReadable):
+        self.raw = raw
+        self.left = 0
+        self.done = False
+
+    def read(self, size: int = -1) -> bytes:
+        parts: list[bytes] = []
+        wanted = size if size >= 0 else 1 << 62
+        while wanted > 0 and not self.done:
+            if self.left == 0:
+                line = self.raw.readline(1024).split(b";")[0].strip()
+                try:
+                    self.left = int(line, 16)
+                except ValueError:
+                    raise TreeError("a broken chunked body") from None
+                if self.left == 0:
+                    self.done = True
+                    while self.raw.readline(1024).strip():  # trailers
+                        pass
+                    break
+            piece = self.raw.read(min(self.left, wanted))
+            if not piece:
+                raise TreeError("the body ended early")
+            parts.append(piece)
+            self.left -= len(piece)
+            wanted -= len(piece)
+            if self.left == 0:
+                self.raw.readline(8)  # the CRLF after a chunk
+        return b"".join(parts)
+
+
+# -- calls ------------------------------------------------------------------------------------
+
+
+def _health(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+    return {"node": store.node, "root": store.host, "version": VERSION}
+
+
+def _make(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+    staging, workspace, host = store.staging(body)
+    workspace.make(staging)
+    return {"path": str(host)}
+
+
+def _commit(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+    """Seal a staging folder and keep it by its digest, on this node (where it is)."""
+    staging, _, _ = store.staging(body)
+    if not staging.path.is_dir():
+        raise Refused(404, "the staging folder is gone")
+    sealed = sealing.seal_tree(staging.path)
+    sealing.place(staging.path, sealed, store.outputs())
+    return {
+        "digest": sealed.digest,
+        "size": sealed.size,
+        "files": sealed.files,
+        "changes": list(sealed.changes),
+        "path": str(layout.object_dir(store.host, store.node, sealed.digest)),
+    }
+
+
+def _discard(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+    staging, _, _ = store.staging(body)
+    sealing.discard(staging.path)
+    return {}
+
+
+def _clear(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+    project = layout.check_part(body.get("project"), "project")
+    work = store.here(layout.project_dir(store.host, store.node, project)) / "work"
+    sealing.discard(work)
+    return {}
+
+
+def _streams(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+    """A streamed chain's FIFOs, named like a staging folder (the chain and its attempt)."""
+    staging, workspace, _ = store.staging(body)
+    producers = body.get("producers")
+    if not isinstance(producers, list) or not all(isinstance(p, str) for p in producers):
+        raise Refused(400, "producers: a list of names")
+    folder = workspace.make_streams(staging.path.parent.name, staging.path.name, producers)
+    return {"path": str(store.on_host(folder))}
+
+
+def _has(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+    digests = body.get("digests")
+    if not isinstance(digests, list):
+        raise Refused(400, "digests: a list")
+    root = store.outputs()
+    return {"present": [d for d in map(layout.check_digest, digests) if (root / d).is_dir()]}
+
+
+def _fetch(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+    """Get a tree from the agent at ``source`` (host:port) and keep it, checked."""
+    digest = layout.check_digest(body.get("digest"))
+    source = body.get("source")
+    if not isinstance(source, str):
+        raise Refused(400, "source: host:port of the agent that holds the tree")
+    where = layout.object_dir(store.host, store.node, digest)
+    if not (store.outputs() / digest).is_dir():
+        try:
+            AgentClient(source, store.key).fetch_into(digest, store.outputs())
+        except AgentError as exc:
+            raise Refused(502, f"from {source}: {exc}") from None
+    return {"path": str(where)}
+
+
+ROUTES = {
+    ("GET", "health"): _health,
+    ("POST", "staging/make"): _make,
+    ("POST", "staging/commit"): _commit,
+    ("POST", "staging/discard"): _discard,
+    ("POST", "streams/make"): _streams,
+    ("POST", "work/clear"): _clear,
+    ("POST", "objects/has"): _has,
+    ("POST", "objects/fetch"): _fetch,
+}
+
+
+class AgentServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], store: NodeStore):
+        super().__init__(address, Handler)
+        self.store = store
+
+
+def from_environment() -> AgentServer:
+    env = os.environ
+    node = layout.check_part(env.get("DOCKYARD_AGENT_NODE"), "DOCKYARD_AGENT_NODE")
+    host = env.get("DOCKYARD_AGENT_ROOT") or layout.DEFAULT_ROOT
+    key = auth.read_key(env["DOCKYARD_AGENT_KEY_FILE"])
+    store = NodeStore(node, host, env.get("DOCKYARD_AGENT_MOUNT") or host, key)
+    port = int(env.get("DOCKYARD_AGENT_PORT") or DEFAULT_PORT)
+    return AgentServer((env.get("DOCKYARD_AGENT_ADDRESS") or "", port), store)
+
+
+def main() -> None:
+    try:
+        server = from_environment()
+    except (KeyError, OSError, ValueError, auth.AuthError) as exc:
+        sys.exit(f"dockyard agent: cannot start: {exc}")
+    host, port = server.server_address[:2]
+    print(f"dockyard agent {server.store.node} on {host!s}:{port}", flush=True)
+    server.serve_forever()
+
+
+__all__ = ["AgentServer", "NodeStore", "main"]

@@ -1,0 +1,283 @@
+"""Deploying the node agents (:mod:`dockyard.agent`) on a Swarm, as dockyard's own
+``global`` service, so that a user with a Swarm installs nothing by hand on its nodes.
+
+- **Image**: Debian's ``python3`` from dockyard's Debian image builder (no registry), plus
+  a layer with the agent's modules; made on the manager and copied to the nodes like every
+  other image (:mod:`.swarm_images`). Its tag names its content: a changed agent is a new
+  image, and the service is replaced.
+- **Key**: 32 random bytes, kept as a Swarm secret (mounted root-only in the agents) and in
+  a file on this machine, readable by root only (``DATA_ROOT/swarm/SWARM_ID.key``; another
+  machine that submits to the same Swarm needs a copy). Secrets cannot be read back from a
+  Swarm: a machine without the file makes a new key and the agents are moved to it.
+- **Service**: one task per node, on the node's host network (the agents must be reached
+  from this machine and from each other at the node's address), binding the folder that
+  holds the agent root (``DOCKYARD_AGENT_ROOT``, the same path on every node; the root
+  itself is made by the agent). Swarm restarts an agent that dies.
+
+dockyard waits until the agent of every node that is up answers (signed) before a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tarfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import docker.errors
+
+from dockyard.agent import DEFAULT_PORT, MODULES, auth, layout
+from dockyard.agent.client import AgentClient, AgentError
+from dockyard.errors import EngineUnavailable, ImageError, RuntimeFailure
+from dockyard.images import debian, debian_build
+from dockyard.storage.agents import AgentPool
+from dockyard.storage.volumes import data_root
+
+if TYPE_CHECKING:
+    from dockyard.runtime.swarm import SwarmRuntime
+
+SERVICE = "dockyard-agent"
+LABEL_AGENT = "dockyard.agent"
+REPOSITORY = "dockyard/agent"
+PACKAGES = ("python3",)
+CODE_DIR = "/opt/dockyard"
+PARENT_MOUNT = "/dockyard-agent-parent"  # where the agent root's folder is, in the agent
+ROOT_ENV = "DOCKYARD_AGENT_ROOT"
+PORT_ENV = "DOCKYARD_AGENT_PORT"
+START_TIMEOUT = 120.0  # seconds for every agent to answer after a (re)deployment
+
+Note = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    root: str
+    port: int
+
+    @classmethod
+    def from_environment(cls) -> AgentSettings:
+        root = os.environ.get(ROOT_ENV) or layout.DEFAULT_ROOT
+        if not root.startswith("/") or PurePosixPath(root).name in ("", "..", "."):
+            raise RuntimeFailure(f"{ROOT_ENV}: an absolute path of a folder, not {root!r}")
+        port = int(os.environ.get(PORT_ENV) or DEFAULT_PORT)
+        return cls(str(PurePosixPath(root)), port)
+
+
+def agent_sources() -> dict[str, bytes]:
+    """What the agent's image holds of dockyard, by path under the package."""
+    package = Path(__file__).resolve().parents[1]
+    files = {rel: (package / rel).read_bytes() for rel in MODULES}
+    files["__init__.py"] = b'"""dockyard, as much as its node agent needs."""\n'
+    return files
+
+
+def _code_layer(files: Mapping[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for rel, data in sorted(files.items()):
+            info = tarfile.TarInfo(f"{CODE_DIR.lstrip('/')}/dockyard/{rel}")
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def agent_image(runtime: SwarmRuntime, note: Note) -> str:
+    """The agent's image on the manager (made when it lacks it); its reference."""
+    recipe = debian.Recipe(debian.host_suite(), debian.host_arch(), PACKAGES)
+    files = agent_sources()
+    digest = hashlib.sha256(recipe.digest.encode())
+    for rel, data in sorted(files.items()):
+        digest.update(f"{rel}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+    tag = f"{REPOSITORY}:{digest.hexdigest()[:16]}"
+    if runtime.image_id(tag) is not None:
+        return tag
+    base = f"{REPOSITORY}-base:{recipe.digest[:16]}"
+    if runtime.image_id(base) is None:
+        note(f"agent: making its image ({recipe.describe()})")
+        root = data_root()
+        with debian_build.Workdir(root / "build") as work:
+            made = debian_build.bootstrap_tarball(
+                recipe, debian.debian_mirror(recipe.suite), work, root / "cache" / "debian", note
+            )
+            runtime.import_image(made.tarball, base, {}, debian_build.IMAGE_ENV, ["python3"])
+    api: Any = runtime.api
+    with runtime._translated("adding the agent to its image", ImageError):
+        holder = api.create_container(base, command=["true"])["Id"]
+        try:
+            api.put_archive(holder, "/", _code_layer(files))
+            repository, version = tag.split(":")
+            api.commit(
+                holder,
+                repository=repository,
+                tag=version,
+                conf={
+                    "Cmd": ["python3", "-m", "dockyard.agent"],
+                    "Env": [
+                        *(f"{k}={v}" for k, v in debian_build.IMAGE_ENV.items()),
+                        f"PYTHONPATH={CODE_DIR}",
+                        "PYTHONDONTWRITEBYTECODE=1",
+                        "PYTHONUNBUFFERED=1",
+                    ],
+                    "Labels": {LABEL_AGENT: "image"},
+                },
+            )
+        finally:
+            api.remove_container(holder, force=True)
+    return tag
+
+
+def cluster_key(runtime: SwarmRuntime, keys: Path | None = None) -> tuple[bytes, str, str]:
+    """The cluster key (made on first use), and the id and name of its Swarm secret."""
+    api: Any = runtime.api
+    with runtime._translated("reading the swarm"):
+        swarm_id = str(api.inspect_swarm()["ID"])
+    path = (keys or data_root() / "swarm") / f"{swarm_id}.key"
+    try:
+        key = auth.read_key(path)
+    except FileNotFoundError:
+        key = auth.new_key()
+        auth.write_key(path, key)
+    name = f"dockyard-agent-key-{hashlib.sha256(key).hexdigest()[:12]}"
+    with runtime._translated("reading the swarm's secrets"):
+        found = [s for s in api.secrets(filters={"name": name}) if s["Spec"]["Name"] == name]
+        if found:
+            return key, str(found[0]["ID"]), name
+        created = api.create_secret(
+            name, auth.encode_key(key).encode(), labels={LABEL_AGENT: "key"}
+        )
+    return key, str(created["ID"]), name
+
+
+def _service_task(
+    image: str, settings: AgentSettings, secret: tuple[str, str], host_network: str
+) -> dict[str, Any]:
+    secret_id, secret_name = secret
+    root = PurePosixPath(settings.root)
+    return {
+        "ContainerSpec": {
+            "Image": image,
+            "Command": ["python3", "-m", "dockyard.agent"],
+            "Env": [
+                "DOCKYARD_AGENT_NODE={{.Node.ID}}",
+                f"DOCKYARD_AGENT_ROOT={root}",
+                f"DOCKYARD_AGENT_MOUNT={PARENT_MOUNT}/{root.name}",
+                f"DOCKYARD_AGENT_PORT={settings.port}",
+                f"DOCKYARD_AGENT_KEY_FILE=/run/secrets/{secret_name}",
+            ],
+            "Mounts": [{"Type": "bind", "Source": str(root.parent), "Target": PARENT_MOUNT}],
+            "Secrets": [
+                {
+                    "SecretID": secret_id,
+                    "SecretName": secret_name,
+                    "File": {"Name": secret_name, "UID": "0", "GID": "0", "Mode": 0o400},
+                }
+            ],
+            "Labels": {LABEL_AGENT: "agent"},
+            "Init": True,
+        },
+        "RestartPolicy": {"Condition": "any", "Delay": 1_000_000_000},
+        "Networks": [{"Target": host_network}],
+    }
+
+
+def deploy(runtime: SwarmRuntime, note: Note, settings: AgentSettings | None = None) -> AgentPool:
+    """Make sure every node runs the current agent; the pool that reaches them."""
+    settings = settings or AgentSettings.from_environment()
+    key, secret_id, secret_name = cluster_key(runtime)
+    image = agent_image(runtime, note)
+    nodes = [n for n in runtime.nodes() if n.ready]
+    for node in nodes:
+        runtime.node_images.ensure(image, node.id)
+    api: Any = runtime.api
+    fingerprint = hashlib.sha256(
+        f"{image}\0{secret_name}\0{settings.root}\0{settings.port}".encode()
+    ).hexdigest()[:16]
+    with runtime._translated("deploying dockyard's node agents"):
+        existing = [s for s in api.services(filters={"name": SERVICE}) if _named(s, SERVICE)]
+        current = existing and (existing[0]["Spec"].get("Labels") or {}).get(LABEL_AGENT)
+        if current != fingerprint:
+            if existing:
+                note("agent: replacing the node agents")
+                api.remove_service(existing[0]["ID"])
+            else:
+                note("agent: starting a node agent on every node")
+            host = [n for n in api.networks(names=["host"]) if n.get("Driver") == "host"]
+            if not host:
+                raise RuntimeFailure("the manager has no host network for the node agents")
+            api.create_service(
+                _service_task(image, settings, (secret_id, secret_name), host[0]["Id"]),
+                name=SERVICE,
+                labels={LABEL_AGENT: fingerprint},
+                mode={"Global": {}},
+            )
+            _remove_old_keys(api, secret_name)
+
+    def addresses() -> dict[str, str]:
+        return {n.id: f"{n.address}:{settings.port}" for n in runtime.nodes() if n.ready}
+
+    pool = AgentPool(addresses, key, settings.root)
+    _wait_until_answering(runtime, pool, [n.id for n in nodes])
+    return pool
+
+
+def _named(service: Mapping[str, Any], name: str) -> bool:
+    return bool(service["Spec"]["Name"] == name)
+
+
+def _remove_old_keys(api: Any, keep: str) -> None:
+    """Secrets of keys no agent uses any more (best effort: one in use stays)."""
+    for secret in api.secrets(filters={"label": f"{LABEL_AGENT}=key"}):
+        if secret["Spec"]["Name"] != keep:
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_secret(secret["ID"])
+
+
+def _wait_until_answering(runtime: SwarmRuntime, pool: AgentPool, nodes: list[str]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    waiting = set(nodes)
+    last: dict[str, str] = {}
+    while waiting:
+        addresses = pool.addresses()
+        for node in sorted(waiting):
+            address = addresses.get(node)
+            if address is None:
+                waiting.discard(node)  # (down since: not needed)
+                continue
+            try:
+                answer = AgentClient(address, pool.key, timeout=5.0).health()
+            except AgentError as exc:
+                last[node] = str(exc)
+                continue
+            if answer.get("node") == node:
+                waiting.discard(node)
+            else:
+                last[node] = f"an agent of node {answer.get('node')} answers at {address}"
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            details = "; ".join(
+                f"{node[:12]}: {_task_error(runtime, node) or last.get(node, 'no answer')}"
+                for node in sorted(waiting)
+            )
+            raise RuntimeFailure(f"dockyard's node agents did not start: {details}")
+        time.sleep(0.5)
+
+
+def _task_error(runtime: SwarmRuntime, node: str) -> str | None:
+    api: Any = runtime.api
+    with contextlib.suppress(docker.errors.APIError, EngineUnavailable):
+        tasks = api.tasks(filters={"service": SERVICE, "node": node})
+        tasks.sort(key=lambda t: t.get("UpdatedAt") or "", reverse=True)
+        if tasks:
+            status = tasks[0].get("Status") or {}
+            return str(status.get("Err") or status.get("Message") or status.get("State"))
+    return None
+
+
+__all__ = ["SERVICE", "AgentSettings", "agent_image", "cluster_key", "deploy"]

@@ -1,0 +1,142 @@
+"""dockyard's data plane on a real three-node Swarm: the node agents it deploys keep
+outputs on their nodes, move them between nodes checked by digest, and answer only
+requests signed with the cluster key (issue 13)."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.agent import DEFAULT_PORT, auth
+from dockyard.agent.client import AgentClient, AgentError
+from dockyard.cli import main
+from dockyard.runtime.swarm import SwarmRuntime
+from dockyard.runtime.swarm_agents import ROOT_ENV, SERVICE, cluster_key, deploy
+from dockyard.storage.agents import AgentPool
+from dockyard.storage.outputs import tree_digest
+from dockyard.testing.swarm import LocalSwarm
+from tests.conftest import BUSYBOX_IMAGE
+
+pytestmark = [pytest.mark.docker, pytest.mark.swarm]
+
+
+@pytest.fixture
+def on_swarm(local_swarm: LocalSwarm, monkeypatch: pytest.MonkeyPatch) -> LocalSwarm:
+    monkeypatch.setenv("DOCKER_HOST", local_swarm.manager.url)
+    monkeypatch.setenv("DOCKYARD_SWARM_ENGINES", " ".join(n.url for n in local_swarm.nodes))
+    return local_swarm
+
+
+@pytest.fixture
+def agents(swarm_runtime: SwarmRuntime) -> Iterator[AgentPool]:
+    yield deploy(swarm_runtime, print)
+
+
+def test_outputs_and_inputs_reach_the_node_that_reads_them_through_the_agents(
+    tmp_path: Path, on_swarm: LocalSwarm, swarm_runtime: SwarmRuntime
+) -> None:
+    """Three producers too big to share a node; their consumer reads two of them from
+    other nodes and two inputs from this machine, all through copies kept by its node's
+    agent (what its mounts are made from shows it)."""
+    node_cpus = min(n.capacity.cpus for n in swarm_runtime.nodes())
+    (tmp_path / "data" / "reads").mkdir(parents=True)
+    (tmp_path / "data" / "reads" / "a.fq").write_text("@a\nACGT\n")
+    (tmp_path / "data" / "ref.fa").write_text(">chr1\nACGT\n")
+    path = tmp_path / "dockyard.yaml"
+    path.write_text(
+        f"""
+version: 1
+name: moved
+defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
+steps:
+  part:
+    scatter: {{n: [1, 2, 3]}}
+    resources: {{cpus: {node_cpus * 0.75:g}, memory: 32m}}
+    command: "echo part ${{n}} > /out/v"
+  whole:
+    needs: [part]
+    inputs: {{ref: ./data/ref.fa, reads: ./data/reads}}
+    command: >-
+      sh -c 'cat /in/part/*/v /in/ref /in/reads/a.fq > /out/all;
+      grep " /in/" /proc/self/mountinfo > /out/mounts'
+"""
+    )
+    assert main(["run", "-f", str(path), "--backend", "swarm"]) == 0
+    rows = _latest(path)
+    nodes = {row[1] for row in rows}
+    assert len(nodes) == 3  # (the parts could not share a node)
+    root = Path(_agent_root())
+    whole = next(row for row in rows if row[0] == "whole")
+    kept = root / whole[1] / "outputs" / whole[2]
+    assert (kept / "all").read_text() == ("part 1\npart 2\npart 3\n>chr1\nACGT\n@a\nACGT\n")
+    mounts = (kept / "mounts").read_text().splitlines()
+    assert len(mounts) == 5  # three parts, two inputs
+    for line in mounts:  # each from the consumer's node's own store, none from here
+        assert f"{root}/{whole[1]}/outputs/" in line, line
+        assert str(tmp_path) not in line, line
+    for _, node, digest in rows:  # every part is kept where it was made, and moved
+        assert tree_digest(root / node / "outputs" / digest)[0] == digest
+        assert (root / whole[1] / "outputs" / digest).is_dir()
+    assert not list(root.glob("*/projects/*/work/*"))  # the run's work folders are gone
+
+
+def _agent_root() -> str:
+    return os.environ[ROOT_ENV]
+
+
+def _latest(path: Path) -> list[tuple[str, str, str]]:
+    """(instance, node, output digest) of the latest run's instances."""
+    db = sqlite3.connect(path.parent / ".dockyard" / "state.db")
+    try:
+        (run,) = db.execute("SELECT id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        return db.execute(
+            "SELECT i.instance, a.node, i.output FROM instances i JOIN attempts a "
+            "ON a.run_id = i.run_id AND a.instance = i.instance WHERE i.run_id = ?",
+            (run,),
+        ).fetchall()
+    finally:
+        db.close()
+
+
+def test_an_agent_answers_only_what_the_cluster_key_signed(
+    local_swarm: LocalSwarm, agents: AgentPool
+) -> None:
+    node = local_swarm.nodes[1]
+    conn = http.client.HTTPConnection(node.address, DEFAULT_PORT, timeout=10)
+    conn.request("GET", "/v1/health")
+    response = conn.getresponse()
+    assert response.status == 403 and b"not signed" in response.read()
+    conn.close()
+    with pytest.raises(AgentError, match="cluster key"):
+        AgentClient(f"{node.address}:{DEFAULT_PORT}", auth.new_key()).health()
+    answers = {AgentClient(a, agents.key).health()["node"] for a in agents.addresses().values()}
+    assert answers == set(agents.addresses())
+
+
+def test_a_machine_without_the_key_makes_a_new_one_and_the_agents_move_to_it(
+    swarm_runtime: SwarmRuntime, agents: AgentPool, tmp_path: Path, monkeypatch
+) -> None:
+    api = swarm_runtime.api
+    version = api.inspect_service(SERVICE)["Version"]["Index"]
+    assert deploy(swarm_runtime, print).key == agents.key  # nothing changed: left as it is
+    assert api.inspect_service(SERVICE)["Version"]["Index"] == version
+
+    monkeypatch.setenv("DOCKYARD_HOME", str(tmp_path / "elsewhere"))  # another machine
+    moved = deploy(swarm_runtime, print)
+    assert moved.key != agents.key
+    for address in moved.addresses().values():
+        AgentClient(address, moved.key).health()
+        with pytest.raises(AgentError):
+            AgentClient(address, agents.key).health()
+    names = [s["Spec"]["Name"] for s in api.secrets(filters={"label": "dockyard.agent=key"})]
+    assert names == [cluster_key(swarm_runtime)[2]]  # the old key's secret is gone
+    key_file = next((tmp_path / "elsewhere" / "swarm").iterdir())
+    assert key_file.stat().st_mode & 0o777 == 0o600
+
+    monkeypatch.undo()  # back on the first machine: its key is taken again
+    assert deploy(swarm_runtime, print).key == agents.key

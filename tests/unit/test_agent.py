@@ -1,0 +1,253 @@
+"""The node agent on loopback: real HTTP, real files, two agents that share a disk the way
+the local test cluster's nodes do (each under its own node folder)."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.agent import MODULES, auth
+from dockyard.agent.client import AgentClient, AgentError
+from dockyard.agent.server import AgentServer, NodeStore
+from dockyard.storage import outputs as sealing
+
+KEY = bytes(range(32))
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[tuple[AgentClient, AgentClient, Path]]:
+    root = tmp_path / "agents"
+    servers = [
+        AgentServer(("127.0.0.1", 0), NodeStore(node, str(root), str(root), KEY))
+        for node in ("nodea", "nodeb")
+    ]
+    threads = [threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    clients = [AgentClient(f"127.0.0.1:{s.server_address[1]}", KEY) for s in servers]
+    yield clients[0], clients[1], root
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+STAGING = {"project": "proj1", "run": "run1", "name": "align_sample_a_-0a1b2c3d.1"}
+
+
+def _write_output(path: Path) -> None:
+    (path / "sub").mkdir()
+    (path / "sub" / "data.txt").write_text("hello\n")
+    (path / "tool.sh").write_text("#!/bin/sh\n")
+    (path / "tool.sh").chmod(0o755)
+    os.symlink("/etc/passwd", path / "link")
+    os.mkfifo(path / "pipe")
+
+
+def test_an_output_is_made_sealed_committed_and_fetched_by_another_node(agents) -> None:
+    a, b, root = agents
+    made = Path(a.call("POST", "staging/make", STAGING)["path"])
+    assert made.is_dir() and made.stat().st_mode & 0o777 == 0o777
+    assert made.is_relative_to(root / "nodea" / "projects" / "proj1" / "work" / "run1")
+    _write_output(made)
+    sealed = a.call("POST", "staging/commit", STAGING)
+    assert any("FIFO" in change for change in sealed["changes"])
+    digest = sealed["digest"]
+    kept = Path(sealed["path"])
+    assert kept == root / "nodea" / "outputs" / digest and not made.exists()
+    assert sealing.tree_digest(kept)[0] == digest
+    assert a.call("POST", "objects/has", {"digests": [digest]})["present"] == [digest]
+    assert b.call("POST", "objects/has", {"digests": [digest]})["present"] == []
+
+    copied = Path(b.call("POST", "objects/fetch", {"digest": digest, "source": a.address})["path"])
+    assert copied == root / "nodeb" / "outputs" / digest
+    assert sealing.tree_digest(copied)[0] == digest
+    assert os.readlink(copied / "link") == "/etc/passwd"  # a link stays a link
+    assert (copied / "tool.sh").stat().st_mode & 0o777 == 0o555
+    assert (copied / "sub" / "data.txt").stat().st_mode & 0o777 == 0o444
+    assert not list((root / "nodeb" / "outputs" / ".incoming").iterdir())
+
+
+def test_a_discarded_staging_is_gone(agents) -> None:
+    a, _, _ = agents
+    made = Path(a.call("POST", "staging/make", STAGING)["path"])
+    (made / "x").write_text("x")
+    a.call("POST", "staging/discard", STAGING)
+    assert not made.exists()
+    a.call("POST", "staging/discard", STAGING)  # again: nothing to do
+
+
+def test_inputs_are_sent_as_trees_and_checked_against_their_digest(agents, tmp_path) -> None:
+    a, _, root = agents
+    folder = tmp_path / "reads"
+    folder.mkdir()
+    (folder / "r1.fq").write_text("@r1\nACGT\n")
+    digest = sealing.tree_digest(folder)[0]
+    assert Path(a.put_tree(digest, folder)["path"]) == root / "nodea" / "outputs" / digest
+    assert (root / "nodea" / "outputs" / digest / "r1.fq").read_text() == "@r1\nACGT\n"
+
+    lone = tmp_path / "ref.fa"
+    lone.write_text(">chr1\nACGT\n")
+    fd = os.open(lone, os.O_RDONLY)
+    try:
+        lone_digest = sealing.lone_file_digest(fd)
+        path = Path(a.put_lone_file(lone_digest, fd)["path"])
+    finally:
+        os.close(fd)
+    assert (path / sealing.LONE_FILE).read_text() == ">chr1\nACGT\n"
+
+    with pytest.raises(AgentError) as caught:
+        a.put_tree("f" * 64, folder)  # not what the tree is
+    assert caught.value.status == 400
+    assert not (root / "nodea" / "outputs" / ("f" * 64)).exists()
+    assert not list((root / "nodea" / "outputs" / ".incoming").iterdir())
+
+
+def _tar(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str = ""):
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname = kind, len(data) if kind == tarfile.REGTYPE else 0, link
+    return info, data if kind == tarfile.REGTYPE else None
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [_member("../escape", data=b"x")],
+        [_member("/abs", data=b"x")],
+        [_member("a/./b", data=b"x")],
+        [_member("l", tarfile.SYMTYPE, link="/tmp"), _member("l/x", data=b"x")],
+        [_member("h", tarfile.LNKTYPE, link="/etc/passwd")],
+        [_member("dev", tarfile.CHRTYPE)],
+        [_member("same", data=b"1"), _member("same", data=b"2")],
+    ],
+    ids=["dotdot", "absolute", "dot", "through-link", "hardlink", "device", "twice"],
+)
+def test_a_hostile_stream_is_refused_and_leaves_nothing(agents, tmp_path, members) -> None:
+    a, _, root = agents
+    data = _tar(*members)
+    with pytest.raises(AgentError) as caught:
+        a._put("a" * 64, lambda pipe: pipe.write(data))
+    assert caught.value.status == 400
+    incoming = root / "nodea" / "outputs" / ".incoming"
+    assert not list(incoming.iterdir())
+    assert not (root / "nodea" / "escape").exists() and not Path("/abs").exists()
+
+
+def test_names_that_would_leave_the_node_folder_are_refused(agents) -> None:
+    a, _, _ = agents
+    for bad in (
+        {**STAGING, "run": ".."},
+        {**STAGING, "project": "../x"},
+        {**STAGING, "run": ""},
+        {**STAGING, "name": "a/b"},
+        {**STAGING, "name": None},
+    ):
+        with pytest.raises(AgentError) as caught:
+            a.call("POST", "staging/make", bad)
+        assert caught.value.status == 400
+    with pytest.raises(AgentError):
+        a.call("POST", "objects/has", {"digests": ["../../etc"]})
+
+
+def test_streams_are_fifos_in_the_run_folder(agents) -> None:
+    a, _, root = agents
+    body = {**STAGING, "name": "last.1", "producers": ["first", "second"]}
+    folder = Path(a.call("POST", "streams/make", body)["path"])
+    assert folder.is_relative_to(root / "nodea" / "projects" / "proj1" / "work" / "run1")
+    assert sorted(p.name for p in folder.iterdir()) == ["first.fifo", "second.fifo"]
+    a.call("POST", "work/clear", {"project": "proj1"})
+    assert not folder.exists()
+
+
+def test_a_request_not_signed_with_the_cluster_key_is_refused(agents) -> None:
+    a, _, _ = agents
+    stranger = AgentClient(a.address, bytes(32))
+    with pytest.raises(AgentError) as caught:
+        stranger.health()
+    assert "cluster key" in str(caught.value)
+
+    host, port = a.address.split(":")
+    for headers in ({}, {"Authorization": "dockyard-hmac 00"}):
+        conn = http.client.HTTPConnection(host, int(port))
+        conn.request("GET", "/v1/health", headers=headers)
+        assert conn.getresponse().status == 403
+        conn.close()
+
+
+def _raw(address: str, method: str, path: str, headers: dict[str, str], body: bytes = b""):
+    host, port = address.split(":")
+    conn = http.client.HTTPConnection(host, int(port))
+    conn.request(method, path, body=body or None, headers=headers)
+    response = conn.getresponse()
+    status, data = response.status, response.read()
+    conn.close()
+    return status, data
+
+
+def test_a_replayed_stale_or_altered_request_is_refused(agents, monkeypatch) -> None:
+    a, _, _ = agents
+    body = b'{"project": "proj1"}'
+    headers = auth.sign_request(KEY, "POST", "/v1/work/clear", body)
+    assert _raw(a.address, "POST", "/v1/work/clear", headers, body)[0] == 200
+    status, data = _raw(a.address, "POST", "/v1/work/clear", headers, body)
+    assert status == 403 and b"replay" in data
+
+    headers = auth.sign_request(KEY, "POST", "/v1/work/clear", body)
+    status, data = _raw(a.address, "POST", "/v1/work/clear", headers, b'{"project": "other"}')
+    assert status == 403 and b"body" in data
+
+    headers = auth.sign_request(KEY, "POST", "/v1/work/clear", body)
+    headers[auth.TIME] = f"{float(headers[auth.TIME]) - 3600:.3f}"
+    status, _ = _raw(a.address, "POST", "/v1/work/clear", headers, body)
+    assert status == 403  # (the time is signed too: changing it breaks the signature)
+
+    monkeypatch.setattr(auth.time, "time", lambda: 1000.0)  # a client whose clock is far off
+    headers = auth.sign_request(KEY, "POST", "/v1/work/clear", body)
+    monkeypatch.undo()
+    status, data = _raw(a.address, "POST", "/v1/work/clear", headers, body)
+    assert status == 403 and b"clock" in data
+
+    headers = auth.sign_request(KEY, "PUT", "/v1/objects/" + "a" * 64, None)
+    headers["Content-Type"] = "application/json"
+    status, _ = _raw(a.address, "POST", "/v1/work/clear", headers, body)
+    assert status == 403  # signed for another call
+
+
+def test_an_answer_not_signed_by_the_agent_is_not_believed() -> None:
+    good = auth.sign_reply(KEY, "n1", 200, b"{}")
+    auth.check_reply(KEY, "n1", 200, b"{}", {auth.REPLY: good})
+    for nonce, status, body in (("n2", 200, b"{}"), ("n1", 500, b"{}"), ("n1", 200, b"[]")):
+        with pytest.raises(auth.AuthError):
+            auth.check_reply(KEY, nonce, status, body, {auth.REPLY: good})
+    with pytest.raises(auth.AuthError):
+        auth.check_reply(KEY, "n1", 200, b"{}", {})
+
+
+def test_the_agent_needs_only_the_standard_library(tmp_path) -> None:
+    """What the agent's image holds of dockyard imports nothing else."""
+    source = Path(sealing.__file__).parents[1]
+    package = tmp_path / "dockyard"
+    for rel in MODULES:
+        target = package / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((source / rel).read_bytes())
+    (package / "__init__.py").write_text("")
+    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import dockyard.agent.server"
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
