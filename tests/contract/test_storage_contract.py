@@ -20,7 +20,7 @@ from dockyard.runtime.base import LOCAL_NODE
 from dockyard.storage.agents import AgentOutputs, AgentPool, AgentWorkspace
 from dockyard.storage.local import LocalOutputs, LocalVolumes, LocalWorkspace, safe_name
 from dockyard.storage.node_disk import fifo_name
-from dockyard.storage.ports import OutputStore, Staging, VolumeBackend, Workspace
+from dockyard.storage.ports import OutputsLost, OutputStore, Staging, VolumeBackend, Workspace
 from dockyard.storage.volume_stream import StreamError
 from dockyard.storage.volumes import VolumeInUse, VolumeStore
 from dockyard.testing import FakeOutputs, FakeVolumes, FakeWorkspace
@@ -657,10 +657,13 @@ def test_fake_outputs_fetch_an_output_to_a_node_that_lacks_it(tmp_path: Path) ->
     stored = store.commit(staging, store.seal(staging))
     assert stored.node == "node-1"
     assert store.bind(stored.digest, "node-1") == stored.location
+    store.bring([stored.digest], "node-1")
     assert store.fetches == 0
     there = store.bind(stored.digest, "node-2")
+    assert not Path(there).exists()  # named, not fetched
+    store.bring([stored.digest], "node-2")
     assert there != stored.location and contents(Path(there)) == expected
-    assert store.bind(stored.digest, "node-2") == there
+    store.bring([stored.digest], "node-2")
     assert store.fetches == 1
 
 
@@ -673,14 +676,14 @@ def test_fake_outputs_lose_what_only_a_forgotten_node_had(tmp_path: Path) -> Non
         fill(staging.path, {"n": str(n).encode()})
         digests.append(store.commit(staging, store.seal(staging)).digest)
     shared, alone = digests
-    store.bind(shared, "node-2")
+    store.bring([shared], "node-2")
     store.forget("node-1")
     assert store.exists(shared) and not store.exists(alone)
     assert store.locate(shared).is_dir()
     store.forget("node-2")
     assert not store.exists(shared)
-    with pytest.raises(FileNotFoundError):
-        store.bind(shared, "node-3")
+    with pytest.raises(OutputsLost):
+        store.bring([shared], "node-3")
 
 
 def test_fake_volumes_give_up_waiting_after_their_timeout(tmp_path: Path) -> None:

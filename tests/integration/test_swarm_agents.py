@@ -38,7 +38,10 @@ def agents(swarm_runtime: SwarmRuntime) -> Iterator[AgentPool]:
 
 
 def test_outputs_and_inputs_reach_the_node_that_reads_them_through_the_agents(
-    tmp_path: Path, on_swarm: LocalSwarm, swarm_runtime: SwarmRuntime
+    tmp_path: Path,
+    on_swarm: LocalSwarm,
+    swarm_runtime: SwarmRuntime,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Three producers too big to share a node; their consumer reads two of them from
     other nodes and two inputs from this machine, all through copies kept by its node's
@@ -83,6 +86,12 @@ steps:
         assert tree_digest(root / node / "outputs" / digest)[0] == digest
         assert (root / whole[1] / "outputs" / digest).is_dir()
     assert not list(root.glob("*/projects/*/work/*"))  # the run's work folders are gone
+
+    capsys.readouterr()
+    assert main(["outputs", "-f", str(path), "whole", "--backend", "swarm"]) == 0
+    here = Path(capsys.readouterr().out.strip())  # a checked copy on this machine
+    assert here == path.parent / ".dockyard" / "outputs" / whole[2]
+    assert (here / "all").read_text() == (kept / "all").read_text()
 
 
 def _agent_root() -> str:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from dockyard.execution import Executor
+from dockyard.execution import Executor, Ports
 from dockyard.runtime.base import HostCapacity, Node
 from dockyard.spec import load_pipeline
+from dockyard.storage.local import LocalVolumes
+from dockyard.storage.outputs import Sealed
+from dockyard.storage.ports import Staging, StoredOutput
 from dockyard.storage.store import Store
-from dockyard.testing import FakeRuntime, Fault
+from dockyard.testing import FakeOutputs, FakeRuntime, FakeWorkspace, Fault
 from tests.unit.test_engine_fake import IMAGE
 from tests.unit.test_recovery import write
 
@@ -83,3 +86,45 @@ steps:
         ("succeeded", "n0"),
     ]
     assert store.run("r1").state == "succeeded"
+
+
+def test_an_output_kept_only_on_a_node_that_went_down_is_made_again_for_its_reader(
+    tmp_path: Path,
+) -> None:
+    """``first`` commits on n0, then n0 goes down with its disk: ``second`` cannot get that
+    output anywhere, so ``first`` runs again (on n1), and then ``second``; none of it is held
+    against a retry."""
+    runtime = cluster(1, 1)
+    path = write(
+        tmp_path,
+        f"""
+version: 1
+name: lost-output
+defaults: {{image: {IMAGE}, resources: {{cpus: 1, memory: 16m}}, retries: 0}}
+steps:
+  first: {{command: "echo one > /out/v"}}
+  second: {{needs: [first], command: "cat /in/first/v > /out/v"}}
+""",
+    )
+    pf = load_pipeline(path)
+    disks = tmp_path / "disks"
+
+    class LosingOutputs(FakeOutputs):
+        def commit(self, staging: Staging, sealed: Sealed) -> StoredOutput:
+            stored = super().commit(staging, sealed)
+            if staging.path.name.startswith("first.1"):  # its node dies, its disk with it
+                runtime.set_node_state(staging.node, "down")
+                self.forget(staging.node)
+            return stored
+
+    ports = Ports(LosingOutputs(disks), FakeWorkspace(disks), LocalVolumes())
+    store = Store(pf.state_dir / "state.db")
+    Executor(pf, runtime, store, new_id=lambda: "r1", ports=ports).run()
+    first = store.attempts("r1", "first")
+    assert [(a.state, a.node) for a in first] == [("succeeded", "n0"), ("succeeded", "n1")]
+    second = store.attempts("r1", "second")
+    assert [(a.state, a.node) for a in second][-1] == ("succeeded", "n1")
+    assert [a.state for a in second[:-1]] == ["lost"]  # could not get first's output
+    assert "no node has output" in (second[0].detail or "")
+    assert store.run("r1").state == "succeeded"
+    assert ("output-lost", "first") in {(kind, who) for _, kind, who, _ in store.events("r1")}

@@ -233,6 +233,81 @@ def test_a_node_that_comes_back_takes_work_again(write_pipeline: WritePipeline) 
     assert {a.node for a in planner.next(now=0).actions if isinstance(a, Start)} == {"two"}
 
 
+def _succeed(planner: Planner, *names: str, now: float = 0) -> None:
+    for start in [a for a in planner.next(now=now).actions if isinstance(a, Start)]:
+        if str(start.instance) in names:
+            planner.ended(start.instance, start.attempt, Outcome(0), now=now)
+
+
+def test_an_output_lost_with_its_node_is_made_again_before_what_reads_it(
+    write_pipeline: WritePipeline,
+) -> None:
+    planner = Planner(graph(write_pipeline, CHAIN), POOL)
+    resolve_all(planner)
+    _succeed(planner, "a", "side")
+    resolve_all(planner)
+    starts = [a for a in planner.next(now=1).actions if isinstance(a, Start)]
+    assert sorted(str(a.instance) for a in starts) == ["b[x]", "b[y]"]
+    # b[x] could not get a's output: a's node is gone, and no other node kept it.
+    lost = planner.ended(iid("b[x]"), 1, Outcome(None, Reason.LOST, "a's output"), now=2)
+    assert [type(x) for x in lost] == [Retry]
+    assert planner.outputs_lost([iid("a")]) == [iid("a")]
+    assert planner.observed[iid("a")].phase is Phase.PENDING
+    assert planner.observed[iid("a")].lost == 1  # (not held against its retries)
+    assert planner.outputs_lost([iid("a")]) == []  # already being made again
+    assert [u for u in planner.resolvable()] == [(iid("a"),)]
+    planner.resolved((iid("a"),), MISS)
+    plan_ = planner.next(now=3)
+    started = [str(a.instance) for a in plan_.actions if isinstance(a, Start)]
+    assert started == ["a"]  # b[x] and b[z] wait for a again; b[y] runs on
+    assert not plan_.finished
+    again = next(a for a in plan_.actions if isinstance(a, Start))
+    assert again.attempt == 2
+    planner.ended(iid("a"), 2, Outcome(0), now=4)
+    planner.ended(iid("b[y]"), 1, Outcome(0), now=4)
+    assert sorted(str(u[0]) for u in planner.resolvable()) == ["b[x]", "b[z]"]
+
+
+def test_a_lost_output_whose_readers_are_done_or_running_only_runs_again(
+    write_pipeline: WritePipeline,
+) -> None:
+    planner = Planner(graph(write_pipeline, CHAIN), Capacity.of(8, 8192 * MIB))
+    resolve_all(planner)
+    _succeed(planner, "a", "side")
+    resolve_all(planner)
+    bs = [a for a in planner.next(now=1).actions if isinstance(a, Start)]
+    assert len(bs) == 3
+    planner.ended(bs[0].instance, 1, Outcome(0), now=2)  # one done, two running
+    planner.outputs_lost([iid("a")])
+    resolve_all(planner)
+    assert [str(a.instance) for a in planner.next(now=3).actions if isinstance(a, Start)] == ["a"]
+    planner.ended(iid("a"), 2, Outcome(0), now=4)
+    assert planner.resolvable() == []  # nothing that read it resolves again
+    for start in bs[1:]:
+        planner.ended(start.instance, 1, Outcome(0), now=5)
+    resolve_all(planner)
+    assert [str(a.instance) for a in planner.next(now=6).actions if isinstance(a, Start)] == ["c"]
+
+
+def test_a_reader_waiting_to_retry_waits_for_the_lost_output_instead(
+    write_pipeline: WritePipeline,
+) -> None:
+    text = CHAIN.replace(
+        'b: {command: "true",', 'b: {command: "true", retries: {max: 2, backoff: 10s},'
+    )
+    planner = Planner(graph(write_pipeline, text), Capacity.of(8, 8192 * MIB))
+    resolve_all(planner)
+    _succeed(planner, "a", "side")
+    resolve_all(planner)
+    planner.next(now=1)
+    planner.ended(iid("b[x]"), 1, Outcome(1), now=2)  # failed: retry at 12
+    planner.outputs_lost([iid("a")])
+    resolve_all(planner)
+    assert [str(a.instance) for a in planner.next(now=20).actions if isinstance(a, Start)] == ["a"]
+    planner.ended(iid("a"), 2, Outcome(0), now=21)
+    assert [str(u[0]) for u in planner.resolvable()] == ["b[x]"]
+
+
 # -- the same answers as planning from scratch ---------------------------------------------------
 
 

@@ -69,5 +69,10 @@ def test_only_a_running_instance_can_succeed_fail_or_retry() -> None:
 
 
 def test_every_final_phase_is_final() -> None:
-    finals = {s for s in Phase if not any(s is state for state, _ in INSTANCE)}
+    """Final: nothing but the loss of a committed output (its node gone) moves it on."""
+    leaving = {state for (state, event) in INSTANCE if event is not InstanceEvent.OUTPUT_LOST}
+    finals = {s for s in Phase if s not in leaving}
     assert finals == {p for p in Phase if p.final}
+    assert {(s, e) for (s, e) in INSTANCE if e is InstanceEvent.OUTPUT_LOST} == {
+        (Phase.SUCCEEDED, InstanceEvent.OUTPUT_LOST)
+    }

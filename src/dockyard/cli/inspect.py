@@ -11,7 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from dockyard.cli.app import cli, file_option, open_store, out
+from dockyard.backend import LOCAL, choose
+from dockyard.cli.app import backend_option, cli, file_option, open_store, out
 from dockyard.errors import UnknownReference
 from dockyard.planning.graph import InstanceId
 from dockyard.report.render import dot, mermaid
@@ -226,10 +227,15 @@ def logs(file: str, args: tuple[str, ...], attempt: int | None) -> None:
 @cli.command()
 @file_option
 @click.argument("args", nargs=-1, required=True, metavar="[RUN] STEP[KEY]")
-def outputs(file: str, args: tuple[str, ...]) -> None:
-    """Print the host directory that holds an instance's committed output."""
+@backend_option
+def outputs(file: str, args: tuple[str, ...], backend: str | None) -> None:
+    """Print the host directory that holds an instance's committed output.
+
+    A run on a cluster (--backend swarm) keeps its outputs on the nodes: the folder printed
+    is then a copy on this machine, fetched from a node that keeps it and checked."""
     run_id, wanted = _instance_args(args)
-    with open_store(load_pipeline(file)) as store:
+    pf = load_pipeline(file)
+    with open_store(pf) as store:
         run = store.run(run_id)
         name = _find_instance(store, run.id, wanted)
         row = next(r for r in store.instances(run.id) if r.instance == name)
@@ -238,6 +244,16 @@ def outputs(file: str, args: tuple[str, ...]) -> None:
         raise UnknownReference(
             f"{name} has no committed output in run {run.id} (its state is {row.state})"
         )
+    chosen = choose(backend)
+    if chosen is not LOCAL and row.output:
+        runtime = chosen.runtime()
+        try:
+            where = chosen.ports(pf, runtime, lambda message: None).outputs.locate(row.output)
+        except FileNotFoundError as exc:
+            raise UnknownReference(f"{name}: {exc.strerror or exc}") from None
+        finally:
+            runtime.close()
+        path = str(where)
     click.echo(path)
 
 

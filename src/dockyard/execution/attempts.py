@@ -22,7 +22,7 @@ from dockyard.planning.plan import SIGPIPE_EXIT, Outcome, Reason
 from dockyard.runtime.base import ContainerSpec, ExitStatus, Runtime
 from dockyard.runtime.patient import EngineGuard
 from dockyard.storage.outputs import Sealed
-from dockyard.storage.ports import OutputStore, Staging, Workspace
+from dockyard.storage.ports import NodeUnavailable, OutputStore, Staging, Workspace
 
 # The exits whose output may be committed: success, and a streamed producer ended by SIGPIPE
 # after its consumer left (whether that is fine is the planner's to say).
@@ -235,6 +235,8 @@ def _by_signal(status: ExitStatus) -> bool:
 
 
 def outcome(result: Result) -> Outcome:
+    if isinstance(result.error, NodeUnavailable):  # its node's store failed it, not its step
+        return Outcome(None, Reason.LOST, str(result.error))
     if result.error is not None or result.status is None:
         return Outcome(None, Reason.ENGINE, str(result.error or "no exit status"))
     status = result.status

@@ -188,6 +188,12 @@ class RunJournal:
         }
         self.report(Event("failed" if final else "retrying", self.clock(), str(iid), detail))
 
+    def output_lost(self, iid: InstanceId) -> None:
+        """``iid``'s committed output was kept only on nodes that are down: it runs again."""
+        reason = "its output was kept only on a node that is down: made again"
+        self._instance(iid, state="pending", output=None, reason=reason)
+        self.report(Event("output-lost", self.clock(), str(iid), {"message": reason}))
+
     def interrupted(self, running: Iterable[tuple[InstanceId, int]]) -> None:
         """The run ends while these attempts still run."""
         now = self.clock()

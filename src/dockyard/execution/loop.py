@@ -24,10 +24,12 @@ from dockyard.execution.dispatch import Dispatch
 from dockyard.execution.journal import RunJournal
 from dockyard.execution.launcher import Launcher
 from dockyard.execution.resolution import Resolver
+from dockyard.planning.graph import InstanceId
 from dockyard.planning.plan import Block, Reason, Start
 from dockyard.planning.planner import Action, Adopt, Commit, Fail, Kill, Planner, Retry, Reuse
 from dockyard.planning.schedule import Capacity
 from dockyard.runtime.base import LOCAL_NODE
+from dockyard.storage.ports import OutputsLost
 
 STALE_ROWS = 0.2  # seconds rows may wait to be written when nothing else happens
 NODE_REFRESH = 2.0  # seconds between looks at a cluster's nodes (which are down, which back)
@@ -141,7 +143,21 @@ class RunLoop:
             self.apply(action)
             if isinstance(action, Commit | Retry | Fail):
                 concluded.append((action.instance, action.attempt))
+        if isinstance(result.error, OutputsLost):  # (once the reader waits to run again)
+            self._outputs_lost(result.instance, result.error.digests)
         return concluded
+
+    def _outputs_lost(self, reader: InstanceId, digests: tuple[str, ...]) -> None:
+        """What ``reader`` could not get is kept on no node that is up: made again."""
+        graph, known = self.launcher.graph, self.resolver.known
+        sources = {
+            mount.source
+            for member in graph.group(reader)
+            for mount in graph.instances[member].upstream
+            if known.outputs.get(mount.source) in digests
+        }
+        for again in self.planner.outputs_lost(sorted(sources, key=str)):
+            self.journal.output_lost(again)
 
     def apply(self, action: Action) -> None:
         if isinstance(action, Start):

@@ -21,6 +21,7 @@ A unit is an instance, or a streamed chain of instances that start, fail and ret
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -63,16 +64,27 @@ class _Ready:
     number of distinct needs (a handful), not the number of ready units."""
 
     def __init__(self) -> None:
-        self.by_need: dict[Capacity, list[tuple[int, str, InstanceId]]] = {}
+        self.by_need: dict[Capacity, list[tuple[int, str, int, InstanceId]]] = {}
+        self.entries: dict[InstanceId, int] = {}  # head -> its live entry (others are stale)
+        self.pushed = 0
 
     def push(self, need: Capacity, priority: int, head: InstanceId) -> None:
-        heapq.heappush(self.by_need.setdefault(need, []), (-priority, str(head), head))
+        self.pushed += 1
+        self.entries[head] = self.pushed
+        entry = (-priority, str(head), self.pushed, head)
+        heapq.heappush(self.by_need.setdefault(need, []), entry)
+
+    def discard(self, head: InstanceId) -> None:
+        """No longer ready (what it reads must be made again); its entry goes stale."""
+        self.entries.pop(head, None)
 
     def pop_fitting(self, free: Mapping[str, Capacity]) -> tuple[InstanceId, Capacity, str] | None:
         """The highest-priority unit that fits a node, and the node (the fullest that fits:
         packing, so that big work finds room later)."""
         best: tuple[tuple[int, str], Capacity, str] | None = None
         for need, heap in self.by_need.items():
+            while heap and self.entries.get(heap[0][3]) != heap[0][2]:
+                heapq.heappop(heap)  # (stale)
             if not heap:
                 continue
             nodes = [n for n, room in free.items() if room.fits(need)]
@@ -85,11 +97,12 @@ class _Ready:
         if best is None:
             return None
         _, need, node = best
-        head = heapq.heappop(self.by_need[need])[2]
+        head = heapq.heappop(self.by_need[need])[3]
+        del self.entries[head]
         return head, need, node
 
     def __len__(self) -> int:
-        return sum(len(heap) for heap in self.by_need.values())
+        return len(self.entries)
 
 
 class Planner:
@@ -193,7 +206,9 @@ class Planner:
         self.blocks = []
         stopping = self.failed and not self.keep_going
         while self.retries and self.retries[0][0] <= now and not stopping:
-            self._make_ready(heapq.heappop(self.retries)[2])
+            head = heapq.heappop(self.retries)[2]
+            if not self.waiting[head]:  # (else what it reads is being made again: it waits)
+                self._make_ready(head)
         if not stopping:
             free = {n: self.nodes[n] - self.used[n] for n in self.nodes}
             while (picked := self.ready.pop_fitting(free)) is not None:
@@ -295,6 +310,32 @@ class Planner:
             heapq.heappush(self.retries, (seen.retry_at, self.position[unit[0]], unit[0]))
         return actions
 
+    # -- outputs that are gone ------------------------------------------------------------------
+
+    def outputs_lost(self, instances: Iterable[InstanceId]) -> list[InstanceId]:
+        """Committed outputs that no node keeps any more (their node is gone): their units
+        run again (not held against their retries), and the units that read them and have
+        not started wait for them again. Returns the instances that will run again."""
+        again: list[InstanceId] = []
+        for iid in instances:
+            unit = self.graph.group(iid)
+            if any(self.observed[m].phase is not Phase.SUCCEEDED for m in unit):
+                continue  # (already being made again, or not made at all)
+            for member in unit:
+                lost = self.observed[member].lost + 1
+                self._move(member, InstanceEvent.OUTPUT_LOST, lost=lost, retry_at=None)
+                again.append(member)
+                for head in self.dependents.get(member, ()):
+                    if self.observed[head].phase is not Phase.PENDING:
+                        continue  # running or done: it has what it read
+                    if not self.waiting[head]:  # resolvable, ready or waiting to retry
+                        with contextlib.suppress(ValueError):
+                            self.to_resolve.remove(head)
+                        self.ready.discard(head)
+                    self.waiting[head] += 1
+            self.to_resolve.append(unit[0])
+        return again
+
     # -- queries --------------------------------------------------------------------------------
 
     def in_phase(self, phase: Phase) -> list[InstanceId]:
@@ -311,6 +352,8 @@ class Planner:
     def _succeeded(self, member: InstanceId, event: InstanceEvent) -> None:
         self._move(member, event, reason=None)
         for head in self.dependents.get(member, ()):
+            if self.observed[head].phase is not Phase.PENDING:
+                continue  # (one that read an output made before, which was lost since)
             self.waiting[head] -= 1
             if not self.waiting[head]:
                 self.to_resolve.append(head)

@@ -24,6 +24,7 @@ class InstanceEvent(enum.StrEnum):
     GAVE_UP = "gave-up"  # its attempt failed and no retry is left
     UPSTREAM_FAILED = "upstream-failed"
     RUN_STOPPED = "run-stopped"  # the run ended (a signal, the engine away) before it did
+    OUTPUT_LOST = "output-lost"  # its committed output was kept only on a node now gone
 
 
 INSTANCE: Mapping[tuple[Phase, InstanceEvent], Phase] = {
@@ -36,13 +37,20 @@ INSTANCE: Mapping[tuple[Phase, InstanceEvent], Phase] = {
     (Phase.RUNNING, InstanceEvent.RETRY): Phase.PENDING,
     (Phase.RUNNING, InstanceEvent.GAVE_UP): Phase.FAILED,
     (Phase.RUNNING, InstanceEvent.RUN_STOPPED): Phase.INTERRUPTED,
+    (Phase.SUCCEEDED, InstanceEvent.OUTPUT_LOST): Phase.PENDING,  # made again when needed
 }
 # Pairs that cannot happen: the planner never starts, reuses or adopts what is not pending,
-# only a running instance has an attempt to end, and upstream failures reach only what waits.
+# only a running instance has an attempt to end, upstream failures reach only what waits, and
+# only a committed output can be lost.
 INSTANCE_IMPOSSIBLE = frozenset(
     {
         (Phase.PENDING, e)
-        for e in (InstanceEvent.COMMITTED, InstanceEvent.RETRY, InstanceEvent.GAVE_UP)
+        for e in (
+            InstanceEvent.COMMITTED,
+            InstanceEvent.RETRY,
+            InstanceEvent.GAVE_UP,
+            InstanceEvent.OUTPUT_LOST,
+        )
     }
     | {
         (Phase.RUNNING, e)
@@ -51,12 +59,14 @@ INSTANCE_IMPOSSIBLE = frozenset(
             InstanceEvent.ADOPTED,
             InstanceEvent.STARTED,
             InstanceEvent.UPSTREAM_FAILED,
+            InstanceEvent.OUTPUT_LOST,
         )
     }
     | {
         (final, e)
         for final in (Phase.SUCCEEDED, Phase.FAILED, Phase.BLOCKED, Phase.INTERRUPTED)
         for e in InstanceEvent
+        if (final, e) != (Phase.SUCCEEDED, InstanceEvent.OUTPUT_LOST)
     }
 )
 

@@ -66,10 +66,10 @@ class LiveProgress:
                 self.state[name] = "succeeded" if event.kind == "cached" else event.kind
                 if name in self.started:
                     self.durations.append(event.at - self.started.pop(name))
-            elif event.kind == "retrying":
+            elif event.kind in ("retrying", "output-lost"):
                 self.state[name] = "pending"
                 self.started.pop(name, None)
-        if event.kind in ("failed", "retrying", "image", "recovered", "engine"):
+        if event.kind in ("failed", "retrying", "output-lost", "image", "recovered", "engine"):
             line = printable(_describe(event))
             if line:
                 self.live.console.print(Text(line), soft_wrap=True)
@@ -140,6 +140,8 @@ def _describe(event: Event) -> str:
             return f"FAILED    {event.instance}: attempt {d['attempt']} {d['message']}"
         case "blocked":
             return f"blocked   {event.instance}: upstream {d['because']} failed"
+        case "output-lost":
+            return f"again     {event.instance}: {d['message']}"
         case "run-ended":
             return f"run {d['run']} {d['state']}"
     return ""

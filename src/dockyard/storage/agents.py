@@ -25,17 +25,16 @@ from typing import Any
 
 from dockyard.agent import layout
 from dockyard.agent.client import AgentClient, AgentError
-from dockyard.errors import RuntimeFailure
 from dockyard.storage import outputs as sealing
 from dockyard.storage.node_disk import safe_name
 from dockyard.storage.outputs import Sealed
-from dockyard.storage.ports import Staging, StoredOutput
+from dockyard.storage.ports import NodeUnavailable, OutputsLost, Staging, StoredOutput
 
 LOOP_TIMEOUT = 5.0  # seconds, for a call the run loop waits for
 ADDRESSES_FRESH = 2.0  # seconds an answer about the nodes' addresses is used again
 
 
-class AgentUnavailable(RuntimeFailure):
+class AgentUnavailable(NodeUnavailable):
     """A node's agent could not do what was asked."""
 
 
@@ -145,7 +144,7 @@ class AgentOutputs:
         for node in self.holders(digest):
             with contextlib.suppress(AgentError):
                 return self.pool.client(node).fetch_into(digest, self.local)
-        raise FileNotFoundError(f"no node that is up keeps output {digest[:12]}")
+        raise FileNotFoundError(errno.ENOENT, f"no node that is up keeps output {digest[:12]}")
 
     def bind(self, digest: str, node: str) -> str:
         return str(layout.object_dir(self.pool.root, node, digest))
@@ -159,7 +158,7 @@ class AgentOutputs:
                 continue
             holders = [n for n in self.holders(digest) if n != node]
             if not holders:
-                raise AgentUnavailable(f"output {digest[:12]} is kept on no node that is up")
+                raise OutputsLost([digest], f"output {digest[:12]} is kept on no node that is up")
             source = self.pool.addresses()[holders[0]]
             self.pool.call(node, "objects/fetch", {"digest": digest, "source": source})
 

@@ -14,10 +14,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from dockyard.errors import RuntimeFailure
 from dockyard.storage.outputs import Sealed
 
 if TYPE_CHECKING:  # (not imported: a node agent's image has the standard library only)
     from dockyard.storage.volumes import Snapshot, VolumeInfo
+
+
+class NodeUnavailable(RuntimeFailure):
+    """The node chosen for an attempt could not take it (its store did not answer, or
+    could not keep what it made): the attempt is lost, not failed."""
+
+
+class OutputsLost(NodeUnavailable):
+    """Committed outputs an attempt reads are kept on no node that is up: they must be made
+    again (see :meth:`dockyard.planning.planner.Planner.outputs_lost`)."""
+
+    def __init__(self, digests: Sequence[str], message: str):
+        super().__init__(message)
+        self.digests = tuple(digests)
 
 
 @dataclass(frozen=True)
@@ -68,7 +83,7 @@ class OutputStore(Protocol):
     def bring(self, digests: Sequence[str], node: str) -> None:
         """Make the committed outputs ``digests`` present on ``node``, fetched (and checked)
         from wherever they are kept: an attempt's worker calls this before its container is
-        created. A :class:`~dockyard.errors.DockyardError` when one is nowhere to be had."""
+        created. :class:`OutputsLost` when one is kept on no node that is up."""
 
 
 class Workspace(Protocol):
@@ -142,4 +157,12 @@ class VolumeBackend(Protocol):
         """The host path to bind into a container on ``node``."""
 
 
-__all__ = ["OutputStore", "Staging", "StoredOutput", "VolumeBackend", "Workspace"]
+__all__ = [
+    "NodeUnavailable",
+    "OutputStore",
+    "OutputsLost",
+    "Staging",
+    "StoredOutput",
+    "VolumeBackend",
+    "Workspace",
+]

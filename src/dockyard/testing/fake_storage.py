@@ -2,7 +2,7 @@
 bytes live*, not how they are hashed or copied efficiently.
 
 - :class:`FakeOutputs` keeps committed outputs per node: a node's "disk" is a folder under
-  the root it is given. An output is on the node whose staging it was; binding it on
+  the root it is given. An output is on the node whose staging it was; bringing it to
   another node fetches (copies) it there and counts the fetch; :meth:`FakeOutputs.forget`
   loses a node with its disk.
 - :class:`FakeWorkspace` makes staging folders on their node's disk, stream FIFOs and log
@@ -38,7 +38,7 @@ from dockyard.storage import outputs as sealing
 from dockyard.storage import safefs
 from dockyard.storage.node_disk import make_fifos, safe_name
 from dockyard.storage.outputs import Sealed
-from dockyard.storage.ports import Staging, StoredOutput
+from dockyard.storage.ports import OutputsLost, Staging, StoredOutput
 from dockyard.storage.volume_stream import StreamError
 from dockyard.storage.volume_stream.format import check_path
 from dockyard.storage.volumes import (
@@ -102,20 +102,23 @@ class FakeOutputs:
         return found[0]
 
     def bind(self, digest: str, node: str) -> str:
-        target = self.disk(node) / digest
-        with self._lock:
-            if not target.is_dir():
-                source = self.locate(digest)
-                self.disk(node).mkdir(parents=True, exist_ok=True)
-                incoming = self.disk(node) / f".fetching-{uuid.uuid4().hex}"
-                shutil.copytree(source, incoming, symlinks=True)
-                os.rename(incoming, target)
-                self.fetches += 1
-        return str(target)
+        return str(self.disk(node) / digest)
 
     def bring(self, digests: Sequence[str], node: str) -> None:
+        """Fetch (copy) each output a node lacks from a node that has it, and count it."""
         for digest in digests:
-            self.bind(digest, node)
+            target = self.disk(node) / digest
+            with self._lock:
+                if target.is_dir():
+                    continue
+                found = self.holders(digest)
+                if not found:
+                    raise OutputsLost([digest], f"no node has output {digest[:12]}")
+                self.disk(node).mkdir(parents=True, exist_ok=True)
+                incoming = self.disk(node) / f".fetching-{uuid.uuid4().hex}"
+                shutil.copytree(found[0], incoming, symlinks=True)
+                os.rename(incoming, target)
+                self.fetches += 1
 
     def forget(self, node: str) -> None:
         """Lose ``node`` and its disk: outputs only it had no longer exist."""
