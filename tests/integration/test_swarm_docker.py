@@ -8,6 +8,7 @@ outputs are compared with a run of the same file by the local backend on the mai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -415,3 +416,99 @@ def _node_id(swarm: LocalSwarm, name: str) -> str:
         return next(str(n["ID"]) for n in client.nodes() if n["Description"]["Hostname"] == name)
     finally:
         client.close()
+
+
+def test_an_output_kept_only_on_a_killed_node_is_made_again_for_its_reader(
+    tmp_path: Path, doomed_swarm: LocalSwarm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``first`` commits on a worker, whose dockerd is then killed; ``second`` (which also
+    waits for ``gate`` on the other worker) finds that output on no node that is up: its
+    attempt is lost, ``first`` runs again on the live worker, then ``second``."""
+    import subprocess
+    import sys
+
+    manager = doomed_swarm.manager.engine.client()
+    try:  # the work goes to the two workers (the manager must outlive the test)
+        node = next(n for n in manager.nodes() if n["Description"]["Hostname"] == "dysw1")
+        spec = {**node["Spec"], "Availability": "drain"}
+        manager.update_node(node["ID"], node["Version"]["Index"], spec)
+    finally:
+        manager.close()
+    probe = SwarmRuntime(doomed_swarm.manager.url)
+    cpus = min(n.capacity.cpus for n in probe.nodes()) * 0.75  # one such step per node
+    probe.close()
+    path = tmp_path / "dockyard.yaml"
+    path.write_text(
+        f"""
+version: 1
+name: remade
+defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}, retries: 0}}
+steps:
+  first:
+    resources: {{cpus: {cpus:g}, memory: 32m}}
+    command: "echo one > /out/v"
+  gate:
+    resources: {{cpus: {cpus:g}, memory: 32m}}
+    command: "sleep 15; echo gate > /out/v"
+  second:
+    needs: [first, gate]
+    command: "cat /in/first/v /in/gate/v > /out/v"
+"""
+    )
+    env = {
+        **os.environ,
+        "DOCKER_HOST": doomed_swarm.manager.url,
+        "DOCKYARD_SWARM_ENGINES": " ".join(n.url for n in doomed_swarm.nodes),
+    }
+    run = subprocess.Popen(
+        [sys.executable, "-m", "dockyard", "run", "-f", str(path), "--backend", "swarm"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        holder = _node_of_first_success(path, "first")
+        victim = next(n for n in doomed_swarm.nodes if _node_id(doomed_swarm, n.name) == holder)
+        victim.kill()
+        output, _ = run.communicate(timeout=240)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, output.decode()
+    rows = placements(path)
+    firsts = [(r[1], r[5] is not None) for r in rows if r[0] == "first"]
+    assert len(firsts) == 2 and firsts[0][0] == holder and firsts[1][0] != holder
+    db = sqlite3.connect(path.parent / ".dockyard" / "state.db")
+    try:
+        states = db.execute(
+            "SELECT instance, state, detail FROM attempts WHERE instance IN ('first', 'second') "
+            "ORDER BY started_at"
+        ).fetchall()
+    finally:
+        db.close()
+    assert [s for i, s, _ in states if i == "first"] == ["succeeded", "succeeded"]
+    second = [(s, d) for i, s, d in states if i == "second"]
+    assert [s for s, _ in second] == ["lost", "succeeded"]
+    assert "no node that is up" in (second[0][1] or "")
+    assert "made again" in output.decode()
+    result = committed_output(path, "second", capsys) / "v"
+    assert result.read_text() == "one\ngate\n"
+
+
+def _node_of_first_success(path: Path, instance: str) -> str:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with contextlib.suppress(sqlite3.OperationalError):  # (not made yet: never by us)
+            db = sqlite3.connect(f"file:{path.parent / '.dockyard' / 'state.db'}?mode=ro", uri=True)
+            try:
+                row = db.execute(
+                    "SELECT node FROM attempts WHERE instance = ? AND state = 'succeeded'",
+                    (instance,),
+                ).fetchone()
+            finally:
+                db.close()
+            if row is not None:
+                return str(row[0])
+        time.sleep(0.2)
+    raise AssertionError(f"{instance} never succeeded")

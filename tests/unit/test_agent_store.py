@@ -10,6 +10,7 @@ import pytest
 from dockyard.agent.client import AgentClient
 from dockyard.storage import outputs as sealing
 from dockyard.storage.agents import AgentOutputs, AgentUnavailable, AgentWorkspace
+from dockyard.storage.ports import OutputsLost
 from dockyard.testing.agents import running_agents
 
 
@@ -44,7 +45,7 @@ def test_an_output_kept_only_on_a_lost_node_no_longer_exists(tmp_path: Path) -> 
         workspace.make(staging)
         pool.stop("n1")  # type: ignore[attr-defined]
         assert not outputs.exists(digest)  # a cache hit on it is not one: it is made again
-        with pytest.raises(AgentUnavailable, match="no node that is up"):
+        with pytest.raises(OutputsLost, match="no node that is up"):
             outputs.bring([digest], "n2")
         outputs.discard(staging)  # a staging on a lost node: nothing to do, no error
         with pytest.raises(AgentUnavailable):
