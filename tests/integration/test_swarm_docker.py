@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -418,13 +419,13 @@ def _node_id(swarm: LocalSwarm, name: str) -> str:
         client.close()
 
 
-def test_an_output_kept_only_on_a_killed_node_is_made_again_for_its_reader(
+def test_what_lived_only_on_a_killed_node_is_made_again_or_moved(
     tmp_path: Path, doomed_swarm: LocalSwarm, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``first`` commits on a worker, whose dockerd is then killed; ``second`` (which also
-    waits for ``gate`` on the other worker) finds that output on no node that is up: its
-    attempt is lost, ``first`` runs again on the live worker, then ``second``."""
-    import subprocess
+    """``first`` commits on a worker (the one with the services: the fullest), whose dockerd
+    is then killed; ``second`` (which also waits for ``gate`` on the other worker) finds that
+    output on no node that is up: its attempt is lost, ``first`` runs again on the live
+    worker, then ``second``, whose service ``db`` was started anew there."""
     import sys
 
     manager = doomed_swarm.manager.engine.client()
@@ -443,6 +444,8 @@ def test_an_output_kept_only_on_a_killed_node_is_made_again_for_its_reader(
 version: 1
 name: remade
 defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}, retries: 0}}
+services:
+  db: {{image: "{BUSYBOX_IMAGE}", command: "sleep 1000", resources: {{cpus: 0.1, memory: 16m}}}}
 steps:
   first:
     resources: {{cpus: {cpus:g}, memory: 32m}}
@@ -452,6 +455,7 @@ steps:
     command: "sleep 15; echo gate > /out/v"
   second:
     needs: [first, gate]
+    services: [db]
     command: "cat /in/first/v /in/gate/v > /out/v"
 """
     )
@@ -467,7 +471,7 @@ steps:
         stderr=subprocess.STDOUT,
     )
     try:
-        holder = _node_of_first_success(path, "first")
+        holder = _node_of_first_success(path, "first", run)
         victim = next(n for n in doomed_swarm.nodes if _node_id(doomed_swarm, n.name) == holder)
         victim.kill()
         output, _ = run.communicate(timeout=240)
@@ -492,13 +496,16 @@ steps:
     assert [s for s, _ in second] == ["lost", "succeeded"]
     assert "no node that is up" in (second[0][1] or "")
     assert "made again" in output.decode()
+    assert "service db: its node went down; starting it on node" in output.decode()
     result = committed_output(path, "second", capsys) / "v"
     assert result.read_text() == "one\ngate\n"
 
 
-def _node_of_first_success(path: Path, instance: str) -> str:
+def _node_of_first_success(path: Path, instance: str, run: subprocess.Popen[bytes]) -> str:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
+        if run.poll() is not None:  # (ended before: say how)
+            raise AssertionError(run.communicate()[0].decode())
         with contextlib.suppress(sqlite3.OperationalError):  # (not made yet: never by us)
             db = sqlite3.connect(f"file:{path.parent / '.dockyard' / 'state.db'}?mode=ro", uri=True)
             try:

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from dockyard.execution import Executor, Ports
+from dockyard.execution.services import LABEL_SERVICE
 from dockyard.runtime.base import HostCapacity, Node
 from dockyard.spec import load_pipeline
 from dockyard.storage.local import LocalVolumes
@@ -128,3 +129,35 @@ steps:
     assert "no node has output" in (second[0].detail or "")
     assert store.run("r1").state == "succeeded"
     assert ("output-lost", "first") in {(kind, who) for _, kind, who, _ in store.events("r1")}
+
+
+def test_a_service_whose_node_goes_down_is_started_again_on_another(tmp_path: Path) -> None:
+    """The services sit on the first node; ``load`` runs there too and the node goes down
+    as it starts: the attempt is lost, and before it runs again its service is started anew
+    on the other node, which then takes the services' reservation."""
+    runtime = cluster(2, 2)
+    runtime.inject("load", Fault(node_down=True))
+    path = write(
+        tmp_path,
+        f"""
+version: 1
+name: moved-service
+services:
+  db: {{image: {IMAGE}, command: "sleep 1000", resources: {{cpus: 0.5, memory: 16m}}}}
+steps:
+  load:
+    image: {IMAGE}
+    services: [db]
+    resources: {{cpus: 1, memory: 16m}}
+    retries: 0
+    command: "echo loaded > /out/x"
+""",
+    )
+    store = run(path, runtime)
+    assert [(a.state, a.node) for a in store.attempts("r1", "load")] == [
+        ("lost", "n0"),
+        ("succeeded", "n1"),
+    ]
+    services = [spec for spec in runtime.created if spec.labels.get(LABEL_SERVICE)]
+    assert [s.node for s in services] == ["n0", "n1"]
+    assert store.run("r1").state == "succeeded"

@@ -270,6 +270,10 @@ class Executor:
             clock=self.clock,
             engine_away_since=lambda since: self.guard.away_between(since, self.clock()),
             node=None if pool.one_machine else pool.services_node,
+            move=None if pool.one_machine else pool.move_services,
+            note=lambda message: journal.report(
+                Event("service", self.clock(), detail={"message": message})
+            ),
         )
         known = Known()
         hasher = InputHasher(self.store, self.clock())

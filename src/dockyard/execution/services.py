@@ -63,6 +63,8 @@ class Services:
         clock: Callable[[], float] = time.time,
         engine_away_since: Callable[[float], bool] = lambda since: False,
         node: str | None = None,
+        move: Callable[[str], str | None] | None = None,
+        note: Callable[[str], None] = lambda message: None,
     ):
         self.runtime = runtime
         self.specs = specs
@@ -70,6 +72,9 @@ class Services:
         self.volumes = volumes
         self.labels = dict(labels)
         self.node = node  # where they run (their room is reserved there); None: anywhere
+        # On a cluster: the node to take them when theirs is lost (None: no node has room).
+        self.move = move
+        self.note = note  # what happened to a service, for the run's events
         self.prefix = prefix  # names: PREFIX-net, PREFIX-SERVICE
         self.sleep = sleep
         self.clock = clock
@@ -94,12 +99,15 @@ class Services:
                 self._wait_ready(name, service)
             if service.state is ServiceState.READY:
                 health = self.runtime.health(service.container_id)
-                if health == "exited" and self.engine_away_since(service.since):
+                if health == "lost":
+                    self._move(name, service)
+                elif health == "exited" and self.engine_away_since(service.since):
                     self._restart(name, service)
                 elif health == "exited":
                     service.on(ServiceEvent.EXITED, f"service {name!r} has stopped")
                 elif health == "unhealthy":
                     service.on(ServiceEvent.UNHEALTHY, f"service {name!r} is unhealthy")
+            service = self.running[name]  # (a new one, when it moved)
             if service.state is ServiceState.FAILED:
                 return service.failure
         return None
@@ -151,6 +159,28 @@ class Services:
             failure = f"service {name!r} did not start: {exc.message}"
             self.running[name].on(ServiceEvent.EXITED, failure)
 
+    def _move(self, name: str, service: _Running) -> None:
+        """Its node is lost: start it anew on another node (its volumes are what they were
+        at the loss, as after a power cut) and wait until it is ready."""
+        service.on(ServiceEvent.NODE_LOST)
+        with contextlib.suppress(DockyardError):
+            self.runtime.remove(service.container_id)
+        lost = self.node
+        self.node = self.move(lost) if self.move is not None and lost is not None else None
+        if self.node is None:
+            service.on(
+                ServiceEvent.EXITED,
+                f"service {name!r}: its node went down and no other node has room for it",
+            )
+            return
+        self.note(f"service {name}: its node went down; starting it on node {self.node[:12]}")
+        restarts = service.restarts + 1
+        self._start(name)
+        moved = self.running[name]
+        moved.restarts = restarts
+        if moved.state is ServiceState.STARTING:
+            self._wait_ready(name, moved)
+
     def _restart(self, name: str, service: _Running) -> None:
         """Start again a service that an engine restart stopped, and wait until it is ready."""
         if self._start_again(name, service):
@@ -176,6 +206,9 @@ class Services:
         deadline = time.monotonic() + budget
         while True:
             health = self.runtime.health(service.container_id)
+            if health == "lost" and service.restarts < MAX_RESTARTS:
+                self._move(name, service)  # (its node went down while it started)
+                return
             if health in ("healthy", "running") and (check is None or health == "healthy"):
                 service.on(ServiceEvent.HEALTHY)
                 return

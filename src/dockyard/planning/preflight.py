@@ -66,6 +66,15 @@ class RunPool:
     def now(self) -> dict[str, Capacity]:
         return self._after(pool_of(self.runtime, *self.limits))
 
+    def move_services(self, lost: str) -> str | None:
+        """The services' node ``lost`` is down: the first node that is up and has room for
+        them takes them (and their reservation); None when there is none."""
+        for node, room in pool_of(self.runtime, *self.limits).items():
+            if node != lost and room.fits(self.reserved):
+                self.services_node = node
+                return node
+        return None
+
     def _after(self, pool: dict[str, Capacity]) -> dict[str, Capacity]:
         node = self.services_node
         return {n: room - self.reserved if n == node else room for n, room in pool.items()}

@@ -140,6 +140,7 @@ class ServiceEvent(enum.StrEnum):
     UNHEALTHY = "unhealthy"  # failed its check, or not healthy in time
     EXITED = "exited"  # stopped on its own
     ENGINE_STOPPED = "engine-stopped"  # stopped by an engine restart: started again
+    NODE_LOST = "node-lost"  # its node went down (a cluster): started anew on another
     RUN_ENDED = "run-ended"
     RUN_ENDED_KEEP = "run-ended-keep"
 
@@ -149,12 +150,14 @@ SERVICE: Mapping[tuple[ServiceState, ServiceEvent], ServiceState] = {
     (ServiceState.STARTING, ServiceEvent.UNHEALTHY): ServiceState.FAILED,
     (ServiceState.STARTING, ServiceEvent.EXITED): ServiceState.FAILED,
     (ServiceState.STARTING, ServiceEvent.ENGINE_STOPPED): ServiceState.STARTING,
+    (ServiceState.STARTING, ServiceEvent.NODE_LOST): ServiceState.STARTING,
     (ServiceState.STARTING, ServiceEvent.RUN_ENDED): ServiceState.REMOVED,
     (ServiceState.STARTING, ServiceEvent.RUN_ENDED_KEEP): ServiceState.KEPT,
     (ServiceState.READY, ServiceEvent.HEALTHY): ServiceState.READY,
     (ServiceState.READY, ServiceEvent.UNHEALTHY): ServiceState.FAILED,
     (ServiceState.READY, ServiceEvent.EXITED): ServiceState.FAILED,
     (ServiceState.READY, ServiceEvent.ENGINE_STOPPED): ServiceState.STARTING,
+    (ServiceState.READY, ServiceEvent.NODE_LOST): ServiceState.STARTING,
     (ServiceState.READY, ServiceEvent.RUN_ENDED): ServiceState.REMOVED,
     (ServiceState.READY, ServiceEvent.RUN_ENDED_KEEP): ServiceState.KEPT,
     # A failed service is not kept, whatever it says: the next run starts a new one.
@@ -169,6 +172,7 @@ SERVICE_IMPOSSIBLE = frozenset(
             ServiceEvent.UNHEALTHY,
             ServiceEvent.EXITED,
             ServiceEvent.ENGINE_STOPPED,
+            ServiceEvent.NODE_LOST,
         )
     }
     | {(s, e) for s in (ServiceState.REMOVED, ServiceState.KEPT) for e in ServiceEvent}

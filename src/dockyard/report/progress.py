@@ -69,7 +69,15 @@ class LiveProgress:
             elif event.kind in ("retrying", "output-lost"):
                 self.state[name] = "pending"
                 self.started.pop(name, None)
-        if event.kind in ("failed", "retrying", "output-lost", "image", "recovered", "engine"):
+        if event.kind in (
+            "failed",
+            "retrying",
+            "output-lost",
+            "image",
+            "recovered",
+            "engine",
+            "service",
+        ):
             line = printable(_describe(event))
             if line:
                 self.live.console.print(Text(line), soft_wrap=True)
@@ -128,7 +136,7 @@ def _describe(event: Event) -> str:
             return f"adopted   {event.instance} (still running from run {d['from']})"
         case "recovered":
             return f"run {d['run']} had stopped without finishing: recovering its work"
-        case "engine":
+        case "engine" | "service":
             return str(d["message"])
         case "volume":
             return f"volume {d['volume']}: snapshot {d['snapshot']} ({d['when']} the run)"

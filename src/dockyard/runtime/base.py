@@ -196,7 +196,8 @@ class Containers(Protocol):
         """Remove a container, killing it first if it runs. Absent containers are fine."""
 
     def health(self, container_id: str) -> str:
-        """``running`` (no probe), ``starting``, ``healthy``, ``unhealthy`` or ``exited``."""
+        """``running`` (no probe), ``starting``, ``healthy``, ``unhealthy``, ``exited``, or
+        (on a cluster) ``lost``: its node is down or gone, so it runs nowhere one can reach."""
 
     def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """Containers (running or not) carrying all of ``labels``."""

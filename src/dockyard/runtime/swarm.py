@@ -267,6 +267,8 @@ class SwarmRuntime(SwarmNetworks):
         state = str((task.get("Status") or {}).get("State") or "")
         if state in ("complete", "failed", "shutdown", "rejected", "orphaned", "remove"):
             return "exited"
+        if self._lost_node(task_node(task), running=state == "running") is not None:
+            return "lost"  # (Swarm would say "running" for as long as the node is down)
         if state != "running":
             return "starting"
         # A task with a health check becomes "running" only once it is healthy.

@@ -80,6 +80,7 @@ class FakeRuntime:
         self.network_names: dict[str, dict[str, str]] = {}
         self.labels: dict[str, dict[str, str]] = {}  # image id -> its labels
         self.imported: list[str] = []  # tags made by import_image, in order
+        self.created: list[ContainerSpec] = []  # every container asked for, in order
         self.running_now = 0
         self.max_running = 0
 
@@ -189,7 +190,8 @@ class FakeRuntime:
         box = self.containers.get(container_id)
         if box is None or box.state != "running" or (box.status and box.status.exit_code):
             return "exited"
-        return "healthy"
+        down = {n.id for n in self.cluster if not n.ready}
+        return "lost" if box.spec.node in down else "healthy"
 
     def create_network(self, name: str, labels: Mapping[str, str]) -> str:
         self.network_names[name] = dict(labels)
@@ -227,6 +229,7 @@ class FakeRuntime:
         with self._lock:
             cid = f"{next(self._ids):064x}"
             self.containers[cid] = _Container(cid, spec)
+            self.created.append(spec)
         return cid
 
     def start(self, container_id: str) -> None:
