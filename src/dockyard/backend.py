@@ -12,16 +12,19 @@ by path (nodes that use them must see them at the same path).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from dockyard.errors import InvalidInput
 from dockyard.execution import Ports
 from dockyard.runtime.base import Runtime
 from dockyard.spec.loader import PipelineFile
-from dockyard.storage.local import LocalVolumes
-from dockyard.storage.ports import VolumeBackend
+from dockyard.storage.local import LocalOutputs, LocalVolumes
+from dockyard.storage.ports import OutputStore, VolumeBackend
 
 Note = Callable[[str], None]
 
@@ -34,6 +37,7 @@ class Backend:
     name: str
     runtime: Callable[[], Runtime]  # connects to the engine (exit 3 when it cannot)
     ports: Callable[[PipelineFile, Runtime, Note], Ports]  # may set up the engine (agents)
+    outputs: Callable[[PipelineFile, Runtime], OutputStore]  # to read them: sets up nothing
     volumes: Callable[[], VolumeBackend]  # needs no engine
 
 
@@ -53,8 +57,11 @@ def _local_ports(pf: PipelineFile, runtime: Runtime, note: Note) -> Ports:
     return Ports.local(pf)
 
 
+def _local_outputs(pf: PipelineFile, runtime: Runtime) -> OutputStore:
+    return LocalOutputs(pf.state_dir)
+
+
 def _swarm_ports(pf: PipelineFile, runtime: Runtime, note: Note) -> Ports:
-    from dockyard.planning.preflight import project_id
     from dockyard.runtime.swarm import SwarmRuntime
     from dockyard.runtime.swarm_agents import deploy
     from dockyard.storage.agents import AgentOutputs, AgentWorkspace
@@ -63,21 +70,44 @@ def _swarm_ports(pf: PipelineFile, runtime: Runtime, note: Note) -> Ports:
     pool = deploy(runtime, note)
     return Ports(
         AgentOutputs(pool, pf.state_dir / "outputs"),
-        AgentWorkspace(pool, project_id(pf), pf.state_dir),
+        AgentWorkspace(pool, _cluster_project(pf), pf.state_dir),
         LocalVolumes(),
     )
+
+
+def _swarm_outputs(pf: PipelineFile, runtime: Runtime) -> OutputStore:
+    from dockyard.runtime.swarm import SwarmRuntime
+    from dockyard.runtime.swarm_agents import connect
+    from dockyard.storage.agents import AgentOutputs
+
+    assert isinstance(runtime, SwarmRuntime)
+    return AgentOutputs(connect(runtime), pf.state_dir / "outputs")
+
+
+def _cluster_project(pf: PipelineFile) -> str:
+    """The pipeline's folder on a cluster's nodes: its state folder *on this machine* (two
+    machines may keep their pipelines at the same path)."""
+    from dockyard.planning.preflight import project_id
+
+    try:
+        machine = Path("/etc/machine-id").read_text().strip()
+    except OSError:
+        machine = socket.gethostname()
+    return hashlib.sha256(f"{machine}\0{project_id(pf)}".encode()).hexdigest()[:16]
 
 
 LOCAL = Backend(
     "local",
     runtime=_docker,
     ports=_local_ports,
+    outputs=_local_outputs,
     volumes=LocalVolumes,
 )
 SWARM = Backend(
     "swarm",
     runtime=_swarm,
     ports=_swarm_ports,
+    outputs=_swarm_outputs,
     volumes=LocalVolumes,
 )
 BACKENDS = {backend.name: backend for backend in (LOCAL, SWARM)}

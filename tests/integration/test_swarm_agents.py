@@ -15,8 +15,9 @@ import pytest
 from dockyard.agent import DEFAULT_PORT, auth
 from dockyard.agent.client import AgentClient, AgentError
 from dockyard.cli import main
+from dockyard.errors import RuntimeFailure
 from dockyard.runtime.swarm import SwarmRuntime
-from dockyard.runtime.swarm_agents import ROOT_ENV, SERVICE, cluster_key, deploy
+from dockyard.runtime.swarm_agents import NEW_KEY_ENV, ROOT_ENV, SERVICE, cluster_key, deploy
 from dockyard.storage.agents import AgentPool
 from dockyard.storage.outputs import tree_digest
 from dockyard.testing.swarm import LocalSwarm
@@ -121,13 +122,18 @@ def test_an_agent_answers_only_what_the_cluster_key_signed(
     response = conn.getresponse()
     assert response.status == 403 and b"not signed" in response.read()
     conn.close()
+    addresses = agents.addresses()
+    node_id = next(n for n, a in addresses.items() if a.startswith(f"{node.address}:"))
     with pytest.raises(AgentError, match="cluster key"):
-        AgentClient(f"{node.address}:{DEFAULT_PORT}", auth.new_key()).health()
-    answers = {AgentClient(a, agents.key).health()["node"] for a in agents.addresses().values()}
-    assert answers == set(agents.addresses())
+        AgentClient(f"{node.address}:{DEFAULT_PORT}", auth.new_key(), node_id).health()
+    other = next(n for n in addresses if n != node_id)
+    with pytest.raises(AgentError, match="cluster key"):  # signed for another node
+        AgentClient(f"{node.address}:{DEFAULT_PORT}", agents.key, other).health()
+    answers = {AgentClient(a, agents.key, n).health()["node"] for n, a in addresses.items()}
+    assert answers == set(addresses)
 
 
-def test_a_machine_without_the_key_makes_a_new_one_and_the_agents_move_to_it(
+def test_a_machine_without_the_key_is_refused_unless_it_asks_for_a_new_one(
     swarm_runtime: SwarmRuntime, agents: AgentPool, tmp_path: Path, monkeypatch
 ) -> None:
     api = swarm_runtime.api
@@ -136,16 +142,21 @@ def test_a_machine_without_the_key_makes_a_new_one_and_the_agents_move_to_it(
     assert api.inspect_service(SERVICE)["Version"]["Index"] == version
 
     monkeypatch.setenv("DOCKYARD_HOME", str(tmp_path / "elsewhere"))  # another machine
+    with pytest.raises(RuntimeFailure, match="key that this machine does not have"):
+        deploy(swarm_runtime, print)  # (the agents of the first machine go on)
+    assert api.inspect_service(SERVICE)["Version"]["Index"] == version
+    monkeypatch.setenv(NEW_KEY_ENV, "1")  # unless told to make a new one
     moved = deploy(swarm_runtime, print)
     assert moved.key != agents.key
-    for address in moved.addresses().values():
-        AgentClient(address, moved.key).health()
+    for node, address in moved.addresses().items():
+        AgentClient(address, moved.key, node).health()
         with pytest.raises(AgentError):
-            AgentClient(address, agents.key).health()
+            AgentClient(address, agents.key, node).health()
     names = [s["Spec"]["Name"] for s in api.secrets(filters={"label": "dockyard.agent=key"})]
     assert names == [cluster_key(swarm_runtime)[2]]  # the old key's secret is gone
     key_file = next((tmp_path / "elsewhere" / "swarm").iterdir())
     assert key_file.stat().st_mode & 0o777 == 0o600
 
     monkeypatch.undo()  # back on the first machine: its key is taken again
+    monkeypatch.setenv(NEW_KEY_ENV, "1")  # (it has the file: nothing new is made)
     assert deploy(swarm_runtime, print).key == agents.key

@@ -3,6 +3,7 @@ the local test cluster's nodes do (each under its own node folder)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import os
@@ -33,7 +34,7 @@ def agents(tmp_path: Path) -> Iterator[tuple[AgentClient, AgentClient, Path]]:
     threads = [threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True) for s in servers]
     for thread in threads:
         thread.start()
-    clients = [AgentClient(f"127.0.0.1:{s.server_address[1]}", KEY) for s in servers]
+    clients = [AgentClient(f"127.0.0.1:{s.server_address[1]}", KEY, s.store.node) for s in servers]
     yield clients[0], clients[1], root
     for server in servers:
         server.shutdown()
@@ -67,7 +68,8 @@ def test_an_output_is_made_sealed_committed_and_fetched_by_another_node(agents) 
     assert a.call("POST", "objects/has", {"digests": [digest]})["present"] == [digest]
     assert b.call("POST", "objects/has", {"digests": [digest]})["present"] == []
 
-    copied = Path(b.call("POST", "objects/fetch", {"digest": digest, "source": a.address})["path"])
+    source = {"digest": digest, "source": a.address, "source_node": "nodea"}
+    copied = Path(b.call("POST", "objects/fetch", source)["path"])
     assert copied == root / "nodeb" / "outputs" / digest
     assert sealing.tree_digest(copied)[0] == digest
     assert os.readlink(copied / "link") == "/etc/passwd"  # a link stays a link
@@ -177,7 +179,7 @@ def test_streams_are_fifos_in_the_run_folder(agents) -> None:
 
 def test_a_request_not_signed_with_the_cluster_key_is_refused(agents) -> None:
     a, _, _ = agents
-    stranger = AgentClient(a.address, bytes(32))
+    stranger = AgentClient(a.address, bytes(32), "nodea")
     with pytest.raises(AgentError) as caught:
         stranger.health()
     assert "cluster key" in str(caught.value)
@@ -203,40 +205,56 @@ def _raw(address: str, method: str, path: str, headers: dict[str, str], body: by
 def test_a_replayed_stale_or_altered_request_is_refused(agents, monkeypatch) -> None:
     a, _, _ = agents
     body = b'{"project": "proj1"}'
-    headers = auth.sign_request(KEY, "POST", "/v1/work/clear", body)
+    headers = auth.sign_request(KEY, "nodea", "POST", "/v1/work/clear", body)
     assert _raw(a.address, "POST", "/v1/work/clear", headers, body)[0] == 200
     status, data = _raw(a.address, "POST", "/v1/work/clear", headers, body)
     assert status == 403 and b"replay" in data
 
-    headers = auth.sign_request(KEY, "POST", "/v1/work/clear", body)
+    headers = auth.sign_request(KEY, "nodea", "POST", "/v1/work/clear", body)
     status, data = _raw(a.address, "POST", "/v1/work/clear", headers, b'{"project": "other"}')
     assert status == 403 and b"body" in data
 
-    headers = auth.sign_request(KEY, "POST", "/v1/work/clear", body)
+    headers = auth.sign_request(KEY, "nodea", "POST", "/v1/work/clear", body)
     headers[auth.TIME] = f"{float(headers[auth.TIME]) - 3600:.3f}"
     status, _ = _raw(a.address, "POST", "/v1/work/clear", headers, body)
     assert status == 403  # (the time is signed too: changing it breaks the signature)
 
     monkeypatch.setattr(auth.time, "time", lambda: 1000.0)  # a client whose clock is far off
-    headers = auth.sign_request(KEY, "POST", "/v1/work/clear", body)
+    headers = auth.sign_request(KEY, "nodea", "POST", "/v1/work/clear", body)
     monkeypatch.undo()
     status, data = _raw(a.address, "POST", "/v1/work/clear", headers, body)
     assert status == 403 and b"clock" in data
 
-    headers = auth.sign_request(KEY, "PUT", "/v1/objects/" + "a" * 64, None)
+    headers = auth.sign_request(KEY, "nodea", "PUT", "/v1/objects/" + "a" * 64, None)
     headers["Content-Type"] = "application/json"
     status, _ = _raw(a.address, "POST", "/v1/work/clear", headers, body)
     assert status == 403  # signed for another call
 
+    _, b, _ = agents
+    headers = auth.sign_request(KEY, "nodea", "POST", "/v1/work/clear", body)
+    status, data = _raw(b.address, "POST", "/v1/work/clear", headers, body)
+    assert status == 403 and b"for this node" in data  # signed for another node
+
+    headers = auth.sign_request(KEY, "nodea", "POST", "/v1/work/clear", body)
+    headers["Authorization"] = "dockyard-hmac " + "é" * 64
+    status, _ = _raw(a.address, "POST", "/v1/work/clear", headers, body)
+    assert status == 403  # (not a crash)
+
 
 def test_an_answer_not_signed_by_the_agent_is_not_believed() -> None:
-    good = auth.sign_reply(KEY, "n1", 200, b"{}")
-    auth.check_reply(KEY, "n1", 200, b"{}", {auth.REPLY: good})
-    for nonce, status, body in (("n2", 200, b"{}"), ("n1", 500, b"{}"), ("n1", 200, b"[]")):
+    good = auth.sign_reply(KEY, "nodea", "n1", 200, b"{}")
+    auth.check_reply(KEY, "nodea", "n1", 200, b"{}", {auth.REPLY: good})
+    for node, nonce, status, body in (
+        ("nodea", "n2", 200, b"{}"),
+        ("nodea", "n1", 500, b"{}"),
+        ("nodea", "n1", 200, b"[]"),
+        ("nodeb", "n1", 200, b"{}"),  # another node's answer
+    ):
         with pytest.raises(auth.AuthError):
-            auth.check_reply(KEY, nonce, status, body, {auth.REPLY: good})
-    with pytest.raises(auth.AuthError):
-        auth.check_reply(KEY, "n1", 200, b"{}", {})
+            auth.check_reply(KEY, node, nonce, status, body, {auth.REPLY: good})
+    for header in ({}, {auth.REPLY: "é" * 64}):  # (any text in a header is just wrong)
+        with pytest.raises(auth.AuthError):
+            auth.check_reply(KEY, "nodea", "n1", 200, b"{}", header)
 
 
 def test_the_agent_needs_only_the_standard_library(tmp_path) -> None:
@@ -251,3 +269,46 @@ def test_the_agent_needs_only_the_standard_library(tmp_path) -> None:
     code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import dockyard.agent.server"
     done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_discard_beside_a_commit_never_leaves_a_broken_output(agents) -> None:
+    """The loop may discard a staging whose commit it gave up on: the two take turns, and
+    whatever is kept under a digest is that digest's tree."""
+    a, _, root = agents
+    for turn in range(3):
+        body = {**STAGING, "name": f"race.{turn}"}
+        made = Path(a.call("POST", "staging/make", body)["path"])
+        for n in range(400):
+            (made / f"f{n}").write_text(str(n))
+
+        def commit(body: dict[str, object] = body) -> None:
+            with contextlib.suppress(AgentError):  # (gone already: the discard came first)
+                a.call("POST", "staging/commit", body)
+
+        committing = threading.Thread(target=commit)
+        committing.start()
+        a.call("POST", "staging/discard", body)
+        committing.join(timeout=60)
+    for kept in (root / "nodea" / "outputs").iterdir():
+        if kept.name != ".incoming":
+            assert sealing.tree_digest(kept)[0] == kept.name
+
+
+def test_a_big_tree_refused_at_its_start_gets_the_refusal_not_a_broken_pipe(agents) -> None:
+    a, _, _ = agents
+    data = _tar(_member("../escape", data=b"x"), _member("big", data=b"0" * (3 << 20)))
+    with pytest.raises(AgentError) as caught:
+        a._put("a" * 64, lambda pipe: pipe.write(data))
+    assert caught.value.status == 400 and "escape" in str(caught.value)
+
+
+def test_a_client_that_sends_nothing_is_dropped(agents, monkeypatch) -> None:
+    import socket
+
+    from dockyard.agent.server import Handler
+
+    a, _, _ = agents
+    monkeypatch.setattr(Handler, "timeout", 0.3)
+    host, port = a.address.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as idle:
+        assert idle.recv(1) == b""  # closed by the agent, not left to hold a thread

@@ -31,7 +31,7 @@ def test_an_output_is_brought_to_the_node_that_reads_it(tmp_path: Path) -> None:
         outputs.bring([digest, digest], "n2")
         assert (there / "result.txt").read_text() == "42"
         assert sealing.tree_digest(there)[0] == digest
-        assert outputs.holders(digest) == ["n1", "n2"]
+        assert outputs.holders(digest) == (["n1", "n2"], [])
         local = outputs.locate(digest)
         assert local == tmp_path / "local" / digest and (local / "result.txt").read_text() == "42"
 

@@ -133,8 +133,8 @@ steps:
 
 def test_a_service_whose_node_goes_down_is_started_again_on_another(tmp_path: Path) -> None:
     """The services sit on the first node; ``load`` runs there too and the node goes down
-    as it starts: the attempt is lost, and before it runs again its service is started anew
-    on the other node, which then takes the services' reservation."""
+    as it starts: the attempt is lost, and before it runs again its services are started
+    anew on the other node, which then takes the services' reservation."""
     runtime = cluster(2, 2)
     runtime.inject("load", Fault(node_down=True))
     path = write(
@@ -143,11 +143,12 @@ def test_a_service_whose_node_goes_down_is_started_again_on_another(tmp_path: Pa
 version: 1
 name: moved-service
 services:
-  db: {{image: {IMAGE}, command: "sleep 1000", resources: {{cpus: 0.5, memory: 16m}}}}
+  db: {{image: {IMAGE}, command: "sleep 1000", resources: {{cpus: 0.25, memory: 16m}}}}
+  cache: {{image: {IMAGE}, command: "sleep 1000", resources: {{cpus: 0.25, memory: 16m}}}}
 steps:
   load:
     image: {IMAGE}
-    services: [db]
+    services: [db, cache]
     resources: {{cpus: 1, memory: 16m}}
     retries: 0
     command: "echo loaded > /out/x"
@@ -159,5 +160,5 @@ steps:
         ("succeeded", "n1"),
     ]
     services = [spec for spec in runtime.created if spec.labels.get(LABEL_SERVICE)]
-    assert [s.node for s in services] == ["n0", "n1"]
+    assert [s.node for s in services] == ["n0", "n0", "n1", "n1"]  # both moved, together
     assert store.run("r1").state == "succeeded"

@@ -6,7 +6,7 @@ import stat
 import struct
 from pathlib import Path
 
-from dockyard.storage.outputs import commit, discard, note_changes, tree_digest
+from dockyard.storage.outputs import commit, discard, note_changes, seal_tree, tree_digest
 
 
 def make_tree(root: Path, files: dict[str, str]) -> Path:
@@ -143,3 +143,24 @@ def test_a_very_long_list_of_changes_is_cut_short(tmp_path: Path) -> None:
         os.mkfifo(staging / f"pipe-{n:02d}")
     changes = commit(staging, tmp_path / "outputs").changes
     assert len(changes) == 21 and changes[-1] == "and 10 more"
+
+
+def test_names_with_line_breaks_are_dropped_so_that_digests_stay_one_to_one(
+    tmp_path: Path,
+) -> None:
+    """A link to "t\\nD zz" would otherwise hash like a link to "t" beside a folder "zz"."""
+    crafted, plain = tmp_path / "crafted", tmp_path / "plain"
+    for root in (crafted, plain):
+        root.mkdir()
+        (root / "keep").write_text("1")
+    os.symlink("t\nD zz", crafted / "r")
+    os.symlink("t", plain / "r")
+    (plain / "zz").mkdir()
+    sealed = seal_tree(crafted)
+    assert sealed.digest != seal_tree(plain).digest
+    assert sorted(os.listdir(crafted)) == ["keep"]
+    (crafted / "a\nb").mkdir(mode=0o755)
+    (crafted / "a\nb" / "inner").write_text("x")
+    assert seal_tree(crafted).digest == sealed.digest
+    assert sorted(os.listdir(crafted)) == ["keep"]
+    assert any("line break" in change for change in sealed.changes)

@@ -308,6 +308,76 @@ def test_a_reader_waiting_to_retry_waits_for_the_lost_output_instead(
     assert [str(u[0]) for u in planner.resolvable()] == ["b[x]"]
 
 
+def test_a_second_reader_that_finds_the_output_gone_waits_for_it_too(
+    write_pipeline: WritePipeline,
+) -> None:
+    """The second reader's loss comes after the output is being made again already."""
+    planner = Planner(graph(write_pipeline, CHAIN), Capacity.of(8, 8192 * MIB))
+    resolve_all(planner)
+    _succeed(planner, "a", "side")
+    resolve_all(planner)
+    planner.next(now=1)  # b[x], b[y], b[z] run
+    for reader in ("b[x]", "b[y]"):  # as the loop tells it: the loss, then the end
+        planner.outputs_lost([iid("a")])
+        planner.ended(iid(reader), 1, Outcome(None, Reason.LOST, "a's output"), now=2)
+    resolve_all(planner)
+    for now in (3, 4, 5):  # only a runs, however often asked, until it is done
+        started = [str(a.instance) for a in planner.next(now=now).actions if isinstance(a, Start)]
+        assert started == (["a"] if now == 3 else [])
+    planner.ended(iid("a"), 2, Outcome(0), now=6)
+    assert sorted(str(u[0]) for u in planner.resolvable()) == ["b[x]", "b[y]"]
+
+
+def test_a_streamed_chain_whose_head_lost_its_input_waits_as_a_whole(
+    write_pipeline: WritePipeline,
+) -> None:
+    text = """
+    version: 1
+    name: streamed
+    defaults: {image: busybox:1.36, resources: {cpus: 1, memory: 64m}}
+    steps:
+      a: {command: "true"}
+      gen: {command: "echo hi", needs: [a]}
+      count: {stdin: gen, command: "wc -c > /out/n"}
+    """
+    planner = Planner(graph(write_pipeline, text), Capacity.of(8, 8192 * MIB))
+    resolve_all(planner)
+    _succeed(planner, "a")
+    resolve_all(planner)
+    assert len([a for a in planner.next(now=1).actions if isinstance(a, Start)]) == 2
+    planner.outputs_lost([iid("a")])  # gen could not get a's output; count is killed
+    kills = planner.ended(iid("gen"), 1, Outcome(None, Reason.LOST, "a's output"), now=2)
+    assert [type(k) for k in kills] == [Kill]
+    planner.ended(iid("count"), 1, Outcome(137), now=2)
+    resolve_all(planner)
+    assert [str(a.instance) for a in planner.next(now=3).actions if isinstance(a, Start)] == ["a"]
+    assert planner.next(now=4).actions == ()
+    planner.ended(iid("a"), 2, Outcome(0), now=5)
+    assert [u for u in planner.resolvable()] == [(iid("gen"), iid("count"))]
+
+
+def test_a_retry_due_after_its_input_was_made_again_does_not_start_it_twice(
+    write_pipeline: WritePipeline,
+) -> None:
+    retrying = 'b: {command: "true", retries: {max: 2, backoff: 10s},'
+    text = CHAIN.replace('b: {command: "true",', retrying)
+    planner = Planner(graph(write_pipeline, text), Capacity.of(8, 8192 * MIB))
+    resolve_all(planner)
+    _succeed(planner, "a", "side")
+    resolve_all(planner)
+    planner.next(now=1)
+    planner.ended(iid("b[x]"), 1, Outcome(1), now=2)  # failed: its retry is due at 12
+    planner.outputs_lost([iid("a")])
+    resolve_all(planner)
+    assert [str(a.instance) for a in planner.next(now=3).actions if isinstance(a, Start)] == ["a"]
+    planner.ended(iid("a"), 2, Outcome(0), now=4)
+    resolve_all(planner)
+    again = [a for a in planner.next(now=5).actions if isinstance(a, Start)]
+    assert [(str(a.instance), a.attempt) for a in again] == [("b[x]", 2)]
+    assert planner.next(now=13).actions == ()  # the retry that was due is not a second start
+    assert planner.next(now=13).wake_at is None
+
+
 # -- the same answers as planning from scratch ---------------------------------------------------
 
 

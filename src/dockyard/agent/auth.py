@@ -1,12 +1,16 @@
 """Requests and answers between dockyard and its node agents, signed with the cluster key.
 
 A request carries the time, a fresh nonce and the SHA-256 of its body, and an HMAC-SHA256
-of those with its method and path; an agent refuses one that is not signed with its key,
-is more than :data:`MAX_SKEW` seconds from its own clock, or repeats a nonce it has seen
-(a replay). A body streamed in (a tree) is marked :data:`STREAMED` instead of hashed: the
-tree is checked against the digest it is sent under before it is kept. Every answer is
-signed over the request's nonce, its status and its body's hash, so that a client never
-acts on an answer that its agent did not give.
+of those with the node it is for, its method and its path; an agent refuses one that is not
+signed with its key for its own node, is more than :data:`MAX_SKEW` seconds from its own
+clock or older than the agent itself, or repeats a nonce it has seen (a replay). A body
+streamed in (a tree) is marked :data:`STREAMED` instead of hashed: the tree is checked
+against the digest it is sent under before it is kept. Every answer is signed over the
+node, the request's nonce, its status and its body's hash, so that a client never acts on
+an answer that its agent did not give.
+
+Authenticated, not encrypted: whoever can watch the network between the nodes can read the
+trees that cross it (as with Swarm's overlay networks unless they are created encrypted).
 """
 
 from __future__ import annotations
@@ -66,27 +70,38 @@ def body_hash(body: bytes) -> str:
 
 
 def _mac(key: bytes, *parts: str) -> str:
-    return hmac.new(key, "\n".join(parts).encode(), hashlib.sha256).hexdigest()
+    text = "\n".join(parts).encode("utf-8", "surrogateescape")
+    return hmac.new(key, text, hashlib.sha256).hexdigest()
 
 
-def sign_request(key: bytes, method: str, path: str, body: bytes | None) -> dict[str, str]:
-    """The headers that authenticate a request; ``body`` None: a streamed body."""
+def same(given: str, expected: str) -> bool:
+    """A constant-time comparison that any header's text may take part in."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+
+
+def sign_request(
+    key: bytes, node: str, method: str, path: str, body: bytes | None
+) -> dict[str, str]:
+    """The headers that authenticate a request to ``node``'s agent; ``body`` None: a
+    streamed body."""
     stamp = f"{time.time():.3f}"
     nonce = secrets.token_hex(16)
     digest = STREAMED if body is None else body_hash(body)
-    mac = _mac(key, method, path, stamp, nonce, digest)
+    mac = _mac(key, node, method, path, stamp, nonce, digest)
     return {TIME: stamp, NONCE: nonce, BODY: digest, "Authorization": f"{SCHEME} {mac}"}
 
 
-def sign_reply(key: bytes, nonce: str, status: int, body: bytes | None) -> str:
+def sign_reply(key: bytes, node: str, nonce: str, status: int, body: bytes | None) -> str:
     digest = STREAMED if body is None else body_hash(body)
-    return _mac(key, "reply", nonce, str(status), digest)
+    return _mac(key, "reply", node, nonce, str(status), digest)
 
 
-def check_reply(key: bytes, nonce: str, status: int, body: bytes | None, headers: Headers) -> None:
+def check_reply(
+    key: bytes, node: str, nonce: str, status: int, body: bytes | None, headers: Headers
+) -> None:
     given = headers.get(REPLY) or ""
-    if not hmac.compare_digest(given, sign_reply(key, nonce, status, body)):
-        raise AuthError("the answer is not signed with the cluster key")
+    if not same(given, sign_reply(key, node, nonce, status, body)):
+        raise AuthError("the answer is not signed with the cluster key by the node asked")
 
 
 @dataclass(frozen=True)
@@ -96,12 +111,15 @@ class Checked:
 
 
 class Verifier:
-    """An agent's side: checks requests, remembers the nonces it has seen for as long as
-    a request with them could still be in time."""
+    """An agent's side: checks requests for its ``node``, remembers the nonces it has seen
+    for as long as a request with them could still be in time (and, having forgotten those
+    of before it started, refuses what was signed before then)."""
 
-    def __init__(self, key: bytes, clock: Callable[[], float] = time.time):
+    def __init__(self, key: bytes, node: str, clock: Callable[[], float] = time.time):
         self.key = key
+        self.node = node
         self.clock = clock
+        self.started = clock()
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -110,8 +128,9 @@ class Verifier:
         stamp, nonce, digest = (headers.get(h) or "" for h in (TIME, NONCE, BODY))
         if scheme != SCHEME or not (mac and stamp and nonce and digest):
             raise AuthError("the request is not signed")
-        if not hmac.compare_digest(mac, _mac(self.key, method, path, stamp, nonce, digest)):
-            raise AuthError("the request is not signed with the cluster key")
+        expected = _mac(self.key, self.node, method, path, stamp, nonce, digest)
+        if not same(mac, expected):
+            raise AuthError("the request is not signed with the cluster key for this node")
         try:
             sent = float(stamp)
         except ValueError:
@@ -119,6 +138,8 @@ class Verifier:
         now = self.clock()
         if abs(now - sent) > MAX_SKEW:
             raise AuthError(f"the request's time is {now - sent:+.0f} s from this node's clock")
+        if sent < self.started - 1.0:
+            raise AuthError("the request was signed before this agent started (a replay?)")
         with self._lock:
             for old in [n for n, at in self._seen.items() if at < now - 2 * MAX_SKEW]:
                 del self._seen[old]
@@ -128,7 +149,7 @@ class Verifier:
         return Checked(nonce, digest == STREAMED)
 
     def body_matches(self, checked: Checked, headers: Headers, body: bytes) -> bool:
-        return checked.streamed or hmac.compare_digest(headers.get(BODY) or "", body_hash(body))
+        return checked.streamed or same(headers.get(BODY) or "", body_hash(body))
 
 
 def write_key(path: Path, key: bytes) -> None:

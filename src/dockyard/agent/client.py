@@ -1,19 +1,29 @@
-"""Talking to a node agent: signed requests, checked answers, trees in and out."""
+"""Talking to a node agent: signed requests, checked answers, trees in and out.
+
+A call waits as long as the agent works on it (sealing or fetching a large tree takes what
+it takes), unless the caller gives a timeout; a peer that vanished (a node cut off) is
+found by TCP keepalives within about :data:`DEAD_PEER_SECONDS`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
-from collections.abc import Iterator
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from dockyard.agent import API, auth
-from dockyard.agent.trees import TreeError, receive_tree, write_lone_file, write_tree
+from dockyard.agent.trees import TreeError, Writable, receive_tree, write_lone_file, write_tree
 
-TIMEOUT = 30.0  # seconds without a byte from the agent
+CONNECT_TIMEOUT = 10.0
 PIPE_CHUNK = 1 << 20
+KEEPALIVE = (10, 5, 4)  # idle seconds, seconds between probes, probes
+DEAD_PEER_SECONDS = KEEPALIVE[0] + KEEPALIVE[1] * KEEPALIVE[2]
 
 
 class AgentError(Exception):
@@ -24,14 +34,33 @@ class AgentError(Exception):
         self.status = status
 
 
+class _Connection(http.client.HTTPConnection):
+    """Connects within CONNECT_TIMEOUT, then reads with ``read_timeout`` (None: as long as
+    the peer is alive, which keepalives tell)."""
+
+    def __init__(self, host: str, port: int, read_timeout: float | None):
+        super().__init__(host, port, timeout=CONNECT_TIMEOUT)
+        self.read_timeout = read_timeout
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        idle, interval, count = KEEPALIVE
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+        self.sock.settimeout(self.read_timeout)
+
+
 class AgentClient:
-    def __init__(self, address: str, key: bytes, timeout: float = TIMEOUT):
+    def __init__(self, address: str, key: bytes, node: str, timeout: float | None = None):
         self.address = address  # host:port
         self.key = key
+        self.node = node  # whose agent it is: requests are signed for it alone
         self.timeout = timeout
 
     def __repr__(self) -> str:
-        return f"AgentClient({self.address!r})"
+        return f"AgentClient({self.address!r}, node {self.node!r})"
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -40,15 +69,20 @@ class AgentClient:
 
     def call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = json.dumps(body).encode() if body is not None else b""
-        conn, nonce = self._request(method, f"{API}/{route}", data)
+        path = f"{API}/{route}"
+        headers = auth.sign_request(self.key, self.node, method, path, data)
+        if data:
+            headers["Content-Type"] = "application/json"
+        conn = self._connection()
         try:
+            conn.request(method, path, body=data or None, headers=headers)
             response = conn.getresponse()
             raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
             raise AgentError(f"agent {self.address}: {exc}") from None
         finally:
             conn.close()
-        return self._checked(response, nonce, raw)
+        return self._checked(response, headers[auth.NONCE], raw)
 
     def put_tree(self, digest: str, source: Path) -> dict[str, Any]:
         """Send the folder ``source`` to be kept as ``digest`` (checked there)."""
@@ -60,45 +94,30 @@ class AgentClient:
 
     def fetch_into(self, digest: str, store: Path) -> Path:
         """Get the tree ``digest`` and keep it in ``store`` once it checks out."""
-        conn, nonce = self._request("GET", f"{API}/objects/{digest}", b"")
+        path = f"{API}/objects/{digest}"
+        headers = auth.sign_request(self.key, self.node, "GET", path, b"")
+        conn = self._connection()
         try:
+            conn.request("GET", path, headers=headers)
             response = conn.getresponse()
             if response.status != 200:
-                self._checked(response, nonce, response.read())
-            auth.check_reply(self.key, nonce, 200, None, response.headers)
+                self._checked(response, headers[auth.NONCE], response.read())
+            auth.check_reply(self.key, self.node, headers[auth.NONCE], 200, None, response.headers)
             return receive_tree(response, digest, store)
-        except auth.AuthError as exc:
-            raise AgentError(f"agent {self.address}: {exc}") from None
-        except TreeError as exc:
-            raise AgentError(f"agent {self.address}: {exc}") from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (auth.AuthError, TreeError, OSError, http.client.HTTPException) as exc:
             raise AgentError(f"agent {self.address}: {exc}") from None
         finally:
             conn.close()
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> _Connection:
         host, _, port = self.address.rpartition(":")
-        return http.client.HTTPConnection(host.strip("[]"), int(port), timeout=self.timeout)
+        return _Connection(host.strip("[]"), int(port), self.timeout)
 
-    def _request(
-        self, method: str, path: str, data: bytes
-    ) -> tuple[http.client.HTTPConnection, str]:
-        headers = auth.sign_request(self.key, method, path, data)
-        if data:
-            headers["Content-Type"] = "application/json"
-        conn = self._connection()
-        try:
-            conn.request(method, path, body=data or None, headers=headers)
-        except OSError as exc:
-            conn.close()
-            raise AgentError(f"agent {self.address}: {exc}") from None
-        return conn, headers[auth.NONCE]
-
-    def _put(self, digest: str, write: Any) -> dict[str, Any]:
+    def _put(self, digest: str, write: Callable[[Writable], None]) -> dict[str, Any]:
         path = f"{API}/objects/{digest}"
-        headers = auth.sign_request(self.key, "PUT", path, None)
+        headers = auth.sign_request(self.key, self.node, "PUT", path, None)
         headers["Content-Type"] = "application/x-tar"
         headers["Transfer-Encoding"] = "chunked"
         conn = self._connection()
@@ -109,16 +128,20 @@ class AgentClient:
             try:
                 with os.fdopen(writer, "wb") as pipe:
                     write(pipe)
+            except BrokenPipeError:
+                pass  # the agent stopped reading: its answer says why
             except BaseException as exc:  # (handed to the caller below)
                 failure.append(exc)
-
-        import threading
 
         producer = threading.Thread(target=produce, daemon=True)
         producer.start()
         try:
             with os.fdopen(reader, "rb") as pipe:
-                conn.request("PUT", path, body=_chunks(pipe), headers=headers, encode_chunked=True)
+                # Refused half-way, the agent answers and stops reading: its answer says why.
+                with contextlib.suppress(OSError):
+                    conn.request(
+                        "PUT", path, body=_chunks(pipe), headers=headers, encode_chunked=True
+                    )
                 response = conn.getresponse()
                 raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -134,7 +157,7 @@ class AgentClient:
         self, response: http.client.HTTPResponse, nonce: str, raw: bytes
     ) -> dict[str, Any]:
         try:
-            auth.check_reply(self.key, nonce, response.status, raw, response.headers)
+            auth.check_reply(self.key, self.node, nonce, response.status, raw, response.headers)
         except auth.AuthError as exc:
             detail = raw[:200].decode(errors="replace") if response.status == 403 else ""
             raise AgentError(f"agent {self.address}: {exc} {detail}".strip()) from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
@@ -31,6 +32,8 @@ from dockyard.storage.ports import Staging
 
 MAX_JSON = 1 << 20
 VERSION = "1"
+IDLE_SECONDS = 60.0
+MAX_CONNECTIONS = 64
 
 
 class Refused(Exception):
@@ -51,7 +54,9 @@ class NodeStore:
     key: bytes
 
     def __post_init__(self) -> None:
-        self.verifier = auth.Verifier(self.key)
+        self.verifier = auth.Verifier(self.key, self.node)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         node_dir = Path(layout.node_dir(self.inside, self.node))
         node_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         node_dir.chmod(0o755)  # containers (any user) read outputs under it
@@ -59,6 +64,15 @@ class NodeStore:
     def here(self, path: PurePosixPath) -> Path:
         """A path under the host root, as the agent reaches it."""
         return Path(self.inside) / path.relative_to(self.host)
+
+    def lock(self, staging: Staging) -> threading.Lock:
+        """One call at a time on a staging folder (a discard never runs beside its commit)."""
+        with self._locks_lock:
+            return self._locks.setdefault(str(staging.path), threading.Lock())
+
+    def unlock(self, staging: Staging) -> None:
+        with self._locks_lock:
+            self._locks.pop(str(staging.path), None)
 
     def on_host(self, path: Path) -> PurePosixPath:
         """Where a path the agent reaches is on the node's disk."""
@@ -80,6 +94,7 @@ class NodeStore:
 class Handler(BaseHTTPRequestHandler):
     server: AgentServer
     protocol_version = "HTTP/1.0"  # one request per connection; answers end at close
+    timeout = IDLE_SECONDS  # a client that sends nothing for this long is dropped
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -89,6 +104,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         self._serve("PUT")
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if isinstance(code, int) and code >= 400:  # (refusals only: the log stays small)
+            super().log_request(code, size)
 
     def log_message(self, format: str, *args: Any) -> None:
         sys.stderr.write(f"agent: {self.address_string()} {format % args}\n")
@@ -152,7 +171,8 @@ class Handler(BaseHTTPRequestHandler):
             raise Refused(404, f"no tree {digest[:12]} on this node")
         self.send_response(200)
         self.send_header("Content-Type", "application/x-tar")
-        self.send_header(auth.REPLY, auth.sign_reply(self.server.store.key, self.nonce, 200, None))
+        store = self.server.store
+        self.send_header(auth.REPLY, auth.sign_reply(store.key, store.node, self.nonce, 200, None))
         self.end_headers()
         write_tree(tree, self.wfile)  # (checked by digest where it arrives)
 
@@ -162,7 +182,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         if nonce != "":
-            mac = auth.sign_reply(self.server.store.key, self.nonce, status, data)
+            store = self.server.store
+            mac = auth.sign_reply(store.key, store.node, self.nonce, status, data)
             self.send_header(auth.REPLY, mac)
         self.end_headers()
         self.wfile.write(data)
@@ -215,17 +236,20 @@ def _health(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
 
 def _make(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
     staging, workspace, host = store.staging(body)
-    workspace.make(staging)
+    with store.lock(staging):
+        workspace.make(staging)
     return {"path": str(host)}
 
 
 def _commit(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
     """Seal a staging folder and keep it by its digest, on this node (where it is)."""
     staging, _, _ = store.staging(body)
-    if not staging.path.is_dir():
-        raise Refused(404, "the staging folder is gone")
-    sealed = sealing.seal_tree(staging.path)
-    sealing.place(staging.path, sealed, store.outputs())
+    with store.lock(staging):
+        if not staging.path.is_dir():
+            raise Refused(404, "the staging folder is gone")
+        sealed = sealing.seal_tree(staging.path)
+        sealing.place(staging.path, sealed, store.outputs())
+    store.unlock(staging)
     return {
         "digest": sealed.digest,
         "size": sealed.size,
@@ -237,7 +261,9 @@ def _commit(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
 
 def _discard(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
     staging, _, _ = store.staging(body)
-    sealing.discard(staging.path)
+    with store.lock(staging):
+        sealing.discard(staging.path)
+    store.unlock(staging)
     return {}
 
 
@@ -269,13 +295,13 @@ def _has(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
 def _fetch(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
     """Get a tree from the agent at ``source`` (host:port) and keep it, checked."""
     digest = layout.check_digest(body.get("digest"))
-    source = body.get("source")
-    if not isinstance(source, str):
-        raise Refused(400, "source: host:port of the agent that holds the tree")
+    source, source_node = body.get("source"), body.get("source_node")
+    if not isinstance(source, str) or not isinstance(source_node, str):
+        raise Refused(400, "source, source_node: the agent that holds the tree, and its node")
     where = layout.object_dir(store.host, store.node, digest)
     if not (store.outputs() / digest).is_dir():
         try:
-            AgentClient(source, store.key).fetch_into(digest, store.outputs())
+            AgentClient(source, store.key, source_node).fetch_into(digest, store.outputs())
         except AgentError as exc:
             raise Refused(502, f"from {source}: {exc}") from None
     return {"path": str(where)}
@@ -299,6 +325,20 @@ class AgentServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], store: NodeStore):
         super().__init__(address, Handler)
         self.store = store
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """At most MAX_CONNECTIONS at once: one more is closed at once."""
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 def from_environment() -> AgentServer:

@@ -248,7 +248,7 @@ def outputs(file: str, args: tuple[str, ...], backend: str | None) -> None:
     if chosen is not LOCAL and row.output:
         runtime = chosen.runtime()
         try:
-            where = chosen.ports(pf, runtime, lambda message: None).outputs.locate(row.output)
+            where = chosen.outputs(pf, runtime).locate(row.output)
         except FileNotFoundError as exc:
             raise UnknownReference(f"{name}: {exc.strerror or exc}") from None
         finally:

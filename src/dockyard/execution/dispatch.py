@@ -41,15 +41,16 @@ class Dispatch:
         self.busy.add(future)
         future.add_done_callback(self.busy.discard)
 
-    def fail(self, instance: InstanceId, attempt: int, message: str, at: float) -> None:
-        """An attempt that ends before it has a container (its service failed)."""
+    def fail(self, instance: InstanceId, attempt: int, error: DockyardError, at: float) -> None:
+        """An attempt that ends before it has a container (its service failed, its node's
+        store did not answer)."""
         self.results.put(
             Result(
                 instance,
                 attempt,
                 None,
                 None,
-                DockyardError(message),
+                error,
                 at,
                 None,
                 threading.Event(),

@@ -39,7 +39,7 @@ from dockyard.runtime.base import (
     Runtime,
 )
 from dockyard.storage.node_disk import safe_name
-from dockyard.storage.ports import OutputStore, Staging, Workspace
+from dockyard.storage.ports import NodeUnavailable, OutputStore, Staging, Workspace
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Launch:
     order: Order | None  # None: the attempt ends before it has a container
     staging: Staging
     log: Path
-    failure: str | None = None
+    failure: DockyardError | None = None  # why it ends so (a node's: the attempt is lost)
 
 
 class Launcher:
@@ -97,12 +97,12 @@ class Launcher:
         if instance.services:
             failure = self.services.ensure(instance.services)
             if failure is not None:  # fail this attempt without a container
-                return Launch(None, staging, log, failure)
+                return Launch(None, staging, log, DockyardError(failure))
             network = self.services.network
         try:
             binds, provided = self._binds(instance, staging, node)
         except PlanError as exc:  # an input changed since it was checked
-            return Launch(None, staging, log, exc.message)
+            return Launch(None, staging, log, DockyardError(exc.message))
         needs = tuple(self.known.outputs[mount.source] for mount in instance.upstream)
         image = self.images[image_key(instance.image)]
         entrypoint, command, pool = None, instance.command, None
@@ -113,12 +113,12 @@ class Launcher:
                 folder = self.workspace.streams(
                     self.run.run_id, str(unit[-1]), attempt, [str(m) for m in unit[:-1]], node
                 )
-            except DockyardError as exc:  # (a node's agent that does not answer)
-                return Launch(None, staging, log, f"making the stream pipes: {exc.message}")
+            except NodeUnavailable as exc:  # (a node's agent that does not answer)
+                return Launch(None, staging, log, exc)
             provided += (len(binds) + 1,)  # the helper, from this machine
             binds += (
                 Bind(str(folder), STREAM_DIR, readonly=False),
-                Bind(str(helper_binary()), HELPER),
+                Bind(str(helper_binary().resolve()), HELPER),
             )
             entrypoint = (HELPER,)
             command = wrap(

@@ -138,13 +138,13 @@ class RunLoop:
         outcome = self.conclusion.ended(result)
         if outcome.reason is Reason.LOST:
             self.nodes_seen_at = float("-inf")  # its node may be gone: look before placing
+        if isinstance(result.error, OutputsLost):  # (before its end: it retries waiting)
+            self._outputs_lost(result.instance, result.error.digests)
         concluded: list[tuple[object, int]] = []
         for action in self.planner.ended(result.instance, result.attempt, outcome, self.clock()):
             self.apply(action)
             if isinstance(action, Commit | Retry | Fail):
                 concluded.append((action.instance, action.attempt))
-        if isinstance(result.error, OutputsLost):  # (once the reader waits to run again)
-            self._outputs_lost(result.instance, result.error.digests)
         return concluded
 
     def _outputs_lost(self, reader: InstanceId, digests: tuple[str, ...]) -> None:

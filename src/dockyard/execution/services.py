@@ -38,6 +38,7 @@ class _Running:
     state: ServiceState = ServiceState.STARTING
     failure: str | None = None  # why it failed, once it has
     restarts: int = 0  # how often an engine restart made it start again
+    node: str | None = None  # where it runs (on a cluster)
 
     def on(self, event: ServiceEvent, failure: str | None = None) -> None:
         """Move on as the lifecycle table says."""
@@ -74,6 +75,7 @@ class Services:
         self.node = node  # where they run (their room is reserved there); None: anywhere
         # On a cluster: the node to take them when theirs is lost (None: no node has room).
         self.move = move
+        self.moved: dict[str, str | None] = {}  # a lost node -> where its services went
         self.note = note  # what happened to a service, for the run's events
         self.prefix = prefix  # names: PREFIX-net, PREFIX-SERVICE
         self.sleep = sleep
@@ -152,7 +154,7 @@ class Services:
             failure = f"service {name!r}: {exc.message}"
             self.running[name] = _Running("", need, self.clock(), ServiceState.FAILED, failure)
             return
-        self.running[name] = _Running(container_id, need, since=self.clock())
+        self.running[name] = _Running(container_id, need, since=self.clock(), node=self.node)
         try:
             self.runtime.start(container_id)
         except RuntimeFailure as exc:
@@ -165,15 +167,18 @@ class Services:
         service.on(ServiceEvent.NODE_LOST)
         with contextlib.suppress(DockyardError):
             self.runtime.remove(service.container_id)
-        lost = self.node
-        self.node = self.move(lost) if self.move is not None and lost is not None else None
-        if self.node is None:
+        lost = service.node
+        if lost is not None and lost not in self.moved and self.move is not None:
+            self.moved[lost] = self.move(lost)  # (the services of one node move together)
+        to = self.moved.get(lost) if lost is not None else None
+        if to is None:
             service.on(
                 ServiceEvent.EXITED,
                 f"service {name!r}: its node went down and no other node has room for it",
             )
             return
-        self.note(f"service {name}: its node went down; starting it on node {self.node[:12]}")
+        self.node = to
+        self.note(f"service {name}: its node went down; starting it on node {to[:12]}")
         restarts = service.restarts + 1
         self._start(name)
         moved = self.running[name]

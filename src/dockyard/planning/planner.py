@@ -124,18 +124,23 @@ class Planner:
         self.heads = [iid for iid in graph.order if graph.group(iid)[0] == iid]
         # Per unit (by its head): the upstream instances it still waits for; per instance:
         # the units that wait for it.
+        # Invariant: for a pending unit, ``waiting`` counts its sources not succeeded (while
+        # a unit runs or is done it is not kept up: it is counted again when it retries).
         self.waiting: dict[InstanceId, int] = {}
+        self.sources: dict[InstanceId, frozenset[InstanceId]] = {}
         self.dependents: dict[InstanceId, list[InstanceId]] = {}
         for head in self.heads:
-            sources = {
+            sources = frozenset(
                 m.source for member in graph.group(head) for m in graph.instances[member].upstream
-            }
+            )
+            self.sources[head] = sources
             self.waiting[head] = len(sources)
             for source in sources:
                 self.dependents.setdefault(source, []).append(head)
         self.to_resolve: deque[InstanceId] = deque(h for h in self.heads if not self.waiting[h])
         self.ready = _Ready()
         self.retries: list[tuple[float, int, InstanceId]] = []  # (retry_at, position, head)
+        self.retry_due: dict[InstanceId, float] = {}  # head -> its live entry (others: stale)
         self.blocks: list[Block] = []
         self.running: dict[InstanceId, tuple[str, Capacity]] = {}  # head -> (node, need)
         self.used = dict.fromkeys(self.nodes, ZERO)
@@ -205,10 +210,12 @@ class Planner:
         actions: list[Start | Block] = sorted(self.blocks, key=lambda b: self.position[b.instance])
         self.blocks = []
         stopping = self.failed and not self.keep_going
+        self._drop_stale_retries()
         while self.retries and self.retries[0][0] <= now and not stopping:
             head = heapq.heappop(self.retries)[2]
-            if not self.waiting[head]:  # (else what it reads is being made again: it waits)
-                self._make_ready(head)
+            del self.retry_due[head]
+            self._make_ready(head)
+            self._drop_stale_retries()
         if not stopping:
             free = {n: self.nodes[n] - self.used[n] for n in self.nodes}
             while (picked := self.ready.pop_fitting(free)) is not None:
@@ -307,15 +314,26 @@ class Planner:
             self._block_downstream(unit)
         else:
             assert seen.retry_at is not None
-            heapq.heappush(self.retries, (seen.retry_at, self.position[unit[0]], unit[0]))
+            head = unit[0]
+            self.waiting[head] = sum(
+                self.observed[s].phase is not Phase.SUCCEEDED for s in self.sources[head]
+            )
+            if not self.waiting[head]:  # (else what it reads is being made again: it waits)
+                self.retry_due[head] = seen.retry_at
+                heapq.heappush(self.retries, (seen.retry_at, self.position[head], head))
         return actions
+
+    def _drop_stale_retries(self) -> None:
+        while self.retries and self.retry_due.get(self.retries[0][2]) != self.retries[0][0]:
+            heapq.heappop(self.retries)
 
     # -- outputs that are gone ------------------------------------------------------------------
 
     def outputs_lost(self, instances: Iterable[InstanceId]) -> list[InstanceId]:
         """Committed outputs that no node keeps any more (their node is gone): their units
-        run again (not held against their retries), and the units that read them and have
-        not started wait for them again. Returns the instances that will run again."""
+        run again (not held against their retries), and the pending units that read them
+        wait for them again (a running one that could not get them waits once it retries:
+        tell this before its end). Returns the instances that will run again."""
         again: list[InstanceId] = []
         for iid in instances:
             unit = self.graph.group(iid)
@@ -327,11 +345,12 @@ class Planner:
                 again.append(member)
                 for head in self.dependents.get(member, ()):
                     if self.observed[head].phase is not Phase.PENDING:
-                        continue  # running or done: it has what it read
+                        continue  # (counted again if it retries)
                     if not self.waiting[head]:  # resolvable, ready or waiting to retry
                         with contextlib.suppress(ValueError):
                             self.to_resolve.remove(head)
                         self.ready.discard(head)
+                        self.retry_due.pop(head, None)
                     self.waiting[head] += 1
             self.to_resolve.append(unit[0])
         return again

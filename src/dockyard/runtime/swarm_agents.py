@@ -8,7 +8,9 @@
 - **Key**: 32 random bytes, kept as a Swarm secret (mounted root-only in the agents) and in
   a file on this machine, readable by root only (``DATA_ROOT/swarm/SWARM_ID.key``; another
   machine that submits to the same Swarm needs a copy). Secrets cannot be read back from a
-  Swarm: a machine without the file makes a new key and the agents are moved to it.
+  Swarm: a machine without the file is refused while agents with a key run, unless
+  ``DOCKYARD_AGENT_NEW_KEY=1`` says to make a new key and move the agents to it (the runs
+  of machines with the old key then fail).
 - **Service**: one task per node, on the node's host network (the agents must be reached
   from this machine and from each other at the node's address), binding the folder that
   holds the agent root (``DOCKYARD_AGENT_ROOT``, the same path on every node; the root
@@ -50,6 +52,7 @@ CODE_DIR = "/opt/dockyard"
 PARENT_MOUNT = "/dockyard-agent-parent"  # where the agent root's folder is, in the agent
 ROOT_ENV = "DOCKYARD_AGENT_ROOT"
 PORT_ENV = "DOCKYARD_AGENT_PORT"
+NEW_KEY_ENV = "DOCKYARD_AGENT_NEW_KEY"
 START_TIMEOUT = 120.0  # seconds for every agent to answer after a (re)deployment
 
 Note = Callable[[str], None]
@@ -63,8 +66,12 @@ class AgentSettings:
     @classmethod
     def from_environment(cls) -> AgentSettings:
         root = os.environ.get(ROOT_ENV) or layout.DEFAULT_ROOT
-        if not root.startswith("/") or PurePosixPath(root).name in ("", "..", "."):
-            raise RuntimeFailure(f"{ROOT_ENV}: an absolute path of a folder, not {root!r}")
+        path = PurePosixPath(root)
+        if not path.is_absolute() or ".." in path.parts or len(path.parts) < 3:
+            # (its parent is bound into the agents: never the whole root file system)
+            raise RuntimeFailure(
+                f"{ROOT_ENV}: an absolute path at least two folders deep, not {root!r}"
+            )
         port = int(os.environ.get(PORT_ENV) or DEFAULT_PORT)
         return cls(str(PurePosixPath(root)), port)
 
@@ -132,15 +139,40 @@ def agent_image(runtime: SwarmRuntime, note: Note) -> str:
     return tag
 
 
-def cluster_key(runtime: SwarmRuntime, keys: Path | None = None) -> tuple[bytes, str, str]:
-    """The cluster key (made on first use), and the id and name of its Swarm secret."""
+def key_file(runtime: SwarmRuntime) -> Path:
+    """Where this machine keeps the key of the Swarm that ``runtime`` reaches."""
     api: Any = runtime.api
     with runtime._translated("reading the swarm"):
         swarm_id = str(api.inspect_swarm()["ID"])
-    path = (keys or data_root() / "swarm") / f"{swarm_id}.key"
+    return data_root() / "swarm" / f"{swarm_id}.key"
+
+
+def read_cluster_key(runtime: SwarmRuntime) -> bytes:
+    path = key_file(runtime)
+    try:
+        return auth.read_key(path)
+    except FileNotFoundError:
+        raise RuntimeFailure(
+            f"this machine has no key for the swarm's node agents ({path}): run a pipeline "
+            "on the swarm from here first, or copy that file from the machine that did"
+        ) from None
+
+
+def cluster_key(runtime: SwarmRuntime) -> tuple[bytes, str, str]:
+    """The cluster key (made on first use), and the id and name of its Swarm secret."""
+    api: Any = runtime.api
+    path = key_file(runtime)
     try:
         key = auth.read_key(path)
     except FileNotFoundError:
+        with runtime._translated("reading the swarm's secrets"):
+            others = api.secrets(filters={"label": f"{LABEL_AGENT}=key"})
+        if others and os.environ.get(NEW_KEY_ENV) != "1":
+            raise RuntimeFailure(
+                "the swarm's node agents use a key that this machine does not have: copy "
+                f"{path} from the machine that deployed them, or set {NEW_KEY_ENV}=1 to "
+                "make a new key (runs from machines with the old key then fail)"
+            ) from None
         key = auth.new_key()
         auth.write_key(path, key)
     name = f"dockyard-agent-key-{hashlib.sha256(key).hexdigest()[:12]}"
@@ -218,12 +250,24 @@ def deploy(runtime: SwarmRuntime, note: Note, settings: AgentSettings | None = N
             )
             _remove_old_keys(api, secret_name)
 
+    pool = AgentPool(_addresses(runtime, settings), key, settings.root)
+    _wait_until_answering(runtime, pool, [n.id for n in nodes])
+    return pool
+
+
+def connect(runtime: SwarmRuntime, settings: AgentSettings | None = None) -> AgentPool:
+    """The agents as they are (nothing deployed): for reading what they keep."""
+    settings = settings or AgentSettings.from_environment()
+    return AgentPool(_addresses(runtime, settings), read_cluster_key(runtime), settings.root)
+
+
+def _addresses(runtime: SwarmRuntime, settings: AgentSettings) -> Callable[[], dict[str, str]]:
+    """Where the agents of the nodes that are up are, asked anew each time."""
+
     def addresses() -> dict[str, str]:
         return {n.id: f"{n.address}:{settings.port}" for n in runtime.nodes() if n.ready}
 
-    pool = AgentPool(addresses, key, settings.root)
-    _wait_until_answering(runtime, pool, [n.id for n in nodes])
-    return pool
+    return addresses
 
 
 def _named(service: Mapping[str, Any], name: str) -> bool:
@@ -250,7 +294,7 @@ def _wait_until_answering(runtime: SwarmRuntime, pool: AgentPool, nodes: list[st
                 waiting.discard(node)  # (down since: not needed)
                 continue
             try:
-                answer = AgentClient(address, pool.key, timeout=5.0).health()
+                answer = AgentClient(address, pool.key, node, timeout=5.0).health()
             except AgentError as exc:
                 last[node] = str(exc)
                 continue
@@ -280,4 +324,4 @@ def _task_error(runtime: SwarmRuntime, node: str) -> str | None:
     return None
 
 
-__all__ = ["SERVICE", "AgentSettings", "agent_image", "cluster_key", "deploy"]
+__all__ = ["SERVICE", "AgentSettings", "agent_image", "cluster_key", "connect", "deploy"]

@@ -20,6 +20,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -32,6 +33,7 @@ from dockyard.storage.ports import NodeUnavailable, OutputsLost, Staging, Stored
 
 LOOP_TIMEOUT = 5.0  # seconds, for a call the run loop waits for
 ADDRESSES_FRESH = 2.0  # seconds an answer about the nodes' addresses is used again
+ASK_AT_ONCE = 16  # nodes asked side by side whether they keep an output
 
 
 class AgentUnavailable(NodeUnavailable):
@@ -68,7 +70,7 @@ class AgentPool:
         address = self.addresses().get(node)
         if address is None:
             raise AgentUnavailable(f"node {node} is not up (no agent to reach)")
-        return AgentClient(address, self.key, *(() if timeout is None else (timeout,)))
+        return AgentClient(address, self.key, node, timeout)
 
     def call(
         self, node: str, route: str, body: Mapping[str, Any], timeout: float | None = None
@@ -122,18 +124,29 @@ class AgentOutputs:
                 LOOP_TIMEOUT,
             )
 
-    def holders(self, digest: str, timeout: float | None = None) -> list[str]:
-        """The nodes that are up and keep ``digest``."""
-        found = []
-        for node in sorted(self.pool.addresses()):
-            with contextlib.suppress(AgentUnavailable):
+    def holders(self, digest: str, timeout: float | None = None) -> tuple[list[str], list[str]]:
+        """The nodes that are up and keep ``digest``, and those that did not answer (asked
+        side by side: a node that does not answer costs one timeout, not one each)."""
+        nodes = sorted(self.pool.addresses())
+        if not nodes:
+            return [], []
+
+        def ask(node: str) -> bool | None:
+            try:
                 answer = self.pool.call(node, "objects/has", {"digests": [digest]}, timeout)
-                if digest in (answer.get("present") or []):
-                    found.append(node)
-        return found
+            except AgentUnavailable:
+                return None
+            return digest in (answer.get("present") or [])
+
+        with ThreadPoolExecutor(max_workers=min(len(nodes), ASK_AT_ONCE)) as asking:
+            answers = dict(zip(nodes, asking.map(ask, nodes), strict=True))
+        return (
+            [n for n, has in answers.items() if has],
+            [n for n, has in answers.items() if has is None],
+        )
 
     def exists(self, digest: str) -> bool:
-        return bool(self.holders(digest, LOOP_TIMEOUT))
+        return bool(self.holders(digest, LOOP_TIMEOUT)[0])
 
     def locate(self, digest: str) -> Path:
         """A copy on this machine, fetched from a node that keeps it (checked)."""
@@ -141,8 +154,8 @@ class AgentOutputs:
         here = self.local / digest
         if here.is_dir():
             return here
-        for node in self.holders(digest):
-            with contextlib.suppress(AgentError):
+        for node in self.holders(digest)[0]:
+            with contextlib.suppress(AgentError, AgentUnavailable):
                 return self.pool.client(node).fetch_into(digest, self.local)
         raise FileNotFoundError(errno.ENOENT, f"no node that is up keeps output {digest[:12]}")
 
@@ -153,14 +166,26 @@ class AgentOutputs:
         wanted = list(dict.fromkeys(digests))
         answer = self.pool.call(node, "objects/has", {"digests": wanted})
         present = set(answer.get("present") or [])
+        lost = []
         for digest in wanted:
             if digest in present:
                 continue
-            holders = [n for n in self.holders(digest) if n != node]
-            if not holders:
-                raise OutputsLost([digest], f"output {digest[:12]} is kept on no node that is up")
-            source = self.pool.addresses()[holders[0]]
-            self.pool.call(node, "objects/fetch", {"digest": digest, "source": source})
+            holders, silent = self.holders(digest)
+            holders = [n for n in holders if n != node]
+            address = self.pool.addresses().get(holders[0]) if holders else None
+            if address is None:
+                if silent:  # (perhaps there: not lost, only not to be had now)
+                    raise AgentUnavailable(
+                        f"output {digest[:12]}: the agents of {len(silent)} node(s) that "
+                        "are up did not answer"
+                    )
+                lost.append(digest)
+                continue
+            body = {"digest": digest, "source": address, "source_node": holders[0]}
+            self.pool.call(node, "objects/fetch", body)
+        if lost:  # (all of them at once: the reader waits for each to be made again)
+            named = ", ".join(d[:12] for d in lost)
+            raise OutputsLost(lost, f"output(s) {named} kept on no node that is up")
 
 
 class AgentWorkspace:

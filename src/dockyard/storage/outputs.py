@@ -199,6 +199,8 @@ def seal_tree(staging: Path) -> Sealed:
             for entry in folder.entries:
                 rel, mode = folder.path(entry.name), entry.info.st_mode
                 try:
+                    if _line_break(folder, entry, changes):
+                        continue
                     if stat.S_ISREG(mode):
                         fd = safefs.open_file(folder.fd, entry.name)
                         with os.fdopen(fd, "rb") as fh:
@@ -222,6 +224,22 @@ def seal_tree(staging: Path) -> Sealed:
             for name in folder.subdirs:
                 outer.update(f"D {folder.path(name)}\n".encode("utf-8", "surrogateescape"))
     return Sealed(outer.hexdigest(), size, files, _summary(changes))
+
+
+def _line_break(folder: safefs.Folder, entry: safefs.Entry, changes: list[str]) -> bool:
+    """Drop an entry whose name (or link target) holds a line break: each entry is one
+    line of a tree's digest, and such a name could pass for other lines (two different
+    trees with one digest). Whether it was dropped."""
+    broken = "\n" in entry.name
+    if not broken and stat.S_ISLNK(entry.info.st_mode):
+        broken = "\n" in os.readlink(entry.name, dir_fd=folder.fd)
+    if not broken:
+        return False
+    safefs.remove(folder.fd, entry.name)
+    if entry.name in folder.subdirs:
+        folder.subdirs.remove(entry.name)
+    changes.append(f"dropped {folder.path(entry.name)!r} (a line break in a name is not data)")
+    return True
 
 
 def place(staging: Path, sealed: Sealed, outputs_dir: Path) -> Path:
