@@ -33,10 +33,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dockyard.backend import LOCAL, SWARM, Backend
 from dockyard.execution import Executor
 from dockyard.runtime.base import Runtime
 from dockyard.runtime.docker import DockerRuntime
 from dockyard.runtime.swarm import NO_NEW_PRIVILEGES, SwarmRuntime
+from dockyard.runtime.swarm_agents import ROOT_ENV
 from dockyard.spec import load_pipeline
 from dockyard.storage.store import Store
 from dockyard.testing.images import BUSYBOX_IMAGE, ensure_busybox_image
@@ -100,19 +102,22 @@ def lower_bound(dag: tuple[Job, ...], nodes: int, cpus: float, memory: int) -> f
 
 
 def dockyard_run(swarm: LocalSwarm, workdir: Path, text: str) -> float:
+    """``dockyard run --backend swarm``: with its node agents moving the data (deployed by
+    the first run; not in the time)."""
     runtime = SwarmRuntime(swarm.manager.url, [n.url for n in swarm.nodes])
-    return timed_run(workdir, text, runtime)
+    return timed_run(workdir, text, runtime, SWARM)
 
 
-def timed_run(workdir: Path, text: str, runtime: Runtime) -> float:
+def timed_run(workdir: Path, text: str, runtime: Runtime, backend: Backend = LOCAL) -> float:
     """Wall time of ``dockyard run`` of ``text`` on ``runtime`` (closed afterwards)."""
     path = workdir / "dockyard.yaml"
     path.write_text(text)
     pf = load_pipeline(path)
     store = Store(pf.state_dir / "state.db")
+    ports = backend.ports(pf, runtime, print)
     began = time.perf_counter()
     try:
-        Executor(pf, runtime, store).run()
+        Executor(pf, runtime, store, ports=ports).run()
         return time.perf_counter() - began
     finally:
         store.close()
@@ -211,6 +216,8 @@ def main() -> None:
     args = parser.parse_args()
     dag = scaled(DAG, args.scale)
     os.environ.setdefault("DOCKYARD_HOME", tempfile.mkdtemp(prefix="dockyard-bench-home-"))
+    # The nodes share this machine's disk: their agents keep their folders under a scratch one.
+    os.environ.setdefault(ROOT_ENV, tempfile.mkdtemp(prefix="dockyard-bench-agents-"))
     probe = DockerRuntime()
     ensure_busybox_image(probe.api)
     probe.close()
