@@ -23,7 +23,7 @@ import pytest
 from dockyard.cli import main
 from dockyard.runtime.docker import DockerRuntime
 from dockyard.runtime.swarm import NO_NEW_PRIVILEGES, SwarmRuntime
-from dockyard.runtime.swarm_agents import ROOT_ENV
+from dockyard.runtime.swarm_agents import ROOT_ENV, key_file
 from dockyard.storage.outputs import tree_digest
 from dockyard.testing.swarm import LocalSwarm
 from tests.conftest import BUSYBOX_IMAGE, REPO, committed_output
@@ -263,6 +263,7 @@ def _copy_images_to(manager: str, refs: tuple[str, ...]) -> None:
 def test_the_genomics_example_runs_on_the_swarm_unchanged_with_the_results_of_one_engine(
     tmp_path: Path,
     on_swarm: LocalSwarm,
+    swarm_runtime: SwarmRuntime,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -271,7 +272,11 @@ def test_the_genomics_example_runs_on_the_swarm_unchanged_with_the_results_of_on
     for where in ("swarm", "local"):
         shutil.copytree(EXAMPLE, tmp_path / where, ignore=shutil.ignore_patterns(".dockyard"))
         copies[where] = tmp_path / where / "dockyard.yaml"
+    key = key_file(swarm_runtime)  # (the agents' key, if a test deployed them already)
     monkeypatch.setenv("DOCKYARD_HOME", str(tmp_path / "home-swarm"))
+    if key.exists():  # a home of its own, with the key copied in, as a user would
+        key_file(swarm_runtime).parent.mkdir(parents=True)
+        shutil.copy2(key, key_file(swarm_runtime))
     assert main(["run", "-f", str(copies["swarm"]), "--backend", "swarm"]) == 0
     assert len({node for _, node, *_ in placements(copies["swarm"])}) > 1
     monkeypatch.delenv("DOCKER_HOST")

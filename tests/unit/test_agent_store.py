@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.agent.client import AgentClient
+from dockyard.errors import EngineUnavailable
 from dockyard.storage import outputs as sealing
 from dockyard.storage.agents import AgentOutputs, AgentUnavailable, AgentWorkspace
 from dockyard.storage.ports import OutputsLost
@@ -90,3 +91,25 @@ def test_a_link_is_not_provided(tmp_path: Path) -> None:
         workspace = AgentWorkspace(pool, "proj", tmp_path / "state")
         with pytest.raises(OSError):
             workspace.provide(tmp_path / "link", "n1")
+
+
+def test_the_agents_are_reached_while_the_manager_does_not_answer(tmp_path: Path) -> None:
+    """The nodes' addresses come from the manager; while it is away the last ones hold."""
+    with running_agents(tmp_path / "agents", ["n1"]) as pool:
+        asked = pool._addresses
+        away = [False]
+
+        def addresses() -> dict[str, str]:
+            if away[0]:
+                raise EngineUnavailable("the manager is restarting")
+            return dict(asked())
+
+        pool._addresses = addresses
+        outputs = AgentOutputs(pool, tmp_path / "local")
+        workspace = AgentWorkspace(pool, "proj", tmp_path / "state")
+        digest = _committed(outputs, workspace, "n1", "42")
+        away[0] = True
+        assert outputs.exists(digest)
+        pool._known = None  # (nothing known yet: a clear failure, not a traceback)
+        with pytest.raises(AgentUnavailable, match="restarting"):
+            outputs.exists(digest)

@@ -26,6 +26,7 @@ from typing import Any
 
 from dockyard.agent import layout
 from dockyard.agent.client import AgentClient, AgentError
+from dockyard.errors import DockyardError
 from dockyard.storage import outputs as sealing
 from dockyard.storage.node_disk import safe_name
 from dockyard.storage.outputs import Sealed
@@ -58,10 +59,18 @@ class AgentPool:
         self._lock = threading.Lock()
 
     def addresses(self) -> Mapping[str, str]:
+        """Asked again every few seconds; while the manager does not answer (a restart, an
+        election) the last answer holds: the agents do not need the manager."""
         with self._lock:
             known = self._known
         if known is None or self.clock() - known[0] > ADDRESSES_FRESH:
-            known = (self.clock(), dict(self._addresses()))
+            try:
+                fresh = dict(self._addresses())
+            except DockyardError as exc:
+                if known is None:
+                    raise AgentUnavailable(f"the nodes' addresses: {exc.message}") from None
+                return known[1]
+            known = (self.clock(), fresh)
             with self._lock:
                 self._known = known
         return known[1]
