@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -312,3 +313,51 @@ def test_a_client_that_sends_nothing_is_dropped(agents, monkeypatch) -> None:
     host, port = a.address.split(":")
     with socket.create_connection((host, int(port)), timeout=10) as idle:
         assert idle.recv(1) == b""  # closed by the agent, not left to hold a thread
+
+
+def test_a_restarted_agent_still_refuses_a_replay(tmp_path: Path) -> None:
+    journal = tmp_path / ".nonces"
+    headers = auth.sign_request(KEY, "nodea", "POST", "/v1/work/clear", b"{}")
+    auth.Verifier(KEY, "nodea", journal).check("POST", "/v1/work/clear", headers)
+    restarted = auth.Verifier(KEY, "nodea", journal)
+    with pytest.raises(auth.AuthError, match="replay"):
+        restarted.check("POST", "/v1/work/clear", headers)
+    fresh = auth.sign_request(KEY, "nodea", "POST", "/v1/work/clear", b"{}")
+    restarted.check("POST", "/v1/work/clear", fresh)  # (a new request is fine)
+
+
+def test_a_client_that_sends_its_request_head_too_slowly_is_dropped(agents, monkeypatch) -> None:
+    import socket
+
+    from dockyard.agent import server
+
+    a, _, _ = agents
+    monkeypatch.setattr(server, "HEAD_SECONDS", 0.5)
+    host, port = a.address.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as slow:
+        slow.sendall(b"GET /v1/health HTTP/1.0\r\n")
+        for _ in range(20):  # a header line now and then, never the end of the head
+            try:
+                slow.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                break
+            time.sleep(0.1)
+        slow.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):  # (dropped as hard)
+            assert slow.recv(1) == b""
+
+
+def test_connections_over_the_limit_wait_for_a_slot(agents, monkeypatch) -> None:
+    import socket
+
+    from dockyard.agent import server
+
+    a, _, _ = agents
+    host, port = a.address.split(":")
+    monkeypatch.setattr(server, "HEAD_SECONDS", 1.0)
+    idle = [socket.create_connection((host, int(port))) for _ in range(server.MAX_CONNECTIONS)]
+    try:
+        assert a.health()["node"] == "nodea"  # served once an idle one is dropped
+    finally:
+        for connection in idle:
+            connection.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.agent.client import AgentClient
+from dockyard.agent.client import AgentClient, AgentError
 from dockyard.errors import EngineUnavailable
 from dockyard.storage import outputs as sealing
 from dockyard.storage.agents import AgentOutputs, AgentUnavailable, AgentWorkspace
@@ -113,3 +113,14 @@ def test_the_agents_are_reached_while_the_manager_does_not_answer(tmp_path: Path
         pool._known = None  # (nothing known yet: a clear failure, not a traceback)
         with pytest.raises(AgentUnavailable, match="restarting"):
             outputs.exists(digest)
+
+
+def test_a_tree_sent_to_an_agent_that_went_away_is_an_agent_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    (tmp_path / "reads").mkdir()
+    with pytest.raises(AgentError):  # (not a crash in the sending thread)
+        AgentClient(f"127.0.0.1:{port}", bytes(32), "n1").put_tree("a" * 64, tmp_path / "reads")

@@ -186,3 +186,25 @@ def test_a_streamed_pair_starts_together(write_pipeline: WritePipeline) -> None:
 def test_a_streamed_pair_waits_until_both_fit(write_pipeline: WritePipeline) -> None:
     graph = graph_of(load_pipeline(write_pipeline(STREAMED)))
     assert plan(graph, {}, Capacity.of(1.5, 1024 * MIB), now=0) == Plan((), finished=True)
+
+
+def test_a_lost_instance_runs_again_at_once_then_a_little_later_each_time(
+    write_pipeline: WritePipeline,
+) -> None:
+    path = write_pipeline(
+        """
+        version: 1
+        name: lost
+        steps:
+          a: {image: busybox:1.36, command: "true"}
+        """
+    )
+    instance = graph_of(load_pipeline(path)).instances[InstanceId.parse("a")]
+    lost = Outcome(None, Reason.LOST, "its node went down")
+    waits = []
+    for before in range(4):
+        running = Observed(Phase.RUNNING, before + 1, lost=before)
+        seen = after_attempt(instance, running, lost, 100.0, POOL)
+        assert seen.retry_at is not None
+        waits.append(seen.retry_at - 100.0)
+    assert waits == [0.0, 1.0, 2.0, 4.0]

@@ -378,6 +378,72 @@ def test_a_retry_due_after_its_input_was_made_again_does_not_start_it_twice(
     assert planner.next(now=13).wake_at is None
 
 
+def test_a_producer_whose_own_input_is_being_made_again_waits_for_it(
+    write_pipeline: WritePipeline,
+) -> None:
+    """s -> p -> r, and q reads s: q finds s's output gone, then r finds p's gone. p runs
+    again only after s has, never beside it."""
+    text = """
+    version: 1
+    name: deep
+    defaults: {image: busybox:1.36, resources: {cpus: 1, memory: 64m}}
+    steps:
+      s: {command: "true"}
+      p: {command: "true", needs: [s]}
+      q: {command: "true", needs: [s]}
+      r: {command: "true", needs: [p]}
+    """
+    planner = Planner(graph(write_pipeline, text), Capacity.of(8, 8192 * MIB))
+    resolve_all(planner)
+    _succeed(planner, "s")
+    resolve_all(planner)
+    _succeed(planner, "p", now=1)  # (q goes on running)
+    resolve_all(planner)
+    planner.next(now=2)  # r runs
+    planner.outputs_lost([iid("s")])
+    planner.ended(iid("q"), 1, Outcome(None, Reason.LOST, "s's output"), now=3)
+    planner.outputs_lost([iid("p")])
+    planner.ended(iid("r"), 1, Outcome(None, Reason.LOST, "p's output"), now=3)
+    resolve_all(planner)
+    assert [str(a.instance) for a in planner.next(now=4).actions if isinstance(a, Start)] == ["s"]
+    planner.ended(iid("s"), 2, Outcome(0), now=5)
+    resolve_all(planner)
+    started = sorted(str(a.instance) for a in planner.next(now=6).actions if isinstance(a, Start))
+    assert started == ["p", "q"]
+    assert all(count >= 0 for count in planner.waiting.values())
+
+
+def test_with_keep_going_a_reader_whose_source_failed_while_it_ran_is_blocked(
+    write_pipeline: WritePipeline,
+) -> None:
+    text = """
+    version: 1
+    name: blocked
+    defaults: {image: busybox:1.36, resources: {cpus: 1, memory: 64m}}
+    steps:
+      s: {command: "true", retries: {max: 0}}
+      q: {command: "true", needs: [s]}
+      r: {command: "true", needs: [s], retries: {max: 2, backoff: 1s}}
+      d: {command: "true", needs: [r]}
+    """
+    planner = Planner(graph(write_pipeline, text), Capacity.of(8, 8192 * MIB), keep_going=True)
+    resolve_all(planner)
+    _succeed(planner, "s")
+    resolve_all(planner)
+    planner.next(now=1)  # q and r run
+    planner.outputs_lost([iid("s")])
+    planner.ended(iid("q"), 1, Outcome(None, Reason.LOST, "s's output"), now=2)
+    resolve_all(planner)
+    planner.next(now=2)  # s runs again, and fails for good
+    planner.ended(iid("s"), 2, Outcome(1), now=3)
+    planner.ended(iid("r"), 1, Outcome(1), now=4)  # r, running all along, fails on its own
+    plan_ = planner.next(now=10)
+    blocked = sorted(str(a.instance) for a in plan_.actions if isinstance(a, Block))
+    assert "r" in blocked and "d" in blocked
+    assert plan_.finished
+    assert planner.observed[iid("r")].phase is Phase.BLOCKED
+
+
 # -- the same answers as planning from scratch ---------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 A request carries the time, a fresh nonce and the SHA-256 of its body, and an HMAC-SHA256
 of those with the node it is for, its method and its path; an agent refuses one that is not
 signed with its key for its own node, is more than :data:`MAX_SKEW` seconds from its own
-clock or older than the agent itself, or repeats a nonce it has seen (a replay). A body
+clock, or repeats a nonce it has seen (a replay; the nonces are kept on the node's disk,
+so a restarted agent knows them still). A body
 streamed in (a tree) is marked :data:`STREAMED` instead of hashed: the tree is checked
 against the digest it is sent under before it is kept. Every answer is signed over the
 node, the request's nonce, its status and its body's hash, so that a client never acts on
@@ -15,6 +16,7 @@ trees that cross it (as with Swarm's overlay networks unless they are created en
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -111,17 +113,56 @@ class Checked:
 
 
 class Verifier:
-    """An agent's side: checks requests for its ``node``, remembers the nonces it has seen
-    for as long as a request with them could still be in time (and, having forgotten those
-    of before it started, refuses what was signed before then)."""
+    """An agent's side: checks requests for its ``node``, and remembers the nonces it has
+    seen for as long as a request with them could still be in time, in ``journal`` too
+    (when given) so that a restarted agent still knows them."""
 
-    def __init__(self, key: bytes, node: str, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        key: bytes,
+        node: str,
+        journal: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.key = key
         self.node = node
         self.clock = clock
-        self.started = clock()
+        self.journal = journal
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._written = 0
+        if journal is not None:
+            self._load(journal)
+
+    def _load(self, journal: Path) -> None:
+        horizon = self.clock() - 2 * MAX_SKEW
+        try:
+            lines = journal.read_text(encoding="ascii", errors="replace").splitlines()
+        except FileNotFoundError:
+            return
+        for line in lines:
+            nonce, _, at = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                if float(at) >= horizon:
+                    self._seen[nonce] = float(at)
+        self._rewrite()
+
+    def _remember(self, nonce: str, at: float) -> None:
+        if self.journal is None:
+            return
+        if self._written > 4 * max(len(self._seen), 256):
+            self._rewrite()  # (the forgotten ones go)
+            return
+        with self.journal.open("a", encoding="ascii") as fh:
+            fh.write(f"{nonce} {at:.3f}\n")
+        self._written += 1
+
+    def _rewrite(self) -> None:
+        assert self.journal is not None
+        scratch = self.journal.with_name(f"{self.journal.name}.new")
+        scratch.write_text("".join(f"{n} {at:.3f}\n" for n, at in self._seen.items()))
+        scratch.replace(self.journal)
+        self._written = len(self._seen)
 
     def check(self, method: str, path: str, headers: Headers) -> Checked:
         scheme, _, mac = (headers.get("Authorization") or "").partition(" ")
@@ -138,14 +179,15 @@ class Verifier:
         now = self.clock()
         if abs(now - sent) > MAX_SKEW:
             raise AuthError(f"the request's time is {now - sent:+.0f} s from this node's clock")
-        if sent < self.started - 1.0:
-            raise AuthError("the request was signed before this agent started (a replay?)")
+        if len(nonce) > 64:
+            raise AuthError("the request's nonce is too long")
         with self._lock:
             for old in [n for n, at in self._seen.items() if at < now - 2 * MAX_SKEW]:
                 del self._seen[old]
             if nonce in self._seen:
                 raise AuthError("the request was seen before (a replay)")
             self._seen[nonce] = now
+            self._remember(nonce, now)
         return Checked(nonce, digest == STREAMED)
 
     def body_matches(self, checked: Checked, headers: Headers, body: bytes) -> bool:

@@ -21,6 +21,7 @@ from dockyard.agent import API, auth
 from dockyard.agent.trees import TreeError, Writable, receive_tree, write_lone_file, write_tree
 
 CONNECT_TIMEOUT = 10.0
+UNACKED_MS = 60_000  # data sent and not acknowledged for this long: the peer is gone
 PIPE_CHUNK = 1 << 20
 KEEPALIVE = (10, 5, 4)  # idle seconds, seconds between probes, probes
 DEAD_PEER_SECONDS = KEEPALIVE[0] + KEEPALIVE[1] * KEEPALIVE[2]
@@ -39,7 +40,8 @@ class _Connection(http.client.HTTPConnection):
     the peer is alive, which keepalives tell)."""
 
     def __init__(self, host: str, port: int, read_timeout: float | None):
-        super().__init__(host, port, timeout=CONNECT_TIMEOUT)
+        connect = CONNECT_TIMEOUT if read_timeout is None else min(CONNECT_TIMEOUT, read_timeout)
+        super().__init__(host, port, timeout=connect)
         self.read_timeout = read_timeout
 
     def connect(self) -> None:
@@ -49,6 +51,7 @@ class _Connection(http.client.HTTPConnection):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, UNACKED_MS)
         self.sock.settimeout(self.read_timeout)
 
 
@@ -137,6 +140,7 @@ class AgentClient:
         producer.start()
         try:
             with os.fdopen(reader, "rb") as pipe:
+                conn.connect()  # (a node that does not answer is that, not a refusal)
                 # Refused half-way, the agent answers and stops reading: its answer says why.
                 with contextlib.suppress(OSError):
                     conn.request(

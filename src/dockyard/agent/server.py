@@ -14,8 +14,10 @@ sent or fetched (a tar stream, :mod:`dockyard.agent.trees`). Answers are JSON, s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import sys
 import threading
 from dataclasses import dataclass
@@ -32,8 +34,10 @@ from dockyard.storage.ports import Staging
 
 MAX_JSON = 1 << 20
 VERSION = "1"
-IDLE_SECONDS = 60.0
-MAX_CONNECTIONS = 64
+IDLE_SECONDS = 60.0  # silence within a request (a body being sent) that drops it
+HEAD_SECONDS = 10.0  # for the request line and headers, all of them
+MAX_CONNECTIONS = 128
+SLOT_WAIT = 30.0  # how long a connection waits for a free slot before it is closed
 
 
 class Refused(Exception):
@@ -54,7 +58,8 @@ class NodeStore:
     key: bytes
 
     def __post_init__(self) -> None:
-        self.verifier = auth.Verifier(self.key, self.node)
+        journal = Path(layout.node_dir(self.inside, self.node)) / ".nonces"
+        self.verifier = auth.Verifier(self.key, self.node, journal)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         node_dir = Path(layout.node_dir(self.inside, self.node))
@@ -96,6 +101,21 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"  # one request per connection; answers end at close
     timeout = IDLE_SECONDS  # a client that sends nothing for this long is dropped
 
+    def setup(self) -> None:
+        super().setup()
+        # The whole head within HEAD_SECONDS, however slowly its bytes come.
+        self.head_deadline = threading.Timer(HEAD_SECONDS, self._drop)
+        self.head_deadline.daemon = True
+        self.head_deadline.start()
+
+    def _drop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        self.head_deadline.cancel()
+        super().finish()
+
     def do_GET(self) -> None:
         self._serve("GET")
 
@@ -113,6 +133,7 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write(f"agent: {self.address_string()} {format % args}\n")
 
     def _serve(self, method: str) -> None:
+        self.head_deadline.cancel()  # (the head is in)
         store = self.server.store
         try:
             checked = store.verifier.check(method, self.path, self.headers)
@@ -321,6 +342,7 @@ ROUTES = {
 
 class AgentServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # (a burst of readers must not wait for SYN retries)
 
     def __init__(self, address: tuple[str, int], store: NodeStore):
         super().__init__(address, Handler)
@@ -328,13 +350,13 @@ class AgentServer(ThreadingHTTPServer):
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """At most MAX_CONNECTIONS at once: one more is closed at once."""
-        if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
         super().process_request(request, client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """At most MAX_CONNECTIONS served at once; one more waits a while for a slot."""
+        if not self.slots.acquire(timeout=SLOT_WAIT):
+            self.shutdown_request(request)
+            return
         try:
             super().process_request_thread(request, client_address)
         finally:

@@ -75,7 +75,6 @@ class Services:
         self.node = node  # where they run (their room is reserved there); None: anywhere
         # On a cluster: the node to take them when theirs is lost (None: no node has room).
         self.move = move
-        self.moved: dict[str, str | None] = {}  # a lost node -> where its services went
         self.note = note  # what happened to a service, for the run's events
         self.prefix = prefix  # names: PREFIX-net, PREFIX-SERVICE
         self.sleep = sleep
@@ -168,9 +167,8 @@ class Services:
         with contextlib.suppress(DockyardError):
             self.runtime.remove(service.container_id)
         lost = service.node
-        if lost is not None and lost not in self.moved and self.move is not None:
-            self.moved[lost] = self.move(lost)  # (the services of one node move together)
-        to = self.moved.get(lost) if lost is not None else None
+        # (the first node up with room: the services of one node go to the same one)
+        to = self.move(lost) if lost is not None and self.move is not None else None
         if to is None:
             service.on(
                 ServiceEvent.EXITED,

@@ -8,7 +8,8 @@ Instance lifecycle, as a table of (phase, event) -> phase, applied by
     RUNNING   --exit 0, output committed--> SUCCEEDED
     RUNNING   --failed, retries left------> PENDING (retry_at = now + backoff)
     RUNNING   --failed, no retries left---> FAILED
-    RUNNING   --lost (container vanished)--> PENDING at once, not counted as a retry
+    RUNNING   --lost (container vanished)--> PENDING at once (then after 1, 2, 4 s), not
+                                             counted as a retry
     SUCCEEDED, FAILED, BLOCKED are final for the run.
 """
 
@@ -22,6 +23,7 @@ from dockyard.planning.graph import Graph, Instance, InstanceId
 from dockyard.planning.schedule import Capacity, Request, fit, in_use
 
 MAX_LOST = 5
+LOST_BACKOFF = 1.0  # seconds before the second rerun of a lost instance; doubled after
 SIGPIPE_EXIT = 128 + 13  # a producer's exit when its consumer stopped reading: fine
 
 
@@ -171,8 +173,15 @@ def after_attempt(
     if outcome.reason is Reason.LOST:
         if seen.lost >= MAX_LOST:
             return replace(seen, phase=Phase.FAILED, reason=outcome.reason.value)
+        # At once the first time (its node is gone: another takes it), then a little later
+        # each time (a node that is up but cannot take it now, e.g. its agent restarting).
+        wait = LOST_BACKOFF * 2 ** (seen.lost - 1) if seen.lost else 0.0
         return replace(
-            seen, phase=Phase.PENDING, lost=seen.lost + 1, retry_at=now, reason=outcome.reason.value
+            seen,
+            phase=Phase.PENDING,
+            lost=seen.lost + 1,
+            retry_at=now + wait,
+            reason=outcome.reason.value,
         )
     if seen.attempts - seen.lost > policy.max:
         return replace(seen, phase=Phase.FAILED, reason=outcome.reason.value)

@@ -141,6 +141,7 @@ class Planner:
         self.ready = _Ready()
         self.retries: list[tuple[float, int, InstanceId]] = []  # (retry_at, position, head)
         self.retry_due: dict[InstanceId, float] = {}  # head -> its live entry (others: stale)
+        self.remade: set[InstanceId] = set()  # made again after their output was lost
         self.blocks: list[Block] = []
         self.running: dict[InstanceId, tuple[str, Capacity]] = {}  # head -> (node, need)
         self.used = dict.fromkeys(self.nodes, ZERO)
@@ -315,10 +316,11 @@ class Planner:
         else:
             assert seen.retry_at is not None
             head = unit[0]
-            self.waiting[head] = sum(
-                self.observed[s].phase is not Phase.SUCCEEDED for s in self.sources[head]
-            )
-            if not self.waiting[head]:  # (else what it reads is being made again: it waits)
+            if not self._counted_again(head):
+                pass  # what it reads is being made again (it waits), or never will be
+            elif self.remade & self.sources[head]:
+                self.to_resolve.append(head)  # its key is computed again from what it reads
+            else:
                 self.retry_due[head] = seen.retry_at
                 heapq.heappush(self.retries, (seen.retry_at, self.position[head], head))
         return actions
@@ -343,6 +345,7 @@ class Planner:
                 lost = self.observed[member].lost + 1
                 self._move(member, InstanceEvent.OUTPUT_LOST, lost=lost, retry_at=None)
                 again.append(member)
+                self.remade.add(member)
                 for head in self.dependents.get(member, ()):
                     if self.observed[head].phase is not Phase.PENDING:
                         continue  # (counted again if it retries)
@@ -352,8 +355,25 @@ class Planner:
                         self.ready.discard(head)
                         self.retry_due.pop(head, None)
                     self.waiting[head] += 1
-            self.to_resolve.append(unit[0])
+            if self._counted_again(unit[0]):  # (its own sources may be being made again)
+                self.to_resolve.append(unit[0])
         return again
+
+    def _counted_again(self, head: InstanceId) -> bool:
+        """Count anew what a unit that is pending again waits for; block it (and what
+        waits for it) when one of its sources can no longer succeed. Whether it can go on
+        at once."""
+        unit = self.graph.group(head)
+        phases = [self.observed[s].phase for s in self.sources[head]]
+        if any(phase in (Phase.FAILED, Phase.BLOCKED) for phase in phases):
+            because = _first_bad(self.graph, unit, self.observed)
+            for member in unit:
+                self._move(member, InstanceEvent.UPSTREAM_FAILED)
+                self.blocks.append(Block(member, because))
+            self._block_downstream(unit)
+            return False
+        self.waiting[head] = sum(phase is not Phase.SUCCEEDED for phase in phases)
+        return not self.waiting[head]
 
     # -- queries --------------------------------------------------------------------------------
 

@@ -233,6 +233,8 @@ def deploy(runtime: SwarmRuntime, note: Note, settings: AgentSettings | None = N
     with runtime._translated("deploying dockyard's node agents"):
         existing = [s for s in api.services(filters={"name": SERVICE}) if _named(s, SERVICE)]
         current = existing and (existing[0]["Spec"].get("Labels") or {}).get(LABEL_AGENT)
+        if existing and current != fingerprint:
+            _check_same_key(existing[0], secret_name, key_file(runtime))
         if current != fingerprint:
             if existing:
                 note("agent: replacing the node agents")
@@ -268,6 +270,19 @@ def _addresses(runtime: SwarmRuntime, settings: AgentSettings) -> Callable[[], d
         return {n.id: f"{n.address}:{settings.port}" for n in runtime.nodes() if n.ready}
 
     return addresses
+
+
+def _check_same_key(service: Mapping[str, Any], ours: str, path: Path) -> None:
+    """Refuse to move running agents to this machine's key when it is not theirs (another
+    machine made a new one), unless told to."""
+    spec = ((service["Spec"].get("TaskTemplate") or {}).get("ContainerSpec")) or {}
+    theirs = [s.get("SecretName") for s in spec.get("Secrets") or []]
+    if theirs and ours not in theirs and os.environ.get(NEW_KEY_ENV) != "1":
+        raise RuntimeFailure(
+            f"the swarm's node agents use another key than this machine's ({path}): copy the "
+            f"key from the machine that deployed them, or set {NEW_KEY_ENV}=1 to move them to "
+            "this one (runs from machines with the other key then fail)"
+        )
 
 
 def _named(service: Mapping[str, Any], name: str) -> bool:

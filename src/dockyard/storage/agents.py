@@ -33,6 +33,8 @@ from dockyard.storage.outputs import Sealed
 from dockyard.storage.ports import NodeUnavailable, OutputsLost, Staging, StoredOutput
 
 LOOP_TIMEOUT = 5.0  # seconds, for a call the run loop waits for
+QUICK_TIMEOUT = 30.0  # for a call that does no real work (asking what a node keeps)
+WORK_TIMEOUT = 3600.0  # for one that does (sealing, fetching: silent until it is done)
 ADDRESSES_FRESH = 2.0  # seconds an answer about the nodes' addresses is used again
 ASK_AT_ONCE = 16  # nodes asked side by side whether they keep an output
 
@@ -69,6 +71,8 @@ class AgentPool:
             except DockyardError as exc:
                 if known is None:
                     raise AgentUnavailable(f"the nodes' addresses: {exc.message}") from None
+                with self._lock:  # (asked again in a few seconds, not at every call)
+                    self._known = (self.clock(), known[1])
                 return known[1]
             known = (self.clock(), fresh)
             with self._lock:
@@ -104,13 +108,16 @@ class AgentOutputs:
     def __init__(self, pool: AgentPool, local: Path):
         self.pool = pool
         self.local = local  # this machine's copies, for locate()
+        self._fetching: dict[tuple[str, str], threading.Lock] = {}
+        self._lock = threading.Lock()
 
     def seal(self, staging: Staging) -> Sealed:
         """Seal and keep the output on its node (kept already: the loop's commit then only
         records it, and makes no call that could wait on a node)."""
         try:
             body = _staging_body(self.pool.root, staging)
-            kept = self.pool.client(staging.node).call("POST", "staging/commit", body)
+            client = self.pool.client(staging.node, WORK_TIMEOUT)
+            kept = client.call("POST", "staging/commit", body)
         except AgentError as exc:
             if exc.status == 404:  # the folder is gone: the attempt is lost
                 raise FileNotFoundError(errno.ENOENT, str(exc)) from None
@@ -142,7 +149,8 @@ class AgentOutputs:
 
         def ask(node: str) -> bool | None:
             try:
-                answer = self.pool.call(node, "objects/has", {"digests": [digest]}, timeout)
+                body = {"digests": [digest]}
+                answer = self.pool.call(node, "objects/has", body, timeout or QUICK_TIMEOUT)
             except AgentUnavailable:
                 return None
             return digest in (answer.get("present") or [])
@@ -173,28 +181,42 @@ class AgentOutputs:
 
     def bring(self, digests: Sequence[str], node: str) -> None:
         wanted = list(dict.fromkeys(digests))
-        answer = self.pool.call(node, "objects/has", {"digests": wanted})
+        answer = self.pool.call(node, "objects/has", {"digests": wanted}, QUICK_TIMEOUT)
         present = set(answer.get("present") or [])
         lost = []
         for digest in wanted:
             if digest in present:
                 continue
-            holders, silent = self.holders(digest)
-            holders = [n for n in holders if n != node]
-            address = self.pool.addresses().get(holders[0]) if holders else None
-            if address is None:
-                if silent:  # (perhaps there: not lost, only not to be had now)
-                    raise AgentUnavailable(
-                        f"output {digest[:12]}: the agents of {len(silent)} node(s) that "
-                        "are up did not answer"
-                    )
-                lost.append(digest)
-                continue
-            body = {"digest": digest, "source": address, "source_node": holders[0]}
-            self.pool.call(node, "objects/fetch", body)
+            with self._lock:
+                one = self._fetching.setdefault((node, digest), threading.Lock())
+            with one:  # (readers on one node that need one output fetch it once)
+                if not self._fetch(digest, node):
+                    lost.append(digest)
         if lost:  # (all of them at once: the reader waits for each to be made again)
             named = ", ".join(d[:12] for d in lost)
             raise OutputsLost(lost, f"output(s) {named} kept on no node that is up")
+
+    def _fetch(self, digest: str, node: str) -> bool:
+        """Fetch ``digest`` to ``node`` from a node that keeps it; False when none does."""
+        answer = self.pool.call(node, "objects/has", {"digests": [digest]}, QUICK_TIMEOUT)
+        if digest in (answer.get("present") or []):
+            return True  # (fetched meanwhile, for another reader)
+        holders, silent = self.holders(digest)
+        failures = []
+        for holder in (n for n in holders if n != node):
+            address = self.pool.addresses().get(holder)
+            if address is None:
+                continue
+            body = {"digest": digest, "source": address, "source_node": holder}
+            try:
+                self.pool.call(node, "objects/fetch", body, WORK_TIMEOUT)
+                return True
+            except AgentUnavailable as exc:
+                failures.append(exc.message)
+        if failures or silent:  # (perhaps to be had later: not lost)
+            why = "; ".join(failures) or f"{len(silent)} node(s) that are up did not answer"
+            raise AgentUnavailable(f"output {digest[:12]}: {why}")
+        return False
 
 
 class AgentWorkspace:
@@ -215,7 +237,8 @@ class AgentWorkspace:
         return Staging(node, Path(where))
 
     def make(self, staging: Staging) -> None:
-        self.pool.call(staging.node, "staging/make", _staging_body(self.pool.root, staging))
+        body = _staging_body(self.pool.root, staging)
+        self.pool.call(staging.node, "staging/make", body, QUICK_TIMEOUT)
 
     def streams(
         self, run_id: str, unit: str, attempt: int, producers: Sequence[str], node: str
@@ -260,7 +283,7 @@ class AgentWorkspace:
         with one:  # two attempts on one node that read one input send it once
             if (node, digest) in self._sent:
                 return
-            client = self.pool.client(node)
+            client = self.pool.client(node, WORK_TIMEOUT)
             try:
                 present = client.call("POST", "objects/has", {"digests": [digest]})["present"]
                 if digest not in present:
