@@ -28,6 +28,8 @@ from dockyard.spec.model import Service
 LABEL_SERVICE = "dockyard.service"
 LABEL_KEEP = "dockyard.keep"
 MAX_RESTARTS = 5  # engine restarts one service is started again after, in one run
+STARTED_SECONDS = 5.0  # for a service without a health check to be running
+STARTED_SECONDS_CLUSTER = 30.0
 
 
 @dataclass
@@ -205,7 +207,10 @@ class Services:
     def _wait_ready(self, name: str, service: _Running) -> None:
         """Until healthy (or running, without a check), failed, or out of time."""
         check = self.specs[name].healthcheck
-        budget = 5.0 if check is None else check.interval * (check.retries + 1) + check.timeout
+        # Without a check: running within a few seconds (on a cluster a task is scheduled,
+        # and its node may be busy: longer).
+        started = STARTED_SECONDS if self.node is None else STARTED_SECONDS_CLUSTER
+        budget = started if check is None else check.interval * (check.retries + 1) + check.timeout
         deadline = time.monotonic() + budget
         while True:
             health = self.runtime.health(service.container_id)
