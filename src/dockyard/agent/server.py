@@ -164,8 +164,11 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(500, {"error": f"{exc.strerror or exc} ({exc.filename or ''})"})
 
     def _json_body(self, checked: auth.Checked) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_JSON:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise Refused(400, "Content-Length is not a number") from None
+        if not 0 <= length <= MAX_JSON:
             raise Refused(413, "request too large")
         raw = self.rfile.read(length)
         if not self.server.store.verifier.body_matches(checked, self.headers, raw):
