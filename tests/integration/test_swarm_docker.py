@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -329,9 +330,6 @@ def test_a_node_killed_mid_run_has_its_instances_rerun_elsewhere(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import subprocess
-    import sys
-
     probe = SwarmRuntime(doomed_swarm.manager.url)
     node_cpus = min(n.capacity.cpus for n in probe.nodes())
     probe.close()
@@ -354,17 +352,7 @@ steps:
     command: "cat /in/work/*/n > /out/all"
 """
     )
-    env = {
-        **os.environ,
-        "DOCKER_HOST": doomed_swarm.manager.url,
-        "DOCKYARD_SWARM_ENGINES": " ".join(n.url for n in doomed_swarm.nodes),
-    }
-    run = subprocess.Popen(
-        [sys.executable, "-m", "dockyard", "run", "-f", str(path), "--backend", "swarm"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    run = _run_in_background(doomed_swarm, path)
     try:
         runtime = SwarmRuntime(doomed_swarm.manager.url)
         try:
@@ -431,8 +419,6 @@ def test_what_lived_only_on_a_killed_node_is_made_again_or_moved(
     is then killed; ``second`` (which also waits for ``gate`` on the other worker) finds that
     output on no node that is up: its attempt is lost, ``first`` runs again on the live
     worker, then ``second``, whose service ``db`` was started anew there."""
-    import sys
-
     manager = doomed_swarm.manager.engine.client()
     try:  # the work goes to the two workers (the manager must outlive the test)
         node = next(n for n in manager.nodes() if n["Description"]["Hostname"] == "dysw1")
@@ -464,17 +450,7 @@ steps:
     command: "cat /in/first/v /in/gate/v > /out/v"
 """
     )
-    env = {
-        **os.environ,
-        "DOCKER_HOST": doomed_swarm.manager.url,
-        "DOCKYARD_SWARM_ENGINES": " ".join(n.url for n in doomed_swarm.nodes),
-    }
-    run = subprocess.Popen(
-        [sys.executable, "-m", "dockyard", "run", "-f", str(path), "--backend", "swarm"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    run = _run_in_background(doomed_swarm, path)
     try:
         holder = _node_of_first_success(path, "first", run)
         victim = next(n for n in doomed_swarm.nodes if _node_id(doomed_swarm, n.name) == holder)
@@ -506,6 +482,22 @@ steps:
     assert "service db: its node went down; starting it on node" in said
     result = committed_output(path, "second", capsys) / "v"
     assert result.read_text() == "one\ngate\n"
+
+
+def _run_in_background(swarm: LocalSwarm, path: Path) -> subprocess.Popen[bytes]:
+    """``dockyard run --backend swarm`` on ``swarm``, in a process of its own (its output:
+    stdout and stderr together)."""
+    env = {
+        **os.environ,
+        "DOCKER_HOST": swarm.manager.url,
+        "DOCKYARD_SWARM_ENGINES": " ".join(n.url for n in swarm.nodes),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "dockyard", "run", "-f", str(path), "--backend", "swarm"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _node_of_first_success(path: Path, instance: str, run: subprocess.Popen[bytes]) -> str:

@@ -72,20 +72,14 @@ class AgentClient:
 
     def call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = json.dumps(body).encode() if body is not None else b""
-        path = f"{API}/{route}"
-        headers = auth.sign_request(self.key, self.node, method, path, data)
-        if data:
-            headers["Content-Type"] = "application/json"
-        conn = self._connection()
+        conn, response, nonce = self._request(method, f"{API}/{route}", data)
         try:
-            conn.request(method, path, body=data or None, headers=headers)
-            response = conn.getresponse()
             raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
             raise AgentError(f"agent {self.address}: {exc}") from None
         finally:
             conn.close()
-        return self._checked(response, headers[auth.NONCE], raw)
+        return self._checked(response, nonce, raw)
 
     def put_tree(self, digest: str, source: Path) -> dict[str, Any]:
         """Send the folder ``source`` to be kept as ``digest`` (checked there)."""
@@ -97,15 +91,11 @@ class AgentClient:
 
     def fetch_into(self, digest: str, store: Path) -> Path:
         """Get the tree ``digest`` and keep it in ``store`` once it checks out."""
-        path = f"{API}/objects/{digest}"
-        headers = auth.sign_request(self.key, self.node, "GET", path, b"")
-        conn = self._connection()
+        conn, response, nonce = self._request("GET", f"{API}/objects/{digest}", b"")
         try:
-            conn.request("GET", path, headers=headers)
-            response = conn.getresponse()
             if response.status != 200:
-                self._checked(response, headers[auth.NONCE], response.read())
-            auth.check_reply(self.key, self.node, headers[auth.NONCE], 200, None, response.headers)
+                self._checked(response, nonce, response.read())
+            auth.check_reply(self.key, self.node, nonce, 200, None, response.headers)
             return receive_tree(response, digest, store)
         except (auth.AuthError, TreeError, OSError, http.client.HTTPException) as exc:
             raise AgentError(f"agent {self.address}: {exc}") from None
@@ -113,6 +103,22 @@ class AgentClient:
             conn.close()
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def _request(
+        self, method: str, path: str, data: bytes
+    ) -> tuple[_Connection, http.client.HTTPResponse, str]:
+        """Send one signed request (a JSON body, or none); its connection (for the caller
+        to close), the answer's head, and the request's nonce."""
+        headers = auth.sign_request(self.key, self.node, method, path, data)
+        if data:
+            headers["Content-Type"] = "application/json"
+        conn = self._connection()
+        try:
+            conn.request(method, path, body=data or None, headers=headers)
+            return conn, conn.getresponse(), headers[auth.NONCE]
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise AgentError(f"agent {self.address}: {exc}") from None
 
     def _connection(self) -> _Connection:
         host, _, port = self.address.rpartition(":")

@@ -51,58 +51,13 @@ from dockyard.planning.plan import (
     Start,
     after_attempt,
 )
+from dockyard.planning.ready import Ready
 from dockyard.planning.schedule import ZERO, Capacity, in_use
 from dockyard.planning.states import INSTANCE, InstanceEvent, advance
 from dockyard.runtime.base import LOCAL_NODE
 from dockyard.units import format_memory
 
 Unit = tuple[InstanceId, ...]
-
-
-class _Ready:
-    """Units ready to start, by what they need: picking the best one that fits costs the
-    number of distinct needs (a handful), not the number of ready units."""
-
-    def __init__(self) -> None:
-        self.by_need: dict[Capacity, list[tuple[int, str, int, InstanceId]]] = {}
-        self.entries: dict[InstanceId, int] = {}  # head -> its live entry (others are stale)
-        self.pushed = 0
-
-    def push(self, need: Capacity, priority: int, head: InstanceId) -> None:
-        self.pushed += 1
-        self.entries[head] = self.pushed
-        entry = (-priority, str(head), self.pushed, head)
-        heapq.heappush(self.by_need.setdefault(need, []), entry)
-
-    def discard(self, head: InstanceId) -> None:
-        """No longer ready (what it reads must be made again); its entry goes stale."""
-        self.entries.pop(head, None)
-
-    def pop_fitting(self, free: Mapping[str, Capacity]) -> tuple[InstanceId, Capacity, str] | None:
-        """The highest-priority unit that fits a node, and the node (the fullest that fits:
-        packing, so that big work finds room later)."""
-        best: tuple[tuple[int, str], Capacity, str] | None = None
-        for need, heap in self.by_need.items():
-            while heap and self.entries.get(heap[0][3]) != heap[0][2]:
-                heapq.heappop(heap)  # (stale)
-            if not heap:
-                continue
-            nodes = [n for n, room in free.items() if room.fits(need)]
-            if not nodes:
-                continue
-            rank = heap[0][:2]
-            if best is None or rank < best[0]:
-                node = min(nodes, key=lambda n: (free[n].millicpus, free[n].memory, n))
-                best = (rank, need, node)
-        if best is None:
-            return None
-        _, need, node = best
-        head = heapq.heappop(self.by_need[need])[3]
-        del self.entries[head]
-        return head, need, node
-
-    def __len__(self) -> int:
-        return len(self.entries)
 
 
 class Planner:
@@ -138,7 +93,7 @@ class Planner:
             for source in sources:
                 self.dependents.setdefault(source, []).append(head)
         self.to_resolve: deque[InstanceId] = deque(h for h in self.heads if not self.waiting[h])
-        self.ready = _Ready()
+        self.ready = Ready()
         self.retries: list[tuple[float, int, InstanceId]] = []  # (retry_at, position, head)
         self.retry_due: dict[InstanceId, float] = {}  # head -> its live entry (others: stale)
         self.remade: set[InstanceId] = set()  # made again after their output was lost

@@ -2,6 +2,7 @@
 test images."""
 
 from dockyard.testing.fake import FakeRuntime, Fault
-from dockyard.testing.fake_storage import FakeOutputs, FakeVolumes, FakeWorkspace
+from dockyard.testing.fake_storage import FakeOutputs, FakeWorkspace
+from dockyard.testing.fake_volumes import FakeVolumes
 
 __all__ = ["FakeOutputs", "FakeRuntime", "FakeVolumes", "FakeWorkspace", "Fault"]

@@ -1,0 +1,442 @@
+"""The fake of the VolumeBackend port (:mod:`dockyard.storage.ports`) for tests: it models
+*where bytes live*, not how they are copied efficiently. :class:`FakeVolumes` keeps live
+volumes as real folders (containers bind them) and snapshots in memory, holds in-process
+through the ``HOLD`` table, and sends and receives a stream format of its own. The contract
+suite in ``tests/contract`` runs it beside the local implementation; where they disagree,
+the local one is right.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from dockyard.errors import InvalidInput, PlanError, UnknownReference
+from dockyard.planning.states import HOLD, Hold, HoldEvent, advance
+from dockyard.storage import safefs
+from dockyard.storage.volume_stream import StreamError
+from dockyard.storage.volume_stream.format import check_path
+from dockyard.storage.volumes import (
+    Snapshot,
+    VolumeInfo,
+    VolumeInUse,
+    check_name,
+    check_ref,
+    check_tag,
+)
+
+# -- volumes ----------------------------------------------------------------------------------
+
+# A tree as a snapshot keeps it: relative path -> (st_mode with the type, the file's bytes or
+# the link's target; nothing for a folder). Parents come before their entries.
+Tree = dict[str, tuple[int, bytes]]
+
+
+def _parts(rel: str) -> list[str]:
+    return rel.split("/")
+
+
+def _parent(rel: str) -> str:
+    return rel.rpartition("/")[0]
+
+
+def _sorted(tree: Tree) -> Tree:
+    return {rel: tree[rel] for rel in sorted(tree, key=_parts)}
+
+
+def read_tree(root: Path, file_perms: Callable[[int], int]) -> Tree:
+    """Folders, files (``file_perms`` of their permission bits) and links under ``root``,
+    no link followed; devices, FIFOs and sockets are not data."""
+    tree: Tree = {}
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        with os.scandir(root / rel if rel else root) as found:
+            for entry in found:
+                path = f"{rel}/{entry.name}" if rel else entry.name
+                mode = entry.stat(follow_symlinks=False).st_mode
+                perms = stat.S_IMODE(mode) & 0o777
+                if stat.S_ISDIR(mode):
+                    tree[path] = (stat.S_IFDIR | perms, b"")
+                    pending.append(path)
+                elif stat.S_ISLNK(mode):
+                    tree[path] = (stat.S_IFLNK | 0o777, os.fsencode(os.readlink(entry.path)))
+                elif stat.S_ISREG(mode):
+                    data = Path(entry.path).read_bytes()
+                    tree[path] = (stat.S_IFREG | file_perms(perms), data)
+    return _sorted(tree)
+
+
+def mirror(tree: Tree, live: Path, file_perms: Callable[[int], int]) -> int:
+    """Make the folder ``live`` (kept itself: containers bind it) hold ``tree``; return the
+    bytes of the files written."""
+    current = read_tree(live, lambda m: m)
+    for rel in sorted(current, key=_parts, reverse=True):  # what must go, entries first
+        want = tree.get(rel)
+        if want is None or stat.S_IFMT(want[0]) != stat.S_IFMT(current[rel][0]):
+            safefs.rmtree(live / rel)
+    current = read_tree(live, lambda m: m)
+    copied = 0
+    for rel, (mode, data) in tree.items():
+        path, have = live / rel, current.get(rel)
+        if stat.S_ISDIR(mode):
+            if have is None:
+                path.mkdir()
+                path.chmod(stat.S_IMODE(mode))
+        elif stat.S_ISLNK(mode):
+            if have != (mode, data):
+                safefs.rmtree(path)
+                os.symlink(os.fsdecode(data), path)
+        elif have is None or have[1] != data or (have[0] | 0o222) != (mode | 0o222):
+            safefs.rmtree(path)
+            path.write_bytes(data)
+            path.chmod(file_perms(stat.S_IMODE(mode)))
+            copied += len(data)
+    return copied
+
+
+def _size(tree: Tree) -> tuple[int, int]:
+    """(files, bytes) of ``tree``."""
+    files = [data for mode, data in tree.values() if stat.S_ISREG(mode)]
+    return len(files), sum(len(data) for data in files)
+
+
+@dataclass
+class _Volume:
+    created: float
+    snapshots: list[tuple[Snapshot, Tree]] = field(default_factory=list)
+
+
+class _Holds:
+    """Who holds which volume, moved on through the ``HOLD`` table; a waiter waits on a
+    condition, for ``timeout`` seconds at most."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._changed = threading.Condition()
+        self._held: dict[str, tuple[Hold, int]] = {}  # name -> (state, holders)
+
+    def _allows(self, name: str, event: HoldEvent) -> bool:
+        return (self._held.get(name, (Hold.FREE, 0))[0], event) in HOLD
+
+    @contextlib.contextmanager
+    def hold(self, name: str, *, exclusive: bool, wait: bool) -> Iterator[None]:
+        event = HoldEvent.WRITE if exclusive else HoldEvent.READ
+        with self._changed:
+            patience = self.timeout if wait else 0
+            if not self._changed.wait_for(lambda: self._allows(name, event), patience):
+                waited = f" (waited {patience:g} s)" if wait else ""
+                raise VolumeInUse(
+                    f"volume {name!r} is in use by another run "
+                    f"({'using' if exclusive else 'writing'} it){waited}"
+                )
+            state, holders = self._held.get(name, (Hold.FREE, 0))
+            self._held[name] = (advance(HOLD, state, event), holders + 1)
+        try:
+            yield
+        finally:
+            with self._changed:
+                state, holders = self._held[name]
+                last = HoldEvent.LAST_RELEASED if holders == 1 else HoldEvent.RELEASED
+                state = advance(HOLD, state, last)
+                if state is Hold.FREE:
+                    del self._held[name]
+                else:
+                    self._held[name] = (state, holders - 1)
+                self._changed.notify_all()
+
+
+class FakeVolumes:
+    """Named volumes: live folders under ``root``, snapshots in memory."""
+
+    def __init__(self, root: Path, *, hold_timeout: float = 10.0) -> None:
+        self.root = root
+        self._volumes: dict[str, _Volume] = {}
+        self._holds = _Holds(hold_timeout)
+
+    def live(self, name: str) -> Path:
+        return self.root / "volumes" / check_name(name)
+
+    def bind(self, name: str, node: str) -> str:
+        return str(self.live(name))  # volumes do not move in the fake
+
+    def exists(self, name: str) -> bool:
+        return check_name(name) in self._volumes
+
+    def _volume(self, name: str) -> _Volume:
+        if not self.exists(name):
+            raise UnknownReference(f"no volume {name!r} under {self.root}")
+        return self._volumes[name]
+
+    def ensure(self, name: str, seed: Path | None = None) -> None:
+        if self.exists(name):
+            return
+        live = self.live(name)
+        live.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        creating = live.parent / f".creating-{name}"
+        safefs.rmtree(creating)
+        creating.mkdir()
+        if seed is not None:
+            mirror(read_tree(seed, lambda m: m), creating, lambda m: m)
+        creating.chmod(0o777)  # containers may run as any user
+        os.rename(creating, live)
+        self._volumes[name] = _Volume(time.time())
+
+    def hold(
+        self, name: str, *, exclusive: bool, wait: bool = False
+    ) -> contextlib.AbstractContextManager[None]:
+        return self._holds.hold(check_name(name), exclusive=exclusive, wait=wait)
+
+    def all(self) -> list[VolumeInfo]:
+        return [self.inspect(name) for name in sorted(self._volumes)]
+
+    def inspect(self, name: str) -> VolumeInfo:
+        volume = self._volume(name)
+        files, size = _size(read_tree(self.live(name), lambda m: m))
+        live = str(self.live(name))
+        return VolumeInfo(name, live, volume.created, files, size, len(volume.snapshots))
+
+    def snapshots(self, name: str) -> list[Snapshot]:
+        volume = self._volumes.get(check_name(name))
+        return [snap for snap, _ in volume.snapshots] if volume else []
+
+    def _find(self, name: str, ref: str) -> tuple[Snapshot, Tree]:
+        check_ref(ref)
+        for snap, tree in self._volume(name).snapshots:
+            if str(snap.id) == ref or snap.tag == ref:
+                return snap, tree
+        raise UnknownReference(f"volume {name!r} has no snapshot {ref!r}")
+
+    def _add(self, name: str, tree: Tree, tag: str | None, snap_uuid: str) -> Snapshot:
+        volume = self._volume(name)
+        previous = volume.snapshots[-1][1] if volume.snapshots else {}
+        number = volume.snapshots[-1][0].id + 1 if volume.snapshots else 1
+        files, size = _size(tree)
+        copied = sum(
+            len(data)
+            for rel, (mode, data) in tree.items()
+            if stat.S_ISREG(mode) and previous.get(rel) != (mode, data)
+        )
+        snap = Snapshot(number, tag, time.time(), files, size, copied, snap_uuid)
+        volume.snapshots.append((snap, tree))
+        return snap
+
+    def snapshot(self, name: str, tag: str | None = None) -> Snapshot:
+        if tag is not None:
+            check_tag(tag)
+        volume = self._volume(name)
+        if tag is not None and any(s.tag == tag for s, _ in volume.snapshots):
+            raise PlanError(f"volume {name!r} already has a snapshot tagged {tag!r}")
+        tree = read_tree(self.live(name), lambda m: m & 0o555)
+        return self._add(name, tree, tag, uuid.uuid4().hex)
+
+    def rollback(self, name: str, ref: str) -> int:
+        _, tree = self._find(name, ref)
+        return mirror(tree, self.live(name), lambda m: (m & 0o777) | 0o200)
+
+    def remove(self, name: str) -> None:
+        self._volume(name)
+        with self.hold(name, exclusive=True):
+            safefs.rmtree(self.live(name))
+            del self._volumes[name]
+
+    def send(
+        self, name: str, out: BinaryIO, base: str | None = None, target: str | None = None
+    ) -> tuple[int, int]:
+        snaps = self._volume(name).snapshots
+        if not snaps and target is None:
+            raise UnknownReference(f"volume {name!r} has no snapshot to send")
+        snap, tree = self._find(name, target) if target is not None else snaps[-1]
+        old = self._find(name, base) if base is not None else None
+        data = _Stream.write(snap, tree, old)
+        out.write(data)
+        return data.count(b"\n") - 2, len(data)  # the records and the end
+
+    def receive(self, name: str, inp: BinaryIO) -> Snapshot:
+        check_name(name)
+        stream = _Stream.read(inp.read())
+        tree = stream.apply(self._base(name, stream))
+        with self.hold(name, exclusive=True):
+            self._base(name, stream)  # still true now that the volume is held
+            self.ensure(name)
+            snaps = self._volumes[name].snapshots
+            tag = stream.tag if all(s.tag != stream.tag for s, _ in snaps) else None
+            snap = self._add(name, tree, tag, stream.snapshot)
+            mirror(tree, self.live(name), lambda m: (m & 0o777) | 0o200)
+        return snap
+
+    def _base(self, name: str, stream: _Stream) -> Tree:
+        snaps = self._volumes[name].snapshots if self.exists(name) else []
+        if any(s.uuid == stream.snapshot for s, _ in snaps):
+            raise StreamError(f"volume {name!r} already has snapshot {stream.snapshot}")
+        if stream.base is None:
+            return {}
+        for snap, tree in snaps:
+            if snap.uuid == stream.base:
+                return tree
+        raise StreamError(f"volume {name!r} has no snapshot {stream.base} to apply this onto")
+
+
+# The fake's stream: MAGIC, a JSON header line, a JSON line per record, a JSON end line with
+# the number of records and the sha256 of everything before it. A record is {"path", "mode",
+# "data"}: mode is st_mode with its type (null: the path is gone since the base), data the
+# file's bytes or the link's target in hex.
+_MAGIC = b"DOCKYARD-FAKE-VOLUME-STREAM 1\n"
+_UUID = re.compile(r"[0-9a-f]{32}")
+_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+_KINDS = (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK)
+
+
+def _is_tag(tag: str) -> bool:
+    try:
+        check_tag(tag)
+    except InvalidInput:
+        return False
+    return True
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        raise ValueError("a key appears twice")
+    return fields
+
+
+def _fields(line: bytes, keys: set[str], what: str) -> dict[str, object]:
+    try:
+        fields = json.loads(line, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError):
+        raise StreamError(f"the stream is corrupted ({what} is not readable JSON)") from None
+    if not isinstance(fields, dict) or set(fields) != keys:
+        raise StreamError(f"the stream is malformed ({what} should have {sorted(keys)})")
+    return fields
+
+
+def _text(value: object, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise StreamError(f"the stream is malformed ({what}: {value!r})")
+    return value
+
+
+@dataclass(frozen=True)
+class _Record:
+    path: str
+    mode: int | None  # None: gone
+    data: bytes
+
+    @classmethod
+    def parse(cls, line: bytes, number: int) -> _Record:
+        what = f"record {number}"
+        fields = _fields(line, {"path", "mode", "data"}, what)
+        path, mode = fields["path"], fields["mode"]
+        if not isinstance(path, str):
+            raise StreamError(f"the stream is malformed ({what}: the path {path!r})")
+        try:
+            check_path(path)
+        except ValueError as exc:
+            raise StreamError(f"the stream is malformed ({what}: {exc})") from None
+        data = bytes.fromhex(_text(fields["data"], _HEX, f"{what}'s data"))
+        if not _fits(mode, data):
+            raise StreamError(f"the stream is malformed ({what}: mode {mode!r} with that data)")
+        assert mode is None or isinstance(mode, int)
+        return cls(path, mode, data)
+
+    def apply(self, tree: Tree) -> None:
+        parent = _parent(self.path)
+        if parent and not stat.S_ISDIR(tree.get(parent, (0, b""))[0]):
+            raise StreamError(f"the stream is malformed ({self.path!r} has no folder before it)")
+        old = tree.get(self.path)
+        if self.mode is None and old is None:
+            raise StreamError(f"the stream is malformed ({self.path!r} is gone but never was)")
+        folders = [stat.S_ISDIR(m) for m in (old[0] if old else 0, self.mode or 0)]
+        if old is not None and not all(folders):  # replaced or gone, with what it held
+            for rel in [r for r in tree if r == self.path or r.startswith(f"{self.path}/")]:
+                del tree[rel]
+        if self.mode is not None:
+            mode = self.mode & ~0o222 if stat.S_ISREG(self.mode) else self.mode
+            tree[self.path] = (mode, self.data)
+
+
+def _fits(mode: object, data: bytes) -> bool:
+    """Whether a record's mode is one the fake sends, with the data that kind carries."""
+    if mode is None:  # gone
+        return not data
+    if type(mode) is not int or stat.S_IMODE(mode) > 0o777:
+        return False
+    kind = stat.S_IFMT(mode)
+    if kind == stat.S_IFDIR:
+        return not data
+    if kind == stat.S_IFLNK:
+        return bool(data) and b"\0" not in data
+    return kind == stat.S_IFREG
+
+
+@dataclass(frozen=True)
+class _Stream:
+    snapshot: str
+    base: str | None
+    tag: str | None
+    records: tuple[_Record, ...]
+
+    @staticmethod
+    def write(snap: Snapshot, tree: Tree, base: tuple[Snapshot, Tree] | None) -> bytes:
+        old = base[1] if base is not None else {}
+        gone = {r for r in old if r not in tree}
+        lines = [
+            json.dumps({"snapshot": snap.uuid, "tag": snap.tag, "base": base and base[0].uuid}),
+            *(
+                json.dumps({"path": rel, "mode": None, "data": ""})
+                for rel in old
+                if rel in gone and _parent(rel) not in gone  # the topmost of what went
+            ),
+            *(
+                json.dumps({"path": rel, "mode": mode, "data": data.hex()})
+                for rel, (mode, data) in tree.items()
+                if old.get(rel) != (mode, data)
+            ),
+        ]
+        body = _MAGIC + "".join(f"{line}\n" for line in lines).encode()
+        end = {"end": len(lines) - 1, "sha256": hashlib.sha256(body).hexdigest()}
+        return body + json.dumps(end).encode() + b"\n"
+
+    @classmethod
+    def read(cls, data: bytes) -> _Stream:
+        if not data.startswith(_MAGIC):
+            raise StreamError("this is not a fake volume stream")
+        lines = data[len(_MAGIC) :].split(b"\n")
+        if len(lines) < 3 or lines[-1] != b"":
+            raise StreamError("the stream is truncated")
+        *body, end_line, _ = lines
+        end = _fields(end_line, {"end", "sha256"}, "the end")
+        digest = hashlib.sha256(data[: len(data) - len(end_line) - 1]).hexdigest()
+        if type(end["end"]) is not int or end != {"end": len(body) - 1, "sha256": digest}:
+            raise StreamError("the stream is corrupted (its checksum does not match)")
+        header = _fields(body[0], {"snapshot", "base", "tag"}, "the header")
+        snapshot = _text(header["snapshot"], _UUID, "the snapshot")
+        base = None if header["base"] is None else _text(header["base"], _UUID, "the base")
+        tag = header["tag"]
+        if tag is not None and not (isinstance(tag, str) and _is_tag(tag)):
+            raise StreamError(f"the stream is malformed (the tag {tag!r})")
+        assert tag is None or isinstance(tag, str)
+        records = tuple(_Record.parse(line, n) for n, line in enumerate(body[1:], 1))
+        return cls(snapshot, base, tag, records)
+
+    def apply(self, base: Tree) -> Tree:
+        tree = dict(base)
+        for record in self.records:
+            record.apply(tree)
+        return _sorted(tree)
+
+
+__all__ = ["FakeVolumes", "Tree", "read_tree"]
