@@ -55,13 +55,19 @@ def docker_runtime() -> Iterator[object]:
 def local_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """Three Swarm nodes on this machine (see dockyard.testing.swarm), for the session."""
     from dockyard.runtime.swarm import NO_NEW_PRIVILEGES
-    from dockyard.runtime.swarm_agents import ROOT_ENV
+    from dockyard.runtime.swarm_agents import ENGINE_SOCKET_ENV, ROOT_ENV
+    from dockyard.testing.dockerd import NODE_ENGINE_SOCKET
     from dockyard.testing.swarm import LocalSwarm
 
     swarm = LocalSwarm.up(3, tmp_path_factory.mktemp("swarm"))
     # Its nodes' daemons run with --no-new-privileges: say so, as a user of a swarm must.
     # Its node agents keep their files under the session's own folder.
-    settings = {NO_NEW_PRIVILEGES: "1", ROOT_ENV: str(tmp_path_factory.mktemp("agents"))}
+    # The managers' agents reach their engine where the local cluster's nodes have it.
+    settings = {
+        NO_NEW_PRIVILEGES: "1",
+        ROOT_ENV: str(tmp_path_factory.mktemp("agents")),
+        ENGINE_SOCKET_ENV: NODE_ENGINE_SOCKET,
+    }
     before = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
     try:

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 
 from dockyard.errors import RuntimeFailure
+from dockyard.runtime.agent_image import _code_layer, agent_sources
 from dockyard.runtime.swarm_agents import (
     NEW_KEY_ENV,
     ROOT_ENV,
     AgentSettings,
     _check_same_key,
-    _code_layer,
-    agent_sources,
 )
 
 
@@ -44,7 +43,35 @@ def test_the_agent_image_holds_its_modules_and_an_empty_package(tmp_path: Path) 
 
     files = agent_sources()
     assert b"import" not in files["__init__.py"]  # (not dockyard's, which imports the CLI)
-    with tarfile.open(fileobj=io.BytesIO(_code_layer(files))) as tar:
+    assert b"import" not in files["spec/__init__.py"]  # (the pipeline file's loader)
+    libraries = {"pydantic/__init__.py": b"", "pydantic-2.dist-info/RECORD": b""}
+    with tarfile.open(fileobj=io.BytesIO(_code_layer(files, libraries))) as tar:
         names = tar.getnames()
     assert "opt/dockyard/dockyard/agent/server.py" in names
-    assert all(name.startswith("opt/dockyard/dockyard/") for name in names)
+    assert "opt/dockyard/dockyard/agent/plugin.py" in names
+    assert "opt/dockyard/pydantic/__init__.py" in names
+    assert all(name.startswith("opt/dockyard/") for name in names)
+
+
+def test_the_agent_s_modules_import_nothing_its_image_lacks() -> None:
+    """Every module the image holds imports only the standard library, pydantic and the
+    other modules it holds."""
+    import ast
+    import sys
+
+    files = agent_sources()
+    held = {"dockyard." + rel.removesuffix(".py").replace("/", ".") for rel in files}
+    held |= {name.removesuffix(".__init__") for name in held}
+    for rel, data in files.items():
+        for node in ast.walk(ast.parse(data)):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                top = name.split(".")[0]
+                if top == "dockyard":
+                    assert name in held or name.rpartition(".")[0] in held, (rel, name)
+                else:
+                    assert top in sys.stdlib_module_names or top == "pydantic", (rel, name)

@@ -8,8 +8,13 @@ consumer needs from the agent that holds them, verified by digest before they ar
 Every request and every answer is authenticated with the cluster's key
 (:mod:`dockyard.agent.auth`); nothing unauthenticated reads or writes through an agent.
 
-The agent's image holds the Python standard library and a handful of dockyard's modules
-(:data:`MODULES`), nothing else: everything under this package imports only those.
+It also keeps the swarm's named volumes (:mod:`.node_volumes`): it serves Docker's volume
+plugin protocol on its node (:mod:`.plugin`), takes and gives back the volumes' leases
+(:mod:`.leases`, kept in Swarm's store) and sends snapshots between nodes.
+
+The agent's image holds the Python standard library, pydantic (which checks the volume
+streams from other nodes) and a handful of dockyard's modules (:data:`MODULES`), nothing
+else: everything under this package imports only those.
 """
 
 from __future__ import annotations
@@ -33,4 +38,17 @@ MODULES = (
     "agent/trees.py",
     "agent/client.py",
     "agent/server.py",
+    "agent/engine.py",
+    "agent/frames.py",
+    "agent/leases.py",
+    "agent/node_volumes.py",
+    "agent/plugin.py",
+    "agent/volume_routes.py",
+    "spec/names.py",
+    "storage/volumes.py",
+    "storage/volume_copy.py",
+    "storage/volume_stream/__init__.py",
+    "storage/volume_stream/format.py",
+    "storage/volume_stream/receive.py",
+    "storage/volume_stream/send.py",
 )

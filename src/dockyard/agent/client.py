@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.agent import API, auth
+from dockyard.agent.frames import FrameReader
 from dockyard.agent.trees import TreeError, Writable, receive_tree, write_lone_file, write_tree
 
 CONNECT_TIMEOUT = 10.0
@@ -99,6 +100,22 @@ class AgentClient:
             return receive_tree(response, digest, store)
         except (auth.AuthError, TreeError, OSError, http.client.HTTPException) as exc:
             raise AgentError(f"agent {self.address}: {exc}") from None
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def stream(self, route: str, body: dict[str, Any]) -> Iterator[FrameReader]:
+        """A call whose answer is a byte stream, signed as a whole (:mod:`.frames`): the
+        reader's end comes only once the signature checked out."""
+        conn, response, nonce = self._request("POST", f"{API}/{route}", json.dumps(body).encode())
+        try:
+            if response.status != 200:
+                self._checked(response, nonce, response.read())
+            try:
+                auth.check_reply(self.key, self.node, nonce, 200, None, response.headers)
+            except auth.AuthError as exc:
+                raise AgentError(f"agent {self.address}: {exc}") from None
+            yield FrameReader(response, self.key, nonce)
         finally:
             conn.close()
 

@@ -20,17 +20,27 @@ import os
 import socket
 import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
-from dockyard.agent import API, DEFAULT_PORT, auth, layout
+from dockyard.agent import API, DEFAULT_PORT, auth, layout, volume_routes
 from dockyard.agent.client import AgentClient, AgentError
+from dockyard.agent.engine import Engine, EngineError
+from dockyard.agent.frames import FrameWriter
+from dockyard.agent.leases import LeaseError, SwarmLeases
+from dockyard.agent.node_volumes import NodeVolumes
+from dockyard.agent.node_volumes import Refused as VolumeRefused
+from dockyard.agent.plugin import SOCKET_DIR, PluginServer
 from dockyard.agent.trees import Readable, TreeError, receive_tree, write_tree
+from dockyard.agent.volume_routes import AgentPeers, LeaseService, RemoteLeases, ServiceLeases
 from dockyard.storage import outputs as sealing
 from dockyard.storage.node_disk import LocalWorkspace
 from dockyard.storage.ports import Staging
+from dockyard.storage.volumes import VolumeStore
 
 MAX_JSON = 1 << 20
 VERSION = "1"
@@ -56,6 +66,8 @@ class NodeStore:
     host: str
     inside: str
     key: bytes
+    volumes: NodeVolumes | None = None  # (an agent that serves no volumes has none)
+    lease_service: LeaseService | None = None  # on a manager's agent
 
     def __post_init__(self) -> None:
         journal = Path(layout.node_dir(self.inside, self.node)) / ".nonces"
@@ -152,12 +164,19 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(layout.check_digest(route[1]))
                 return
             body = self._json_body(checked)
+            if (method, "/".join(route)) == ("POST", "volumes/send"):
+                self._stream(volume_routes.send_stream(store, body))
+                return
             handler = ROUTES.get((method, "/".join(route)))
             if handler is None:
                 raise Refused(404, f"no such call: {method} {self.path}")
             self._answer(200, handler(store, body))
-        except Refused as exc:
+        except (Refused, volume_routes.Refusal) as exc:
             self._answer(exc.status, {"error": exc.message})
+        except (VolumeRefused, LeaseError, volume_routes.Unavailable) as exc:
+            self._answer(409, {"error": str(exc)})
+        except EngineError as exc:
+            self._answer(503, {"error": f"the lease store: {exc}"})
         except (layout.LayoutError, TreeError) as exc:
             self._answer(400, {"error": str(exc)})
         except OSError as exc:
@@ -199,6 +218,22 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header(auth.REPLY, auth.sign_reply(store.key, store.node, self.nonce, 200, None))
         self.end_headers()
         write_tree(tree, self.wfile)  # (checked by digest where it arrives)
+
+    def _stream(self, write: Callable[[BinaryIO], object]) -> None:
+        """Answer with a stream signed as a whole (cut short, it fails its check there)."""
+        store = self.server.store
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header(auth.REPLY, auth.sign_reply(store.key, store.node, self.nonce, 200, None))
+        self.end_headers()
+        out = FrameWriter(self.wfile, store.key, self.nonce)
+        try:
+            write(out)  # type: ignore[arg-type]
+        except Exception as exc:  # (the answer has begun: the stream ends unsigned)
+            self.log_message("sending a volume stream: %s", exc)
+            self.close_connection = True
+            return
+        out.close()
 
     def _answer(self, status: int, body: dict[str, Any], nonce: str | None = None) -> None:
         data = json.dumps(body).encode()
@@ -331,7 +366,8 @@ def _fetch(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
     return {"path": str(where)}
 
 
-ROUTES = {
+ROUTES: dict[tuple[str, str], Callable[[NodeStore, dict[str, Any]], dict[str, Any]]] = {
+    **volume_routes.ROUTES,
     ("GET", "health"): _health,
     ("POST", "staging/make"): _make,
     ("POST", "staging/commit"): _commit,
@@ -371,14 +407,46 @@ def from_environment() -> AgentServer:
     node = layout.check_part(env.get("DOCKYARD_AGENT_NODE"), "DOCKYARD_AGENT_NODE")
     host = env.get("DOCKYARD_AGENT_ROOT") or layout.DEFAULT_ROOT
     key = auth.read_key(env["DOCKYARD_AGENT_KEY_FILE"])
-    store = NodeStore(node, host, env.get("DOCKYARD_AGENT_MOUNT") or host, key)
     port = int(env.get("DOCKYARD_AGENT_PORT") or DEFAULT_PORT)
+    store = NodeStore(node, host, env.get("DOCKYARD_AGENT_MOUNT") or host, key)
+    _add_volumes(store, port, env)
     return AgentServer((env.get("DOCKYARD_AGENT_ADDRESS") or "", port), store)
+
+
+def _add_volumes(store: NodeStore, port: int, env: os._Environ[str]) -> None:
+    """Volumes, when the agent is told where the leases are: the engine's socket (a
+    manager's agent), or the managers' agents (``ID@HOST:PORT,...``)."""
+    managers = {}
+    for entry in filter(None, (env.get("DOCKYARD_AGENT_MANAGERS") or "").split(",")):
+        manager, _, address = entry.partition("@")
+        managers[layout.check_part(manager, "manager")] = address
+    engine = env.get("DOCKYARD_AGENT_ENGINE")
+    leases: ServiceLeases | RemoteLeases
+    if engine:
+        store.lease_service = LeaseService(SwarmLeases(Engine(engine)), port)
+        leases = ServiceLeases(store.lease_service, store.node, time.time)
+    elif managers:
+        leases = RemoteLeases(managers, store.key, store.node)
+    else:
+        return
+    node_dir = Path(layout.node_dir(store.inside, store.node))
+    store.volumes = NodeVolumes(
+        node=store.node,
+        store=VolumeStore(node_dir),
+        host_root=Path(layout.node_dir(store.host, store.node)) / "volumes",
+        leases=leases,
+        peers=AgentPeers(store.key),
+        replicas=int(env.get("DOCKYARD_AGENT_REPLICAS") or 1),
+    )
 
 
 def main() -> None:
     try:
         server = from_environment()
+        volumes = server.store.volumes
+        plugin_dir = os.environ.get("DOCKYARD_AGENT_PLUGIN_DIR") or SOCKET_DIR
+        if volumes is not None:
+            PluginServer(Path(plugin_dir) / "dockyard.sock", volumes).start()
     except (KeyError, OSError, ValueError, auth.AuthError) as exc:
         sys.exit(f"dockyard agent: cannot start: {exc}")
     host, port = server.server_address[:2]

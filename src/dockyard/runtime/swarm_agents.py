@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
+import json
 import os
-import tarfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,25 +33,29 @@ from typing import TYPE_CHECKING, Any
 
 import docker.errors
 
-from dockyard.agent import DEFAULT_PORT, MODULES, auth, layout
+from dockyard.agent import DEFAULT_PORT, auth, layout
 from dockyard.agent.client import AgentClient, AgentError
-from dockyard.errors import EngineUnavailable, ImageError, RuntimeFailure
-from dockyard.images import debian, debian_build
+from dockyard.errors import EngineUnavailable, RuntimeFailure
+from dockyard.runtime.agent_image import agent_image
 from dockyard.storage.agents import AgentPool
 from dockyard.storage.volumes import data_root
 
 if TYPE_CHECKING:
     from dockyard.runtime.swarm import SwarmRuntime
 
-SERVICE = "dockyard-agent"
+SERVICE = "dockyard-agent"  # on the workers
+MANAGER_SERVICE = "dockyard-agent-manager"  # on the managers: these keep the volume leases
 LABEL_AGENT = "dockyard.agent"
-REPOSITORY = "dockyard/agent"
-PACKAGES = ("python3",)
-CODE_DIR = "/opt/dockyard"
 PARENT_MOUNT = "/dockyard-agent-parent"  # where the agent root's folder is, in the agent
+RUN_DOCKER = "/run/docker"  # on a node: its engine looks for plugins' sockets in ./plugins
+RUN_DOCKER_MOUNT = "/run/docker-node"  # where that folder is, in the agent
+ENGINE_MOUNT = "/run/dockyard-engine.sock"  # a manager's engine socket, in its agent
 ROOT_ENV = "DOCKYARD_AGENT_ROOT"
 PORT_ENV = "DOCKYARD_AGENT_PORT"
 NEW_KEY_ENV = "DOCKYARD_AGENT_NEW_KEY"
+ENGINE_SOCKET_ENV = "DOCKYARD_AGENT_ENGINE_SOCKET"
+REPLICAS_ENV = "DOCKYARD_VOLUME_REPLICAS"
+DEFAULT_ENGINE_SOCKET = "/var/run/docker.sock"
 START_TIMEOUT = 120.0  # seconds for every agent to answer after a (re)deployment
 
 Note = Callable[[str], None]
@@ -62,6 +65,8 @@ Note = Callable[[str], None]
 class AgentSettings:
     root: str
     port: int
+    engine_socket: str = DEFAULT_ENGINE_SOCKET  # the managers' engine socket, on their disk
+    replicas: int = 1  # other nodes that keep each volume's latest snapshot
 
     @classmethod
     def from_environment(cls) -> AgentSettings:
@@ -73,70 +78,16 @@ class AgentSettings:
                 f"{ROOT_ENV}: an absolute path at least two folders deep, not {root!r}"
             )
         port = int(os.environ.get(PORT_ENV) or DEFAULT_PORT)
-        return cls(str(PurePosixPath(root)), port)
-
-
-def agent_sources() -> dict[str, bytes]:
-    """What the agent's image holds of dockyard, by path under the package."""
-    package = Path(__file__).resolve().parents[1]
-    files = {rel: (package / rel).read_bytes() for rel in MODULES}
-    files["__init__.py"] = b'"""dockyard, as much as its node agent needs."""\n'
-    return files
-
-
-def _code_layer(files: Mapping[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for rel, data in sorted(files.items()):
-            info = tarfile.TarInfo(f"{CODE_DIR.lstrip('/')}/dockyard/{rel}")
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def agent_image(runtime: SwarmRuntime, note: Note) -> str:
-    """The agent's image on the manager (made when it lacks it); its reference."""
-    recipe = debian.Recipe(debian.host_suite(), debian.host_arch(), PACKAGES)
-    files = agent_sources()
-    digest = hashlib.sha256(recipe.digest.encode())
-    for rel, data in sorted(files.items()):
-        digest.update(f"{rel}\0{hashlib.sha256(data).hexdigest()}\n".encode())
-    tag = f"{REPOSITORY}:{digest.hexdigest()[:16]}"
-    if runtime.image_id(tag) is not None:
-        return tag
-    base = f"{REPOSITORY}-base:{recipe.digest[:16]}"
-    if runtime.image_id(base) is None:
-        note(f"agent: making its image ({recipe.describe()})")
-        root = data_root()
-        with debian_build.Workdir(root / "build") as work:
-            made = debian_build.bootstrap_tarball(
-                recipe, debian.debian_mirror(recipe.suite), work, root / "cache" / "debian", note
-            )
-            runtime.import_image(made.tarball, base, {}, debian_build.IMAGE_ENV, ["python3"])
-    api: Any = runtime.api
-    with runtime._translated("adding the agent to its image", ImageError):
-        holder = api.create_container(base, command=["true"])["Id"]
+        engine = os.environ.get(ENGINE_SOCKET_ENV) or DEFAULT_ENGINE_SOCKET
+        if not PurePosixPath(engine).is_absolute():
+            raise RuntimeFailure(f"{ENGINE_SOCKET_ENV}: an absolute path, not {engine!r}")
         try:
-            api.put_archive(holder, "/", _code_layer(files))
-            repository, version = tag.split(":")
-            api.commit(
-                holder,
-                repository=repository,
-                tag=version,
-                conf={
-                    "Cmd": ["python3", "-m", "dockyard.agent"],
-                    "Env": [
-                        *(f"{k}={v}" for k, v in debian_build.IMAGE_ENV.items()),
-                        f"PYTHONPATH={CODE_DIR}",
-                        "PYTHONDONTWRITEBYTECODE=1",
-                        "PYTHONUNBUFFERED=1",
-                    ],
-                    "Labels": {LABEL_AGENT: "image"},
-                },
-            )
-        finally:
-            api.remove_container(holder, force=True)
-    return tag
+            replicas = int(os.environ.get(REPLICAS_ENV) or 1)
+        except ValueError:
+            replicas = -1
+        if not 0 <= replicas <= 16:
+            raise RuntimeFailure(f"{REPLICAS_ENV}: a whole number from 0 to 16")
+        return cls(str(PurePosixPath(root)), port, engine, replicas)
 
 
 def key_file(runtime: SwarmRuntime) -> Path:
@@ -187,22 +138,43 @@ def cluster_key(runtime: SwarmRuntime) -> tuple[bytes, str, str]:
 
 
 def _service_task(
-    image: str, settings: AgentSettings, secret: tuple[str, str], host_network: str
+    image: str,
+    settings: AgentSettings,
+    secret: tuple[str, str],
+    host_network: str,
+    managers: Mapping[str, str] | None,
 ) -> dict[str, Any]:
+    """The agents' task: on the managers (``managers`` None) with their engine's socket,
+    which keeps the volume leases; elsewhere told where the managers' agents are."""
     secret_id, secret_name = secret
     root = PurePosixPath(settings.root)
+    env = [
+        "DOCKYARD_AGENT_NODE={{.Node.ID}}",
+        f"DOCKYARD_AGENT_ROOT={root}",
+        f"DOCKYARD_AGENT_MOUNT={PARENT_MOUNT}/{root.name}",
+        f"DOCKYARD_AGENT_PORT={settings.port}",
+        f"DOCKYARD_AGENT_KEY_FILE=/run/secrets/{secret_name}",
+        f"DOCKYARD_AGENT_PLUGIN_DIR={RUN_DOCKER_MOUNT}/plugins",
+        f"DOCKYARD_AGENT_REPLICAS={settings.replicas}",
+    ]
+    mounts = [
+        {"Type": "bind", "Source": str(root.parent), "Target": PARENT_MOUNT},
+        {"Type": "bind", "Source": RUN_DOCKER, "Target": RUN_DOCKER_MOUNT},
+    ]
+    if managers is None:
+        env.append(f"DOCKYARD_AGENT_ENGINE={ENGINE_MOUNT}")
+        mounts.append({"Type": "bind", "Source": settings.engine_socket, "Target": ENGINE_MOUNT})
+        role = "manager"
+    else:
+        listed = ",".join(f"{node}@{address}" for node, address in sorted(managers.items()))
+        env.append(f"DOCKYARD_AGENT_MANAGERS={listed}")
+        role = "worker"
     return {
         "ContainerSpec": {
             "Image": image,
             "Command": ["python3", "-m", "dockyard.agent"],
-            "Env": [
-                "DOCKYARD_AGENT_NODE={{.Node.ID}}",
-                f"DOCKYARD_AGENT_ROOT={root}",
-                f"DOCKYARD_AGENT_MOUNT={PARENT_MOUNT}/{root.name}",
-                f"DOCKYARD_AGENT_PORT={settings.port}",
-                f"DOCKYARD_AGENT_KEY_FILE=/run/secrets/{secret_name}",
-            ],
-            "Mounts": [{"Type": "bind", "Source": str(root.parent), "Target": PARENT_MOUNT}],
+            "Env": env,
+            "Mounts": mounts,
             "Secrets": [
                 {
                     "SecretID": secret_id,
@@ -214,6 +186,7 @@ def _service_task(
             "Init": True,
         },
         "RestartPolicy": {"Condition": "any", "Delay": 1_000_000_000},
+        "Placement": {"Constraints": [f"node.role=={role}"]},
         "Networks": [{"Target": host_network}],
     }
 
@@ -227,34 +200,44 @@ def deploy(runtime: SwarmRuntime, note: Note, settings: AgentSettings | None = N
     for node in nodes:
         runtime.node_images.ensure(image, node.id)
     api: Any = runtime.api
-    fingerprint = hashlib.sha256(
-        f"{image}\0{secret_name}\0{settings.root}\0{settings.port}".encode()
-    ).hexdigest()[:16]
     with runtime._translated("deploying dockyard's node agents"):
-        existing = [s for s in api.services(filters={"name": SERVICE}) if _named(s, SERVICE)]
-        current = existing and (existing[0]["Spec"].get("Labels") or {}).get(LABEL_AGENT)
-        if existing and current != fingerprint:
-            _check_same_key(existing[0], secret_name, key_file(runtime))
-        if current != fingerprint:
-            if existing:
-                note("agent: replacing the node agents")
-                api.remove_service(existing[0]["ID"])
-            else:
-                note("agent: starting a node agent on every node")
-            host = [n for n in api.networks(names=["host"]) if n.get("Driver") == "host"]
-            if not host:
-                raise RuntimeFailure("the manager has no host network for the node agents")
-            api.create_service(
-                _service_task(image, settings, (secret_id, secret_name), host[0]["Id"]),
-                name=SERVICE,
-                labels={LABEL_AGENT: fingerprint},
-                mode={"Global": {}},
-            )
-            _remove_old_keys(api, secret_name)
+        host = [n for n in api.networks(names=["host"]) if n.get("Driver") == "host"]
+        if not host:
+            raise RuntimeFailure("the manager has no host network for the node agents")
+        managers = {
+            n.id: f"{n.address}:{settings.port}"
+            for n in runtime.nodes()
+            if n.id in {m["ID"] for m in api.nodes(filters={"role": "manager"})}
+        }
+        secret = (secret_id, secret_name)
+        for name, peers in ((MANAGER_SERVICE, None), (SERVICE, managers)):
+            task = _service_task(image, settings, secret, host[0]["Id"], peers)
+            _ensure_service(runtime, note, name, task, secret_name)
+        _remove_old_keys(api, secret_name)
 
     pool = AgentPool(_addresses(runtime, settings), key, settings.root)
     _wait_until_answering(runtime, pool, [n.id for n in nodes])
     return pool
+
+
+def _ensure_service(
+    runtime: SwarmRuntime, note: Note, name: str, task: dict[str, Any], secret_name: str
+) -> None:
+    """Create the global service ``name`` running ``task``, or replace it when its task
+    changed (its fingerprint label says what it runs)."""
+    api: Any = runtime.api
+    fingerprint = hashlib.sha256(json.dumps(task, sort_keys=True).encode()).hexdigest()[:16]
+    existing = [s for s in api.services(filters={"name": name}) if _named(s, name)]
+    current = existing and (existing[0]["Spec"].get("Labels") or {}).get(LABEL_AGENT)
+    if current == fingerprint:
+        return
+    if existing:
+        _check_same_key(existing[0], secret_name, key_file(runtime))
+        note(f"agent: replacing the node agents ({name})")
+        api.remove_service(existing[0]["ID"])
+    else:
+        note(f"agent: starting a node agent on every node ({name})")
+    api.create_service(task, name=name, labels={LABEL_AGENT: fingerprint}, mode={"Global": {}})
 
 
 def connect(runtime: SwarmRuntime, settings: AgentSettings | None = None) -> AgentPool:
@@ -331,7 +314,11 @@ def _wait_until_answering(runtime: SwarmRuntime, pool: AgentPool, nodes: list[st
 def _task_error(runtime: SwarmRuntime, node: str) -> str | None:
     api: Any = runtime.api
     with contextlib.suppress(docker.errors.APIError, EngineUnavailable):
-        tasks = api.tasks(filters={"service": SERVICE, "node": node})
+        tasks = [
+            task
+            for service in (SERVICE, MANAGER_SERVICE)
+            for task in api.tasks(filters={"service": service, "node": node})
+        ]
         tasks.sort(key=lambda t: t.get("UpdatedAt") or "", reverse=True)
         if tasks:
             status = tasks[0].get("Status") or {}
@@ -339,4 +326,4 @@ def _task_error(runtime: SwarmRuntime, node: str) -> str | None:
     return None
 
 
-__all__ = ["SERVICE", "AgentSettings", "agent_image", "cluster_key", "connect", "deploy"]
+__all__ = ["MANAGER_SERVICE", "SERVICE", "AgentSettings", "cluster_key", "connect", "deploy"]

@@ -28,10 +28,9 @@ from pydantic import (
 )
 
 from dockyard.errors import short_repr
-from dockyard.spec.names import capability, env_name, reference_problem
+from dockyard.spec.names import NAME_RE, capability, env_name, reference_problem
 from dockyard.units import format_memory, parse_duration, parse_memory
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEB_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1
 DEB_SUITE_RE = re.compile(r"^[a-z][a-z0-9-]*$")

@@ -10,6 +10,9 @@ import re
 
 from dockyard.errors import short_repr
 
+# A name of the pipeline file (steps, services, volumes): one path component, lower case.
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
 # The image reference grammar of the distribution project (what the engine parses):
 #   reference := name [":" tag] ["@" digest]
 #   name      := [domain "/"] path-component ["/" path-component]*

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dockyard.errors import DockyardError, InvalidInput, PlanError, UnknownReference
-from dockyard.spec.model import NAME_RE
+from dockyard.spec.names import NAME_RE
 from dockyard.storage import safefs
 from dockyard.storage.volume_copy import copy_tree, mirror
 
@@ -305,6 +305,13 @@ class VolumeStore:
                 f"volume {name!r}: {exc.message}; a container still writes to it (a "
                 "`keep: true` service?): stop it and try again"
             ) from None
+
+    def drop_snapshot(self, name: str, snap: Snapshot) -> None:
+        """Delete one snapshot (renamed away first: it is never seen half-deleted)."""
+        folder = self.folder(name) / "snapshots"
+        trash = folder / f".dropping-{snap.id}-{os.getpid()}"
+        os.rename(folder / str(snap.id), trash)
+        safefs.rmtree(trash)
 
     def remove(self, name: str) -> None:
         self._require(name)

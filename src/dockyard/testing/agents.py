@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard.agent.node_volumes import NodeVolumes
 from dockyard.agent.server import AgentServer, NodeStore
+from dockyard.agent.volume_routes import AgentPeers, LeaseService, RemoteLeases, ServiceLeases
 from dockyard.storage.agents import AgentPool
+from dockyard.storage.volumes import VolumeStore
+from dockyard.testing.fake_leases import MemoryLeases
 
 TEST_KEY = bytes(range(32))
 
@@ -43,3 +50,70 @@ def running_agents(root: Path, nodes: Sequence[str], key: bytes = TEST_KEY) -> I
 def _stop(server: AgentServer) -> None:
     server.shutdown()
     server.server_close()
+
+
+@dataclass
+class VolumeCluster:
+    """Agents that keep volumes, one per node on its own loopback address (all on one
+    port, as on a cluster); the first node is the manager, which keeps the leases."""
+
+    leases: MemoryLeases
+    servers: dict[str, AgentServer]
+    port: int
+
+    def volumes(self, node: str) -> NodeVolumes:
+        found = self.servers[node].store.volumes
+        assert found is not None
+        return found
+
+    def address(self, node: str) -> str:
+        return f"{self.leases.addresses[node]}:{self.port}"
+
+    def settle(self) -> None:
+        """Wait for every replication under way."""
+        for server in self.servers.values():
+            if server.store.volumes is not None:
+                server.store.volumes.wait_replicated(30.0)
+
+
+@contextlib.contextmanager
+def volume_agents(
+    root: Path, nodes: Sequence[str], key: bytes = TEST_KEY, replicas: int = 1
+) -> Iterator[VolumeCluster]:
+    port = _free_port()
+    leases = MemoryLeases({node: f"127.0.0.{i + 2}" for i, node in enumerate(nodes)})
+    service = LeaseService(leases, port)
+    manager = nodes[0]
+    servers = {}
+    for node in nodes:
+        store = NodeStore(node, str(root), str(root), key)
+        if node == manager:
+            store.lease_service = service
+            access: ServiceLeases | RemoteLeases = ServiceLeases(service, node, time.time)
+        else:
+            access = RemoteLeases({manager: f"{leases.addresses[manager]}:{port}"}, key, node)
+        store.volumes = NodeVolumes(
+            node=node,
+            store=VolumeStore(root / node),
+            host_root=root / node / "volumes",
+            leases=access,
+            peers=AgentPeers(key),
+            replicas=replicas,
+            log=lambda message: None,
+        )
+        servers[node] = AgentServer((leases.addresses[node], port), store)
+    for server in servers.values():
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    cluster = VolumeCluster(leases, servers, port)
+    try:
+        yield cluster
+    finally:
+        cluster.settle()
+        for server in servers.values():
+            _stop(server)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

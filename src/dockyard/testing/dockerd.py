@@ -108,6 +108,10 @@ class Process:
             self.wait(timeout)
 
 
+NODE_RUN_DOCKER = "/run/docker"  # (in a node's own mount namespace: see PrivateEngine)
+NODE_ENGINE_SOCKET = f"{NODE_RUN_DOCKER}/engine.sock"
+
+
 class PrivateEngine:
     def __init__(
         self,
@@ -142,6 +146,13 @@ class PrivateEngine:
         self._wait_for_namespaces()
         if hostname is not None:
             subprocess.run(self.nsenter("hostname", hostname), check=True)
+            # A node's own /run/docker, as a machine has: where its engine looks for
+            # plugins' sockets (dockyard's volume plugin), and a second socket of its
+            # engine at the same path on every node (for the agents of managers).
+            os.makedirs(NODE_RUN_DOCKER, exist_ok=True)
+            mount = ("mount", "-t", "tmpfs", "-o", "mode=0755,size=16m", "tmpfs", NODE_RUN_DOCKER)
+            subprocess.run(self.nsenter(*mount), check=True)
+            subprocess.run(self.nsenter("mkdir", "-m", "0700", f"{NODE_RUN_DOCKER}/plugins"))
         with self._log() as log:
             self.containerd = Process.spawn(
                 self.nsenter("containerd", f"--config={self.root / 'containerd.toml'}"), log
@@ -206,6 +217,8 @@ class PrivateEngine:
         ]
         if self.live_restore:
             args.append("--live-restore")
+        if self.hostname is not None:  # (a swarm node: see __init__)
+            args.append(f"--host=unix://{NODE_ENGINE_SOCKET}")
         with self._log() as log:
             self.daemon = Process.spawn(self.nsenter(*args), log)
         deadline = time.monotonic() + START_TIMEOUT

@@ -32,7 +32,7 @@ from typing import Annotated, BinaryIO, ClassVar, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dockyard.errors import InvalidInput
-from dockyard.spec.model import NAME_RE
+from dockyard.spec.names import NAME_RE
 from dockyard.storage.volumes import TAG_RE
 
 MAGIC = b"DOCKYARD-VOLUME-STREAM 1\n"

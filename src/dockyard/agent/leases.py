@@ -1,0 +1,279 @@
+"""Volume leases: which node may mount a volume read-write, under which epoch.
+
+At most one node holds a volume's lease at a time. A node takes it when the volume is first
+mounted there and gives it back at the last unmount, publishing the snapshot it left (the
+volume's content from then on); each take raises the epoch. A node that did not give the
+lease back can lose it in one way only: Swarm declares it ``down``, and another node takes
+the lease with the next epoch. When the old node comes back, everything it tries under its
+old epoch (publishing what its killed container wrote, say) is refused: it is *fenced*,
+and its next mount starts from the published snapshot, never from what it had.
+
+The records live in Swarm's own Raft store, as one Swarm *config* per volume whose labels
+hold the lease: the managers replicate it, and an update carries the version index it was
+read at, so two updates that race are a compare-and-swap (the engine refuses the loser,
+"update out of sequence", and it reads again). This is a store dockyard did not write, that
+survives the loss of any worker (and of a minority of managers when there are three or
+more), and it needs nothing deployed beside Swarm (etcd would be a second Raft cluster to
+run, secure and upgrade). Only the agents on manager nodes reach it, through their
+engine's socket; the other agents ask them (:mod:`dockyard.agent.volume_routes`).
+
+The rules are pure functions of a record (:func:`taken`, :func:`released`, ...); the store
+only reads and swaps records.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
+
+from dockyard.agent.engine import Engine, EngineError
+
+PREFIX = "dockyard-volume-"
+LABEL = "dockyard.lease"
+SWAP_TRIES = 20
+
+
+class LeaseError(Exception):
+    """A lease that cannot be had or used: said to the user as it is."""
+
+
+class Held(LeaseError):
+    pass
+
+
+class Fenced(LeaseError):
+    pass
+
+
+class NoSuchVolume(LeaseError):
+    pass
+
+
+@dataclass(frozen=True)
+class Lease:
+    volume: str
+    epoch: int = 0
+    owner: str = ""  # the node that holds it, or held it last ("" for nobody yet)
+    held: bool = False
+    snapshot: str = ""  # the published snapshot's uuid ("" for an empty volume)
+    holders: tuple[str, ...] = ()  # the nodes that keep that snapshot
+    published: float = 0.0
+    version: int = field(default=0, compare=False)  # the store's, for the swap
+
+    def to_json(self) -> dict[str, Any]:
+        fields = asdict(self)
+        fields["holders"] = list(self.holders)
+        return fields
+
+    @classmethod
+    def from_json(cls, fields: dict[str, Any]) -> Lease:
+        return cls(
+            volume=str(fields["volume"]),
+            epoch=int(fields["epoch"]),
+            owner=str(fields["owner"]),
+            held=bool(fields["held"]),
+            snapshot=str(fields["snapshot"]),
+            holders=tuple(str(h) for h in fields["holders"]),
+            published=float(fields["published"]),
+            version=int(fields.get("version", 0)),
+        )
+
+
+# -- the rules ------------------------------------------------------------------------------
+
+
+def taken(lease: Lease, node: str, owner_gone: bool) -> Lease:
+    """``lease`` once ``node`` has taken it (unchanged when it holds it already); from a
+    holder that Swarm declared down (``owner_gone``) too."""
+    if lease.held and lease.owner == node:
+        return lease
+    if lease.held and not owner_gone:
+        raise Held(
+            f"volume {lease.volume!r} is mounted read-write on node {lease.owner[:12]} "
+            f"(lease epoch {lease.epoch}); it can be mounted here once it is unmounted there "
+            "(or once Swarm declares that node down)"
+        )
+    return replace(lease, epoch=lease.epoch + 1, owner=node, held=True)
+
+
+def released(lease: Lease, node: str, epoch: int, snapshot: str, now: float) -> Lease:
+    """``lease`` given back by ``node``, which held it under ``epoch`` and left ``snapshot``."""
+    if not lease.held or lease.owner != node or lease.epoch != epoch:
+        raise Fenced(
+            f"volume {lease.volume!r}: this node's lease (epoch {epoch}) is stale: the volume "
+            f"is {'held' if lease.held else 'kept'} by node {lease.owner[:12]} under epoch "
+            f"{lease.epoch}; what this node wrote is discarded"
+        )
+    return replace(lease, held=False, snapshot=snapshot, holders=(node,), published=now)
+
+
+def with_holder(lease: Lease, snapshot: str, node: str) -> Lease:
+    """``lease`` once ``node`` keeps ``snapshot`` too (unchanged when that is not the
+    published snapshot any more)."""
+    if lease.snapshot != snapshot or node in lease.holders:
+        return lease
+    return replace(lease, holders=(*lease.holders, node))
+
+
+def handed(lease: Lease, node: str) -> Lease:
+    """``lease`` handed to ``node`` without a mount (a planned move): refused while held."""
+    if lease.held:
+        raise Held(
+            f"volume {lease.volume!r} is mounted on node {lease.owner[:12]}; it moves once "
+            "it is unmounted there"
+        )
+    if lease.snapshot and node not in lease.holders:
+        raise LeaseError(
+            f"node {node[:12]} does not keep the latest snapshot of {lease.volume!r} yet"
+        )
+    return replace(lease, epoch=lease.epoch + 1, owner=node)
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
+class LeaseStore(Protocol):
+    def get(self, volume: str) -> Lease | None: ...
+
+    def all(self) -> list[Lease]: ...
+
+    def create(self, volume: str) -> Lease: ...
+
+    def swap(self, lease: Lease, new: Lease) -> Lease | None:
+        """Write ``new`` over ``lease`` if the record is still at ``lease.version``; the
+        record written, or None when another writer came first."""
+
+    def remove(self, volume: str) -> None: ...
+
+    def gone(self, node: str) -> bool:
+        """Whether Swarm declares ``node`` down, or it left the swarm (a node whose state
+        is not known yet, as after a manager restarts, is not gone)."""
+
+    def nodes(self) -> dict[str, str]:
+        """The nodes that are up, by id: their addresses."""
+
+
+def change(store: LeaseStore, volume: str, rule: Callable[[Lease], Lease]) -> Lease:
+    """Apply ``rule`` to the volume's record until the swap succeeds (read, apply, swap)."""
+    for attempt in range(SWAP_TRIES):
+        lease = store.get(volume)
+        if lease is None:
+            raise NoSuchVolume(f"no volume {volume!r} on this swarm")
+        new = rule(lease)
+        if new == lease:
+            return lease
+        written = store.swap(lease, new)
+        if written is not None:
+            return written
+        time.sleep(0.005 * (attempt + 1))
+    raise LeaseError(f"volume {volume!r}: its lease changed {SWAP_TRIES} times while updating")
+
+
+class SwarmLeases:
+    """Leases as Swarm configs ``dockyard-volume-NAME`` (labels updated with the version
+    index: a compare-and-swap in the managers' Raft store)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def _find(self, volume: str) -> dict[str, Any] | None:
+        name = PREFIX + volume
+        found = [c for c in self.engine.configs(name) if c["Spec"]["Name"] == name]
+        return found[0] if found else None
+
+    @staticmethod
+    def _lease(config: dict[str, Any]) -> Lease | None:
+        raw = (config["Spec"].get("Labels") or {}).get(LABEL)
+        if raw is None:
+            return None
+        fields = json.loads(raw)
+        fields["version"] = config["Version"]["Index"]
+        return Lease.from_json(fields)
+
+    def get(self, volume: str) -> Lease | None:
+        config = self._find(volume)
+        return self._lease(config) if config is not None else None
+
+    def all(self) -> list[Lease]:
+        found = (self._lease(c) for c in self.engine.configs(PREFIX))
+        return sorted((lease for lease in found if lease is not None), key=lambda x: x.volume)
+
+    def create(self, volume: str) -> Lease:
+        lease = Lease(volume)
+        try:
+            self.engine.call("POST", "/configs/create", self._spec(lease))
+        except EngineError as exc:
+            if exc.status != 409:  # (made by another node meanwhile: that one holds)
+                raise
+        found = self.get(volume)
+        if found is None:
+            raise LeaseError(f"volume {volume!r}: its lease record vanished as it was made")
+        return found
+
+    def swap(self, lease: Lease, new: Lease) -> Lease | None:
+        config = self._find(lease.volume)
+        if config is None:
+            raise NoSuchVolume(f"no volume {lease.volume!r} on this swarm")
+        try:
+            self.engine.call(
+                "POST",
+                f"/configs/{config['ID']}/update",
+                self._spec(new),
+                params={"version": str(lease.version)},
+            )
+        except EngineError as exc:
+            if exc.conflict:
+                return None
+            raise
+        return self.get(lease.volume)
+
+    def remove(self, volume: str) -> None:
+        config = self._find(volume)
+        if config is not None:
+            self.engine.call("DELETE", f"/configs/{config['ID']}")
+
+    def gone(self, node: str) -> bool:
+        found = [n for n in self.engine.nodes() if n["ID"] == node]
+        return not found or found[0]["Status"].get("State") == "down"
+
+    def nodes(self) -> dict[str, str]:
+        return {
+            n["ID"]: _address(n) for n in self.engine.nodes() if n["Status"].get("State") == "ready"
+        }
+
+    @staticmethod
+    def _spec(lease: Lease) -> dict[str, Any]:
+        fields = lease.to_json()
+        fields.pop("version")
+        return {
+            "Name": PREFIX + lease.volume,
+            "Data": base64.b64encode(lease.volume.encode()).decode(),
+            "Labels": {LABEL: json.dumps(fields, sort_keys=True)},
+        }
+
+
+def _address(node: dict[str, Any]) -> str:
+    address = str(node["Status"].get("Addr") or "")
+    if address in ("", "0.0.0.0"):  # (a manager may say so): its address as a manager
+        address = str((node.get("ManagerStatus") or {}).get("Addr") or "").rpartition(":")[0]
+    return address.strip("[]")
+
+
+__all__ = [
+    "Fenced",
+    "Held",
+    "Lease",
+    "LeaseError",
+    "LeaseStore",
+    "NoSuchVolume",
+    "SwarmLeases",
+    "change",
+    "handed",
+    "released",
+    "taken",
+    "with_holder",
+]

@@ -1,0 +1,317 @@
+"""The volumes an agent keeps on its node, and what a mount and an unmount do to them.
+
+Each node keeps its copy of a volume in a :class:`~dockyard.storage.volumes.VolumeStore`
+under ``ROOT/NODE/volumes/NAME`` (a live folder that containers mount, and snapshots with
+uuids that are the same on every node). The volume's *content* is the snapshot its lease
+names (:mod:`dockyard.agent.leases`); a node's live folder is trusted only while this
+node's record (``node.json``) says it equals that snapshot and nothing mounted it since.
+
+- **Mount** (the first on this node): take the lease (a new epoch), then make the live
+  folder the published snapshot: nothing to do when it is already that; from a local
+  snapshot when this node has it (a replica, or a pre-copy: only what differs is copied);
+  else fetched from a node that keeps it, as an increment over the newest snapshot both
+  have. Planned moves pre-copy first (:meth:`NodeVolumes.pull`), so that no full copy
+  happens inside Docker's two-minute ``Mount``.
+- **Unmount** (the last on this node): snapshot the live folder and publish it with the
+  epoch the mount took; a node that was fenced meanwhile is refused, and its live folder
+  is no longer trusted. Then the snapshot is replicated to :attr:`replicas` other nodes,
+  in the background (the increment over what each has).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from dockyard.agent.leases import Lease, LeaseError
+from dockyard.storage import safefs
+from dockyard.storage.volumes import Snapshot, VolumeStore, check_name, mirror
+
+KEEP_SNAPSHOTS = 4  # per volume and node: the bases for increments, and rollbacks
+
+
+class LeaseAccess(Protocol):
+    """The lease store as one node reaches it (directly on a manager, else through one)."""
+
+    def take(self, volume: str) -> tuple[Lease, dict[str, str]]:
+        """Take the lease for this node; also the nodes that are up (id: agent address)."""
+
+    def give_back(self, volume: str, epoch: int) -> Lease:
+        """Give the lease back unchanged (a mount that failed)."""
+
+    def release(self, volume: str, epoch: int, snapshot: str) -> Lease: ...
+
+    def holder(self, volume: str, snapshot: str, node: str) -> Lease: ...
+
+    def get(self, volume: str) -> tuple[Lease | None, dict[str, str]]: ...
+
+    def all(self) -> list[Lease]: ...
+
+    def create(self, volume: str) -> Lease: ...
+
+    def remove(self, volume: str) -> None: ...
+
+
+class Peers(Protocol):
+    """The other nodes' agents: a snapshot stream from one of them."""
+
+    def open_send(
+        self, node: str, address: str, volume: str, snapshot: str, have: list[str]
+    ) -> contextlib.AbstractContextManager[BinaryIO]: ...
+
+    def pull(
+        self, node: str, address: str, volume: str, snapshot: str, sources: dict[str, str]
+    ) -> None:
+        """Ask that node to keep ``snapshot``, pulled from ``sources`` (replication)."""
+
+
+class Refused(Exception):
+    """What Docker is told when a volume call cannot be done (the message says why)."""
+
+
+@dataclass
+class NodeVolumes:
+    node: str
+    store: VolumeStore  # as the agent reaches it
+    host_root: Path  # the store's ``volumes`` folder as the node's engine sees it
+    leases: LeaseAccess
+    peers: Peers
+    replicas: int = 1
+    log: Callable[[str], None] = lambda message: print(f"agent: {message}", file=sys.stderr)
+
+    def __post_init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self.replicating: set[threading.Thread] = set()
+
+    # -- Docker's calls -----------------------------------------------------------------------
+
+    def create(self, name: str) -> None:
+        check = _checked(name)
+        self.leases.create(check)
+        with self._lock(check):
+            self.store.ensure(check)
+
+    def mount(self, name: str, mount_id: str) -> str:
+        name = _checked(name)
+        with self._lock(name):
+            state = self._state(name)
+            lease, nodes = self.leases.take(name)
+            if state["mounts"] and lease.epoch == state["epoch"]:  # (it shares the lease)
+                state["mounts"].append(mount_id)
+                self._save(name, state)
+                return self.mountpoint(name)
+            if state["mounts"]:  # mounts of an epoch that was taken over: void
+                self.log(
+                    f"{name}: dropping {len(state['mounts'])} mount(s) of epoch "
+                    f"{state['epoch']}, which node {lease.owner[:12]} took over"
+                )
+            try:
+                if state.get("clean") != lease.snapshot or not self.store.exists(name):
+                    self._bring(name, lease, nodes)
+            except BaseException:
+                with contextlib.suppress(LeaseError, OSError):
+                    self.leases.give_back(name, lease.epoch)
+                raise
+            self._save(name, {"epoch": lease.epoch, "mounts": [mount_id], "clean": None})
+            return self.mountpoint(name)
+
+    def unmount(self, name: str, mount_id: str) -> None:
+        name = _checked(name)
+        with self._lock(name):
+            state = self._state(name)
+            if mount_id not in state["mounts"]:
+                return
+            state["mounts"].remove(mount_id)
+            if state["mounts"]:
+                self._save(name, state)
+                return
+            snap = self.store.snapshot(name)
+            try:
+                lease = self.leases.release(name, state["epoch"], snap.uuid)
+            except LeaseError as exc:  # fenced: what was written here is not the volume's
+                self.log(f"unmount of {name}: {exc}")
+                self._save(name, {"epoch": state["epoch"], "mounts": [], "clean": None})
+                return
+            self._save(name, {"epoch": lease.epoch, "mounts": [], "clean": snap.uuid})
+            self._prune(name)
+        self._replicate_later(name, snap.uuid, lease)
+
+    def mountpoint(self, name: str) -> str:
+        return str(self.host_root / check_name(name) / "live")
+
+    def mounted(self, name: str) -> bool:
+        return bool(self._state(_checked(name))["mounts"])
+
+    def remove(self, name: str) -> None:
+        name = _checked(name)
+        lease, _ = self.leases.get(name)
+        if lease is not None and lease.held:
+            raise Refused(
+                f"volume {name!r} is mounted on node {lease.owner[:12]}; stop what uses it first"
+            )
+        self.leases.remove(name)
+        self.drop(name)
+
+    def drop(self, name: str) -> None:
+        """Forget this node's copy (the volume was removed)."""
+        with self._lock(name):
+            if self.store.exists(name) and not self._state(name)["mounts"]:
+                self.store.remove(name)
+
+    # -- between nodes ------------------------------------------------------------------------
+
+    def have(self, name: str) -> list[str]:
+        """The uuids of the snapshots this node keeps of ``name``, oldest first."""
+        if not self.store.exists(_checked(name)):
+            return []
+        return [s.uuid for s in self.store.snapshots(name) if s.uuid]
+
+    def sender(self, name: str, snapshot: str, have: list[str]) -> Callable[[BinaryIO], object]:
+        """What writes ``snapshot`` as a stream (the increment over the newest snapshot that
+        ``have`` names); refused here, before anything is written, if this node lacks it."""
+        from dockyard.storage.volume_stream import send
+
+        name = _checked(name)
+        target = self._find(name, snapshot)
+        if target is None:
+            raise Refused(f"this node does not keep snapshot {snapshot[:12]} of {name!r}")
+        bases = [s for s in self.store.snapshots(name) if s.uuid in have and s.id < target.id]
+        base = str(bases[-1].id) if bases else None
+        return lambda out: send(self.store, name, out, base, str(target.id))
+
+    def pull(self, name: str, snapshot: str, sources: dict[str, str]) -> Snapshot:
+        """Keep ``snapshot`` of ``name`` here, fetched from one of ``sources`` (node: agent
+        address) unless this node has it. Refused while the volume is mounted here."""
+        name = _checked(name)
+        with self._lock(name):
+            if self._state(name)["mounts"]:
+                raise Refused(f"volume {name!r} is mounted on this node")
+            snap = self._find(name, snapshot) or self._fetch(name, snapshot, sources)
+            self._save(name, {**self._state(name), "clean": snap.uuid})
+            self._prune(name)
+            return snap
+
+    def wait_replicated(self, timeout: float) -> None:
+        """Wait for the replications under way (for tests and a clean stop)."""
+        for thread in list(self.replicating):
+            thread.join(timeout)
+
+    # -- inside -------------------------------------------------------------------------------
+
+    def _bring(self, name: str, lease: Lease, nodes: dict[str, str]) -> None:
+        """Make the live folder the published snapshot (fetched when this node lacks it)."""
+        self.store.ensure(name)
+        if not lease.snapshot:
+            empty = self.store.scratch()
+            try:
+                mirror(empty, self.store.live(name))
+            finally:
+                safefs.rmtree(empty)
+            return
+        snap = self._find(name, lease.snapshot)
+        if snap is None:
+            sources = {h: nodes[h] for h in lease.holders if h in nodes and h != self.node}
+            if not sources:
+                raise Refused(
+                    f"volume {name!r}: its latest snapshot ({lease.snapshot[:12]}) is kept on "
+                    f"node(s) {', '.join(h[:12] for h in lease.holders)}, none of which is up"
+                )
+            self._fetch(name, lease.snapshot, sources)  # (receiving makes it live)
+            return
+        self.store.rollback(name, snap)
+
+    def _fetch(self, name: str, snapshot: str, sources: dict[str, str]) -> Snapshot:
+        from dockyard.storage.volume_stream import receive
+
+        problems = []
+        for node, address in sources.items():
+            try:
+                with self.peers.open_send(node, address, name, snapshot, self.have(name)) as inp:
+                    return receive(self.store, name, inp)
+            except Exception as exc:  # (each source in turn; all their reasons are told)
+                problems.append(f"{node[:12]}: {exc}")
+        raise Refused(
+            f"volume {name!r}: snapshot {snapshot[:12]} could not be fetched: "
+            + "; ".join(problems)
+        )
+
+    def _find(self, name: str, snapshot: str) -> Snapshot | None:
+        if not self.store.exists(name):
+            return None
+        return next((s for s in self.store.snapshots(name) if s.uuid == snapshot), None)
+
+    def _replicate_later(self, name: str, snapshot: str, lease: Lease) -> None:
+        if self.replicas <= 0:
+            return
+        thread = threading.Thread(target=self._replicate, args=(name, snapshot, lease), daemon=True)
+        self.replicating.add(thread)
+        thread.start()
+
+    def _replicate(self, name: str, snapshot: str, lease: Lease) -> None:
+        try:
+            _, nodes = self.leases.get(name)
+            others = sorted(
+                (n for n in nodes if n != self.node), key=lambda n: (n not in lease.holders, n)
+            )
+            done = 0
+            for node in others:
+                if done >= self.replicas:
+                    break
+                try:
+                    here = {self.node: nodes[self.node]} if self.node in nodes else {}
+                    self.peers.pull(node, nodes[node], name, snapshot, here)
+                    self.leases.holder(name, snapshot, node)
+                    done += 1
+                except Exception as exc:  # (the next node, then the next publish)
+                    self.log(f"replicating {name} to {node[:12]}: {exc}")
+        except Exception as exc:
+            self.log(f"replicating {name}: {exc}")
+        finally:
+            self.replicating.discard(threading.current_thread())
+
+    def _prune(self, name: str) -> None:
+        """Keep the newest :data:`KEEP_SNAPSHOTS` snapshots."""
+        for snap in self.store.snapshots(name)[:-KEEP_SNAPSHOTS]:
+            self.store.drop_snapshot(name, snap)
+
+    @contextlib.contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        with self._locks_lock:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            yield
+
+    def _state_file(self, name: str) -> Path:
+        return self.store.folder(name) / "node.json"
+
+    def _state(self, name: str) -> dict[str, Any]:
+        try:
+            state = json.loads(self._state_file(name).read_text())
+        except (OSError, ValueError):
+            return {"epoch": 0, "mounts": [], "clean": None}
+        return dict(state)
+
+    def _save(self, name: str, state: dict[str, Any]) -> None:
+        path = self._state_file(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_suffix(".tmp")
+        scratch.write_text(json.dumps(state))
+        os.replace(scratch, path)
+
+
+def _checked(name: str) -> str:
+    try:
+        return check_name(name)
+    except Exception as exc:
+        raise Refused(str(exc)) from None
+
+
+__all__ = ["KEEP_SNAPSHOTS", "LeaseAccess", "NodeVolumes", "Peers", "Refused"]

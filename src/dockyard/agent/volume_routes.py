@@ -1,0 +1,304 @@
+"""The agents' calls for volumes: leases (served by the agents on manager nodes, which
+reach Swarm's store), and snapshots between nodes (served by every agent).
+
+``leases/*``   take, give back, release, add a holder, read, make, remove, hand over
+``volumes/*``  which snapshots a node keeps; send one (a stream, :mod:`.frames`); pull one
+               from another node (replication, pre-copy); drop a removed volume; list
+
+Every call is signed with the cluster key like the others (:mod:`dockyard.agent.auth`). A
+node names itself in the lease calls: the key is the cluster's, so an agent that has it is
+trusted to say which node it is (as Swarm trusts a node with its join token).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from dockyard.agent import leases as rules
+from dockyard.agent.client import AgentClient, AgentError
+from dockyard.agent.leases import Lease, LeaseError, LeaseStore
+
+if TYPE_CHECKING:
+    from dockyard.agent.node_volumes import NodeVolumes
+    from dockyard.agent.server import NodeStore
+
+
+class Unavailable(Exception):
+    """No agent could answer for the leases (no manager's agent answers)."""
+
+
+@dataclass
+class LeaseService:
+    """The lease rules over the store, for any node (on a manager's agent)."""
+
+    store: LeaseStore
+    port: int  # the agents' port (the same on every node)
+
+    def nodes(self) -> dict[str, str]:
+        return {node: f"{address}:{self.port}" for node, address in self.store.nodes().items()}
+
+    def take(self, volume: str, node: str) -> Lease:
+        def rule(lease: Lease) -> Lease:
+            gone = lease.held and lease.owner != node and self.store.gone(lease.owner)
+            return rules.taken(lease, node, gone)
+
+        return rules.change(self.store, volume, rule)
+
+    def give_back(self, volume: str, node: str, epoch: int) -> Lease:
+        def rule(lease: Lease) -> Lease:
+            if lease.held and lease.owner == node and lease.epoch == epoch:
+                return Lease(**{**lease.__dict__, "held": False})
+            return lease
+
+        return rules.change(self.store, volume, rule)
+
+    def release(self, volume: str, node: str, epoch: int, snapshot: str, now: float) -> Lease:
+        return rules.change(
+            self.store, volume, lambda lease: rules.released(lease, node, epoch, snapshot, now)
+        )
+
+    def holder(self, volume: str, snapshot: str, node: str) -> Lease:
+        return rules.change(
+            self.store, volume, lambda lease: rules.with_holder(lease, snapshot, node)
+        )
+
+    def hand(self, volume: str, node: str) -> Lease:
+        return rules.change(self.store, volume, lambda lease: rules.handed(lease, node))
+
+
+@dataclass
+class ServiceLeases:
+    """:class:`~dockyard.agent.node_volumes.LeaseAccess` on a manager: the service itself."""
+
+    service: LeaseService
+    node: str
+    clock: Callable[[], float]
+
+    def take(self, volume: str) -> tuple[Lease, dict[str, str]]:
+        return self.service.take(volume, self.node), self.service.nodes()
+
+    def give_back(self, volume: str, epoch: int) -> Lease:
+        return self.service.give_back(volume, self.node, epoch)
+
+    def release(self, volume: str, epoch: int, snapshot: str) -> Lease:
+        return self.service.release(volume, self.node, epoch, snapshot, self.clock())
+
+    def holder(self, volume: str, snapshot: str, node: str) -> Lease:
+        return self.service.holder(volume, snapshot, node)
+
+    def get(self, volume: str) -> tuple[Lease | None, dict[str, str]]:
+        return self.service.store.get(volume), self.service.nodes()
+
+    def all(self) -> list[Lease]:
+        return self.service.store.all()
+
+    def create(self, volume: str) -> Lease:
+        return self.service.store.get(volume) or self.service.store.create(volume)
+
+    def remove(self, volume: str) -> None:
+        self.service.store.remove(volume)
+
+
+@dataclass
+class RemoteLeases:
+    """:class:`~dockyard.agent.node_volumes.LeaseAccess` elsewhere: through the agent of a
+    manager (each in turn until one answers)."""
+
+    managers: dict[str, str]  # node id: agent address
+    key: bytes
+    node: str
+
+    def _call(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
+        problems = []
+        for manager, address in self.managers.items():
+            try:
+                return AgentClient(address, self.key, manager, timeout=30.0).call(
+                    "POST", f"leases/{route}", body
+                )
+            except AgentError as exc:
+                if exc.status == 409:  # the rules refused: said as it is
+                    raise LeaseError(str(exc).split(": ", 1)[-1]) from None
+                problems.append(f"{manager[:12]}: {exc}")
+        raise Unavailable(
+            "no manager's agent answers for the volume leases: " + "; ".join(problems)
+        )
+
+    def take(self, volume: str) -> tuple[Lease, dict[str, str]]:
+        answer = self._call("take", {"volume": volume, "node": self.node})
+        return Lease.from_json(answer["lease"]), dict(answer["nodes"])
+
+    def give_back(self, volume: str, epoch: int) -> Lease:
+        body = {"volume": volume, "node": self.node, "epoch": epoch}
+        return Lease.from_json(self._call("give_back", body)["lease"])
+
+    def release(self, volume: str, epoch: int, snapshot: str) -> Lease:
+        body = {"volume": volume, "node": self.node, "epoch": epoch, "snapshot": snapshot}
+        return Lease.from_json(self._call("release", body)["lease"])
+
+    def holder(self, volume: str, snapshot: str, node: str) -> Lease:
+        body = {"volume": volume, "snapshot": snapshot, "node": node}
+        return Lease.from_json(self._call("holder", body)["lease"])
+
+    def get(self, volume: str) -> tuple[Lease | None, dict[str, str]]:
+        answer = self._call("get", {"volume": volume})
+        found = answer["lease"]
+        return (Lease.from_json(found) if found else None), dict(answer["nodes"])
+
+    def all(self) -> list[Lease]:
+        return [Lease.from_json(f) for f in self._call("all", {})["leases"]]
+
+    def create(self, volume: str) -> Lease:
+        return Lease.from_json(self._call("create", {"volume": volume})["lease"])
+
+    def remove(self, volume: str) -> None:
+        self._call("remove", {"volume": volume})
+
+
+@dataclass
+class AgentPeers:
+    """:class:`~dockyard.agent.node_volumes.Peers` through the other nodes' agents."""
+
+    key: bytes
+
+    @contextlib.contextmanager
+    def open_send(
+        self, node: str, address: str, volume: str, snapshot: str, have: list[str]
+    ) -> Iterator[BinaryIO]:
+        body = {"volume": volume, "snapshot": snapshot, "have": have}
+        with AgentClient(address, self.key, node).stream("volumes/send", body) as inp:
+            yield inp  # type: ignore[misc]  # (read as a file: read and readline)
+
+    def pull(
+        self, node: str, address: str, volume: str, snapshot: str, sources: dict[str, str]
+    ) -> None:
+        body = {"volume": volume, "snapshot": snapshot, "sources": sources}
+        AgentClient(address, self.key, node).call("POST", "volumes/pull", body)
+
+
+# -- the routes -------------------------------------------------------------------------------
+
+
+class Refusal(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value or len(value) > 256:
+        raise Refusal(400, f"{name}: a non-empty string")
+    return value
+
+
+def _number(body: dict[str, Any], name: str) -> int:
+    value = body.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise Refusal(400, f"{name}: a whole number")
+    return value
+
+
+def _service(store: NodeStore) -> LeaseService:
+    if store.lease_service is None:
+        raise Refusal(503, "this node's agent keeps no leases (the node is not a manager)")
+    return store.lease_service
+
+
+def _volumes(store: NodeStore) -> NodeVolumes:
+    if store.volumes is None:
+        raise Refusal(503, "this agent keeps no volumes")
+    return store.volumes
+
+
+def _lease_call(call: Callable[[LeaseService, dict[str, Any]], Lease | None]) -> Any:
+    def route(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+        service = _service(store)
+        try:
+            lease = call(service, body)
+        except LeaseError as exc:
+            raise Refusal(409, str(exc)) from None
+        return {"lease": lease.to_json() if lease else None, "nodes": service.nodes()}
+
+    return route
+
+
+def _pull(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+    sources = body.get("sources")
+    if not isinstance(sources, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in sources.items()
+    ):
+        raise Refusal(400, "sources: node ids and their agents' addresses")
+    snap = _volumes(store).pull(_text(body, "volume"), _text(body, "snapshot"), sources)
+    return {"snapshot": snap.uuid}
+
+
+def _have(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+    volumes = _volumes(store)
+    name = _text(body, "volume")
+    return {"have": volumes.have(name), "mounted": volumes.mounted(name)}
+
+
+def _drop(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+    _volumes(store).drop(_text(body, "volume"))
+    return {}
+
+
+def send_stream(store: NodeStore, body: dict[str, Any]) -> Callable[[BinaryIO], object]:
+    """The writer of ``volumes/send`` (checked before the answer starts)."""
+    have = body.get("have")
+    if not isinstance(have, list) or not all(isinstance(h, str) for h in have):
+        raise Refusal(400, "have: a list of snapshot uuids")
+    return _volumes(store).sender(_text(body, "volume"), _text(body, "snapshot"), have)
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+ROUTES: dict[tuple[str, str], Callable[[NodeStore, dict[str, Any]], dict[str, Any]]] = {
+    ("POST", "leases/take"): _lease_call(lambda s, b: s.take(_text(b, "volume"), _text(b, "node"))),
+    ("POST", "leases/give_back"): _lease_call(
+        lambda s, b: s.give_back(_text(b, "volume"), _text(b, "node"), _number(b, "epoch"))
+    ),
+    ("POST", "leases/release"): _lease_call(
+        lambda s, b: s.release(
+            _text(b, "volume"),
+            _text(b, "node"),
+            _number(b, "epoch"),
+            str(b.get("snapshot") or ""),
+            _now(),
+        )
+    ),
+    ("POST", "leases/holder"): _lease_call(
+        lambda s, b: s.holder(_text(b, "volume"), _text(b, "snapshot"), _text(b, "node"))
+    ),
+    ("POST", "leases/hand"): _lease_call(lambda s, b: s.hand(_text(b, "volume"), _text(b, "node"))),
+    ("POST", "leases/get"): _lease_call(lambda s, b: s.store.get(_text(b, "volume"))),
+    ("POST", "leases/create"): _lease_call(
+        lambda s, b: s.store.get(_text(b, "volume")) or s.store.create(_text(b, "volume"))
+    ),
+    ("POST", "leases/remove"): _lease_call(lambda s, b: s.store.remove(_text(b, "volume"))),
+    ("POST", "leases/all"): lambda store, body: {
+        "leases": [lease.to_json() for lease in _service(store).store.all()]
+    },
+    ("POST", "volumes/have"): _have,
+    ("POST", "volumes/pull"): _pull,
+    ("POST", "volumes/drop"): _drop,
+}
+
+__all__ = [
+    "ROUTES",
+    "AgentPeers",
+    "LeaseService",
+    "Refusal",
+    "RemoteLeases",
+    "ServiceLeases",
+    "Unavailable",
+    "send_stream",
+]

@@ -1,0 +1,178 @@
+"""Volumes kept by node agents: leases, fencing, replication and moves, with real agents on
+loopback addresses, real files and the lease rules over an in-memory compare-and-swap
+store (the same rules run over Swarm's store in tests/integration/test_swarm_volumes.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+
+from dockyard.agent.node_volumes import KEEP_SNAPSHOTS, Refused
+from dockyard.testing.agents import VolumeCluster, volume_agents
+
+NODES = ["node-a", "node-b", "node-c"]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    with volume_agents(tmp_path / "agents", NODES) as made:
+        yield made
+
+
+def write(cluster: VolumeCluster, node: str, volume: str, name: str, text: str) -> None:
+    live = Path(cluster.volumes(node).mountpoint(volume))
+    (live / name).write_text(text)
+
+
+def read(cluster: VolumeCluster, node: str, volume: str, name: str) -> str:
+    return (Path(cluster.volumes(node).mountpoint(volume)) / name).read_text()
+
+
+def test_written_on_one_node_read_on_another(cluster: VolumeCluster) -> None:
+    a, b = cluster.volumes("node-a"), cluster.volumes("node-b")
+    b.create("data")
+    a.mount("data", "m1")
+    write(cluster, "node-a", "data", "greeting", "hello from a")
+    a.unmount("data", "m1")
+    cluster.settle()
+    lease = cluster.leases.get("data")
+    assert lease is not None and not lease.held and lease.owner == "node-a"
+    assert len(lease.holders) == 2  # the owner and one replica
+    b.mount("data", "m2")
+    assert read(cluster, "node-b", "data", "greeting") == "hello from a"
+    assert cluster.leases.get("data").owner == "node-b"  # type: ignore[union-attr]
+    b.unmount("data", "m2")
+
+
+def test_a_second_node_cannot_mount_while_the_first_holds_the_lease(
+    cluster: VolumeCluster,
+) -> None:
+    a, b = cluster.volumes("node-a"), cluster.volumes("node-b")
+    a.create("db")
+    a.mount("db", "first")
+    with pytest.raises(Exception, match="mounted read-write on node node-a"):
+        b.mount("db", "second")
+    a.mount("db", "again-on-a")  # the same node: a second mount shares the lease
+    a.unmount("db", "first")
+    with pytest.raises(Exception, match="mounted read-write"):
+        b.mount("db", "second")
+    a.unmount("db", "again-on-a")
+    b.mount("db", "second")
+    b.unmount("db", "second")
+
+
+def test_a_node_declared_down_is_fenced_and_never_mounts_stale_data(
+    cluster: VolumeCluster,
+) -> None:
+    a, b = cluster.volumes("node-a"), cluster.volumes("node-b")
+    a.create("state")
+    a.mount("state", "step-1")
+    write(cluster, "node-a", "state", "counter", "1")
+    a.unmount("state", "step-1")
+    cluster.settle()  # replicated: the pre-step snapshot is on another node
+    a.mount("state", "step-2")
+    write(cluster, "node-a", "state", "counter", "2 (never committed)")
+    cluster.leases.down.add("node-a")  # Swarm declares node-a down mid-step
+    before = cluster.leases.get("state")
+    b.mount("state", "rerun")  # taken over with the next epoch, from the pre-step snapshot
+    assert read(cluster, "node-b", "state", "counter") == "1"
+    after = cluster.leases.get("state")
+    assert after is not None and before is not None
+    assert (after.owner, after.epoch) == ("node-b", before.epoch + 1)
+    write(cluster, "node-b", "state", "counter", "2")
+    b.unmount("state", "rerun")
+
+    cluster.leases.down.discard("node-a")  # it comes back; its engine unmounts the dead step
+    a.unmount("state", "step-2")
+    published = cluster.leases.get("state")
+    assert published is not None and published.owner == "node-b"  # refused: fenced
+    a.mount("state", "later")
+    assert read(cluster, "node-a", "state", "counter") == "2"  # node-b's, not its own
+    a.unmount("state", "later")
+
+
+def test_a_move_sends_the_increment_over_a_pre_copy(cluster: VolumeCluster) -> None:
+    a, c = cluster.volumes("node-a"), cluster.volumes("node-c")
+    a.create("index")
+    a.mount("index", "build")
+    live = Path(a.mountpoint("index"))
+    for i in range(20):
+        (live / f"part-{i}").write_bytes(os.urandom(64 * 1024))
+    a.unmount("index", "build")
+    cluster.settle()
+    pre = cluster.leases.get("index")
+    assert pre is not None
+    c.pull("index", pre.snapshot, {"node-a": cluster.address("node-a")})  # the pre-copy
+    a.mount("index", "update")
+    (live / "part-3").write_bytes(b"changed")
+    a.unmount("index", "update")
+    cluster.settle()
+    fetched: list[tuple[list[str], int]] = []  # (what node-c said it has, bytes received)
+    real = c.peers.open_send
+
+    @contextlib.contextmanager
+    def counting(node, address, volume, snapshot, have):  # type: ignore[no-untyped-def]
+        with real(node, address, volume, snapshot, have) as stream:
+            counted = Counting(stream)
+            yield counted
+        fetched.append((list(have), counted.bytes))
+
+    c.peers.open_send = counting  # type: ignore[method-assign]
+    c.mount("index", "query")
+    assert (Path(c.mountpoint("index")) / "part-3").read_bytes() == b"changed"
+    assert (Path(c.mountpoint("index")) / "part-7").stat().st_size == 64 * 1024
+    c.unmount("index", "query")
+    [(have, size)] = fetched  # one fetch, inside the mount: the increment alone
+    assert pre.snapshot in have
+    assert size < 16 * 1024  # (the volume is 1.3 MB; the change 7 bytes plus the listing)
+
+
+class Counting:
+    def __init__(self, inner):  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.inner.read(size)
+        self.bytes += len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self.inner.readline(size)
+        self.bytes += len(data)
+        return data
+
+
+def test_a_mount_refuses_when_the_latest_snapshot_is_on_no_node_that_is_up(
+    tmp_path: Path,
+) -> None:
+    with volume_agents(tmp_path / "agents", NODES, replicas=0) as cluster:
+        a, b = cluster.volumes("node-a"), cluster.volumes("node-b")
+        a.create("only-here")
+        a.mount("only-here", "m")
+        write(cluster, "node-a", "only-here", "f", "x")
+        a.unmount("only-here", "m")
+        cluster.leases.down.add("node-a")
+        with pytest.raises(Refused, match="none of which is up"):
+            b.mount("only-here", "m2")
+        lease = cluster.leases.get("only-here")
+        assert lease is not None and not lease.held  # the failed mount gave it back
+
+
+def test_old_snapshots_are_pruned(cluster: VolumeCluster) -> None:
+    a = cluster.volumes("node-a")
+    a.create("busy")
+    for i in range(KEEP_SNAPSHOTS + 3):
+        a.mount("busy", f"m{i}")
+        write(cluster, "node-a", "busy", "n", str(i))
+        a.unmount("busy", f"m{i}")
+    cluster.settle()
+    assert len(a.store.snapshots("busy")) == KEEP_SNAPSHOTS
+
+
+def test_names_that_are_not_volume_names_are_refused(cluster: VolumeCluster) -> None:
+    with pytest.raises(Refused, match="not a volume name"):
+        cluster.volumes("node-a").mount("../etc", "m")
