@@ -4,10 +4,9 @@ its ports. ``--backend NAME`` or ``DOCKYARD_BACKEND``; ``local`` (the Docker Eng
 each step as a Swarm service placed by dockyard (``DOCKER_HOST`` names a manager). A backend
 is an entry here and implementations of the ports, not branches in the run loop.
 
-On the Swarm backend, committed outputs, inputs and attempts' work folders live on the
-nodes, kept and moved by dockyard's node agents (:mod:`dockyard.agent`, deployed by
-:mod:`dockyard.runtime.swarm_agents`); named volumes are still this machine's folders, bound
-by path (nodes that use them must see them at the same path).
+On the Swarm backend, committed outputs, inputs, attempts' work folders and named volumes
+live on the nodes, kept and moved by dockyard's node agents (:mod:`dockyard.agent`,
+deployed by :mod:`dockyard.runtime.swarm_agents`; volumes: :mod:`.storage.swarm_volumes`).
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ class Backend:
     runtime: Callable[[], Runtime]  # connects to the engine (exit 3 when it cannot)
     ports: Callable[[PipelineFile, Runtime, Note], Ports]  # may set up the engine (agents)
     outputs: Callable[[PipelineFile, Runtime], OutputStore]  # to read them: sets up nothing
-    volumes: Callable[[], VolumeBackend]  # needs no engine
+    volumes: Callable[[], VolumeBackend]  # to manage them: sets up nothing
 
 
 def _docker() -> Runtime:
@@ -63,15 +62,32 @@ def _local_outputs(pf: PipelineFile, runtime: Runtime) -> OutputStore:
 
 def _swarm_ports(pf: PipelineFile, runtime: Runtime, note: Note) -> Ports:
     from dockyard.runtime.swarm import SwarmRuntime
-    from dockyard.runtime.swarm_agents import deploy
+    from dockyard.runtime.swarm_agents import AgentSettings, deploy, manager_ids
     from dockyard.storage.agents import AgentOutputs, AgentWorkspace
+    from dockyard.storage.swarm_volumes import SwarmVolumes
 
     assert isinstance(runtime, SwarmRuntime)
-    pool = deploy(runtime, note)
-    return Ports(
-        AgentOutputs(pool, pf.state_dir / "outputs"),
-        AgentWorkspace(pool, _cluster_project(pf), pf.state_dir),
-        LocalVolumes(),
+    settings = AgentSettings.from_environment()
+    pool = deploy(runtime, note, settings)
+    workspace = AgentWorkspace(pool, _cluster_project(pf), pf.state_dir)
+    volumes = SwarmVolumes(
+        pool, lambda: manager_ids(runtime), workspace.provide, replicas=settings.replicas
+    )
+    return Ports(AgentOutputs(pool, pf.state_dir / "outputs"), workspace, volumes)
+
+
+def _swarm_volumes() -> VolumeBackend:
+    from dockyard.runtime.swarm import SwarmRuntime
+    from dockyard.runtime.swarm_agents import AgentSettings, connect, manager_ids
+    from dockyard.storage.swarm_volumes import SwarmVolumes
+
+    runtime = SwarmRuntime()
+    settings = AgentSettings.from_environment()
+    return SwarmVolumes(
+        connect(runtime, settings),
+        lambda: manager_ids(runtime),
+        replicas=settings.replicas,
+        names=lambda: {n.id: n.name for n in runtime.nodes()},
     )
 
 
@@ -108,7 +124,7 @@ SWARM = Backend(
     runtime=_swarm,
     ports=_swarm_ports,
     outputs=_swarm_outputs,
-    volumes=LocalVolumes,
+    volumes=_swarm_volumes,
 )
 BACKENDS = {backend.name: backend for backend in (LOCAL, SWARM)}
 

@@ -1,6 +1,6 @@
 """One contract per storage port, on the fake (``dockyard.testing``) and the local
-implementation: OutputStore, Workspace, VolumeBackend. Tests speak to the Protocols; only
-the fixtures know which implementation they hold."""
+implementation: OutputStore, Workspace, VolumeBackend (as FolderVolumes). Tests speak to
+the Protocols; only the fixtures know which implementation they hold."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from dockyard.runtime.base import LOCAL_NODE
 from dockyard.storage.agents import AgentOutputs, AgentPool, AgentWorkspace
 from dockyard.storage.local import LocalOutputs, LocalVolumes, LocalWorkspace, safe_name
 from dockyard.storage.node_disk import fifo_name
-from dockyard.storage.ports import OutputsLost, OutputStore, Staging, VolumeBackend, Workspace
+from dockyard.storage.ports import FolderVolumes, OutputsLost, OutputStore, Staging, Workspace
 from dockyard.storage.volume_stream import StreamError
 from dockyard.storage.volumes import VolumeInUse, VolumeStore
 from dockyard.testing import FakeOutputs, FakeVolumes, FakeWorkspace
@@ -112,14 +112,14 @@ def workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Workspace:
     return LocalWorkspace(tmp_path / ".dockyard")
 
 
-MakeVolumes = Callable[[str], VolumeBackend]
+MakeVolumes = Callable[[str], FolderVolumes]
 
 
 @pytest.fixture(params=KINDS)
 def make_volumes(request: pytest.FixtureRequest, tmp_path: Path) -> MakeVolumes:
     """Volume backends of one kind, each on a host of its own (``where`` names it)."""
 
-    def make(where: str) -> VolumeBackend:
+    def make(where: str) -> FolderVolumes:
         if request.param == "fake":
             return FakeVolumes(tmp_path / where)
         return LocalVolumes(VolumeStore(tmp_path / where))
@@ -128,7 +128,7 @@ def make_volumes(request: pytest.FixtureRequest, tmp_path: Path) -> MakeVolumes:
 
 
 @pytest.fixture
-def volumes(make_volumes: MakeVolumes) -> VolumeBackend:
+def volumes(make_volumes: MakeVolumes) -> FolderVolumes:
     return make_volumes("home")
 
 
@@ -317,10 +317,10 @@ def test_clear_deletes_the_work_folders_and_keeps_the_logs(workspace: Workspace)
     workspace.clear()  # nothing to clear is fine
 
 
-# -- VolumeBackend ----------------------------------------------------------------------------
+# -- FolderVolumes ----------------------------------------------------------------------------
 
 
-def test_an_ensured_volume_has_a_live_folder_anyone_may_write(volumes: VolumeBackend) -> None:
+def test_an_ensured_volume_has_a_live_folder_anyone_may_write(volumes: FolderVolumes) -> None:
     assert not volumes.exists("db")
     volumes.ensure("db")
     live = volumes.live("db")
@@ -331,7 +331,7 @@ def test_an_ensured_volume_has_a_live_folder_anyone_may_write(volumes: VolumeBac
     assert volumes.inspect("db").path == str(live)
 
 
-def test_seeding_copies_the_seed_once(volumes: VolumeBackend, tmp_path: Path) -> None:
+def test_seeding_copies_the_seed_once(volumes: FolderVolumes, tmp_path: Path) -> None:
     seed = fill(tmp_path / "seed", {"table.tsv": b"a\t1\n", "sub/run": b"#!/bin/sh\n"})
     (seed / "sub" / "run").chmod(0o755)
     volumes.ensure("cache", seed)
@@ -343,7 +343,7 @@ def test_seeding_copies_the_seed_once(volumes: VolumeBackend, tmp_path: Path) ->
     assert [v.name for v in volumes.all()] == ["cache"]
 
 
-def volume_with_content(volumes: VolumeBackend, name: str = "db") -> Path:
+def volume_with_content(volumes: FolderVolumes, name: str = "db") -> Path:
     volumes.ensure(name)
     live = fill(
         volumes.live(name),
@@ -376,7 +376,7 @@ def change(live: Path) -> None:
 
 @pytest.mark.parametrize("by", ["id", "tag"])
 def test_a_snapshot_keeps_what_the_live_folder_had_and_rollback_brings_it_back(
-    volumes: VolumeBackend, by: str
+    volumes: FolderVolumes, by: str
 ) -> None:
     live = volume_with_content(volumes)
     before = contents(live)
@@ -396,7 +396,7 @@ def test_a_snapshot_keeps_what_the_live_folder_had_and_rollback_brings_it_back(
     assert contents(live) == before
 
 
-def test_snapshots_count_up_and_tags_are_unique(volumes: VolumeBackend) -> None:
+def test_snapshots_count_up_and_tags_are_unique(volumes: FolderVolumes) -> None:
     live = volume_with_content(volumes)
     first = volumes.snapshot("db", tag="v1")
     (live / "edit.txt").write_bytes(b"second version")
@@ -412,7 +412,7 @@ def test_snapshots_count_up_and_tags_are_unique(volumes: VolumeBackend) -> None:
         volumes.snapshot("absent")
 
 
-def test_inspect_counts_the_live_files(volumes: VolumeBackend) -> None:
+def test_inspect_counts_the_live_files(volumes: FolderVolumes) -> None:
     volume_with_content(volumes)
     info = volumes.inspect("db")
     assert (info.name, info.files, info.bytes, info.snapshots) == ("db", 4, 24, 0)
@@ -421,20 +421,23 @@ def test_inspect_counts_the_live_files(volumes: VolumeBackend) -> None:
     assert volumes.snapshots("absent") == []
 
 
-def test_bind_gives_the_live_volume(volumes: VolumeBackend) -> None:
+def test_a_mount_binds_the_live_volume(volumes: FolderVolumes) -> None:
     live = volume_with_content(volumes)
-    bound = Path(volumes.bind("db", LOCAL_NODE))
+    mount = volumes.mount("db", "/data", False, LOCAL_NODE)
+    assert (mount.target, mount.readonly, mount.driver) == ("/data", False, None)
+    bound = Path(mount.source)
     assert contents(bound) == contents(live)
+    assert volumes.mount("db", "/ro", True, LOCAL_NODE).readonly
     (bound / "written-in-a-container").write_bytes(b"x")
     assert (live / "written-in-a-container").read_bytes() == b"x"
 
 
-def refused(volumes: VolumeBackend, name: str, *, exclusive: bool) -> None:
+def refused(volumes: FolderVolumes, name: str, *, exclusive: bool) -> None:
     with pytest.raises(VolumeInUse), volumes.hold(name, exclusive=exclusive):
         pass
 
 
-def test_two_exclusive_holds_conflict(volumes: VolumeBackend) -> None:
+def test_two_exclusive_holds_conflict(volumes: FolderVolumes) -> None:
     volumes.ensure("db")
     with volumes.hold("db", exclusive=True):
         refused(volumes, "db", exclusive=True)
@@ -443,7 +446,7 @@ def test_two_exclusive_holds_conflict(volumes: VolumeBackend) -> None:
         pass
 
 
-def test_two_shared_holds_do_not_conflict(volumes: VolumeBackend) -> None:
+def test_two_shared_holds_do_not_conflict(volumes: FolderVolumes) -> None:
     volumes.ensure("db")
     with volumes.hold("db", exclusive=False), volumes.hold("db", exclusive=False):
         assert volumes.exists("db")
@@ -451,7 +454,7 @@ def test_two_shared_holds_do_not_conflict(volumes: VolumeBackend) -> None:
         pass
 
 
-def test_a_writer_is_refused_beside_a_reader(volumes: VolumeBackend) -> None:
+def test_a_writer_is_refused_beside_a_reader(volumes: FolderVolumes) -> None:
     volumes.ensure("db")
     with volumes.hold("db", exclusive=False), volumes.hold("db", exclusive=False):
         refused(volumes, "db", exclusive=True)
@@ -459,7 +462,7 @@ def test_a_writer_is_refused_beside_a_reader(volumes: VolumeBackend) -> None:
         refused(volumes, "db", exclusive=True)
 
 
-def test_holds_are_per_volume_and_released_by_an_error(volumes: VolumeBackend) -> None:
+def test_holds_are_per_volume_and_released_by_an_error(volumes: FolderVolumes) -> None:
     volumes.ensure("one")
     volumes.ensure("two")
     with volumes.hold("one", exclusive=True), volumes.hold("two", exclusive=True):
@@ -470,7 +473,7 @@ def test_holds_are_per_volume_and_released_by_an_error(volumes: VolumeBackend) -
         pass
 
 
-def test_a_waiting_hold_gets_the_volume_once_it_is_released(volumes: VolumeBackend) -> None:
+def test_a_waiting_hold_gets_the_volume_once_it_is_released(volumes: FolderVolumes) -> None:
     volumes.ensure("db")
     got = threading.Event()
     failed: list[BaseException] = []
@@ -491,7 +494,7 @@ def test_a_waiting_hold_gets_the_volume_once_it_is_released(volumes: VolumeBacke
     assert failed == []
 
 
-def send(volumes: VolumeBackend, name: str, **refs: str) -> bytes:
+def send(volumes: FolderVolumes, name: str, **refs: str) -> bytes:
     out = io.BytesIO()
     records, size = volumes.send(name, out, refs.get("base"), refs.get("target"))
     data = out.getvalue()
@@ -553,7 +556,7 @@ def test_receiving_a_snapshot_twice_is_refused(make_volumes: MakeVolumes) -> Non
     assert len(receiver.snapshots("copy")) == 1
 
 
-def test_send_without_a_snapshot_is_refused(volumes: VolumeBackend) -> None:
+def test_send_without_a_snapshot_is_refused(volumes: FolderVolumes) -> None:
     volumes.ensure("db")
     with pytest.raises(UnknownReference):
         volumes.send("db", io.BytesIO())
@@ -601,7 +604,7 @@ def test_a_malformed_stream_leaves_an_existing_volume_as_it_was(
     assert receiver.snapshots("copy") == snaps
 
 
-BAD_NAMES: dict[str, Callable[[VolumeBackend], object]] = {
+BAD_NAMES: dict[str, Callable[[FolderVolumes], object]] = {
     "ensure-upper-case": lambda v: v.ensure("Bad"),
     "ensure-a-path": lambda v: v.ensure("../escape"),
     "exists-a-path": lambda v: v.exists("a/b"),
@@ -619,7 +622,7 @@ BAD_NAMES: dict[str, Callable[[VolumeBackend], object]] = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_NAMES))
-def test_bad_names_raise_invalid_input(volumes: VolumeBackend, case: str) -> None:
+def test_bad_names_raise_invalid_input(volumes: FolderVolumes, case: str) -> None:
     volume_with_content(volumes)
     volumes.snapshot("db", tag="v1")
     with pytest.raises(InvalidInput):
@@ -627,7 +630,7 @@ def test_bad_names_raise_invalid_input(volumes: VolumeBackend, case: str) -> Non
     assert [v.name for v in volumes.all()] == ["db"]
 
 
-def test_remove_deletes_the_volume_and_its_snapshots(volumes: VolumeBackend) -> None:
+def test_remove_deletes_the_volume_and_its_snapshots(volumes: FolderVolumes) -> None:
     live = volume_with_content(volumes)
     volumes.snapshot("db")
     with volumes.hold("db", exclusive=False), pytest.raises(VolumeInUse):

@@ -32,7 +32,9 @@ from dockyard.planning.planner import (
     Reuse,
 )
 from dockyard.planning.preflight import graph_of
+from dockyard.planning.ready import Ready
 from dockyard.planning.schedule import Capacity
+from dockyard.planning.volume_homes import VolumeHomes
 from dockyard.spec import load_pipeline
 from tests.conftest import WritePipeline
 
@@ -568,3 +570,55 @@ def test_ready_work_that_fits_no_node_that_is_up_waits_for_one_to_return(
     planner.nodes_changed(nodes)
     assert len([a for a in planner.next(now=1).actions if isinstance(a, Start)]) == 2
     assert not planner.waiting_for_room()  # (two run: they will make room)
+
+
+WRITERS = """
+    version: 1
+    name: writers
+    defaults: {image: busybox:1.36, resources: {cpus: 1, memory: 64m}}
+    volumes: {cache: {}, other: {}}
+    steps:
+      fill: {command: "true", scatter: {s: [a, b, c]}, volumes: {cache: /cache}}
+      read: {command: "true", volumes: {cache: {path: /cache, readonly: true}}}
+      elsewhere: {command: "true", volumes: {other: /other}}
+"""
+
+
+def test_on_a_cluster_the_writers_of_a_volume_share_one_node_and_readers_go_anywhere(
+    write_pipeline: WritePipeline,
+) -> None:
+    nodes = {"one": Capacity.of(3, 1024 * MIB), "two": Capacity.of(3, 1024 * MIB)}
+    planner = Planner(graph(write_pipeline, WRITERS), nodes)
+    resolve_all(planner)
+    first = [a for a in planner.next(now=0).actions if isinstance(a, Start)]
+    where = {str(a.instance): a.node for a in first}
+    fills = [node for name, node in where.items() if name.startswith("fill")]
+    # (a volume is mounted read-write on one node at a time: the fills wait for room there,
+    # and what does not write it starts beside them, on the other node too)
+    assert len(set(fills)) == 1
+    assert len(where) == 4 and len(fills) == 2  # (the third fill: no room on theirs)
+    rest = [name for name in where if not name.startswith("fill")]
+    assert sorted(rest) == ["elsewhere", "read"]
+    last = next(a for a in first if str(a.instance).startswith("fill"))
+    planner.ended(last.instance, 1, Outcome(0), now=1)
+    [third] = [a for a in planner.next(now=1).actions if isinstance(a, Start)]
+    assert str(third.instance).startswith("fill") and third.node == fills[0]
+
+
+def test_a_writer_prefers_the_node_its_volume_was_written_on_when_it_has_room(
+    write_pipeline: WritePipeline,
+) -> None:
+    homes = VolumeHomes(graph(write_pipeline, WRITERS))
+    fill_a, fill_b, read = iid("fill[a]"), iid("fill[b]"), iid("read")
+    assert homes.place(fill_a, {}) == (None, None)  # never written: anywhere
+    homes.started(fill_a, "two")
+    assert homes.place(fill_b, {fill_a: ("two", None)}) == ("two", None)  # it writes there now
+    assert homes.place(fill_b, {}) == (None, "two")  # its data is there
+    assert homes.place(read, {fill_a: ("two", None)}) == (None, None)  # readers: anywhere
+    ready = Ready()
+    small = Capacity.of(1, 64 * MIB)
+    ready.push(small, 1, fill_b)
+    free = {"one": Capacity.of(1, 1024 * MIB), "two": Capacity.of(3, 1024 * MIB)}
+    assert ready.pop_fitting(free, lambda head: homes.place(head, {})) == (fill_b, small, "two")
+    ready.push(small, 1, fill_b)
+    assert ready.pop_fitting(free) == (fill_b, small, "one")  # (packing, without a home)

@@ -119,6 +119,13 @@ def with_holder(lease: Lease, snapshot: str, node: str) -> Lease:
     return replace(lease, holders=(*lease.holders, node))
 
 
+def seeded(lease: Lease, node: str, snapshot: str, now: float) -> Lease:
+    """A new volume's first content, kept by ``node``: refused once the volume was used."""
+    if lease.epoch or lease.held or lease.snapshot:
+        raise LeaseError(f"volume {lease.volume!r} was used already: its seed is not copied in")
+    return replace(lease, owner=node, snapshot=snapshot, holders=(node,), published=now)
+
+
 def handed(lease: Lease, node: str) -> Lease:
     """``lease`` handed to ``node`` without a mount (a planned move): refused while held."""
     if lease.held:
@@ -274,6 +281,7 @@ __all__ = [
     "change",
     "handed",
     "released",
+    "seeded",
     "taken",
     "with_holder",
 ]

@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from dockyard.storage import safefs
 from dockyard.storage.volumes import Snapshot, VolumeStore, check_name, mirror
 
 KEEP_SNAPSHOTS = 4  # per volume and node: the bases for increments, and rollbacks
+READ_GRACE = 24 * 3600.0  # a snapshot a container read is kept this long after
 
 
 class LeaseAccess(Protocol):
@@ -55,6 +57,9 @@ class LeaseAccess(Protocol):
     def all(self) -> list[Lease]: ...
 
     def create(self, volume: str) -> Lease: ...
+
+    def seeded(self, volume: str, snapshot: str) -> Lease:
+        """Publish a new volume's first content, kept on this node."""
 
     def remove(self, volume: str) -> None: ...
 
@@ -168,11 +173,11 @@ class NodeVolumes:
 
     # -- between nodes ------------------------------------------------------------------------
 
-    def have(self, name: str) -> list[str]:
-        """The uuids of the snapshots this node keeps of ``name``, oldest first."""
+    def have(self, name: str) -> list[Snapshot]:
+        """The snapshots this node keeps of ``name``, oldest first."""
         if not self.store.exists(_checked(name)):
             return []
-        return [s.uuid for s in self.store.snapshots(name) if s.uuid]
+        return [s for s in self.store.snapshots(name) if s.uuid]
 
     def sender(self, name: str, snapshot: str, have: list[str]) -> Callable[[BinaryIO], object]:
         """What writes ``snapshot`` as a stream (the increment over the newest snapshot that
@@ -189,14 +194,40 @@ class NodeVolumes:
 
     def pull(self, name: str, snapshot: str, sources: dict[str, str]) -> Snapshot:
         """Keep ``snapshot`` of ``name`` here, fetched from one of ``sources`` (node: agent
-        address) unless this node has it. Refused while the volume is mounted here."""
+        address) unless this node has it: a replica, or a pre-copy before a move. Where the
+        volume is not mounted, its live folder becomes that snapshot too (the next mount
+        here then copies nothing); where it is, the live folder is left alone."""
         name = _checked(name)
         with self._lock(name):
-            if self._state(name)["mounts"]:
-                raise Refused(f"volume {name!r} is mounted on this node")
-            snap = self._find(name, snapshot) or self._fetch(name, snapshot, sources)
-            self._save(name, {**self._state(name), "clean": snap.uuid})
+            state = self._state(name)
+            found = self._find(name, snapshot)
+            if found is not None:
+                return found
+            snap = self._fetch(name, snapshot, sources, live=not state["mounts"])
+            if not state["mounts"]:
+                self._save(name, {**state, "clean": snap.uuid})
             self._prune(name)
+            return snap
+
+    def read(self, name: str, snapshot: str, sources: dict[str, str]) -> Path:
+        """Where ``snapshot`` is on the node's disk, for a container to bind read-only
+        (fetched first when this node lacks it; kept from pruning for a day after)."""
+        snap = self.pull(name, snapshot, sources)
+        tree = self.store.tree(name, snap)
+        (tree.parent / "read").touch()
+        return self.host_root / name / "snapshots" / str(snap.id) / "tree"
+
+    def seed(self, name: str, tree: Path) -> Snapshot:
+        """Make a new volume's first content ``tree`` (a folder kept on this node), and
+        publish it, unless the volume was used already."""
+        name = _checked(name)
+        with self._lock(name):
+            if self.store.exists(name):
+                raise Refused(f"volume {name!r} has content on this node already")
+            self.store.ensure(name, tree)
+            snap = self.store.snapshot(name)
+            self.leases.seeded(name, snap.uuid)
+            self._save(name, {"epoch": 0, "mounts": [], "clean": snap.uuid})
             return snap
 
     def wait_replicated(self, timeout: float) -> None:
@@ -228,14 +259,17 @@ class NodeVolumes:
             return
         self.store.rollback(name, snap)
 
-    def _fetch(self, name: str, snapshot: str, sources: dict[str, str]) -> Snapshot:
+    def _fetch(
+        self, name: str, snapshot: str, sources: dict[str, str], live: bool = True
+    ) -> Snapshot:
         from dockyard.storage.volume_stream import receive
 
         problems = []
         for node, address in sources.items():
             try:
-                with self.peers.open_send(node, address, name, snapshot, self.have(name)) as inp:
-                    return receive(self.store, name, inp)
+                have = [s.uuid for s in self.have(name)]
+                with self.peers.open_send(node, address, name, snapshot, have) as inp:
+                    return receive(self.store, name, inp, live=live)
             except Exception as exc:  # (each source in turn; all their reasons are told)
                 problems.append(f"{node[:12]}: {exc}")
         raise Refused(
@@ -278,8 +312,13 @@ class NodeVolumes:
             self.replicating.discard(threading.current_thread())
 
     def _prune(self, name: str) -> None:
-        """Keep the newest :data:`KEEP_SNAPSHOTS` snapshots."""
+        """Keep the newest :data:`KEEP_SNAPSHOTS` snapshots, and those read by a container
+        within :data:`READ_GRACE` seconds (it binds the snapshot itself)."""
         for snap in self.store.snapshots(name)[:-KEEP_SNAPSHOTS]:
+            mark = self.store.tree(name, snap).parent / "read"
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - mark.stat().st_mtime < READ_GRACE:
+                    continue
             self.store.drop_snapshot(name, snap)
 
     @contextlib.contextmanager

@@ -13,10 +13,12 @@ trusted to say which node it is (as Swarm trusts a node with its join token).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from dockyard.agent import layout
 from dockyard.agent import leases as rules
 from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.leases import Lease, LeaseError, LeaseStore
@@ -65,6 +67,11 @@ class LeaseService:
             self.store, volume, lambda lease: rules.with_holder(lease, snapshot, node)
         )
 
+    def seeded(self, volume: str, node: str, snapshot: str, now: float) -> Lease:
+        return rules.change(
+            self.store, volume, lambda lease: rules.seeded(lease, node, snapshot, now)
+        )
+
     def hand(self, volume: str, node: str) -> Lease:
         return rules.change(self.store, volume, lambda lease: rules.handed(lease, node))
 
@@ -88,6 +95,9 @@ class ServiceLeases:
 
     def holder(self, volume: str, snapshot: str, node: str) -> Lease:
         return self.service.holder(volume, snapshot, node)
+
+    def seeded(self, volume: str, snapshot: str) -> Lease:
+        return self.service.seeded(volume, self.node, snapshot, self.clock())
 
     def get(self, volume: str) -> tuple[Lease | None, dict[str, str]]:
         return self.service.store.get(volume), self.service.nodes()
@@ -141,6 +151,13 @@ class RemoteLeases:
     def holder(self, volume: str, snapshot: str, node: str) -> Lease:
         body = {"volume": volume, "snapshot": snapshot, "node": node}
         return Lease.from_json(self._call("holder", body)["lease"])
+
+    def seeded(self, volume: str, snapshot: str) -> Lease:
+        body = {"volume": volume, "node": self.node, "snapshot": snapshot}
+        return Lease.from_json(self._call("seeded", body)["lease"])
+
+    def hand(self, volume: str, node: str) -> Lease:
+        return Lease.from_json(self._call("hand", {"volume": volume, "node": node})["lease"])
 
     def get(self, volume: str) -> tuple[Lease | None, dict[str, str]]:
         answer = self._call("get", {"volume": volume})
@@ -226,20 +243,41 @@ def _lease_call(call: Callable[[LeaseService, dict[str, Any]], Lease | None]) ->
     return route
 
 
-def _pull(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+def _sources(body: dict[str, Any]) -> dict[str, str]:
     sources = body.get("sources")
     if not isinstance(sources, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in sources.items()
     ):
         raise Refusal(400, "sources: node ids and their agents' addresses")
-    snap = _volumes(store).pull(_text(body, "volume"), _text(body, "snapshot"), sources)
+    return sources
+
+
+def _pull(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+    volume, snapshot = _text(body, "volume"), _text(body, "snapshot")
+    snap = _volumes(store).pull(volume, snapshot, _sources(body))
+    return {"snapshot": snap.uuid}
+
+
+def _read(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+    volume, snapshot = _text(body, "volume"), _text(body, "snapshot")
+    return {"path": str(_volumes(store).read(volume, snapshot, _sources(body)))}
+
+
+def _seed(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
+    """A new volume's first content: a tree this node keeps (sent as an input)."""
+    digest = layout.check_digest(body.get("digest"))
+    tree = store.outputs() / digest
+    if not tree.is_dir():
+        raise Refusal(404, f"no tree {digest[:12]} on this node")
+    snap = _volumes(store).seed(_text(body, "volume"), tree)
     return {"snapshot": snap.uuid}
 
 
 def _have(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
     volumes = _volumes(store)
     name = _text(body, "volume")
-    return {"have": volumes.have(name), "mounted": volumes.mounted(name)}
+    snaps = [dataclasses.asdict(s) for s in volumes.have(name)]
+    return {"have": snaps, "mounted": volumes.mounted(name)}
 
 
 def _drop(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
@@ -278,6 +316,9 @@ ROUTES: dict[tuple[str, str], Callable[[NodeStore, dict[str, Any]], dict[str, An
     ("POST", "leases/holder"): _lease_call(
         lambda s, b: s.holder(_text(b, "volume"), _text(b, "snapshot"), _text(b, "node"))
     ),
+    ("POST", "leases/seeded"): _lease_call(
+        lambda s, b: s.seeded(_text(b, "volume"), _text(b, "node"), _text(b, "snapshot"), _now())
+    ),
     ("POST", "leases/hand"): _lease_call(lambda s, b: s.hand(_text(b, "volume"), _text(b, "node"))),
     ("POST", "leases/get"): _lease_call(lambda s, b: s.store.get(_text(b, "volume"))),
     ("POST", "leases/create"): _lease_call(
@@ -289,6 +330,8 @@ ROUTES: dict[tuple[str, str], Callable[[NodeStore, dict[str, Any]], dict[str, An
     },
     ("POST", "volumes/have"): _have,
     ("POST", "volumes/pull"): _pull,
+    ("POST", "volumes/read"): _read,
+    ("POST", "volumes/seed"): _seed,
     ("POST", "volumes/drop"): _drop,
 }
 

@@ -22,7 +22,13 @@ from dockyard.planning.plan import SIGPIPE_EXIT, Outcome, Reason
 from dockyard.runtime.base import ContainerSpec, ExitStatus, Runtime
 from dockyard.runtime.patient import EngineGuard
 from dockyard.storage.outputs import Sealed
-from dockyard.storage.ports import NodeUnavailable, OutputStore, Staging, Workspace
+from dockyard.storage.ports import (
+    NodeUnavailable,
+    OutputStore,
+    Staging,
+    VolumeBackend,
+    Workspace,
+)
 
 # The exits whose output may be committed: success, and a streamed producer ended by SIGPIPE
 # after its consumer left (whether that is fine is the planner's to say).
@@ -69,6 +75,7 @@ class Order:
     exited: bool = False  # adopted after it had already ended
     needs: tuple[str, ...] = ()  # committed outputs it reads, to be brought to its node
     provided: tuple[int, ...] = ()  # its binds whose sources are this machine's files
+    volumes: tuple[tuple[str, str, bool], ...] = ()  # (volume, mount path, read-only)
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,10 @@ class AttemptRunner:
         ports: tuple[Workspace, OutputStore],
         results: queue.Queue[Result | Notice],
         clock: Callable[[], float],
+        volumes: VolumeBackend | None = None,
     ):
         self.runtime = runtime
+        self.volumes = volumes
         self.guard = guard
         self.workspace, self.outputs = ports
         self.results = results
@@ -138,15 +147,20 @@ class AttemptRunner:
 
     def _on_its_node(self, order: Order, spec: ContainerSpec) -> ContainerSpec:
         """Bring what the container reads to the node it runs on: the committed outputs it
-        reads, and this machine's files it binds (they become the node's copies)."""
+        reads, this machine's files it binds (they become the node's copies), and the
+        volumes it mounts."""
+        node = order.staging.node
         if order.needs:
-            self.outputs.bring(order.needs, order.staging.node)
-        if not order.provided:
+            self.outputs.bring(order.needs, node)
+        if not order.provided and not order.volumes:
             return spec
         binds = list(spec.binds)
         for index in order.provided:
-            source = self.workspace.provide(Path(binds[index].source), order.staging.node)
+            source = self.workspace.provide(Path(binds[index].source), node)
             binds[index] = dataclasses.replace(binds[index], source=source)
+        if order.volumes:
+            assert self.volumes is not None, "an attempt that mounts volumes needs their port"
+            binds += [self.volumes.mount(v, path, ro, node) for v, path, ro in order.volumes]
         return dataclasses.replace(spec, binds=tuple(binds))
 
     def run(self, order: Order) -> None:

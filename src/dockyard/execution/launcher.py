@@ -151,7 +151,16 @@ class Launcher:
             node=action.node,
         )
         order = Order(
-            iid, attempt, spec, None, instance.timeout, staging, log, needs=needs, provided=provided
+            iid,
+            attempt,
+            spec,
+            None,
+            instance.timeout,
+            staging,
+            log,
+            needs=needs,
+            provided=provided,
+            volumes=instance.volumes,
         )
         return Launch(order, staging, log)
 
@@ -183,7 +192,6 @@ class Launcher:
         for name, rel in instance.inputs:
             provided.append(len(binds))
             binds.append(Bind(str(self.input_path(rel)), f"/in/{name}"))
-        binds += self.volumes.binds(instance, node)
         return tuple(binds), tuple(provided)
 
     def _cpu_pool(self, unit: tuple[InstanceId, ...], attempt: int) -> str | None:

@@ -263,7 +263,7 @@ class Executor:
             self.runtime,
             self.pf.pipeline.services,
             images,
-            volumes.live,
+            self.ports.volumes.mount,
             identity.labels(),
             prefix=f"dockyard-{identity.pipeline}-{run_id}",
             sleep=self.sleep,
@@ -306,6 +306,7 @@ class Executor:
             (self.ports.workspace, self.ports.outputs),
             self.results,
             self.clock,
+            self.ports.volumes,
         )
         dispatch = Dispatch(runner, self.results, workers=len(graph.order) + 1)
         planner = Planner(

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from pathlib import Path
 
 from dockyard.events import Event
 from dockyard.planning.graph import Graph, Instance
-from dockyard.runtime.base import Bind
 from dockyard.spec.loader import PipelineFile
 from dockyard.storage.hashing import InputHasher
 from dockyard.storage.local import LocalVolumes
@@ -26,7 +24,7 @@ class RunVolumes:
     def __init__(self, pf: PipelineFile, backend: VolumeBackend | None = None):
         self.pf = pf
         self.backend: VolumeBackend = backend or LocalVolumes()
-        self.live: dict[str, Path] = {}  # name -> its live folder here (for digests)
+        self.taken: set[str] = set()  # the volumes this run holds
         self.written: list[str] = []  # the ones this run may write, sorted
 
     def take(self, graph: Graph, held: contextlib.ExitStack, *, wait: bool) -> None:
@@ -41,7 +39,7 @@ class RunVolumes:
         for volume in sorted(writes):
             seed = self.pf.pipeline.volumes[volume].seed
             self.backend.ensure(volume, (self.pf.root / seed).resolve() if seed else None)
-            self.live[volume] = self.backend.live(volume)
+            self.taken.add(volume)
             held.enter_context(self.backend.hold(volume, exclusive=writes[volume], wait=wait))
             if writes[volume]:
                 self.written.append(volume)
@@ -74,17 +72,9 @@ class RunVolumes:
     def hold(self, left: Mapping[str, str], hasher: InputHasher) -> bool:
         """Whether each volume still holds what a step ``left`` there."""
         return all(
-            volume in self.live and self._digest(volume, hasher) == digest
+            volume in self.taken and self._digest(volume, hasher) == digest
             for volume, digest in left.items()
         )
 
-    def binds(self, instance: Instance, node: str) -> list[Bind]:
-        return [
-            Bind(self.backend.bind(volume, node), path, readonly=readonly)
-            for volume, path, readonly in instance.volumes
-        ]
-
     def _digest(self, volume: str, hasher: InputHasher) -> str:
-        # A volume may change during the run (an earlier step wrote it): walked each time,
-        # its unchanged files still come from the stat cache.
-        return hasher.digest(self.live[volume], may_change=True)
+        return self.backend.digest(volume, hasher)

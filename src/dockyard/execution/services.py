@@ -16,13 +16,20 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from dockyard.errors import DockyardError, RuntimeFailure
 from dockyard.images.resolve import image_key
 from dockyard.planning.schedule import Capacity
 from dockyard.planning.states import SERVICE, ServiceEvent, ServiceState, advance
-from dockyard.runtime.base import LABEL_CPUS, LABEL_MEMORY, Bind, ContainerSpec, Health, Runtime
+from dockyard.runtime.base import (
+    LABEL_CPUS,
+    LABEL_MEMORY,
+    LOCAL_NODE,
+    Bind,
+    ContainerSpec,
+    Health,
+    Runtime,
+)
 from dockyard.spec.model import Service
 
 LABEL_SERVICE = "dockyard.service"
@@ -59,7 +66,7 @@ class Services:
         runtime: Runtime,
         specs: Mapping[str, Service],
         images: Mapping[str, str],
-        volumes: Mapping[str, Path],
+        mount: Callable[[str, str, bool, str], Bind],
         labels: Mapping[str, str],
         prefix: str,
         sleep: Callable[[float], None] = time.sleep,
@@ -72,7 +79,7 @@ class Services:
         self.runtime = runtime
         self.specs = specs
         self.images = images
-        self.volumes = volumes
+        self.mount = mount  # (volume, mount path, read-only, node): how a service mounts it
         self.labels = dict(labels)
         self.node = node  # where they run (their room is reserved there); None: anywhere
         # On a cluster: the node to take them when theirs is lost (None: no node has room).
@@ -128,7 +135,7 @@ class Services:
             memory=spec.resources.memory,
             env=dict(spec.env),
             binds=tuple(
-                Bind(str(self.volumes[v]), m.path, readonly=m.readonly)
+                self.mount(v, m.path, m.readonly, self.node or LOCAL_NODE)
                 for v, m in sorted(spec.volumes.items())
             ),
             labels={

@@ -54,6 +54,7 @@ from dockyard.planning.plan import (
 from dockyard.planning.ready import Ready
 from dockyard.planning.schedule import ZERO, Capacity, in_use
 from dockyard.planning.states import INSTANCE, InstanceEvent, advance
+from dockyard.planning.volume_homes import VolumeHomes
 from dockyard.runtime.base import LOCAL_NODE
 from dockyard.units import format_memory
 
@@ -99,6 +100,7 @@ class Planner:
         self.remade: set[InstanceId] = set()  # made again after their output was lost
         self.blocks: list[Block] = []
         self.running: dict[InstanceId, tuple[str, Capacity]] = {}  # head -> (node, need)
+        self.volumes = VolumeHomes(graph)
         self.used = dict.fromkeys(self.nodes, ZERO)
         self.ended_so_far: dict[tuple[InstanceId, int], dict[InstanceId, Outcome]] = {}
         self.killed: set[tuple[InstanceId, int]] = set()
@@ -174,8 +176,9 @@ class Planner:
             self._drop_stale_retries()
         if not stopping:
             free = {n: self.nodes[n] - self.used[n] for n in self.nodes}
-            while (picked := self.ready.pop_fitting(free)) is not None:
+            while (picked := self.ready.pop_fitting(free, self._place)) is not None:
                 head, need, node = picked
+                self.volumes.started(head, node)
                 free[node] = free[node] - need
                 self.used[node] = self.used[node] + need
                 self.running[head] = (node, need)
@@ -331,6 +334,9 @@ class Planner:
         return not self.waiting[head]
 
     # -- queries --------------------------------------------------------------------------------
+
+    def _place(self, head: InstanceId) -> tuple[str | None, str | None]:
+        return self.volumes.place(head, self.running)
 
     def in_phase(self, phase: Phase) -> list[InstanceId]:
         return [iid for iid in self.graph.order if self.observed[iid].phase is phase]

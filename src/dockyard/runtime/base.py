@@ -34,9 +34,13 @@ DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SE
 
 @dataclass(frozen=True)
 class Bind:
+    """A host path bound into a container; or, with ``driver``, a named volume of that
+    volume driver (``source`` is then the volume's name)."""
+
     source: str
     target: str
     readonly: bool = True
+    driver: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import requests.exceptions
 from dockyard.runtime.base import (
     DEFAULT_CAPABILITIES,
     LOCAL_NODE,
+    Bind,
     ContainerInfo,
     ContainerSpec,
     ExitStatus,
@@ -53,10 +54,7 @@ class DockerRuntime(DockerImages):
     def create(self, spec: ContainerSpec) -> str:
         host_config = self.api.create_host_config(
             # Mounts, not "src:dst:mode" binds: a path may contain ':' (a file named a:b).
-            mounts=[
-                docker.types.Mount(b.target, b.source, type="bind", read_only=b.readonly)
-                for b in spec.binds
-            ],
+            mounts=[_mount(b) for b in spec.binds],
             nano_cpus=None if spec.cpus is None else round(spec.cpus * 1e9),
             cgroup_parent=spec.cgroup_parent,
             mem_limit=spec.memory,
@@ -218,3 +216,15 @@ def _is_timeout(exc: Exception) -> bool:
 
 
 __all__ = ["DockerRuntime", "ping_socket"]
+
+
+def _mount(bind: Bind) -> docker.types.Mount:
+    if bind.driver is not None:
+        return docker.types.Mount(
+            bind.target,
+            bind.source,
+            type="volume",
+            read_only=bind.readonly,
+            driver_config=docker.types.DriverConfig(bind.driver),
+        )
+    return docker.types.Mount(bind.target, bind.source, type="bind", read_only=bind.readonly)

@@ -204,11 +204,8 @@ def deploy(runtime: SwarmRuntime, note: Note, settings: AgentSettings | None = N
         host = [n for n in api.networks(names=["host"]) if n.get("Driver") == "host"]
         if not host:
             raise RuntimeFailure("the manager has no host network for the node agents")
-        managers = {
-            n.id: f"{n.address}:{settings.port}"
-            for n in runtime.nodes()
-            if n.id in {m["ID"] for m in api.nodes(filters={"role": "manager"})}
-        }
+        roles = set(manager_ids(runtime))
+        managers = {n.id: f"{n.address}:{settings.port}" for n in runtime.nodes() if n.id in roles}
         secret = (secret_id, secret_name)
         for name, peers in ((MANAGER_SERVICE, None), (SERVICE, managers)):
             task = _service_task(image, settings, secret, host[0]["Id"], peers)
@@ -238,6 +235,13 @@ def _ensure_service(
     else:
         note(f"agent: starting a node agent on every node ({name})")
     api.create_service(task, name=name, labels={LABEL_AGENT: fingerprint}, mode={"Global": {}})
+
+
+def manager_ids(runtime: SwarmRuntime) -> list[str]:
+    """The swarm's manager nodes (their agents keep the volume leases)."""
+    api: Any = runtime.api
+    with runtime._translated("reading the swarm's managers"):
+        return [str(n["ID"]) for n in api.nodes(filters={"role": "manager"})]
 
 
 def connect(runtime: SwarmRuntime, settings: AgentSettings | None = None) -> AgentPool:
@@ -326,4 +330,12 @@ def _task_error(runtime: SwarmRuntime, node: str) -> str | None:
     return None
 
 
-__all__ = ["MANAGER_SERVICE", "SERVICE", "AgentSettings", "cluster_key", "connect", "deploy"]
+__all__ = [
+    "MANAGER_SERVICE",
+    "SERVICE",
+    "AgentSettings",
+    "cluster_key",
+    "connect",
+    "deploy",
+    "manager_ids",
+]

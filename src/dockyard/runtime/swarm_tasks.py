@@ -19,6 +19,7 @@ from typing import Any
 
 from dockyard.runtime.base import (
     DEFAULT_CAPABILITIES,
+    Bind,
     ContainerSpec,
     ExitStatus,
     HostCapacity,
@@ -55,10 +56,7 @@ def service_definition(spec: ContainerSpec) -> dict[str, Any]:
         "Image": spec.image,
         "Env": [f"{k}={v}" for k, v in spec.env.items()],
         "Labels": dict(spec.labels),
-        "Mounts": [
-            {"Type": "bind", "Source": b.source, "Target": b.target, "ReadOnly": b.readonly}
-            for b in spec.binds
-        ],
+        "Mounts": [_mount(b) for b in spec.binds],
         # As on one engine: a tiny init as PID 1, and no capability but those a step needs.
         "Init": True,
         "CapabilityDrop": ["ALL"],
@@ -177,3 +175,15 @@ def node_of(found: Mapping[str, Any]) -> Node:
         state=state,
         address=address,
     )
+
+
+def _mount(bind: Bind) -> dict[str, Any]:
+    mount: dict[str, Any] = {
+        "Type": "bind" if bind.driver is None else "volume",
+        "Source": bind.source,
+        "Target": bind.target,
+        "ReadOnly": bind.readonly,
+    }
+    if bind.driver is not None:
+        mount["VolumeOptions"] = {"DriverConfig": {"Name": bind.driver}}
+    return mount

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from dockyard.runtime.base import Bind
+from dockyard.storage.hashing import InputHasher
 from dockyard.storage.node_disk import LocalOutputs, LocalWorkspace, safe_name
 from dockyard.storage.volumes import Snapshot, VolumeInfo, VolumeStore
 
@@ -65,5 +67,10 @@ class LocalVolumes:
     def live(self, name: str) -> Path:
         return self.store.live(name)
 
-    def bind(self, name: str, node: str) -> str:
-        return str(self.store.live(name))
+    def digest(self, name: str, hasher: InputHasher) -> str:
+        # A volume may change during the run (an earlier step wrote it): walked each time,
+        # its unchanged files still come from the stat cache.
+        return hasher.digest(self.store.live(name), may_change=True)
+
+    def mount(self, name: str, target: str, readonly: bool, node: str) -> Bind:
+        return Bind(str(self.store.live(name)), target, readonly=readonly)

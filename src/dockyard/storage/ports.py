@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 from dockyard.errors import RuntimeFailure
 from dockyard.storage.outputs import Sealed
 
-if TYPE_CHECKING:  # (not imported: a node agent's image has the standard library only)
+if TYPE_CHECKING:  # (not imported: a node agent's image has none of these)
+    from dockyard.runtime.base import Bind
+    from dockyard.storage.hashing import InputHasher
     from dockyard.storage.volumes import Snapshot, VolumeInfo
 
 
@@ -150,14 +152,25 @@ class VolumeBackend(Protocol):
 
     def remove(self, name: str) -> None: ...
 
-    def live(self, name: str) -> Path:
-        """The volume's live folder on this machine (for digests)."""
+    def digest(self, name: str, hasher: InputHasher) -> str:
+        """What the volume holds now, for cache keys (its content's digest, or the id of
+        the snapshot that is its content)."""
 
-    def bind(self, name: str, node: str) -> str:
-        """The host path to bind into a container on ``node``."""
+    def mount(self, name: str, target: str, readonly: bool, node: str) -> Bind:
+        """The volume as a container on ``node`` mounts it at ``target``, made ready there
+        (copied to the node when it lives elsewhere): an attempt's worker calls this before
+        its container is created."""
+
+
+class FolderVolumes(VolumeBackend, Protocol):
+    """Volumes that are folders of this machine (one machine, and the fakes)."""
+
+    def live(self, name: str) -> Path:
+        """The volume's live folder."""
 
 
 __all__ = [
+    "FolderVolumes",
     "NodeUnavailable",
     "OutputStore",
     "OutputsLost",

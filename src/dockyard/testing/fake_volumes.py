@@ -24,7 +24,9 @@ from typing import BinaryIO
 
 from dockyard.errors import InvalidInput, PlanError, UnknownReference
 from dockyard.planning.states import HOLD, Hold, HoldEvent, advance
+from dockyard.runtime.base import Bind
 from dockyard.storage import safefs
+from dockyard.storage.hashing import InputHasher
 from dockyard.storage.volume_stream import StreamError
 from dockyard.storage.volume_stream.format import check_path
 from dockyard.storage.volumes import (
@@ -168,8 +170,11 @@ class FakeVolumes:
     def live(self, name: str) -> Path:
         return self.root / "volumes" / check_name(name)
 
-    def bind(self, name: str, node: str) -> str:
-        return str(self.live(name))  # volumes do not move in the fake
+    def digest(self, name: str, hasher: InputHasher) -> str:
+        return hasher.digest(self.live(name), may_change=True)
+
+    def mount(self, name: str, target: str, readonly: bool, node: str) -> Bind:
+        return Bind(str(self.live(name)), target, readonly)  # volumes do not move in the fake
 
     def exists(self, name: str) -> bool:
         return check_name(name) in self._volumes

@@ -37,8 +37,10 @@ from dockyard.storage.volume_stream.format import (
 from dockyard.storage.volumes import Snapshot, VolumeStore, check_name, copy_tree
 
 
-def receive(store: VolumeStore, name: str, inp: BinaryIO) -> Snapshot:
-    """Apply a stream to volume ``name`` (created if absent): all of it, or nothing."""
+def receive(store: VolumeStore, name: str, inp: BinaryIO, *, live: bool = True) -> Snapshot:
+    """Apply a stream to volume ``name`` (created if absent): all of it, or nothing. The
+    live folder becomes the snapshot received, unless ``live`` is False (a copy kept beside
+    a live folder that is in use)."""
     check_name(name)
     reader = Reader(inp)
     header = reader.header()
@@ -58,7 +60,8 @@ def receive(store: VolumeStore, name: str, inp: BinaryIO) -> Snapshot:
         except BaseException:
             safefs.rmtree(scratch)
             raise
-        store.rollback(name, snap)  # the live folder becomes what was received
+        if live:
+            store.rollback(name, snap)  # the live folder becomes what was received
     return snap
 
 
