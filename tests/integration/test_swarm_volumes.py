@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -16,8 +19,9 @@ import docker.errors
 import pytest
 
 from dockyard.agent.leases import PREFIX, Lease
+from dockyard.cli import main
 from dockyard.runtime.swarm import SwarmRuntime
-from dockyard.runtime.swarm_agents import deploy
+from dockyard.runtime.swarm_agents import ROOT_ENV, deploy
 from dockyard.storage.agents import AgentPool
 from dockyard.testing.swarm import LocalSwarm, SwarmNode
 from tests.conftest import BUSYBOX_IMAGE
@@ -137,3 +141,114 @@ def _until(check: Any, what: str, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"waited {timeout:g} s for {what}")
         time.sleep(0.2)
+
+
+@pytest.fixture
+def on_swarm(local_swarm: LocalSwarm, monkeypatch: pytest.MonkeyPatch) -> LocalSwarm:
+    monkeypatch.setenv("DOCKER_HOST", local_swarm.manager.url)
+    monkeypatch.setenv("DOCKYARD_SWARM_ENGINES", " ".join(n.url for n in local_swarm.nodes))
+    return local_swarm
+
+
+def outputs_of(path: Path) -> dict[str, tuple[str, str]]:
+    """The latest run's instances: (node, output digest)."""
+    db = sqlite3.connect(path.parent / ".dockyard" / "state.db")
+    try:
+        (run,) = db.execute("SELECT id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        rows = db.execute(
+            "SELECT i.instance, a.node, i.output FROM instances i JOIN attempts a "
+            "ON a.run_id = i.run_id AND a.instance = i.instance WHERE i.run_id = ?",
+            (run,),
+        ).fetchall()
+    finally:
+        db.close()
+    return {instance: (node, output) for instance, node, output in rows}
+
+
+def output_file(path: Path, instance: str, name: str) -> str:
+    node, digest = outputs_of(path)[instance]
+    return (Path(os.environ[ROOT_ENV]) / node / "outputs" / digest / name).read_text()
+
+
+def test_a_pipeline_s_volume_follows_its_writers_and_its_readers_read_a_snapshot(
+    tmp_path: Path,
+    on_swarm: LocalSwarm,
+    swarm_runtime: SwarmRuntime,
+    volume: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A volume seeded from this machine, two writers in turn, then readers (too big to
+    share a node) on other nodes too: each sees what the writers left, from the volume's
+    snapshot, read-only."""
+    node_cpus = min(n.capacity.cpus for n in swarm_runtime.nodes())
+    path = tmp_path / "dockyard.yaml"
+    path.write_text(
+        f"""
+version: 1
+name: stateful
+defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
+volumes: {{{volume}: {{seed: ./seed}}}}
+steps:
+  first:
+    volumes: {{{volume}: /state}}
+    command: "sh -c 'cat /state/seeded > /out/seen; echo one >> /state/log'"
+  hog:
+    needs: [first]
+    resources: {{cpus: {node_cpus * 0.9:g}, memory: 32m}}
+    command: "sleep 3"
+  second:
+    needs: [first]
+    volumes: {{{volume}: /state}}
+    command: "sh -c 'sleep 1; cat /state/log > /out/seen; echo two >> /state/log'"
+  read:
+    needs: [second]
+    scatter: {{n: [1, 2, 3]}}
+    resources: {{cpus: {node_cpus * 0.6:g}, memory: 32m}}
+    volumes: {{{volume}: {{path: /state, readonly: true}}}}
+    command: "sh -c 'cat /state/log > /out/read; touch /state/x 2>/out/refused || true'"
+"""
+    )
+    (tmp_path / "seed").mkdir()
+    (tmp_path / "seed" / "seeded").write_text("from the seed\n")
+    assert main(["run", "-f", str(path), "--backend", "swarm"]) == 0, capsys.readouterr()
+    assert output_file(path, "first", "seen") == "from the seed\n"
+    assert output_file(path, "second", "seen") == "one\n"
+    reads = {output_file(path, f"read[{n}]", "read") for n in (1, 2, 3)}
+    assert reads == {"one\ntwo\n"}
+    assert "Read-only file system" in output_file(path, "read[1]", "refused")
+    readers = {outputs_of(path)[f"read[{n}]"][0] for n in (1, 2, 3)}
+    assert readers - {outputs_of(path)["second"][0]}  # (read on a node it was not written on)
+
+    capsys.readouterr()
+    assert main(["volume", "--backend", "swarm", "inspect", volume]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["lease"]["owner"] == outputs_of(path)["second"][0]
+    assert not shown["lease"]["mounted"] and shown["lease"]["epoch"] >= 2
+    _until(lambda: len(lease(on_swarm, volume).holders) > 1, "a replica")
+
+    # A second run: the writers run again (a step that writes a volume is not cached
+    # unless it says so) on what the first run left; the readers, whose key is the
+    # snapshot they read, run again too.
+    capsys.readouterr()
+    assert main(["run", "-f", str(path), "--backend", "swarm"]) == 0
+    printed = capsys.readouterr().out
+    assert "cached    read[1]" not in printed and "started   read[1]" in printed
+    assert output_file(path, "read[2]", "read") == "one\ntwo\none\ntwo\n"
+
+
+def test_volume_move_pre_copies_and_hands_the_lease_over(
+    local_swarm: LocalSwarm, volume: str, capsys: pytest.CaptureFixture[str], on_swarm: LocalSwarm
+) -> None:
+    one, _, three = local_swarm.nodes
+    docker_run(one, volume, "echo moved > /data/f")
+    target = _node_id(local_swarm, three)
+    capsys.readouterr()
+    assert main(["volume", "--backend", "swarm", "move", volume, three.name]) == 0
+    assert f"is on node {three.name}" in capsys.readouterr().out
+    record = lease(local_swarm, volume)
+    assert record.owner == target and target in record.holders and not record.held
+    assert main(["volume", "--backend", "swarm", "ls"]) == 0
+    listed = capsys.readouterr().out
+    assert volume in listed and three.name in listed
+    assert docker_run(three, volume, "cat /data/f") == "moved\n"
+    assert lease(local_swarm, volume).epoch == record.epoch + 1

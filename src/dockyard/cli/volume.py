@@ -16,6 +16,7 @@ from dockyard.backend import choose
 from dockyard.cli.app import cli, err, out
 from dockyard.errors import UnknownReference
 from dockyard.storage.ports import VolumeBackend
+from dockyard.storage.swarm_volumes import SwarmVolumes
 from dockyard.storage.volumes import check_name, check_ref, check_tag
 from dockyard.units import format_memory
 
@@ -26,7 +27,8 @@ from dockyard.units import format_memory
 )
 @click.pass_context
 def volume(ctx: click.Context, backend: str | None) -> None:
-    """Named volumes (host-wide, under $DOCKYARD_HOME) and their snapshots."""
+    """Named volumes (this machine's under $DOCKYARD_HOME, or the swarm's) and their
+    snapshots."""
     ctx.obj = choose(backend).volumes()
 
 
@@ -46,7 +48,11 @@ def existing(name: str) -> VolumeBackend:
 
 @volume.command("ls")
 def volume_ls() -> None:
-    """List the volumes."""
+    """List the volumes (on the swarm: where each is, its lease and its replicas)."""
+    backend = volumes()
+    if isinstance(backend, SwarmVolumes):
+        _swarm_ls(backend)
+        return
     table = Table(box=None, header_style="bold")
     for column in ("volume", "files", "size", "snapshots", "path"):
         table.add_column(column, no_wrap=column != "path")
@@ -67,8 +73,61 @@ def volume_inspect(name: str) -> None:
     """Print a volume's details as JSON."""
     backend = existing(name)
     info = asdict(backend.inspect(name))
+    if isinstance(backend, SwarmVolumes):
+        state = backend.state(name)
+        lease = state.lease
+        info["lease"] = {
+            "owner": lease.owner,
+            "mounted": lease.held,
+            "epoch": lease.epoch,
+            "snapshot": lease.snapshot,
+            "published": lease.published,
+        }
+        info["replicas"] = list(state.replicas)
+        info["replication_lag_seconds"] = round(state.lag, 1)
     info["snapshots"] = [asdict(s) for s in backend.snapshots(name)]
     click.echo(json.dumps(info, indent=2))
+
+
+@volume.command("move")
+@click.argument("name")
+@click.argument("node")
+def volume_move(name: str, node: str) -> None:
+    """Put a swarm volume on NODE (its id, or its host name) ahead of its next user there:
+    its latest snapshot is copied there (only what the node lacks) and its lease handed
+    over. Refused while the volume is mounted elsewhere."""
+    backend = existing(name)
+    if not isinstance(backend, SwarmVolumes):
+        raise click.UsageError("volumes move between the nodes of a swarm: use --backend swarm")
+    target = backend.node(node)
+    lease = backend.move(name, target)
+    click.echo(
+        f"volume {name} is on node {_node_name(backend, target)} (lease epoch {lease.epoch})"
+    )
+
+
+def _swarm_ls(backend: SwarmVolumes) -> None:
+    table = Table(box=None, header_style="bold")
+    for column in ("volume", "node", "mounted", "epoch", "replicas", "lag", "published"):
+        table.add_column(column, no_wrap=True)
+    for state in backend.states():
+        lease = state.lease
+        table.add_row(
+            lease.volume,
+            _node_name(backend, lease.owner) if lease.owner else "-",
+            "yes" if lease.held else "no",
+            str(lease.epoch),
+            ", ".join(_node_name(backend, n) for n in state.replicas) or "-",
+            f"{state.lag:.0f} s" if state.lag else "-",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lease.published))
+            if lease.published
+            else "-",
+        )
+    out.print(table)
+
+
+def _node_name(backend: SwarmVolumes, node: str) -> str:
+    return backend.names().get(node) or node[:12]
 
 
 @volume.command("rm")

@@ -35,7 +35,8 @@ DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SE
 @dataclass(frozen=True)
 class Bind:
     """A host path bound into a container; or, with ``driver``, a named volume of that
-    volume driver (``source`` is then the volume's name)."""
+    volume driver (``source`` is then the volume's name; ``""``: a volume the engine knows
+    already, with its driver)."""
 
     source: str
     target: str

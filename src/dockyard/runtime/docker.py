@@ -225,6 +225,6 @@ def _mount(bind: Bind) -> docker.types.Mount:
             bind.source,
             type="volume",
             read_only=bind.readonly,
-            driver_config=docker.types.DriverConfig(bind.driver),
+            driver_config=docker.types.DriverConfig(bind.driver) if bind.driver else None,
         )
     return docker.types.Mount(bind.target, bind.source, type="bind", read_only=bind.readonly)

@@ -139,6 +139,7 @@ class SwarmRuntime(SwarmNetworks):
             self._images.add(spec.image)
         if spec.node is not None:
             self.node_images.ensure(spec.image, spec.node)
+            spec = self._volumes_known(spec, spec.node)
         if spec.network == "none":
             spec = replace(spec, network=self._isolated_network(spec.labels))
         body = service_definition(spec)
@@ -151,6 +152,23 @@ class SwarmRuntime(SwarmNetworks):
                 endpoint_spec=body["EndpointSpec"],
             )
         return str(created["ID"])
+
+    def _volumes_known(self, spec: ContainerSpec, node: str) -> ContainerSpec:
+        """Have the node's engine know the spec's driver volumes, and mount them by name: a
+        task whose mount names a driver is placed by Swarm only on nodes whose description
+        lists that driver, which a plugin found by its socket (dockyard's agents) is not
+        until the engine has used it once."""
+        engine = self.node_engines.engine_of(node)
+        if engine is None or not any(b.driver for b in spec.binds):
+            return spec
+        binds = []
+        for bind in spec.binds:
+            if bind.driver:
+                with engine._translated(f"making volume {bind.source} known on its node"):
+                    engine.api.create_volume(bind.source, driver=bind.driver)
+                bind = replace(bind, driver="")
+            binds.append(bind)
+        return replace(spec, binds=tuple(binds))
 
     def start(self, container_id: str) -> None:
         self._scale(container_id, 1, "starting", started=True)

@@ -184,6 +184,6 @@ def _mount(bind: Bind) -> dict[str, Any]:
         "Target": bind.target,
         "ReadOnly": bind.readonly,
     }
-    if bind.driver is not None:
+    if bind.driver:
         mount["VolumeOptions"] = {"DriverConfig": {"Name": bind.driver}}
     return mount

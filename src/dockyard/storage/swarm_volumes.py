@@ -208,6 +208,8 @@ class SwarmVolumes:
         if lease.snapshot:
             self._pre_copy(name, lease, node)
         try:
+            if lease.snapshot:
+                self.leases().holder(name, lease.snapshot, node)
             return self.leases().hand(name, node)
         except (Unavailable, LeaseError) as exc:
             raise RuntimeFailure(f"volume {name!r}: {exc}") from None
