@@ -51,23 +51,24 @@ def docker_runtime() -> Iterator[object]:
     runtime.close()
 
 
-@pytest.fixture(scope="session")
-def local_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """Three Swarm nodes on this machine (see dockyard.testing.swarm), for the session."""
+def _swarm_settings(agents: Path) -> dict[str, str]:
+    """What a user of one of these local swarms sets: its nodes' daemons run with
+    --no-new-privileges; the managers' agents reach their engine where these nodes have it;
+    the node agents keep their files under the session's own folder."""
     from dockyard.runtime.swarm import NO_NEW_PRIVILEGES
     from dockyard.runtime.swarm_agents import ENGINE_SOCKET_ENV, ROOT_ENV
     from dockyard.testing.dockerd import NODE_ENGINE_SOCKET
+
+    return {NO_NEW_PRIVILEGES: "1", ROOT_ENV: str(agents), ENGINE_SOCKET_ENV: NODE_ENGINE_SOCKET}
+
+
+@pytest.fixture(scope="session")
+def local_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Three Swarm nodes on this machine (see dockyard.testing.swarm), for the session."""
     from dockyard.testing.swarm import LocalSwarm
 
     swarm = LocalSwarm.up(3, tmp_path_factory.mktemp("swarm"))
-    # Its nodes' daemons run with --no-new-privileges: say so, as a user of a swarm must.
-    # Its node agents keep their files under the session's own folder.
-    # The managers' agents reach their engine where the local cluster's nodes have it.
-    settings = {
-        NO_NEW_PRIVILEGES: "1",
-        ROOT_ENV: str(tmp_path_factory.mktemp("agents")),
-        ENGINE_SOCKET_ENV: NODE_ENGINE_SOCKET,
-    }
+    settings = _swarm_settings(tmp_path_factory.mktemp("agents"))
     before = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
     try:
@@ -79,6 +80,35 @@ def local_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def _doomed_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, Path]]:
+    from dockyard.testing.swarm import LocalSwarm
+
+    swarm = LocalSwarm.up(3, tmp_path_factory.mktemp("doomed"))
+    try:
+        yield swarm, tmp_path_factory.mktemp("doomed-agents")
+    finally:
+        swarm.down()
+
+
+@pytest.fixture
+def doomed_swarm(
+    _doomed_session: tuple[object, Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[object]:
+    """A swarm of its own for tests that kill, drain or pause its nodes: after each test
+    every node is back (killed engines started again, all active and ready)."""
+    from dockyard.testing.swarm import LocalSwarm
+
+    swarm, agents = _doomed_session
+    assert isinstance(swarm, LocalSwarm)
+    for name, value in _swarm_settings(agents).items():
+        monkeypatch.setenv(name, value)
+    try:
+        yield swarm
+    finally:
+        swarm.mend()
 
 
 @pytest.fixture(scope="session")

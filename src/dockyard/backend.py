@@ -62,7 +62,7 @@ def _local_outputs(pf: PipelineFile, runtime: Runtime) -> OutputStore:
 
 def _swarm_ports(pf: PipelineFile, runtime: Runtime, note: Note) -> Ports:
     from dockyard.runtime.swarm import SwarmRuntime
-    from dockyard.runtime.swarm_agents import AgentSettings, deploy, manager_ids
+    from dockyard.runtime.swarm_agents import AgentSettings, deploy, manager_agents
     from dockyard.storage.agents import AgentOutputs, AgentWorkspace
     from dockyard.storage.swarm_volumes import SwarmVolumes
 
@@ -71,21 +71,24 @@ def _swarm_ports(pf: PipelineFile, runtime: Runtime, note: Note) -> Ports:
     pool = deploy(runtime, note, settings)
     workspace = AgentWorkspace(pool, _cluster_project(pf), pf.state_dir)
     volumes = SwarmVolumes(
-        pool, lambda: manager_ids(runtime), workspace.provide, replicas=settings.replicas
+        pool,
+        lambda: manager_agents(runtime, settings),
+        workspace.provide,
+        replicas=settings.replicas,
     )
     return Ports(AgentOutputs(pool, pf.state_dir / "outputs"), workspace, volumes)
 
 
 def _swarm_volumes() -> VolumeBackend:
     from dockyard.runtime.swarm import SwarmRuntime
-    from dockyard.runtime.swarm_agents import AgentSettings, connect, manager_ids
+    from dockyard.runtime.swarm_agents import AgentSettings, connect, manager_agents
     from dockyard.storage.swarm_volumes import SwarmVolumes
 
     runtime = SwarmRuntime()
     settings = AgentSettings.from_environment()
     return SwarmVolumes(
         connect(runtime, settings),
-        lambda: manager_ids(runtime),
+        lambda: manager_agents(runtime, settings),
         replicas=settings.replicas,
         names=lambda: {n.id: n.name for n in runtime.nodes()},
     )

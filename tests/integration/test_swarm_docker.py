@@ -16,7 +16,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ import pytest
 from dockyard.cli import main
 from dockyard.runtime.docker import DockerRuntime
 from dockyard.runtime.swarm import NO_NEW_PRIVILEGES, SwarmRuntime
-from dockyard.runtime.swarm_agents import ROOT_ENV, key_file
+from dockyard.runtime.swarm_agents import key_file
 from dockyard.storage.outputs import tree_digest
 from dockyard.testing.swarm import LocalSwarm
 from tests.conftest import BUSYBOX_IMAGE, REPO, committed_output
@@ -308,20 +307,6 @@ def test_the_genomics_example_runs_on_the_swarm_unchanged_with_the_results_of_on
 
 
 # -- a node dies mid-run ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def doomed_swarm(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[LocalSwarm]:
-    """A swarm of its own: one of its nodes is killed."""
-    monkeypatch.setenv(NO_NEW_PRIVILEGES, "1")  # its nodes set it
-    monkeypatch.setenv(ROOT_ENV, str(tmp_path_factory.mktemp("doomed-agents")))
-    swarm = LocalSwarm.up(3, tmp_path_factory.mktemp("doomed"))
-    try:
-        yield swarm
-    finally:
-        swarm.down()
 
 
 def test_a_node_killed_mid_run_has_its_instances_rerun_elsewhere(

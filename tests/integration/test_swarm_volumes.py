@@ -18,13 +18,16 @@ import docker
 import docker.errors
 import pytest
 
+from dockyard.agent import DEFAULT_PORT
+from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.leases import PREFIX, Lease
 from dockyard.cli import main
 from dockyard.runtime.swarm import SwarmRuntime
-from dockyard.runtime.swarm_agents import ROOT_ENV, deploy
+from dockyard.runtime.swarm_agents import ROOT_ENV, deploy, read_cluster_key
 from dockyard.storage.agents import AgentPool
 from dockyard.testing.swarm import LocalSwarm, SwarmNode
 from tests.conftest import BUSYBOX_IMAGE
+from tests.integration.test_swarm_docker import _run_in_background
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
 
@@ -252,3 +255,121 @@ def test_volume_move_pre_copies_and_hands_the_lease_over(
     assert volume in listed and three.name in listed
     assert docker_run(three, volume, "cat /data/f") == "moved\n"
     assert lease(local_swarm, volume).epoch == record.epoch + 1
+
+
+# -- the node that writes a volume dies --------------------------------------------------------
+
+
+def test_a_writer_whose_node_dies_reruns_from_the_snapshot_before_it_and_its_node_is_fenced(
+    tmp_path: Path, doomed_swarm: LocalSwarm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``stateful`` appends to a volume that ``prep`` wrote; its node's dockerd is killed
+    mid-step. It reruns on another node from the snapshot ``prep`` left (what the lost
+    attempt wrote is discarded): its output and the volume are what an undisturbed run
+    gives. The node comes back: its stale lease is refused, and a mount there sees the
+    volume as it is now, not what that node last had."""
+    swarm = doomed_swarm
+    runtime = SwarmRuntime(swarm.manager.url, [n.url for n in swarm.nodes])
+    try:
+        deploy(runtime, print)  # (the agents, before the manager takes no more work)
+    finally:
+        runtime.close()
+    _set_availability(swarm, swarm.manager, "pause")  # the manager, with the leases, lives
+    name = f"v-{uuid.uuid4().hex[:10]}"
+    path = tmp_path / "dockyard.yaml"
+    path.write_text(
+        f"""
+version: 1
+name: fenced
+defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
+volumes: {{{name}: {{}}}}
+steps:
+  prep:
+    volumes: {{{name}: /state}}
+    command: "sh -c 'echo prepared > /state/log'"
+  stateful:
+    needs: [prep]
+    volumes: {{{name}: /state}}
+    command: >-
+      sh -c 'echo writing >> /state/log; sleep 12; echo done >> /state/log;
+      cat /state/log > /out/log'
+"""
+    )
+    run = _run_in_background(swarm, path)
+    try:
+        victim = _node_running(swarm, "fenced", "stateful", run)
+        victim_id = _node_id(swarm, victim)
+        stale = _lease_on_disk(victim_id, name)
+        victim.kill()
+        output, _ = run.communicate(timeout=240)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    said = output.decode()
+    assert run.returncode == 0, said
+    record = lease(swarm, name)
+    assert record.owner != victim_id and record.epoch > stale["epoch"], said
+    node, digest = outputs_of(path)["stateful"]
+    kept = Path(os.environ[ROOT_ENV]) / node / "outputs" / digest / "log"
+    assert kept.read_text() == "prepared\nwriting\ndone\n"  # as if nothing had happened
+
+    swarm.mend()  # the node comes back
+    _set_availability(swarm, swarm.manager, "pause")
+    manager = _manager_agent(swarm)
+    with pytest.raises(AgentError, match="stale") as refused:
+        manager.call(
+            "POST",
+            "leases/release",
+            {"volume": name, "node": victim_id, "epoch": stale["epoch"],
+             "snapshot": "from-the-dead"},
+        )  # fmt: skip
+    assert refused.value.status == 409
+    assert lease(swarm, name) == record  # unchanged
+    assert docker_run(victim, name, "cat /data/log") == "prepared\nwriting\ndone\n"
+
+
+def _set_availability(swarm: LocalSwarm, node: SwarmNode, availability: str) -> None:
+    api = swarm.manager.engine.client()
+    try:
+        found = next(n for n in api.nodes() if n["Description"]["Hostname"] == node.name)
+        spec = {**found["Spec"], "Availability": availability}
+        api.update_node(found["ID"], found["Version"]["Index"], spec)
+    finally:
+        api.close()
+
+
+def _node_running(swarm: LocalSwarm, pipeline: str, step: str, run: Any) -> SwarmNode:
+    """The node whose container of ``step`` runs (once it has written to the volume)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if run.poll() is not None:
+            raise AssertionError(run.communicate()[0].decode())
+        for node in swarm.nodes:
+            api = node.engine.client()
+            try:
+                running = api.containers(filters={"label": f"dockyard.pipeline={pipeline}"})
+            finally:
+                api.close()
+            if any(c["Labels"].get("dockyard.instance") == step for c in running):
+                time.sleep(2)  # (it has written "writing" by then)
+                return node
+        time.sleep(0.2)
+    raise AssertionError(f"{step} never ran")
+
+
+def _lease_on_disk(node_id: str, volume: str) -> dict[str, Any]:
+    """What the node's agent keeps of its lease on ``volume``."""
+    state = Path(os.environ[ROOT_ENV]) / node_id / "volumes" / volume / "node.json"
+    return dict(json.loads(state.read_text()))
+
+
+def _manager_agent(swarm: LocalSwarm) -> AgentClient:
+    runtime = SwarmRuntime(swarm.manager.url)
+    try:
+        key = read_cluster_key(runtime)
+        manager = _node_id(swarm, swarm.manager)
+        address = next(n.address for n in runtime.nodes() if n.id == manager)
+    finally:
+        runtime.close()
+    return AgentClient(f"{address}:{DEFAULT_PORT}", key, manager)

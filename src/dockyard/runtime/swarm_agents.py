@@ -244,6 +244,17 @@ def manager_ids(runtime: SwarmRuntime) -> list[str]:
         return [str(n["ID"]) for n in api.nodes(filters={"role": "manager"})]
 
 
+def manager_agents(runtime: SwarmRuntime, settings: AgentSettings) -> dict[str, str]:
+    """The agents of the manager nodes that are not down (a paused or drained manager's
+    agent keeps the leases all the same), by node id."""
+    roles = set(manager_ids(runtime))
+    return {
+        n.id: f"{n.address}:{settings.port}"
+        for n in runtime.nodes()
+        if n.id in roles and n.state != "down"
+    }
+
+
 def connect(runtime: SwarmRuntime, settings: AgentSettings | None = None) -> AgentPool:
     """The agents as they are (nothing deployed): for reading what they keep."""
     settings = settings or AgentSettings.from_environment()
@@ -337,5 +348,6 @@ __all__ = [
     "cluster_key",
     "connect",
     "deploy",
+    "manager_agents",
     "manager_ids",
 ]

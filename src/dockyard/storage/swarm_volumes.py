@@ -50,7 +50,7 @@ class SwarmVolumes:
     def __init__(
         self,
         pool: AgentPool,
-        managers: Callable[[], list[str]],
+        managers: Callable[[], dict[str, str]],
         provide: Callable[[Path, str], str] | None = None,
         local: VolumeStore | None = None,
         replicas: int = 1,
@@ -58,7 +58,7 @@ class SwarmVolumes:
     ):
         self.names = names or (lambda: {})  # node ids: their host names (for people)
         self.pool = pool
-        self.managers = managers  # the ids of the manager nodes (their agents keep leases)
+        self.managers = managers  # the manager nodes' agents (they keep the leases), by id
         self.provide = provide  # a file or folder of this machine, kept on a node
         self.local = local or VolumeStore()  # (only its run locks)
         self.replicas = replicas
@@ -66,8 +66,7 @@ class SwarmVolumes:
     # -- leases -------------------------------------------------------------------------------
 
     def leases(self) -> RemoteLeases:
-        addresses = self.pool.addresses()
-        managers = {m: addresses[m] for m in self.managers() if m in addresses}
+        managers = self.managers()
         if not managers:
             raise RuntimeFailure(
                 "no manager node of the swarm is up: the volume leases are kept there"

@@ -232,6 +232,30 @@ class LocalSwarm:
         ]
         return cls(root, bridge, nodes, state.get("subnet", ""))
 
+    def mend(self, timeout: float = 120.0) -> None:
+        """Every node back: a killed engine started again (its node rejoins under its old
+        id), every node active, all of them ready (for a swarm that tests kill nodes of)."""
+        for node in self.nodes:
+            if not node.engine.answers():
+                node.engine.start("--no-new-privileges")
+        client: Any = self.manager.engine.client()
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                nodes = client.nodes()
+                for found in nodes:
+                    if found["Spec"].get("Availability") != "active":
+                        spec = {**found["Spec"], "Availability": "active"}
+                        with contextlib.suppress(docker.errors.APIError):  # (raced: again)
+                            client.update_node(found["ID"], found["Version"]["Index"], spec)
+                if all(n["Status"]["State"] == "ready" for n in nodes):
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the swarm's nodes were not all ready in {timeout:g} s")
+                time.sleep(0.5)
+        finally:
+            client.close()
+
     def down(self) -> None:
         """Stop every node and remove everything, whatever state ``up`` left."""
         for node in self.nodes:
