@@ -1,0 +1,229 @@
+"""Moving a volume between nodes of a Swarm (issue 14's performance goal), measured in one
+run, with ``rsync`` of the same change as the reference.
+
+For each size (1 GiB and 4 GiB by default), on a three-node local Swarm with dockyard's
+node agents:
+
+1. A volume of 1 MiB files of random data is written on node A with plain
+   ``docker run --volume-driver dockyard``; its snapshot is published and replicated, and
+   the node that keeps the replica (B) is where the volume will move: that copy is the
+   pre-copy.
+2. The old user runs on A: it rewrites 1% of the files, notes the time (the kernel's
+   uptime, shared with the host) and exits. At once the new user starts on B and notes the
+   time as its first act. **Downtime** = the new user's first act - the old user's last:
+   it holds the old mount's unmount (a snapshot of what changed, published), the new
+   mount (the lease taken, the increment fetched from A, the live folder brought to it)
+   and the engines' own container stop and start.
+3. **Bytes sent** = what node A's network interface sent during the move, against the
+   bytes the old user changed.
+4. **rsync**: the same change, from A's new snapshot to a copy of the one before it
+   (``rsync -a --no-whole-file --stats``): its time and its literal data sent.
+
+Goals: downtime under 2 s, within 20% between the sizes; bytes sent within 1.1x of the
+changed bytes.
+
+    .venv/bin/python benchmarks/move.py [--sizes 1 4] [--changed 0.01]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from dockyard.agent.leases import PREFIX, Lease
+from dockyard.runtime.swarm import NO_NEW_PRIVILEGES, SwarmRuntime
+from dockyard.runtime.swarm_agents import ENGINE_SOCKET_ENV, ROOT_ENV, deploy
+from dockyard.testing.dockerd import NODE_ENGINE_SOCKET
+from dockyard.testing.images import BUSYBOX_IMAGE
+from dockyard.testing.swarm import LocalSwarm, SwarmNode
+
+MIB = 1024**2
+FILE = 1 * MIB
+
+
+def docker_run(node: SwarmNode, volume: str, script: str) -> str:
+    api = node.engine.client()
+    try:
+        container = api.create_container(
+            BUSYBOX_IMAGE,
+            ["sh", "-c", script],
+            host_config=api.create_host_config(binds=[f"{volume}:/data"], volume_driver="dockyard"),
+        )["Id"]
+        api.start(container)
+        status = api.wait(container, timeout=3600)["StatusCode"]
+        output = str(api.logs(container).decode())
+        api.remove_container(container)
+    finally:
+        api.close()
+    if status != 0:
+        raise RuntimeError(f"a container on {node.name} failed: {output}")
+    return output
+
+
+def lease(swarm: LocalSwarm, volume: str) -> Lease:
+    api = swarm.manager.engine.client()
+    try:
+        [config] = [c for c in api.configs() if c["Spec"]["Name"] == PREFIX + volume]
+    finally:
+        api.close()
+    return Lease.from_json(json.loads(config["Spec"]["Labels"]["dockyard.lease"]))
+
+
+def node_named(swarm: LocalSwarm, node_id: str) -> SwarmNode:
+    for node in swarm.nodes:
+        api = node.engine.client()
+        try:
+            if api.info()["Swarm"]["NodeID"] == node_id:
+                return node
+        finally:
+            api.close()
+    raise LookupError(node_id)
+
+
+def sent_bytes(node: SwarmNode) -> int:
+    """What the node's eth0 has sent (read from /proc/net/dev in the node's network
+    namespace: /sys would show the host's)."""
+    read = node.engine.nsenter("cat", "/proc/net/dev")
+    table = subprocess.run(read, capture_output=True, text=True, check=True).stdout
+    for line in table.splitlines():
+        name, _, counters = line.partition(":")
+        if name.strip() == "eth0":
+            return int(counters.split()[8])  # (8 receive counters, then bytes sent)
+    raise RuntimeError(f"node {node.name} has no eth0")
+
+
+def uptime(output: str, mark: str) -> float:
+    found = re.search(rf"{mark} ([0-9.]+)", output)
+    if found is None:
+        raise RuntimeError(f"no {mark} in {output!r}")
+    return float(found.group(1))
+
+
+def wait_for(check: Any, what: str, timeout: float = 1800) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"waited {timeout:g} s for {what}")
+        time.sleep(0.5)
+
+
+def measure(swarm: LocalSwarm, root: Path, gib: float, changed: float) -> dict[str, float]:
+    volume = f"move-{uuid.uuid4().hex[:8]}"
+    files = int(gib * 1024 * MIB / FILE)
+    touched = max(1, round(files * changed))
+    a = swarm.nodes[1]  # (workers: the manager keeps the leases)
+    docker_run(
+        a,
+        volume,
+        f"i=0; while [ $i -lt {files} ]; do "
+        f"dd if=/dev/urandom of=/data/f$i bs={FILE} count=1 2>/dev/null; i=$((i+1)); done",
+    )
+    wait_for(lambda: len(lease(swarm, volume).holders) > 1, "the replica")
+    record = lease(swarm, volume)
+    b = node_named(swarm, record.holders[1])
+    before_snapshot = record.snapshot
+
+    sent_before = sent_bytes(a)
+    old = docker_run(
+        a,
+        volume,
+        f"i=0; while [ $i -lt {touched} ]; do "
+        f"dd if=/dev/urandom of=/data/f$((i * {files // touched})) bs={FILE} count=1 "
+        "2>/dev/null; i=$((i+1)); done; echo end $(cut -d' ' -f1 /proc/uptime)",
+    )
+    new = docker_run(b, volume, "echo start $(cut -d' ' -f1 /proc/uptime); ls /data | wc -l")
+    downtime = uptime(new, "start") - uptime(old, "end")
+    wait_for(lambda: not lease(swarm, volume).held, "the new user's unmount")
+    sent = sent_bytes(a) - sent_before
+    if int(new.split()[-1]) != files:
+        raise RuntimeError(f"the moved volume has {new.split()[-1]} files, not {files}")
+
+    rsync_seconds, rsync_sent = rsync_reference(root, a, volume, before_snapshot, record)
+    docker_run(b, volume, "true")
+    subprocess.run(["docker", "-H", b.url, "volume", "rm", volume], capture_output=True)
+    return {
+        "gib": gib,
+        "changed_bytes": touched * FILE,
+        "downtime": downtime,
+        "sent": sent,
+        "rsync_seconds": rsync_seconds,
+        "rsync_sent": rsync_sent,
+    }
+
+
+def rsync_reference(
+    root: Path, a: SwarmNode, volume: str, before: str, record: Lease
+) -> tuple[float, int]:
+    """rsync of the same change: from node A's newest snapshot of the volume to a copy (hard
+    links) of the one before it."""
+    snapshots = root / record.owner / "volumes" / volume / "snapshots"
+    trees = {}
+    for folder in snapshots.iterdir():
+        if folder.name.isdigit():
+            meta = json.loads((folder / "meta.json").read_text())
+            trees[meta["uuid"]] = (int(folder.name), folder / "tree")
+    newest = max(trees.values())[1]
+    with tempfile.TemporaryDirectory(dir=root) as scratch:
+        copy = Path(scratch) / "copy"
+        subprocess.run(["cp", "-al", str(trees[before][1]), str(copy)], check=True)
+        subprocess.run(["chmod", "-R", "u+w", str(copy)], check=True)
+        began = time.monotonic()
+        done = subprocess.run(
+            ["rsync", "-a", "--no-whole-file", "--stats", f"{newest}/", f"{copy}/"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        seconds = time.monotonic() - began
+    found = re.search(r"Total bytes sent: ([0-9,]+)", done.stdout)
+    return seconds, int(found.group(1).replace(",", "")) if found else -1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1, 4], help="GiB each")
+    parser.add_argument("--changed", type=float, default=0.01, help="the share rewritten")
+    args = parser.parse_args()
+    if shutil.which("rsync") is None:
+        raise SystemExit("move.py needs rsync (apt-get install rsync) for its reference")
+    work = Path(tempfile.mkdtemp(prefix="dockyard-move-", dir="/var/tmp"))
+    root = work / "agents" / "root"
+    root.parent.mkdir(parents=True)
+    os.environ.update(
+        {NO_NEW_PRIVILEGES: "1", ROOT_ENV: str(root), ENGINE_SOCKET_ENV: NODE_ENGINE_SOCKET}
+    )
+    swarm = LocalSwarm.up(3, work / "swarm")
+    try:
+        runtime = SwarmRuntime(swarm.manager.url, [n.url for n in swarm.nodes])
+        try:
+            deploy(runtime, print)
+        finally:
+            runtime.close()
+        results = [measure(swarm, root, gib, args.changed) for gib in args.sizes]
+    finally:
+        swarm.down()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{'size':>6} {'changed':>9} {'downtime':>9} {'sent':>10} {'sent/changed':>13}"
+          f" {'rsync s':>8} {'rsync sent':>11}")  # fmt: skip
+    for r in results:
+        print(
+            f"{r['gib']:>4g} G {r['changed_bytes'] / MIB:>7.1f} M {r['downtime']:>7.2f} s "
+            f"{r['sent'] / MIB:>8.1f} M {r['sent'] / r['changed_bytes']:>12.2f}x "
+            f"{r['rsync_seconds']:>7.2f} {r['rsync_sent'] / MIB:>9.1f} M"
+        )
+    downtimes = [r["downtime"] for r in results]
+    spread = max(downtimes) / min(downtimes) - 1 if min(downtimes) > 0 else float("inf")
+    print(f"downtime spread between sizes: {spread:.0%} (goal: within 20%; each under 2 s)")
+
+
+if __name__ == "__main__":
+    main()
