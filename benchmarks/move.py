@@ -4,10 +4,10 @@ run, with ``rsync`` of the same change as the reference.
 For each size (1 GiB and 4 GiB by default), on a three-node local Swarm with dockyard's
 node agents:
 
-1. A volume of 1 MiB files of random data is written on node A with plain
-   ``docker run --volume-driver dockyard``; its snapshot is published and replicated, and
-   the node that keeps the replica (B) is where the volume will move: that copy is the
-   pre-copy.
+1. A volume of files of random data (1 MiB each by default, ``--file-mib``) is written on
+   node A with plain ``docker run --volume-driver dockyard``; its snapshot is published
+   and replicated, and the node that keeps the replica (B) is where the volume will move:
+   that copy is the pre-copy.
 2. The old user runs on A: it rewrites 1% of the files, notes the time (the kernel's
    uptime, shared with the host) and exits. At once the new user starts on B and notes the
    time as its first act. **Downtime** = the new user's first act - the old user's last:
@@ -22,7 +22,7 @@ node agents:
 Goals: downtime under 2 s, within 20% between the sizes; bytes sent within 1.1x of the
 changed bytes.
 
-    .venv/bin/python benchmarks/move.py [--sizes 1 4] [--changed 0.01]
+    .venv/bin/python benchmarks/move.py [--sizes 1 4] [--changed 0.01] [--file-mib 1]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dockyard.agent.leases import PREFIX, Lease
+from dockyard.agent.leases import Lease, config_name
 from dockyard.runtime.swarm import NO_NEW_PRIVILEGES, SwarmRuntime
 from dockyard.runtime.swarm_agents import ENGINE_SOCKET_ENV, ROOT_ENV, deploy
 from dockyard.testing.dockerd import NODE_ENGINE_SOCKET
@@ -47,7 +47,6 @@ from dockyard.testing.images import BUSYBOX_IMAGE
 from dockyard.testing.swarm import LocalSwarm, SwarmNode
 
 MIB = 1024**2
-FILE = 1 * MIB
 
 
 def docker_run(node: SwarmNode, volume: str, script: str) -> str:
@@ -72,7 +71,7 @@ def docker_run(node: SwarmNode, volume: str, script: str) -> str:
 def lease(swarm: LocalSwarm, volume: str) -> Lease:
     api = swarm.manager.engine.client()
     try:
-        [config] = [c for c in api.configs() if c["Spec"]["Name"] == PREFIX + volume]
+        [config] = [c for c in api.configs() if c["Spec"]["Name"] == config_name(volume)]
     finally:
         api.close()
     return Lease.from_json(json.loads(config["Spec"]["Labels"]["dockyard.lease"]))
@@ -116,16 +115,19 @@ def wait_for(check: Any, what: str, timeout: float = 1800) -> None:
         time.sleep(0.5)
 
 
-def measure(swarm: LocalSwarm, root: Path, gib: float, changed: float) -> dict[str, float]:
+def measure(
+    swarm: LocalSwarm, root: Path, gib: float, changed: float, file_mib: int
+) -> dict[str, float]:
     volume = f"move-{uuid.uuid4().hex[:8]}"
-    files = int(gib * 1024 * MIB / FILE)
+    file = file_mib * MIB
+    files = int(gib * 1024 / file_mib)
     touched = max(1, round(files * changed))
     a = swarm.nodes[1]  # (workers: the manager keeps the leases)
     docker_run(
         a,
         volume,
         f"i=0; while [ $i -lt {files} ]; do "
-        f"dd if=/dev/urandom of=/data/f$i bs={FILE} count=1 2>/dev/null; i=$((i+1)); done",
+        f"dd if=/dev/urandom of=/data/f$i bs={file} count=1 2>/dev/null; i=$((i+1)); done",
     )
     wait_for(lambda: len(lease(swarm, volume).holders) > 1, "the replica")
     record = lease(swarm, volume)
@@ -137,7 +139,7 @@ def measure(swarm: LocalSwarm, root: Path, gib: float, changed: float) -> dict[s
         a,
         volume,
         f"i=0; while [ $i -lt {touched} ]; do "
-        f"dd if=/dev/urandom of=/data/f$((i * {files // touched})) bs={FILE} count=1 "
+        f"dd if=/dev/urandom of=/data/f$((i * {files // touched})) bs={file} count=1 "
         "2>/dev/null; i=$((i+1)); done; echo end $(cut -d' ' -f1 /proc/uptime)",
     )
     new = docker_run(b, volume, "echo start $(cut -d' ' -f1 /proc/uptime); ls /data | wc -l")
@@ -152,7 +154,7 @@ def measure(swarm: LocalSwarm, root: Path, gib: float, changed: float) -> dict[s
     subprocess.run(["docker", "-H", b.url, "volume", "rm", volume], capture_output=True)
     return {
         "gib": gib,
-        "changed_bytes": touched * FILE,
+        "changed_bytes": touched * file,
         "downtime": downtime,
         "sent": sent,
         "rsync_seconds": rsync_seconds,
@@ -192,6 +194,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 4], help="GiB each")
     parser.add_argument("--changed", type=float, default=0.01, help="the share rewritten")
+    parser.add_argument("--file-mib", type=int, default=1, help="the volume's file size")
     args = parser.parse_args()
     if shutil.which("rsync") is None:
         raise SystemExit("move.py needs rsync (apt-get install rsync) for its reference")
@@ -208,7 +211,7 @@ def main() -> None:
             deploy(runtime, print)
         finally:
             runtime.close()
-        results = [measure(swarm, root, gib, args.changed) for gib in args.sizes]
+        results = [measure(swarm, root, gib, args.changed, args.file_mib) for gib in args.sizes]
     finally:
         swarm.down()
         shutil.rmtree(work, ignore_errors=True)

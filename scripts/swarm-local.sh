@@ -14,6 +14,7 @@
 #   export DOCKER_HOST=unix://<the manager's SOCKET>
 #   export DOCKYARD_SWARM_ENGINES="unix://<SOCKET of each node> ..."
 #   export DOCKYARD_SWARM_NODES_NO_NEW_PRIVILEGES=1   # its nodes run with --no-new-privileges
+#   export DOCKYARD_AGENT_ENGINE_SOCKET=/run/docker/engine.sock  # each node's own, for agents
 #   dockyard run --backend swarm
 #
 # The code is dockyard.testing.swarm (see there for how and why).

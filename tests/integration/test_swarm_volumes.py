@@ -20,7 +20,7 @@ import pytest
 
 from dockyard.agent import DEFAULT_PORT
 from dockyard.agent.client import AgentClient, AgentError
-from dockyard.agent.leases import PREFIX, Lease
+from dockyard.agent.leases import Lease, config_name
 from dockyard.cli import main
 from dockyard.runtime.swarm import SwarmRuntime
 from dockyard.runtime.swarm_agents import ROOT_ENV, deploy, read_cluster_key
@@ -79,7 +79,7 @@ def docker_run(node: SwarmNode, volume: str, script: str, *, wait: bool = True) 
 def lease(local_swarm: LocalSwarm, volume: str) -> Lease:
     api = local_swarm.manager.engine.client()
     try:
-        [config] = [c for c in api.configs() if c["Spec"]["Name"] == PREFIX + volume]
+        [config] = [c for c in api.configs() if c["Spec"]["Name"] == config_name(volume)]
     finally:
         api.close()
     return Lease.from_json(json.loads(config["Spec"]["Labels"]["dockyard.lease"]))

@@ -85,8 +85,10 @@ def test_a_node_declared_down_is_fenced_and_never_mounts_stale_data(
     write(cluster, "node-b", "state", "counter", "2")
     b.unmount("state", "rerun")
 
-    cluster.leases.down.discard("node-a")  # it comes back; its engine unmounts the dead step
-    a.unmount("state", "step-2")
+    cluster.leases.down.discard("node-a")  # it comes back
+    with pytest.raises(Refused, match="still has 1 mount"):
+        a.mount("state", "too-soon")  # (step-2's container may still write its live/)
+    a.unmount("state", "step-2")  # its engine unmounts the dead step
     published = cluster.leases.get("state")
     assert published is not None and published.owner == "node-b"  # refused: fenced
     a.mount("state", "later")
@@ -176,3 +178,45 @@ def test_old_snapshots_are_pruned(cluster: VolumeCluster) -> None:
 def test_names_that_are_not_volume_names_are_refused(cluster: VolumeCluster) -> None:
     with pytest.raises(Refused, match="not a volume name"):
         cluster.volumes("node-a").mount("../etc", "m")
+
+
+def test_a_publish_that_cannot_reach_the_lease_store_is_made_later_and_keeps_the_writes(
+    cluster: VolumeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dockyard.agent import node_volumes
+
+    monkeypatch.setattr(node_volumes, "PUBLISH_RETRY", 0.05)
+    b = cluster.volumes("node-b")
+    b.create("journal")
+    b.mount("journal", "m1")
+    write(cluster, "node-b", "journal", "entry", "kept")
+    cluster.leases.away = True
+    b.unmount("journal", "m1")  # (Docker's unmount returns; the publish waits)
+    cluster.leases.away = False
+    b.mount("journal", "m2")  # before the publish got through: still this node's
+    assert read(cluster, "node-b", "journal", "entry") == "kept"
+    b.unmount("journal", "m2")
+    cluster.settle()
+    lease = cluster.leases.get("journal")
+    assert lease is not None and not lease.held and lease.snapshot
+    cluster.volumes("node-c").mount("journal", "m3")
+    assert read(cluster, "node-c", "journal", "entry") == "kept"
+    cluster.volumes("node-c").unmount("journal", "m3")
+
+
+def test_an_unmount_whose_snapshot_fails_gives_the_lease_back(
+    cluster: VolumeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = cluster.volumes("node-a")
+    a.create("full")
+    a.mount("full", "m")
+
+    def no_room(name: str, tag: str | None = None) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(a.store, "snapshot", no_room)
+    with pytest.raises(Refused, match="No space left on device"):
+        a.unmount("full", "m")
+    lease = cluster.leases.get("full")
+    assert lease is not None and not lease.held  # others may mount it
+    cluster.volumes("node-b").mount("full", "m2")

@@ -83,10 +83,45 @@ def test_the_engine_s_calls_in_order(plugins: tuple[VolumeCluster, dict[str, Pat
     listed = call(one, "/VolumeDriver.List")["Volumes"]
     assert [v["Name"] for v in listed] == ["cache"]
     assert listed[0]["Status"]["owner"] == "n2" and listed[0]["Status"]["held"]
-    assert "stop what uses it" in call(one, "/VolumeDriver.Remove", {"Name": "cache"})["Err"]
+    assert "stop what uses it" in call(two, "/VolumeDriver.Remove", {"Name": "cache"})["Err"]
     call(two, "/VolumeDriver.Unmount", {"Name": "cache", "ID": "c2"})
+    cluster.settle()
+    # Docker's Remove (`docker volume rm`, `prune`) forgets one node's copy, never the
+    # swarm's volume: it is still there, with its content, for every node.
     assert call(one, "/VolumeDriver.Remove", {"Name": "cache"})["Err"] == ""
-    assert "no volume" in call(two, "/VolumeDriver.Get", {"Name": "cache"})["Err"]
+    assert not cluster.volumes("n1").store.exists("cache")
+    assert call(two, "/VolumeDriver.Get", {"Name": "cache"})["Err"] == ""
+    again = call(one, "/VolumeDriver.Mount", {"Name": "cache", "ID": "c3"})
+    assert (Path(again["Mountpoint"]) / "hello").read_text() == "from n1"
+    call(one, "/VolumeDriver.Unmount", {"Name": "cache", "ID": "c3"})
+
+
+def test_a_node_s_only_copy_of_the_latest_snapshot_is_not_forgotten(tmp_path: Path) -> None:
+    with volume_agents(tmp_path / "agents", ["n1", "n2"], replicas=0) as cluster:
+        volumes = cluster.volumes("n1")
+        volumes.create("solo")
+        volumes.mount("solo", "m")
+        volumes.unmount("solo", "m")
+        from dockyard.agent.node_volumes import Refused
+
+        with pytest.raises(Refused, match="only copy"):
+            volumes.forget("solo")
+
+
+def test_an_engine_that_starts_again_voids_the_mounts_of_the_one_before(
+    plugins: tuple[VolumeCluster, dict[str, Path]],
+) -> None:
+    cluster, sockets = plugins
+    one = sockets["n1"]
+    call(one, "/VolumeDriver.Create", {"Name": "work", "Opts": {}})
+    mounted = call(one, "/VolumeDriver.Mount", {"Name": "work", "ID": "died"})
+    (Path(mounted["Mountpoint"]) / "half").write_text("half-written")
+    # The engine restarts (its containers die, no Unmount comes) and activates its plugin:
+    assert call(one, "/Plugin.Activate")["Implements"] == ["VolumeDriver"]
+    lease = cluster.leases.get("work")
+    assert lease is not None and not lease.held  # another node may mount it now
+    fresh = call(sockets["n2"], "/VolumeDriver.Mount", {"Name": "work", "ID": "new"})
+    assert not (Path(fresh["Mountpoint"]) / "half").exists()  # never published
 
 
 @pytest.mark.parametrize(

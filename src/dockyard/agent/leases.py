@@ -24,8 +24,10 @@ only reads and swaps records.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
@@ -62,6 +64,7 @@ class Lease:
     snapshot: str = ""  # the published snapshot's uuid ("" for an empty volume)
     holders: tuple[str, ...] = ()  # the nodes that keep that snapshot
     published: float = 0.0
+    incarnation: str = ""  # made anew with the record: a volume removed and made again
     version: int = field(default=0, compare=False)  # the store's, for the swap
 
     def to_json(self) -> dict[str, Any]:
@@ -79,6 +82,7 @@ class Lease:
             snapshot=str(fields["snapshot"]),
             holders=tuple(str(h) for h in fields["holders"]),
             published=float(fields["published"]),
+            incarnation=str(fields.get("incarnation", "")),
             version=int(fields.get("version", 0)),
         )
 
@@ -101,7 +105,10 @@ def taken(lease: Lease, node: str, owner_gone: bool) -> Lease:
 
 
 def released(lease: Lease, node: str, epoch: int, snapshot: str, now: float) -> Lease:
-    """``lease`` given back by ``node``, which held it under ``epoch`` and left ``snapshot``."""
+    """``lease`` given back by ``node``, which held it under ``epoch`` and left ``snapshot``
+    (unchanged when that was done already: a call tried again)."""
+    if (lease.held, lease.owner, lease.epoch, lease.snapshot) == (False, node, epoch, snapshot):
+        return lease
     if not lease.held or lease.owner != node or lease.epoch != epoch:
         raise Fenced(
             f"volume {lease.volume!r}: this node's lease (epoch {epoch}) is stale: the volume "
@@ -109,6 +116,15 @@ def released(lease: Lease, node: str, epoch: int, snapshot: str, now: float) -> 
             f"{lease.epoch}; what this node wrote is discarded"
         )
     return replace(lease, held=False, snapshot=snapshot, holders=(node,), published=now)
+
+
+def given_back(lease: Lease, node: str, epoch: int) -> Lease:
+    """``lease`` given back unchanged by ``node`` (a mount that failed, or whose mounts
+    were void): nothing is published. Unchanged when ``node`` does not hold it under
+    ``epoch`` any more."""
+    if lease.held and lease.owner == node and lease.epoch == epoch:
+        return replace(lease, held=False)
+    return lease
 
 
 def with_holder(lease: Lease, snapshot: str, node: str) -> Lease:
@@ -180,15 +196,21 @@ def change(store: LeaseStore, volume: str, rule: Callable[[Lease], Lease]) -> Le
     raise LeaseError(f"volume {volume!r}: its lease changed {SWAP_TRIES} times while updating")
 
 
+def config_name(volume: str) -> str:
+    """The Swarm config that holds ``volume``'s lease: named by a hash of the volume's
+    name (a config's name has at most 64 characters and ends in a letter or digit)."""
+    return PREFIX + hashlib.sha256(volume.encode()).hexdigest()[:40]
+
+
 class SwarmLeases:
-    """Leases as Swarm configs ``dockyard-volume-NAME`` (labels updated with the version
-    index: a compare-and-swap in the managers' Raft store)."""
+    """Leases as Swarm configs (:func:`config_name`; labels updated with the version index:
+    a compare-and-swap in the managers' Raft store)."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
 
     def _find(self, volume: str) -> dict[str, Any] | None:
-        name = PREFIX + volume
+        name = config_name(volume)
         found = [c for c in self.engine.configs(name) if c["Spec"]["Name"] == name]
         return found[0] if found else None
 
@@ -210,7 +232,7 @@ class SwarmLeases:
         return sorted((lease for lease in found if lease is not None), key=lambda x: x.volume)
 
     def create(self, volume: str) -> Lease:
-        lease = Lease(volume)
+        lease = Lease(volume, incarnation=uuid.uuid4().hex)
         try:
             self.engine.call("POST", "/configs/create", self._spec(lease))
         except EngineError as exc:
@@ -257,7 +279,7 @@ class SwarmLeases:
         fields = lease.to_json()
         fields.pop("version")
         return {
-            "Name": PREFIX + lease.volume,
+            "Name": config_name(lease.volume),
             "Data": base64.b64encode(lease.volume.encode()).decode(),
             "Labels": {LABEL: json.dumps(fields, sort_keys=True)},
         }
@@ -279,6 +301,8 @@ __all__ = [
     "NoSuchVolume",
     "SwarmLeases",
     "change",
+    "config_name",
+    "given_back",
     "handed",
     "released",
     "seeded",

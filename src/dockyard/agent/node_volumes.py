@@ -31,12 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from dockyard.agent.leases import Lease, LeaseError
+from dockyard.agent.leases import Fenced, Lease, NoSuchVolume
 from dockyard.storage import safefs
 from dockyard.storage.volumes import Snapshot, VolumeStore, check_name, mirror
 
 KEEP_SNAPSHOTS = 4  # per volume and node: the bases for increments, and rollbacks
 READ_GRACE = 24 * 3600.0  # a snapshot a container read is kept this long after
+PUBLISH_RETRY = 2.0  # seconds before the first try again to publish (the store was away)
+PUBLISH_RETRY_MAX = 60.0
+MOUNT_DEADLINE = 100.0  # seconds: a mount that took longer is refused (Docker waits 120)
+LATER = object()  # (a publish that waits for the lease store)
 
 
 class LeaseAccess(Protocol):
@@ -95,6 +99,7 @@ class NodeVolumes:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self.replicating: set[threading.Thread] = set()
+        self._replicating_lock = threading.Lock()
 
     # -- Docker's calls -----------------------------------------------------------------------
 
@@ -106,27 +111,62 @@ class NodeVolumes:
 
     def mount(self, name: str, mount_id: str) -> str:
         name = _checked(name)
+        began = time.monotonic()
         with self._lock(name):
             state = self._state(name)
+            if state["mounts"]:
+                self._refuse_if_taken_over(name, state)
             lease, nodes = self.leases.take(name)
             if state["mounts"] and lease.epoch == state["epoch"]:  # (it shares the lease)
                 state["mounts"].append(mount_id)
                 self._save(name, state)
                 return self.mountpoint(name)
-            if state["mounts"]:  # mounts of an epoch that was taken over: void
-                self.log(
-                    f"{name}: dropping {len(state['mounts'])} mount(s) of epoch "
-                    f"{state['epoch']}, which node {lease.owner[:12]} took over"
-                )
             try:
-                if state.get("clean") != lease.snapshot or not self.store.exists(name):
+                if state.get("incarnation") not in (None, lease.incarnation):
+                    self.store.remove(name)  # a removed volume's copy, not this one's
+                    state = _fresh_state()
+                # Still held by this node under its epoch (its publish did not get
+                # through): the live folder is what it left, newer than the published one.
+                ours = state["epoch"] == lease.epoch and state.get("unpublished")
+                if not ours and (
+                    state.get("clean") != lease.snapshot or not self.store.exists(name)
+                ):
                     self._bring(name, lease, nodes)
+                if time.monotonic() - began > MOUNT_DEADLINE:
+                    raise Refused(
+                        f"volume {name!r}: the mount took over {MOUNT_DEADLINE:g} s (Docker "
+                        "gives up at 120 s); the node has the volume now: mount it again"
+                    )
             except BaseException:
-                with contextlib.suppress(LeaseError, OSError):
+                with contextlib.suppress(Exception):
                     self.leases.give_back(name, lease.epoch)
                 raise
-            self._save(name, {"epoch": lease.epoch, "mounts": [mount_id], "clean": None})
+            self._save(
+                name,
+                {
+                    "epoch": lease.epoch,
+                    "mounts": [mount_id],
+                    "clean": None,
+                    "incarnation": lease.incarnation,
+                    "holders": list(lease.holders),  # (they keep the snapshot before)
+                },
+            )
             return self.mountpoint(name)
+
+    def _refuse_if_taken_over(self, name: str, state: dict[str, Any]) -> None:
+        """Refused while a container of an epoch another node took over may still write
+        this node's live folder (a node cut off, not dead): its mounts must end first."""
+        lease, _ = self.leases.get(name)
+        if lease is not None and (lease.held, lease.owner, lease.epoch) != (
+            True,
+            self.node,
+            state["epoch"],
+        ):
+            raise Refused(
+                f"volume {name!r}: this node still has {len(state['mounts'])} mount(s) of "
+                f"lease epoch {state['epoch']}, which node {lease.owner[:12]} took over; they "
+                "must end before the volume is mounted here again"
+            )
 
     def unmount(self, name: str, mount_id: str) -> None:
         name = _checked(name)
@@ -138,16 +178,92 @@ class NodeVolumes:
             if state["mounts"]:
                 self._save(name, state)
                 return
-            snap = self.store.snapshot(name)
+            epoch = state["epoch"]
             try:
-                lease = self.leases.release(name, state["epoch"], snap.uuid)
-            except LeaseError as exc:  # fenced: what was written here is not the volume's
-                self.log(f"unmount of {name}: {exc}")
-                self._save(name, {"epoch": state["epoch"], "mounts": [], "clean": None})
-                return
-            self._save(name, {"epoch": lease.epoch, "mounts": [], "clean": snap.uuid})
-            self._prune(name)
-        self._replicate_later(name, snap.uuid, lease)
+                snap = self.store.snapshot(name)
+            except OSError as exc:  # (a full disk): the lease goes back, the writes are lost
+                self._save(name, {**state, "clean": None})
+                with contextlib.suppress(Exception):
+                    self.leases.give_back(name, epoch)
+                raise Refused(
+                    f"volume {name!r}: its snapshot could not be taken ({exc}); what was "
+                    "written in this mount is not kept"
+                ) from None
+            published = self._publish(name, state, snap.uuid)
+        if published is not None:
+            self._replicate_later(name, snap.uuid, state.get("holders") or [])
+
+    def void_mounts(self) -> None:
+        """Forget the mounts this node recorded: the engine that made them is gone (Docker
+        activates a plugin when it starts; its containers died with the old engine). The
+        leases they held go back unpublished: what those containers wrote is discarded."""
+        for name in self._names():
+            with self._lock(name):
+                state = self._state(name)
+                if not state["mounts"]:
+                    continue
+                self.log(f"{name}: {len(state['mounts'])} mount(s) of a past engine are void")
+                with contextlib.suppress(Exception):
+                    self.leases.give_back(name, state["epoch"])
+                self._save(name, {**state, "mounts": [], "clean": None})
+
+    def resume(self) -> None:
+        """Publish what an agent that stopped could not publish (at the agent's start)."""
+        for name in self._names():
+            state = self._state(name)
+            if state.get("unpublished"):
+                self._publish_later(name)
+
+    def _publish(self, name: str, state: dict[str, Any], snapshot: str) -> Lease | None:
+        """Publish ``snapshot`` under the state's epoch (the caller holds the volume's
+        lock); None when refused (a fenced node: its live folder is not trusted any more)
+        or when the lease store cannot be reached (then it is tried again, in the
+        background, until it answers)."""
+        lease = self._release(name, state, snapshot)
+        if lease is LATER:
+            self._publish_later(name)
+            return None
+        return lease  # type: ignore[return-value]
+
+    def _release(self, name: str, state: dict[str, Any], snapshot: str) -> Lease | object | None:
+        epoch = state["epoch"]
+        try:
+            lease = self.leases.release(name, epoch, snapshot)
+        except (Fenced, NoSuchVolume) as exc:
+            self.log(f"unmount of {name}: {exc}")
+            self._save(name, {**state, "mounts": [], "clean": None, "unpublished": None})
+            return None
+        except Exception as exc:  # (no manager's agent answers: still held by this node)
+            self.log(f"unmount of {name}: publishing later: {exc}")
+            self._save(name, {**state, "mounts": [], "clean": None, "unpublished": snapshot})
+            return LATER
+        self._save(name, {**state, "mounts": [], "clean": snapshot, "unpublished": None})
+        self._prune(name)
+        return lease
+
+    def _publish_later(self, name: str) -> None:
+        """Publish the snapshot the state names once the lease store answers again (tried
+        with a growing pause, for as long as it takes), unless the volume was mounted here
+        again meanwhile: it holds the lease still, and its next unmount publishes."""
+
+        def again() -> None:
+            wait = PUBLISH_RETRY
+            while True:
+                time.sleep(wait)
+                wait = min(wait * 2, PUBLISH_RETRY_MAX)
+                with self._lock(name):
+                    state = self._state(name)
+                    snapshot = state.get("unpublished")
+                    if not snapshot or state["mounts"]:
+                        return
+                    lease = self._release(name, state, snapshot)
+                if lease is None:
+                    return
+                if isinstance(lease, Lease):
+                    self._replicate_later(name, snapshot, state.get("holders") or [])
+                    return
+
+        threading.Thread(target=again, daemon=True).start()
 
     def mountpoint(self, name: str) -> str:
         return str(self.host_root / check_name(name) / "live")
@@ -155,14 +271,20 @@ class NodeVolumes:
     def mounted(self, name: str) -> bool:
         return bool(self._state(_checked(name))["mounts"])
 
-    def remove(self, name: str) -> None:
+    def forget(self, name: str) -> None:
+        """Docker's ``Remove`` on this node: forget this node's copy, never the swarm's
+        volume (``docker volume prune`` on one node must not destroy a volume the cluster
+        uses; ``dockyard volume rm --backend swarm`` removes it). Refused while it is
+        mounted here, and while this node keeps the only copy of its latest snapshot."""
         name = _checked(name)
+        if self.mounted(name):
+            raise Refused(f"volume {name!r} is mounted on this node: stop what uses it first")
         lease, _ = self.leases.get(name)
-        if lease is not None and lease.held:
+        if lease is not None and lease.snapshot and set(lease.holders) <= {self.node}:
             raise Refused(
-                f"volume {name!r} is mounted on node {lease.owner[:12]}; stop what uses it first"
+                f"this node keeps the only copy of volume {name!r}'s latest snapshot; "
+                "`dockyard volume rm --backend swarm` removes the volume from the swarm"
             )
-        self.leases.remove(name)
         self.drop(name)
 
     def drop(self, name: str) -> None:
@@ -215,6 +337,7 @@ class NodeVolumes:
         snap = self.pull(name, snapshot, sources)
         tree = self.store.tree(name, snap)
         (tree.parent / "read").touch()
+        os.chmod(tree, 0o555)  # (a container's user of any uid reads it; nobody writes it)
         return self.host_root / name / "snapshots" / str(snap.id) / "tree"
 
     def seed(self, name: str, tree: Path) -> Snapshot:
@@ -225,15 +348,14 @@ class NodeVolumes:
             if self.store.exists(name):
                 raise Refused(f"volume {name!r} has content on this node already")
             self.store.ensure(name, tree)
-            snap = self.store.snapshot(name)
-            self.leases.seeded(name, snap.uuid)
+            try:
+                snap = self.store.snapshot(name)
+                self.leases.seeded(name, snap.uuid)
+            except BaseException:
+                self.store.remove(name)  # (so that seeding may be tried again)
+                raise
             self._save(name, {"epoch": 0, "mounts": [], "clean": snap.uuid})
             return snap
-
-    def wait_replicated(self, timeout: float) -> None:
-        """Wait for the replications under way (for tests and a clean stop)."""
-        for thread in list(self.replicating):
-            thread.join(timeout)
 
     # -- inside -------------------------------------------------------------------------------
 
@@ -269,7 +391,10 @@ class NodeVolumes:
             try:
                 have = [s.uuid for s in self.have(name)]
                 with self.peers.open_send(node, address, name, snapshot, have) as inp:
-                    return receive(self.store, name, inp, live=live)
+                    got = receive(self.store, name, inp, live=live)
+                if got.uuid != snapshot:
+                    raise Refused(f"it sent snapshot {got.uuid[:12]}, not {snapshot[:12]}")
+                return got
             except Exception as exc:  # (each source in turn; all their reasons are told)
                 problems.append(f"{node[:12]}: {exc}")
         raise Refused(
@@ -282,18 +407,23 @@ class NodeVolumes:
             return None
         return next((s for s in self.store.snapshots(name) if s.uuid == snapshot), None)
 
-    def _replicate_later(self, name: str, snapshot: str, lease: Lease) -> None:
+    def _replicate_later(self, name: str, snapshot: str, prefer: list[str]) -> None:
+        """Send ``snapshot`` to :attr:`replicas` other nodes that are up, in the background:
+        first to those in ``prefer`` (they kept the one before: they need the increment)."""
         if self.replicas <= 0:
             return
-        thread = threading.Thread(target=self._replicate, args=(name, snapshot, lease), daemon=True)
-        self.replicating.add(thread)
+        thread = threading.Thread(
+            target=self._replicate, args=(name, snapshot, prefer), daemon=True
+        )
+        with self._replicating_lock:
+            self.replicating.add(thread)
         thread.start()
 
-    def _replicate(self, name: str, snapshot: str, lease: Lease) -> None:
+    def _replicate(self, name: str, snapshot: str, prefer: list[str]) -> None:
         try:
             _, nodes = self.leases.get(name)
             others = sorted(
-                (n for n in nodes if n != self.node), key=lambda n: (n not in lease.holders, n)
+                (n for n in nodes if n != self.node), key=lambda n: (n not in prefer, n)
             )
             done = 0
             for node in others:
@@ -309,7 +439,15 @@ class NodeVolumes:
         except Exception as exc:
             self.log(f"replicating {name}: {exc}")
         finally:
-            self.replicating.discard(threading.current_thread())
+            with self._replicating_lock:
+                self.replicating.discard(threading.current_thread())
+
+    def wait_replicated(self, timeout: float) -> None:
+        """Wait for the replications under way (for tests and a clean stop)."""
+        with self._replicating_lock:
+            threads = list(self.replicating)
+        for thread in threads:
+            thread.join(timeout)
 
     def _prune(self, name: str) -> None:
         """Keep the newest :data:`KEEP_SNAPSHOTS` snapshots, and those read by a container
@@ -335,8 +473,14 @@ class NodeVolumes:
         try:
             state = json.loads(self._state_file(name).read_text())
         except (OSError, ValueError):
-            return {"epoch": 0, "mounts": [], "clean": None}
+            return _fresh_state()
         return dict(state)
+
+    def _names(self) -> list[str]:
+        """The volumes this node keeps a copy of."""
+        if not self.store.root.is_dir():
+            return []
+        return sorted(p.name for p in self.store.root.iterdir() if self.store.exists(p.name))
 
     def _save(self, name: str, state: dict[str, Any]) -> None:
         path = self._state_file(name)
@@ -344,6 +488,10 @@ class NodeVolumes:
         scratch = path.with_suffix(".tmp")
         scratch.write_text(json.dumps(state))
         os.replace(scratch, path)
+
+
+def _fresh_state() -> dict[str, Any]:
+    return {"epoch": 0, "mounts": [], "clean": None}
 
 
 def _checked(name: str) -> str:

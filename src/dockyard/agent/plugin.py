@@ -145,12 +145,19 @@ def _unmount(volumes: NodeVolumes, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _remove(volumes: NodeVolumes, body: dict[str, Any]) -> dict[str, Any]:
-    volumes.remove(_name(body))
+    volumes.forget(_name(body))
     return {}
 
 
+def _activate(volumes: NodeVolumes, body: dict[str, Any]) -> dict[str, Any]:
+    """An engine that starts activates its plugins: the mounts an engine before it made
+    are void (their containers died with it)."""
+    volumes.void_mounts()
+    return {"Implements": ["VolumeDriver"]}
+
+
 CALLS: dict[str, Callable[[NodeVolumes, dict[str, Any]], dict[str, Any]]] = {
-    "/Plugin.Activate": lambda volumes, body: {"Implements": ["VolumeDriver"]},
+    "/Plugin.Activate": _activate,
     "/VolumeDriver.Capabilities": lambda volumes, body: {"Capabilities": {"Scope": "global"}},
     "/VolumeDriver.Create": _create,
     "/VolumeDriver.Remove": _remove,

@@ -37,6 +37,7 @@ from dockyard.agent.node_volumes import Refused as VolumeRefused
 from dockyard.agent.plugin import SOCKET_DIR, PluginServer
 from dockyard.agent.trees import Readable, TreeError, receive_tree, write_tree
 from dockyard.agent.volume_routes import AgentPeers, LeaseService, RemoteLeases, ServiceLeases
+from dockyard.errors import DockyardError
 from dockyard.storage import outputs as sealing
 from dockyard.storage.node_disk import LocalWorkspace
 from dockyard.storage.ports import Staging
@@ -179,6 +180,8 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(503, {"error": f"the lease store: {exc}"})
         except (layout.LayoutError, TreeError) as exc:
             self._answer(400, {"error": str(exc)})
+        except (DockyardError, ValueError) as exc:  # (a volume in use, a bad record)
+            self._answer(409, {"error": str(exc)})
         except OSError as exc:
             self._answer(500, {"error": f"{exc.strerror or exc} ({exc.filename or ''})"})
 
@@ -446,6 +449,7 @@ def main() -> None:
         volumes = server.store.volumes
         plugin_dir = os.environ.get("DOCKYARD_AGENT_PLUGIN_DIR") or SOCKET_DIR
         if volumes is not None:
+            volumes.resume()
             PluginServer(Path(plugin_dir) / "dockyard.sock", volumes).start()
     except (KeyError, OSError, ValueError, auth.AuthError) as exc:
         sys.exit(f"dockyard agent: cannot start: {exc}")

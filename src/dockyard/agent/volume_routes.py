@@ -50,12 +50,10 @@ class LeaseService:
         return rules.change(self.store, volume, rule)
 
     def give_back(self, volume: str, node: str, epoch: int) -> Lease:
-        def rule(lease: Lease) -> Lease:
-            if lease.held and lease.owner == node and lease.epoch == epoch:
-                return Lease(**{**lease.__dict__, "held": False})
-            return lease
+        return rules.change(self.store, volume, lambda lease: rules.given_back(lease, node, epoch))
 
-        return rules.change(self.store, volume, rule)
+    def create(self, volume: str) -> Lease:
+        return self.store.get(volume) or self.store.create(volume)
 
     def release(self, volume: str, node: str, epoch: int, snapshot: str, now: float) -> Lease:
         return rules.change(
@@ -106,7 +104,7 @@ class ServiceLeases:
         return self.service.store.all()
 
     def create(self, volume: str) -> Lease:
-        return self.service.store.get(volume) or self.service.store.create(volume)
+        return self.service.create(volume)
 
     def remove(self, volume: str) -> None:
         self.service.store.remove(volume)
@@ -321,9 +319,7 @@ ROUTES: dict[tuple[str, str], Callable[[NodeStore, dict[str, Any]], dict[str, An
     ),
     ("POST", "leases/hand"): _lease_call(lambda s, b: s.hand(_text(b, "volume"), _text(b, "node"))),
     ("POST", "leases/get"): _lease_call(lambda s, b: s.store.get(_text(b, "volume"))),
-    ("POST", "leases/create"): _lease_call(
-        lambda s, b: s.store.get(_text(b, "volume")) or s.store.create(_text(b, "volume"))
-    ),
+    ("POST", "leases/create"): _lease_call(lambda s, b: s.create(_text(b, "volume"))),
     ("POST", "leases/remove"): _lease_call(lambda s, b: s.store.remove(_text(b, "volume"))),
     ("POST", "leases/all"): lambda store, body: {
         "leases": [lease.to_json() for lease in _service(store).store.all()]

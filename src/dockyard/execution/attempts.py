@@ -75,7 +75,8 @@ class Order:
     exited: bool = False  # adopted after it had already ended
     needs: tuple[str, ...] = ()  # committed outputs it reads, to be brought to its node
     provided: tuple[int, ...] = ()  # its binds whose sources are this machine's files
-    volumes: tuple[tuple[str, str, bool], ...] = ()  # (volume, mount path, read-only)
+    # (volume, mount path, read-only, the version its key holds)
+    volumes: tuple[tuple[str, str, bool, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,9 @@ class AttemptRunner:
             binds[index] = dataclasses.replace(binds[index], source=source)
         if order.volumes:
             assert self.volumes is not None, "an attempt that mounts volumes needs their port"
-            binds += [self.volumes.mount(v, path, ro, node) for v, path, ro in order.volumes]
+            binds += [
+                self.volumes.mount(v, path, ro, node, at) for v, path, ro, at in order.volumes
+            ]
         return dataclasses.replace(spec, binds=tuple(binds))
 
     def run(self, order: Order) -> None:

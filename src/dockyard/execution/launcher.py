@@ -160,7 +160,7 @@ class Launcher:
             log,
             needs=needs,
             provided=provided,
-            volumes=instance.volumes,
+            volumes=self.volumes.mounts(instance),
         )
         return Launch(order, staging, log)
 

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Mapping
 
 from dockyard.events import Event
-from dockyard.planning.graph import Graph, Instance
+from dockyard.planning.graph import Graph, Instance, InstanceId
 from dockyard.spec.loader import PipelineFile
 from dockyard.storage.hashing import InputHasher
 from dockyard.storage.local import LocalVolumes
@@ -25,6 +25,8 @@ class RunVolumes:
         self.pf = pf
         self.backend: VolumeBackend = backend or LocalVolumes()
         self.taken: set[str] = set()  # the volumes this run holds
+        # (instance, volume) -> the digest its key was made with (what it must read)
+        self.read_versions: dict[tuple[InstanceId, str], str] = {}
         self.written: list[str] = []  # the ones this run may write, sorted
 
     def take(self, graph: Graph, held: contextlib.ExitStack, *, wait: bool) -> None:
@@ -54,12 +56,22 @@ class RunVolumes:
         return events
 
     def read_keys(self, instance: Instance, hasher: InputHasher) -> list[tuple[str, str]]:
-        """Cache-key entries for the volumes ``instance`` mounts read-only."""
-        return [
-            (f"volume:{volume}:{path}", self._digest(volume, hasher))
+        """Cache-key entries for the volumes ``instance`` mounts read-only (remembered: it
+        mounts what its key says, where the backend keeps versions)."""
+        keys = []
+        for volume, path, readonly in instance.volumes:
+            if readonly:
+                digest = self.backend.digest(volume, hasher)
+                self.read_versions[(instance.id, volume)] = digest
+                keys.append((f"volume:{volume}:{path}", digest))
+        return keys
+
+    def mounts(self, instance: Instance) -> tuple[tuple[str, str, bool, str | None], ...]:
+        """(volume, mount path, read-only, version) of each volume ``instance`` mounts."""
+        return tuple(
+            (volume, path, readonly, self.read_versions.get((instance.id, volume)))
             for volume, path, readonly in instance.volumes
-            if readonly
-        ]
+        )
 
     def written_by(self, instance: Instance, hasher: InputHasher) -> dict[str, str]:
         """What ``instance`` left in the volumes it mounts read-write (after it ran)."""
@@ -77,4 +89,4 @@ class RunVolumes:
         )
 
     def _digest(self, volume: str, hasher: InputHasher) -> str:
-        return self.backend.digest(volume, hasher)
+        return self.backend.digest(volume, hasher, settled=True)

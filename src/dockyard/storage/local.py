@@ -67,10 +67,12 @@ class LocalVolumes:
     def live(self, name: str) -> Path:
         return self.store.live(name)
 
-    def digest(self, name: str, hasher: InputHasher) -> str:
+    def digest(self, name: str, hasher: InputHasher, *, settled: bool = False) -> str:
         # A volume may change during the run (an earlier step wrote it): walked each time,
         # its unchanged files still come from the stat cache.
         return hasher.digest(self.store.live(name), may_change=True)
 
-    def mount(self, name: str, target: str, readonly: bool, node: str) -> Bind:
+    def mount(
+        self, name: str, target: str, readonly: bool, node: str, version: str | None = None
+    ) -> Bind:
         return Bind(str(self.store.live(name)), target, readonly=readonly)

@@ -152,14 +152,18 @@ class VolumeBackend(Protocol):
 
     def remove(self, name: str) -> None: ...
 
-    def digest(self, name: str, hasher: InputHasher) -> str:
+    def digest(self, name: str, hasher: InputHasher, *, settled: bool = False) -> str:
         """What the volume holds now, for cache keys (its content's digest, or the id of
-        the snapshot that is its content)."""
+        the snapshot that is its content); ``settled``: once a writer that just ended has
+        left it (a cluster's volume is published a moment after its last unmount)."""
 
-    def mount(self, name: str, target: str, readonly: bool, node: str) -> Bind:
+    def mount(
+        self, name: str, target: str, readonly: bool, node: str, version: str | None = None
+    ) -> Bind:
         """The volume as a container on ``node`` mounts it at ``target``, made ready there
         (copied to the node when it lives elsewhere): an attempt's worker calls this before
-        its container is created."""
+        its container is created. ``version``: a read-only mount's :meth:`digest` when its
+        reader's key was made, so that it reads that (where versions are kept)."""
 
 
 class FolderVolumes(VolumeBackend, Protocol):

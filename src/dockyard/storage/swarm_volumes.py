@@ -34,6 +34,7 @@ from dockyard.storage.ports import NodeUnavailable
 from dockyard.storage.volumes import Snapshot, VolumeInfo, VolumeStore, check_name
 
 DRIVER = "dockyard"
+SNAPSHOT = "snapshot:"  # a digest that names the published snapshot
 PUBLISH_WAIT = 30.0  # seconds for a writer's last unmount to publish its snapshot
 
 
@@ -152,21 +153,33 @@ class SwarmVolumes:
             with contextlib.suppress(RuntimeFailure):
                 self._call(node, "volumes/drop", {"volume": name})
 
-    def digest(self, name: str, hasher: InputHasher) -> str:
-        lease = self._published(name)
-        if lease.held:  # a writer still has it: what it holds is not known yet
+    def digest(self, name: str, hasher: InputHasher, *, settled: bool = False) -> str:
+        """The published snapshot's uuid: what a reader binds (while a writer holds the
+        volume too). ``settled``: once the writer that just ended has published; a volume
+        still held then (a service, or another writer beside it) is a key that matches
+        nothing later."""
+        lease = self._published(name) if settled else self._lease(name)
+        if settled and lease.held:
             return f"held:{lease.owner}:{lease.epoch}"
-        return f"snapshot:{lease.snapshot or 'empty'}"
+        return f"{SNAPSHOT}{lease.snapshot or 'empty'}"
 
-    def mount(self, name: str, target: str, readonly: bool, node: str) -> Bind:
-        lease = self._lease(name)
-        sources = self._holders(lease, node)
+    def mount(
+        self, name: str, target: str, readonly: bool, node: str, version: str | None = None
+    ) -> Bind:
         if readonly:
-            if not lease.snapshot:  # never written: an empty folder
+            lease = self._lease(name)
+            wanted = lease.snapshot
+            if version is not None and version.startswith(SNAPSHOT):  # what its key holds
+                wanted = version.removeprefix(SNAPSHOT).replace("empty", "")
+            if not wanted:  # never written: an empty folder
                 return Bind(self._empty(node), target, readonly=True)
-            body = {"volume": name, "snapshot": lease.snapshot, "sources": sources}
+            sources = self._holders(lease, node)
+            if wanted != lease.snapshot:  # (an older one: any node may keep it still)
+                sources |= {n: a for n, a in self.pool.addresses().items() if n != node}
+            body = {"volume": name, "snapshot": wanted, "sources": sources}
             return Bind(self._call(node, "volumes/read", body)["path"], target, readonly=True)
-        if lease.snapshot and not (lease.held and lease.owner != node):
+        lease = self._free_for(name, node)
+        if lease.snapshot:
             self._pre_copy(name, lease, node)
         return Bind(name, target, readonly=False, driver=DRIVER)
 
@@ -214,6 +227,17 @@ class SwarmVolumes:
             raise RuntimeFailure(f"volume {name!r}: {exc}") from None
 
     # -- inside -------------------------------------------------------------------------------
+
+    def _free_for(self, name: str, node: str) -> Lease:
+        """The lease once no other node holds it (a writer that ended elsewhere publishes
+        a moment after its container ends); after :data:`PUBLISH_WAIT`, as it is (the mount
+        then says who holds it)."""
+        deadline = time.monotonic() + PUBLISH_WAIT
+        lease = self._lease(name)
+        while lease.held and lease.owner != node and time.monotonic() < deadline:
+            time.sleep(0.2)
+            lease = self._lease(name)
+        return lease
 
     def _published(self, name: str) -> Lease:
         """The lease once a writer that ended has published (waits a little for that)."""

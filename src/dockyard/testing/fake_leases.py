@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from dataclasses import replace
 
 from dockyard.agent.leases import Lease, NoSuchVolume
@@ -16,9 +17,15 @@ class MemoryLeases:
         self.down: set[str] = set()
         self.swaps = 0  # writes that went through
         self.conflicts = 0  # writes refused for their version
+        self.away = False  # True: every call fails, as when no manager answers
         self._lock = threading.Lock()
 
+    def _answer(self) -> None:
+        if self.away:
+            raise ConnectionError("the lease store does not answer")
+
     def get(self, volume: str) -> Lease | None:
+        self._answer()
         with self._lock:
             return self.records.get(volume)
 
@@ -28,9 +35,11 @@ class MemoryLeases:
 
     def create(self, volume: str) -> Lease:
         with self._lock:
-            return self.records.setdefault(volume, Lease(volume, version=1))
+            fresh = Lease(volume, incarnation=uuid.uuid4().hex, version=1)
+            return self.records.setdefault(volume, fresh)
 
     def swap(self, lease: Lease, new: Lease) -> Lease | None:
+        self._answer()
         with self._lock:
             current = self.records.get(lease.volume)
             if current is None:

@@ -170,10 +170,12 @@ class FakeVolumes:
     def live(self, name: str) -> Path:
         return self.root / "volumes" / check_name(name)
 
-    def digest(self, name: str, hasher: InputHasher) -> str:
+    def digest(self, name: str, hasher: InputHasher, *, settled: bool = False) -> str:
         return hasher.digest(self.live(name), may_change=True)
 
-    def mount(self, name: str, target: str, readonly: bool, node: str) -> Bind:
+    def mount(
+        self, name: str, target: str, readonly: bool, node: str, version: str | None = None
+    ) -> Bind:
         return Bind(str(self.live(name)), target, readonly)  # volumes do not move in the fake
 
     def exists(self, name: str) -> bool:
