@@ -386,6 +386,10 @@ class NodeVolumes:
     ) -> Snapshot:
         from dockyard.storage.volume_stream import receive
 
+        if not sources:
+            raise Refused(
+                f"volume {name!r}: snapshot {snapshot[:12]} is kept on no node that is up"
+            )
         problems = []
         for node, address in sources.items():
             try:

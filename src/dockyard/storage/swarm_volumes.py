@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dockyard.agent.client import AgentError
+from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.leases import Lease, LeaseError
 from dockyard.agent.volume_routes import RemoteLeases, Unavailable
 from dockyard.errors import InvalidInput, RuntimeFailure, UnknownReference
@@ -75,13 +75,18 @@ class SwarmVolumes:
         return RemoteLeases(managers, self.pool.key, node="")
 
     def _lease(self, name: str) -> Lease:
+        return self._lease_and_nodes(name)[0]
+
+    def _lease_and_nodes(self, name: str) -> tuple[Lease, dict[str, str]]:
+        """The volume's lease, and the agents of the nodes that are up (drained or paused
+        ones too: they keep what they kept), by node id."""
         try:
-            lease, _ = self.leases().get(check_name(name))
+            lease, nodes = self.leases().get(check_name(name))
         except (Unavailable, LeaseError) as exc:
             raise RuntimeFailure(f"volume {name!r}: {exc}") from None
         if lease is None:
             raise UnknownReference(f"no volume {name!r} on the swarm")
-        return lease
+        return lease, nodes
 
     # -- the port -----------------------------------------------------------------------------
 
@@ -116,10 +121,10 @@ class SwarmVolumes:
         return self._info(self.state(name))
 
     def snapshots(self, name: str) -> list[Snapshot]:
-        lease = self._lease(name)
+        lease, nodes = self._lease_and_nodes(name)
         for node in (lease.owner, *lease.holders):
-            if node in self.pool.addresses():
-                answer = self._call(node, "volumes/have", {"volume": name})
+            if node in nodes:
+                answer = self._call(node, "volumes/have", {"volume": name}, nodes[node])
                 return [Snapshot(**fields) for fields in answer["have"]]
         return []
 
@@ -143,15 +148,15 @@ class SwarmVolumes:
         raise InvalidInput(_LOCAL_ONLY.format(what="receive"))
 
     def remove(self, name: str) -> None:
-        lease = self._lease(name)
+        lease, nodes = self._lease_and_nodes(name)
         if lease.held:
             raise InvalidInput(
                 f"volume {name!r} is mounted on node {lease.owner[:12]}: stop what uses it first"
             )
         self.leases().remove(name)
-        for node in self.pool.addresses():
+        for node in nodes:
             with contextlib.suppress(RuntimeFailure):
-                self._call(node, "volumes/drop", {"volume": name})
+                self._call(node, "volumes/drop", {"volume": name}, nodes[node])
 
     def digest(self, name: str, hasher: InputHasher, *, settled: bool = False) -> str:
         """The published snapshot's uuid: what a reader binds (while a writer holds the
@@ -167,20 +172,20 @@ class SwarmVolumes:
         self, name: str, target: str, readonly: bool, node: str, version: str | None = None
     ) -> Bind:
         if readonly:
-            lease = self._lease(name)
+            lease, nodes = self._lease_and_nodes(name)
             wanted = lease.snapshot
             if version is not None and version.startswith(SNAPSHOT):  # what its key holds
                 wanted = version.removeprefix(SNAPSHOT).replace("empty", "")
             if not wanted:  # never written: an empty folder
                 return Bind(self._empty(node), target, readonly=True)
-            sources = self._holders(lease, node)
+            sources = self._holders(lease, node, nodes)
             if wanted != lease.snapshot:  # (an older one: any node may keep it still)
-                sources |= {n: a for n, a in self.pool.addresses().items() if n != node}
+                sources |= {n: a for n, a in nodes.items() if n != node}
             body = {"volume": name, "snapshot": wanted, "sources": sources}
             return Bind(self._call(node, "volumes/read", body)["path"], target, readonly=True)
-        lease = self._free_for(name, node)
+        lease, nodes = self._free_for(name, node)
         if lease.snapshot:
-            self._pre_copy(name, lease, node)
+            self._pre_copy(name, lease, node, nodes)
         return Bind(name, target, readonly=False, driver=DRIVER)
 
     # -- the swarm's own ----------------------------------------------------------------------
@@ -212,13 +217,13 @@ class SwarmVolumes:
     def move(self, name: str, node: str) -> Lease:
         """Put the volume on ``node`` ahead of its next user there: pre-copy its published
         snapshot, then hand its lease over (refused while it is mounted elsewhere)."""
-        lease = self._lease(name)
+        lease, nodes = self._lease_and_nodes(name)
         if lease.held and lease.owner != node:
             raise InvalidInput(
                 f"volume {name!r} is mounted on node {lease.owner[:12]}: it moves once unmounted"
             )
         if lease.snapshot:
-            self._pre_copy(name, lease, node)
+            self._pre_copy(name, lease, node, nodes)
         try:
             if lease.snapshot:
                 self.leases().holder(name, lease.snapshot, node)
@@ -228,16 +233,18 @@ class SwarmVolumes:
 
     # -- inside -------------------------------------------------------------------------------
 
-    def _free_for(self, name: str, node: str) -> Lease:
-        """The lease once no other node holds it (a writer that ended elsewhere publishes
-        a moment after its container ends); after :data:`PUBLISH_WAIT`, as it is (the mount
-        then says who holds it)."""
+    def _free_for(self, name: str, node: str) -> tuple[Lease, dict[str, str]]:
+        """The lease once no other node that is up holds it (a writer that ended elsewhere
+        publishes a moment after its container ends), and the nodes that are up; after
+        :data:`PUBLISH_WAIT`, as it is (the mount then says who holds it)."""
         deadline = time.monotonic() + PUBLISH_WAIT
-        lease = self._lease(name)
-        while lease.held and lease.owner != node and time.monotonic() < deadline:
+        lease, nodes = self._lease_and_nodes(name)
+        while lease.held and lease.owner != node and lease.owner in nodes:
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.2)
-            lease = self._lease(name)
-        return lease
+            lease, nodes = self._lease_and_nodes(name)
+        return lease, nodes
 
     def _published(self, name: str) -> Lease:
         """The lease once a writer that ended has published (waits a little for that)."""
@@ -267,15 +274,17 @@ class SwarmVolumes:
             len(snaps),
         )
 
-    def _pre_copy(self, name: str, lease: Lease, node: str) -> None:
+    def _pre_copy(self, name: str, lease: Lease, node: str, nodes: dict[str, str]) -> None:
         """Have ``node`` keep the published snapshot (what it lacks of it), so that a mount
         there copies at most what a writer leaves before it."""
-        body = {"volume": name, "snapshot": lease.snapshot, "sources": self._holders(lease, node)}
+        sources = self._holders(lease, node, nodes)
+        body = {"volume": name, "snapshot": lease.snapshot, "sources": sources}
         self._call(node, "volumes/pull", body)
 
-    def _holders(self, lease: Lease, node: str) -> dict[str, str]:
-        addresses = self.pool.addresses()
-        return {h: addresses[h] for h in lease.holders if h in addresses and h != node}
+    @staticmethod
+    def _holders(lease: Lease, node: str, nodes: dict[str, str]) -> dict[str, str]:
+        """The nodes up (but ``node``) that keep the published snapshot: their agents."""
+        return {h: nodes[h] for h in lease.holders if h in nodes and h != node}
 
     def _empty(self, node: str) -> str:
         if self.provide is None:
@@ -283,9 +292,13 @@ class SwarmVolumes:
         with _empty_folder() as empty:
             return self.provide(empty, node)
 
-    def _call(self, node: str, route: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _call(
+        self, node: str, route: str, body: dict[str, Any], address: str | None = None
+    ) -> dict[str, Any]:
+        """A call to ``node``'s agent (at ``address``, or where the pool says it is)."""
+        client = AgentClient(address, self.pool.key, node) if address else self.pool.client(node)
         try:
-            return self.pool.client(node).call("POST", route, body)
+            return client.call("POST", route, body)
         except AgentError as exc:
             if exc.status is None:  # (no answer: the node is away)
                 raise NodeUnavailable(f"node {node[:12]}: {exc}") from None
