@@ -111,6 +111,17 @@ def doomed_swarm(
         swarm.mend()
 
 
+@pytest.fixture
+def on_swarm(local_swarm: object, monkeypatch: pytest.MonkeyPatch) -> object:
+    """The session's swarm, as DOCKER_HOST and DOCKYARD_SWARM_ENGINES name it to dockyard."""
+    from dockyard.testing.swarm import LocalSwarm
+
+    assert isinstance(local_swarm, LocalSwarm)
+    monkeypatch.setenv("DOCKER_HOST", local_swarm.manager.url)
+    monkeypatch.setenv("DOCKYARD_SWARM_ENGINES", " ".join(n.url for n in local_swarm.nodes))
+    return local_swarm
+
+
 @pytest.fixture(scope="session")
 def swarm_runtime(local_swarm: object) -> Iterator[object]:
     """dockyard's Swarm runtime on the local swarm's manager, with every node's engine."""

@@ -27,13 +27,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.swarm]
 
 
 @pytest.fixture
-def on_swarm(local_swarm: LocalSwarm, monkeypatch: pytest.MonkeyPatch) -> LocalSwarm:
-    monkeypatch.setenv("DOCKER_HOST", local_swarm.manager.url)
-    monkeypatch.setenv("DOCKYARD_SWARM_ENGINES", " ".join(n.url for n in local_swarm.nodes))
-    return local_swarm
-
-
-@pytest.fixture
 def agents(swarm_runtime: SwarmRuntime) -> Iterator[AgentPool]:
     yield deploy(swarm_runtime, print)
 

@@ -88,13 +88,6 @@ def write_pipeline(folder: Path, name: str) -> Path:
     return path
 
 
-@pytest.fixture
-def on_swarm(local_swarm: LocalSwarm, monkeypatch: pytest.MonkeyPatch) -> LocalSwarm:
-    monkeypatch.setenv("DOCKER_HOST", local_swarm.manager.url)
-    monkeypatch.setenv("DOCKYARD_SWARM_ENGINES", " ".join(n.url for n in local_swarm.nodes))
-    return local_swarm
-
-
 def outputs(path: Path) -> dict[str, str]:
     """Each instance's committed output, by digest."""
     found = {}
@@ -348,9 +341,7 @@ steps:
         victim.kill()
         output, _ = run.communicate(timeout=180)
     finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
+        _ended(run)
     assert run.returncode == 0, output.decode()
 
     rows = placements(path)
@@ -378,7 +369,7 @@ steps:
 
 
 def _a_worker_with_running_steps(runtime: SwarmRuntime, swarm: LocalSwarm) -> object:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 240  # (on a new swarm: the node agents are deployed first)
     manager_id = _node_id(swarm, swarm.manager.name)
     while time.monotonic() < deadline:
         busy = {c.node for c in runtime.list({"dockyard.pipeline": "survivor"}) if c.running}
@@ -442,9 +433,7 @@ steps:
         victim.kill()
         output, _ = run.communicate(timeout=240)
     finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
+        _ended(run)
     said = output.decode()
     assert run.returncode == 0, said
     rows = placements(path)
@@ -483,6 +472,15 @@ def _run_in_background(swarm: LocalSwarm, path: Path) -> subprocess.Popen[bytes]
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+
+def _ended(run: subprocess.Popen[bytes]) -> None:
+    """Stop the run if it still runs, and close its pipe (whatever happened)."""
+    if run.poll() is None:
+        run.kill()
+    run.wait()
+    if run.stdout is not None:
+        run.stdout.close()
 
 
 def _node_of_first_success(path: Path, instance: str, run: subprocess.Popen[bytes]) -> str:

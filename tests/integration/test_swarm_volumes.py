@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +26,8 @@ from dockyard.runtime.swarm_agents import ROOT_ENV, deploy, read_cluster_key
 from dockyard.storage.agents import AgentPool
 from dockyard.testing.swarm import LocalSwarm, SwarmNode
 from tests.conftest import BUSYBOX_IMAGE
-from tests.integration.test_swarm_docker import _run_in_background
+from tests.integration.test_swarm_agents import _latest
+from tests.integration.test_swarm_docker import _ended, _run_in_background
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
 
@@ -146,26 +146,9 @@ def _until(check: Any, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-@pytest.fixture
-def on_swarm(local_swarm: LocalSwarm, monkeypatch: pytest.MonkeyPatch) -> LocalSwarm:
-    monkeypatch.setenv("DOCKER_HOST", local_swarm.manager.url)
-    monkeypatch.setenv("DOCKYARD_SWARM_ENGINES", " ".join(n.url for n in local_swarm.nodes))
-    return local_swarm
-
-
 def outputs_of(path: Path) -> dict[str, tuple[str, str]]:
     """The latest run's instances: (node, output digest)."""
-    db = sqlite3.connect(path.parent / ".dockyard" / "state.db")
-    try:
-        (run,) = db.execute("SELECT id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
-        rows = db.execute(
-            "SELECT i.instance, a.node, i.output FROM instances i JOIN attempts a "
-            "ON a.run_id = i.run_id AND a.instance = i.instance WHERE i.run_id = ?",
-            (run,),
-        ).fetchall()
-    finally:
-        db.close()
-    return {instance: (node, output) for instance, node, output in rows}
+    return {instance: (node, output) for instance, node, output in _latest(path)}
 
 
 def output_file(path: Path, instance: str, name: str) -> str:
@@ -303,9 +286,7 @@ steps:
         victim.kill()
         output, _ = run.communicate(timeout=240)
     finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
+        _ended(run)
     said = output.decode()
     assert run.returncode == 0, said
     record = lease(swarm, name)

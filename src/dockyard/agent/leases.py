@@ -180,6 +180,31 @@ class LeaseStore(Protocol):
         """The nodes that are up, by id: their addresses."""
 
 
+class LeaseAccess(Protocol):
+    """The lease store as one node reaches it (directly on a manager, else through one)."""
+
+    def take(self, volume: str) -> tuple[Lease, dict[str, str]]:
+        """Take the lease for this node; also the nodes that are up (id: agent address)."""
+
+    def give_back(self, volume: str, epoch: int) -> Lease:
+        """Give the lease back unchanged (a mount that failed)."""
+
+    def release(self, volume: str, epoch: int, snapshot: str) -> Lease: ...
+
+    def holder(self, volume: str, snapshot: str, node: str) -> Lease: ...
+
+    def get(self, volume: str) -> tuple[Lease | None, dict[str, str]]: ...
+
+    def all(self) -> list[Lease]: ...
+
+    def create(self, volume: str) -> Lease: ...
+
+    def seeded(self, volume: str, snapshot: str) -> Lease:
+        """Publish a new volume's first content, kept on this node."""
+
+    def remove(self, volume: str) -> None: ...
+
+
 def change(store: LeaseStore, volume: str, rule: Callable[[Lease], Lease]) -> Lease:
     """Apply ``rule`` to the volume's record until the swap succeeds (read, apply, swap)."""
     for attempt in range(SWAP_TRIES):
@@ -296,6 +321,7 @@ __all__ = [
     "Fenced",
     "Held",
     "Lease",
+    "LeaseAccess",
     "LeaseError",
     "LeaseStore",
     "NoSuchVolume",

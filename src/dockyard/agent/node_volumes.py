@@ -21,17 +21,17 @@ node's record (``node.json``) says it equals that snapshot and nothing mounted i
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from dockyard.agent.leases import Fenced, Lease, NoSuchVolume
+from dockyard.agent.leases import Fenced, Lease, LeaseAccess, NoSuchVolume
+from dockyard.agent.volume_records import Records, fresh_state
 from dockyard.storage import safefs
 from dockyard.storage.volumes import Snapshot, VolumeStore, check_name, mirror
 
@@ -41,31 +41,6 @@ PUBLISH_RETRY = 2.0  # seconds before the first try again to publish (the store 
 PUBLISH_RETRY_MAX = 60.0
 MOUNT_DEADLINE = 100.0  # seconds: a mount that took longer is refused (Docker waits 120)
 LATER = object()  # (a publish that waits for the lease store)
-
-
-class LeaseAccess(Protocol):
-    """The lease store as one node reaches it (directly on a manager, else through one)."""
-
-    def take(self, volume: str) -> tuple[Lease, dict[str, str]]:
-        """Take the lease for this node; also the nodes that are up (id: agent address)."""
-
-    def give_back(self, volume: str, epoch: int) -> Lease:
-        """Give the lease back unchanged (a mount that failed)."""
-
-    def release(self, volume: str, epoch: int, snapshot: str) -> Lease: ...
-
-    def holder(self, volume: str, snapshot: str, node: str) -> Lease: ...
-
-    def get(self, volume: str) -> tuple[Lease | None, dict[str, str]]: ...
-
-    def all(self) -> list[Lease]: ...
-
-    def create(self, volume: str) -> Lease: ...
-
-    def seeded(self, volume: str, snapshot: str) -> Lease:
-        """Publish a new volume's first content, kept on this node."""
-
-    def remove(self, volume: str) -> None: ...
 
 
 class Peers(Protocol):
@@ -96,8 +71,7 @@ class NodeVolumes:
     log: Callable[[str], None] = lambda message: print(f"agent: {message}", file=sys.stderr)
 
     def __post_init__(self) -> None:
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_lock = threading.Lock()
+        self.records = Records(self.store)
         self.replicating: set[threading.Thread] = set()
         self._replicating_lock = threading.Lock()
 
@@ -106,25 +80,25 @@ class NodeVolumes:
     def create(self, name: str) -> None:
         check = _checked(name)
         self.leases.create(check)
-        with self._lock(check):
+        with self.records.lock(check):
             self.store.ensure(check)
 
     def mount(self, name: str, mount_id: str) -> str:
         name = _checked(name)
         began = time.monotonic()
-        with self._lock(name):
-            state = self._state(name)
+        with self.records.lock(name):
+            state = self.records.state(name)
             if state["mounts"]:
                 self._refuse_if_taken_over(name, state)
             lease, nodes = self.leases.take(name)
             if state["mounts"] and lease.epoch == state["epoch"]:  # (it shares the lease)
                 state["mounts"].append(mount_id)
-                self._save(name, state)
+                self.records.save(name, state)
                 return self.mountpoint(name)
             try:
                 if state.get("incarnation") not in (None, lease.incarnation):
                     self.store.remove(name)  # a removed volume's copy, not this one's
-                    state = _fresh_state()
+                    state = fresh_state()
                 # Still held by this node under its epoch (its publish did not get
                 # through): the live folder is what it left, newer than the published one.
                 ours = state["epoch"] == lease.epoch and state.get("unpublished")
@@ -141,7 +115,7 @@ class NodeVolumes:
                 with contextlib.suppress(Exception):
                     self.leases.give_back(name, lease.epoch)
                 raise
-            self._save(
+            self.records.save(
                 name,
                 {
                     "epoch": lease.epoch,
@@ -170,19 +144,19 @@ class NodeVolumes:
 
     def unmount(self, name: str, mount_id: str) -> None:
         name = _checked(name)
-        with self._lock(name):
-            state = self._state(name)
+        with self.records.lock(name):
+            state = self.records.state(name)
             if mount_id not in state["mounts"]:
                 return
             state["mounts"].remove(mount_id)
             if state["mounts"]:
-                self._save(name, state)
+                self.records.save(name, state)
                 return
             epoch = state["epoch"]
             try:
                 snap = self.store.snapshot(name)
             except OSError as exc:  # (a full disk): the lease goes back, the writes are lost
-                self._save(name, {**state, "clean": None})
+                self.records.save(name, {**state, "clean": None})
                 with contextlib.suppress(Exception):
                     self.leases.give_back(name, epoch)
                 raise Refused(
@@ -197,20 +171,20 @@ class NodeVolumes:
         """Forget the mounts this node recorded: the engine that made them is gone (Docker
         activates a plugin when it starts; its containers died with the old engine). The
         leases they held go back unpublished: what those containers wrote is discarded."""
-        for name in self._names():
-            with self._lock(name):
-                state = self._state(name)
+        for name in self.records.names():
+            with self.records.lock(name):
+                state = self.records.state(name)
                 if not state["mounts"]:
                     continue
                 self.log(f"{name}: {len(state['mounts'])} mount(s) of a past engine are void")
                 with contextlib.suppress(Exception):
                     self.leases.give_back(name, state["epoch"])
-                self._save(name, {**state, "mounts": [], "clean": None})
+                self.records.save(name, {**state, "mounts": [], "clean": None})
 
     def resume(self) -> None:
         """Publish what an agent that stopped could not publish (at the agent's start)."""
-        for name in self._names():
-            state = self._state(name)
+        for name in self.records.names():
+            state = self.records.state(name)
             if state.get("unpublished"):
                 self._publish_later(name)
 
@@ -231,13 +205,13 @@ class NodeVolumes:
             lease = self.leases.release(name, epoch, snapshot)
         except (Fenced, NoSuchVolume) as exc:
             self.log(f"unmount of {name}: {exc}")
-            self._save(name, {**state, "mounts": [], "clean": None, "unpublished": None})
+            self.records.save(name, {**state, "mounts": [], "clean": None, "unpublished": None})
             return None
         except Exception as exc:  # (no manager's agent answers: still held by this node)
             self.log(f"unmount of {name}: publishing later: {exc}")
-            self._save(name, {**state, "mounts": [], "clean": None, "unpublished": snapshot})
+            self.records.save(name, {**state, "mounts": [], "clean": None, "unpublished": snapshot})
             return LATER
-        self._save(name, {**state, "mounts": [], "clean": snapshot, "unpublished": None})
+        self.records.save(name, {**state, "mounts": [], "clean": snapshot, "unpublished": None})
         self._prune(name)
         return lease
 
@@ -251,8 +225,8 @@ class NodeVolumes:
             while True:
                 time.sleep(wait)
                 wait = min(wait * 2, PUBLISH_RETRY_MAX)
-                with self._lock(name):
-                    state = self._state(name)
+                with self.records.lock(name):
+                    state = self.records.state(name)
                     snapshot = state.get("unpublished")
                     if not snapshot or state["mounts"]:
                         return
@@ -269,7 +243,7 @@ class NodeVolumes:
         return str(self.host_root / check_name(name) / "live")
 
     def mounted(self, name: str) -> bool:
-        return bool(self._state(_checked(name))["mounts"])
+        return bool(self.records.state(_checked(name))["mounts"])
 
     def forget(self, name: str) -> None:
         """Docker's ``Remove`` on this node: forget this node's copy, never the swarm's
@@ -289,8 +263,8 @@ class NodeVolumes:
 
     def drop(self, name: str) -> None:
         """Forget this node's copy (the volume was removed)."""
-        with self._lock(name):
-            if self.store.exists(name) and not self._state(name)["mounts"]:
+        with self.records.lock(name):
+            if self.store.exists(name) and not self.records.state(name)["mounts"]:
                 self.store.remove(name)
 
     # -- between nodes ------------------------------------------------------------------------
@@ -320,14 +294,14 @@ class NodeVolumes:
         volume is not mounted, its live folder becomes that snapshot too (the next mount
         here then copies nothing); where it is, the live folder is left alone."""
         name = _checked(name)
-        with self._lock(name):
-            state = self._state(name)
+        with self.records.lock(name):
+            state = self.records.state(name)
             found = self._find(name, snapshot)
             if found is not None:
                 return found
             snap = self._fetch(name, snapshot, sources, live=not state["mounts"])
             if not state["mounts"]:
-                self._save(name, {**state, "clean": snap.uuid})
+                self.records.save(name, {**state, "clean": snap.uuid})
             self._prune(name)
             return snap
 
@@ -344,7 +318,7 @@ class NodeVolumes:
         """Make a new volume's first content ``tree`` (a folder kept on this node), and
         publish it, unless the volume was used already."""
         name = _checked(name)
-        with self._lock(name):
+        with self.records.lock(name):
             if self.store.exists(name):
                 raise Refused(f"volume {name!r} has content on this node already")
             self.store.ensure(name, tree)
@@ -354,7 +328,7 @@ class NodeVolumes:
             except BaseException:
                 self.store.remove(name)  # (so that seeding may be tried again)
                 raise
-            self._save(name, {"epoch": 0, "mounts": [], "clean": snap.uuid})
+            self.records.save(name, {"epoch": 0, "mounts": [], "clean": snap.uuid})
             return snap
 
     # -- inside -------------------------------------------------------------------------------
@@ -463,40 +437,6 @@ class NodeVolumes:
                     continue
             self.store.drop_snapshot(name, snap)
 
-    @contextlib.contextmanager
-    def _lock(self, name: str) -> Iterator[None]:
-        with self._locks_lock:
-            lock = self._locks.setdefault(name, threading.Lock())
-        with lock:
-            yield
-
-    def _state_file(self, name: str) -> Path:
-        return self.store.folder(name) / "node.json"
-
-    def _state(self, name: str) -> dict[str, Any]:
-        try:
-            state = json.loads(self._state_file(name).read_text())
-        except (OSError, ValueError):
-            return _fresh_state()
-        return dict(state)
-
-    def _names(self) -> list[str]:
-        """The volumes this node keeps a copy of."""
-        if not self.store.root.is_dir():
-            return []
-        return sorted(p.name for p in self.store.root.iterdir() if self.store.exists(p.name))
-
-    def _save(self, name: str, state: dict[str, Any]) -> None:
-        path = self._state_file(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_suffix(".tmp")
-        scratch.write_text(json.dumps(state))
-        os.replace(scratch, path)
-
-
-def _fresh_state() -> dict[str, Any]:
-    return {"epoch": 0, "mounts": [], "clean": None}
-
 
 def _checked(name: str) -> str:
     try:
@@ -505,4 +445,4 @@ def _checked(name: str) -> str:
         raise Refused(str(exc)) from None
 
 
-__all__ = ["KEEP_SNAPSHOTS", "LeaseAccess", "NodeVolumes", "Peers", "Refused"]
+__all__ = ["KEEP_SNAPSHOTS", "NodeVolumes", "Peers", "Refused"]

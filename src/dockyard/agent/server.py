@@ -22,25 +22,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Protocol
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from dockyard.agent import API, DEFAULT_PORT, auth, layout, volume_routes
+from dockyard.agent.chunked import Chunked
 from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.engine import Engine, EngineError
 from dockyard.agent.frames import FrameWriter
 from dockyard.agent.leases import LeaseError, SwarmLeases
+from dockyard.agent.node_store import NodeStore
 from dockyard.agent.node_volumes import NodeVolumes
 from dockyard.agent.node_volumes import Refused as VolumeRefused
 from dockyard.agent.plugin import SOCKET_DIR, PluginServer
-from dockyard.agent.trees import Readable, TreeError, receive_tree, write_tree
+from dockyard.agent.trees import TreeError, receive_tree, write_tree
 from dockyard.agent.volume_routes import AgentPeers, LeaseService, RemoteLeases, ServiceLeases
 from dockyard.errors import DockyardError
 from dockyard.storage import outputs as sealing
-from dockyard.storage.node_disk import LocalWorkspace
-from dockyard.storage.ports import Staging
 from dockyard.storage.volumes import VolumeStore
 
 MAX_JSON = 1 << 20
@@ -56,57 +55,6 @@ class Refused(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-@dataclass
-class NodeStore:
-    """This node's folders, as the agent sees them (``inside``) and as containers bind
-    them (``host``)."""
-
-    node: str
-    host: str
-    inside: str
-    key: bytes
-    volumes: NodeVolumes | None = None  # (an agent that serves no volumes has none)
-    lease_service: LeaseService | None = None  # on a manager's agent
-
-    def __post_init__(self) -> None:
-        journal = Path(layout.node_dir(self.inside, self.node)) / ".nonces"
-        self.verifier = auth.Verifier(self.key, self.node, journal)
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_lock = threading.Lock()
-        node_dir = Path(layout.node_dir(self.inside, self.node))
-        node_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-        node_dir.chmod(0o755)  # containers (any user) read outputs under it
-
-    def here(self, path: PurePosixPath) -> Path:
-        """A path under the host root, as the agent reaches it."""
-        return Path(self.inside) / path.relative_to(self.host)
-
-    def lock(self, staging: Staging) -> threading.Lock:
-        """One call at a time on a staging folder (a discard never runs beside its commit)."""
-        with self._locks_lock:
-            return self._locks.setdefault(str(staging.path), threading.Lock())
-
-    def unlock(self, staging: Staging) -> None:
-        with self._locks_lock:
-            self._locks.pop(str(staging.path), None)
-
-    def on_host(self, path: Path) -> PurePosixPath:
-        """Where a path the agent reaches is on the node's disk."""
-        return PurePosixPath(self.host) / path.relative_to(self.inside)
-
-    def outputs(self) -> Path:
-        return self.here(layout.outputs_dir(self.host, self.node))
-
-    def staging(self, body: dict[str, Any]) -> tuple[Staging, LocalWorkspace, PurePosixPath]:
-        """The staging folder a request names (project, run, name), and its workspace."""
-        project = layout.check_part(body.get("project"), "project")
-        run = layout.check_part(body.get("run"), "run")
-        name = layout.check_part(body.get("name"), "name")
-        host = layout.staging_dir(self.host, self.node, project, run, name)
-        workspace = LocalWorkspace(self.here(layout.project_dir(self.host, self.node, project)))
-        return Staging(self.node, self.here(host)), workspace, host
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -249,44 +197,6 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(auth.REPLY, mac)
         self.end_headers()
         self.wfile.write(data)
-
-
-class LineReadable(Readable, Protocol):
-    def readline(self, size: int = ..., /) -> bytes: ...
-
-
-class Chunked:
-    """A chunked request body, read as a file (what ``tarfile``'s stream mode needs)."""
-
-    def __init__(self, raw: LineReadable):
-        self.raw = raw
-        self.left = 0
-        self.done = False
-
-    def read(self, size: int = -1) -> bytes:
-        parts: list[bytes] = []
-        wanted = size if size >= 0 else 1 << 62
-        while wanted > 0 and not self.done:
-            if self.left == 0:
-                line = self.raw.readline(1024).split(b";")[0].strip()
-                try:
-                    self.left = int(line, 16)
-                except ValueError:
-                    raise TreeError("a broken chunked body") from None
-                if self.left == 0:
-                    self.done = True
-                    while self.raw.readline(1024).strip():  # trailers
-                        pass
-                    break
-            piece = self.raw.read(min(self.left, wanted))
-            if not piece:
-                raise TreeError("the body ended early")
-            parts.append(piece)
-            self.left -= len(piece)
-            wanted -= len(piece)
-            if self.left == 0:
-                self.raw.readline(8)  # the CRLF after a chunk
-        return b"".join(parts)
 
 
 # -- calls ------------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.leases import Lease, LeaseError, LeaseStore
 
 if TYPE_CHECKING:
+    from dockyard.agent.node_store import NodeStore
     from dockyard.agent.node_volumes import NodeVolumes
-    from dockyard.agent.server import NodeStore
 
 
 class Unavailable(Exception):
