@@ -220,3 +220,39 @@ def test_an_unmount_whose_snapshot_fails_gives_the_lease_back(
     lease = cluster.leases.get("full")
     assert lease is not None and not lease.held  # others may mount it
     cluster.volumes("node-b").mount("full", "m2")
+
+
+def test_a_worker_declared_down_is_fenced_through_the_manager_s_agent_too(
+    cluster: VolumeCluster,
+) -> None:
+    """node-b reaches the leases through node-a's agent: a refusal keeps its kind, so a
+    fenced worker does not try to publish again and again."""
+    b, c = cluster.volumes("node-b"), cluster.volumes("node-c")
+    b.create("ledger")
+    b.mount("ledger", "old")
+    write(cluster, "node-b", "ledger", "line", "never published")
+    cluster.leases.down.add("node-b")
+    c.mount("ledger", "new")
+    c.unmount("ledger", "new")
+    cluster.leases.down.discard("node-b")
+    b.unmount("ledger", "old")
+    assert not b.records.state("ledger").get("unpublished")  # refused, not retried
+    lease = cluster.leases.get("ledger")
+    assert lease is not None and lease.owner == "node-c"
+
+
+def test_forgetting_a_copy_never_forgets_the_last_one(cluster: VolumeCluster) -> None:
+    a, b = cluster.volumes("node-a"), cluster.volumes("node-b")
+    a.create("shared")
+    a.mount("shared", "m")
+    write(cluster, "node-a", "shared", "f", "x")
+    a.unmount("shared", "m")
+    cluster.settle()
+    lease = cluster.leases.get("shared")
+    assert lease is not None and set(lease.holders) == {"node-a", "node-b"}
+    a.forget("shared")  # (docker volume rm on node-a)
+    assert not a.store.exists("shared")
+    assert cluster.leases.get("shared").holders == ("node-b",)  # type: ignore[union-attr]
+    with pytest.raises(Exception, match="only copy"):
+        b.forget("shared")
+    assert b.store.exists("shared")

@@ -31,9 +31,10 @@ DEAD_PEER_SECONDS = KEEPALIVE[0] + KEEPALIVE[1] * KEEPALIVE[2]
 class AgentError(Exception):
     """The agent could not be reached, refused, or answered what it should not have."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, kind: str | None = None):
         super().__init__(message)
         self.status = status
+        self.kind = kind  # what kind of refusal the agent said it was, if it said
 
 
 class _Connection(http.client.HTTPConnection):
@@ -194,7 +195,12 @@ class AgentClient:
             raise AgentError(f"agent {self.address}: an answer that is not JSON") from None
         if response.status != 200:
             message = answer.get("error") if isinstance(answer, dict) else None
-            raise AgentError(f"agent {self.address}: {message or response.reason}", response.status)
+            kind = answer.get("kind") if isinstance(answer, dict) else None
+            raise AgentError(
+                f"agent {self.address}: {message or response.reason}",
+                response.status,
+                kind if isinstance(kind, str) else None,
+            )
         if not isinstance(answer, dict):
             raise AgentError(f"agent {self.address}: an answer that is not a JSON object")
         return answer

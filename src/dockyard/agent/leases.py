@@ -135,6 +135,21 @@ def with_holder(lease: Lease, snapshot: str, node: str) -> Lease:
     return replace(lease, holders=(*lease.holders, node))
 
 
+def without_holder(lease: Lease, node: str) -> Lease:
+    """``lease`` once ``node`` keeps its published snapshot no more: refused when no other
+    node would keep it, or while ``node`` holds the lease."""
+    if lease.held and lease.owner == node:
+        raise Held(f"volume {lease.volume!r} is mounted on this node")
+    if node not in lease.holders:
+        return lease
+    if lease.snapshot and set(lease.holders) <= {node}:
+        raise LeaseError(
+            f"this node keeps the only copy of volume {lease.volume!r}'s latest snapshot; "
+            "`dockyard volume rm --backend swarm` removes the volume from the swarm"
+        )
+    return replace(lease, holders=tuple(h for h in lease.holders if h != node))
+
+
 def seeded(lease: Lease, node: str, snapshot: str, now: float) -> Lease:
     """A new volume's first content, kept by ``node``: refused once the volume was used."""
     if lease.epoch or lease.held or lease.snapshot:
@@ -192,6 +207,9 @@ class LeaseAccess(Protocol):
     def release(self, volume: str, epoch: int, snapshot: str) -> Lease: ...
 
     def holder(self, volume: str, snapshot: str, node: str) -> Lease: ...
+
+    def unhold(self, volume: str) -> Lease:
+        """This node keeps the volume's published snapshot no more (it forgets its copy)."""
 
     def get(self, volume: str) -> tuple[Lease | None, dict[str, str]]: ...
 
@@ -334,4 +352,5 @@ __all__ = [
     "seeded",
     "taken",
     "with_holder",
+    "without_holder",
 ]

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from dockyard.agent.leases import Fenced, Lease, LeaseAccess, NoSuchVolume
+from dockyard.agent.leases import Fenced, Lease, LeaseAccess, LeaseError, NoSuchVolume
 from dockyard.agent.volume_records import Records, fresh_state
 from dockyard.storage import safefs
 from dockyard.storage.volumes import Snapshot, VolumeStore, check_name, mirror
@@ -92,16 +92,19 @@ class NodeVolumes:
                 self._refuse_if_taken_over(name, state)
             lease, nodes = self.leases.take(name)
             if state["mounts"] and lease.epoch == state["epoch"]:  # (it shares the lease)
+                if time.monotonic() - began > MOUNT_DEADLINE:  # (Docker gave up on it)
+                    raise Refused(f"volume {name!r}: the mount waited too long; try again")
                 state["mounts"].append(mount_id)
                 self.records.save(name, state)
                 return self.mountpoint(name)
+            ours = False
             try:
                 if state.get("incarnation") not in (None, lease.incarnation):
                     self.store.remove(name)  # a removed volume's copy, not this one's
                     state = fresh_state()
                 # Still held by this node under its epoch (its publish did not get
                 # through): the live folder is what it left, newer than the published one.
-                ours = state["epoch"] == lease.epoch and state.get("unpublished")
+                ours = bool(state["epoch"] == lease.epoch and state.get("unpublished"))
                 if not ours and (
                     state.get("clean") != lease.snapshot or not self.store.exists(name)
                 ):
@@ -112,8 +115,9 @@ class NodeVolumes:
                         "gives up at 120 s); the node has the volume now: mount it again"
                     )
             except BaseException:
-                with contextlib.suppress(Exception):
-                    self.leases.give_back(name, lease.epoch)
+                if not ours:  # (else it keeps what waits to be published: still its own)
+                    with contextlib.suppress(Exception):
+                        self.leases.give_back(name, lease.epoch)
                 raise
             self.records.save(
                 name,
@@ -251,15 +255,21 @@ class NodeVolumes:
         uses; ``dockyard volume rm --backend swarm`` removes it). Refused while it is
         mounted here, and while this node keeps the only copy of its latest snapshot."""
         name = _checked(name)
-        if self.mounted(name):
-            raise Refused(f"volume {name!r} is mounted on this node: stop what uses it first")
-        lease, _ = self.leases.get(name)
-        if lease is not None and lease.snapshot and set(lease.holders) <= {self.node}:
-            raise Refused(
-                f"this node keeps the only copy of volume {name!r}'s latest snapshot; "
-                "`dockyard volume rm --backend swarm` removes the volume from the swarm"
-            )
-        self.drop(name)
+        with self.records.lock(name):
+            state = self.records.state(name)
+            if state["mounts"] or state.get("unpublished"):
+                raise Refused(
+                    f"volume {name!r} is in use on this node (mounted, or what was written "
+                    "here waits to be published): stop what uses it first"
+                )
+            try:
+                self.leases.unhold(name)
+            except NoSuchVolume:
+                pass
+            except LeaseError as exc:  # (the only copy of its latest snapshot, say)
+                raise Refused(str(exc)) from None
+            if self.store.exists(name):
+                self.store.remove(name)
 
     def drop(self, name: str) -> None:
         """Forget this node's copy (the volume was removed)."""
@@ -299,8 +309,9 @@ class NodeVolumes:
             found = self._find(name, snapshot)
             if found is not None:
                 return found
-            snap = self._fetch(name, snapshot, sources, live=not state["mounts"])
-            if not state["mounts"]:
+            idle = not state["mounts"] and not state.get("unpublished")  # (live/ is free)
+            snap = self._fetch(name, snapshot, sources, live=idle)
+            if idle:
                 self.records.save(name, {**state, "clean": snap.uuid})
             self._prune(name)
             return snap
@@ -319,15 +330,24 @@ class NodeVolumes:
         publish it, unless the volume was used already."""
         name = _checked(name)
         with self.records.lock(name):
-            if self.store.exists(name):
-                raise Refused(f"volume {name!r} has content on this node already")
+            current, _ = self.leases.get(name)
+            state = self.records.state(name)
+            if self.store.exists(name) and current is not None:
+                if state.get("incarnation") == current.incarnation:
+                    raise Refused(f"volume {name!r} has content on this node already")
+                self.store.remove(name)  # (a copy of a volume of that name that was removed)
             self.store.ensure(name, tree)
             try:
                 snap = self.store.snapshot(name)
-                self.leases.seeded(name, snap.uuid)
+                lease = self.leases.seeded(name, snap.uuid)
             except BaseException:
                 self.store.remove(name)  # (so that seeding may be tried again)
                 raise
+            self.records.save(
+                name,
+                {**fresh_state(), "clean": snap.uuid, "incarnation": lease.incarnation},
+            )
+            return snap
             self.records.save(name, {"epoch": 0, "mounts": [], "clean": snap.uuid})
             return snap
 

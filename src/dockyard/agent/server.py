@@ -120,8 +120,11 @@ class Handler(BaseHTTPRequestHandler):
             if handler is None:
                 raise Refused(404, f"no such call: {method} {self.path}")
             self._answer(200, handler(store, body))
-        except (Refused, volume_routes.Refusal) as exc:
+        except Refused as exc:
             self._answer(exc.status, {"error": exc.message})
+        except volume_routes.Refusal as exc:
+            kind = {"kind": exc.kind} if exc.kind else {}
+            self._answer(exc.status, {"error": exc.message, **kind})
         except (VolumeRefused, LeaseError, volume_routes.Unavailable) as exc:
             self._answer(409, {"error": str(exc)})
         except EngineError as exc:

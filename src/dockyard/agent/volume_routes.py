@@ -73,6 +73,9 @@ class LeaseService:
     def hand(self, volume: str, node: str) -> Lease:
         return rules.change(self.store, volume, lambda lease: rules.handed(lease, node))
 
+    def unhold(self, volume: str, node: str) -> Lease:
+        return rules.change(self.store, volume, lambda lease: rules.without_holder(lease, node))
+
 
 @dataclass
 class ServiceLeases:
@@ -97,6 +100,9 @@ class ServiceLeases:
     def seeded(self, volume: str, snapshot: str) -> Lease:
         return self.service.seeded(volume, self.node, snapshot, self.clock())
 
+    def unhold(self, volume: str) -> Lease:
+        return self.service.unhold(volume, self.node)
+
     def get(self, volume: str) -> tuple[Lease | None, dict[str, str]]:
         return self.service.store.get(volume), self.service.nodes()
 
@@ -108,6 +114,13 @@ class ServiceLeases:
 
     def remove(self, volume: str) -> None:
         self.service.store.remove(volume)
+
+
+REFUSALS: dict[str, type[LeaseError]] = {
+    "Fenced": rules.Fenced,
+    "Held": rules.Held,
+    "NoSuchVolume": rules.NoSuchVolume,
+}
 
 
 @dataclass
@@ -127,8 +140,9 @@ class RemoteLeases:
                     "POST", f"leases/{route}", body
                 )
             except AgentError as exc:
-                if exc.status == 409:  # the rules refused: said as it is
-                    raise LeaseError(str(exc).split(": ", 1)[-1]) from None
+                if exc.status == 409:  # the rules refused: said as it is, of its kind
+                    kind = REFUSALS.get(exc.kind or "", LeaseError)
+                    raise kind(str(exc).split(": ", 1)[-1]) from None
                 problems.append(f"{manager[:12]}: {exc}")
         raise Unavailable(
             "no manager's agent answers for the volume leases: " + "; ".join(problems)
@@ -156,6 +170,9 @@ class RemoteLeases:
 
     def hand(self, volume: str, node: str) -> Lease:
         return Lease.from_json(self._call("hand", {"volume": volume, "node": node})["lease"])
+
+    def unhold(self, volume: str) -> Lease:
+        return Lease.from_json(self._call("unhold", {"volume": volume, "node": self.node})["lease"])
 
     def get(self, volume: str) -> tuple[Lease | None, dict[str, str]]:
         answer = self._call("get", {"volume": volume})
@@ -197,10 +214,11 @@ class AgentPeers:
 
 
 class Refusal(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, kind: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.kind = kind  # (a lease rule's refusal: its class, for the caller to raise again)
 
 
 def _text(body: dict[str, Any], name: str) -> str:
@@ -235,7 +253,7 @@ def _lease_call(call: Callable[[LeaseService, dict[str, Any]], Lease | None]) ->
         try:
             lease = call(service, body)
         except LeaseError as exc:
-            raise Refusal(409, str(exc)) from None
+            raise Refusal(409, str(exc), type(exc).__name__) from None
         return {"lease": lease.to_json() if lease else None, "nodes": service.nodes()}
 
     return route
@@ -316,6 +334,9 @@ ROUTES: dict[tuple[str, str], Callable[[NodeStore, dict[str, Any]], dict[str, An
     ),
     ("POST", "leases/seeded"): _lease_call(
         lambda s, b: s.seeded(_text(b, "volume"), _text(b, "node"), _text(b, "snapshot"), _now())
+    ),
+    ("POST", "leases/unhold"): _lease_call(
+        lambda s, b: s.unhold(_text(b, "volume"), _text(b, "node"))
     ),
     ("POST", "leases/hand"): _lease_call(lambda s, b: s.hand(_text(b, "volume"), _text(b, "node"))),
     ("POST", "leases/get"): _lease_call(lambda s, b: s.store.get(_text(b, "volume"))),

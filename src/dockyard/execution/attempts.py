@@ -166,6 +166,13 @@ class AttemptRunner:
             ]
         return dataclasses.replace(spec, binds=tuple(binds))
 
+    def _settle(self, order: Order) -> None:
+        """What the attempt wrote in its volumes is their content before it is reported
+        (its dependents' keys name that content)."""
+        for volume, _, readonly, _ in order.volumes:
+            if not readonly and self.volumes is not None:
+                self.volumes.settle(volume)
+
     def run(self, order: Order) -> None:
         """Worker thread: one attempt, from create (or adoption) to remove. Never raises."""
         iid, spec, container_id = order.instance, order.spec, order.container_id
@@ -191,6 +198,7 @@ class AttemptRunner:
             elif self._track(key, container_id):
                 self._kill(container_id)  # an adopted one, whose partner failed already
             status = self.runtime.wait(container_id, order.timeout)
+            self._settle(order)
             if (
                 unwatched is None
                 and _by_signal(status)

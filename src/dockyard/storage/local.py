@@ -72,6 +72,9 @@ class LocalVolumes:
         # its unchanged files still come from the stat cache.
         return hasher.digest(self.store.live(name), may_change=True)
 
+    def settle(self, name: str) -> None:
+        pass  # (a write is the volume's content as it is made)
+
     def mount(
         self, name: str, target: str, readonly: bool, node: str, version: str | None = None
     ) -> Bind:

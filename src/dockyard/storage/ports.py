@@ -157,6 +157,11 @@ class VolumeBackend(Protocol):
         the snapshot that is its content); ``settled``: once a writer that just ended has
         left it (a cluster's volume is published a moment after its last unmount)."""
 
+    def settle(self, name: str) -> None:
+        """Wait until what a writer that just ended left in the volume is its content (a
+        cluster's volume is published a moment after its last unmount; bounded): the
+        worker of a writer's attempt calls this before the attempt is reported."""
+
     def mount(
         self, name: str, target: str, readonly: bool, node: str, version: str | None = None
     ) -> Bind:

@@ -168,6 +168,9 @@ class SwarmVolumes:
             return f"held:{lease.owner}:{lease.epoch}"
         return f"{SNAPSHOT}{lease.snapshot or 'empty'}"
 
+    def settle(self, name: str) -> None:
+        self._published(name)
+
     def mount(
         self, name: str, target: str, readonly: bool, node: str, version: str | None = None
     ) -> Bind:

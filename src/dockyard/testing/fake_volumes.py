@@ -173,6 +173,9 @@ class FakeVolumes:
     def digest(self, name: str, hasher: InputHasher, *, settled: bool = False) -> str:
         return hasher.digest(self.live(name), may_change=True)
 
+    def settle(self, name: str) -> None:
+        pass  # (a write is the volume's content as it is made)
+
     def mount(
         self, name: str, target: str, readonly: bool, node: str, version: str | None = None
     ) -> Bind:
