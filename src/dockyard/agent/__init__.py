@@ -45,6 +45,7 @@ MODULES = (
     "agent/leases.py",
     "agent/node_volumes.py",
     "agent/volume_records.py",
+    "agent/replication.py",
     "agent/plugin.py",
     "agent/volume_routes.py",
     "spec/names.py",

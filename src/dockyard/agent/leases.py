@@ -28,7 +28,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
@@ -314,7 +314,9 @@ class SwarmLeases:
 
     def nodes(self) -> dict[str, str]:
         return {
-            n["ID"]: _address(n) for n in self.engine.nodes() if n["Status"].get("State") == "ready"
+            n["ID"]: node_address(n)
+            for n in self.engine.nodes()
+            if n["Status"].get("State") == "ready"
         }
 
     @staticmethod
@@ -328,7 +330,8 @@ class SwarmLeases:
         }
 
 
-def _address(node: dict[str, Any]) -> str:
+def node_address(node: Mapping[str, Any]) -> str:
+    """A Swarm node's address, from the engine's description of it."""
     address = str(node["Status"].get("Addr") or "")
     if address in ("", "0.0.0.0"):  # (a manager may say so): its address as a manager
         address = str((node.get("ManagerStatus") or {}).get("Addr") or "").rpartition(":")[0]
@@ -348,6 +351,7 @@ __all__ = [
     "config_name",
     "given_back",
     "handed",
+    "node_address",
     "released",
     "seeded",
     "taken",

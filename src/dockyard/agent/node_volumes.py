@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from dockyard.agent.leases import Fenced, Lease, LeaseAccess, LeaseError, NoSuchVolume
+from dockyard.agent.replication import Replicator
 from dockyard.agent.volume_records import Records, fresh_state
 from dockyard.storage import safefs
 from dockyard.storage.volumes import Snapshot, VolumeStore, check_name, mirror
@@ -72,8 +73,7 @@ class NodeVolumes:
 
     def __post_init__(self) -> None:
         self.records = Records(self.store)
-        self.replicating: set[threading.Thread] = set()
-        self._replicating_lock = threading.Lock()
+        self.replicator = Replicator(self.node, self.leases, self.peers, self.replicas, self.log)
 
     # -- Docker's calls -----------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class NodeVolumes:
                 ) from None
             published = self._publish(name, state, snap.uuid)
         if published is not None:
-            self._replicate_later(name, snap.uuid, state.get("holders") or [])
+            self.replicator.later(name, snap.uuid, state.get("holders") or [])
 
     def void_mounts(self) -> None:
         """Forget the mounts this node recorded: the engine that made them is gone (Docker
@@ -238,7 +238,7 @@ class NodeVolumes:
                 if lease is None:
                     return
                 if isinstance(lease, Lease):
-                    self._replicate_later(name, snapshot, state.get("holders") or [])
+                    self.replicator.later(name, snapshot, state.get("holders") or [])
                     return
 
         threading.Thread(target=again, daemon=True).start()
@@ -404,48 +404,6 @@ class NodeVolumes:
         if not self.store.exists(name):
             return None
         return next((s for s in self.store.snapshots(name) if s.uuid == snapshot), None)
-
-    def _replicate_later(self, name: str, snapshot: str, prefer: list[str]) -> None:
-        """Send ``snapshot`` to :attr:`replicas` other nodes that are up, in the background:
-        first to those in ``prefer`` (they kept the one before: they need the increment)."""
-        if self.replicas <= 0:
-            return
-        thread = threading.Thread(
-            target=self._replicate, args=(name, snapshot, prefer), daemon=True
-        )
-        with self._replicating_lock:
-            self.replicating.add(thread)
-        thread.start()
-
-    def _replicate(self, name: str, snapshot: str, prefer: list[str]) -> None:
-        try:
-            _, nodes = self.leases.get(name)
-            others = sorted(
-                (n for n in nodes if n != self.node), key=lambda n: (n not in prefer, n)
-            )
-            done = 0
-            for node in others:
-                if done >= self.replicas:
-                    break
-                try:
-                    here = {self.node: nodes[self.node]} if self.node in nodes else {}
-                    self.peers.pull(node, nodes[node], name, snapshot, here)
-                    self.leases.holder(name, snapshot, node)
-                    done += 1
-                except Exception as exc:  # (the next node, then the next publish)
-                    self.log(f"replicating {name} to {node[:12]}: {exc}")
-        except Exception as exc:
-            self.log(f"replicating {name}: {exc}")
-        finally:
-            with self._replicating_lock:
-                self.replicating.discard(threading.current_thread())
-
-    def wait_replicated(self, timeout: float) -> None:
-        """Wait for the replications under way (for tests and a clean stop)."""
-        with self._replicating_lock:
-            threads = list(self.replicating)
-        for thread in threads:
-            thread.join(timeout)
 
     def _prune(self, name: str) -> None:
         """Keep the newest :data:`KEEP_SNAPSHOTS` snapshots, and those read by a container

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from dockyard.agent.leases import node_address
 from dockyard.runtime.base import (
     DEFAULT_CAPABILITIES,
     Bind,
@@ -160,10 +161,6 @@ def node_of(found: Mapping[str, Any]) -> Node:
     resources = description.get("Resources") or {}
     status = str((found.get("Status") or {}).get("State") or "unknown")
     availability = str((found.get("Spec") or {}).get("Availability") or "active")
-    address = str((found.get("Status") or {}).get("Addr") or "")
-    if address in ("", "0.0.0.0"):  # (a manager may say so): its address as a manager
-        manager = str((found.get("ManagerStatus") or {}).get("Addr") or "")
-        address = manager.rpartition(":")[0].strip("[]")
     state = status if status != "ready" else ("ready" if availability == "active" else "draining")
     return Node(
         id=str(found["ID"]),
@@ -173,7 +170,7 @@ def node_of(found: Mapping[str, Any]) -> Node:
             memory=int(resources.get("MemoryBytes") or 0),
         ),
         state=state,
-        address=address,
+        address=node_address(found),
     )
 
 

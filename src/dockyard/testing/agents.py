@@ -73,7 +73,7 @@ class VolumeCluster:
         """Wait for every replication under way."""
         for server in self.servers.values():
             if server.store.volumes is not None:
-                server.store.volumes.wait_replicated(30.0)
+                server.store.volumes.replicator.wait(30.0)
 
 
 @contextlib.contextmanager
