@@ -7,6 +7,9 @@ from __future__ import annotations
 import http.client
 import os
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,3 +156,115 @@ def test_a_machine_without_the_key_is_refused_unless_it_asks_for_a_new_one(
     monkeypatch.undo()  # back on the first machine: its key is taken again
     monkeypatch.setenv(NEW_KEY_ENV, "1")  # (it has the file: nothing new is made)
     assert deploy(swarm_runtime, print).key == agents.key
+
+
+# A stranger on the nodes' network, without the key: it holds as many connections to each
+# agent as it can (re-opening those the agents close, a bounded number a second), some
+# idle and some sending a byte of a head every few seconds, until its stdin closes or its
+# time is up.
+FLOOD = r"""
+import resource, selectors, socket, sys, time
+targets = [(a.rpartition(":")[0], int(a.rpartition(":")[2])) for a in sys.argv[1].split(",")]
+per_target, seconds, rate = int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+watch = selectors.DefaultSelector()
+watch.register(sys.stdin, selectors.EVENT_READ, None)
+held, closed, connects, slow_bytes, start = {}, [], 0, 0, time.monotonic()
+def open_one(target, slow):
+    global connects
+    connects += 1
+    try:
+        sock = socket.create_connection(target, timeout=5)
+        if slow:
+            sock.sendall(b"GET /v1/health HTTP/1.1\r\nX-Slow: ")
+    except OSError:
+        return
+    held[sock] = (target, slow)
+    watch.register(sock, selectors.EVENT_READ, None)
+for target in targets:
+    for n in range(per_target):
+        open_one(target, n % 20 == 0)
+print(f"ready {len(held)}", flush=True)
+deadline, next_byte, done = time.monotonic() + seconds, time.monotonic() + 3, False
+while time.monotonic() < deadline and not done:
+    for key, _ in watch.select(0.5):
+        sock = key.fileobj
+        if sock is sys.stdin:
+            done = not sys.stdin.readline()
+            continue
+        try:
+            gone = not sock.recv(4096)
+        except OSError:
+            gone = True
+        if gone:
+            closed.append(held.pop(sock))
+            watch.unregister(sock)
+            sock.close()
+    while closed and connects < per_target * len(targets) + rate * (time.monotonic() - start):
+        open_one(*closed.pop(0))  # (at most ``rate`` re-opened a second: bounded)
+    if time.monotonic() > next_byte:
+        next_byte = time.monotonic() + 3
+        for sock, (_, slow) in list(held.items()):
+            if slow:
+                try:
+                    sock.send(b"1")
+                    slow_bytes += 1
+                except OSError:
+                    pass
+print(f"done {connects} connects, {len(held)} held, {slow_bytes} slow bytes", flush=True)
+"""
+
+
+def test_a_run_succeeds_while_a_stranger_floods_every_agent_with_connections(
+    tmp_path: Path,
+    local_swarm: LocalSwarm,
+    on_swarm: LocalSwarm,
+    agents: AgentPool,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """1,000 connections to each agent, idle or trickling a head, from a node's network
+    (where a step with a network would be): dockyard's signed calls still get through."""
+    path = tmp_path / "dockyard.yaml"
+    path.write_text(
+        f"""
+version: 1
+name: flooded
+defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
+steps:
+  make: {{command: "sh -c 'echo made > /out/x'"}}
+  use: {{needs: [make], command: "sh -c 'cat /in/make/x > /out/y'"}}
+"""
+    )
+    started = time.monotonic()
+    assert main(["run", "-f", str(path), "--backend", "swarm", "--no-cache"]) == 0
+    undisturbed = time.monotonic() - started
+
+    targets = ",".join(agents.addresses().values())
+    command = [sys.executable, "-I", "-c", FLOOD, targets, "1000", "600", "500"]
+    with subprocess.Popen(
+        local_swarm.nodes[2].engine.nsenter(*command),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as attacker:
+        try:
+            assert attacker.stdout is not None and attacker.stdin is not None
+            ready = attacker.stdout.readline()
+            assert ready.startswith("ready"), ready
+            started = time.monotonic()
+            code = main(["run", "-f", str(path), "--backend", "swarm", "--no-cache"])
+            disturbed = time.monotonic() - started
+            attacker.stdin.close()
+            done = attacker.stdout.read()
+            assert attacker.wait(timeout=60) == 0
+        finally:
+            if attacker.poll() is None:
+                attacker.kill()
+    output = capsys.readouterr()
+    assert code == 0, output
+    print(f"undisturbed {undisturbed:.1f} s, flooded {disturbed:.1f} s; attacker: {done}")
+    connects, held = int(done.split()[1]), int(done.split()[3])
+    assert connects > 3000 and held >= 3 * 32  # (the flood went on through the run)
+    # (a liveness bound, not a speed target: a starved agent failed the run after minutes)
+    assert disturbed < 3 * undisturbed + 60, (undisturbed, disturbed, done)

@@ -198,3 +198,32 @@ steps:
     log = capsys.readouterr().out
     assert "removed the set-uid bit of 'tool'" in log
     assert "dropped 'pipe' (a FIFO is not data)" in log
+
+
+def test_a_committed_output_belongs_to_root_whatever_owner_the_step_gave_it(
+    tmp_path: Path,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A step that chowns its /out to a uid must not leave that local user the means to
+    make a committed output writable (``chmod u+w``) and rewrite what later steps read."""
+    path = write(
+        tmp_path / "p",
+        f"""
+version: 1
+name: {pipeline_name}
+steps:
+  make:
+    image: "{BUSYBOX_IMAGE}"
+    command: >-
+      sh -c 'echo data > /out/f && mkdir /out/d && echo more > /out/d/g && chmod 600 /out/f
+      && chown -R 1000:1000 /out/f /out/d'
+""",
+    )
+    assert main(["run", "-f", str(path)]) == 0, capsys.readouterr()
+    output = committed_output(path, "make", capsys)
+    for entry in (output, output / "f", output / "d", output / "d" / "g"):
+        info = entry.lstat()
+        assert (info.st_uid, info.st_gid) == (0, 0), entry
+        assert not info.st_mode & 0o222, entry
+    assert (output / "f").stat().st_mode & 0o777 == 0o444  # readable by a consumer of any uid

@@ -463,3 +463,54 @@ def test_an_input_that_is_a_fifo_is_refused_as_it_would_never_be_read_to_its_end
     assert "steps.a.inputs.p:" in output and "neither a file nor a folder" in output
     with pytest.raises(PlanError, match="neither a file nor a folder"):
         resolve_input(tmp_path, "pipe")
+
+
+# -- the data root (named volumes, the cluster key) ----------------------------------------
+
+DATA_ROOT_PATHS = {
+    "is-it": ("home", "input", "is dockyard's data root"),
+    "inside-it": ("home/swarm", "input", "is inside dockyard's data root"),
+    "contains-it": (".", "input", "contains dockyard's data root"),
+    "a-seed-inside-it": ("home/volumes", "seed", "is inside dockyard's data root"),
+    "a-build-context-containing-it": (".", "build", "contains dockyard's data root"),
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "where", "relation"), DATA_ROOT_PATHS.values(), ids=DATA_ROOT_PATHS.keys()
+)
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_the_data_root_is_no_input_seed_or_build_context(
+    path: str,
+    where: str,
+    relation: str,
+    command: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stranger's pipeline run from $HOME must not hand the cluster key to a step."""
+    home = tmp_path / "home"
+    (home / "swarm").mkdir(parents=True)
+    (home / "swarm" / "agent.key").write_text("secret")
+    (home / "volumes").mkdir()
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY . /ctx\n")
+    monkeypatch.setenv("DOCKYARD_HOME", str(home))
+    body = {
+        "input": f'a: {{command: [ls, /in/d], inputs: {{d: "{path}"}}}}',
+        "seed": 'a: {command: "true"}',
+        "build": 'a: {command: "true", image: {ref: t}}',
+    }[where]
+    extra = {
+        "input": "",
+        "seed": f'volumes: {{v: {{seed: "{path}"}}}}\n',
+        "build": f'images: {{t: {{build: "{path}"}}}}\n',
+    }[where]
+    file = tmp_path / "dockyard.yaml"
+    file.write_text(f"version: 1\nname: home\n{extra}steps:\n  {body}\n")
+    code = main([command, "-f", str(file)])
+    captured = capsys.readouterr()
+    output = " ".join((captured.out + captured.err).split())
+    assert code == 2, output
+    assert relation in output and "cluster's key" in output
+    assert not (tmp_path / ".dockyard" / "outputs").exists()  # nothing started

@@ -10,10 +10,15 @@ import pytest
 from dockyard.errors import RuntimeFailure
 from dockyard.runtime.agent_image import _code_layer, agent_sources
 from dockyard.runtime.swarm_agents import (
+    AGENT_MEMORY,
+    AGENT_PIDS,
     NEW_KEY_ENV,
     ROOT_ENV,
+    ROOT_MOUNT,
     AgentSettings,
     _check_same_key,
+    _root_task,
+    _service_task,
 )
 
 
@@ -35,6 +40,48 @@ def test_an_agent_root_that_would_bind_too_much_is_refused(monkeypatch, root: st
     monkeypatch.setenv(ROOT_ENV, root)
     with pytest.raises(RuntimeFailure, match=ROOT_ENV):
         AgentSettings.from_environment()
+
+
+@pytest.mark.parametrize("managers", [None, {"m1": "10.0.0.1:7480"}], ids=["manager", "worker"])
+def test_an_agent_binds_its_root_alone_and_has_memory_and_pids_limits(managers) -> None:
+    settings = AgentSettings("/var/lib/dockyard-agent", 7480)
+    task = _service_task("dockyard/agent:x", settings, ("id", "name"), "host", managers)
+    limits = task["Resources"]["Limits"]
+    assert limits == {"MemoryBytes": AGENT_MEMORY, "Pids": AGENT_PIDS}
+    assert 0 < AGENT_MEMORY <= 2 << 30 and 0 < AGENT_PIDS <= 4096
+    spec = task["ContainerSpec"]
+    sources = {m["Source"]: m["Target"] for m in spec["Mounts"]}
+    assert sources["/var/lib/dockyard-agent"] == ROOT_MOUNT  # the root, not /var/lib
+    assert "/var/lib" not in sources and "/run/docker" in sources  # (the plugin's sockets)
+    assert set(sources) - {"/var/lib/dockyard-agent", "/run/docker"} == (
+        {settings.engine_socket} if managers is None else set()
+    )
+    assert f"DOCKYARD_AGENT_MOUNT={ROOT_MOUNT}" in spec["Env"]
+
+
+def test_the_agent_root_is_made_by_a_job_that_runs_mkdir_alone(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    task = _root_task("dockyard/agent:x", AgentSettings("/var/lib/dockyard-agent", 7480))
+    spec = task["ContainerSpec"]
+    assert [m["Source"] for m in spec["Mounts"]] == ["/var/lib"]
+    assert spec["Command"][:2] == ["python3", "-c"]
+    assert spec["Command"][3] == f"{spec['Mounts'][0]['Target']}/dockyard-agent"
+    assert "Networks" not in task and "Secrets" not in spec
+    assert set(task["Resources"]["Limits"]) == {"MemoryBytes", "Pids"}
+    for _ in range(2):  # (again: the root is there already)
+        code = [sys.executable, "-c", spec["Command"][2], str(tmp_path / "root")]
+        subprocess.run(code, check=True)
+    assert (tmp_path / "root").stat().st_mode & 0o777 == 0o755 & ~_umask()
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_the_agent_image_holds_its_modules_and_an_empty_package(tmp_path: Path) -> None:

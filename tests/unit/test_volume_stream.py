@@ -354,3 +354,19 @@ def test_names_that_are_not_utf8_round_trip(tmp_path: Path) -> None:
     receiver = VolumeStore(tmp_path / "b")
     receive(receiver, "v", io.BytesIO(stream(store, "v")))
     assert (receiver.live("v") / odd).read_text() == "latin-1 name"
+
+
+@pytest.mark.parametrize("asked", ["another-volume", "another-snapshot"])
+def test_a_stream_other_than_the_one_asked_for_is_refused_before_anything_is_applied(
+    asked: str, sender: VolumeStore, tmp_path: Path
+) -> None:
+    """A peer asked for one snapshot of one volume cannot have another adopted instead."""
+    data = stream(sender, "ref")
+    uuid = sender.snapshots("ref")[-1].uuid
+    receiver = VolumeStore(tmp_path / "b")
+    name, expect = ("other", uuid) if asked == "another-volume" else ("ref", "0" * 32)
+    with pytest.raises(StreamError, match="asked for snapshot"):
+        receive(receiver, name, io.BytesIO(data), expect=expect)
+    assert not receiver.exists(name)
+    receive(receiver, "ref", io.BytesIO(data), expect=uuid)  # the one asked for is taken
+    assert content(receiver.live("ref")) == content(sender.live("ref"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import math
 import os
 import secrets
 import threading
@@ -176,6 +177,8 @@ class Verifier:
             sent = float(stamp)
         except ValueError:
             raise AuthError("the request's time is not a number") from None
+        if not math.isfinite(sent):  # (nan is never "too far off": it would never expire)
+            raise AuthError("the request's time is not a finite number")
         now = self.clock()
         if abs(now - sent) > MAX_SKEW:
             raise AuthError(f"the request's time is {now - sent:+.0f} s from this node's clock")

@@ -2,7 +2,9 @@
 
 A call waits as long as the agent works on it (sealing or fetching a large tree takes what
 it takes), unless the caller gives a timeout; a peer that vanished (a node cut off) is
-found by TCP keepalives within about :data:`DEAD_PEER_SECONDS`.
+found by TCP keepalives within about :data:`DEAD_PEER_SECONDS`. What moves once the answer
+began, and every tree or stream sent or fetched, keeps a minimum pace (:mod:`.pace`): a
+peer that trickles is cut off. An answer is read only up to :data:`MAX_ANSWER` bytes.
 """
 
 from __future__ import annotations
@@ -15,17 +17,27 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dockyard.agent import API, auth
 from dockyard.agent.frames import FrameReader
-from dockyard.agent.trees import TreeError, Writable, receive_tree, write_lone_file, write_tree
+from dockyard.agent.pace import Pace, PacedSocket, Rate
+from dockyard.agent.trees import (
+    Bounds,
+    TreeError,
+    Writable,
+    receive_tree,
+    write_lone_file,
+    write_tree,
+)
+from dockyard.storage import outputs as sealing
 
 CONNECT_TIMEOUT = 10.0
 UNACKED_MS = 60_000  # data sent and not acknowledged for this long: the peer is gone
 PIPE_CHUNK = 1 << 20
 KEEPALIVE = (10, 5, 4)  # idle seconds, seconds between probes, probes
 DEAD_PEER_SECONDS = KEEPALIVE[0] + KEEPALIVE[1] * KEEPALIVE[2]
+MAX_ANSWER = 16 << 20  # a JSON answer (read before its signature is checked: bounded)
 
 
 class AgentError(Exception):
@@ -39,12 +51,13 @@ class AgentError(Exception):
 
 class _Connection(http.client.HTTPConnection):
     """Connects within CONNECT_TIMEOUT, then reads with ``read_timeout`` (None: as long as
-    the peer is alive, which keepalives tell)."""
+    the peer is alive, which keepalives tell) and keeps to ``pace``."""
 
-    def __init__(self, host: str, port: int, read_timeout: float | None):
+    def __init__(self, host: str, port: int, read_timeout: float | None, pace: Pace):
         connect = CONNECT_TIMEOUT if read_timeout is None else min(CONNECT_TIMEOUT, read_timeout)
         super().__init__(host, port, timeout=connect)
         self.read_timeout = read_timeout
+        self.pace = pace
 
     def connect(self) -> None:
         super().connect()
@@ -55,14 +68,23 @@ class _Connection(http.client.HTTPConnection):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, UNACKED_MS)
         self.sock.settimeout(self.read_timeout)
+        self.sock = cast(socket.socket, PacedSocket(self.sock, self.pace, self.read_timeout))
 
 
 class AgentClient:
-    def __init__(self, address: str, key: bytes, node: str, timeout: float | None = None):
+    def __init__(
+        self,
+        address: str,
+        key: bytes,
+        node: str,
+        timeout: float | None = None,
+        rate: Rate | None = None,
+    ):
         self.address = address  # host:port
         self.key = key
         self.node = node  # whose agent it is: requests are signed for it alone
         self.timeout = timeout
+        self.rate = rate or Rate()  # the pace of what moves (:mod:`.pace`)
 
     def __repr__(self) -> str:
         return f"AgentClient({self.address!r}, node {self.node!r})"
@@ -72,33 +94,47 @@ class AgentClient:
     def health(self) -> dict[str, Any]:
         return self.call("GET", "health")
 
-    def call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def call(
+        self, method: str, route: str, body: dict[str, Any] | None = None, quick: bool = False
+    ) -> dict[str, Any]:
+        """``quick``: the agent answers at once (no long work), so the pace applies from the
+        request on; else the answer may take as long as the work (the pace from its start)."""
         data = json.dumps(body).encode() if body is not None else b""
-        conn, response, nonce = self._request(method, f"{API}/{route}", data)
+        conn, response, nonce = self._request(method, f"{API}/{route}", data, works=not quick)
         try:
-            raw = response.read()
+            raw = _answer(response)
         except (OSError, http.client.HTTPException) as exc:
             raise AgentError(f"agent {self.address}: {exc}") from None
         finally:
             conn.close()
         return self._checked(response, nonce, raw)
 
-    def put_tree(self, digest: str, source: Path) -> dict[str, Any]:
-        """Send the folder ``source`` to be kept as ``digest`` (checked there)."""
-        return self._put(digest, lambda pipe: write_tree(source, pipe))
+    def put_tree(self, digest: str, source: Path, bounds: Bounds | None = None) -> dict[str, Any]:
+        """Send the folder ``source`` to be kept as ``digest`` (checked there); ``bounds``:
+        what it holds (counted here when not given)."""
+        bounds = bounds or Bounds.of(sealing.tree_tally(source))
+        return self._put(digest, lambda pipe: write_tree(source, pipe), bounds)
 
     def put_lone_file(self, digest: str, fd: int) -> dict[str, Any]:
         """Send the open file ``fd`` to be kept as a tree that holds it alone."""
-        return self._put(digest, lambda pipe: write_lone_file(fd, pipe))
+        size = os.fstat(fd).st_size
+        return self._put(digest, lambda pipe: write_lone_file(fd, pipe), Bounds(size, size, 1, 1))
 
     def fetch_into(self, digest: str, store: Path) -> Path:
-        """Get the tree ``digest`` and keep it in ``store`` once it checks out."""
+        """Get the tree ``digest`` and keep it in ``store`` once it checks out: within what
+        the seal of it that this agent keeps counted (asked first, in a signed answer)."""
+        answer = self.call("POST", "objects/has", {"digests": [digest]}, quick=True)
+        record = (answer.get("records") or {}).get(digest)
+        if record is None:
+            kept = digest in (answer.get("present") or [])
+            why = "no record of what it holds (an older agent kept it)" if kept else "no such tree"
+            raise AgentError(f"agent {self.address}: tree {digest[:12]}: {why}")
         conn, response, nonce = self._request("GET", f"{API}/objects/{digest}", b"")
         try:
             if response.status != 200:
-                self._checked(response, nonce, response.read())
+                self._checked(response, nonce, _answer(response))
             auth.check_reply(self.key, self.node, nonce, 200, None, response.headers)
-            return receive_tree(response, digest, store)
+            return receive_tree(response, digest, store, Bounds.parse(record))
         except (auth.AuthError, TreeError, OSError, http.client.HTTPException) as exc:
             raise AgentError(f"agent {self.address}: {exc}") from None
         finally:
@@ -111,7 +147,11 @@ class AgentClient:
         conn, response, nonce = self._request("POST", f"{API}/{route}", json.dumps(body).encode())
         try:
             if response.status != 200:
-                self._checked(response, nonce, response.read())
+                try:
+                    raw = _answer(response)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise AgentError(f"agent {self.address}: {exc}") from None
+                self._checked(response, nonce, raw)
             try:
                 auth.check_reply(self.key, self.node, nonce, 200, None, response.headers)
             except auth.AuthError as exc:
@@ -123,16 +163,21 @@ class AgentClient:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _request(
-        self, method: str, path: str, data: bytes
+        self, method: str, path: str, data: bytes, works: bool = False
     ) -> tuple[_Connection, http.client.HTTPResponse, str]:
         """Send one signed request (a JSON body, or none); its connection (for the caller
-        to close), the answer's head, and the request's nonce."""
+        to close), the answer's head, and the request's nonce. ``works``: the agent works
+        before it answers (a call), for as long as that takes; else it answers at once (a
+        tree, a stream), which keeps the pace from the request on."""
         headers = auth.sign_request(self.key, self.node, method, path, data)
         if data:
             headers["Content-Type"] = "application/json"
         conn = self._connection()
         try:
+            conn.pace.start()
             conn.request(method, path, body=data or None, headers=headers)
+            if works:
+                conn.pace.await_answer()
             return conn, conn.getresponse(), headers[auth.NONCE]
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
@@ -140,12 +185,14 @@ class AgentClient:
 
     def _connection(self) -> _Connection:
         host, _, port = self.address.rpartition(":")
-        return _Connection(host.strip("[]"), int(port), self.timeout)
+        return _Connection(host.strip("[]"), int(port), self.timeout, Pace(self.rate))
 
-    def _put(self, digest: str, write: Callable[[Writable], None]) -> dict[str, Any]:
-        path = f"{API}/objects/{digest}"
+    def _put(
+        self, digest: str, write: Callable[[Writable], None], bounds: Bounds
+    ) -> dict[str, Any]:
+        path = f"{API}/objects/{digest}?{bounds.query()}"  # (signed: the bounds are too)
         headers = auth.sign_request(self.key, self.node, "PUT", path, None)
-        headers["Content-Type"] = "application/x-tar"
+        headers["Content-Type"] = "application/octet-stream"
         headers["Transfer-Encoding"] = "chunked"
         conn = self._connection()
         reader, writer = os.pipe()
@@ -165,13 +212,14 @@ class AgentClient:
         try:
             with os.fdopen(reader, "rb") as pipe:
                 conn.connect()  # (a node that does not answer is that, not a refusal)
+                conn.pace.start()  # (the answer, after the tree is checked, too)
                 # Refused half-way, the agent answers and stops reading: its answer says why.
                 with contextlib.suppress(OSError):
                     conn.request(
                         "PUT", path, body=_chunks(pipe), headers=headers, encode_chunked=True
                     )
                 response = conn.getresponse()
-                raw = response.read()
+                raw = _answer(response)
         except (OSError, http.client.HTTPException) as exc:
             raise AgentError(f"agent {self.address}: {exc}") from None
         finally:
@@ -204,6 +252,13 @@ class AgentClient:
         if not isinstance(answer, dict):
             raise AgentError(f"agent {self.address}: an answer that is not a JSON object")
         return answer
+
+
+def _answer(response: http.client.HTTPResponse) -> bytes:
+    raw = response.read(MAX_ANSWER + 1)
+    if len(raw) > MAX_ANSWER:
+        raise http.client.HTTPException(f"an answer larger than {MAX_ANSWER} bytes")
+    return raw
 
 
 def _chunks(pipe: Any) -> Iterator[bytes]:

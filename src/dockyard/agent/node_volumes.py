@@ -389,10 +389,7 @@ class NodeVolumes:
             try:
                 have = [s.uuid for s in self.have(name)]
                 with self.peers.open_send(node, address, name, snapshot, have) as inp:
-                    got = receive(self.store, name, inp, live=live)
-                if got.uuid != snapshot:
-                    raise Refused(f"it sent snapshot {got.uuid[:12]}, not {snapshot[:12]}")
-                return got
+                    return receive(self.store, name, inp, live=live, expect=snapshot)
             except Exception as exc:  # (each source in turn; all their reasons are told)
                 problems.append(f"{node[:12]}: {exc}")
         raise Refused(

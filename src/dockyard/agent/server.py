@@ -9,98 +9,114 @@ Configuration by environment, as the Swarm service gives it:
 ``DOCKYARD_AGENT_PORT``      the TCP port (default 7480), on every address of the node
 
 Every request must be signed (:mod:`dockyard.agent.auth`); bodies are JSON, except a tree
-sent or fetched (a tar stream, :mod:`dockyard.agent.trees`). Answers are JSON, signed.
+sent or fetched (a tree stream, :mod:`dockyard.agent.trees`). Answers are JSON, signed.
+Connections are taken and their heads read by :mod:`.gate` (one thread, under budgets that
+no one without the key can exhaust); a signed request is then served by a thread of its
+own, at most :data:`~dockyard.agent.gate.SERVED` at once.
 """
 
 from __future__ import annotations
 
-import contextlib
+import io
 import json
 import os
+import resource
 import socket
+import socketserver
 import sys
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dockyard.agent import API, DEFAULT_PORT, auth, layout, volume_routes
+from dockyard.agent import API, DEFAULT_PORT, auth, layout, object_routes, volume_routes
 from dockyard.agent.chunked import Chunked
-from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.engine import Engine, EngineError
 from dockyard.agent.frames import FrameWriter
+from dockyard.agent.gate import Gate, Limits, Refusal, refusal
+from dockyard.agent.head import Head, answer
 from dockyard.agent.leases import LeaseError, SwarmLeases
 from dockyard.agent.node_store import NodeStore
 from dockyard.agent.node_volumes import NodeVolumes
 from dockyard.agent.node_volumes import Refused as VolumeRefused
+from dockyard.agent.object_routes import Refused
 from dockyard.agent.plugin import SOCKET_DIR, PluginServer
-from dockyard.agent.trees import TreeError, receive_tree, write_tree
+from dockyard.agent.quietlog import QuietLog
+from dockyard.agent.trees import Bounds, TreeError, receive_tree, write_tree
 from dockyard.agent.volume_routes import AgentPeers, LeaseService, RemoteLeases, ServiceLeases
 from dockyard.errors import DockyardError
-from dockyard.storage import outputs as sealing
 from dockyard.storage.volumes import VolumeStore
 
 MAX_JSON = 1 << 20
-VERSION = "1"
-IDLE_SECONDS = 60.0  # silence within a request (a body being sent) that drops it
-HEAD_SECONDS = 10.0  # for the request line and headers, all of them
-MAX_CONNECTIONS = 128
-SLOT_WAIT = 30.0  # how long a connection waits for a free slot before it is closed
+IDLE_SECONDS = 60.0  # silence within a signed request (a body being sent) that drops it
+FILES = 8192  # descriptors the agent asks for (heads, served requests, trees being copied)
 
 
-class Refused(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class _Rest(io.RawIOBase):
+    """The rest of a request: what the gate read past the head, then the socket."""
+
+    def __init__(self, start: bytes, sock: socket.socket):
+        self.start = memoryview(start)
+        self.sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.start:
+            size = min(len(buffer), len(self.start))
+            buffer[:size] = self.start[:size]
+            self.start = self.start[size:]
+            return size
+        return self.sock.recv_into(buffer)
 
 
 class Handler(BaseHTTPRequestHandler):
+    """Serves one signed request whose head the gate read and the verifier checked."""
+
     server: AgentServer
     protocol_version = "HTTP/1.0"  # one request per connection; answers end at close
     timeout = IDLE_SECONDS  # a client that sends nothing for this long is dropped
 
+    def __init__(
+        self,
+        request: socket.socket,
+        client_address: tuple[str, int],
+        server: AgentServer,
+        head: Head,
+        checked: auth.Checked,
+    ):
+        self.head, self.checked = head, checked
+        super().__init__(request, client_address, server)
+
     def setup(self) -> None:
         super().setup()
-        # The whole head within HEAD_SECONDS, however slowly its bytes come.
-        self.head_deadline = threading.Timer(HEAD_SECONDS, self._drop)
-        self.head_deadline.daemon = True
-        self.head_deadline.start()
+        self.rfile.close()  # (the gate may have read past the head: that comes first)
+        self.rfile = io.BufferedReader(_Rest(self.head.rest, self.connection))
 
-    def _drop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
-
-    def finish(self) -> None:
-        self.head_deadline.cancel()
-        super().finish()
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
+    def handle(self) -> None:
+        head = self.head
+        self.close_connection = True
+        self.command, self.path, self.request_version = head.method, head.path, head.version
+        self.requestline, self.headers = head.line, head.headers
+        try:
+            self._serve(head.method)
+            self.wfile.flush()
+        except TimeoutError as exc:
+            self.log_error("request timed out: %r", exc)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         if isinstance(code, int) and code >= 400:  # (refusals only: the log stays small)
             super().log_request(code, size)
 
     def log_message(self, format: str, *args: Any) -> None:
-        sys.stderr.write(f"agent: {self.address_string()} {format % args}\n")
+        self.server.log.line(f"{self.address_string()} {format % args}")
 
     def _serve(self, method: str) -> None:
-        self.head_deadline.cancel()  # (the head is in)
         store = self.server.store
-        try:
-            checked = store.verifier.check(method, self.path, self.headers)
-        except auth.AuthError as exc:
-            self._answer(403, {"error": str(exc)}, nonce="")
-            return
+        checked = self.checked
         self.nonce = checked.nonce
         try:
             route = self.path.removeprefix(API).split("/")[1:]
@@ -154,12 +170,14 @@ class Handler(BaseHTTPRequestHandler):
             raise Refused(400, "the body is not a JSON object")
         return body
 
-    def _receive(self, digest: str) -> dict[str, Any]:
+    def _receive(self, name: str) -> dict[str, Any]:
+        digest, _, query = name.partition("?")  # (its bounds: in the path, which is signed)
         layout.check_digest(digest)
         store = self.server.store
         if "chunked" not in (self.headers.get("Transfer-Encoding") or ""):
             raise Refused(411, "a tree is sent chunked")
-        where = receive_tree(Chunked(self.rfile), digest, store.outputs())
+        bounds = Bounds.from_query(query)
+        where = receive_tree(Chunked(self.rfile), digest, store.outputs(), bounds)
         return {"path": str(layout.object_dir(store.host, store.node, digest)), "kept": bool(where)}
 
     def _send(self, digest: str) -> None:
@@ -167,7 +185,7 @@ class Handler(BaseHTTPRequestHandler):
         if not tree.is_dir():
             raise Refused(404, f"no tree {digest[:12]} on this node")
         self.send_response(200)
-        self.send_header("Content-Type", "application/x-tar")
+        self.send_header("Content-Type", "application/octet-stream")
         store = self.server.store
         self.send_header(auth.REPLY, auth.sign_reply(store.key, store.node, self.nonce, 200, None))
         self.end_headers()
@@ -189,133 +207,112 @@ class Handler(BaseHTTPRequestHandler):
             return
         out.close()
 
-    def _answer(self, status: int, body: dict[str, Any], nonce: str | None = None) -> None:
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        if nonce != "":
-            store = self.server.store
-            mac = auth.sign_reply(store.key, store.node, self.nonce, status, data)
-            self.send_header(auth.REPLY, mac)
+        store = self.server.store
+        mac = auth.sign_reply(store.key, store.node, self.nonce, status, data)
+        self.send_header(auth.REPLY, mac)
         self.end_headers()
         self.wfile.write(data)
 
 
-# -- calls ------------------------------------------------------------------------------------
+class AgentServer(socketserver.TCPServer):
+    """The agent on ``address``: :meth:`serve_forever` runs the gate; signed requests are
+    served by threads of their own (``limits``: :class:`~dockyard.agent.gate.Limits`)."""
 
+    allow_reuse_address = True
+    request_queue_size = 1024  # (a burst of connects must not wait for SYN retries)
 
-def _health(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
-    return {"node": store.node, "root": store.host, "version": VERSION}
+    def __init__(
+        self,
+        address: tuple[str, int],
+        store: NodeStore,
+        limits: Limits | None = None,
+        log: QuietLog | None = None,
+    ):
+        super().__init__(address, socketserver.BaseRequestHandler)  # (the gate's Handler)
+        self.store = store
+        self.limits = limits or Limits()
+        self.log = log or QuietLog()
+        self.workers = threading.BoundedSemaphore(self.limits.served + self.limits.queued)
+        self.slots = threading.BoundedSemaphore(self.limits.served)
+        self.gate = Gate(self.socket, self.limits, self._on_head, self.log)
+        self._serving = threading.Event()
+        self._serving.set()  # (set: not serving)
 
-
-def _make(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
-    staging, workspace, host = store.staging(body)
-    with store.lock(staging):
-        workspace.make(staging)
-    return {"path": str(host)}
-
-
-def _commit(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
-    """Seal a staging folder and keep it by its digest, on this node (where it is)."""
-    staging, _, _ = store.staging(body)
-    with store.lock(staging):
-        if not staging.path.is_dir():
-            raise Refused(404, "the staging folder is gone")
-        sealed = sealing.seal_tree(staging.path)
-        sealing.place(staging.path, sealed, store.outputs())
-    store.unlock(staging)
-    return {
-        "digest": sealed.digest,
-        "size": sealed.size,
-        "files": sealed.files,
-        "changes": list(sealed.changes),
-        "path": str(layout.object_dir(store.host, store.node, sealed.digest)),
-    }
-
-
-def _discard(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
-    staging, _, _ = store.staging(body)
-    with store.lock(staging):
-        sealing.discard(staging.path)
-    store.unlock(staging)
-    return {}
-
-
-def _clear(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
-    project = layout.check_part(body.get("project"), "project")
-    work = store.here(layout.project_dir(store.host, store.node, project)) / "work"
-    sealing.discard(work)
-    return {}
-
-
-def _streams(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
-    """A streamed chain's FIFOs, named like a staging folder (the chain and its attempt)."""
-    staging, workspace, _ = store.staging(body)
-    producers = body.get("producers")
-    if not isinstance(producers, list) or not all(isinstance(p, str) for p in producers):
-        raise Refused(400, "producers: a list of names")
-    folder = workspace.make_streams(staging.path.parent.name, staging.path.name, producers)
-    return {"path": str(store.on_host(folder))}
-
-
-def _has(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
-    digests = body.get("digests")
-    if not isinstance(digests, list):
-        raise Refused(400, "digests: a list")
-    root = store.outputs()
-    return {"present": [d for d in map(layout.check_digest, digests) if (root / d).is_dir()]}
-
-
-def _fetch(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
-    """Get a tree from the agent at ``source`` (host:port) and keep it, checked."""
-    digest = layout.check_digest(body.get("digest"))
-    source, source_node = body.get("source"), body.get("source_node")
-    if not isinstance(source, str) or not isinstance(source_node, str):
-        raise Refused(400, "source, source_node: the agent that holds the tree, and its node")
-    where = layout.object_dir(store.host, store.node, digest)
-    if not (store.outputs() / digest).is_dir():
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._serving.clear()
         try:
-            AgentClient(source, store.key, source_node).fetch_into(digest, store.outputs())
-        except AgentError as exc:
-            raise Refused(502, f"from {source}: {exc}") from None
-    return {"path": str(where)}
+            self.gate.run(poll_interval)
+        finally:
+            self._serving.set()
+
+    def shutdown(self) -> None:
+        self.gate.stop()
+        self._serving.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.gate.close()
+
+    def _on_head(self, sock: socket.socket, address: tuple[str, int], head: Head) -> Refusal | None:
+        """In the gate: a request that is not signed is refused there; a signed one is
+        served by a thread of its own, or refused (signed) when too many are."""
+        try:
+            checked = self.store.verifier.check(head.method, head.path, head.headers)
+        except auth.AuthError as exc:
+            return refusal(403, str(exc), drain=_declared(head))
+        if not self.workers.acquire(blocking=False):
+            message = f"{self.limits.served + self.limits.queued} requests at once: try again"
+            return self._busy(checked, message, _declared(head))
+        thread = threading.Thread(target=self._serve, args=(sock, address, head, checked))
+        thread.daemon = True
+        try:
+            thread.start()
+        except RuntimeError as exc:  # (no thread to be had: the pids limit, say)
+            self.workers.release()
+            return self._busy(checked, f"cannot serve now: {exc}", _declared(head))
+        return None
+
+    def _serve(
+        self, sock: socket.socket, address: tuple[str, int], head: Head, checked: auth.Checked
+    ) -> None:
+        try:
+            if self.slots.acquire(timeout=self.limits.slot_wait):
+                try:
+                    Handler(sock, address, self, head, checked)
+                finally:
+                    self.slots.release()
+            else:
+                busy = self._busy(checked, f"no slot in {self.limits.slot_wait} s", 0)
+                sock.settimeout(IDLE_SECONDS)
+                sock.sendall(busy.answer)
+        except Exception as exc:  # (a thread's end is never silent)
+            self.log.line(f"{address[0]} {head.line}: {type(exc).__name__}: {exc}")
+        finally:
+            self.workers.release()
+            self.shutdown_request(sock)
+
+    def _busy(self, checked: auth.Checked, message: str, drain: int) -> Refusal:
+        """A 503, signed (the client knows it is its agent that is busy)."""
+        body = json.dumps({"error": message}).encode()
+        mac = auth.sign_reply(self.store.key, self.store.node, checked.nonce, 503, body)
+        return Refusal(503, message, answer(503, body, {auth.REPLY: mac}), drain)
 
 
 ROUTES: dict[tuple[str, str], Callable[[NodeStore, dict[str, Any]], dict[str, Any]]] = {
     **volume_routes.ROUTES,
-    ("GET", "health"): _health,
-    ("POST", "staging/make"): _make,
-    ("POST", "staging/commit"): _commit,
-    ("POST", "staging/discard"): _discard,
-    ("POST", "streams/make"): _streams,
-    ("POST", "work/clear"): _clear,
-    ("POST", "objects/has"): _has,
-    ("POST", "objects/fetch"): _fetch,
+    **object_routes.ROUTES,
 }
 
 
-class AgentServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # (a burst of readers must not wait for SYN retries)
-
-    def __init__(self, address: tuple[str, int], store: NodeStore):
-        super().__init__(address, Handler)
-        self.store = store
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """At most MAX_CONNECTIONS served at once; one more waits a while for a slot."""
-        if not self.slots.acquire(timeout=SLOT_WAIT):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
+def _declared(head: Head) -> int:
+    """The body a request says it has, up to MAX_JSON (read out before a refusal's close)."""
+    length = head.headers.get("Content-Length") or "0"
+    return min(int(length), MAX_JSON) if length.isdigit() else 0
 
 
 def from_environment() -> AgentServer:
@@ -366,9 +363,18 @@ def main() -> None:
             PluginServer(Path(plugin_dir) / "dockyard.sock", volumes).start()
     except (KeyError, OSError, ValueError, auth.AuthError) as exc:
         sys.exit(f"dockyard agent: cannot start: {exc}")
+    _more_files()
     host, port = server.server_address[:2]
     print(f"dockyard agent {server.store.node} on {host!s}:{port}", flush=True)
     server.serve_forever()
+
+
+def _more_files() -> None:
+    """Room for the gate's budgets: a container's soft limit may be 1024 descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FILES if hard == resource.RLIM_INFINITY else min(FILES, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 __all__ = ["AgentServer", "NodeStore", "main"]

@@ -1,162 +1,289 @@
-"""Trees on the wire: a committed tree (or an input) as a tar stream, and a strict reader
-that builds one from a stream it does not trust.
+"""Trees on the wire: a committed tree (or an input) as a tree stream (:mod:`.tree_wire`),
+and a strict reader that builds one from a stream it does not trust.
 
 The writer walks through :mod:`dockyard.storage.safefs` (links are sent as links, never
-followed) and sends only folders, regular files (with their executable bit) and symbolic
-links, which is all a sealed tree holds. The reader accepts only those, with plain relative
-names, creates everything through descriptors that never follow a link, in a scratch folder,
-and keeps the tree only if sealing it gives the digest it was sent under.
+followed) and sends only folders, regular files (their permission bits, and the chunks
+that are not zeros: holes stay holes) and symbolic links, which is all a sealed tree
+holds. The reader accepts only those, with plain names, creates everything through
+descriptors that never follow a link, in a scratch folder, within the :class:`Bounds` the
+tree's seal counted (a stream that would pass them is refused there and then), and keeps
+the tree only if sealing it gives the digest it was sent under.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
 import secrets
 import stat
-import tarfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Protocol, cast
 
+from dockyard.agent.tree_wire import PIECE, Readable, Reader, TreeError, Writable, Writer
+from dockyard.storage import content_digest, safefs
 from dockyard.storage import outputs as sealing
-from dockyard.storage import safefs
+from dockyard.storage.tree_limits import LIMITS, Limits, OutputRefused
 
-CHUNK = 1 << 20
-
-
-class Readable(Protocol):
-    def read(self, size: int = ..., /) -> bytes: ...
+_MOST = 2**63
+# What a stream may make a system call refuse: the stream's fault, not the node's.
+_REFUSALS = (errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EFBIG, errno.EINVAL)
 
 
-class Writable(Protocol):
-    def write(self, data: bytes, /) -> int: ...
+@dataclass(frozen=True)
+class Bounds:
+    """The most a tree's stream may carry: what the tree's seal counted (bytes in its
+    files, ``data`` of those sent, files, and files, folders and links)."""
+
+    size: int
+    data: int
+    files: int
+    entries: int
+
+    @classmethod
+    def of(cls, tally: sealing.Sealed | sealing.Tally) -> Bounds:
+        return cls(tally.size, tally.data, tally.files, tally.entries)
+
+    @classmethod
+    def parse(cls, fields: object) -> Bounds:
+        """From a record or a request; :class:`TreeError` unless it is exactly one."""
+        names = {"size", "data", "files", "entries"}
+        if not isinstance(fields, dict) or set(fields) != names:
+            raise TreeError(f"not the bounds of a tree: {str(fields)[:200]}")
+        values = {name: _count(value) for name, value in fields.items()}
+        if not all(0 <= v < _MOST for v in values.values()):
+            raise TreeError(f"not the bounds of a tree: {str(fields)[:200]}")
+        return cls(**values)
+
+    def query(self) -> str:
+        return "&".join(f"{name}={value}" for name, value in asdict(self).items())
+
+    @classmethod
+    def from_query(cls, query: str) -> Bounds:
+        pairs = [part.partition("=") for part in query.split("&")]
+        if len(pairs) != 4:
+            raise TreeError("a tree is sent with its bounds: size, data, files, entries")
+        return cls.parse({name: value for name, _, value in pairs})
 
 
-class TreeError(Exception):
-    """A stream that is not a tree, or not the one it was sent as."""
+def _count(value: object) -> int:
+    if type(value) is int:
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
+        return int(value)
+    return -1
+
+
+def _records(store: Path) -> Path:
+    """Where the bounds of the trees kept in ``store`` are (beside it: not a tree)."""
+    return store.with_name(f"{store.name}.records")
+
+
+def keep_record(store: Path, digest: str, bounds: Bounds) -> None:
+    """Remember what the tree ``digest`` in ``store`` holds, for those who fetch it."""
+    folder = _records(store)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    scratch = folder / f".{digest}.{secrets.token_hex(4)}"
+    scratch.write_text(json.dumps(asdict(bounds)))
+    os.replace(scratch, folder / digest)
+
+
+def read_record(store: Path, digest: str) -> Bounds | None:
+    try:
+        text = (_records(store) / digest).read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        return Bounds.parse(json.loads(text))
+    except (ValueError, TreeError):
+        return None  # (a torn record: as if none)
+
+
+# -- sending ----------------------------------------------------------------------------------
 
 
 def write_tree(root: Path, out: Writable) -> None:
-    """Send the tree at ``root`` to ``out`` as a tar stream."""
-    with (
-        tarfile.open(fileobj=cast(IO[bytes], out), mode="w|", format=tarfile.PAX_FORMAT) as tar,
-        safefs.opened(root) as root_fd,
-    ):
+    """Send the tree at ``root`` to ``out``."""
+    with safefs.opened(root) as root_fd:
+        w = Writer(out, os.fstat(root_fd).st_mode)
+        depth = 0
         for folder in safefs.walk(root_fd):
+            if folder.rel:  # (a walk comes back up only to go down into a folder)
+                for _ in range(depth - len(folder.rel) + 1):
+                    w.up()
+                w.folder(folder.rel[-1], os.fstat(folder.fd).st_mode)
+            depth = len(folder.rel)
             for entry in folder.entries:
-                name, mode = folder.path(entry.name), entry.info.st_mode
-                if stat.S_ISDIR(mode):
-                    tar.addfile(_info(name, tarfile.DIRTYPE, 0o755))
-                elif stat.S_ISLNK(mode):
-                    info = _info(name, tarfile.SYMTYPE, 0o777)
-                    info.linkname = os.readlink(entry.name, dir_fd=folder.fd)
-                    tar.addfile(info)
+                mode = entry.info.st_mode
+                if stat.S_ISLNK(mode):
+                    w.link(entry.name, os.readlink(entry.name, dir_fd=folder.fd))
                 elif stat.S_ISREG(mode):
                     fd = safefs.open_file(folder.fd, entry.name)
-                    with os.fdopen(fd, "rb") as fh:
-                        info = _info(name, tarfile.REGTYPE, _file_mode(mode))
-                        info.size = os.fstat(fd).st_size
-                        tar.addfile(info, fh)
+                    try:
+                        _write_file(w, entry.name, fd)
+                    finally:
+                        os.close(fd)
+    w.end()
 
 
 def write_lone_file(fd: int, out: Writable) -> None:
     """Send the open regular file ``fd`` as a tree that holds it alone
     (:data:`~dockyard.storage.outputs.LONE_FILE`)."""
+    w = Writer(out, 0o555)  # (the folder is the agent's: the file keeps its own bits)
+    _write_file(w, sealing.LONE_FILE, fd)
+    w.end()
+
+
+def _write_file(w: Writer, name: str, fd: int) -> None:
     info = os.fstat(fd)
-    with tarfile.open(fileobj=cast(IO[bytes], out), mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        member = _info(sealing.LONE_FILE, tarfile.REGTYPE, _file_mode(info.st_mode))
-        member.size = info.st_size
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            fh.seek(0)
-            tar.addfile(member, fh)
+    w.file(name, info.st_mode, info.st_size)
+    for offset, data in content_digest.pieces(fd, info.st_size):
+        w.piece(offset, data)
 
 
-def _info(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.mtime = kind, mode, 0
-    return info
+# -- receiving --------------------------------------------------------------------------------
 
 
-def _file_mode(mode: int) -> int:
-    return 0o755 if mode & 0o111 else 0o644
-
-
-def receive_tree(inp: Readable, digest: str, store: Path) -> Path:
+def receive_tree(
+    inp: Readable, digest: str, store: Path, bounds: Bounds, limits: Limits = LIMITS
+) -> Path:
     """Build the tree sent on ``inp`` and keep it in ``store`` as ``digest``; raise
-    :class:`TreeError` (and keep nothing) if it is not a plain tree of that digest."""
+    :class:`TreeError` (and keep nothing) if it is not a plain tree of that digest, or the
+    moment it would pass ``bounds`` or ``limits`` (depth and paths; its entries are bounded
+    by ``bounds``)."""
     store.mkdir(parents=True, exist_ok=True, mode=0o755)
     incoming = store / ".incoming"
     incoming.mkdir(exist_ok=True, mode=0o700)
     scratch = incoming / secrets.token_hex(8)
     scratch.mkdir(mode=0o700)
+    limits = Limits(limits.depth, bounds.entries, limits.path)
     try:
+        reader = Reader(inp)
         with safefs.opened(scratch) as root_fd:
-            _extract(inp, root_fd)
-        sealed = sealing.seal_tree(scratch)
+            _Builder(root_fd, bounds, limits).build(reader)
+        os.chmod(scratch, reader.root_mode | 0o700)
+        try:
+            sealed = sealing.seal_tree(scratch, limits, sealing.kept_mode)
+        except OutputRefused as exc:
+            raise TreeError(f"refused the tree: {exc.message}") from None
         if sealed.digest != digest:
             raise TreeError(f"the tree sent as {digest[:12]} is {sealed.digest[:12]}")
-        os.chmod(scratch, 0o555)
-        return sealing.place(scratch, sealed, store)
+        kept = sealing.place(scratch, sealed, store)
+        keep_record(store, digest, Bounds.of(sealed))
+        return kept
     finally:
         with contextlib.suppress(FileNotFoundError):
             sealing.discard(scratch)
 
 
-def _extract(inp: Readable, root_fd: int) -> None:
-    try:
-        with tarfile.open(fileobj=cast(IO[bytes], inp), mode="r|") as tar:
-            for member in tar:
-                parts = _parts(member.name)
-                parent = _parent(root_fd, parts[:-1])
-                try:
-                    _make(tar, member, parent, parts[-1])
-                finally:
-                    os.close(parent)
-    except tarfile.TarError as exc:
-        raise TreeError(f"not a tree stream: {exc}") from None
+class _Builder:
+    """Applies records to a scratch folder, counting against the bounds as it goes."""
 
+    def __init__(self, root_fd: int, bounds: Bounds, limits: Limits):
+        self.folders = safefs.Folders(root_fd)  # (a step down or up is one system call)
+        self.bounds, self.limits = bounds, limits
+        self.size = self.data = self.files = self.entries = self.records = 0
+        self.path = [0]  # the length of the current folder's path, with its '/', by depth
+        self.file: tuple[int, int, int] | None = None  # (fd, size, where its data may go on)
 
-def _parts(name: str) -> list[str]:
-    parts = name.split("/")
-    if not name or name.startswith("/") or "\0" in name:
-        raise TreeError(f"refused a member named {name!r}")
-    if any(part in ("", ".", "..") for part in parts):
-        raise TreeError(f"refused a member named {name!r}")
-    return parts
-
-
-def _parent(root_fd: int, parts: list[str]) -> int:
-    """The folder ``parts`` under the root, made as needed; never through a link."""
-    fd = os.dup(root_fd)
-    for part in parts:
-        with contextlib.suppress(FileExistsError):
-            safefs.make_dir(fd, part, 0o755)
+    def build(self, reader: Reader) -> None:
         try:
-            child = safefs.open_dir(fd, part)
+            while (kind := reader.kind()) != b"E":
+                if kind != b"P":
+                    self._end_file()
+                self.records += 1
+                self._apply(kind, reader)
+            self._end_file()
+            if reader.number(8) != self.records or not reader.at_end():
+                raise TreeError("the stream is corrupted (its end does not match it)")
+        except FileExistsError as exc:
+            raise TreeError(f"refused {exc.filename!r}: sent twice") from None
         except OSError as exc:
-            os.close(fd)
-            raise TreeError(f"refused a member under {part!r}: {exc.strerror}") from None
-        os.close(fd)
-        fd = child
-    return fd
+            if exc.errno not in _REFUSALS:
+                raise
+            raise TreeError(f"refused a member: {exc.strerror} ({exc.filename})") from None
+        finally:
+            self._end_file()
+            self.folders.close()
 
-
-def _make(tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, name: str) -> None:
-    try:
-        if member.isdir():
-            with contextlib.suppress(FileExistsError):
-                safefs.make_dir(parent, name, 0o755)
-        elif member.issym():
-            os.symlink(member.linkname, name, dir_fd=parent)  # data: never followed here
-        elif member.isreg():
-            source = tar.extractfile(member)
-            assert source is not None
-            fd = safefs.create_file(parent, name)
-            with os.fdopen(fd, "wb") as sink:
-                while chunk := source.read(CHUNK):
-                    sink.write(chunk)
-                os.fchmod(fd, _file_mode(member.mode))
+    def _apply(self, kind: bytes, reader: Reader) -> None:
+        if kind == b"P":
+            self._piece(reader)
+        elif kind == b"U":
+            if len(self.path) == 1:
+                raise TreeError("the stream goes up from the tree's root")
+            self.folders.up()
+            self.path.pop()
+        elif kind == b"D":
+            mode = reader.mode()
+            name = self._entry(reader.name())
+            if len(self.path) > self.limits.depth:
+                raise TreeError(
+                    f"refused the tree: it nests folders more than {self.limits.depth:,} deep"
+                )
+            # (made ours to fill; sealing leaves it its own bits less writing)
+            safefs.make_dir(self.folders.current(), name, mode | 0o700)  # (exists: twice)
+            self.folders.down(name)
+            self.path.append(self.path[-1] + len(name.encode("utf-8", "surrogateescape")) + 1)
+        elif kind == b"F":
+            self._start_file(reader)
+        elif kind == b"L":
+            name = self._entry(reader.name())
+            os.symlink(reader.target(), name, dir_fd=self.folders.current())
         else:
-            raise TreeError(f"refused {member.name!r}: only folders, files and links are data")
-    except FileExistsError:
-        raise TreeError(f"refused {member.name!r}: sent twice") from None
+            raise TreeError(f"the stream is corrupted (a record of type {kind!r})")
+
+    def _entry(self, name: str) -> str:
+        """Count one more entry named ``name`` in the current folder."""
+        self.entries += 1
+        if self.entries > self.bounds.entries:
+            raise TreeError(f"refused the tree: more than its {self.bounds.entries:,} entries")
+        length = self.path[-1] + len(name.encode("utf-8", "surrogateescape"))
+        if length > self.limits.path:
+            raise TreeError(f"refused the tree: a path longer than {self.limits.path:,} bytes")
+        return name
+
+    def _start_file(self, reader: Reader) -> None:
+        mode = reader.mode()
+        name = self._entry(reader.name())
+        size = reader.number(8)
+        self.files += 1
+        self.size += size
+        if self.files > self.bounds.files or self.size > self.bounds.size:
+            raise TreeError(f"refused {name!r}: the tree holds less than this stream says")
+        fd = safefs.create_file(self.folders.current(), name)
+        self.file = (fd, size, 0)
+        os.ftruncate(fd, size)  # (no blocks: all a hole until its pieces are written)
+        os.fchmod(fd, mode)
+
+    def _piece(self, reader: Reader) -> None:
+        offset, length = reader.number(8), reader.number(4)
+        if self.file is None:
+            raise TreeError("the stream is corrupted (data that is no file's)")
+        fd, size, after = self.file
+        self.data += length
+        if not (0 < length <= PIECE and after <= offset and offset + length <= size):
+            raise TreeError("the stream is corrupted (a piece out of its file's order)")
+        if self.data > self.bounds.data:
+            raise TreeError("refused the tree: more data than it holds")
+        safefs.write_at(fd, reader.take(length, "a file's data"), offset)
+        self.file = (fd, size, offset + length)
+
+    def _end_file(self) -> None:
+        if self.file is not None:
+            os.close(self.file[0])
+            self.file = None
+
+
+__all__ = [
+    "Bounds",
+    "Readable",
+    "TreeError",
+    "Writable",
+    "keep_record",
+    "read_record",
+    "receive_tree",
+    "write_lone_file",
+    "write_tree",
+]

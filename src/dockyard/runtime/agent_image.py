@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from dockyard.agent import MODULES
 from dockyard.errors import ImageError
+from dockyard.home import data_root
 from dockyard.images import debian, debian_build
-from dockyard.storage.volumes import data_root
 
 if TYPE_CHECKING:
     from dockyard.runtime.swarm import SwarmRuntime

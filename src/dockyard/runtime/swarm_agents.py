@@ -12,9 +12,14 @@
   ``DOCKYARD_AGENT_NEW_KEY=1`` says to make a new key and move the agents to it (the runs
   of machines with the old key then fail).
 - **Service**: one task per node, on the node's host network (the agents must be reached
-  from this machine and from each other at the node's address), binding the folder that
-  holds the agent root (``DOCKYARD_AGENT_ROOT``, the same path on every node; the root
-  itself is made by the agent). Swarm restarts an agent that dies.
+  from this machine and from each other at the node's address), binding the agent root
+  alone (``DOCKYARD_AGENT_ROOT``, the same path on every node) and the engine's plugin
+  folder, with a memory and a pids limit (:data:`AGENT_MEMORY`, :data:`AGENT_PIDS`): an
+  agent that the network reaches holds nothing else of the node. Swarm restarts an agent
+  that dies.
+- **Root**: a bind needs its source to exist (Docker 20.10 does not make it), so a global
+  *job* (:data:`ROOT_JOB`) makes the agent root on every node, also on nodes that join
+  later: a one-line ``mkdir`` that binds the root's parent folder, no network listener.
 
 dockyard waits until the agent of every node that is up answers (signed) before a run.
 """
@@ -36,9 +41,9 @@ import docker.errors
 from dockyard.agent import DEFAULT_PORT, auth, layout
 from dockyard.agent.client import AgentClient, AgentError
 from dockyard.errors import EngineUnavailable, RuntimeFailure
+from dockyard.home import data_root
 from dockyard.runtime.agent_image import agent_image
 from dockyard.storage.agents import AgentPool
-from dockyard.storage.volumes import data_root
 
 if TYPE_CHECKING:
     from dockyard.runtime.swarm import SwarmRuntime
@@ -46,7 +51,17 @@ if TYPE_CHECKING:
 SERVICE = "dockyard-agent"  # on the workers
 MANAGER_SERVICE = "dockyard-agent-manager"  # on the managers: these keep the volume leases
 LABEL_AGENT = "dockyard.agent"
-PARENT_MOUNT = "/dockyard-agent-parent"  # where the agent root's folder is, in the agent
+ROOT_JOB = "dockyard-agent-root"  # the global job that makes the agent root on every node
+ROOT_MOUNT = "/dockyard-agent-root"  # where the agent root is, in the agent
+PARENT_MOUNT = "/dockyard-agent-parent"  # where the root's parent is, in the job alone
+# The agent's own budget: its gate keeps heads at a few MiB; served requests hold a JSON
+# body (1 MiB) or a tree's buffers each, SERVED of them; the rest is page cache.
+AGENT_MEMORY = 1 << 30
+# A thread is a pid: SERVED + QUEUED request threads, replication, the plugin's calls.
+AGENT_PIDS = 1024
+JOB_MEMORY = 64 << 20  # (python3 and one mkdir)
+JOB_PIDS = 16
+MAKE_ROOT = "import os, sys; os.makedirs(sys.argv[1], 0o755, exist_ok=True)"
 RUN_DOCKER = "/run/docker"  # on a node: its engine looks for plugins' sockets in ./plugins
 RUN_DOCKER_MOUNT = "/run/docker-node"  # where that folder is, in the agent
 ENGINE_MOUNT = "/run/dockyard-engine.sock"  # a manager's engine socket, in its agent
@@ -73,7 +88,7 @@ class AgentSettings:
         root = os.environ.get(ROOT_ENV) or layout.DEFAULT_ROOT
         path = PurePosixPath(root)
         if not path.is_absolute() or ".." in path.parts or len(path.parts) < 3:
-            # (its parent is bound into the agents: never the whole root file system)
+            # (its parent is bound into the job that makes it: never the whole root)
             raise RuntimeFailure(
                 f"{ROOT_ENV}: an absolute path at least two folders deep, not {root!r}"
             )
@@ -151,14 +166,14 @@ def _service_task(
     env = [
         "DOCKYARD_AGENT_NODE={{.Node.ID}}",
         f"DOCKYARD_AGENT_ROOT={root}",
-        f"DOCKYARD_AGENT_MOUNT={PARENT_MOUNT}/{root.name}",
+        f"DOCKYARD_AGENT_MOUNT={ROOT_MOUNT}",
         f"DOCKYARD_AGENT_PORT={settings.port}",
         f"DOCKYARD_AGENT_KEY_FILE=/run/secrets/{secret_name}",
         f"DOCKYARD_AGENT_PLUGIN_DIR={RUN_DOCKER_MOUNT}/plugins",
         f"DOCKYARD_AGENT_REPLICAS={settings.replicas}",
     ]
     mounts = [
-        {"Type": "bind", "Source": str(root.parent), "Target": PARENT_MOUNT},
+        {"Type": "bind", "Source": str(root), "Target": ROOT_MOUNT},
         {"Type": "bind", "Source": RUN_DOCKER, "Target": RUN_DOCKER_MOUNT},
     ]
     if managers is None:
@@ -185,9 +200,25 @@ def _service_task(
             "Labels": {LABEL_AGENT: "agent"},
             "Init": True,
         },
+        "Resources": {"Limits": {"MemoryBytes": AGENT_MEMORY, "Pids": AGENT_PIDS}},
         "RestartPolicy": {"Condition": "any", "Delay": 1_000_000_000},
         "Placement": {"Constraints": [f"node.role=={role}"]},
         "Networks": [{"Target": host_network}],
+    }
+
+
+def _root_task(image: str, settings: AgentSettings) -> dict[str, Any]:
+    """The job that makes the agent root on a node (binding its parent, for that alone)."""
+    root = PurePosixPath(settings.root)
+    return {
+        "ContainerSpec": {
+            "Image": image,
+            "Command": ["python3", "-c", MAKE_ROOT, f"{PARENT_MOUNT}/{root.name}"],
+            "Mounts": [{"Type": "bind", "Source": str(root.parent), "Target": PARENT_MOUNT}],
+            "Labels": {LABEL_AGENT: "root"},
+        },
+        "Resources": {"Limits": {"MemoryBytes": JOB_MEMORY, "Pids": JOB_PIDS}},
+        "RestartPolicy": {"Condition": "on-failure", "Delay": 5_000_000_000, "MaxAttempts": 3},
     }
 
 
@@ -207,6 +238,9 @@ def deploy(runtime: SwarmRuntime, note: Note, settings: AgentSettings | None = N
         roles = set(manager_ids(runtime))
         managers = {n.id: f"{n.address}:{settings.port}" for n in runtime.nodes() if n.id in roles}
         secret = (secret_id, secret_name)
+        # (first: an agent's task fails, and Swarm starts it again, until its root is made)
+        root_job = _root_task(image, settings)
+        _ensure_service(runtime, note, ROOT_JOB, root_job, secret_name, {"GlobalJob": {}})
         for name, peers in ((MANAGER_SERVICE, None), (SERVICE, managers)):
             task = _service_task(image, settings, secret, host[0]["Id"], peers)
             _ensure_service(runtime, note, name, task, secret_name)
@@ -218,10 +252,15 @@ def deploy(runtime: SwarmRuntime, note: Note, settings: AgentSettings | None = N
 
 
 def _ensure_service(
-    runtime: SwarmRuntime, note: Note, name: str, task: dict[str, Any], secret_name: str
+    runtime: SwarmRuntime,
+    note: Note,
+    name: str,
+    task: dict[str, Any],
+    secret_name: str,
+    mode: dict[str, Any] | None = None,
 ) -> None:
-    """Create the global service ``name`` running ``task``, or replace it when its task
-    changed (its fingerprint label says what it runs)."""
+    """Create the global service (or ``mode``) ``name`` running ``task``, or replace it
+    when its task changed (its fingerprint label says what it runs)."""
     api: Any = runtime.api
     fingerprint = hashlib.sha256(json.dumps(task, sort_keys=True).encode()).hexdigest()[:16]
     existing = [s for s in api.services(filters={"name": name}) if _named(s, name)]
@@ -234,7 +273,8 @@ def _ensure_service(
         api.remove_service(existing[0]["ID"])
     else:
         note(f"agent: starting a node agent on every node ({name})")
-    api.create_service(task, name=name, labels={LABEL_AGENT: fingerprint}, mode={"Global": {}})
+    mode = mode or {"Global": {}}
+    api.create_service(task, name=name, labels={LABEL_AGENT: fingerprint}, mode=mode)
 
 
 def manager_ids(runtime: SwarmRuntime) -> list[str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard.errors import PlanError, short_repr
+from dockyard.home import data_root
 
 STATE_DIR_NAME = ".dockyard"
 MAX_GLOB_MATCHES = 100_000  # as many instances as a step may have
@@ -74,11 +75,13 @@ class Resolver:
     root: Path
     real_root: str = field(init=False)
     real_state: str = field(init=False)
+    real_data: str = field(init=False)
     parents: dict[str, str | None] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.real_root = os.path.realpath(self.root)
         self.real_state = os.path.realpath(self.root / STATE_DIR_NAME)
+        self.real_data = os.path.realpath(data_root())
 
     def resolve(
         self, raw: str, *, shown: str | None = None, must_exist: bool = True, state: bool = True
@@ -119,10 +122,9 @@ class Resolver:
             raise BadPath(
                 f"path {_shown(raw, shown)} escapes the pipeline file's folder {str(self.root)!r}"
             )
-        if state:
-            problem = self._state_problem(resolved, raw, shown)
-            if problem is not None:
-                raise BadPath(problem)
+        problem = self._reserved_problem(resolved, raw, shown, state=state)
+        if problem is not None:
+            raise BadPath(problem)
         if must_exist:
             try:
                 mode = (seen or os.stat(resolved)).st_mode
@@ -157,21 +159,46 @@ class Resolver:
             return candidate, seen  # the common case: one lstat per path
         return os.path.realpath(candidate), None
 
-    def _state_problem(self, resolved: str, raw: str, shown: str | None) -> str | None:
-        state = self.real_state
-        if resolved == state:
-            relation = "is"
-        elif resolved.startswith(state + os.sep):
-            relation = "is inside"
-        elif state.startswith(resolved.rstrip(os.sep) + os.sep):
-            relation = "contains"
-        else:
-            return None
-        return (
-            f"path {_shown(raw, shown)} {relation} dockyard's state folder {STATE_DIR_NAME!r} "
-            "(the state database and every step's outputs and logs), which no step may see; name a "
-            "subfolder that holds just what the step reads"
-        )
+    def _reserved_problem(
+        self, resolved: str, raw: str, shown: str | None, *, state: bool
+    ) -> str | None:
+        """Why ``resolved`` may not be used: it is, is inside or contains dockyard's data
+        root (volumes, image caches, a cluster's key: never, not even as a build context),
+        or, with ``state``, the pipeline's state folder."""
+        reserved = [
+            (
+                self.real_data,
+                f"dockyard's data root {str(data_root())!r} (named "
+                "volumes, their snapshots and a cluster's key)",
+            )
+        ]
+        if state:
+            reserved.append(
+                (
+                    self.real_state,
+                    f"dockyard's state folder {STATE_DIR_NAME!r} "
+                    "(the state database and every step's outputs and logs)",
+                )
+            )
+        for folder, what in reserved:
+            relation = _relation(resolved, folder)
+            if relation is not None:
+                return (
+                    f"path {_shown(raw, shown)} {relation} {what}, which no step may see; "
+                    "name a subfolder that holds just what the step reads"
+                )
+        return None
+
+
+def _relation(path: str, folder: str) -> str | None:
+    """How ``path`` stands to ``folder`` (both resolved): is it, inside it, containing it."""
+    if path == folder:
+        return "is"
+    if path.startswith(folder + os.sep):
+        return "is inside"
+    if folder.startswith(path.rstrip(os.sep) + os.sep):
+        return "contains"
+    return None
 
 
 def _shown(raw: str, shown: str | None) -> str:

@@ -26,6 +26,8 @@ from typing import Any
 
 from dockyard.agent import layout
 from dockyard.agent.client import AgentClient, AgentError
+from dockyard.agent.object_routes import OUTPUT_REFUSED
+from dockyard.agent.trees import Bounds
 from dockyard.errors import DockyardError
 from dockyard.storage import outputs as sealing
 from dockyard.storage.node_disk import safe_name
@@ -121,9 +123,13 @@ class AgentOutputs:
         except AgentError as exc:
             if exc.status == 404:  # the folder is gone: the attempt is lost
                 raise FileNotFoundError(errno.ENOENT, str(exc)) from None
+            if exc.status == OUTPUT_REFUSED:  # the step's doing: the attempt fails
+                raise sealing.OutputRefused(str(exc)) from None
             raise AgentUnavailable(f"node {staging.node}: {exc}") from None
         changes = tuple(str(c) for c in kept.get("changes") or [])
-        return Sealed(str(kept["digest"]), int(kept["size"]), int(kept["files"]), changes)
+        counts = (int(kept[name]) for name in ("size", "files", "data", "entries"))
+        size, files, data, entries = counts
+        return Sealed(str(kept["digest"]), size, files, changes, data, entries)
 
     def commit(self, staging: Staging, sealed: Sealed) -> StoredOutput:
         where = layout.object_dir(self.pool.root, staging.node, sealed.digest)
@@ -226,7 +232,8 @@ class AgentWorkspace:
         self.pool = pool
         self.project = layout.check_part(project, "project")
         self.logs = state_dir / "logs"
-        self._digests: dict[tuple[str, int, int, int], str] = {}  # a file's status -> digest
+        # a file's status -> its digest, and what it holds (for a folder)
+        self._digests: dict[tuple[str, int, int, int], tuple[str, Bounds | None]] = {}
         self._sent: set[tuple[str, str]] = set()  # (node, digest) kept there
         self._sending: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
@@ -255,27 +262,30 @@ class AgentWorkspace:
             lone = stat.S_ISREG(info.st_mode)
             if not (lone or stat.S_ISDIR(info.st_mode)):
                 raise AgentUnavailable(f"{path}: neither a file nor a folder")
-            digest = self._digest(path, fd, info)
-            self._send(node, digest, path, fd if lone else None)
+            digest, bounds = self._digest(path, fd, info)
+            self._send(node, digest, path, fd if lone else None, bounds)
         finally:
             os.close(fd)
         where = layout.object_dir(self.pool.root, node, digest)
         return str(where / sealing.LONE_FILE) if lone else str(where)
 
-    def _digest(self, path: Path, fd: int, info: os.stat_result) -> str:
+    def _digest(self, path: Path, fd: int, info: os.stat_result) -> tuple[str, Bounds | None]:
         key = (str(path), info.st_ino, info.st_size, info.st_mtime_ns)
         with self._lock:
             known = self._digests.get(key)
         if known is None:
             if stat.S_ISREG(info.st_mode):
-                known = sealing.lone_file_digest(fd)
+                known = (sealing.lone_file_digest(fd), None)
             else:
-                known = sealing.tree_digest(path)[0]  # (sent as this; checked there)
+                tally = sealing.tree_tally(path)  # (sent as this; checked there)
+                known = (tally.digest, Bounds.of(tally))
             with self._lock:
                 self._digests[key] = known
         return known
 
-    def _send(self, node: str, digest: str, path: Path, fd: int | None) -> None:
+    def _send(
+        self, node: str, digest: str, path: Path, fd: int | None, bounds: Bounds | None
+    ) -> None:
         with self._lock:
             if (node, digest) in self._sent:
                 return
@@ -288,7 +298,7 @@ class AgentWorkspace:
                 present = client.call("POST", "objects/has", {"digests": [digest]})["present"]
                 if digest not in present:
                     if fd is None:
-                        client.put_tree(digest, path)
+                        client.put_tree(digest, path, bounds)
                     else:
                         client.put_lone_file(digest, fd)
             except AgentError as exc:

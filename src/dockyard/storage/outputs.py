@@ -23,7 +23,8 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard.storage import safefs
+from dockyard.storage import content_digest, safefs
+from dockyard.storage.tree_limits import LIMITS, Limits, OutputRefused
 
 MAX_CHANGES = 20  # listed one by one; the rest are counted
 _CAPABILITY = "security.capability"
@@ -43,12 +44,28 @@ FileDigest = Callable[[str, os.stat_result, Callable[[], str]], str]
 
 
 def file_digest(path: str, info: os.stat_result | None = None) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    """The content digest of the file at ``path`` (:mod:`.content_digest`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return content_digest.digest(fd).hex
+    finally:
+        os.close(fd)
 
 
 def _read_it(path: str, info: os.stat_result, read: Callable[[], str]) -> str:
     return read()
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What a tree holds: its digest, bytes in regular files (``data``: those a transfer
+    carries, see :mod:`.content_digest`), regular files, and files, folders and links."""
+
+    digest: str
+    size: int
+    data: int
+    files: int
+    entries: int
 
 
 def tree_digest(
@@ -59,8 +76,28 @@ def tree_digest(
 
     Returns (digest, bytes in regular files, number of regular files). ``digest_of`` may
     answer from a cache of earlier digests (see :class:`dockyard.storage.hashing.InputHasher`)."""
+
+    def content(folder: safefs.Folder, entry: safefs.Entry) -> content_digest.Content:
+        path = os.path.join(root, *folder.rel, entry.name)
+        digest = digest_of(path, entry.info, _reader(folder.fd, entry.name))
+        return content_digest.Content(digest, entry.info.st_size, 0)
+
+    tally = _tree(root, content, skip)
+    return tally.digest, tally.size, tally.files
+
+
+def tree_tally(root: Path) -> Tally:
+    """:func:`tree_digest` and the counts that bound a transfer of the tree."""
+    return _tree(root, lambda folder, entry: _content(folder.fd, entry.name), ())
+
+
+def _tree(
+    root: Path,
+    content: Callable[[safefs.Folder, safefs.Entry], content_digest.Content],
+    skip: Collection[str],
+) -> Tally:
     outer = hashlib.sha256()
-    size = files = 0
+    size = data = files = entries = 0
     with safefs.opened(root) as root_fd:
         for folder in safefs.walk(root_fd, skip):
             for entry in folder.entries:
@@ -69,21 +106,23 @@ def tree_digest(
                     if stat.S_ISLNK(info.st_mode):
                         line = f"L {rel}\0{os.readlink(entry.name, dir_fd=folder.fd)}"
                     elif stat.S_ISREG(info.st_mode):
-                        path = os.path.join(root, *folder.rel, entry.name)
-                        digest = digest_of(path, info, _reader(folder.fd, entry.name))
-                        line = file_line(rel, bool(info.st_mode & 0o111), digest)
-                        size += info.st_size
+                        found = content(folder, entry)
+                        line = file_line(rel, bool(info.st_mode & 0o111), found.hex)
+                        size += found.size
+                        data += found.data
                         files += 1
                     else:
+                        entries += stat.S_ISDIR(info.st_mode)
                         continue  # folders come after the files; the rest is not data
                 except OSError as exc:
                     if safefs.vanished(exc):
                         continue  # changed while we looked (a volume in use)
                     raise
+                entries += 1
                 outer.update(line.encode("utf-8", "surrogateescape") + b"\n")
             for name in folder.subdirs:
                 outer.update(f"D {folder.path(name)}\n".encode("utf-8", "surrogateescape"))
-    return outer.hexdigest(), size, files
+    return Tally(outer.hexdigest(), size, data, files, entries)
 
 
 def file_line(rel: str, executable: bool, digest: str) -> str:
@@ -98,19 +137,21 @@ def lone_file_digest(fd: int) -> str:
     """The digest of a tree that holds only the open regular file ``fd``, named
     :data:`LONE_FILE`: what :func:`tree_digest` gives for that tree, without making it."""
     info = os.fstat(fd)
-    with os.fdopen(os.dup(fd), "rb") as fh:
-        fh.seek(0)
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    digest = content_digest.digest(fd, info.st_size).hex
     line = file_line(LONE_FILE, bool(info.st_mode & 0o111), digest)
     return hashlib.sha256(line.encode("utf-8", "surrogateescape") + b"\n").hexdigest()
 
 
-def _reader(dir_fd: int, name: str) -> Callable[[], str]:
-    def read() -> str:
-        with os.fdopen(safefs.open_file(dir_fd, name), "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
+def _content(dir_fd: int, name: str) -> content_digest.Content:
+    fd = safefs.open_file(dir_fd, name)
+    try:
+        return content_digest.digest(fd)
+    finally:
+        os.close(fd)
 
-    return read
+
+def _reader(dir_fd: int, name: str) -> Callable[[], str]:
+    return lambda: _content(dir_fd, name).hex
 
 
 _SPECIAL = {
@@ -153,7 +194,10 @@ def _seal_entry(folder: safefs.Folder, entry: safefs.Entry, changes: list[str]) 
 _BITS = ((stat.S_ISUID, "set-uid"), (stat.S_ISGID, "set-gid"), (stat.S_ISVTX, "sticky"))
 
 
-def _seal(fd: int, rel: str, changes: list[str]) -> None:
+Modes = Callable[[int], int]  # an entry's st_mode -> its sealed permission bits
+
+
+def _seal(fd: int, rel: str, changes: list[str], modes: Modes | None = None) -> None:
     info = os.fstat(fd)
     mode = stat.S_IMODE(info.st_mode)
     special = [what for bit, what in _BITS if mode & bit]
@@ -162,8 +206,27 @@ def _seal(fd: int, rel: str, changes: list[str]) -> None:
         changes.append(f"removed the {' and '.join(special)} {bits} of {rel!r}")
     if stat.S_ISREG(info.st_mode) and _drop_capabilities(fd):
         changes.append(f"removed the file capabilities of {rel!r}")
-    if mode != mode & 0o555:
-        os.fchmod(fd, mode & 0o555)
+    if (info.st_uid, info.st_gid) != (0, 0) and os.geteuid() == 0:
+        # The owner of a file may chmod it writable again: a step that chowns /out to a
+        # uid would leave that local user able to rewrite a committed output.
+        os.fchown(fd, 0, 0)
+    sealed = (modes or sealed_mode)(info.st_mode)
+    if mode != sealed:
+        os.fchmod(fd, sealed)
+
+
+def sealed_mode(mode: int) -> int:
+    """The permission bits of a sealed step output: readable by all (the step's uid no
+    longer owns it), executable when any x bit was set, writable by no one."""
+    if stat.S_ISDIR(mode) or mode & 0o111:
+        return 0o555
+    return 0o444
+
+
+def kept_mode(mode: int) -> int:
+    """The permission bits of a sealed tree that came with its modes (a copy of an output
+    or of an input, on a node): as they were, less writing and the special bits."""
+    return stat.S_IMODE(mode) & 0o555
 
 
 def _drop_capabilities(fd: int) -> bool:
@@ -185,45 +248,76 @@ class Sealed:
     size: int
     files: int
     changes: tuple[str, ...]
+    data: int = 0  # bytes a transfer of it carries (see :class:`Tally`)
+    entries: int = 0  # files, folders and links
 
 
-def seal_tree(staging: Path) -> Sealed:
+def seal_tree(staging: Path, limits: Limits = LIMITS, modes: Modes = sealed_mode) -> Sealed:
     """Seal ``staging`` and hash it, in one walk (what :func:`seal`, then
     :func:`tree_digest` give): the slow part of a commit, which can run beside the loop
-    (on the attempt's worker; on a cluster, on the node that holds the tree)."""
+    (on the attempt's worker; on a cluster, on the node that holds the tree).
+    :class:`OutputRefused` for a tree past ``limits``. ``modes``: what permission bits
+    each entry keeps (:func:`sealed_mode` for a step's output)."""
     changes: list[str] = []
-    outer = hashlib.sha256()
-    size = files = 0
     with safefs.opened(staging) as root_fd:
-        for folder in safefs.walk(root_fd):
-            for entry in folder.entries:
-                rel, mode = folder.path(entry.name), entry.info.st_mode
-                try:
-                    if _line_break(folder, entry, changes):
-                        continue
-                    if stat.S_ISREG(mode):
-                        fd = safefs.open_file(folder.fd, entry.name)
-                        with os.fdopen(fd, "rb") as fh:
-                            _seal(fd, rel, changes)
-                            digest = hashlib.file_digest(fh, "sha256").hexdigest()
-                        line = file_line(rel, bool(mode & 0o111), digest)
-                        size += entry.info.st_size
-                        files += 1
-                    elif stat.S_ISLNK(mode):
-                        line = f"L {rel}\0{os.readlink(entry.name, dir_fd=folder.fd)}"
-                    else:
-                        if not stat.S_ISDIR(mode):
-                            _seal_entry(folder, entry, changes)  # dropped: not data
-                        continue  # folders come after the files
-                except OSError as exc:
-                    if safefs.vanished(exc):
-                        continue
-                    raise
+        try:
+            tally = _seal_walk(root_fd, limits, changes, modes)
+        except safefs.Overfull:
+            raise limits.too_many() from None
+    return Sealed(
+        tally.digest, tally.size, tally.files, _summary(changes), tally.data, tally.entries
+    )
+
+
+def _seal_walk(root_fd: int, limits: Limits, changes: list[str], modes: Modes) -> Tally:
+    outer = hashlib.sha256()
+    size = data = files = entries = 0
+    for folder in safefs.walk(root_fd, most=limits.entries):
+        limits.check_depth(folder.rel)
+        for entry in folder.entries:
+            try:
+                kept = _seal_kept(folder, entry, limits, changes, modes)
+            except OSError as exc:
+                if safefs.vanished(exc):
+                    continue
+                raise
+            if kept is None:
+                continue  # dropped
+            entries += 1
+            line, content = kept
+            if content is not None:
+                size, data, files = size + content.size, data + content.data, files + 1
+            if line:  # (folders come after the files)
                 outer.update(line.encode("utf-8", "surrogateescape") + b"\n")
-            _seal(folder.fd, "/".join(folder.rel) or ".", changes)  # after its entries
-            for name in folder.subdirs:
-                outer.update(f"D {folder.path(name)}\n".encode("utf-8", "surrogateescape"))
-    return Sealed(outer.hexdigest(), size, files, _summary(changes))
+        _seal(folder.fd, "/".join(folder.rel) or ".", changes, modes)  # after its entries
+        for name in folder.subdirs:
+            outer.update(f"D {folder.path(name)}\n".encode("utf-8", "surrogateescape"))
+    return Tally(outer.hexdigest(), size, data, files, entries)
+
+
+def _seal_kept(
+    folder: safefs.Folder, entry: safefs.Entry, limits: Limits, changes: list[str], modes: Modes
+) -> tuple[str, content_digest.Content | None] | None:
+    """Seal one entry: its line in the digest ('' for a folder) and a file's content, or
+    None if it was dropped."""
+    rel, mode = folder.path(entry.name), entry.info.st_mode
+    if _line_break(folder, entry, changes):
+        return None
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
+        _seal_entry(folder, entry, changes)  # dropped: not data
+        return None
+    limits.check_path(rel)
+    if stat.S_ISDIR(mode):
+        return "", None
+    if stat.S_ISLNK(mode):
+        return f"L {rel}\0{os.readlink(entry.name, dir_fd=folder.fd)}", None
+    fd = safefs.open_file(folder.fd, entry.name)
+    try:
+        _seal(fd, rel, changes, modes)
+        content = content_digest.digest(fd)
+    finally:
+        os.close(fd)
+    return file_line(rel, bool(mode & 0o111), content.hex), content
 
 
 def _line_break(folder: safefs.Folder, entry: safefs.Entry, changes: list[str]) -> bool:
@@ -290,15 +384,20 @@ def discard(path: Path) -> None:
 
 __all__ = [
     "Committed",
+    "OutputRefused",
     "Sealed",
+    "Tally",
     "commit",
     "discard",
     "file_digest",
     "file_line",
+    "kept_mode",
     "lone_file_digest",
     "note_changes",
     "place",
     "seal",
     "seal_tree",
+    "sealed_mode",
     "tree_digest",
+    "tree_tally",
 ]

@@ -119,8 +119,13 @@ class Entry:
     info: os.stat_result  # of the entry itself, as listed
 
 
-def entries(dir_fd: int) -> list[Entry]:
-    """The entries of a folder, sorted by name, each with its own status."""
+class Overfull(Exception):
+    """A walk met more entries than it was allowed to list."""
+
+
+def entries(dir_fd: int, most: int | None = None) -> list[Entry]:
+    """The entries of a folder, sorted by name, each with its own status; :class:`Overfull`
+    past ``most`` of them (a folder of millions is not listed whole to find that out)."""
     found = []
     with os.scandir(dir_fd) as listing:
         for item in listing:
@@ -128,6 +133,8 @@ def entries(dir_fd: int) -> list[Entry]:
                 found.append(Entry(item.name, item.stat(follow_symlinks=False)))
             except FileNotFoundError:
                 continue  # removed since it was listed
+            if most is not None and len(found) > most:
+                raise Overfull(f"more than {most} entries")
     found.sort(key=lambda e: e.name)
     return found
 
@@ -156,10 +163,32 @@ class Folders:
             same = 0
             while self.names[same] == rel[same]:
                 same += 1
-        if not (same > KEEP and self._climb(same)):
-            self._cut(min(same, KEEP))
+        if same > KEEP:
+            self._climb(same)
+        else:
+            self._cut(same)
         for name in rel[len(self.names) :]:
             self._descend(name)
+        return self._current()
+
+    def down(self, name: str) -> int:
+        """The folder ``name`` in the one opened last: one step, whatever the depth."""
+        self._descend(name)
+        return self._current()
+
+    def up(self) -> int:
+        """The parent of the folder opened last: one step, whatever the depth."""
+        if not self.names:
+            raise ValueError("up from the root")
+        depth = len(self.names) - 1
+        if depth > KEEP:
+            self._climb(depth)
+        else:
+            self._cut(depth)
+        return self._current()
+
+    def current(self) -> int:
+        """The folder opened last (the root before any)."""
         return self._current()
 
     def reset(self) -> None:
@@ -185,9 +214,9 @@ class Folders:
             self.ids.append((info.st_dev, info.st_ino))
         self.names.append(name)
 
-    def _climb(self, depth: int) -> bool:
-        """Go up from the deepest folder to ``depth`` (> KEEP) by '..'; False if a folder
-        on the way is not the one we came down through."""
+    def _climb(self, depth: int) -> None:
+        """Go up from the deepest folder to ``depth`` (> KEEP) by '..'; if a folder on the
+        way is not the one we came down through, open the way again by its names."""
         assert self.deep is not None
         fd, self.deep = self.deep, None
         try:
@@ -201,10 +230,12 @@ class Folders:
                     raise FileNotFoundError(errno.ENOENT, "moved", self.names[-1])
         except OSError:
             os.close(fd)
+            again = self.names[KEEP:depth]
             del self.names[KEEP:], self.ids[:]
-            return False
+            for name in again:
+                self._descend(name)
+            return
         self.deep = fd
-        return True
 
     def _cut(self, keep: int) -> None:
         """Close the folders below the first ``keep`` (at most KEEP) names."""
@@ -241,9 +272,10 @@ def open_or_none(folders: Folders | None, rel: tuple[str, ...]) -> int | None:
         raise
 
 
-def walk(root_fd: int, skip: Collection[str] = ()) -> Iterator[Folder]:
+def walk(root_fd: int, skip: Collection[str] = (), most: int | None = None) -> Iterator[Folder]:
     """Every folder under ``root_fd`` (itself first), depth first, in name order; the
-    root's entries named in ``skip`` are left out, and never entered.
+    root's entries named in ``skip`` are left out, and never entered. :class:`Overfull`
+    once more than ``most`` entries were listed in all.
 
     Never enters a link. A sub-folder that is gone or became something else by the time
     the walk reaches it is skipped: its parent's listing still shows what it was."""
@@ -258,7 +290,9 @@ def walk(root_fd: int, skip: Collection[str] = ()) -> Iterator[Folder]:
                 if vanished(exc):
                     continue
                 raise
-            listed = entries(fd)
+            listed = entries(fd, most)
+            if most is not None:
+                most -= len(listed)
             if skip and not rel:
                 listed = [e for e in listed if e.name not in skip]
             folder = Folder(rel, fd, listed, [e.name for e in listed if _is_dir(e)])
@@ -311,28 +345,44 @@ def rmtree(path: Path) -> None:
 
 def _remove_tree(parent_fd: int, name: str) -> None:
     """Remove the folder ``name`` and everything in it, children first, without recursion
-    (a container can nest folders deeper than Python's stack)."""
+    (a container can nest folders deeper than Python's stack), a step down or up at a time
+    (as cheap at the millionth level as at the first)."""
     folders = Folders(parent_fd)
-    stack: list[tuple[tuple[str, ...], bool]] = [((name,), False)]
+    left = [[name]]  # by depth: the folders still to remove in the one open there
     try:
-        while stack:
-            rel, emptied = stack.pop()
-            if emptied:
-                os.rmdir(rel[-1], dir_fd=folders.open(rel[:-1]))
-                continue
-            fd = folders.open(rel)
-            with contextlib.suppress(PermissionError):  # as non-root, for read-only folders
-                if stat.S_IMODE(os.fstat(fd).st_mode) & 0o700 != 0o700:
-                    os.fchmod(fd, 0o700)
-            stack.append((rel, True))
-            for entry in entries(fd):
-                if _is_dir(entry):
-                    stack.append(((*rel, entry.name), False))
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.name, dir_fd=fd)
+        while left:
+            if left[-1]:
+                sub = left[-1].pop()
+                try:
+                    left.append(_clear(folders.down(sub)))
+                except OSError as exc:
+                    if not vanished(exc):
+                        raise
+                    with contextlib.suppress(FileNotFoundError):  # (now a file or a link)
+                        os.unlink(sub, dir_fd=folders.current())
+            elif len(left) > 1:
+                left.pop()
+                emptied = folders.names[-1]
+                os.rmdir(emptied, dir_fd=folders.up())
+            else:
+                break
     finally:
         folders.close()
+
+
+def _clear(fd: int) -> list[str]:
+    """Unlink all but the folders in ``fd``; their names."""
+    with contextlib.suppress(PermissionError):  # as non-root, for read-only folders
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o700 != 0o700:
+            os.fchmod(fd, 0o700)
+    folders = []
+    for entry in entries(fd):
+        if _is_dir(entry):
+            folders.append(entry.name)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.name, dir_fd=fd)
+    return folders
 
 
 # -- copying ----------------------------------------------------------------------------------
@@ -340,19 +390,28 @@ def _remove_tree(parent_fd: int, name: str) -> None:
 
 def extents(fd: int, size: int) -> list[tuple[int, int]]:
     """A file's data extents, holes skipped (SEEK_DATA/SEEK_HOLE)."""
-    found: list[tuple[int, int]] = []
+    return list(data_extents(fd, size))
+
+
+def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """A file's data extents (start, length) within its first ``size`` bytes, one at a time
+    (a file may have millions). Moves the file's offset."""
     offset = 0
     while offset < size:
         try:
             start = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError:  # ENXIO: only a hole remains
-            break
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole remains
+                return
+            # A file system that cannot tell holes: all of the rest is data (taking it
+            # for a hole would lose data).
+            yield offset, size - offset
+            return
         end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
         if end <= start:
-            break
-        found.append((start, end - start))
+            return
+        yield start, end - start
         offset = end
-    return found
 
 
 def copy_data(src: int, dst: int, size: int) -> None:
@@ -402,8 +461,10 @@ __all__ = [
     "Folder",
     "Folders",
     "NotRegular",
+    "Overfull",
     "copy_file",
     "create_file",
+    "data_extents",
     "entries",
     "lstat_at",
     "make_dir",

@@ -106,6 +106,10 @@ MIGRATIONS: Sequence[str] = (
     """
     ALTER TABLE attempts ADD COLUMN node TEXT;
     """,
+    # 8: files are hashed by chunks now (storage.content_digest): the digests kept are not.
+    """
+    DELETE FROM file_hashes;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

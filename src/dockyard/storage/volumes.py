@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dockyard.errors import DockyardError, InvalidInput, PlanError, UnknownReference
+from dockyard.home import data_root
 from dockyard.spec.names import NAME_RE
 from dockyard.storage import safefs
 from dockyard.storage.volume_copy import copy_tree, mirror
@@ -48,11 +49,6 @@ from dockyard.storage.volume_copy import copy_tree, mirror
 # A tag is shown in tables and sent to other hosts: printable, no markup, not a number.
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 SNAPSHOT_ID_RE = re.compile(r"[0-9]{1,18}")
-
-
-def data_root() -> Path:
-    configured = os.environ.get("DOCKYARD_HOME")
-    return Path(configured) if configured else Path.home() / ".local" / "share" / "dockyard"
 
 
 def check_name(name: str) -> str:

@@ -96,13 +96,27 @@ class FakeOutputs:
                     raise OutputsLost([digest], f"no node has output {digest[:12]}")
                 self.disk(node).mkdir(parents=True, exist_ok=True)
                 incoming = self.disk(node) / f".fetching-{uuid.uuid4().hex}"
-                shutil.copytree(found[0], incoming, symlinks=True)
+                shutil.copytree(found[0], incoming, symlinks=True, copy_function=_copy_sparse)
                 os.rename(incoming, target)
                 self.fetches += 1
 
     def forget(self, node: str) -> None:
         """Lose ``node`` and its disk: outputs only it had no longer exist."""
         safefs.rmtree(node_disk(self.root, node))
+
+
+def _copy_sparse(source: str, target: str) -> None:
+    """``shutil.copy2``, but holes stay holes (as an agent's fetch keeps them)."""
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            safefs.copy_data(src, dst, os.fstat(src).st_size)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    shutil.copystat(source, target)
 
 
 # -- work folders -----------------------------------------------------------------------------

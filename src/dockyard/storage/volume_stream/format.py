@@ -6,7 +6,8 @@
       D {"path", "mode", "mtime_ns"}                       a directory
       F {"path", "mode", "mtime_ns", "size", "extents"}    a file: the data of each
         [offset, length] extent follows; the gaps are holes, so sparse files stay sparse;
-        then the data's sha256 as a hex line
+        then the sha256 of the data sent as a hex line (the extents' bytes in order:
+        holes are neither read, sent nor hashed, on either side)
       L {"path", "target"}                                 a symbolic link
       X {"path"}                                           gone since the base (increments)
       E {"records", "bytes", "digest"}                     the end: counts, and the sha256

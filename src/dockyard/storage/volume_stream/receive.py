@@ -37,13 +37,27 @@ from dockyard.storage.volume_stream.format import (
 from dockyard.storage.volumes import Snapshot, VolumeStore, check_name, copy_tree
 
 
-def receive(store: VolumeStore, name: str, inp: BinaryIO, *, live: bool = True) -> Snapshot:
+def receive(
+    store: VolumeStore,
+    name: str,
+    inp: BinaryIO,
+    *,
+    live: bool = True,
+    expect: str | None = None,
+) -> Snapshot:
     """Apply a stream to volume ``name`` (created if absent): all of it, or nothing. The
     live folder becomes the snapshot received, unless ``live`` is False (a copy kept beside
-    a live folder that is in use)."""
+    a live folder that is in use). With ``expect`` (a snapshot's uuid: what was asked of a
+    peer), a stream of another snapshot or of another volume is refused before a record is
+    applied."""
     check_name(name)
     reader = Reader(inp)
     header = reader.header()
+    if expect is not None and (header.snapshot, header.volume) != (expect, name):
+        raise StreamError(
+            f"asked for snapshot {expect[:12]} of volume {name!r}, the stream holds snapshot "
+            f"{header.snapshot[:12]} of volume {header.volume!r}"
+        )
     base = _base(store, name, header)
     with contextlib.ExitStack() as held:
         if store.folder(name).is_dir():  # else it is created only once the stream checked out
