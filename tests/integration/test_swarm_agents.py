@@ -268,3 +268,53 @@ steps:
     assert connects > 3000 and held >= 3 * 32  # (the flood went on through the run)
     # (a liveness bound, not a speed target: a starved agent failed the run after minutes)
     assert disturbed < 3 * undisturbed + 60, (undisturbed, disturbed, done)
+
+
+def test_a_sparse_output_stays_sparse_on_its_node_and_on_its_way_here(
+    tmp_path: Path, on_swarm: LocalSwarm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A step's 4 GiB hole costs it nothing; it must cost no node, nor this machine, 4 GiB
+    of real blocks (nor reading them to seal and hash)."""
+    path = tmp_path / "dockyard.yaml"
+    path.write_text(
+        f"""
+version: 1
+name: sparse
+defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
+steps:
+  make: {{command: "sh -c 'truncate -s 4G /out/z && echo end >> /out/z'"}}
+"""
+    )
+    assert main(["run", "-f", str(path), "--backend", "swarm"]) == 0, capsys.readouterr()
+    ((_, node, digest),) = _latest(path)
+    kept = Path(_agent_root()) / node / "outputs" / digest / "z"
+    assert kept.stat().st_size == (4 << 30) + 4
+    assert kept.stat().st_blocks * 512 < 1 << 20
+    capsys.readouterr()
+    assert main(["outputs", "-f", str(path), "make", "--backend", "swarm"]) == 0
+    here = Path(capsys.readouterr().out.strip()) / "z"
+    assert here.stat().st_size == (4 << 30) + 4
+    assert here.stat().st_blocks * 512 < 1 << 20
+    with here.open("rb") as fh:
+        fh.seek(4 << 30)
+        assert fh.read() == b"end\n"
+
+
+def test_an_output_nested_past_the_limit_fails_its_attempt_with_a_message(
+    tmp_path: Path, on_swarm: LocalSwarm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dockyard.yaml"
+    path.write_text(
+        f"""
+version: 1
+name: deep
+defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
+steps:
+  make: {{command: "sh -c 'p=/out; for i in $(seq 1001); do p=$p/d; done; mkdir -p $p'"}}
+"""
+    )
+    assert main(["run", "-f", str(path), "--backend", "swarm"]) == 1
+    capsys.readouterr()
+    assert main(["status", "-f", str(path), "--json"]) in (0, 1)
+    status = capsys.readouterr().out
+    assert "more than 1,000 deep" in status, status

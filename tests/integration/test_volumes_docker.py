@@ -227,3 +227,50 @@ steps:
         assert (info.st_uid, info.st_gid) == (0, 0), entry
         assert not info.st_mode & 0o222, entry
     assert (output / "f").stat().st_mode & 0o777 == 0o444  # readable by a consumer of any uid
+
+
+def test_a_sparse_output_is_committed_without_reading_or_filling_its_holes(
+    tmp_path: Path,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """256 GiB of hole cost the step nothing; sealing and hashing it must not read it."""
+    path = write(
+        tmp_path / "p",
+        f"""
+version: 1
+name: {pipeline_name}
+steps:
+  make:
+    image: "{BUSYBOX_IMAGE}"
+    command: "sh -c 'truncate -s 256G /out/z && echo end >> /out/z'"
+""",
+    )
+    assert main(["run", "-f", str(path)]) == 0, capsys.readouterr()
+    kept = committed_output(path, "make", capsys) / "z"
+    assert kept.stat().st_size == (256 << 30) + 4
+    assert kept.stat().st_blocks * 512 < 1 << 20
+
+
+def test_an_output_nested_past_the_limit_fails_with_a_message_and_is_not_kept(
+    tmp_path: Path,
+    pipeline_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write(
+        tmp_path / "p",
+        f"""
+version: 1
+name: {pipeline_name}
+steps:
+  make:
+    image: "{BUSYBOX_IMAGE}"
+    command: "sh -c 'p=/out; for i in $(seq 1001); do p=$p/d; done; mkdir -p $p'"
+""",
+    )
+    assert main(["run", "-f", str(path)]) == 1
+    capsys.readouterr()
+    main(["status", "-f", str(path), "--json"])
+    assert "more than 1,000 deep" in capsys.readouterr().out
+    assert not list((path.parent / ".dockyard" / "outputs").glob("*"))
+    assert not list((path.parent / ".dockyard" / "work").glob("*/*"))

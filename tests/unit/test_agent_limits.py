@@ -28,12 +28,13 @@ from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.gate import Limits
 from dockyard.agent.head import MAX_FIELDS, MAX_HEAD, MAX_LINE, METHODS, HeadError, parse, split
 from dockyard.agent.pace import Rate
-from dockyard.agent.quietlog import LINE_CHARS, escape
+from dockyard.agent.quietlog import LINE_CHARS, WRITERS, escape
 from dockyard.agent.server import AgentServer, NodeStore
-from dockyard.agent.trees import TreeError
+from dockyard.agent.trees import Bounds, TreeError
 
 KEY = bytes(range(32))
 FAR = 600.0  # a head deadline no test waits for: what closes early is not that deadline
+ROOMY = Bounds(1 << 30, 1 << 30, 1000, 1000)  # (what a test's stream holds is well within)
 
 
 @contextlib.contextmanager
@@ -94,6 +95,11 @@ def _status(sock: socket.socket) -> int:
     return int(data.split(b" ")[1])
 
 
+def _threads() -> int:
+    """Threads, but for the agent's log and journal writers (one each, when busy)."""
+    return sum(thread.name not in WRITERS for thread in threading.enumerate())
+
+
 def _enough_files(count: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < count:
@@ -108,7 +114,7 @@ def _enough_files(count: int) -> None:
 def test_a_signed_call_gets_through_a_thousand_idle_and_slow_connections(tmp_path) -> None:
     _enough_files(4096)
     with serving(tmp_path, Limits(head_seconds=FAR)) as server:  # (the budgets, not time)
-        threads = threading.active_count()
+        threads = _threads()
         held: list[socket.socket] = []
         try:
             for n in range(1000):  # 40 addresses, 25 each: each under its own cap
@@ -121,7 +127,7 @@ def test_a_signed_call_gets_through_a_thousand_idle_and_slow_connections(tmp_pat
             for sock in slow:
                 sock.sendall(b"1")
             assert len(server.gate.heads) == server.limits.heads  # the budget is full...
-            assert threading.active_count() == threads  # ...and holds no thread
+            assert _threads() == threads  # ...and holds no thread
 
             assert _client(server).health()["node"] == "nodea"
 
@@ -135,7 +141,7 @@ def test_a_signed_call_gets_through_a_thousand_idle_and_slow_connections(tmp_pat
 def test_connections_over_the_cap_of_one_address_close_its_oldest_at_once(tmp_path) -> None:
     limits = Limits(head_seconds=FAR)
     with serving(tmp_path, limits) as server:
-        threads = threading.active_count()
+        threads = _threads()
         old = [_connect(server, "127.0.0.9") for _ in range(limits.heads_per_peer)]
         new = [_connect(server, "127.0.0.9") for _ in range(8)]
         try:
@@ -144,7 +150,7 @@ def test_connections_over_the_cap_of_one_address_close_its_oldest_at_once(tmp_pa
                 assert _closed(sock)
             assert _still_open(old[8:] + new)
             assert server.gate.per_peer["127.0.0.9"] == limits.heads_per_peer
-            assert threading.active_count() == threads
+            assert _threads() == threads
         finally:
             for sock in old + new:
                 sock.close()
@@ -381,10 +387,15 @@ Answer = Callable[[socket.socket, dict[str, str], threading.Event], object]
 
 
 @contextlib.contextmanager
-def _peer(answer: Answer) -> Iterator[str]:
+def _peer(answer: Answer, rcvbuf: int | None = None) -> Iterator[str]:
     """A fake agent on loopback: reads one request's head, then ``answer`` does the rest
-    (until the event it is given is set, at the end of the ``with``)."""
-    listener = socket.create_server(("127.0.0.1", 0))
+    (until the event it is given is set, at the end of the ``with``); ``rcvbuf``: its
+    receive buffer, small (what it does not read then soon stops the sender)."""
+    listener = socket.socket()
+    if rcvbuf is not None:  # (before the listen: the connection it accepts takes it)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
     listener.settimeout(10)
     stop = threading.Event()
 
@@ -466,15 +477,32 @@ def test_a_peer_that_never_answers_a_transfer_is_cut_off(tmp_path) -> None:
         with pytest.raises(AgentError, match="slower than"):  # noqa: SIM117
             with client.stream("volumes/send", {}):
                 pass
-    with _peer(_silent) as address:  # (the body goes into socket buffers; no answer comes)
-        client = AgentClient(address, KEY, "nodea", rate=Rate(0.3, 1 << 20))
-        (tmp_path / "lone").write_bytes(b"x" * 1000)
-        fd = os.open(tmp_path / "lone", os.O_RDONLY)
-        try:
-            with pytest.raises(AgentError, match="slower than"):
+    with _peer(_silent, rcvbuf=4096) as address:  # (reads the head, never the body)
+        client = AgentClient(address, KEY, "nodea", rate=Rate(0.3, 1 << 30))
+        mib = b"x" * (1 << 20)  # 16 MiB: more than the socket buffers on the way hold
+        with pytest.raises(AgentError, match="slower than"):
+            client._put("a" * 64, lambda pipe: [pipe.write(mib) for _ in range(16)], ROOMY)
+
+
+def test_a_tree_sent_waits_for_its_answer_as_long_as_the_caller_lets_it(tmp_path) -> None:
+    """Once the tree is sent, the agent builds and seals it before it answers: that is
+    work, not a trickle (the pace no longer applies); the caller's timeout does."""
+
+    def reads_all(conn: socket.socket, headers: dict[str, str], stop: threading.Event) -> None:
+        data = b""
+        while not data.endswith(b"0\r\n\r\n") and (piece := conn.recv(4096)):
+            data += piece
+        stop.wait(10)  # (never answers)
+
+    (tmp_path / "lone").write_bytes(b"x" * 1000)
+    fd = os.open(tmp_path / "lone", os.O_RDONLY)
+    try:
+        with _peer(reads_all) as address:
+            client = AgentClient(address, KEY, "nodea", timeout=1.0, rate=SLOW)
+            with pytest.raises(AgentError, match="timed out"):
                 client.put_lone_file("a" * 64, fd)
-        finally:
-            os.close(fd)
+    finally:
+        os.close(fd)
 
 
 def test_an_answer_larger_than_any_is_not_read_whole(monkeypatch) -> None:

@@ -52,8 +52,9 @@ def test_an_agent_binds_its_root_alone_and_has_memory_and_pids_limits(managers) 
     spec = task["ContainerSpec"]
     sources = {m["Source"]: m["Target"] for m in spec["Mounts"]}
     assert sources["/var/lib/dockyard-agent"] == ROOT_MOUNT  # the root, not /var/lib
-    assert "/var/lib" not in sources and "/run/docker" in sources  # (the plugin's sockets)
-    assert set(sources) - {"/var/lib/dockyard-agent", "/run/docker"} == (
+    assert "/var/lib" not in sources and "/run/docker" not in sources  # (FIFOs, netns)
+    assert "/run/docker/plugins" in sources  # (the plugin's socket, and nothing else)
+    assert set(sources) - {"/var/lib/dockyard-agent", "/run/docker/plugins"} == (
         {settings.engine_socket} if managers is None else set()
     )
     assert f"DOCKYARD_AGENT_MOUNT={ROOT_MOUNT}" in spec["Env"]

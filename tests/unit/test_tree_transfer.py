@@ -367,3 +367,31 @@ def test_an_input_keeps_its_permission_bits_on_the_node_less_writing(tmp_path: P
         os.close(fd)
     got = receive_tree(io.BytesIO(out.getvalue()), digest, tmp_path / "store", Bounds(6, 6, 1, 1))
     assert os.lstat(got / sealing.LONE_FILE).st_mode & 0o7777 == 0o400
+
+
+def test_modes_count_in_the_digest_so_a_rewritten_mode_is_refused(tmp_path: Path) -> None:
+    """The same bytes with other permission bits are another tree (each consumer sees what
+    its producer left), and a mode rewritten on the way does not match its digest."""
+    data, sealed = _stream_of(tmp_path, {"f": b"same"})
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "f").write_bytes(b"same")
+    os.chmod(private / "f", 0o600)
+    assert sealing.tree_digest(private)[0] != sealed.digest
+    assert sealing.tree_digest(tmp_path / "tree")[0] == sealed.digest  # (as sealed: 0444)
+    rewritten = data.replace(b"F\x01\x24\x01f", b"F\x00\x00\x01f")  # 0444 -> 0000
+    assert rewritten != data
+    with pytest.raises(TreeError, match="the tree sent as"):
+        receive_tree(io.BytesIO(rewritten), sealed.digest, tmp_path / "store", Bounds.of(sealed))
+
+
+def test_a_piece_that_is_not_whole_chunks_is_refused(tmp_path: Path) -> None:
+    """A writer sends whole 64 KiB chunks (the last of a file may be short): a stream of
+    one-byte pieces would cost the receiver a write a byte."""
+    head = MAGIC + (0o755).to_bytes(2, "big") + b"F" + (0o644).to_bytes(2, "big") + b"\x01f"
+    head += (1 << 20).to_bytes(8, "big")
+    piece = b"P" + (1).to_bytes(8, "big") + (1).to_bytes(4, "big") + b"x"
+    stream = head + piece + b"E" + (2).to_bytes(8, "big")
+    bounds = Bounds(1 << 20, 1 << 20, 1, 1)
+    with pytest.raises(TreeError, match="not whole chunks"):
+        receive_tree(io.BytesIO(stream), "0" * 64, tmp_path / "store", bounds)

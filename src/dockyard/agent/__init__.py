@@ -37,6 +37,7 @@ MODULES = (
     "agent/__init__.py",
     "agent/__main__.py",
     "agent/auth.py",
+    "agent/nonces.py",
     "agent/layout.py",
     "agent/trees.py",
     "agent/tree_wire.py",

@@ -3,8 +3,8 @@
 A request carries the time, a fresh nonce and the SHA-256 of its body, and an HMAC-SHA256
 of those with the node it is for, its method and its path; an agent refuses one that is not
 signed with its key for its own node, is more than :data:`MAX_SKEW` seconds from its own
-clock, or repeats a nonce it has seen (a replay; the nonces are kept on the node's disk,
-so a restarted agent knows them still). A body
+clock, or repeats a nonce it has seen (a replay; the nonces are also kept on the node's
+disk, as far as it lets them be written, so a restarted agent knows them still). A body
 streamed in (a tree) is marked :data:`STREAMED` instead of hashed: the tree is checked
 against the digest it is sent under before it is kept. Every answer is signed over the
 node, the request's nonce, its status and its body's hash, so that a client never acts on
@@ -16,7 +16,6 @@ trees that cross it (as with Swarm's overlay networks unless they are created en
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import math
@@ -24,10 +23,14 @@ import os
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from dockyard.agent import nonces
+from dockyard.agent.quietlog import to_stderr
 
 MAX_SKEW = 120.0  # seconds between the clocks of a client and an agent
 STREAMED = "streamed"
@@ -116,7 +119,9 @@ class Checked:
 class Verifier:
     """An agent's side: checks requests for its ``node``, and remembers the nonces it has
     seen for as long as a request with them could still be in time, in ``journal`` too
-    (when given) so that a restarted agent still knows them."""
+    (when given: written best-effort by a thread of its own, :mod:`.nonces`) so that a
+    restarted agent still knows them. ``log``: where trouble with the journal is told
+    (the agent's server sets its own log)."""
 
     def __init__(
         self,
@@ -128,42 +133,20 @@ class Verifier:
         self.key = key
         self.node = node
         self.clock = clock
-        self.journal = journal
+        self.log: Callable[[str], None] = to_stderr
         self._seen: dict[str, float] = {}
+        self._order: deque[tuple[float, str]] = deque()  # (oldest first: forgotten from there)
         self._lock = threading.Lock()
-        self._written = 0
+        self.journal: nonces.Journal | None = None
         if journal is not None:
-            self._load(journal)
+            self.journal = nonces.Journal(journal, 2 * MAX_SKEW, clock, lambda t: self.log(t))
+            for nonce, at in self.journal.load():
+                self._seen[nonce] = at
+                self._order.append((at, nonce))
 
-    def _load(self, journal: Path) -> None:
-        horizon = self.clock() - 2 * MAX_SKEW
-        try:
-            lines = journal.read_text(encoding="ascii", errors="replace").splitlines()
-        except FileNotFoundError:
-            return
-        for line in lines:
-            nonce, _, at = line.partition(" ")
-            with contextlib.suppress(ValueError):
-                if float(at) >= horizon:
-                    self._seen[nonce] = float(at)
-        self._rewrite()
-
-    def _remember(self, nonce: str, at: float) -> None:
-        if self.journal is None:
-            return
-        if self._written > 4 * max(len(self._seen), 256):
-            self._rewrite()  # (the forgotten ones go)
-            return
-        with self.journal.open("a", encoding="ascii") as fh:
-            fh.write(f"{nonce} {at:.3f}\n")
-        self._written += 1
-
-    def _rewrite(self) -> None:
-        assert self.journal is not None
-        scratch = self.journal.with_name(f"{self.journal.name}.new")
-        scratch.write_text("".join(f"{n} {at:.3f}\n" for n, at in self._seen.items()))
-        scratch.replace(self.journal)
-        self._written = len(self._seen)
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait for the nonces seen to be in the journal (or to have failed to be)."""
+        return self.journal is None or self.journal.flush(timeout)
 
     def check(self, method: str, path: str, headers: Headers) -> Checked:
         scheme, _, mac = (headers.get("Authorization") or "").partition(" ")
@@ -185,13 +168,22 @@ class Verifier:
         if len(nonce) > 64:
             raise AuthError("the request's nonce is too long")
         with self._lock:
-            for old in [n for n, at in self._seen.items() if at < now - 2 * MAX_SKEW]:
-                del self._seen[old]
+            self._forget(now - 2 * MAX_SKEW)
             if nonce in self._seen:
                 raise AuthError("the request was seen before (a replay)")
             self._seen[nonce] = now
-            self._remember(nonce, now)
+            self._order.append((now, nonce))
+        if self.journal is not None:
+            self.journal.add(nonce, now)  # (never waits on the disk)
         return Checked(nonce, digest == STREAMED)
+
+    def _forget(self, horizon: float) -> None:
+        """Forget the nonces seen before ``horizon``: they come first (a request's cost
+        is what it forgets, not what is remembered)."""
+        while self._order and self._order[0][0] < horizon:
+            at, nonce = self._order.popleft()
+            if self._seen.get(nonce) == at:
+                del self._seen[nonce]
 
     def body_matches(self, checked: Checked, headers: Headers, body: bytes) -> bool:
         return checked.streamed or same(headers.get(BODY) or "", body_hash(body))

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from dockyard.agent import API, auth
 from dockyard.agent.frames import FrameReader
-from dockyard.agent.pace import Pace, PacedSocket, Rate
+from dockyard.agent.pace import Pace, PacedSocket, Rate, TooSlow
 from dockyard.agent.trees import (
     Bounds,
     TreeError,
@@ -129,12 +129,17 @@ class AgentClient:
             kept = digest in (answer.get("present") or [])
             why = "no record of what it holds (an older agent kept it)" if kept else "no such tree"
             raise AgentError(f"agent {self.address}: tree {digest[:12]}: {why}")
-        conn, response, nonce = self._request("GET", f"{API}/objects/{digest}", b"")
+        try:
+            bounds = Bounds.parse(record)
+        except TreeError as exc:
+            raise AgentError(f"agent {self.address}: {exc}") from None
+        path = f"{API}/objects/{digest}"
+        conn, response, nonce = self._request("GET", path, b"", entries=bounds.entries)
         try:
             if response.status != 200:
                 self._checked(response, nonce, _answer(response))
             auth.check_reply(self.key, self.node, nonce, 200, None, response.headers)
-            return receive_tree(response, digest, store, Bounds.parse(record))
+            return receive_tree(response, digest, store, bounds)
         except (auth.AuthError, TreeError, OSError, http.client.HTTPException) as exc:
             raise AgentError(f"agent {self.address}: {exc}") from None
         finally:
@@ -163,16 +168,17 @@ class AgentClient:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _request(
-        self, method: str, path: str, data: bytes, works: bool = False
+        self, method: str, path: str, data: bytes, works: bool = False, entries: int = 0
     ) -> tuple[_Connection, http.client.HTTPResponse, str]:
         """Send one signed request (a JSON body, or none); its connection (for the caller
         to close), the answer's head, and the request's nonce. ``works``: the agent works
         before it answers (a call), for as long as that takes; else it answers at once (a
-        tree, a stream), which keeps the pace from the request on."""
+        tree, a stream), which keeps the pace from the request on (``entries``: the tree's,
+        which the pace allows for)."""
         headers = auth.sign_request(self.key, self.node, method, path, data)
         if data:
             headers["Content-Type"] = "application/json"
-        conn = self._connection()
+        conn = self._connection(entries)
         try:
             conn.pace.start()
             conn.request(method, path, body=data or None, headers=headers)
@@ -183,9 +189,11 @@ class AgentClient:
             conn.close()
             raise AgentError(f"agent {self.address}: {exc}") from None
 
-    def _connection(self) -> _Connection:
+    def _connection(self, entries: int = 0) -> _Connection:
         host, _, port = self.address.rpartition(":")
-        return _Connection(host.strip("[]"), int(port), self.timeout, Pace(self.rate))
+        pace = Pace(self.rate)
+        pace.entries(entries)
+        return _Connection(host.strip("[]"), int(port), self.timeout, pace)
 
     def _put(
         self, digest: str, write: Callable[[Writable], None], bounds: Bounds
@@ -194,7 +202,7 @@ class AgentClient:
         headers = auth.sign_request(self.key, self.node, "PUT", path, None)
         headers["Content-Type"] = "application/octet-stream"
         headers["Transfer-Encoding"] = "chunked"
-        conn = self._connection()
+        conn = self._connection(bounds.entries)
         reader, writer = os.pipe()
         failure: list[BaseException] = []
 
@@ -212,12 +220,17 @@ class AgentClient:
         try:
             with os.fdopen(reader, "rb") as pipe:
                 conn.connect()  # (a node that does not answer is that, not a refusal)
-                conn.pace.start()  # (the answer, after the tree is checked, too)
-                # Refused half-way, the agent answers and stops reading: its answer says why.
-                with contextlib.suppress(OSError):
+                conn.pace.start()  # (the tree, as it goes)
+                try:
                     conn.request(
                         "PUT", path, body=_chunks(pipe), headers=headers, encode_chunked=True
                     )
+                except TooSlow:
+                    raise
+                except OSError:
+                    pass  # refused half-way, the agent answers and stops reading: see why
+                else:  # sent: the agent builds and seals it before it answers, however long
+                    conn.pace.await_answer()
                 response = conn.getresponse()
                 raw = _answer(response)
         except (OSError, http.client.HTTPException) as exc:

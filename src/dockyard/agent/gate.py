@@ -3,7 +3,8 @@ with no thread per connection, under budgets that whoever reaches the port canno
 
 - At most :data:`HEADS_PER_PEER` connections from one address may be in their head: one
   more closes that address's oldest there and then (a reset, no thread, no waiting), so a
-  flood from an address costs its own idle connections, not a signed client's fresh one.
+  flood from an address costs its own idle connections, not a signed client's fresh one
+  (read the moment it is accepted: a signed client's head is there by then, as a rule).
 - At most :data:`HEADS` connections are in their head in all; a new one pushes out the
   oldest (a signed client sends its head at once, so only idle or slow ones are old).
 - The whole head must come within :data:`HEAD_SECONDS` of the accept, however slowly its
@@ -38,7 +39,10 @@ SLOT_WAIT = 30.0  # how long a signed request waits for a slot before a 503
 LINGER_SECONDS = 2.0  # a refused connection is read this long at most before it is closed
 LINGER_BYTES = 64 << 10  # and this much (more when the refused request said its body is)
 LINGERING = 128  # refused connections being read out at once (the oldest closed first)
-ACCEPTS_AT_ONCE = 64  # then heads are read again: a flood of connects cannot stall them
+# Connections accepted in one pass, each read at once (a signed client's head is there),
+# then heads are read again: under half of HEADS_PER_PEER, so that what one pass and the
+# one before it accepted from an address never fills its cap before it is read.
+ACCEPTS_AT_ONCE = 12
 ACCEPT_PAUSE = 0.1  # seconds without accepting after the process ran out of descriptors
 
 
@@ -123,13 +127,16 @@ class Gate:
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         try:
             while not self._stopping:
+                accept = False
                 for key, _ in self.selector.select(self._timeout(poll)):
                     if key.fileobj is self.listener:
-                        self._accept()
+                        accept = True  # (last: what is readable is read before new ones come)
                     elif key.fileobj is self._wake_r:
                         self._drain_wake()
                     else:
                         self._readable(key.data)
+                if accept:
+                    self._accept()
                 self._expire()
                 self.log.flush()
         finally:
@@ -181,7 +188,8 @@ class Gate:
                     self._pause(exc)
                     return
                 continue  # (ECONNABORTED and the like: that one is gone)
-            self._admit(sock, address)
+            conn = self._admit(sock, address)
+            self._readable(conn)  # (a head already whole is served now; a closed one goes)
 
     def _pause(self, exc: OSError) -> None:
         """Out of descriptors: stop accepting a moment (else the listener is readable and
@@ -193,12 +201,13 @@ class Gate:
             self._close(next(iter(self.heads.values())), reset=True)
             self.stats["evicted"] += 1
 
-    def _admit(self, sock: socket.socket, address: tuple[str, int]) -> None:
+    def _admit(self, sock: socket.socket, address: tuple[str, int]) -> _Conn:
         self.stats["accepted"] += 1
         peer = address[0]
         if self.per_peer[peer] >= self.limits.heads_per_peer:
-            # That address's oldest head goes, not the new one: a peer that shares its
-            # address with an attacker (a node whose step floods) still gets through.
+            # That address's oldest head goes (the one waited on longest: heads are kept in
+            # the order they came), not the new one: a peer that shares its address with an
+            # attacker (a node whose step floods) still gets through, its head read at once.
             oldest = next(c for c in self.heads.values() if c.peer == peer)
             self.stats["refused"] += 1
             self.log.line(f"{peer} dropped: {self.limits.heads_per_peer} connections in their head")
@@ -213,6 +222,7 @@ class Gate:
         self.heads[sock] = conn
         self.per_peer[peer] += 1
         self.selector.register(sock, selectors.EVENT_READ, conn)
+        return conn
 
     # -- reading --------------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from dockyard.agent.leases import Fenced, Lease, LeaseAccess, LeaseError, NoSuchVolume
+from dockyard.agent.quietlog import to_stderr
 from dockyard.agent.replication import Replicator
 from dockyard.agent.volume_records import Records, fresh_state
 from dockyard.storage import safefs
@@ -69,7 +69,7 @@ class NodeVolumes:
     leases: LeaseAccess
     peers: Peers
     replicas: int = 1
-    log: Callable[[str], None] = lambda message: print(f"agent: {message}", file=sys.stderr)
+    log: Callable[[str], None] = to_stderr  # (escaped: names and errors may be a peer's)
 
     def __post_init__(self) -> None:
         self.records = Records(self.store)

@@ -44,8 +44,9 @@ def _commit(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
             sealed = sealing.seal_tree(staging.path)
         except sealing.OutputRefused as exc:  # (the step's doing: its attempt fails)
             raise Refused(OUTPUT_REFUSED, exc.message) from None
-        sealing.place(staging.path, sealed, store.outputs())
+        # (the record first: a tree kept without one could never be fetched)
         trees.keep_record(store.outputs(), sealed.digest, trees.Bounds.of(sealed))
+        sealing.place(staging.path, sealed, store.outputs())
     store.unlock(staging)
     return {
         "digest": sealed.digest,

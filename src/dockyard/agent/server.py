@@ -51,7 +51,8 @@ from dockyard.storage.volumes import VolumeStore
 
 MAX_JSON = 1 << 20
 IDLE_SECONDS = 60.0  # silence within a signed request (a body being sent) that drops it
-FILES = 8192  # descriptors the agent asks for (heads, served requests, trees being copied)
+FILES = 65536  # descriptors the agent asks for: 512 heads, 128 served requests of ~67 each
+# (a deep tree copied holds a descriptor for each folder down its path), and room to spare
 
 
 class _Rest(io.RawIOBase):
@@ -174,11 +175,12 @@ class Handler(BaseHTTPRequestHandler):
         digest, _, query = name.partition("?")  # (its bounds: in the path, which is signed)
         layout.check_digest(digest)
         store = self.server.store
-        if "chunked" not in (self.headers.get("Transfer-Encoding") or ""):
+        codings = (self.headers.get("Transfer-Encoding") or "").split(",")
+        if codings[-1].strip().lower() != "chunked":  # (a token: any case, as the head took it)
             raise Refused(411, "a tree is sent chunked")
         bounds = Bounds.from_query(query)
-        where = receive_tree(Chunked(self.rfile), digest, store.outputs(), bounds)
-        return {"path": str(layout.object_dir(store.host, store.node, digest)), "kept": bool(where)}
+        receive_tree(Chunked(self.rfile), digest, store.outputs(), bounds)  # (or it raises)
+        return {"path": str(layout.object_dir(store.host, store.node, digest))}
 
     def _send(self, digest: str) -> None:
         tree = self.server.store.outputs() / digest
@@ -237,6 +239,7 @@ class AgentServer(socketserver.TCPServer):
         self.store = store
         self.limits = limits or Limits()
         self.log = log or QuietLog()
+        store.verifier.log = self.log.line  # (trouble with its journal: told in the agent's log)
         self.workers = threading.BoundedSemaphore(self.limits.served + self.limits.queued)
         self.slots = threading.BoundedSemaphore(self.limits.served)
         self.gate = Gate(self.socket, self.limits, self._on_head, self.log)

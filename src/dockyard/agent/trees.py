@@ -24,6 +24,7 @@ from pathlib import Path
 from dockyard.agent.tree_wire import PIECE, Readable, Reader, TreeError, Writable, Writer
 from dockyard.storage import content_digest, safefs
 from dockyard.storage import outputs as sealing
+from dockyard.storage.content_digest import CHUNK
 from dockyard.storage.tree_limits import LIMITS, Limits, OutputRefused
 
 _MOST = 2**63
@@ -130,7 +131,7 @@ def write_tree(root: Path, out: Writable) -> None:
 def write_lone_file(fd: int, out: Writable) -> None:
     """Send the open regular file ``fd`` as a tree that holds it alone
     (:data:`~dockyard.storage.outputs.LONE_FILE`)."""
-    w = Writer(out, 0o555)  # (the folder is the agent's: the file keeps its own bits)
+    w = Writer(out, sealing.LONE_ROOT_MODE)  # (the file keeps its own bits)
     _write_file(w, sealing.LONE_FILE, fd)
     w.end()
 
@@ -157,7 +158,7 @@ def receive_tree(
     incoming.mkdir(exist_ok=True, mode=0o700)
     scratch = incoming / secrets.token_hex(8)
     scratch.mkdir(mode=0o700)
-    limits = Limits(limits.depth, bounds.entries, limits.path)
+    limits = Limits(limits.depth, min(bounds.entries, limits.entries), limits.path)
     try:
         reader = Reader(inp)
         with safefs.opened(scratch) as root_fd:
@@ -169,9 +170,8 @@ def receive_tree(
             raise TreeError(f"refused the tree: {exc.message}") from None
         if sealed.digest != digest:
             raise TreeError(f"the tree sent as {digest[:12]} is {sealed.digest[:12]}")
-        kept = sealing.place(scratch, sealed, store)
-        keep_record(store, digest, Bounds.of(sealed))
-        return kept
+        keep_record(store, digest, Bounds.of(sealed))  # (first: see object_routes._commit)
+        return sealing.place(scratch, sealed, store)
     finally:
         with contextlib.suppress(FileNotFoundError):
             sealing.discard(scratch)
@@ -265,6 +265,9 @@ class _Builder:
         self.data += length
         if not (0 < length <= PIECE and after <= offset and offset + length <= size):
             raise TreeError("the stream is corrupted (a piece out of its file's order)")
+        if offset % CHUNK or (length % CHUNK and offset + length != size):
+            # (a writer sends whole chunks: tiny pieces would cost a write a byte)
+            raise TreeError("the stream is corrupted (a piece that is not whole chunks)")
         if self.data > self.bounds.data:
             raise TreeError("refused the tree: more data than it holds")
         safefs.write_at(fd, reader.take(length, "a file's data"), offset)

@@ -55,15 +55,19 @@ ROOT_JOB = "dockyard-agent-root"  # the global job that makes the agent root on 
 ROOT_MOUNT = "/dockyard-agent-root"  # where the agent root is, in the agent
 PARENT_MOUNT = "/dockyard-agent-parent"  # where the root's parent is, in the job alone
 # The agent's own budget: its gate keeps heads at a few MiB; served requests hold a JSON
-# body (1 MiB) or a tree's buffers each, SERVED of them; the rest is page cache.
-AGENT_MEMORY = 1 << 30
+# body (1 MiB) or a tree's buffers each, SERVED of them; sealing or receiving an output of
+# the most entries an output may have (storage.tree_limits) lists a folder at about 750
+# bytes an entry, so two such at once stay under it; the rest is page cache.
+AGENT_MEMORY = 2 << 30
 # A thread is a pid: SERVED + QUEUED request threads, replication, the plugin's calls.
 AGENT_PIDS = 1024
 JOB_MEMORY = 64 << 20  # (python3 and one mkdir)
 JOB_PIDS = 16
 MAKE_ROOT = "import os, sys; os.makedirs(sys.argv[1], 0o755, exist_ok=True)"
-RUN_DOCKER = "/run/docker"  # on a node: its engine looks for plugins' sockets in ./plugins
-RUN_DOCKER_MOUNT = "/run/docker-node"  # where that folder is, in the agent
+# On a node: where its engine looks for plugins' sockets (the engine makes it at start).
+# Only that folder: /run/docker also holds containers' stdio FIFOs and network namespaces.
+PLUGINS = "/run/docker/plugins"
+PLUGINS_MOUNT = "/run/docker-plugins"  # where that folder is, in the agent
 ENGINE_MOUNT = "/run/dockyard-engine.sock"  # a manager's engine socket, in its agent
 ROOT_ENV = "DOCKYARD_AGENT_ROOT"
 PORT_ENV = "DOCKYARD_AGENT_PORT"
@@ -169,12 +173,12 @@ def _service_task(
         f"DOCKYARD_AGENT_MOUNT={ROOT_MOUNT}",
         f"DOCKYARD_AGENT_PORT={settings.port}",
         f"DOCKYARD_AGENT_KEY_FILE=/run/secrets/{secret_name}",
-        f"DOCKYARD_AGENT_PLUGIN_DIR={RUN_DOCKER_MOUNT}/plugins",
+        f"DOCKYARD_AGENT_PLUGIN_DIR={PLUGINS_MOUNT}",
         f"DOCKYARD_AGENT_REPLICAS={settings.replicas}",
     ]
     mounts = [
         {"Type": "bind", "Source": str(root), "Target": ROOT_MOUNT},
-        {"Type": "bind", "Source": RUN_DOCKER, "Target": RUN_DOCKER_MOUNT},
+        {"Type": "bind", "Source": PLUGINS, "Target": PLUGINS_MOUNT},
     ]
     if managers is None:
         env.append(f"DOCKYARD_AGENT_ENGINE={ENGINE_MOUNT}")

@@ -81,7 +81,10 @@ class Resolver:
     def __post_init__(self) -> None:
         self.real_root = os.path.realpath(self.root)
         self.real_state = os.path.realpath(self.root / STATE_DIR_NAME)
-        self.real_data = os.path.realpath(data_root())
+        try:
+            self.real_data = os.path.realpath(data_root())
+        except RuntimeError:  # (no $HOME and no passwd entry: no data root to keep out)
+            self.real_data = ""
 
     def resolve(
         self, raw: str, *, shown: str | None = None, must_exist: bool = True, state: bool = True
@@ -165,13 +168,10 @@ class Resolver:
         """Why ``resolved`` may not be used: it is, is inside or contains dockyard's data
         root (volumes, image caches, a cluster's key: never, not even as a build context),
         or, with ``state``, the pipeline's state folder."""
-        reserved = [
-            (
-                self.real_data,
-                f"dockyard's data root {str(data_root())!r} (named "
-                "volumes, their snapshots and a cluster's key)",
-            )
-        ]
+        reserved = []
+        if self.real_data:
+            what = "volumes, their snapshots and a cluster's key"
+            reserved.append((self.real_data, f"dockyard's data root {self.real_data!r} ({what})"))
         if state:
             reserved.append(
                 (

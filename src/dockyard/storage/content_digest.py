@@ -70,11 +70,23 @@ def pieces(fd: int, size: int) -> Iterator[tuple[int, memoryview]]:
         stop = min(end * CHUNK, size)
         while offset < stop:
             length = min(READ, stop - offset)
-            got = os.preadv(fd, [view[:length]], offset)
+            got = _read_at(fd, view[:length], offset)
             if got < length:  # it shrank while we read: what is gone reads as zeros
                 view[got:length] = _ZEROS[: length - got]
             yield from _nonzero(buffer, view, offset, length)
             offset += length
+
+
+def _read_at(fd: int, into: memoryview, offset: int) -> int:
+    """Fill ``into`` from ``offset``; fewer bytes only at the end of the file (a read may
+    return less than asked before it, on a network file system say)."""
+    got = 0
+    while got < len(into):
+        more = os.preadv(fd, [into[got:]], offset + got)
+        if not more:
+            break
+        got += more
+    return got
 
 
 def _nonzero(

@@ -22,6 +22,7 @@ import stat
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dockyard.storage import content_digest, safefs
 from dockyard.storage.tree_limits import LIMITS, Limits, OutputRefused
@@ -71,8 +72,8 @@ class Tally:
 def tree_digest(
     root: Path, digest_of: FileDigest = _read_it, skip: Collection[str] = ()
 ) -> tuple[str, int, int]:
-    """A digest of a directory tree's names, types, executable bits and contents (without
-    the root's entries named in ``skip``).
+    """A digest of a directory tree's names, types, permission bits (:func:`digest_mode`)
+    and contents (without the root's entries named in ``skip``).
 
     Returns (digest, bytes in regular files, number of regular files). ``digest_of`` may
     answer from a cache of earlier digests (see :class:`dockyard.storage.hashing.InputHasher`)."""
@@ -99,6 +100,7 @@ def _tree(
     outer = hashlib.sha256()
     size = data = files = entries = 0
     with safefs.opened(root) as root_fd:
+        outer.update(root_line(os.fstat(root_fd).st_mode))
         for folder in safefs.walk(root_fd, skip):
             for entry in folder.entries:
                 rel, info = folder.path(entry.name), entry.info
@@ -107,7 +109,7 @@ def _tree(
                         line = f"L {rel}\0{os.readlink(entry.name, dir_fd=folder.fd)}"
                     elif stat.S_ISREG(info.st_mode):
                         found = content(folder, entry)
-                        line = file_line(rel, bool(info.st_mode & 0o111), found.hex)
+                        line = file_line(rel, digest_mode(info.st_mode), found.hex)
                         size += found.size
                         data += found.data
                         files += 1
@@ -120,17 +122,39 @@ def _tree(
                     raise
                 entries += 1
                 outer.update(line.encode("utf-8", "surrogateescape") + b"\n")
-            for name in folder.subdirs:
-                outer.update(f"D {folder.path(name)}\n".encode("utf-8", "surrogateescape"))
+            _folder_lines(outer, folder, digest_mode)
     return Tally(outer.hexdigest(), size, data, files, entries)
 
 
-def file_line(rel: str, executable: bool, digest: str) -> str:
-    """How a regular file counts in a tree's digest."""
-    return f"F{'x' if executable else '-'} {rel}\0{digest}"
+def digest_mode(mode: int) -> int:
+    """The permission bits of an entry that its tree's digest counts: what a consumer of
+    the kept tree sees (writing never; a folder always its owner's to list and enter, as
+    the agent that builds a received tree needs)."""
+    bits = stat.S_IMODE(mode) & 0o555
+    return bits | 0o500 if stat.S_ISDIR(mode) else bits
+
+
+def file_line(rel: str, mode: int, digest: str) -> str:
+    """How a regular file counts in a tree's digest (``mode``: its :func:`digest_mode`)."""
+    return f"F{mode:03o} {rel}\0{digest}"
+
+
+def root_line(mode: int) -> bytes:
+    """How the tree's top folder counts in its digest (first, by its ``st_mode``)."""
+    return f"R{digest_mode(mode):03o}\n".encode()
+
+
+def _folder_lines(outer: Any, folder: safefs.Folder, modes: Modes) -> None:
+    """The lines of ``folder``'s sub-folders (after its files and links), with the modes
+    they have once sealed."""
+    kinds = {entry.name: entry.info.st_mode for entry in folder.entries}
+    for name in folder.subdirs:
+        line = f"D{digest_mode(stat.S_IFDIR | modes(kinds[name])):03o} {folder.path(name)}\n"
+        outer.update(line.encode("utf-8", "surrogateescape"))
 
 
 LONE_FILE = "data"  # the name of a lone file kept as a tree (a file input on a node)
+LONE_ROOT_MODE = 0o555  # its folder's (the agent's, not the user's: the file has its own)
 
 
 def lone_file_digest(fd: int) -> str:
@@ -138,8 +162,10 @@ def lone_file_digest(fd: int) -> str:
     :data:`LONE_FILE`: what :func:`tree_digest` gives for that tree, without making it."""
     info = os.fstat(fd)
     digest = content_digest.digest(fd, info.st_size).hex
-    line = file_line(LONE_FILE, bool(info.st_mode & 0o111), digest)
-    return hashlib.sha256(line.encode("utf-8", "surrogateescape") + b"\n").hexdigest()
+    line = file_line(LONE_FILE, digest_mode(info.st_mode), digest)
+    outer = hashlib.sha256(root_line(stat.S_IFDIR | LONE_ROOT_MODE))
+    outer.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return outer.hexdigest()
 
 
 def _content(dir_fd: int, name: str) -> content_digest.Content:
@@ -225,8 +251,9 @@ def sealed_mode(mode: int) -> int:
 
 def kept_mode(mode: int) -> int:
     """The permission bits of a sealed tree that came with its modes (a copy of an output
-    or of an input, on a node): as they were, less writing and the special bits."""
-    return stat.S_IMODE(mode) & 0o555
+    or of an input, on a node): as they were, less writing and the special bits, which is
+    what its digest counts (:func:`digest_mode`)."""
+    return digest_mode(mode)
 
 
 def _drop_capabilities(fd: int) -> bool:
@@ -270,7 +297,7 @@ def seal_tree(staging: Path, limits: Limits = LIMITS, modes: Modes = sealed_mode
 
 
 def _seal_walk(root_fd: int, limits: Limits, changes: list[str], modes: Modes) -> Tally:
-    outer = hashlib.sha256()
+    outer = hashlib.sha256(root_line(stat.S_IFDIR | modes(os.fstat(root_fd).st_mode)))
     size = data = files = entries = 0
     for folder in safefs.walk(root_fd, most=limits.entries):
         limits.check_depth(folder.rel)
@@ -290,8 +317,7 @@ def _seal_walk(root_fd: int, limits: Limits, changes: list[str], modes: Modes) -
             if line:  # (folders come after the files)
                 outer.update(line.encode("utf-8", "surrogateescape") + b"\n")
         _seal(folder.fd, "/".join(folder.rel) or ".", changes, modes)  # after its entries
-        for name in folder.subdirs:
-            outer.update(f"D {folder.path(name)}\n".encode("utf-8", "surrogateescape"))
+        _folder_lines(outer, folder, modes)
     return Tally(outer.hexdigest(), size, data, files, entries)
 
 
@@ -317,7 +343,7 @@ def _seal_kept(
         content = content_digest.digest(fd)
     finally:
         os.close(fd)
-    return file_line(rel, bool(mode & 0o111), content.hex), content
+    return file_line(rel, digest_mode(modes(mode)), content.hex), content
 
 
 def _line_break(folder: safefs.Folder, entry: safefs.Entry, changes: list[str]) -> bool:
