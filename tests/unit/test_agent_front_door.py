@@ -11,7 +11,7 @@ import resource
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,35 +19,16 @@ import pytest
 
 from dockyard.agent import auth, node_volumes
 from dockyard.agent import server as server_module
-from dockyard.agent.client import AgentClient, AgentError
-from dockyard.agent.gate import ACCEPTS_AT_ONCE, HEADS_PER_PEER, Limits
+from dockyard.agent.client import AgentError
+from dockyard.agent.gate import ACCEPTS_AT_ONCE, HEADS_PER_PEER
 from dockyard.agent.pace import Pace, Rate
 from dockyard.agent.quietlog import QuietLog, escape, to_stderr
-from dockyard.agent.server import AgentServer, NodeStore
 from dockyard.agent.trees import Bounds, write_tree
 from dockyard.storage import outputs as sealing
-from tests.unit.test_agent_limits import KEY, _connect, _signed_at, _status
+from tests.unit.agent_helpers import KEY, serving, signed_client
+from tests.unit.test_agent_limits import _connect, _signed_at, _status
 
 SECONDS = 20.0  # the most any wait here takes (none of them is a measure of speed)
-
-
-@contextlib.contextmanager
-def serving(tmp_path: Path, log: QuietLog | None = None) -> Iterator[AgentServer]:
-    root = tmp_path / "agents"
-    store = NodeStore("nodea", str(root), str(root), KEY)
-    server = AgentServer(("127.0.0.1", 0), store, Limits(), log)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(SECONDS)
-
-
-def _client(server: AgentServer, rate: Rate | None = None) -> AgentClient:
-    return AgentClient(f"127.0.0.1:{server.server_address[1]}", KEY, "nodea", rate=rate)
 
 
 def _signed_head(method: str, path: str, extra: dict[str, str] | None = None) -> bytes:
@@ -79,7 +60,7 @@ def test_a_flood_of_connects_from_a_signed_clients_address_resets_none_of_its_ca
 
         flooder = threading.Thread(target=flood, daemon=True)
         flooder.start()
-        client = _client(server)
+        client = signed_client(server)
         failures: list[str] = []
         during = 0
         try:
@@ -130,14 +111,14 @@ def _wait(done: Callable[[], bool], what: str) -> None:
 
 def test_signed_calls_are_served_when_the_nonce_journal_cannot_be_written(tmp_path) -> None:
     lines: list[str] = []
-    with serving(tmp_path, QuietLog(lines.append)) as server:
+    with serving(tmp_path, log=QuietLog(lines.append)) as server:
         verifier = server.store.verifier
         assert verifier.journal is not None
         journal = verifier.journal.path
         journal.unlink(missing_ok=True)
         for path in (journal, journal.with_name(f"{journal.name}.new")):
             path.symlink_to("/dev/full")  # (a disk that is full: every write is ENOSPC)
-        client = _client(server)
+        client = signed_client(server)
         for _ in range(5):
             assert client.health()["node"] == "nodea"
         client.call("POST", "work/clear", {"project": "proj1"})  # (what frees space)
@@ -215,7 +196,7 @@ def test_a_tree_of_many_empty_files_put_to_an_agent_slow_to_seal_it_is_kept(
     digest = sealing.tree_digest(source)[0]
     rate = Rate(floor=0.2, bytes_per_second=1 << 20, entry_bytes=10)  # (~40 ms for all)
     with serving(tmp_path) as server:
-        answer = _client(server, rate).put_tree(digest, source)
+        answer = signed_client(server, rate).put_tree(digest, source)
         assert "kept" not in answer  # (it was kept or the answer is a refusal)
         assert (server.store.outputs() / digest / "f03999").is_file()
 
@@ -235,9 +216,9 @@ def test_a_tree_of_many_empty_files_fetched_from_an_agent_slow_to_walk_it_comes(
 
     rate = Rate(floor=0.2, bytes_per_second=1 << 20)  # (the default 512 bytes an entry)
     with serving(tmp_path) as server:
-        _client(server).put_tree(digest, source)
+        signed_client(server).put_tree(digest, source)
         monkeypatch.setattr(server_module, "write_tree", slow)
-        kept = _client(server, rate).fetch_into(digest, tmp_path / "store")
+        kept = signed_client(server, rate).fetch_into(digest, tmp_path / "store")
         assert (kept / "f03999").is_file()
 
 
@@ -300,12 +281,12 @@ def test_a_log_nobody_reads_does_not_stall_the_gate(tmp_path) -> None:
 
     log = QuietLog(blocked, burst=10_000, queued=8)
     try:
-        with serving(tmp_path, log) as server:
+        with serving(tmp_path, log=log) as server:
             for _ in range(50):  # 50 refusals, each a line: the first blocks the writer
                 with _connect(server) as sock:
                     sock.sendall(b"GET /v1/health HTTP/1.1\r\n\r\n")
                     assert _status(sock) == 403
-            assert _client(server).health()["node"] == "nodea"
+            assert signed_client(server).health()["node"] == "nodea"
             assert not written  # (the writer is still blocked: nothing waited on it)
     finally:
         release.set()

@@ -16,7 +16,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -29,30 +28,12 @@ from dockyard.agent.gate import Limits
 from dockyard.agent.head import MAX_FIELDS, MAX_HEAD, MAX_LINE, METHODS, HeadError, parse, split
 from dockyard.agent.pace import Rate
 from dockyard.agent.quietlog import LINE_CHARS, WRITERS, escape
-from dockyard.agent.server import AgentServer, NodeStore
+from dockyard.agent.server import AgentServer
 from dockyard.agent.trees import Bounds, TreeError
+from tests.unit.agent_helpers import KEY, serving, signed_client
 
-KEY = bytes(range(32))
 FAR = 600.0  # a head deadline no test waits for: what closes early is not that deadline
 ROOMY = Bounds(1 << 30, 1 << 30, 1000, 1000)  # (what a test's stream holds is well within)
-
-
-@contextlib.contextmanager
-def serving(tmp_path: Path, limits: Limits | None = None) -> Iterator[AgentServer]:
-    root = tmp_path / "agents"
-    server = AgentServer(("127.0.0.1", 0), NodeStore("nodea", str(root), str(root), KEY), limits)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-
-
-def _client(server: AgentServer, rate: Rate | None = None) -> AgentClient:
-    return AgentClient(f"127.0.0.1:{server.server_address[1]}", KEY, "nodea", rate=rate)
 
 
 def _connect(server: AgentServer, source: str = "127.0.0.1") -> socket.socket:
@@ -129,7 +110,7 @@ def test_a_signed_call_gets_through_a_thousand_idle_and_slow_connections(tmp_pat
             assert len(server.gate.heads) == server.limits.heads  # the budget is full...
             assert _threads() == threads  # ...and holds no thread
 
-            assert _client(server).health()["node"] == "nodea"
+            assert signed_client(server).health()["node"] == "nodea"
 
             assert server.gate.stats["evicted"] >= 1020 + 1 - server.limits.heads
             assert _still_open(slow)  # (the newest were kept: the oldest made room)
@@ -167,7 +148,7 @@ def test_a_signed_call_gets_through_from_the_address_of_a_thousand_idle_connecti
         try:
             _wait_for(lambda: server.gate.stats["accepted"] >= 1000, "all accepted")
             assert server.gate.per_peer["127.0.0.1"] == server.limits.heads_per_peer
-            assert _client(server).health()["node"] == "nodea"
+            assert signed_client(server).health()["node"] == "nodea"
         finally:
             for sock in held:
                 sock.close()
@@ -179,7 +160,7 @@ def test_a_new_connection_pushes_out_the_oldest_head_when_the_budget_is_full(tmp
         idle = [_connect(server, f"127.0.0.{20 + n}") for n in range(8)]
         try:
             _wait_for(lambda: len(server.gate.heads) == 8, "eight heads held")
-            assert _client(server).health()["node"] == "nodea"
+            assert signed_client(server).health()["node"] == "nodea"
             assert _closed(idle[0])  # the oldest made room
             assert _still_open(idle[1:])
         finally:
@@ -215,10 +196,10 @@ def test_a_signed_request_over_the_served_budget_is_refused_signed(tmp_path) -> 
             holding.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body[:5])
             _wait_for(lambda: server.slots._value == 0, "the slot taken")
             with pytest.raises(AgentError) as caught:
-                _client(server).health()
+                signed_client(server).health()
             assert caught.value.status == 503  # (its answer was signed: it was believed)
         _wait_for(lambda: server.slots._value == 1, "the slot given back")
-        assert _client(server).health()["node"] == "nodea"
+        assert signed_client(server).health()["node"] == "nodea"
 
 
 # -- heads ------------------------------------------------------------------------------------
