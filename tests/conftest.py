@@ -17,6 +17,46 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_CONFORMANCE = REPO.parent / "shared" / "conformance"
 
 WritePipeline = Callable[[str], Path]
+REQUIRE_ENGINE = "DOCKYARD_REQUIRE_ENGINE"  # set (CI): an engine that does not answer fails
+
+
+def _engine_problem() -> str | None:
+    """Why no Docker Engine answers here (DOCKER_HOST, else the local socket), or None."""
+    import gc
+    import warnings
+
+    import docker
+    import docker.errors
+    import requests
+
+    with warnings.catch_warnings():
+        # (a connection that failed leaves its socket to the garbage collector)
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            client = docker.from_env(timeout=10)
+            try:
+                client.ping()
+            finally:
+                client.close()
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            where = os.environ.get("DOCKER_HOST") or "the local socket"
+            return f"no Docker Engine answers at {where} ({exc})"
+        finally:
+            gc.collect()
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that need an engine skip, saying why, where none answers; unless the engine
+    is required (``DOCKYARD_REQUIRE_ENGINE=1``, as CI sets), when they run and fail."""
+    needing = [item for item in items if item.get_closest_marker("docker") is not None]
+    if not needing or os.environ.get(REQUIRE_ENGINE) == "1":
+        return
+    problem = _engine_problem()
+    if problem is not None:
+        skip = pytest.mark.skip(reason=problem)
+        for item in needing:
+            item.add_marker(skip)
 
 
 @pytest.fixture

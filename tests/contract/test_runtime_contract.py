@@ -34,7 +34,7 @@ MIB = 1024**2
     params=[
         "fake",
         pytest.param("docker", marks=pytest.mark.docker),
-        pytest.param("swarm", marks=pytest.mark.swarm),
+        pytest.param("swarm", marks=[pytest.mark.docker, pytest.mark.swarm]),
     ]
 )
 def runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
@@ -49,7 +49,7 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
 @pytest.fixture(
     params=[
         pytest.param("docker", marks=pytest.mark.docker),
-        pytest.param("swarm", marks=pytest.mark.swarm),
+        pytest.param("swarm", marks=[pytest.mark.docker, pytest.mark.swarm]),
     ]
 )
 def engine_runtime(request: pytest.FixtureRequest) -> Runtime:
