@@ -95,6 +95,12 @@ def test_a_lone_file_travels_sparse(tmp_path: Path) -> None:
     with path.open("wb") as fh:
         fh.truncate(8 * GiB)
         fh.write(b"x")
+    got = _lone_file_received(path, tmp_path / "store", Bounds(8 * GiB, CHUNK, 1, 1))
+    assert _allocated(got / sealing.LONE_FILE) < SMALL
+
+
+def _lone_file_received(path: Path, store: Path, bounds: Bounds) -> Path:
+    """The file at ``path`` sent as a lone file's tree, and kept in ``store``."""
     fd = os.open(path, os.O_RDONLY)
     try:
         digest = sealing.lone_file_digest(fd)
@@ -102,9 +108,7 @@ def test_a_lone_file_travels_sparse(tmp_path: Path) -> None:
         write_lone_file(fd, out)
     finally:
         os.close(fd)
-    bounds = Bounds(8 * GiB, CHUNK, 1, 1)
-    got = receive_tree(io.BytesIO(out.getvalue()), digest, tmp_path / "store", bounds)
-    assert _allocated(got / sealing.LONE_FILE) < SMALL
+    return receive_tree(io.BytesIO(out.getvalue()), digest, store, bounds)
 
 
 def _stream_of(tmp_path: Path, files: dict[str, bytes]) -> tuple[bytes, sealing.Sealed]:
@@ -358,14 +362,7 @@ def test_an_input_keeps_its_permission_bits_on_the_node_less_writing(tmp_path: P
     lone = tmp_path / "lone"
     lone.write_text("secret")
     os.chmod(lone, 0o600)
-    fd = os.open(lone, os.O_RDONLY)
-    try:
-        digest = sealing.lone_file_digest(fd)
-        out = io.BytesIO()
-        write_lone_file(fd, out)
-    finally:
-        os.close(fd)
-    got = receive_tree(io.BytesIO(out.getvalue()), digest, tmp_path / "store", Bounds(6, 6, 1, 1))
+    got = _lone_file_received(lone, tmp_path / "store", Bounds(6, 6, 1, 1))
     assert os.lstat(got / sealing.LONE_FILE).st_mode & 0o7777 == 0o400
 
 
