@@ -392,3 +392,17 @@ def test_a_piece_that_is_not_whole_chunks_is_refused(tmp_path: Path) -> None:
     bounds = Bounds(1 << 20, 1 << 20, 1, 1)
     with pytest.raises(TreeError, match="not whole chunks"):
         receive_tree(io.BytesIO(stream), "0" * 64, tmp_path / "store", bounds)
+
+
+def test_an_input_no_node_would_take_is_refused_before_it_is_sent(tmp_path: Path) -> None:
+    """An input past the limits is refused here with its name, not by every node in turn
+    (which would read as nodes that are unavailable)."""
+    tree = tmp_path / "input"
+    (tree / "a" / "b" / "c").mkdir(parents=True)
+    for n in range(5):
+        (tree / f"f{n}").write_text(str(n))
+    with pytest.raises(OutputRefused, match=r"the input '.*input' nests folders more than 2"):
+        sealing.tree_tally(tree, Limits(depth=2))
+    with pytest.raises(OutputRefused, match=r"the input '.*input' has more than 4 files"):
+        sealing.tree_tally(tree, Limits(entries=4))
+    assert sealing.tree_tally(tree).entries == 8

@@ -87,23 +87,36 @@ def tree_digest(
     return tally.digest, tally.size, tally.files
 
 
-def tree_tally(root: Path) -> Tally:
-    """:func:`tree_digest` and the counts that bound a transfer of the tree."""
-    return _tree(root, lambda folder, entry: _content(folder.fd, entry.name), ())
+def tree_tally(root: Path, limits: Limits = LIMITS) -> Tally:
+    """:func:`tree_digest` and the counts that bound a transfer of the tree;
+    :class:`OutputRefused` for a tree past ``limits``, which no node would take."""
+    what = f"the input {str(root)!r}"
+    read = lambda folder, entry: _content(folder.fd, entry.name)  # noqa: E731
+    try:
+        return _tree(root, read, (), (limits, what))
+    except safefs.Overfull:
+        raise limits.too_many(what) from None
 
 
 def _tree(
     root: Path,
     content: Callable[[safefs.Folder, safefs.Entry], content_digest.Content],
     skip: Collection[str],
+    bounded: tuple[Limits, str] | None = None,
 ) -> Tally:
+    """(``bounded``: the limits the tree must keep, and what to call it if it does not.)"""
     outer = hashlib.sha256()
     size = data = files = entries = 0
+    limits, what = bounded if bounded is not None else (None, "")
     with safefs.opened(root) as root_fd:
         outer.update(root_line(os.fstat(root_fd).st_mode))
-        for folder in safefs.walk(root_fd, skip):
+        for folder in safefs.walk(root_fd, skip, limits.entries if limits else None):
+            if limits is not None:
+                limits.check_depth(folder.rel, what)
             for entry in folder.entries:
                 rel, info = folder.path(entry.name), entry.info
+                if limits is not None:
+                    limits.check_path(rel, what)
                 try:
                     if stat.S_ISLNK(info.st_mode):
                         line = f"L {rel}\0{os.readlink(entry.name, dir_fd=folder.fd)}"

@@ -24,8 +24,12 @@ MAX_PATH = 4_095
 MAX_ENTRIES = 1_000_000
 
 
+OUTPUT = "its output"  # (what the messages call the tree, unless told otherwise)
+
+
 class OutputRefused(DockyardError):
-    """An output that dockyard does not keep (too deep, too many entries, a path too long)."""
+    """A tree that dockyard does not keep (too deep, too many entries, a path too long):
+    a step's output, or an input that a node would refuse."""
 
 
 @dataclass(frozen=True)
@@ -34,28 +38,28 @@ class Limits:
     entries: int = MAX_ENTRIES
     path: int = MAX_PATH
 
-    def check_depth(self, rel: tuple[str, ...]) -> None:
-        """Refuse a folder at ``rel`` deeper than allowed."""
+    def check_depth(self, rel: tuple[str, ...], what: str = OUTPUT) -> None:
+        """Refuse a folder at ``rel`` deeper than allowed (``what``: the tree, in words)."""
         if len(rel) > self.depth:
             raise OutputRefused(
-                f"its output nests folders more than {self.depth:,} deep "
-                f"({_short('/'.join(rel))}): dockyard keeps outputs up to {self.depth:,} levels"
+                f"{what} nests folders more than {self.depth:,} deep "
+                f"({_short('/'.join(rel))}): dockyard keeps trees up to {self.depth:,} levels"
             )
 
-    def check_path(self, rel: str) -> None:
+    def check_path(self, rel: str, what: str = OUTPUT) -> None:
         """Refuse the path ``rel`` if it is longer than allowed."""
         if len(rel) * 4 <= self.path:  # (cheap: no name is more than 4 bytes a character)
             return
         length = len(rel.encode("utf-8", "surrogateescape"))
         if length > self.path:
             raise OutputRefused(
-                f"its output has a path of {length:,} bytes ({_short(rel)}), longer than the "
+                f"{what} has a path of {length:,} bytes ({_short(rel)}), longer than the "
                 f"{self.path:,} by which a program can open a file"
             )
 
-    def too_many(self) -> OutputRefused:
+    def too_many(self, what: str = OUTPUT) -> OutputRefused:
         return OutputRefused(
-            f"its output has more than {self.entries:,} files, folders and links, more "
+            f"{what} has more than {self.entries:,} files, folders and links, more "
             "than dockyard keeps (an archive of them would be one file)"
         )
 
