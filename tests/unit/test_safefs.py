@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.storage import safefs
+from dockyard.storage import safecopy, safefs
 
 
 @pytest.fixture
@@ -154,7 +154,7 @@ def test_copy_file_keeps_holes_and_sets_the_permissions_asked_for(
     target = tmp_path / "copy"
     target.mkdir()
     with safefs.opened(target) as dst:
-        safefs.copy_file(root_fd, "sparse", dst, lambda mode: mode & 0o555)
+        safecopy.copy_file(root_fd, "sparse", dst, lambda mode: mode & 0o555)
     copied = target / "sparse"
     assert copied.read_bytes() == (tree / "sparse").read_bytes()
     assert copied.stat().st_blocks * 512 < 1 << 20

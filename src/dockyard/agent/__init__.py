@@ -29,6 +29,7 @@ MODULES = (
     "home.py",
     "storage/__init__.py",
     "storage/safefs.py",
+    "storage/safecopy.py",
     "storage/content_digest.py",
     "storage/tree_limits.py",
     "storage/outputs.py",

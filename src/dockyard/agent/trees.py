@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dockyard.agent.tree_wire import PIECE, Readable, Reader, TreeError, Writable, Writer
-from dockyard.storage import content_digest, safefs
+from dockyard.storage import content_digest, safecopy, safefs
 from dockyard.storage import outputs as sealing
 from dockyard.storage.content_digest import CHUNK
 from dockyard.storage.tree_limits import LIMITS, Limits, OutputRefused
@@ -270,7 +270,7 @@ class _Builder:
             raise TreeError("the stream is corrupted (a piece that is not whole chunks)")
         if self.data > self.bounds.data:
             raise TreeError("refused the tree: more data than it holds")
-        safefs.write_at(fd, reader.take(length, "a file's data"), offset)
+        safecopy.write_at(fd, reader.take(length, "a file's data"), offset)
         self.file = (fd, size, offset + length)
 
     def _end_file(self) -> None:

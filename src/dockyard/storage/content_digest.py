@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from dockyard.storage import safefs
+from dockyard.storage import safecopy
 
 CHUNK = 1 << 16  # 64 KiB: a hole's edge costs at most this; a dense file, ~1% over sha256
 READ = 1 << 20  # bytes read at once (a whole number of chunks)
@@ -110,7 +110,7 @@ def _nonzero(
 def _touched(fd: int, size: int) -> Iterator[tuple[int, int]]:
     """The ranges [first, end) of chunk numbers that data extents touch, merged."""
     span: tuple[int, int] | None = None
-    for start, length in safefs.data_extents(fd, size):
+    for start, length in safecopy.data_extents(fd, size):
         first, end = start // CHUNK, -(-(start + length) // CHUNK)
         if span is not None and first <= span[1]:
             span = (span[0], max(span[1], end))

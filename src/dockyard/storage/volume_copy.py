@@ -12,7 +12,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from dockyard.storage import safefs
+from dockyard.storage import safecopy, safefs
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
@@ -65,7 +65,7 @@ def copy_tree(
                                 follow_symlinks=False,
                             )
                         else:
-                            info = safefs.copy_file(folder.fd, entry.name, dst, perms)
+                            info = safecopy.copy_file(folder.fd, entry.name, dst, perms)
                             copied += info.st_size
                         files += 1
                         total += entry.info.st_size
@@ -143,7 +143,7 @@ class _Mirror:
                 elif stat.S_ISLNK(mode):
                     os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=dst)
                 elif stat.S_ISREG(mode):
-                    info = safefs.copy_file(src, name, dst, lambda m: (m & 0o777) | 0o200)
+                    info = safecopy.copy_file(src, name, dst, lambda m: (m & 0o777) | 0o200)
                     self.copied += info.st_size
                 return
             except OSError as exc:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dockyard.storage import outputs as sealing
-from dockyard.storage import safefs
+from dockyard.storage import safecopy, safefs
 from dockyard.storage.node_disk import make_fifos, safe_name
 from dockyard.storage.outputs import Sealed
 from dockyard.storage.ports import OutputsLost, Staging, StoredOutput
@@ -111,7 +111,7 @@ def _copy_sparse(source: str, target: str) -> None:
     try:
         dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            safefs.copy_data(src, dst, os.fstat(src).st_size)
+            safecopy.copy_data(src, dst, os.fstat(src).st_size)
         finally:
             os.close(dst)
     finally:

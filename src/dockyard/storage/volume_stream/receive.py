@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dockyard.errors import DockyardError
-from dockyard.storage import safefs
+from dockyard.storage import safecopy, safefs
 from dockyard.storage.volume_stream.format import (
     DirRecord,
     FileRecord,
@@ -170,7 +170,7 @@ class _Staging:
             for start, length in record.extents:
                 offset = start
                 for chunk in reader.data(length):
-                    safefs.write_at(fd, chunk, offset)
+                    safecopy.write_at(fd, chunk, offset)
                     content.update(chunk)
                     offset += len(chunk)
             os.ftruncate(fd, record.size)

@@ -12,7 +12,7 @@ import stat
 from typing import BinaryIO
 
 from dockyard.errors import DockyardError, InvalidInput, UnknownReference
-from dockyard.storage import safefs
+from dockyard.storage import safecopy, safefs
 from dockyard.storage.volume_stream.format import (
     DirRecord,
     FileRecord,
@@ -118,7 +118,7 @@ def _send_file(w: Writer, folder: safefs.Folder, entry: safefs.Entry) -> None:
     fd = safefs.open_file(folder.fd, entry.name)
     try:
         info = os.fstat(fd)
-        extents = safefs.extents(fd, info.st_size)
+        extents = safecopy.extents(fd, info.st_size)
         w.record(
             FileRecord(
                 path=rel,
@@ -132,7 +132,7 @@ def _send_file(w: Writer, folder: safefs.Folder, entry: safefs.Entry) -> None:
         for start, length in extents:
             offset = start
             while length:
-                chunk = os.pread(fd, min(safefs.CHUNK, length), offset)
+                chunk = os.pread(fd, min(safecopy.CHUNK, length), offset)
                 if not chunk:
                     raise DockyardError(f"{rel!r} shrank while it was being sent")
                 w.write(chunk)
