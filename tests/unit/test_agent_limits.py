@@ -146,7 +146,9 @@ def test_a_signed_call_gets_through_from_the_address_of_a_thousand_idle_connecti
     with serving(tmp_path, Limits(head_seconds=FAR)) as server:
         held = [_connect(server, "127.0.0.1") for _ in range(1000)]
         try:
+            # (the gate counts a connection as accepted before it is admitted: wait for both)
             _wait_for(lambda: server.gate.stats["accepted"] >= 1000, "all accepted")
+            _wait_for(lambda: len(server.gate.heads) == server.limits.heads_per_peer, "admitted")
             assert server.gate.per_peer["127.0.0.1"] == server.limits.heads_per_peer
             assert signed_client(server).health()["node"] == "nodea"
         finally:

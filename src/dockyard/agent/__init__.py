@@ -32,6 +32,7 @@ MODULES = (
     "storage/safecopy.py",
     "storage/content_digest.py",
     "storage/tree_limits.py",
+    "storage/tree_digests.py",
     "storage/outputs.py",
     "storage/ports.py",
     "storage/node_disk.py",
