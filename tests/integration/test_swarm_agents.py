@@ -91,6 +91,17 @@ steps:
     assert (here / "all").read_text() == (kept / "all").read_text()
 
 
+def _small_pipeline(folder: Path, name: str, steps: str) -> Path:
+    """A pipeline of small busybox steps (``steps``: the lines under ``steps:``)."""
+    path = folder / "dockyard.yaml"
+    path.write_text(
+        f"version: 1\nname: {name}\n"
+        f'defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}\n'
+        f"steps:{steps}"
+    )
+    return path
+
+
 def _agent_root() -> str:
     return os.environ[ROOT_ENV]
 
@@ -225,16 +236,13 @@ def test_a_run_succeeds_while_a_stranger_floods_every_agent_with_connections(
 ) -> None:
     """1,000 connections to each agent, idle or trickling a head, from a node's network
     (where a step with a network would be): dockyard's signed calls still get through."""
-    path = tmp_path / "dockyard.yaml"
-    path.write_text(
-        f"""
-version: 1
-name: flooded
-defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
-steps:
-  make: {{command: "sh -c 'echo made > /out/x'"}}
-  use: {{needs: [make], command: "sh -c 'cat /in/make/x > /out/y'"}}
-"""
+    path = _small_pipeline(
+        tmp_path,
+        "flooded",
+        """
+  make: {command: "sh -c 'echo made > /out/x'"}
+  use: {needs: [make], command: "sh -c 'cat /in/make/x > /out/y'"}
+""",
     )
     started = time.monotonic()
     assert main(["run", "-f", str(path), "--backend", "swarm", "--no-cache"]) == 0
@@ -275,15 +283,12 @@ def test_a_sparse_output_stays_sparse_on_its_node_and_on_its_way_here(
 ) -> None:
     """A step's 4 GiB hole costs it nothing; it must cost no node, nor this machine, 4 GiB
     of real blocks (nor reading them to seal and hash)."""
-    path = tmp_path / "dockyard.yaml"
-    path.write_text(
-        f"""
-version: 1
-name: sparse
-defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
-steps:
-  make: {{command: "sh -c 'truncate -s 4G /out/z && echo end >> /out/z'"}}
-"""
+    path = _small_pipeline(
+        tmp_path,
+        "sparse",
+        """
+  make: {command: "sh -c 'truncate -s 4G /out/z && echo end >> /out/z'"}
+""",
     )
     assert main(["run", "-f", str(path), "--backend", "swarm"]) == 0, capsys.readouterr()
     ((_, node, digest),) = _latest(path)
@@ -303,15 +308,12 @@ steps:
 def test_an_output_nested_past_the_limit_fails_its_attempt_with_a_message(
     tmp_path: Path, on_swarm: LocalSwarm, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "dockyard.yaml"
-    path.write_text(
-        f"""
-version: 1
-name: deep
-defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
-steps:
-  make: {{command: "sh -c 'p=/out; for i in $(seq 1001); do p=$p/d; done; mkdir -p $p'"}}
-"""
+    path = _small_pipeline(
+        tmp_path,
+        "deep",
+        """
+  make: {command: "sh -c 'p=/out; for i in $(seq 1001); do p=$p/d; done; mkdir -p $p'"}
+""",
     )
     assert main(["run", "-f", str(path), "--backend", "swarm"]) == 1
     capsys.readouterr()
