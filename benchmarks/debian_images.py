@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dockyard.backends.local.runtime import DockerRuntime
 from dockyard.images.resolve import BUILD_WORKERS, make_image, make_images
-from dockyard.runtime.docker import DockerRuntime
 from dockyard.spec import load_pipeline
 
 PIPELINE = """\

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.agent.leases import Lease, config_name
-from dockyard.runtime.swarm import NO_NEW_PRIVILEGES, SwarmRuntime
-from dockyard.runtime.swarm_agents import ENGINE_SOCKET_ENV, ROOT_ENV, deploy
+from dockyard.backends.swarm.agents import ENGINE_SOCKET_ENV, ROOT_ENV, deploy
+from dockyard.backends.swarm.runtime import NO_NEW_PRIVILEGES, SwarmRuntime
 from dockyard.testing.dockerd import NODE_ENGINE_SOCKET
 from dockyard.testing.images import BUSYBOX_IMAGE
 from dockyard.testing.swarm import LocalSwarm, SwarmNode

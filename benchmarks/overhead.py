@@ -19,11 +19,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from dockyard.backends.local.ports import local_ports
+from dockyard.backends.local.runtime import DockerRuntime
 from dockyard.execution import Executor
 from dockyard.runtime.base import LABEL_PIPELINE, Bind, ContainerSpec
-from dockyard.runtime.docker import DockerRuntime
 from dockyard.spec import load_pipeline
-from dockyard.storage.store import Store
+from dockyard.state.store import Store
 from dockyard.testing.images import BUSYBOX_IMAGE, ensure_busybox_image
 
 CPUS = 0.5
@@ -50,7 +51,7 @@ def run_dockyard(workdir: Path, instances: int) -> float:
     runtime = DockerRuntime()
     store = Store(pf.state_dir / "state.db")
     began = time.perf_counter()
-    Executor(pf, runtime, store).run()
+    Executor(pf, runtime, store, ports=local_ports(pf)).run()
     elapsed = time.perf_counter() - began
     store.close()
     runtime.close()

@@ -33,14 +33,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dockyard.backend import LOCAL, SWARM, Backend
+from dockyard.backends.choice import LOCAL, SWARM, Backend
+from dockyard.backends.local.runtime import DockerRuntime
+from dockyard.backends.swarm.agents import ROOT_ENV
+from dockyard.backends.swarm.runtime import NO_NEW_PRIVILEGES, SwarmRuntime
 from dockyard.execution import Executor
 from dockyard.runtime.base import Runtime
-from dockyard.runtime.docker import DockerRuntime
-from dockyard.runtime.swarm import NO_NEW_PRIVILEGES, SwarmRuntime
-from dockyard.runtime.swarm_agents import ROOT_ENV
 from dockyard.spec import load_pipeline
-from dockyard.storage.store import Store
+from dockyard.state.store import Store
 from dockyard.testing.images import BUSYBOX_IMAGE, ensure_busybox_image
 from dockyard.testing.swarm import LocalSwarm
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dockyard.storage.store import RunRow, Store
+from dockyard.state.store import RunRow, Store
 from dockyard.testing.browser import chromium
 
 
@@ -70,7 +70,7 @@ steps:
                 io_read=0,
                 io_write=0,
             )
-        store.set_instance("bench", name, state="succeeded", output=None)
+        store.update_instances("bench", ("state", "output"), [("succeeded", None, name)])
     store.close()
     return path
 

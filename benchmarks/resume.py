@@ -19,7 +19,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from dockyard.runtime.docker import DockerRuntime
+from dockyard.backends.local.runtime import DockerRuntime
 from dockyard.testing.images import BUSYBOX_IMAGE, ensure_busybox_image
 
 

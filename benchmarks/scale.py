@@ -63,9 +63,10 @@ def write_pipeline(root: Path, files: int) -> Path:
 
 def child(path: Path, expect_cached: bool) -> None:
     """One `dockyard run` in this process, on the fake runtime; prints its figures as JSON."""
+    from dockyard.backends.local.ports import local_ports
     from dockyard.execution import Executor
     from dockyard.spec import load_pipeline
-    from dockyard.storage.store import Store
+    from dockyard.state.store import Store
     from dockyard.testing import FakeRuntime
 
     began = time.perf_counter()
@@ -73,7 +74,7 @@ def child(path: Path, expect_cached: bool) -> None:
     runtime.add_image(IMAGE)
     pf = load_pipeline(path)
     store = Store(pf.state_dir / "state.db")
-    run_id = Executor(pf, runtime, store).run()
+    run_id = Executor(pf, runtime, store, ports=local_ports(pf)).run()
     elapsed = time.perf_counter() - began
     states, cached = store.db.execute(  # (one query: checking is not the run's time)
         "SELECT group_concat(DISTINCT state), min(cached) FROM instances WHERE run_id=?",

@@ -23,11 +23,12 @@ import textwrap
 import time
 from pathlib import Path
 
+from dockyard.backends.local.ports import local_ports
+from dockyard.backends.local.runtime import DockerRuntime
 from dockyard.execution import Executor, RunOptions
 from dockyard.images.busybox import find_static_busybox
-from dockyard.runtime.docker import DockerRuntime
 from dockyard.spec import load_pipeline
-from dockyard.storage.store import Store
+from dockyard.state.store import Store
 from dockyard.testing.images import BUSYBOX_IMAGE, ensure_busybox_image
 
 CPUS = {"generate": 0.25, "transform": 0.85, "count": 0.9}
@@ -91,7 +92,7 @@ def dockyard(mib: int, workdir: Path) -> tuple[float, int]:
     runtime = DockerRuntime()
     store = Store(pf.state_dir / "state.db")
     began = time.perf_counter()
-    Executor(pf, runtime, store, options=RunOptions(no_cache=True)).run()
+    Executor(pf, runtime, store, ports=local_ports(pf), options=RunOptions(no_cache=True)).run()
     elapsed = time.perf_counter() - began
     row = next(r for r in store.instances(store.run().id) if r.instance == "count")
     output = store.output_path(row.output or "")

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dockyard.storage.volume_stream import send
-from dockyard.storage.volumes import VolumeStore
+from dockyard.disk.volume_stream import send
+from dockyard.disk.volumes import VolumeStore
 
 FILE_MIB = 64
 CHANGE = 4096

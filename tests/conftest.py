@@ -82,7 +82,7 @@ def committed_output(path: Path, instance: str, capsys: pytest.CaptureFixture[st
 
 @pytest.fixture(scope="session")
 def docker_runtime() -> Iterator[object]:
-    from dockyard.runtime.docker import DockerRuntime
+    from dockyard.backends.local.runtime import DockerRuntime
     from dockyard.testing.images import ensure_busybox_image
 
     runtime = DockerRuntime()
@@ -95,8 +95,8 @@ def _swarm_settings(agents: Path) -> dict[str, str]:
     """What a user of one of these local swarms sets: its nodes' daemons run with
     --no-new-privileges; the managers' agents reach their engine where these nodes have it;
     the node agents keep their files under the session's own folder."""
-    from dockyard.runtime.swarm import NO_NEW_PRIVILEGES
-    from dockyard.runtime.swarm_agents import ENGINE_SOCKET_ENV, ROOT_ENV
+    from dockyard.backends.swarm.agents import ENGINE_SOCKET_ENV, ROOT_ENV
+    from dockyard.backends.swarm.runtime import NO_NEW_PRIVILEGES
     from dockyard.testing.dockerd import NODE_ENGINE_SOCKET
 
     return {NO_NEW_PRIVILEGES: "1", ROOT_ENV: str(agents), ENGINE_SOCKET_ENV: NODE_ENGINE_SOCKET}
@@ -165,7 +165,7 @@ def on_swarm(local_swarm: object, monkeypatch: pytest.MonkeyPatch) -> object:
 @pytest.fixture(scope="session")
 def swarm_runtime(local_swarm: object) -> Iterator[object]:
     """dockyard's Swarm runtime on the local swarm's manager, with every node's engine."""
-    from dockyard.runtime.swarm import SwarmRuntime
+    from dockyard.backends.swarm.runtime import SwarmRuntime
     from dockyard.testing.swarm import LocalSwarm
 
     assert isinstance(local_swarm, LocalSwarm)
@@ -177,7 +177,7 @@ def swarm_runtime(local_swarm: object) -> Iterator[object]:
 @pytest.fixture
 def pipeline_name(docker_runtime: object) -> Iterator[str]:
     """A unique pipeline name; every container labelled with it is removed afterwards."""
-    from dockyard.runtime.docker import DockerRuntime
+    from dockyard.backends.local.runtime import DockerRuntime
 
     assert isinstance(docker_runtime, DockerRuntime)
     name = f"t-{uuid.uuid4().hex[:10]}"

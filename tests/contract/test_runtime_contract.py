@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.backends.docker_images import DockerImages
+from dockyard.backends.local.runtime import DockerRuntime
 from dockyard.errors import RuntimeFailure
+from dockyard.names import CAPABILITIES
 from dockyard.runtime.base import (
     DEFAULT_CAPABILITIES,
     LABEL_PIPELINE,
@@ -21,9 +24,6 @@ from dockyard.runtime.base import (
     Health,
     Runtime,
 )
-from dockyard.runtime.docker import DockerRuntime
-from dockyard.runtime.docker_images import DockerImages
-from dockyard.spec.names import CAPABILITIES
 from dockyard.testing import FakeRuntime
 from dockyard.testing.images import BUSYBOX_IMAGE
 

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.backends.local.ports import LocalOutputs, LocalVolumes, LocalWorkspace, safe_name
+from dockyard.backends.swarm.ports import AgentOutputs, AgentPool, AgentWorkspace
+from dockyard.disk.kept import Staging
+from dockyard.disk.node_disk import fifo_name
+from dockyard.disk.volume_stream import StreamError
+from dockyard.disk.volumes import VolumeInUse, VolumeStore
 from dockyard.errors import InvalidInput, PlanError, UnknownReference
+from dockyard.execution.ports import FolderVolumes, OutputsLost, OutputStore, Workspace
 from dockyard.runtime.base import LOCAL_NODE
-from dockyard.storage.agents import AgentOutputs, AgentPool, AgentWorkspace
-from dockyard.storage.local import LocalOutputs, LocalVolumes, LocalWorkspace, safe_name
-from dockyard.storage.node_disk import fifo_name
-from dockyard.storage.ports import FolderVolumes, OutputsLost, OutputStore, Staging, Workspace
-from dockyard.storage.volume_stream import StreamError
-from dockyard.storage.volumes import VolumeInUse, VolumeStore
 from dockyard.testing import FakeOutputs, FakeVolumes, FakeWorkspace
 from dockyard.testing.agents import running_agents
 

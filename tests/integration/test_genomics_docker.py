@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.backends.local.runtime import DockerRuntime
 from dockyard.cli import main
 from dockyard.runtime.base import LABEL_PIPELINE
-from dockyard.runtime.docker import DockerRuntime
 from tests.conftest import REPO, committed_output
 
 pytestmark = pytest.mark.docker

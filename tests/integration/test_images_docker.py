@@ -45,7 +45,7 @@ def test_a_package_that_does_not_exist_stops_the_build_with_apts_words(
     assert "Unable to locate package no-such-package-dockyard" in err
     assert "Traceback" not in err
     assert list((home / "build").iterdir()) == []  # the scratch folder is gone
-    from dockyard.runtime.docker import DockerRuntime
+    from dockyard.backends.local.runtime import DockerRuntime
 
     assert isinstance(docker_runtime, DockerRuntime)
     assert docker_runtime.image_id("dockyard-test/nope:1") is None
@@ -110,7 +110,7 @@ def test_an_interrupted_build_stops_debootstrap_and_leaves_nothing(
             build.stderr.close()
     assert _processes_mentioning(str(home)) == []  # debootstrap and its children are gone
     assert list((home / "build").iterdir()) == []
-    from dockyard.runtime.docker import DockerRuntime
+    from dockyard.backends.local.runtime import DockerRuntime
 
     assert isinstance(docker_runtime, DockerRuntime)
     assert docker_runtime.image_id("dockyard-test/hello:1") is None

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.backends.local.runtime import DockerRuntime
 from dockyard.cli import main
+from dockyard.names import CAPABILITIES
 from dockyard.runtime.base import DEFAULT_CAPABILITIES, LABEL_PIPELINE
-from dockyard.runtime.docker import DockerRuntime
-from dockyard.spec.names import CAPABILITIES
 from tests.conftest import BUSYBOX_IMAGE, WritePipeline
 
 pytestmark = pytest.mark.docker

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.backends.local.runtime import DockerRuntime
 from dockyard.cli import main
 from dockyard.runtime.base import LABEL_PIPELINE, LABEL_RUN
-from dockyard.runtime.docker import DockerRuntime
-from dockyard.storage.store import Store
+from dockyard.state.store import Store
 from tests.conftest import BUSYBOX_IMAGE, WritePipeline
 
 pytestmark = pytest.mark.docker

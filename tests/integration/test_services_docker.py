@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.backends.local.runtime import DockerRuntime
 from dockyard.cli import main
 from dockyard.runtime.base import LABEL_PIPELINE
-from dockyard.runtime.docker import DockerRuntime
 from dockyard.testing.images import SQLITE_IMAGE, ensure_sqlite_image
 from tests.conftest import BUSYBOX_IMAGE, committed_output
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.backends.local.runtime import DockerRuntime
 from dockyard.cli import main
 from dockyard.runtime.base import LABEL_INSTANCE, LABEL_PIPELINE
-from dockyard.runtime.docker import DockerRuntime
 from tests.conftest import BUSYBOX_IMAGE, WritePipeline, committed_output
 from tests.integration.test_resume_docker import engine_starts
 

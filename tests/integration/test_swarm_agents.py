@@ -17,12 +17,12 @@ import pytest
 
 from dockyard.agent import DEFAULT_PORT, auth
 from dockyard.agent.client import AgentClient, AgentError
+from dockyard.backends.swarm.agents import NEW_KEY_ENV, ROOT_ENV, SERVICE, cluster_key, deploy
+from dockyard.backends.swarm.ports import AgentPool
+from dockyard.backends.swarm.runtime import SwarmRuntime
 from dockyard.cli import main
+from dockyard.disk.sealing import tree_digest
 from dockyard.errors import RuntimeFailure
-from dockyard.runtime.swarm import SwarmRuntime
-from dockyard.runtime.swarm_agents import NEW_KEY_ENV, ROOT_ENV, SERVICE, cluster_key, deploy
-from dockyard.storage.agents import AgentPool
-from dockyard.storage.outputs import tree_digest
 from dockyard.testing.swarm import LocalSwarm
 from tests.conftest import BUSYBOX_IMAGE
 

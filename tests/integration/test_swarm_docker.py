@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.backends.local.runtime import DockerRuntime
+from dockyard.backends.swarm.agents import key_file
+from dockyard.backends.swarm.runtime import NO_NEW_PRIVILEGES, SwarmRuntime
 from dockyard.cli import main
-from dockyard.runtime.docker import DockerRuntime
-from dockyard.runtime.swarm import NO_NEW_PRIVILEGES, SwarmRuntime
-from dockyard.runtime.swarm_agents import key_file
-from dockyard.storage.outputs import tree_digest
+from dockyard.disk.sealing import tree_digest
 from dockyard.testing.swarm import LocalSwarm
 from tests.conftest import BUSYBOX_IMAGE, REPO, committed_output
 

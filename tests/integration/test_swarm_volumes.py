@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,11 +21,12 @@ import pytest
 from dockyard.agent import DEFAULT_PORT
 from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.leases import Lease, config_name
+from dockyard.backends.swarm.agents import ROOT_ENV, deploy, read_cluster_key
+from dockyard.backends.swarm.ports import AgentPool
+from dockyard.backends.swarm.runtime import SwarmRuntime
 from dockyard.cli import main
-from dockyard.runtime.swarm import SwarmRuntime
-from dockyard.runtime.swarm_agents import ROOT_ENV, deploy, read_cluster_key
-from dockyard.storage.agents import AgentPool
 from dockyard.testing.swarm import LocalSwarm, SwarmNode
+from dockyard.testing.swarm import main as swarm_main
 from tests.conftest import BUSYBOX_IMAGE
 from tests.integration.test_swarm_agents import _latest
 from tests.integration.test_swarm_docker import _ended, _run_in_background
@@ -354,3 +356,44 @@ def _manager_agent(swarm: LocalSwarm) -> AgentClient:
     finally:
         runtime.close()
     return AgentClient(f"{address}:{DEFAULT_PORT}", key, manager)
+
+
+def test_one_step_points_dockyard_at_the_swarm_and_node_setup_readies_every_node(
+    local_swarm: LocalSwarm, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``eval "$(scripts/swarm-local.sh env)"``, then ``dockyard node setup`` (no run): the
+    plugin answers ``docker run --volume-driver dockyard`` on every node, and ``dockyard
+    node ls`` says each agent is fine."""
+    capsys.readouterr()
+    assert swarm_main(["--root", str(local_swarm.root), "env"]) == 0
+    exports = dict(
+        line.removeprefix("export ").split("=", 1) for line in capsys.readouterr().out.splitlines()
+    )
+    assert exports.pop("DOCKYARD_BACKEND") == "swarm"
+    assert exports == {
+        name: shlex.quote(value) for name, value in local_swarm.environment().items()
+    }
+    for name, value in local_swarm.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DOCKYARD_BACKEND", "swarm")
+
+    assert main(["node", "setup"]) == 0
+    said = capsys.readouterr().out
+    assert sorted(said.splitlines()) == [f"{n.name}: agent ok" for n in local_swarm.nodes]
+    name = f"v-{uuid.uuid4().hex[:10]}"
+    try:
+        for node in local_swarm.nodes:
+            docker_run(node, name, f"echo {node.name} >> /data/seen")
+        assert docker_run(local_swarm.manager, name, "cat /data/seen").split() == [
+            n.name for n in local_swarm.nodes
+        ]
+    finally:
+        api = local_swarm.manager.engine.client()
+        with contextlib.suppress(docker.errors.APIError):
+            api.remove_volume(name)
+        api.close()
+    assert main(["node", "ls", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted((row["name"], row["agent"]) for row in rows) == [
+        (n.name, "ok") for n in local_swarm.nodes
+    ]

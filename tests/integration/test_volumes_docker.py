@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.cli import main
-from dockyard.storage.volumes import VolumeStore
+from dockyard.disk.volumes import VolumeStore
 from tests.conftest import BUSYBOX_IMAGE, committed_output
 
 pytestmark = pytest.mark.docker

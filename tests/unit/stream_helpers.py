@@ -6,7 +6,7 @@ import hashlib
 import json
 import uuid
 
-from dockyard.storage.volume_stream import MAGIC
+from dockyard.disk.volume_stream import MAGIC
 
 Raw = tuple[bytes, object, bytes]  # type byte, JSON fields, what follows the line
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.agent import MODULES, auth
+from dockyard.agent import auth
 from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.server import AgentServer, NodeStore
 from dockyard.agent.tree_wire import MAGIC, PIECE
 from dockyard.agent.trees import Bounds
-from dockyard.storage import outputs as sealing
+from dockyard.backends.swarm.agent_image import agent_sources
+from dockyard.disk import sealing
 
 KEY = bytes(range(32))
 
@@ -275,17 +276,28 @@ def test_an_answer_not_signed_by_the_agent_is_not_believed() -> None:
 
 
 def test_the_agent_needs_only_the_standard_library(tmp_path) -> None:
-    """What the agent's image holds of dockyard imports nothing else."""
-    source = Path(sealing.__file__).parents[1]
+    """What the agent's image holds of dockyard (the package as it is: its base modules,
+    the node-disk layer and the agent) imports nothing else of dockyard."""
     package = tmp_path / "dockyard"
-    for rel in MODULES:
+    for rel, data in agent_sources().items():
         target = package / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((source / rel).read_bytes())
-    (package / "__init__.py").write_text("")
-    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import dockyard.agent.server"
-    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
+        target.write_bytes(data)
+    modules = sorted(
+        ("dockyard/" + rel).removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+        for rel in agent_sources()
+        if not rel.endswith("__main__.py")
+    )
+    code = (
+        f"import sys, importlib; sys.path.insert(0, {str(tmp_path)!r})\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "loaded = [m.__file__ for n, m in sys.modules.items() if n.startswith('dockyard')]\n"
+        "assert all(f.startswith(sys.path[0]) for f in loaded), loaded"
+    )
+    # (the image's Python has pydantic beside the standard library: site-packages stay)
+    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    assert "dockyard.agent.server" in modules and "dockyard.disk.sealing" in modules
 
 
 def test_a_discard_beside_a_commit_never_leaves_a_broken_output(agents) -> None:

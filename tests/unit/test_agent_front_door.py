@@ -24,7 +24,7 @@ from dockyard.agent.gate import ACCEPTS_AT_ONCE, HEADS_PER_PEER
 from dockyard.agent.pace import Pace, Rate
 from dockyard.agent.quietlog import QuietLog, escape, to_stderr
 from dockyard.agent.trees import Bounds, write_tree
-from dockyard.storage import outputs as sealing
+from dockyard.disk import sealing
 from tests.unit.agent_helpers import KEY, serving, signed_client
 from tests.unit.test_agent_limits import _connect, _signed_at, _status
 

@@ -1,4 +1,4 @@
-"""The storage ports through node agents (dockyard.storage.agents), between two nodes:
+"""The storage ports through node agents (dockyard.backends.swarm.ports), between two nodes:
 what the single-node contract suite cannot show."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from dockyard.agent.client import AgentClient, AgentError
+from dockyard.backends.swarm.ports import AgentOutputs, AgentUnavailable, AgentWorkspace
+from dockyard.disk import sealing
 from dockyard.errors import EngineUnavailable
-from dockyard.storage import outputs as sealing
-from dockyard.storage.agents import AgentOutputs, AgentUnavailable, AgentWorkspace
-from dockyard.storage.ports import OutputsLost
+from dockyard.execution.ports import OutputsLost
 from dockyard.testing.agents import running_agents
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from dockyard.agent.client import AgentError
 from dockyard.agent.trees import Bounds, read_record
-from dockyard.storage import outputs as sealing
-from dockyard.storage.agents import AgentOutputs, AgentUnavailable, AgentWorkspace
-from dockyard.storage.ports import Staging
+from dockyard.backends.swarm.ports import AgentOutputs, AgentUnavailable, AgentWorkspace
+from dockyard.disk import sealing
+from dockyard.disk.kept import Staging
 from dockyard.testing.agents import running_agents
 
 GiB = 1 << 30

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.backend import choose
+from dockyard.backends.choice import choose
 from dockyard.cli import main
 from dockyard.errors import InvalidInput
 from tests.conftest import WritePipeline

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.storage.hashing import InputHasher
-from dockyard.storage.store import Store
+from dockyard.state.hashing import InputHasher
+from dockyard.state.store import Store
 from dockyard.testing import FakeRuntime, Fault
 from tests.conftest import WritePipeline
 from tests.unit.test_engine_fake import IMAGE, execute

@@ -10,14 +10,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from dockyard.backends.local.ports import LocalVolumes, local_ports
+from dockyard.disk.kept import Staging, StoredOutput
+from dockyard.disk.sealing import Sealed
 from dockyard.execution import Executor, Ports
 from dockyard.execution.services import LABEL_SERVICE
 from dockyard.runtime.base import HostCapacity, Node
 from dockyard.spec import load_pipeline
-from dockyard.storage.local import LocalVolumes
-from dockyard.storage.outputs import Sealed
-from dockyard.storage.ports import Staging, StoredOutput
-from dockyard.storage.store import Store
+from dockyard.state.store import Store
 from dockyard.testing import FakeOutputs, FakeRuntime, FakeWorkspace, Fault
 from tests.unit.test_engine_fake import IMAGE
 from tests.unit.test_recovery import write
@@ -36,7 +36,7 @@ def cluster(*cpus: float) -> FakeRuntime:
 def run(path: Path, runtime: FakeRuntime) -> Store:
     pf = load_pipeline(path)
     store = Store(pf.state_dir / "state.db")
-    Executor(pf, runtime, store, new_id=lambda: "r1").run()
+    Executor(pf, runtime, store, ports=local_ports(pf), new_id=lambda: "r1").run()
     return store
 
 

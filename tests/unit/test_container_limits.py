@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dockyard.backends.local.ports import local_ports
 from dockyard.execution import Executor, RunOptions
 from dockyard.planning.graph import InstanceId
 from dockyard.planning.preflight import graph_of
 from dockyard.runtime.base import ContainerSpec
 from dockyard.spec import load_pipeline
 from dockyard.spec.model import DEFAULT_PIDS
-from dockyard.storage.store import Store
+from dockyard.state.store import Store
 from dockyard.testing import FakeRuntime
 from tests.conftest import WritePipeline
 
@@ -68,7 +69,9 @@ def run(path: Path, runtime: FakeRuntime) -> None:
     pf = load_pipeline(path)
     store = Store(pf.state_dir / "state.db")
     try:
-        Executor(pf, runtime, store, options=RunOptions(), new_id=lambda: "run1").run()
+        Executor(
+            pf, runtime, store, ports=local_ports(pf), options=RunOptions(), new_id=lambda: "run1"
+        ).run()
     finally:
         store.close()
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockyard.storage import content_digest
-from dockyard.storage.content_digest import CHUNK, PREFIX
+from dockyard.disk import content_digest
+from dockyard.disk.content_digest import CHUNK, PREFIX
 
 GiB = 1 << 30
 

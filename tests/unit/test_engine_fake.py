@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.backends.local.ports import local_ports
 from dockyard.errors import ImageError, PlanError, RunFailed
 from dockyard.events import Event
 from dockyard.execution import Executor, RunOptions
 from dockyard.report.summary import load_summary
 from dockyard.spec import load_pipeline
-from dockyard.storage.store import Store
+from dockyard.state.store import Store
 from dockyard.testing import FakeRuntime, Fault
 from tests.conftest import WritePipeline
 
@@ -29,6 +30,7 @@ def execute(path: Path, runtime: FakeRuntime, **options: object) -> tuple[str, S
         pf,
         runtime,
         store,
+        ports=local_ports(pf),
         options=RunOptions(**options),  # type: ignore[arg-type]
         reporter=events.append,
         new_id=lambda: f"run{next(RUN_NUMBERS)}",
@@ -286,7 +288,7 @@ def test_streamed_chain_larger_than_the_pool_is_refused(
 def test_second_run_of_the_same_pipeline_is_refused_while_one_holds_the_lock(
     write_pipeline: WritePipeline, runtime: FakeRuntime
 ) -> None:
-    from dockyard.storage.lock import RunLock
+    from dockyard.state.lock import RunLock
 
     path = write_pipeline(DIAMOND)
     with RunLock(path.parent / ".dockyard"), pytest.raises(PlanError, match="in progress"):
@@ -299,7 +301,7 @@ def test_a_cached_volume_writer_holds_only_while_its_volume_holds_what_it_left(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dockyard.storage.volumes import VolumeStore
+    from dockyard.disk.volumes import VolumeStore
 
     monkeypatch.setenv("DOCKYARD_HOME", str(tmp_path / "home"))
     path = write_pipeline(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.backends.local.ports import local_ports
 from dockyard.cli import main
 from dockyard.errors import EngineUnavailable, RunFailed
 from dockyard.events import Event
@@ -19,7 +20,7 @@ from dockyard.execution import Executor
 from dockyard.runtime.base import LABEL_INSTANCE, ContainerSpec, ExitStatus
 from dockyard.runtime.patient import EngineGuard, PatientRuntime
 from dockyard.spec import load_pipeline
-from dockyard.storage.store import Store
+from dockyard.state.store import Store
 from dockyard.testing import FakeRuntime, Fault
 from tests.unit.test_engine_fake import IMAGE
 from tests.unit.test_recovery import attempt_run, pipeline_text, write
@@ -46,6 +47,7 @@ def run_once(
         pf,
         runtime,
         store,
+        ports=local_ports(pf),
         reporter=events.append,
         new_id=lambda: run_id,
         sleep=comes_back(runtime, naps),  # type: ignore[arg-type]
@@ -158,7 +160,9 @@ def test_an_engine_away_longer_than_the_patience_stops_the_run_with_a_message(
     pf = load_pipeline(path)
     store = Store(pf.state_dir / "state.db")
     with pytest.raises(EngineUnavailable, match=r"did not answer for .*\(DOCKYARD_ENGINE_PATIENCE"):
-        Executor(pf, runtime, store, sleep=lambda s: None, engine_patience=0.0).run()
+        Executor(
+            pf, runtime, store, ports=local_ports(pf), sleep=lambda s: None, engine_patience=0.0
+        ).run()
     (run,) = store.runs()
     assert run.state == "interrupted"
     store.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.runtime.docker import ping_socket
+from dockyard.backends.local.runtime import ping_socket
 
 
 def serve_once(path: Path, answer: bytes) -> threading.Thread:

@@ -88,7 +88,8 @@ def test_two_variables_expand_to_their_product(write_pipeline: WritePipeline) ->
             command: "ls /in/a"
     """)
     graph = graph_of(load_pipeline(path))
-    assert [str(i) for i in graph.of_step_ids("a")] == ["a[x,1]", "a[x,2]", "a[y,1]", "a[y,2]"]
+    expected = ["a[x,1]", "a[x,2]", "a[y,1]", "a[y,2]"]
+    assert [str(i) for i in graph.order if i.step == "a"] == expected
     assert [m.target for m in graph.instances[InstanceId("b", "y")].upstream] == [
         "/in/a/1",
         "/in/a/2",

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.backends.local.ports import local_ports
 from dockyard.errors import PlanError
 from dockyard.execution import Executor, RunOptions
 from dockyard.runtime.base import ContainerSpec
 from dockyard.spec import load_pipeline
-from dockyard.storage.hashing import InputHasher, NotData
-from dockyard.storage.store import Store
+from dockyard.state.hashing import InputHasher, NotData
+from dockyard.state.store import Store
 from dockyard.testing import FakeRuntime
 from tests.conftest import WritePipeline
 
@@ -49,7 +50,14 @@ def test_an_input_that_became_a_way_out_after_the_check_is_not_mounted(
     store = Store(pf.state_dir / "state.db")
     try:
         with pytest.raises(PlanError, match=r"escapes the pipeline file's folder|state folder"):
-            Executor(pf, runtime, store, options=RunOptions(), new_id=lambda: "run1").run()
+            Executor(
+                pf,
+                runtime,
+                store,
+                ports=local_ports(pf),
+                options=RunOptions(),
+                new_id=lambda: "run1",
+            ).run()
     finally:
         store.close()
     mounted = {Path(b.source).resolve() for s in runtime.specs for b in s.binds}

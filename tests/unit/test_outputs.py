@@ -6,11 +6,30 @@ import socket
 import stat
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from dockyard.storage.outputs import commit, discard, note_changes, seal_tree, tree_digest
+from dockyard.disk import keeping
+from dockyard.disk.sealing import discard, note_changes, seal_tree, tree_digest
+
+
+@dataclass(frozen=True)
+class Committed:
+    digest: str
+    path: Path
+    size: int
+    files: int
+    changes: tuple[str, ...]
+
+
+def commit(staging: Path, outputs_dir: Path) -> Committed:
+    """Seal and keep, as every output store does (:func:`keeping.keep`)."""
+    sealed = seal_tree(staging)
+    path = keeping.keep(staging, sealed, outputs_dir)
+    assert keeping.read_record(outputs_dir, sealed.digest) == keeping.Bounds.of(sealed)
+    return Committed(sealed.digest, path, sealed.size, sealed.files, sealed.changes)
 
 
 def make_tree(root: Path, files: dict[str, str]) -> Path:
@@ -72,7 +91,7 @@ def test_digest_of_a_known_tree_is_what_it_always_was(tmp_path: Path) -> None:
     for path in (tree, tree / "sub", tree / "sub" / "deeper", tree / "empty"):
         os.chmod(path, 0o755)
     assert tree_digest(tree) == (
-        # (changed twice: files are hashed by chunks, see dockyard.storage.content_digest;
+        # (changed twice: files are hashed by chunks, see dockyard.disk.content_digest;
         # permission bits count, less writing, as a kept copy keeps them)
         "700dc325a8cb6a1ae6cd6871315da2ff17b29a017c81912bd1466be020235b04",
         3,

@@ -2,18 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from dockyard.planning.actions import Block, Observed, Outcome, Phase, Reason, Start, after_attempt
 from dockyard.planning.graph import Graph, InstanceId
-from dockyard.planning.plan import (
-    Block,
-    Observed,
-    Outcome,
-    Phase,
-    Plan,
-    Reason,
-    Start,
-    after_attempt,
-    plan,
-)
+from dockyard.planning.plan import Plan, plan
 from dockyard.planning.preflight import graph_of
 from dockyard.planning.schedule import Capacity
 from dockyard.spec import load_pipeline

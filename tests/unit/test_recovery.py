@@ -9,11 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dockyard.backends.local.ports import local_ports
 from dockyard.errors import RunFailed
 from dockyard.events import Event
 from dockyard.execution import Abandon, Executor
 from dockyard.spec import load_pipeline
-from dockyard.storage.store import Store
+from dockyard.state.store import Store
 from dockyard.testing import FakeRuntime, Fault
 from tests.unit.test_engine_fake import IMAGE
 
@@ -41,6 +42,7 @@ def attempt_run(path: Path, runtime: FakeRuntime, crash_after: int | None) -> st
         pf,
         runtime,
         store,
+        ports=local_ports(pf),
         reporter=CrashAfter(crash_after),
         new_id=lambda: f"r{next(RUNS)}",
         sleep=lambda s: None,
@@ -136,7 +138,13 @@ def test_engine_outage_is_waited_out(tmp_path: Path) -> None:
     store = Store(pf.state_dir / "state.db")
     events: list[Event] = []
     run_id = Executor(
-        pf, runtime, store, reporter=events.append, sleep=sleep, new_id=lambda: "outage"
+        pf,
+        runtime,
+        store,
+        ports=local_ports(pf),
+        reporter=events.append,
+        sleep=sleep,
+        new_id=lambda: "outage",
     ).run()
     assert store.run(run_id).state == "succeeded"
     assert any(e.kind == "engine" for e in events)
@@ -162,7 +170,13 @@ def test_engine_gone_for_too_long_stops_the_run(tmp_path: Path) -> None:
     store = Store(pf.state_dir / "state.db")
     with pytest.raises(EngineUnavailable):
         Executor(
-            pf, runtime, store, sleep=lambda s: None, engine_patience=0.0, new_id=lambda: "gone"
+            pf,
+            runtime,
+            store,
+            ports=local_ports(pf),
+            sleep=lambda s: None,
+            engine_patience=0.0,
+            new_id=lambda: "gone",
         ).run()
     assert store.run("gone").state == "interrupted"  # not a step's failure: the engine went away
     store.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.storage import safecopy, safefs
+from dockyard.disk import safecopy, safefs
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from dockyard.planning.plan import Phase
+from dockyard.planning.actions import Phase
 from dockyard.planning.states import (
     ATTEMPT,
     ATTEMPT_IMPOSSIBLE,

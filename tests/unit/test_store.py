@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.errors import StoreError, UnknownReference
-from dockyard.storage.store import SCHEMA_VERSION, RunRow, Store
+from dockyard.state.store import SCHEMA_VERSION, RunRow, Store
 
 
 def make_run(store: Store, run_id: str = "r1", started: float = 1.0) -> None:
@@ -69,7 +69,7 @@ def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     make_run(store)
     with pytest.raises(RuntimeError), store.transaction():
-        store.set_instance("r1", "a", state="succeeded")
+        store.update_instances("r1", ("state",), [("succeeded", "a")])
         raise RuntimeError("crash between writes")
     assert store.instances("r1")[0].state == "pending"
     store.close()
@@ -84,5 +84,5 @@ def test_version_1_database_is_migrated_keeping_its_runs(tmp_path: Path) -> None
     run = store.run()
     assert (run.id, run.state) == ("20261127-000000-abcdef", "succeeded")
     assert [a.exit_code for a in store.attempts(run.id, "greet")] == [0]
-    assert store.cache_get("no-such-key") is None
+    assert store.cache_entries(["no-such-key"]) == {}
     store.close()

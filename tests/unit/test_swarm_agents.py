@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.errors import RuntimeFailure
-from dockyard.runtime.agent_image import _code_layer, agent_sources
-from dockyard.runtime.swarm_agents import (
+from dockyard.backends.swarm.agent_image import _code_layer, agent_sources
+from dockyard.backends.swarm.agents import (
     AGENT_MEMORY,
     AGENT_PIDS,
     NEW_KEY_ENV,
@@ -20,6 +19,7 @@ from dockyard.runtime.swarm_agents import (
     _root_task,
     _service_task,
 )
+from dockyard.errors import RuntimeFailure
 
 
 def _service(secret: str) -> dict[str, object]:
@@ -85,13 +85,15 @@ def _umask() -> int:
     return mask
 
 
-def test_the_agent_image_holds_its_modules_and_an_empty_package(tmp_path: Path) -> None:
+def test_the_agent_image_holds_the_package_as_it_is(tmp_path: Path) -> None:
     import io
     import tarfile
 
+    import dockyard
+
     files = agent_sources()
-    assert b"import" not in files["__init__.py"]  # (not dockyard's, which imports the CLI)
-    assert b"import" not in files["spec/__init__.py"]  # (the pipeline file's loader)
+    assert files["__init__.py"] == Path(dockyard.__file__).read_bytes()  # (lazy: loads nothing)
+    assert not any(rel.startswith(("spec/", "execution/", "backends/")) for rel in files)
     libraries = {"pydantic/__init__.py": b"", "pydantic-2.dist-info/RECORD": b""}
     with tarfile.open(fileobj=io.BytesIO(_code_layer(files, libraries))) as tar:
         names = tar.getnames()

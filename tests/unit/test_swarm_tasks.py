@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dockyard.runtime.base import DEFAULT_CAPABILITIES, Bind, ContainerSpec, Health
-from dockyard.runtime.swarm_tasks import (
+from dockyard.backends.swarm.tasks import (
     LABEL_CONTAINER,
     SERVICE_NAME_MAX,
     service_definition,
@@ -12,6 +11,7 @@ from dockyard.runtime.swarm_tasks import (
     task_node,
     task_state,
 )
+from dockyard.runtime.base import DEFAULT_CAPABILITIES, Bind, ContainerSpec, Health
 
 
 def spec(**changes: object) -> ContainerSpec:

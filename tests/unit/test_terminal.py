@@ -10,7 +10,7 @@ import pytest
 from dockyard.cli import main
 from dockyard.events import Event
 from dockyard.report.progress import PlainProgress
-from dockyard.storage.store import RunRow, Store
+from dockyard.state.store import RunRow, Store
 from dockyard.terminal import printable
 
 ESC = "\x1b]0;owned\x07\x1b[2J"  # set the window title, clear the screen
@@ -40,7 +40,7 @@ def stored(tmp_path: Path) -> Path:
     store.create_run(
         RunRow("r1", "shown", "sha", "failed", 1.0, 2.0, 2.0, 1024, None), [(f"a[{ESC}]", "a")]
     )
-    store.set_instance("r1", f"a[{ESC}]", state="failed", reason=f"because {ESC}")
+    store.update_instances("r1", ("state", "reason"), [("failed", f"because {ESC}", f"a[{ESC}]")])
     store.close()
     return path
 

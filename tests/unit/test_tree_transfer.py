@@ -12,12 +12,11 @@ import pytest
 
 from dockyard.agent.tree_wire import MAGIC, TreeError
 from dockyard.agent.trees import Bounds, read_record, receive_tree, write_lone_file, write_tree
-from dockyard.storage import outputs as sealing
-from dockyard.storage import safefs
-from dockyard.storage.content_digest import CHUNK
-from dockyard.storage.tree_limits import Limits, OutputRefused
-from dockyard.storage.volume_stream import receive, send
-from dockyard.storage.volumes import VolumeStore
+from dockyard.disk import keeping, safefs, sealing
+from dockyard.disk.content_digest import CHUNK
+from dockyard.disk.tree_limits import Limits, OutputRefused
+from dockyard.disk.volume_stream import receive, send
+from dockyard.disk.volumes import VolumeStore
 from dockyard.testing import FakeOutputs
 from dockyard.testing.fake_storage import FakeWorkspace
 
@@ -61,7 +60,7 @@ def test_a_sparse_output_seals_and_transfers_with_its_holes(tmp_path: Path) -> N
     assert (sealed.size, sealed.files, sealed.entries) == (64 * GiB + 6, 2, 3)
     assert sealed.data == 3 * CHUNK + 6
     assert _allocated(staging / "z") < SMALL
-    kept = sealing.place(staging, sealed, tmp_path / "a" / "outputs")
+    kept = keeping.keep(staging, sealed, tmp_path / "a" / "outputs")
 
     out = io.BytesIO()
     write_tree(kept, out)
@@ -295,12 +294,12 @@ def test_a_volume_keeps_a_sparse_file_sparse_through_snapshot_send_and_receive(
 def test_an_output_refused_at_commit_fails_its_attempt_with_the_reason(tmp_path: Path) -> None:
     import queue
 
+    from dockyard.disk.kept import Staging
     from dockyard.execution.attempts import AttemptRunner, Order, Result, outcome
+    from dockyard.planning.actions import Reason
     from dockyard.planning.graph import InstanceId
-    from dockyard.planning.plan import Reason
     from dockyard.runtime.base import LABEL_INSTANCE, ContainerSpec
     from dockyard.runtime.patient import EngineGuard
-    from dockyard.storage.ports import Staging
     from dockyard.testing import FakeRuntime
 
     class Shallow(FakeOutputs):  # (as if the step nested a folder too deep)

@@ -82,7 +82,7 @@ def test_what_run_would_refuse_validate_refuses_first(
     def no_engine(*args: object, **kwargs: object) -> None:
         raise AssertionError("run reached for the engine")
 
-    monkeypatch.setattr("dockyard.runtime.docker.DockerRuntime.__init__", no_engine)
+    monkeypatch.setattr("dockyard.backends.local.runtime.DockerRuntime.__init__", no_engine)
     path = pipeline(tmp_path, snippet)
     answers = []
     for command in ("validate", "run"):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.storage.volume_stream import StreamError, receive, send
-from dockyard.storage.volumes import VolumeStore
+from dockyard.disk.volume_stream import StreamError, receive, send
+from dockyard.disk.volumes import VolumeStore
 from tests.unit.stream_helpers import Raw, directory, file, framed, gone, header, link
 
 

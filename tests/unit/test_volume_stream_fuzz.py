@@ -26,7 +26,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from dockyard.cli import main
-from dockyard.storage.volumes import VolumeStore
+from dockyard.disk.volumes import VolumeStore
 from tests.unit.stream_helpers import framed
 
 # Placeholders, replaced once the example's folders exist.

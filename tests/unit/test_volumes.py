@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from dockyard.cli import main
+from dockyard.disk import safefs
+from dockyard.disk.volume_stream import send
+from dockyard.disk.volumes import Snapshot, VolumeInUse, VolumeStore
 from dockyard.errors import InvalidInput, UnknownReference
-from dockyard.storage import safefs
-from dockyard.storage.volume_stream import send
-from dockyard.storage.volumes import Snapshot, VolumeInUse, VolumeStore
 
 
 def checksums(root: Path) -> dict[str, str]:

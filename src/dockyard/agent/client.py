@@ -30,7 +30,7 @@ from dockyard.agent.trees import (
     write_lone_file,
     write_tree,
 )
-from dockyard.storage import outputs as sealing
+from dockyard.disk import sealing
 
 CONNECT_TIMEOUT = 10.0
 UNACKED_MS = 60_000  # data sent and not acknowledged for this long: the peer is gone

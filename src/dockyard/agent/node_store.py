@@ -9,8 +9,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from dockyard.agent import auth, layout
-from dockyard.storage.node_disk import LocalWorkspace
-from dockyard.storage.ports import Staging
+from dockyard.disk.kept import Staging
+from dockyard.disk.node_disk import LocalWorkspace
 
 if TYPE_CHECKING:
     from dockyard.agent.node_volumes import NodeVolumes

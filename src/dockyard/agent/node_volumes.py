@@ -1,6 +1,6 @@
 """The volumes an agent keeps on its node, and what a mount and an unmount do to them.
 
-Each node keeps its copy of a volume in a :class:`~dockyard.storage.volumes.VolumeStore`
+Each node keeps its copy of a volume in a :class:`~dockyard.disk.volumes.VolumeStore`
 under ``ROOT/NODE/volumes/NAME`` (a live folder that containers mount, and snapshots with
 uuids that are the same on every node). The volume's *content* is the snapshot its lease
 names (:mod:`dockyard.agent.leases`); a node's live folder is trusted only while this
@@ -33,8 +33,8 @@ from dockyard.agent.leases import Fenced, Lease, LeaseAccess, LeaseError, NoSuch
 from dockyard.agent.quietlog import to_stderr
 from dockyard.agent.replication import Replicator
 from dockyard.agent.volume_records import Records, fresh_state
-from dockyard.storage import safefs
-from dockyard.storage.volumes import Snapshot, VolumeStore, check_name, mirror
+from dockyard.disk import safefs
+from dockyard.disk.volumes import Snapshot, VolumeStore, check_name, mirror
 
 KEEP_SNAPSHOTS = 4  # per volume and node: the bases for increments, and rollbacks
 READ_GRACE = 24 * 3600.0  # a snapshot a container read is kept this long after
@@ -288,7 +288,7 @@ class NodeVolumes:
     def sender(self, name: str, snapshot: str, have: list[str]) -> Callable[[BinaryIO], object]:
         """What writes ``snapshot`` as a stream (the increment over the newest snapshot that
         ``have`` names); refused here, before anything is written, if this node lacks it."""
-        from dockyard.storage.volume_stream import send
+        from dockyard.disk.volume_stream import send
 
         name = _checked(name)
         target = self._find(name, snapshot)
@@ -378,7 +378,7 @@ class NodeVolumes:
     def _fetch(
         self, name: str, snapshot: str, sources: dict[str, str], live: bool = True
     ) -> Snapshot:
-        from dockyard.storage.volume_stream import receive
+        from dockyard.disk.volume_stream import receive
 
         if not sources:
             raise Refused(

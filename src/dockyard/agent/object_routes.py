@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from dockyard.agent import layout, trees
+from dockyard.agent import layout
 from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.node_store import NodeStore
-from dockyard.storage import outputs as sealing
+from dockyard.disk import keeping, sealing
 
 VERSION = "1"
 OUTPUT_REFUSED = 422  # a staging folder not kept as an output (too deep, too many entries)
@@ -44,9 +44,7 @@ def _commit(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
             sealed = sealing.seal_tree(staging.path)
         except sealing.OutputRefused as exc:  # (the step's doing: its attempt fails)
             raise Refused(OUTPUT_REFUSED, exc.message) from None
-        # (the record first: a tree kept without one could never be fetched)
-        trees.keep_record(store.outputs(), sealed.digest, trees.Bounds.of(sealed))
-        sealing.place(staging.path, sealed, store.outputs())
+        keeping.keep(staging.path, sealed, store.outputs())
     store.unlock(staging)
     return {
         "digest": sealed.digest,
@@ -90,7 +88,7 @@ def _has(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
         raise Refused(400, "digests: a list")
     root = store.outputs()
     present = [d for d in map(layout.check_digest, digests) if (root / d).is_dir()]
-    records = {d: asdict(r) for d in present if (r := trees.read_record(root, d)) is not None}
+    records = {d: asdict(r) for d in present if (r := keeping.read_record(root, d)) is not None}
     return {"present": present, "records": records}  # (the most a fetch of each carries)
 
 

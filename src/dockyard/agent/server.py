@@ -46,8 +46,8 @@ from dockyard.agent.plugin import SOCKET_DIR, PluginServer
 from dockyard.agent.quietlog import QuietLog
 from dockyard.agent.trees import Bounds, TreeError, receive_tree, write_tree
 from dockyard.agent.volume_routes import AgentPeers, LeaseService, RemoteLeases, ServiceLeases
+from dockyard.disk.volumes import VolumeStore
 from dockyard.errors import DockyardError
-from dockyard.storage.volumes import VolumeStore
 
 MAX_JSON = 1 << 20
 IDLE_SECONDS = 60.0  # silence within a signed request (a body being sent) that drops it

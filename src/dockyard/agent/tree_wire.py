@@ -19,13 +19,15 @@
 Records follow a walk: a folder's files and links, then each of its folders in turn,
 entered, filled and left, so that every name is one step from the folder before it (a
 deep tree costs no more per entry than a flat one). A file's pieces are its chunks that
-are not all zeros (:func:`dockyard.storage.content_digest.pieces`): holes, and zeros,
+are not all zeros (:func:`dockyard.disk.content_digest.pieces`): holes, and zeros,
 are neither sent nor written, and the data sent is what the tree's seal counted.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
+
+from dockyard.disk.keeping import TreeError
 
 MAGIC = b"DOCKYARD-TREE 1\n"
 PIECE = 1 << 20  # the longest piece (what content_digest.pieces gives at most)
@@ -40,10 +42,6 @@ class Readable(Protocol):
 
 class Writable(Protocol):
     def write(self, data: bytes, /) -> int: ...
-
-
-class TreeError(Exception):
-    """A stream that is not a tree, or not the one it was sent as."""
 
 
 def encode_name(name: str) -> bytes:

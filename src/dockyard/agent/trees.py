@@ -1,7 +1,7 @@
 """Trees on the wire: a committed tree (or an input) as a tree stream (:mod:`.tree_wire`),
 and a strict reader that builds one from a stream it does not trust.
 
-The writer walks through :mod:`dockyard.storage.safefs` (links are sent as links, never
+The writer walks through :mod:`dockyard.disk.safefs` (links are sent as links, never
 followed) and sends only folders, regular files (their permission bits, and the chunks
 that are not zeros: holes stay holes) and symbolic links, which is all a sealed tree
 holds. The reader accepts only those, with plain names, creates everything through
@@ -14,91 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import secrets
 import stat
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dockyard.agent.tree_wire import PIECE, Readable, Reader, TreeError, Writable, Writer
-from dockyard.storage import content_digest, safecopy, safefs
-from dockyard.storage import outputs as sealing
-from dockyard.storage.content_digest import CHUNK
-from dockyard.storage.tree_limits import LIMITS, Limits, OutputRefused
+from dockyard.disk import content_digest, keeping, safecopy, safefs, sealing
+from dockyard.disk.content_digest import CHUNK
+from dockyard.disk.keeping import Bounds, read_record
+from dockyard.disk.tree_limits import LIMITS, Limits, OutputRefused
 
-_MOST = 2**63
 # What a stream may make a system call refuse: the stream's fault, not the node's.
 _REFUSALS = (errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EFBIG, errno.EINVAL)
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """The most a tree's stream may carry: what the tree's seal counted (bytes in its
-    files, ``data`` of those sent, files, and files, folders and links)."""
-
-    size: int
-    data: int
-    files: int
-    entries: int
-
-    @classmethod
-    def of(cls, tally: sealing.Sealed | sealing.Tally) -> Bounds:
-        return cls(tally.size, tally.data, tally.files, tally.entries)
-
-    @classmethod
-    def parse(cls, fields: object) -> Bounds:
-        """From a record or a request; :class:`TreeError` unless it is exactly one."""
-        names = {"size", "data", "files", "entries"}
-        if not isinstance(fields, dict) or set(fields) != names:
-            raise TreeError(f"not the bounds of a tree: {str(fields)[:200]}")
-        values = {name: _count(value) for name, value in fields.items()}
-        if not all(0 <= v < _MOST for v in values.values()):
-            raise TreeError(f"not the bounds of a tree: {str(fields)[:200]}")
-        return cls(**values)
-
-    def query(self) -> str:
-        return "&".join(f"{name}={value}" for name, value in asdict(self).items())
-
-    @classmethod
-    def from_query(cls, query: str) -> Bounds:
-        pairs = [part.partition("=") for part in query.split("&")]
-        if len(pairs) != 4:
-            raise TreeError("a tree is sent with its bounds: size, data, files, entries")
-        return cls.parse({name: value for name, _, value in pairs})
-
-
-def _count(value: object) -> int:
-    if type(value) is int:
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
-        return int(value)
-    return -1
-
-
-def _records(store: Path) -> Path:
-    """Where the bounds of the trees kept in ``store`` are (beside it: not a tree)."""
-    return store.with_name(f"{store.name}.records")
-
-
-def keep_record(store: Path, digest: str, bounds: Bounds) -> None:
-    """Remember what the tree ``digest`` in ``store`` holds, for those who fetch it."""
-    folder = _records(store)
-    folder.mkdir(mode=0o700, exist_ok=True)
-    scratch = folder / f".{digest}.{secrets.token_hex(4)}"
-    scratch.write_text(json.dumps(asdict(bounds)))
-    os.replace(scratch, folder / digest)
-
-
-def read_record(store: Path, digest: str) -> Bounds | None:
-    try:
-        text = (_records(store) / digest).read_text()
-    except FileNotFoundError:
-        return None
-    try:
-        return Bounds.parse(json.loads(text))
-    except (ValueError, TreeError):
-        return None  # (a torn record: as if none)
 
 
 # -- sending ----------------------------------------------------------------------------------
@@ -130,7 +58,7 @@ def write_tree(root: Path, out: Writable) -> None:
 
 def write_lone_file(fd: int, out: Writable) -> None:
     """Send the open regular file ``fd`` as a tree that holds it alone
-    (:data:`~dockyard.storage.outputs.LONE_FILE`)."""
+    (:data:`~dockyard.disk.sealing.LONE_FILE`)."""
     w = Writer(out, sealing.LONE_ROOT_MODE)  # (the file keeps its own bits)
     _write_file(w, sealing.LONE_FILE, fd)
     w.end()
@@ -170,8 +98,7 @@ def receive_tree(
             raise TreeError(f"refused the tree: {exc.message}") from None
         if sealed.digest != digest:
             raise TreeError(f"the tree sent as {digest[:12]} is {sealed.digest[:12]}")
-        keep_record(store, digest, Bounds.of(sealed))  # (first: see object_routes._commit)
-        return sealing.place(scratch, sealed, store)
+        return keeping.keep(scratch, sealed, store)
     finally:
         with contextlib.suppress(FileNotFoundError):
             sealing.discard(scratch)
@@ -284,7 +211,6 @@ __all__ = [
     "Readable",
     "TreeError",
     "Writable",
-    "keep_record",
     "read_record",
     "receive_tree",
     "write_lone_file",

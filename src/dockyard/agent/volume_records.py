@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dockyard.storage.volumes import VolumeStore
+from dockyard.disk.volumes import VolumeStore
 
 
 def fresh_state() -> dict[str, Any]:

@@ -19,7 +19,7 @@ from rich.markup import escape
 from dockyard import __version__
 from dockyard.errors import EXIT_INVALID, DockyardError
 from dockyard.spec import DEFAULT_FILE, PipelineFile
-from dockyard.storage.store import Store
+from dockyard.state.store import Store
 from dockyard.terminal import printable
 
 F = TypeVar("F", bound=Callable[..., Any])

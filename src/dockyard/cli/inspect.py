@@ -11,14 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from dockyard.backend import LOCAL, choose
+from dockyard.backends.choice import LOCAL, choose
 from dockyard.cli.app import backend_option, cli, file_option, open_store, out
 from dockyard.errors import UnknownReference
 from dockyard.planning.graph import InstanceId
 from dockyard.report.render import dot, mermaid
 from dockyard.report.summary import RunSummary, load_summary
 from dockyard.spec import load_pipeline
-from dockyard.storage.store import AttemptRow, Store
+from dockyard.state.store import AttemptRow, Store
 from dockyard.terminal import printable
 from dockyard.units import format_memory, format_seconds
 

@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 from rich.text import Text
 
-from dockyard.backend import choose
+from dockyard.backends.choice import choose
 from dockyard.cli.app import (
     backend_option,
     cli,

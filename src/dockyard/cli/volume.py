@@ -12,12 +12,12 @@ from typing import cast
 import click
 from rich.table import Table
 
-from dockyard.backend import choose
+from dockyard.backends.choice import choose
+from dockyard.backends.swarm.volumes import SwarmVolumes
 from dockyard.cli.app import cli, err, out
+from dockyard.disk.volumes import check_name, check_ref, check_tag
 from dockyard.errors import UnknownReference
-from dockyard.storage.ports import VolumeBackend
-from dockyard.storage.swarm_volumes import SwarmVolumes
-from dockyard.storage.volumes import check_name, check_ref, check_tag
+from dockyard.execution.ports import VolumeBackend
 from dockyard.units import format_memory
 
 

@@ -14,25 +14,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard.disk.sealing import Sealed
 from dockyard.errors import DockyardError
 from dockyard.events import Event
 from dockyard.execution import cgroups
-from dockyard.planning.graph import InstanceId
-from dockyard.planning.plan import SIGPIPE_EXIT, Outcome, Reason
-from dockyard.runtime.base import ContainerSpec, ExitStatus, Runtime
-from dockyard.runtime.patient import EngineGuard
-from dockyard.storage.outputs import Sealed
-from dockyard.storage.ports import (
+from dockyard.execution.ports import (
     NodeUnavailable,
     OutputStore,
     Staging,
     VolumeBackend,
     Workspace,
 )
+from dockyard.planning.actions import Outcome, Reason, committable
+from dockyard.planning.graph import InstanceId
+from dockyard.runtime.base import ContainerSpec, ExitStatus, Runtime
+from dockyard.runtime.patient import EngineGuard
 
-# The exits whose output may be committed: success, and a streamed producer ended by SIGPIPE
-# after its consumer left (whether that is fine is the planner's to say).
-COMMITTABLE = frozenset({0, SIGPIPE_EXIT})
 # How soon after the engine came back an exit by a signal is still read as its doing: each
 # waiting thread sees the engine back within its probe backoff (at most a few seconds).
 RECENT_OUTAGE_SECONDS = 10.0
@@ -212,7 +209,7 @@ class AttemptRunner:
             if logs:  # an attempt that printed nothing has no file (one fewer per instance)
                 order.log.parent.mkdir(parents=True, exist_ok=True)
                 order.log.write_bytes(logs)
-            if status.exit_code in COMMITTABLE and not status.timed_out:
+            if committable(_as_exited(status), last=False):
                 # Beside the loop, the slow part of committing: the loop only renames.
                 try:
                     sealed = self.outputs.seal(order.staging)
@@ -257,6 +254,15 @@ def _by_signal(status: ExitStatus) -> bool:
         and not status.oom_killed
         and not status.timed_out
     )
+
+
+def _as_exited(status: ExitStatus) -> Outcome:
+    """An exit as the planner would see it were nothing else wrong (what may be sealed)."""
+    if status.timed_out:
+        return Outcome(status.exit_code, Reason.TIMEOUT)
+    if status.oom_killed:
+        return Outcome(status.exit_code, Reason.OOM)
+    return Outcome(status.exit_code, Reason.EXITED)
 
 
 def outcome(result: Result) -> Outcome:

@@ -9,17 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockyard.execution.attempts import COMMITTABLE, Result, outcome
+from dockyard.disk.kept import Staging
+from dockyard.disk.sealing import note_changes
+from dockyard.execution.attempts import Result, outcome
 from dockyard.execution.journal import RunJournal
+from dockyard.execution.ports import OutputStore
 from dockyard.execution.resolution import Known
 from dockyard.execution.run_volumes import RunVolumes
+from dockyard.planning.actions import Outcome, Reason, committable
 from dockyard.planning.graph import Graph, InstanceId
-from dockyard.planning.plan import Outcome, Reason
 from dockyard.planning.planner import Commit, Fail, Retry
 from dockyard.planning.states import ATTEMPT, AttemptEvent, AttemptState, advance
-from dockyard.storage.hashing import InputHasher
-from dockyard.storage.outputs import note_changes
-from dockyard.storage.ports import OutputStore, Staging
+from dockyard.state.hashing import InputHasher
 
 
 @dataclass
@@ -57,14 +58,8 @@ class Conclusion:
         is gone makes the attempt lost."""
         held = self.flight[(result.instance, result.attempt)]
         seen = outcome(result)
-        status = result.status
-        if (
-            seen.reason is Reason.EXITED
-            and status is not None
-            and status.exit_code in COMMITTABLE
-            and result.sealed is None
-        ):
-            seen = Outcome(status.exit_code, Reason.LOST, "its output folder is gone")
+        if committable(seen, last=False) and result.sealed is None:
+            seen = Outcome(seen.exit_code, Reason.LOST, "its output folder is gone")
         held.result, held.outcome = result, seen
         return seen
 

@@ -18,7 +18,7 @@ from typing import Any
 from dockyard.events import Event, Reporter
 from dockyard.planning.graph import InstanceId
 from dockyard.planning.states import ATTEMPT, AttemptEvent, AttemptState, RunState, advance
-from dockyard.storage.store import RunRow, Store
+from dockyard.state.store import RunRow, Store
 
 Clock = Callable[[], float]
 SUCCEEDED = advance(ATTEMPT, AttemptState.RUNNING, AttemptEvent.SUCCEEDED).value

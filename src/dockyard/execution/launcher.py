@@ -14,16 +14,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard.disk.kept import Staging
+from dockyard.disk.node_disk import safe_name
 from dockyard.errors import DockyardError, PlanError
 from dockyard.execution import cgroups
 from dockyard.execution.attempts import Order
+from dockyard.execution.ports import NodeUnavailable, OutputStore, Workspace
 from dockyard.execution.resolution import Known
 from dockyard.execution.run_volumes import RunVolumes
 from dockyard.execution.services import Services
 from dockyard.execution.stream import HELPER, STREAM_DIR, helper_binary, wrap
 from dockyard.images.resolve import image_key
+from dockyard.planning.actions import Start
 from dockyard.planning.graph import Graph, Instance, InstanceId
-from dockyard.planning.plan import Start
 from dockyard.planning.planner import Adopt
 from dockyard.runtime.base import (
     LABEL_ATTEMPT,
@@ -38,8 +41,6 @@ from dockyard.runtime.base import (
     ContainerSpec,
     Runtime,
 )
-from dockyard.storage.node_disk import safe_name
-from dockyard.storage.ports import NodeUnavailable, OutputStore, Staging, Workspace
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,13 @@ from dockyard.execution.conclusion import Conclusion
 from dockyard.execution.dispatch import Dispatch
 from dockyard.execution.journal import RunJournal
 from dockyard.execution.launcher import Launcher
+from dockyard.execution.ports import OutputsLost
 from dockyard.execution.resolution import Resolver
+from dockyard.planning.actions import Block, Reason, Start
 from dockyard.planning.graph import InstanceId
-from dockyard.planning.plan import Block, Reason, Start
 from dockyard.planning.planner import Action, Adopt, Commit, Fail, Kill, Planner, Retry, Reuse
 from dockyard.planning.schedule import Capacity
 from dockyard.runtime.base import LOCAL_NODE
-from dockyard.storage.ports import OutputsLost
 
 STALE_ROWS = 0.2  # seconds rows may wait to be written when nothing else happens
 NODE_REFRESH = 2.0  # seconds between looks at a cluster's nodes (which are down, which back)

@@ -13,7 +13,7 @@ from dockyard.errors import DockyardError
 from dockyard.execution.journal import RunJournal
 from dockyard.planning.planner import Orphan
 from dockyard.runtime.base import LABEL_ATTEMPT, LABEL_KEY, LABEL_RUN, ContainerInfo, Runtime
-from dockyard.storage.store import Store
+from dockyard.state.store import Store
 
 
 class Recovery:

@@ -13,15 +13,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dockyard.errors import PlanError
+from dockyard.execution.ports import OutputStore
 from dockyard.execution.run_volumes import RunVolumes
 from dockyard.images.resolve import image_key
 from dockyard.planning.graph import Graph, InstanceId
 from dockyard.planning.keys import cache_key
 from dockyard.planning.planner import Orphan, Resolution
 from dockyard.spec.paths import InputPaths
-from dockyard.storage.hashing import InputHasher, NotData
-from dockyard.storage.ports import OutputStore
-from dockyard.storage.store import Store
+from dockyard.state.hashing import InputHasher, NotData
+from dockyard.state.store import Store
 
 Unit = tuple[InstanceId, ...]
 REUSABLE = Resolution(reusable=True, orphans={})

@@ -33,13 +33,14 @@ from dockyard.execution.dispatch import Dispatch
 from dockyard.execution.journal import RunJournal
 from dockyard.execution.launcher import Launcher, RunIdentity
 from dockyard.execution.loop import RunLoop
+from dockyard.execution.ports import Ports
 from dockyard.execution.recovery import Recovery
 from dockyard.execution.resolution import Known, Resolver
 from dockyard.execution.run_volumes import RunVolumes
 from dockyard.execution.services import LABEL_KEEP, Services
 from dockyard.images.resolve import packages_of, resolve_images
+from dockyard.planning.actions import Phase
 from dockyard.planning.graph import Graph
-from dockyard.planning.plan import Phase
 from dockyard.planning.planner import Planner
 from dockyard.planning.preflight import RunPool, check_fits, graph_of, pool_from, project_id
 from dockyard.planning.schedule import ZERO, Capacity
@@ -48,11 +49,9 @@ from dockyard.runtime.base import LABEL_PIPELINE, LABEL_PROJECT, LABEL_RUN, Runt
 from dockyard.runtime.patient import EngineGuard, PatientRuntime
 from dockyard.spec.loader import PipelineFile
 from dockyard.spec.paths import InputPaths
-from dockyard.storage.hashing import InputHasher
-from dockyard.storage.local import LocalOutputs, LocalVolumes, LocalWorkspace
-from dockyard.storage.lock import RunLock
-from dockyard.storage.ports import OutputStore, VolumeBackend, Workspace
-from dockyard.storage.store import RunRow, Store
+from dockyard.state.hashing import InputHasher
+from dockyard.state.lock import RunLock
+from dockyard.state.store import RunRow, Store
 from dockyard.units import parse_duration
 
 Clock = Callable[[], float]
@@ -92,19 +91,6 @@ class RunOptions:
     wait_for_volumes: bool = False
 
 
-@dataclass(frozen=True)
-class Ports:
-    """Where a run's bytes live (see :mod:`dockyard.storage.ports`)."""
-
-    outputs: OutputStore
-    workspace: Workspace
-    volumes: VolumeBackend
-
-    @classmethod
-    def local(cls, pf: PipelineFile) -> Ports:
-        return cls(LocalOutputs(pf.state_dir), LocalWorkspace(pf.state_dir), LocalVolumes())
-
-
 @dataclass
 class _Parts:
     """One run's collaborators."""
@@ -134,7 +120,7 @@ class Executor:
         new_id: Callable[[], str] = new_run_id,
         sleep: Callable[[float], None] = time.sleep,
         engine_patience: float | None = None,
-        ports: Ports | None = None,
+        ports: Ports,
     ):
         self.pf = pf
         self.engine = runtime  # as it is: before the run exists, an engine away is exit 3
@@ -144,7 +130,7 @@ class Executor:
         self.clock = clock
         self.new_id = new_id
         self.sleep = sleep
-        self.ports = ports or Ports.local(pf)
+        self.ports = ports
         self.results: queue.Queue[Result | Notice] = queue.Queue()
         self.guard = EngineGuard(
             runtime.ping,

@@ -13,17 +13,16 @@ import contextlib
 from collections.abc import Mapping
 
 from dockyard.events import Event
+from dockyard.execution.ports import VolumeBackend
 from dockyard.planning.graph import Graph, Instance, InstanceId
 from dockyard.spec.loader import PipelineFile
-from dockyard.storage.hashing import InputHasher
-from dockyard.storage.local import LocalVolumes
-from dockyard.storage.ports import VolumeBackend
+from dockyard.state.hashing import InputHasher
 
 
 class RunVolumes:
-    def __init__(self, pf: PipelineFile, backend: VolumeBackend | None = None):
+    def __init__(self, pf: PipelineFile, backend: VolumeBackend):
         self.pf = pf
-        self.backend: VolumeBackend = backend or LocalVolumes()
+        self.backend = backend
         self.taken: set[str] = set()  # the volumes this run holds
         # (instance, volume) -> the digest its key was made with (what it must read)
         self.read_versions: dict[tuple[InstanceId, str], str] = {}

@@ -17,9 +17,9 @@ import os
 import shlex
 from pathlib import Path
 
+from dockyard.disk.node_disk import fifo_name
 from dockyard.errors import PlanError
 from dockyard.images.busybox import find_static_busybox
-from dockyard.storage.node_disk import fifo_name
 
 STREAM_DIR = "/.dockyard/stream"
 HELPER = "/.dockyard/bin/busybox"

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from dockyard.disk.sealing import tree_digest
 from dockyard.errors import ImageError
 from dockyard.home import data_root
 from dockyard.images import debian, debian_build
@@ -25,7 +26,6 @@ from dockyard.runtime.base import LABEL_PIPELINE, Runtime
 from dockyard.spec.loader import PipelineFile
 from dockyard.spec.model import ImageBuild, ImageSpec
 from dockyard.spec.paths import STATE_DIR_NAME
-from dockyard.storage.outputs import tree_digest
 
 LABEL_CONTEXT = "dockyard.context"  # "<kind>:<digest>" of what the image was made from
 LABEL_PACKAGES = "dockyard.packages"  # "bwa=0.7.17-7+b2 ...": a Debian recipe's packages

@@ -90,9 +90,6 @@ class Graph:
     def group(self, iid: InstanceId) -> tuple[InstanceId, ...]:
         return self.groups.get(iid, (iid,))
 
-    def of_step_ids(self, step: str) -> list[InstanceId]:
-        return [iid for iid in self.order if iid.step == step]
-
 
 def _key(values: Mapping[str, str], names: list[str]) -> str:
     return ",".join(values[n] for n in names)

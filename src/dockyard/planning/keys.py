@@ -13,7 +13,7 @@ import json
 
 from dockyard.planning.graph import Instance
 
-KEY_FORMAT = 2  # 2: file digests by chunks (storage.content_digest): old entries miss
+KEY_FORMAT = 2  # 2: file digests by chunks (disk.content_digest): old entries miss
 _ENCODE = json.JSONEncoder(sort_keys=True).encode  # (json.dumps would make one per call)
 
 

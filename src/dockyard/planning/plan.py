@@ -1,7 +1,10 @@
-"""The planner: from (instance graph, observed state) to the next actions. Pure.
+"""The reference planner: from (instance graph, observed state) to the next actions,
+answered from scratch on every call. Pure. The live planner
+(:mod:`dockyard.planning.planner`) is held to it by a property test; both speak the
+vocabulary of :mod:`dockyard.planning.actions`.
 
 Instance lifecycle, as a table of (phase, event) -> phase, applied by
-:func:`after_attempt` and :func:`plan`::
+:func:`~dockyard.planning.actions.after_attempt` and :func:`plan`::
 
     PENDING   --ready and fits------------> RUNNING           (action Start)
     PENDING   --an upstream failed--------> BLOCKED           (action Block)
@@ -15,75 +18,12 @@ Instance lifecycle, as a table of (phase, event) -> phase, applied by
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from dockyard.planning.graph import Graph, Instance, InstanceId
+from dockyard.planning.actions import Block, Observed, Phase, Start, memory_for
+from dockyard.planning.graph import Graph, InstanceId
 from dockyard.planning.schedule import Capacity, Request, fit, in_use
-
-MAX_LOST = 5
-LOST_BACKOFF = 1.0  # seconds before the second rerun of a lost instance; doubled after
-SIGPIPE_EXIT = 128 + 13  # a producer's exit when its consumer stopped reading: fine
-
-
-class Phase(enum.StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    BLOCKED = "blocked"
-    INTERRUPTED = "interrupted"  # the run ended (a signal, the engine away) before it did
-
-    @property
-    def final(self) -> bool:
-        return self is not Phase.PENDING and self is not Phase.RUNNING
-
-
-class Reason(enum.StrEnum):
-    EXITED = "exited"
-    OOM = "out-of-memory"
-    TIMEOUT = "timed-out"
-    ENGINE = "engine-error"
-    LOST = "lost"
-
-
-@dataclass(frozen=True, slots=True)
-class Observed:
-    phase: Phase = Phase.PENDING
-    attempts: int = 0
-    memory: int | None = None
-    retry_at: float | None = None
-    reason: str | None = None
-    lost: int = 0  # attempts lost to the engine (container gone): not held against retries
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How an attempt ended."""
-
-    exit_code: int | None
-    reason: Reason = Reason.EXITED
-    detail: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and self.reason is Reason.EXITED
-
-
-@dataclass(frozen=True, order=True)
-class Start:
-    instance: InstanceId
-    attempt: int
-    memory: int
-    node: str | None = None  # where it runs (None: the only node there is)
-
-
-@dataclass(frozen=True, order=True)
-class Block:
-    instance: InstanceId
-    because: InstanceId
-
 
 Action = Start | Block
 
@@ -93,10 +33,6 @@ class Plan:
     actions: tuple[Action, ...]
     finished: bool
     wake_at: float | None = None
-
-
-def memory_for(instance: Instance, seen: Observed) -> int:
-    return seen.memory if seen.memory is not None else instance.memory
 
 
 def plan(
@@ -162,37 +98,3 @@ def plan(
     starts = any(isinstance(a, Start) for a in actions)
     finished = not running and not starts and wake_at is None
     return Plan(tuple(actions), finished, wake_at)
-
-
-def after_attempt(
-    instance: Instance, seen: Observed, outcome: Outcome, now: float, pool: Capacity
-) -> Observed:
-    """The observed state of an instance once an attempt has ended without success."""
-    memory = memory_for(instance, seen)
-    policy = instance.retries
-    if outcome.reason is Reason.LOST:
-        if seen.lost >= MAX_LOST:
-            return replace(seen, phase=Phase.FAILED, reason=outcome.reason.value)
-        # At once the first time (its node is gone: another takes it), then a little later
-        # each time (a node that is up but cannot take it now, e.g. its agent restarting).
-        wait = LOST_BACKOFF * 2 ** (seen.lost - 1) if seen.lost else 0.0
-        return replace(
-            seen,
-            phase=Phase.PENDING,
-            lost=seen.lost + 1,
-            retry_at=now + wait,
-            reason=outcome.reason.value,
-        )
-    if seen.attempts - seen.lost > policy.max:
-        return replace(seen, phase=Phase.FAILED, reason=outcome.reason.value)
-    if outcome.reason is Reason.OOM and policy.memory_factor > 1:
-        memory = int(memory * policy.memory_factor)
-        if memory > pool.memory:
-            return replace(seen, phase=Phase.FAILED, reason=outcome.reason.value)
-    return replace(
-        seen,
-        phase=Phase.PENDING,
-        memory=memory,
-        retry_at=now + policy.backoff,
-        reason=outcome.reason.value,
-    )

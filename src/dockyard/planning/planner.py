@@ -30,27 +30,25 @@ from dataclasses import replace
 from dockyard.planning.actions import (
     Action,
     Adopt,
+    Block,
     Commit,
     Fail,
     Kill,
+    Observed,
     Orphan,
+    Outcome,
+    Phase,
+    Reason,
     Resolution,
     Retry,
     Reuse,
+    Start,
+    after_attempt,
+    committable,
     describe,
 )
 from dockyard.planning.graph import Graph, InstanceId
-from dockyard.planning.plan import (
-    SIGPIPE_EXIT,
-    Block,
-    Observed,
-    Outcome,
-    Phase,
-    Plan,
-    Reason,
-    Start,
-    after_attempt,
-)
+from dockyard.planning.plan import Plan
 from dockyard.planning.ready import Ready
 from dockyard.planning.schedule import ZERO, Capacity, in_use
 from dockyard.planning.states import INSTANCE, InstanceEvent, advance
@@ -387,14 +385,7 @@ class Planner:
 
     @staticmethod
     def _fine(unit: Unit, iid: InstanceId, outcome: Outcome) -> bool:
-        """Success, or (as in a shell) a producer ended by SIGPIPE after its consumer left."""
-        if outcome.ok:
-            return True
-        return (
-            iid != unit[-1]
-            and outcome.reason is Reason.EXITED
-            and outcome.exit_code == SIGPIPE_EXIT
-        )
+        return committable(outcome, last=iid == unit[-1])
 
 
 def _first_bad(

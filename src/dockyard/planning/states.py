@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from typing import TypeVar
 
-from dockyard.planning.plan import Phase
+from dockyard.planning.actions import Phase
 
 
 class InstanceEvent(enum.StrEnum):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dockyard.report.summary import InstanceSummary, RunSummary
 from dockyard.spec.model import Pipeline
-from dockyard.storage.store import AttemptRow
+from dockyard.state.store import AttemptRow
 from dockyard.units import format_memory, format_seconds
 
 COLORS = {

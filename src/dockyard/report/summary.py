@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dockyard.storage.store import AttemptRow, InstanceRow, RunRow, Store
+from dockyard.state.store import AttemptRow, InstanceRow, RunRow, Store
 
 
 @dataclass(frozen=True)

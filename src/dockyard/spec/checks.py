@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from dockyard.errors import SpecIssue, short_repr
+from dockyard.names import reference_problem
 from dockyard.spec.interpolate import interpolate, variables
 from dockyard.spec.locate import Loc, Locator, dotted
 from dockyard.spec.model import ImageSpec, Pipeline, Step, VolumeMount
-from dockyard.spec.names import reference_problem
 from dockyard.spec.paths import BadPath, Resolver
 from dockyard.spec.values import check_interpolation, check_lengths, check_scatter
 

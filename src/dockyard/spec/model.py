@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from dockyard.errors import short_repr
-from dockyard.spec.names import NAME_RE, capability, env_name, reference_problem
+from dockyard.names import NAME_RE, capability, env_name, reference_problem
 from dockyard.units import format_memory, parse_duration, parse_memory
 
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -15,8 +15,8 @@ from pathlib import Path
 from dockyard.agent.node_volumes import NodeVolumes
 from dockyard.agent.server import AgentServer, NodeStore
 from dockyard.agent.volume_routes import AgentPeers, LeaseService, RemoteLeases, ServiceLeases
-from dockyard.storage.agents import AgentPool
-from dockyard.storage.volumes import VolumeStore
+from dockyard.backends.swarm.ports import AgentPool
+from dockyard.disk.volumes import VolumeStore
 from dockyard.testing.fake_leases import MemoryLeases
 
 TEST_KEY = bytes(range(32))

@@ -38,7 +38,7 @@ from typing import IO, Any
 import docker
 import docker.errors
 
-from dockyard.runtime.docker import ping_socket
+from dockyard.backends.local.runtime import ping_socket
 from dockyard.testing.images import ensure_busybox_image
 
 API_VERSION = "1.41"  # Docker 20.10, Debian bookworm's docker.io
@@ -69,8 +69,11 @@ class Process:
 
     @classmethod
     def spawn(cls, args: Sequence[str], log: IO[bytes] | None = None) -> Process:
+        # (never this process's own output: a caller that reads it to its end, as
+        # ``nodes=$(scripts/swarm-local.sh up)`` does, would wait for the daemons to end)
+        sink = log if log is not None else subprocess.DEVNULL
         child = subprocess.Popen(
-            list(args), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            list(args), stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, start_new_session=True
         )
         _CHILDREN[child.pid] = child
         stat = _proc_stat(child.pid)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from dockyard.errors import EngineUnavailable, ImageError, RuntimeFailure
+from dockyard.names import CAPABILITIES
 from dockyard.runtime.base import (
     DEFAULT_CAPABILITIES,
     LABEL_INSTANCE,
@@ -31,7 +32,6 @@ from dockyard.runtime.base import (
     HostCapacity,
     Node,
 )
-from dockyard.spec.names import CAPABILITIES
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Fakes of the storage ports (:mod:`dockyard.storage.ports`) for tests: they model *where
+"""Fakes of the storage ports (:mod:`dockyard.execution.ports`) for tests: they model *where
 bytes live*, not how they are hashed or copied efficiently.
 
 - :class:`FakeOutputs` keeps committed outputs per node: a node's "disk" is a folder under
@@ -24,11 +24,11 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from dockyard.storage import outputs as sealing
-from dockyard.storage import safecopy, safefs
-from dockyard.storage.node_disk import make_fifos, safe_name
-from dockyard.storage.outputs import Sealed
-from dockyard.storage.ports import OutputsLost, Staging, StoredOutput
+from dockyard.disk import keeping, safecopy, safefs, sealing
+from dockyard.disk.kept import Staging, StoredOutput
+from dockyard.disk.node_disk import make_fifos, safe_name
+from dockyard.disk.sealing import Sealed
+from dockyard.execution.ports import OutputsLost
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -56,7 +56,7 @@ class FakeOutputs:
         return sealing.seal_tree(staging.path)
 
     def commit(self, staging: Staging, sealed: Sealed) -> StoredOutput:
-        where = sealing.place(staging.path, sealed, self.disk(staging.node))
+        where = keeping.keep(staging.path, sealed, self.disk(staging.node))
         return StoredOutput(
             sealed.digest, staging.node, str(where), sealed.size, sealed.files, sealed.changes
         )

@@ -1,4 +1,4 @@
-"""The fake of the VolumeBackend port (:mod:`dockyard.storage.ports`) for tests: it models
+"""The fake of the VolumeBackend port (:mod:`dockyard.execution.ports`) for tests: it models
 *where bytes live*, not how they are copied efficiently. :class:`FakeVolumes` keeps live
 volumes as real folders (containers bind them) and snapshots in memory, holds in-process
 through the ``HOLD`` table, and sends and receives a stream format of its own. The contract
@@ -22,14 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from dockyard.errors import InvalidInput, PlanError, UnknownReference
-from dockyard.planning.states import HOLD, Hold, HoldEvent, advance
-from dockyard.runtime.base import Bind
-from dockyard.storage import safefs
-from dockyard.storage.hashing import InputHasher
-from dockyard.storage.volume_stream import StreamError
-from dockyard.storage.volume_stream.format import check_path
-from dockyard.storage.volumes import (
+from dockyard.disk import safefs
+from dockyard.disk.volume_stream import StreamError
+from dockyard.disk.volume_stream.format import check_path
+from dockyard.disk.volumes import (
     Snapshot,
     VolumeInfo,
     VolumeInUse,
@@ -37,6 +33,10 @@ from dockyard.storage.volumes import (
     check_ref,
     check_tag,
 )
+from dockyard.errors import InvalidInput, PlanError, UnknownReference
+from dockyard.planning.states import HOLD, Hold, HoldEvent, advance
+from dockyard.runtime.base import Bind
+from dockyard.state.hashing import InputHasher
 
 # -- volumes ----------------------------------------------------------------------------------
 

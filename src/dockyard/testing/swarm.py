@@ -16,6 +16,7 @@ real node failure. Everything lives under one folder whose ``swarm.json`` lets a
 process end it (``scripts/swarm-local.sh down``), also after a failure half-way through ``up``.
 
     python -m dockyard.testing.swarm up 3      # one line per node: NAME SOCKET PIDFILE
+    python -m dockyard.testing.swarm env       # the exports that point dockyard at it
     python -m dockyard.testing.swarm down
 """
 
@@ -26,6 +27,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -85,6 +87,23 @@ class LocalSwarm:
     @property
     def manager(self) -> SwarmNode:
         return self.nodes[0]
+
+    def environment(self) -> dict[str, str]:
+        """What points dockyard's Swarm backend at this swarm: the manager's engine, every
+        node's engine (images are copied engine to engine), that its nodes' daemons run
+        with ``--no-new-privileges``, and where a node's own engine socket is for the
+        agents on its managers."""
+        from dockyard.backends.swarm.agents import ENGINE_SOCKET_ENV
+        from dockyard.backends.swarm.images import ENVIRONMENT as ENGINES_ENV
+        from dockyard.backends.swarm.runtime import NO_NEW_PRIVILEGES
+        from dockyard.testing.dockerd import NODE_ENGINE_SOCKET
+
+        return {
+            "DOCKER_HOST": self.manager.url,
+            ENGINES_ENV: " ".join(node.url for node in self.nodes),
+            NO_NEW_PRIVILEGES: "1",
+            ENGINE_SOCKET_ENV: NODE_ENGINE_SOCKET,
+        }
 
     # -- up -------------------------------------------------------------------------------
 
@@ -318,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up").add_argument("count", type=int, nargs="?", default=3)
+    commands.add_parser("env", help="print the exports that point dockyard at the swarm")
     commands.add_parser("down")
     args = parser.parse_args(argv)
     if args.command == "up":
@@ -333,8 +353,17 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         for node in swarm.nodes:
             print(node.name, node.socket, node.engine.pidfile)
+        print('swarm-local: to use it: eval "$(scripts/swarm-local.sh env)"', file=sys.stderr)
         return 0
     found = LocalSwarm.load(args.root)
+    if args.command == "env":
+        if found is None:
+            print(f"swarm-local: no local swarm is up under {args.root}", file=sys.stderr)
+            return 1
+        exports = {**found.environment(), "DOCKYARD_BACKEND": "swarm"}
+        for name, value in exports.items():
+            print(f"export {name}={shlex.quote(value)}")
+        return 0
     if found is not None:
         found.down()
     return 0

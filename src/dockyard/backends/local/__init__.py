@@ -1,0 +1,1 @@
+"""The local backend: the Docker Engine on this machine, and files on this machine."""

@@ -1,0 +1,75 @@
+"""The networks of the Swarm adapter: attachable overlays for a run's services, and the
+internal overlay that stands in for "no network" (see :mod:`.swarm`)."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import threading
+import time
+from collections.abc import Mapping
+
+import docker.errors
+
+from dockyard.backends.docker_images import DockerImages
+from dockyard.errors import DockyardError
+from dockyard.runtime.base import LABEL_PIPELINE, LABEL_PROJECT, LABEL_RUN
+
+NETWORK_REMOVE_TRIES = 10
+NETWORK_LABELS = (LABEL_PROJECT, LABEL_PIPELINE, LABEL_RUN)
+
+
+class SwarmNetworks(DockerImages):
+    def _init_networks(self) -> None:
+        self._network_lock = threading.Lock()
+        self._isolated: set[str] = set()  # networks made for steps without network
+
+    def remove_isolated_networks(self) -> None:
+        """Remove the isolated networks made here (their services are gone by now; their
+        last tasks may still be leaving them for a moment)."""
+        for name in sorted(self._isolated):
+            for turn in range(NETWORK_REMOVE_TRIES):
+                try:
+                    self.remove_network(name)
+                    break
+                except DockyardError:
+                    if turn + 1 < NETWORK_REMOVE_TRIES:
+                        time.sleep(0.5)
+
+    def _isolated_network(self, labels: Mapping[str, str]) -> str:
+        """Swarm has no "none" network for services: a step that may not use the network
+        joins an internal overlay of its run instead, which reaches nothing outside (no
+        gateway, no published port) and holds only that run's isolated steps. It carries
+        the run's labels, so that a later run removes it if this one could not."""
+        run = labels.get(LABEL_RUN, "")
+        name = f"dockyard-isolated-{run}" if run else "dockyard-isolated"
+        with self._network_lock:
+            if name not in self._isolated:
+                kept = {k: v for k, v in labels.items() if k in NETWORK_LABELS}
+                with self._translated(f"creating network {name}"):
+                    try:
+                        self.api.create_network(
+                            name, driver="overlay", attachable=True, internal=True, labels=kept
+                        )
+                    except docker.errors.APIError as exc:
+                        if exc.status_code != 409:  # made by another runtime of the run
+                            raise
+                self._isolated.add(name)
+        return name
+
+    def create_network(self, name: str, labels: Mapping[str, str]) -> str:
+        with self._translated(f"creating network {name}"):
+            self.api.create_network(name, driver="overlay", attachable=True, labels=dict(labels))
+        return name
+
+    def remove_network(self, name: str) -> None:
+        with (
+            self._translated(f"removing network {name}"),
+            contextlib.suppress(docker.errors.NotFound),
+        ):
+            self.api.remove_network(name)
+
+    def networks(self, labels: Mapping[str, str]) -> builtins.list[str]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        with self._translated("listing networks"):
+            return [str(n["Name"]) for n in self.api.networks(filters=filters)]

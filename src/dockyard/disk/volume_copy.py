@@ -1,0 +1,185 @@
+"""Copying volume trees without following a link: a snapshot from a live folder (unchanged
+files hard-linked to the previous snapshot, like ``rsync --link-dest``), and a live folder
+made equal to a snapshot (rollback, receive), copying only what differs. A container may
+change the live folder while this runs: every step goes through
+:mod:`dockyard.disk.safefs`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from dockyard.disk import safecopy, safefs
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    """Unchanged, as far as a snapshot can tell (rsync's quick check, write bits aside)."""
+    return (a.st_size, a.st_mtime_ns, (stat.S_IMODE(a.st_mode) & 0o777) | 0o222) == (
+        b.st_size,
+        b.st_mtime_ns,
+        (stat.S_IMODE(b.st_mode) & 0o777) | 0o222,
+    )
+
+
+def copy_tree(
+    source: int, target: int, base: int | None, perms: Callable[[int], int]
+) -> tuple[int, int, int]:
+    """Copy the tree at ``source`` into the empty folder ``target``: folders, links (as
+    links) and regular files, with ``perms`` of their permission bits. A file that is the
+    same in ``base`` (a tree of the same shape) is hard-linked from there instead of copied.
+    Returns (files, bytes, bytes copied)."""
+    files = total = copied = 0
+    targets = safefs.Folders(target)
+    bases = safefs.Folders(base) if base is not None else None
+    try:
+        for folder in safefs.walk(source):
+            try:
+                dst = targets.open(folder.rel)
+            except FileNotFoundError:
+                continue  # its folder was skipped: it changed while being listed
+            old = safefs.open_or_none(bases, folder.rel)
+            for entry in folder.entries:
+                mode = entry.info.st_mode
+                try:
+                    if stat.S_ISDIR(mode):
+                        safefs.make_dir(dst, entry.name, stat.S_IMODE(mode) & 0o777)
+                    elif stat.S_ISLNK(mode):
+                        os.symlink(
+                            os.readlink(entry.name, dir_fd=folder.fd), entry.name, dir_fd=dst
+                        )
+                    elif stat.S_ISREG(mode):
+                        previous = safefs.lstat_at(old, entry.name) if old is not None else None
+                        if (
+                            previous is not None
+                            and stat.S_ISREG(previous.st_mode)
+                            and _same(previous, entry.info)
+                        ):
+                            os.link(
+                                entry.name,
+                                entry.name,
+                                src_dir_fd=old,
+                                dst_dir_fd=dst,
+                                follow_symlinks=False,
+                            )
+                        else:
+                            info = safecopy.copy_file(folder.fd, entry.name, dst, perms)
+                            copied += info.st_size
+                        files += 1
+                        total += entry.info.st_size
+                    # devices, FIFOs and sockets are not data: they stay behind
+                except OSError as exc:
+                    if not safefs.vanished(exc):
+                        raise
+    finally:
+        targets.close()
+        if bases is not None:
+            bases.close()
+    return files, total, copied
+
+
+def mirror(source: Path, live: Path) -> int:
+    """Make ``live`` equal to ``source``, copying only what differs; return the bytes
+    copied. ``live`` may be changed by a container meanwhile: an entry that keeps changing
+    under us is retried a few times, then :class:`safefs.Contended` is raised."""
+    with safefs.opened(source) as src_root, safefs.opened(live) as dst_root:
+        return _Mirror(dst_root).run(src_root)
+
+
+class _Mirror:
+    def __init__(self, dst_root: int):
+        self.dst = safefs.Folders(dst_root)
+        self.copied = 0
+
+    def run(self, src_root: int) -> int:
+        # Removing an entry of the folder being mirrored never removes one of the folders
+        # ``self.dst`` holds open (the folder itself and those above it).
+        try:
+            for folder in safefs.walk(src_root):
+                dst = self._folder(folder.rel)
+                present = {e.name: e.info for e in safefs.entries(dst)}
+                for entry in folder.entries:
+                    self._entry(folder.fd, dst, entry, present.get(entry.name))
+                for name in sorted(present.keys() - {e.name for e in folder.entries}):
+                    safefs.remove(dst, name)
+        finally:
+            self.dst.close()
+        return self.copied
+
+    def _folder(self, rel: tuple[str, ...]) -> int:
+        """The live folder at ``rel``, made a real folder again if it was replaced since
+        its parent was mirrored."""
+        for _ in range(safefs.RETRIES):
+            try:
+                return self.dst.open(rel)
+            except OSError as exc:
+                if not rel or not safefs.vanished(exc):
+                    raise
+            try:
+                parent = self.dst.open(rel[:-1])
+                safefs.remove(parent, rel[-1])
+                safefs.make_dir(parent, rel[-1], 0o755)
+            except OSError as exc:
+                if not safefs.vanished(exc) and not isinstance(exc, FileExistsError):
+                    raise
+        raise safefs.Contended(f"{'/'.join(rel)!r} kept changing while dockyard was writing it")
+
+    def _entry(
+        self, src: int, dst: int, entry: safefs.Entry, present: os.stat_result | None
+    ) -> None:
+        mode, name = entry.info.st_mode, entry.name
+        for _ in range(safefs.RETRIES):
+            if present is not None and _matches(src, dst, entry, present):
+                if stat.S_ISDIR(mode) and stat.S_IMODE(present.st_mode) != mode & 0o777:
+                    _chmod_folder(dst, name, mode & 0o777)  # (its content stays)
+                return
+            try:
+                if present is not None:
+                    safefs.remove(dst, name)
+                if stat.S_ISDIR(mode):
+                    safefs.make_dir(dst, name, stat.S_IMODE(mode) & 0o777)
+                elif stat.S_ISLNK(mode):
+                    os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=dst)
+                elif stat.S_ISREG(mode):
+                    info = safecopy.copy_file(src, name, dst, lambda m: (m & 0o777) | 0o200)
+                    self.copied += info.st_size
+                return
+            except OSError as exc:
+                if not safefs.vanished(exc) and not isinstance(exc, FileExistsError):
+                    raise
+            present = safefs.lstat_at(dst, name)  # something else is there now: look again
+        raise safefs.Contended(f"{name!r} kept changing while dockyard was writing it")
+
+
+def _chmod_folder(dst: int, name: str, mode: int) -> None:
+    """Give a live folder the snapshot's permissions, through its descriptor (never a link)."""
+    try:
+        fd = safefs.open_dir(dst, name)
+    except OSError as exc:
+        if safefs.vanished(exc):
+            return  # replaced meanwhile: the next mirror of its parent sees it
+        raise
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _matches(src: int, dst: int, entry: safefs.Entry, present: os.stat_result) -> bool:
+    """Whether the live entry already is what the snapshot has."""
+    mode = entry.info.st_mode
+    if stat.S_ISDIR(mode):
+        return stat.S_ISDIR(present.st_mode)
+    if stat.S_ISLNK(mode):
+        if not stat.S_ISLNK(present.st_mode):
+            return False
+        try:
+            return os.readlink(entry.name, dir_fd=dst) == os.readlink(entry.name, dir_fd=src)
+        except OSError:
+            return False
+    return stat.S_ISREG(present.st_mode) and _same(present, entry.info)
+
+
+__all__ = ["copy_tree", "mirror"]

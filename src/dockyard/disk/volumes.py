@@ -1,0 +1,331 @@
+"""Named volumes: host-wide folders under the data root, with cheap snapshots.
+
+Layout under ``$DOCKYARD_HOME`` (default ``~/.local/share/dockyard``)::
+
+    volumes/                          0700: only dockyard's user reaches a volume
+    volumes/NAME/volume.json          created, seeded from
+    volumes/NAME/live/                what containers mount (0777: any user in them writes)
+    volumes/NAME/lock                 flock: shared while mounted read-only, exclusive
+                                      while mounted read-write or changed by a command
+    volumes/NAME/snapshots/N/tree/    immutable copies; N counts up
+    volumes/NAME/snapshots/N/meta.json
+
+A snapshot is built like ``rsync --link-dest``: a file unchanged since the previous
+snapshot (same size, mtime and mode) is a hard link to that snapshot's copy, any other
+file is copied. Its cost is a walk of the volume plus the bytes that changed, not the
+volume's size (this filesystem, ext4, has no reflinks; overlay layers would need a mount
+per container and compaction). Snapshot files are read-only and never linked to ``live``,
+so writes to the live volume can never reach a snapshot. Rollback copies back only the
+files that differ and deletes the ones the snapshot does not have.
+
+A live volume is written by containers, possibly while dockyard reads or writes it (a
+``keep: true`` service keeps its mounts), so every walk and copy goes through
+:mod:`dockyard.disk.safefs`: a link a container made is kept as a link, never followed.
+Copies keep only the permission bits: set-uid, set-gid and sticky bits, devices, FIFOs
+and sockets do not leave the live folder. Names (volumes, tags, snapshot refs) are
+checked here, so that no caller can make a path outside ``volumes/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import stat
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dockyard.disk import safefs
+from dockyard.disk.volume_copy import copy_tree, mirror
+from dockyard.errors import DockyardError, InvalidInput, PlanError, UnknownReference
+from dockyard.home import data_root
+from dockyard.names import NAME_RE
+
+# A tag is shown in tables and sent to other hosts: printable, no markup, not a number.
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+SNAPSHOT_ID_RE = re.compile(r"[0-9]{1,18}")
+
+
+def check_name(name: str) -> str:
+    """A volume's name follows the pipeline file's rule for names (one path component)."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise InvalidInput(
+            f"{name!r} is not a volume name: expected lower-case letters, digits, '-' and "
+            "'_', starting with a letter or digit, at most 63 characters"
+        )
+    return name
+
+
+def check_tag(tag: str) -> str:
+    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag) or tag.isdigit():
+        raise InvalidInput(
+            f"{tag!r} is not a snapshot tag: expected letters, digits, '.', '-' and '_', "
+            "starting with a letter or digit, at most 63 characters, and not a number"
+        )
+    return tag
+
+
+def check_ref(ref: str) -> str:
+    """A snapshot as named on the command line: its id, or its tag."""
+    if isinstance(ref, str) and SNAPSHOT_ID_RE.fullmatch(ref):
+        return ref
+    if isinstance(ref, str) and TAG_RE.fullmatch(ref):
+        return ref
+    raise InvalidInput(
+        f"{ref!r} is not a snapshot: expected its id (a number) or its tag (letters, "
+        "digits, '.', '-' and '_'); see `dockyard volume snapshots NAME`"
+    )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: int  # counts up within one volume on one host
+    tag: str | None
+    created: float
+    files: int
+    bytes: int
+    copied_bytes: int
+    uuid: str = ""  # the same on every host that has this snapshot (send/receive)
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    path: str
+    created: float
+    files: int
+    bytes: int
+    snapshots: int
+
+
+class VolumeInUse(InvalidInput):
+    pass
+
+
+def private_dir(path: Path) -> Path:
+    """Create a folder only its owner can enter, or tighten one found looser (made by an
+    older dockyard): the folders above a live volume are what keeps local users out of it.
+    (Only dockyard's user writes here, so a link, e.g. ``volumes`` moved to another disk,
+    is that user's choice and is followed.)"""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.stat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise DockyardError(f"{path} should be a folder of dockyard's; move it away")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
+class VolumeStore:
+    def __init__(self, root: Path | None = None):
+        self.root = (root or data_root()) / "volumes"
+
+    def folder(self, name: str) -> Path:
+        return self.root / check_name(name)
+
+    def live(self, name: str) -> Path:
+        return self.folder(name) / "live"
+
+    def exists(self, name: str) -> bool:
+        return self.live(name).is_dir()
+
+    def _private_folder(self, name: str) -> Path:
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        return private_dir(self.folder(name))
+
+    def ensure(self, name: str, seed: Path | None = None) -> Path:
+        """Create the volume on first use, copying ``seed`` in once; return its live folder."""
+        folder = self._private_folder(name)
+        if self.live(name).is_dir():
+            return self.live(name)
+        staging = folder / f".creating-{os.getpid()}"
+        safefs.rmtree(staging)
+        os.mkdir(staging, 0o700)
+        if seed is not None:
+            with safefs.opened(seed) as source, safefs.opened(staging) as target:
+                copy_tree(source, target, None, lambda mode: mode & 0o777)
+        os.chmod(staging, 0o777)  # containers may run as any user
+        meta = {"created": time.time(), "seed": str(seed) if seed else None}
+        (folder / "volume.json").write_text(json.dumps(meta))
+        try:
+            os.rename(staging, self.live(name))  # atomic: a half-seeded volume is never live
+        except OSError:
+            safefs.rmtree(staging)  # another process created it first
+        return self.live(name)
+
+    def _require(self, name: str) -> None:
+        if not self.exists(name):
+            raise UnknownReference(f"no volume {name!r} under {self.root}")
+
+    # -- locking ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, name: str, *, exclusive: bool, wait: bool = False) -> Iterator[None]:
+        """Hold the volume: shared for readers, exclusive for writers; fail fast unless
+        ``wait``."""
+        folder = self._private_folder(name)
+        fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            try:
+                fcntl.flock(fd, mode | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise VolumeInUse(
+                    f"volume {name!r} is in use by another run "
+                    f"({'writing' if not exclusive else 'using'} it); wait for it to finish "
+                    "(`dockyard run --wait-for-volumes` queues behind it)"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def all(self) -> list[VolumeInfo]:
+        if not self.root.is_dir():
+            return []
+        return [
+            self.inspect(p.name)
+            for p in sorted(self.root.iterdir())
+            if NAME_RE.fullmatch(p.name) and (p / "live").is_dir()
+        ]
+
+    def inspect(self, name: str) -> VolumeInfo:
+        self._require(name)
+        meta = json.loads((self.folder(name) / "volume.json").read_text())
+        files = size = 0
+        with safefs.opened(self.live(name)) as live:
+            for folder in safefs.walk(live):
+                for entry in folder.entries:
+                    if stat.S_ISREG(entry.info.st_mode):
+                        files += 1
+                        size += entry.info.st_size
+        return VolumeInfo(
+            name,
+            str(self.live(name)),
+            float(meta["created"]),
+            files,
+            size,
+            len(self.snapshots(name)),
+        )
+
+    def snapshots(self, name: str) -> list[Snapshot]:
+        folder = self.folder(name) / "snapshots"
+        if not folder.is_dir():
+            return []
+        found = []
+        for entry in folder.iterdir():
+            meta = entry / "meta.json"
+            if SNAPSHOT_ID_RE.fullmatch(entry.name) and meta.exists():
+                found.append(Snapshot(**json.loads(meta.read_text())))
+        return sorted(found, key=lambda s: s.id)
+
+    def find(self, name: str, ref: str) -> Snapshot:
+        check_name(name)
+        check_ref(ref)
+        for snap in self.snapshots(name):
+            if str(snap.id) == ref or snap.tag == ref:
+                return snap
+        raise UnknownReference(
+            f"volume {name!r} has no snapshot {ref!r} (see `dockyard volume snapshots NAME`)"
+        )
+
+    def tree(self, name: str, snap: Snapshot) -> Path:
+        return self.folder(name) / "snapshots" / str(snap.id) / "tree"
+
+    # -- changes ------------------------------------------------------------------------------
+
+    def snapshot(self, name: str, tag: str | None = None) -> Snapshot:
+        """Freeze the live volume. The caller holds the volume's exclusive lock."""
+        if tag is not None:
+            check_tag(tag)
+        self._require(name)
+        if tag is not None and any(s.tag == tag for s in self.snapshots(name)):
+            raise PlanError(f"volume {name!r} already has a snapshot tagged {tag!r}")
+        previous = self.snapshots(name)
+        base = self.tree(name, previous[-1]) if previous else None
+        number = (previous[-1].id + 1) if previous else 1
+        folder = private_dir(self.folder(name) / "snapshots")
+        staging = folder / f".{number}-{os.getpid()}"
+        safefs.rmtree(staging)
+        os.mkdir(staging, 0o700)
+        os.mkdir(staging / "tree", 0o700)
+        with contextlib.ExitStack() as fds:
+            live = fds.enter_context(safefs.opened(self.live(name)))
+            target = fds.enter_context(safefs.opened(staging / "tree"))
+            old = fds.enter_context(safefs.opened(base)) if base is not None else None
+            files, total, copied = copy_tree(live, target, old, lambda mode: mode & 0o555)
+        snap = Snapshot(number, tag, time.time(), files, total, copied, uuid.uuid4().hex)
+        (staging / "meta.json").write_text(json.dumps(asdict(snap)))
+        os.rename(staging, folder / str(number))
+        return snap
+
+    def scratch(self) -> Path:
+        """A private folder beside the volumes, on their file system (so that it can be
+        renamed into one), for building something that may yet be thrown away."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        path = self.root / f".incoming-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        os.mkdir(path, 0o700)
+        return path
+
+    def adopt_snapshot(
+        self, name: str, staging: Path, snapshot_uuid: str, tag: str | None, files: int, total: int
+    ) -> Snapshot:
+        """Give a received tree (``staging/tree``) the next number, atomically. The caller
+        holds the volume's exclusive lock."""
+        previous = self.snapshots(name)
+        number = (previous[-1].id + 1) if previous else 1
+        if tag is not None and any(s.tag == tag for s in previous):
+            tag = None  # tags are local names; the uuid identifies the snapshot
+        snap = Snapshot(number, tag, time.time(), files, total, total, snapshot_uuid)
+        (staging / "meta.json").write_text(json.dumps(asdict(snap)))
+        folder = private_dir(self.folder(name) / "snapshots")
+        os.rename(staging, folder / str(number))
+        return snap
+
+    def rollback(self, name: str, snap: Snapshot) -> int:
+        """Make the live volume equal to ``snap``; return the bytes copied back."""
+        self._require(name)
+        try:
+            return mirror(self.tree(name, snap), self.live(name))
+        except safefs.Contended as exc:
+            raise safefs.Contended(
+                f"volume {name!r}: {exc.message}; a container still writes to it (a "
+                "`keep: true` service?): stop it and try again"
+            ) from None
+
+    def drop_snapshot(self, name: str, snap: Snapshot) -> None:
+        """Delete one snapshot (renamed away first: it is never seen half-deleted)."""
+        folder = self.folder(name) / "snapshots"
+        trash = folder / f".dropping-{snap.id}-{os.getpid()}"
+        os.rename(folder / str(snap.id), trash)
+        safefs.rmtree(trash)
+
+    def remove(self, name: str) -> None:
+        self._require(name)
+        with self.lock(name, exclusive=True):
+            trash = self.root / f".removing-{name}-{os.getpid()}"
+            os.rename(self.folder(name), trash)
+        safefs.rmtree(trash)
+
+
+__all__ = [
+    "Snapshot",
+    "VolumeInUse",
+    "VolumeInfo",
+    "VolumeStore",
+    "check_name",
+    "check_ref",
+    "check_tag",
+    "copy_tree",
+    "data_root",
+    "mirror",
+]

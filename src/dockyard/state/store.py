@@ -1,0 +1,331 @@
+"""The per-pipeline state store: one SQLite file with a versioned schema.
+
+``PRAGMA user_version`` holds the schema version; ``MIGRATIONS[n]`` upgrades a
+database from version ``n`` to ``n + 1``. Only the reconcile loop's thread writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import StoreError, UnknownReference
+from dockyard.state.schema import MIGRATIONS, SCHEMA_VERSION
+from dockyard.state.state_folder import prepare_state_folder
+
+_ENCODE = json.JSONEncoder().encode  # (json.dumps would make one per call)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    output: str  # the committed output's digest
+    volumes: dict[str, str]  # what the step left in each volume it writes
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: str
+    pipeline: str
+    spec_sha256: str
+    state: str
+    started_at: float
+    ended_at: float | None
+    pool_cpus: float
+    pool_memory: int
+    message: str | None
+    images: str | None = None  # JSON: image reference -> content digest
+    image_packages: str | None = None  # JSON: image reference -> "package=version ..."
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    instance: str
+    step: str
+    state: str
+    attempts: int
+    output: str | None
+    cached: bool
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    instance: str
+    number: int
+    container_id: str | None
+    state: str
+    exit_code: int | None
+    reason: str | None
+    detail: str | None
+    cpus: float
+    memory: int
+    started_at: float
+    ended_at: float | None
+    log_path: str | None
+    cpu_seconds: float | None = None
+    peak_memory: int | None = None
+    io_read: int | None = None
+    io_write: int | None = None
+    node: str | None = None
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = path
+        prepare_state_folder(path.parent, path)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"state store {path} is unusable: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = self.version
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"state store {self.path} has schema version {current}, newer than this "
+                f"dockyard understands ({SCHEMA_VERSION}); upgrade dockyard"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in _statements(MIGRATIONS[version]):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {version + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All or nothing; inside another transaction, part of that one."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def create_run(self, run: RunRow, instances: Sequence[tuple[str, str]]) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run.id,
+                    run.pipeline,
+                    run.spec_sha256,
+                    run.state,
+                    run.started_at,
+                    run.ended_at,
+                    run.pool_cpus,
+                    run.pool_memory,
+                    run.message,
+                    run.images,
+                    run.image_packages,
+                ),
+            )
+            self.db.executemany(
+                "INSERT INTO instances (run_id, instance, step, state, position) "
+                "VALUES (?,?,?,?,?)",
+                [(run.id, iid, step, "pending", n) for n, (iid, step) in enumerate(instances)],
+            )
+
+    def finish_run(self, run_id: str, state: str, ended_at: float, message: str | None) -> None:
+        self.db.execute(
+            "UPDATE runs SET state=?, ended_at=?, message=? WHERE id=?",
+            (state, ended_at, message, run_id),
+        )
+
+    def update_instances(
+        self, run_id: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Set ``columns`` of many instances: each row is the values, then the instance."""
+        self._update("instances", ("instance",), run_id, columns, rows)
+
+    def insert_attempts(
+        self, run_id: str, rows: Sequence[tuple[str, int, float, int, float, str, str]]
+    ) -> None:
+        """Attempts that started: (instance, number, cpus, memory, started_at, log path,
+        node)."""
+        self.db.executemany(
+            "INSERT INTO attempts (run_id, instance, number, state, cpus, memory, started_at,"
+            " log_path, node) VALUES (?,?,?,'running',?,?,?,?,?)",
+            [(run_id, *row) for row in rows],
+        )
+
+    def update_attempts(
+        self, run_id: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Set ``columns`` of many attempts: each row is the values, the instance, the number."""
+        self._update("attempts", ("instance", "number"), run_id, columns, rows)
+
+    def _update(
+        self,
+        table: str,
+        keys: Sequence[str],
+        run_id: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        assignments = ", ".join(f"{c}=?" for c in columns)
+        where = " AND ".join(f"{k}=?" for k in (*keys, "run_id"))
+        self.db.executemany(
+            f"UPDATE {table} SET {assignments} WHERE {where}", [(*row, run_id) for row in rows]
+        )
+
+    def record_outputs(self, rows: Sequence[tuple[str, str, int, int, float]]) -> None:
+        """Committed outputs: (digest, where, bytes, files, when); known ones stay as they are."""
+        self.db.executemany("INSERT OR IGNORE INTO outputs VALUES (?,?,?,?,?)", rows)
+
+    def put_cache_entries(
+        self, rows: Sequence[tuple[str, str, str, str, float, Mapping[str, str] | None]]
+    ) -> None:
+        """Cache entries: (key, output digest, run, instance, when, what it left in volumes)."""
+        self.db.executemany(
+            "INSERT OR REPLACE INTO cache VALUES (?,?,?,?,?,?)",
+            [(*row[:5], json.dumps(dict(row[5])) if row[5] else None) for row in rows],
+        )
+
+    def add_events(
+        self, run_id: str, rows: Sequence[tuple[float, str, str | None, dict[str, Any] | None]]
+    ) -> None:
+        """Record many events at once: (at, kind, instance, detail)."""
+        self.db.executemany(
+            "INSERT INTO events (run_id, at, kind, instance, detail) VALUES (?,?,?,?,?)",
+            [
+                (run_id, at, kind, instance, _ENCODE(detail) if detail else None)
+                for at, kind, instance, detail in rows
+            ],
+        )
+
+    def cache_entries(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
+        """What the cache holds for each of ``keys`` (those it has). Many keys: one scan of
+        the table, filtered here — an index lookup per key costs SQLite ten times more."""
+        wanted = set(keys)
+        if len(wanted) > 1000:
+            rows = self.db.execute("SELECT key, output, volumes FROM cache")
+        else:
+            marks = ",".join("?" * len(wanted))
+            rows = self.db.execute(
+                f"SELECT key, output, volumes FROM cache WHERE key IN ({marks})", list(wanted)
+            )
+        return {
+            key: CacheEntry(output, json.loads(volumes) if volumes else {})
+            for key, output, volumes in rows
+            if key in wanted
+        }
+
+    def file_hashes(self) -> dict[str, tuple[int, int, int, str]]:
+        """Every kept file digest by path: (size, mtime_ns, inode, digest)."""
+        rows = self.db.execute("SELECT path, size, mtime_ns, inode, digest FROM file_hashes")
+        return {str(r[0]): (int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows}
+
+    def put_file_hashes(self, rows: Sequence[tuple[str, int, int, int, str]]) -> None:
+        if rows:
+            with self.transaction():
+                self.db.executemany("INSERT OR REPLACE INTO file_hashes VALUES (?,?,?,?,?)", rows)
+
+    def unfinished_runs(self) -> list[RunRow]:
+        rows = self.db.execute("SELECT * FROM runs WHERE state='running' ORDER BY started_at")
+        return [RunRow(*r) for r in rows]
+
+    def mark_interrupted(self, run_id: str, at: float, message: str) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE runs SET state='interrupted', ended_at=?, message=? WHERE id=?",
+                (at, message, run_id),
+            )
+            self.db.execute(
+                "UPDATE instances SET state='interrupted' "
+                "WHERE run_id=? AND state IN ('running', 'pending')",
+                (run_id,),
+            )
+            self.db.execute(
+                "UPDATE attempts SET state='interrupted', ended_at=? "
+                "WHERE run_id=? AND state='running'",
+                (at, run_id),
+            )
+
+    def event(
+        self,
+        run_id: str,
+        at: float,
+        kind: str,
+        instance: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO events (run_id, at, kind, instance, detail) VALUES (?,?,?,?,?)",
+            (run_id, at, kind, instance, json.dumps(detail) if detail else None),
+        )
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def run(self, run_id: str | None = None) -> RunRow:
+        if run_id is None:
+            row = self.db.execute("SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT 1")
+            found = row.fetchone()
+            if found is None:
+                raise UnknownReference(
+                    f"this pipeline has not been run yet (no runs in {self.path.parent})"
+                )
+        else:
+            found = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            if found is None:
+                raise UnknownReference(f"no run {run_id!r} in {self.path.parent}")
+        return RunRow(*found)
+
+    def runs(self) -> list[RunRow]:
+        return [RunRow(*r) for r in self.db.execute("SELECT * FROM runs ORDER BY started_at")]
+
+    def instances(self, run_id: str) -> list[InstanceRow]:
+        rows = self.db.execute(
+            "SELECT instance, step, state, attempts, output, cached, reason FROM instances "
+            "WHERE run_id=? ORDER BY position",
+            (run_id,),
+        )
+        return [InstanceRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
+
+    def attempts(self, run_id: str, instance: str | None = None) -> list[AttemptRow]:
+        query = (
+            "SELECT instance, number, container_id, state, exit_code, reason, detail, cpus,"
+            " memory, started_at, ended_at, log_path, cpu_seconds, peak_memory, io_read,"
+            " io_write, node FROM attempts WHERE run_id=?"
+        )
+        args: tuple[str, ...] = (run_id,)
+        if instance is not None:
+            query += " AND instance=?"
+            args = (run_id, instance)
+        return [AttemptRow(*r) for r in self.db.execute(query + " ORDER BY started_at", args)]
+
+    def output_path(self, digest: str) -> str | None:
+        row = self.db.execute("SELECT path FROM outputs WHERE digest=?", (digest,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def events(self, run_id: str) -> list[tuple[float, str, str | None, str | None]]:
+        rows = self.db.execute(
+            "SELECT at, kind, instance, detail FROM events WHERE run_id=? ORDER BY id", (run_id,)
+        )
+        return [(float(r[0]), str(r[1]), r[2], r[3]) for r in rows]
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
