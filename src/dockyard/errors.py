@@ -12,6 +12,10 @@ The tree, and the exit status the CLI gives for each branch::
     ├── EngineUnavailable              exit 3: the container engine cannot be reached
     ├── RuntimeFailure                 exit 1: the engine refused or failed an operation
     ├── StoreError                     exit 1: the state store is unusable (e.g. newer schema)
+    ├── AgentFailure                   exit 1: between dockyard and a node agent, or in one
+    │                                  (a refusal, a peer that did not answer, a stream or
+    │                                  a signature that is not what it claims; the agent's
+    │                                  own errors, in dockyard.agent, all derive from it)
     └── RunFailed                      exit 1: the pipeline ran and at least one instance failed
 
 Errors carry structured fields (``pipeline``, ``step``) so that callers can act on
@@ -109,6 +113,10 @@ class RuntimeFailure(DockyardError):
 
 class StoreError(DockyardError):
     pass
+
+
+class AgentFailure(DockyardError):
+    """A node agent refused, did not answer, or was sent what it must not take."""
 
 
 class RunFailed(DockyardError):

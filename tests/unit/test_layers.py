@@ -10,14 +10,14 @@ from pathlib import Path
 import dockyard
 
 PACKAGE = Path(dockyard.__file__).parent
-BASE = {"errors", "home", "names", "units", "events", "collector", "terminal"}
+BASE = {"errors", "home", "names", "units", "events", "collector", "terminal", "lifecycles"}
 
 # what each subpackage may import of dockyard, beside the base modules
 BELOW: dict[str, set[str]] = {
     "spec": set(),
     "disk": set(),
     "agent": {"disk"},
-    "state": {"disk"},
+    "state": {"disk"},  # (and the lifecycles, a base module: the states it may hold)
     "runtime": set(),
     "images": {"spec", "runtime", "disk"},
     "planning": {"spec", "runtime"},

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.planning.actions import Block, Observed, Outcome, Phase, Reason, Start, after_attempt
+from dockyard.lifecycles import Phase
+from dockyard.planning.actions import Block, Observed, Outcome, Reason, Start, after_attempt
 from dockyard.planning.graph import Graph, InstanceId
 from dockyard.planning.plan import Plan, plan
 from dockyard.planning.preflight import graph_of

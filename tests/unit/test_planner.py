@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockyard.planning.actions import Block, Observed, Outcome, Phase, Reason, Start, after_attempt
+from dockyard.lifecycles import Phase
+from dockyard.planning.actions import Block, Observed, Outcome, Reason, Start, after_attempt
 from dockyard.planning.graph import Graph, InstanceId
 from dockyard.planning.plan import plan
 from dockyard.planning.planner import (

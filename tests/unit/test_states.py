@@ -7,8 +7,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from dockyard.planning.actions import Phase
-from dockyard.planning.states import (
+from dockyard.lifecycles import (
     ATTEMPT,
     ATTEMPT_IMPOSSIBLE,
     HOLD,
@@ -25,6 +24,7 @@ from dockyard.planning.states import (
     HoldEvent,
     IllegalTransition,
     InstanceEvent,
+    Phase,
     RunEvent,
     RunState,
     ServiceEvent,

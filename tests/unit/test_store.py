@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import enum
+import re
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from dockyard.errors import StoreError, UnknownReference
+from dockyard.lifecycles import AttemptState, Phase, RunState
 from dockyard.state.store import SCHEMA_VERSION, RunRow, Store
 
 
@@ -85,4 +89,44 @@ def test_version_1_database_is_migrated_keeping_its_runs(tmp_path: Path) -> None
     assert (run.id, run.state) == ("20261127-000000-abcdef", "succeeded")
     assert [a.exit_code for a in store.attempts(run.id, "greet")] == [0]
     assert store.cache_entries(["no-such-key"]) == {}
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("table", "write"),
+    [
+        ("runs", lambda s: s.finish_run("r1", "done", 2.0, None)),
+        ("instances", lambda s: s.update_instances("r1", ("state",), [("done", "a")])),
+        ("attempts", lambda s: s.update_attempts("r1", ("state",), [("done", "a", 1)])),
+    ],
+)
+def test_a_state_outside_its_lifecycle_is_refused_by_the_database(
+    tmp_path: Path, table: str, write: Callable[[Store], None]
+) -> None:
+    store = Store(tmp_path / "state.db")
+    make_run(store)
+    store.insert_attempts("r1", [("a", 1, 1.0, 64, 1.0, "a.log", "local")])
+    with pytest.raises(sqlite3.IntegrityError, match=f"{table}.state: not"), store.transaction():
+        write(store)
+    store.close()
+
+
+def test_the_schema_s_states_are_the_lifecycles_states(tmp_path: Path) -> None:
+    """A state added to a lifecycle needs a migration that lets the database hold it."""
+    store = Store(tmp_path / "state.db")
+    lifecycles: dict[str, type[enum.StrEnum]] = {
+        "runs": RunState,
+        "instances": Phase,
+        "attempts": AttemptState,
+    }
+    seen = set()
+    for name, sql in store.db.execute("SELECT name, sql FROM sqlite_master WHERE type='trigger'"):
+        table = name.split("_state_")[0]
+        listed = sql.split("NOT IN", 1)[1].split(")", 1)[0]
+        states = {state.value for state in lifecycles[table]}
+        assert set(re.findall(r"'([a-z-]+)'", listed)) == states, name
+        seen.add(name)
+    assert seen == {
+        f"{table}_state_{when}" for table in lifecycles for when in ("insert", "update")
+    }
     store.close()

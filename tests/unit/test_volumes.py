@@ -7,10 +7,12 @@ import io
 import os
 import re
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from dockyard.backends.choice import LOCAL
 from dockyard.cli import main
 from dockyard.disk import safefs
 from dockyard.disk.volume_stream import send
@@ -402,3 +404,28 @@ def test_rollback_gives_a_folder_back_its_permissions(tmp_path: Path) -> None:
         store.rollback("perm", snap)
     assert stat.S_IMODE((live / "sub").stat().st_mode) == 0o755
     assert (live / "sub" / "kept").read_text() == "x"
+
+
+def test_a_volume_command_a_backend_does_not_offer_says_which_volumes_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`volume move` asks for volumes that live on a cluster's nodes; `rollback`, `send`
+    and `receive` for snapshots all in reach (one machine's): each by its interface."""
+    from dockyard.backends.local.ports import LocalVolumes
+    from dockyard.execution.ports import PlacedVolumes, VolumeHistory
+
+    monkeypatch.setenv("DOCKYARD_HOME", str(tmp_path))
+    VolumeStore(tmp_path).ensure("v")
+    assert isinstance(LocalVolumes(), VolumeHistory)
+    assert not isinstance(LocalVolumes(), PlacedVolumes)
+    assert main(["volume", "move", "v", "node-2"]) == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert "works on a swarm's volumes" in said and "--backend swarm" in said
+
+    class Unkept(LocalVolumes):  # (a backend without history: its class says nothing else)
+        rollback = send = receive = None  # type: ignore[assignment]
+
+    monkeypatch.setattr("dockyard.cli.volume.choose", lambda name: replace(LOCAL, volumes=Unkept))
+    assert main(["volume", "rollback", "v", "1"]) == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert "works on this machine's volumes" in said

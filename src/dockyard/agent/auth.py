@@ -31,6 +31,7 @@ from typing import Protocol
 
 from dockyard.agent import nonces
 from dockyard.agent.quietlog import to_stderr
+from dockyard.errors import AgentFailure
 
 MAX_SKEW = 120.0  # seconds between the clocks of a client and an agent
 STREAMED = "streamed"
@@ -47,7 +48,7 @@ class Headers(Protocol):
     def get(self, name: str, /) -> str | None: ...
 
 
-class AuthError(Exception):
+class AuthError(AgentFailure):
     """A request or answer that is not what the cluster key signed."""
 
 

@@ -31,6 +31,7 @@ from dockyard.agent.trees import (
     write_tree,
 )
 from dockyard.disk import sealing
+from dockyard.errors import AgentFailure
 
 CONNECT_TIMEOUT = 10.0
 UNACKED_MS = 60_000  # data sent and not acknowledged for this long: the peer is gone
@@ -40,7 +41,7 @@ DEAD_PEER_SECONDS = KEEPALIVE[0] + KEEPALIVE[1] * KEEPALIVE[2]
 MAX_ANSWER = 16 << 20  # a JSON answer (read before its signature is checked: bounded)
 
 
-class AgentError(Exception):
+class AgentError(AgentFailure):
     """The agent could not be reached, refused, or answered what it should not have."""
 
     def __init__(self, message: str, status: int | None = None, kind: str | None = None):

@@ -11,11 +11,13 @@ import socket
 import urllib.parse
 from typing import Any
 
+from dockyard.errors import AgentFailure
+
 API_VERSION = "v1.41"
 TIMEOUT = 30.0
 
 
-class EngineError(Exception):
+class EngineError(AgentFailure):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status

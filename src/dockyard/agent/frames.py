@@ -17,12 +17,14 @@ import hmac
 import struct
 from typing import Protocol
 
+from dockyard.errors import AgentFailure
+
 MAX_FRAME = 1 << 20
 _LEN = struct.Struct(">I")
 MAC_BYTES = 32
 
 
-class FrameError(Exception):
+class FrameError(AgentFailure):
     pass
 
 

@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from dockyard.errors import AgentFailure
+
 MAX_LINE = 2048  # the request line (414 over it): the agent's paths are under 200 bytes
 MAX_HEAD = 8192  # request line and headers (431 over it): a signed head is ~600 bytes
 MAX_FIELDS = 32  # header lines (431 over it): dockyard's client sends about 9
@@ -24,7 +26,7 @@ _VERSION = re.compile(rb"HTTP/1\.[01]")
 _NUMBER = re.compile(rb"[0-9]{1,18}")
 
 
-class HeadError(Exception):
+class HeadError(AgentFailure):
     """A head that is refused: its status and why."""
 
     def __init__(self, status: int, message: str):

@@ -16,12 +16,14 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
+from dockyard.errors import AgentFailure
+
 _PART = re.compile(r"[A-Za-z0-9_.-]{1,250}")  # (a file name has at most 255 bytes)
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 DEFAULT_ROOT = "/var/lib/dockyard-agent"
 
 
-class LayoutError(ValueError):
+class LayoutError(AgentFailure, ValueError):
     pass
 
 

@@ -33,13 +33,14 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from dockyard.agent.engine import Engine, EngineError
+from dockyard.errors import AgentFailure
 
 PREFIX = "dockyard-volume-"
 LABEL = "dockyard.lease"
 SWAP_TRIES = 20
 
 
-class LeaseError(Exception):
+class LeaseError(AgentFailure):
     """A lease that cannot be had or used: said to the user as it is."""
 
 

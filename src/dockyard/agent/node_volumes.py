@@ -35,6 +35,7 @@ from dockyard.agent.replication import Replicator
 from dockyard.agent.volume_records import Records, fresh_state
 from dockyard.disk import safefs
 from dockyard.disk.volumes import Snapshot, VolumeStore, check_name, mirror
+from dockyard.errors import AgentFailure
 
 KEEP_SNAPSHOTS = 4  # per volume and node: the bases for increments, and rollbacks
 READ_GRACE = 24 * 3600.0  # a snapshot a container read is kept this long after
@@ -57,7 +58,7 @@ class Peers(Protocol):
         """Ask that node to keep ``snapshot``, pulled from ``sources`` (replication)."""
 
 
-class Refused(Exception):
+class Refused(AgentFailure):
     """What Docker is told when a volume call cannot be done (the message says why)."""
 
 

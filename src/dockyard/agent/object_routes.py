@@ -11,12 +11,13 @@ from dockyard.agent import layout
 from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.node_store import NodeStore
 from dockyard.disk import keeping, sealing
+from dockyard.errors import AgentFailure
 
 VERSION = "1"
 OUTPUT_REFUSED = 422  # a staging folder not kept as an output (too deep, too many entries)
 
 
-class Refused(Exception):
+class Refused(AgentFailure):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dockyard.errors import AgentFailure
+
 FLOOR = 60.0  # seconds of waiting any transfer may take (a cold disk on the other side)
 RATE = float(1 << 20)  # bytes a second (1 MiB/s) a peer must keep up beyond that floor
 # An entry of a tree as bytes moved: ~0.5 ms at RATE, where a sender walks ~35 µs an entry
@@ -36,7 +38,7 @@ class Rate:
     entry_bytes: float = ENTRY_BYTES
 
 
-class TooSlow(TimeoutError):
+class TooSlow(AgentFailure, TimeoutError):
     """The peer moved less than its rate allows for the time it was waited on."""
 
 

@@ -22,13 +22,14 @@ from dockyard.agent import layout
 from dockyard.agent import leases as rules
 from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.leases import Lease, LeaseError, LeaseStore
+from dockyard.errors import AgentFailure
 
 if TYPE_CHECKING:
     from dockyard.agent.node_store import NodeStore
     from dockyard.agent.node_volumes import NodeVolumes
 
 
-class Unavailable(Exception):
+class Unavailable(AgentFailure):
     """No agent could answer for the leases (no manager's agent answers)."""
 
 
@@ -213,7 +214,7 @@ class AgentPeers:
 # -- the routes -------------------------------------------------------------------------------
 
 
-class Refusal(Exception):
+class Refusal(AgentFailure):
     def __init__(self, status: int, message: str, kind: str | None = None):
         super().__init__(message)
         self.status = status

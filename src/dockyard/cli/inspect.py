@@ -14,6 +14,7 @@ from rich.text import Text
 from dockyard.backends.choice import LOCAL, choose
 from dockyard.cli.app import backend_option, cli, file_option, open_store, out
 from dockyard.errors import UnknownReference
+from dockyard.lifecycles import Phase
 from dockyard.planning.graph import InstanceId
 from dockyard.report.render import dot, mermaid
 from dockyard.report.summary import RunSummary, load_summary
@@ -62,7 +63,7 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
             _cpu(last),
             Text(printable(inst.row.reason or "")),
         )
-        if len(inst.attempts) > 1 or inst.row.state == "failed":
+        if len(inst.attempts) > 1 or inst.row.state == Phase.FAILED:
             for attempt in inst.attempts:
                 spent = (attempt.ended_at - attempt.started_at) if attempt.ended_at else None
                 code = "-" if attempt.exit_code is None else str(attempt.exit_code)

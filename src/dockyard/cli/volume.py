@@ -1,5 +1,8 @@
 """``dockyard volume ...``: named volumes and their snapshots, through the backend's
-volume port (no engine needed)."""
+volume port (no engine needed). What only some backends offer (rollback, send and receive
+on one machine; where each volume is and moves on a cluster) is asked of the interface
+that offers it (:class:`VolumeHistory`, :class:`PlacedVolumes`), never of a backend by
+name."""
 
 from __future__ import annotations
 
@@ -13,11 +16,10 @@ import click
 from rich.table import Table
 
 from dockyard.backends.choice import choose
-from dockyard.backends.swarm.volumes import SwarmVolumes
 from dockyard.cli.app import cli, err, out
 from dockyard.disk.volumes import check_name, check_ref, check_tag
 from dockyard.errors import UnknownReference
-from dockyard.execution.ports import VolumeBackend
+from dockyard.execution.ports import PlacedVolumes, VolumeBackend, VolumeHistory
 from dockyard.units import format_memory
 
 
@@ -37,6 +39,27 @@ def volumes() -> VolumeBackend:
     return cast(VolumeBackend, click.get_current_context().obj)
 
 
+def history(backend: VolumeBackend, what: str) -> VolumeHistory:
+    """``backend``'s snapshots kept all in reach (one machine's), or a usage error."""
+    if not isinstance(backend, VolumeHistory):
+        raise click.UsageError(
+            f"`dockyard volume {what}` works on this machine's volumes (--backend local); on "
+            "a swarm, a volume's snapshots are taken and moved by the node agents (see "
+            "docs/swarm.md)"
+        )
+    return backend
+
+
+def placing(backend: VolumeBackend, what: str) -> PlacedVolumes:
+    """``backend``'s volumes as they live on a cluster's nodes, or a usage error."""
+    if not isinstance(backend, PlacedVolumes):
+        raise click.UsageError(
+            f"`dockyard volume {what}` works on a swarm's volumes, which move between its "
+            "nodes: use --backend swarm"
+        )
+    return backend
+
+
 def existing(name: str) -> VolumeBackend:
     """The backend, once it is known to have volume ``name`` (a refused command leaves
     nothing behind)."""
@@ -50,8 +73,8 @@ def existing(name: str) -> VolumeBackend:
 def volume_ls() -> None:
     """List the volumes (on the swarm: where each is, its lease and its replicas)."""
     backend = volumes()
-    if isinstance(backend, SwarmVolumes):
-        _swarm_ls(backend)
+    if isinstance(backend, PlacedVolumes):
+        _placed_ls(backend)
         return
     table = Table(box=None, header_style="bold")
     for column in ("volume", "files", "size", "snapshots", "path"):
@@ -73,18 +96,17 @@ def volume_inspect(name: str) -> None:
     """Print a volume's details as JSON."""
     backend = existing(name)
     info = asdict(backend.inspect(name))
-    if isinstance(backend, SwarmVolumes):
-        state = backend.state(name)
-        lease = state.lease
+    if isinstance(backend, PlacedVolumes):
+        placed = backend.placement(name)
         info["lease"] = {
-            "owner": lease.owner,
-            "mounted": lease.held,
-            "epoch": lease.epoch,
-            "snapshot": lease.snapshot,
-            "published": lease.published,
+            "owner": placed.node,
+            "mounted": placed.mounted,
+            "epoch": placed.epoch,
+            "snapshot": placed.snapshot,
+            "published": placed.published,
         }
-        info["replicas"] = list(state.replicas)
-        info["replication_lag_seconds"] = round(state.lag, 1)
+        info["replicas"] = list(placed.replicas)
+        info["replication_lag_seconds"] = round(placed.lag, 1)
     info["snapshots"] = [asdict(s) for s in backend.snapshots(name)]
     click.echo(json.dumps(info, indent=2))
 
@@ -96,38 +118,35 @@ def volume_move(name: str, node: str) -> None:
     """Put a swarm volume on NODE (its id, or its host name) ahead of its next user there:
     its latest snapshot is copied there (only what the node lacks) and its lease handed
     over. Refused while the volume is mounted elsewhere."""
-    backend = existing(name)
-    if not isinstance(backend, SwarmVolumes):
-        raise click.UsageError("volumes move between the nodes of a swarm: use --backend swarm")
+    backend = placing(existing(name), "move")
     target = backend.node(node)
-    lease = backend.move(name, target)
+    placed = backend.move(name, target)
     click.echo(
-        f"volume {name} is on node {_node_name(backend, target)} (lease epoch {lease.epoch})"
+        f"volume {name} is on node {_node_name(backend, target)} (lease epoch {placed.epoch})"
     )
 
 
-def _swarm_ls(backend: SwarmVolumes) -> None:
+def _placed_ls(backend: PlacedVolumes) -> None:
     table = Table(box=None, header_style="bold")
     for column in ("volume", "node", "mounted", "epoch", "replicas", "lag", "published"):
         table.add_column(column, no_wrap=True)
-    for state in backend.states():
-        lease = state.lease
+    for placed in backend.placements():
         table.add_row(
-            lease.volume,
-            _node_name(backend, lease.owner) if lease.owner else "-",
-            "yes" if lease.held else "no",
-            str(lease.epoch),
-            ", ".join(_node_name(backend, n) for n in state.replicas) or "-",
-            f"{state.lag:.0f} s" if state.lag else "-",
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lease.published))
-            if lease.published
+            placed.volume,
+            _node_name(backend, placed.node) if placed.node else "-",
+            "yes" if placed.mounted else "no",
+            str(placed.epoch),
+            ", ".join(_node_name(backend, n) for n in placed.replicas) or "-",
+            f"{placed.lag:.0f} s" if placed.lag else "-",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(placed.published))
+            if placed.published
             else "-",
         )
     out.print(table)
 
 
-def _node_name(backend: SwarmVolumes, node: str) -> str:
-    return backend.names().get(node) or node[:12]
+def _node_name(backend: PlacedVolumes, node: str) -> str:
+    return backend.node_names().get(node) or node[:12]
 
 
 @volume.command("rm")
@@ -180,8 +199,9 @@ def volume_rollback(name: str, snapshot: str) -> None:
     """Make the volume's content what it was at SNAPSHOT (an id or a tag)."""
     check_ref(snapshot)  # before the lock: a refused command leaves nothing behind
     backend = existing(name)
+    kept = history(backend, "rollback")
     with backend.hold(name, exclusive=True):
-        copied = backend.rollback(name, snapshot)
+        copied = kept.rollback(name, snapshot)
     click.echo(f"rolled {name} back to snapshot {snapshot} ({copied} bytes copied back)")
 
 
@@ -193,7 +213,7 @@ def volume_send(name: str, base: str | None, target: str | None) -> None:
     """Write a snapshot (or the increment between two) to stdout."""
     if sys.stdout.isatty():
         raise click.UsageError("the stream is binary: redirect it to a file or a pipe")
-    records, size = existing(name).send(name, sys.stdout.buffer, base, target)
+    records, size = history(existing(name), "send").send(name, sys.stdout.buffer, base, target)
     sys.stdout.buffer.flush()
     err.print(f"sent {records} records, {size} bytes")
 
@@ -202,7 +222,7 @@ def volume_send(name: str, base: str | None, target: str | None) -> None:
 @click.argument("name")
 def volume_receive(name: str) -> None:
     """Apply a stream from `volume send` on stdin, all or nothing."""
-    snap = volumes().receive(name, sys.stdin.buffer)
+    snap = history(volumes(), "receive").receive(name, sys.stdin.buffer)
     click.echo(
         f"received snapshot {snap.id} of {name} ({snap.files} files); the volume now holds it"
     )

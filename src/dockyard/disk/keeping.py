@@ -18,11 +18,12 @@ from pathlib import Path
 
 from dockyard.disk import sealing
 from dockyard.disk.sealing import Sealed, Tally
+from dockyard.errors import AgentFailure
 
 _MOST = 2**63
 
 
-class TreeError(Exception):
+class TreeError(AgentFailure):
     """A stream that is not a tree, or not the one it was sent as, or bounds that are not
     a tree's."""
 

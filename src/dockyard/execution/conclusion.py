@@ -16,10 +16,10 @@ from dockyard.execution.journal import RunJournal
 from dockyard.execution.ports import OutputStore
 from dockyard.execution.resolution import Known
 from dockyard.execution.run_volumes import RunVolumes
+from dockyard.lifecycles import ATTEMPT, AttemptEvent, AttemptState, advance
 from dockyard.planning.actions import Outcome, Reason, committable
 from dockyard.planning.graph import Graph, InstanceId
 from dockyard.planning.planner import Commit, Fail, Retry
-from dockyard.planning.states import ATTEMPT, AttemptEvent, AttemptState, advance
 from dockyard.state.hashing import InputHasher
 
 

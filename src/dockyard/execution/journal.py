@@ -16,8 +16,17 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from dockyard.events import Event, Reporter
+from dockyard.lifecycles import (
+    ATTEMPT,
+    INSTANCE,
+    AttemptEvent,
+    AttemptState,
+    InstanceEvent,
+    Phase,
+    RunState,
+    advance,
+)
 from dockyard.planning.graph import InstanceId
-from dockyard.planning.states import ATTEMPT, AttemptEvent, AttemptState, RunState, advance
 from dockyard.state.store import RunRow, Store
 
 Clock = Callable[[], float]
@@ -49,6 +58,8 @@ class RunJournal:
         self.events: list[tuple[float, str, str | None, dict[str, Any] | None]] = []
         self.outputs: list[tuple[str, str, int, int, float]] = []
         self.cache: list[tuple[str, str, str, str, float, Mapping[str, str] | None]] = []
+        # each instance's state as written (those not here are pending: the run's start)
+        self.phases: dict[InstanceId, Phase] = {}
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -114,15 +125,15 @@ class RunJournal:
     def cached(self, iid: InstanceId, key: str, output: str) -> None:
         """The cache answered ``iid``: its row says so, which is all a later reader needs;
         the event only goes to the reporter (a rerun of 100,000 would store 100,000)."""
-        self._instance(iid, cache_key=key, state="succeeded", cached=1, output=output)
+        self._move(iid, InstanceEvent.REUSED, cache_key=key, cached=1, output=output)
         self.reporter(Event("cached", self.clock(), str(iid), {"output": output}))
 
     def blocked(self, iid: InstanceId, because: InstanceId) -> None:
-        self._instance(iid, state="blocked", reason=f"upstream {because} failed")
+        self._move(iid, InstanceEvent.UPSTREAM_FAILED, reason=f"upstream {because} failed")
         self.report(Event("blocked", self.clock(), str(iid), {"because": str(because)}))
 
     def never_fitted(self, iid: InstanceId) -> None:
-        self._instance(iid, state="failed", reason="never fitted into the pool")
+        self._move(iid, InstanceEvent.NEVER_FITS, reason="never fitted into the pool")
 
     def started(
         self,
@@ -139,7 +150,8 @@ class RunJournal:
         it, on a cluster)."""
         now, name = self.clock(), str(iid)
         self.attempts.add(("start",), (name, attempt, cpus, memory, now, log_path, node))
-        self._instance(iid, state="running", attempts=attempt)
+        started = InstanceEvent.STARTED if adopted_from is None else InstanceEvent.ADOPTED
+        self._move(iid, started, attempts=attempt)
         detail: dict[str, Any] = {"attempt": attempt, "node": node}
         if node_name is not None:
             detail["node_name"] = node_name
@@ -162,7 +174,7 @@ class RunJournal:
         digest, where, size, files = output
         self.outputs.append((digest, where, size, files, at))
         self._attempt(iid, attempt, state=SUCCEEDED, **ended)
-        self._instance(iid, state="succeeded", output=digest, reason=None)
+        self._move(iid, InstanceEvent.COMMITTED, output=digest, reason=None)
         if cache is not None:
             self.cache.append((cache[0], digest, self.run_id, name, at, cache[1]))
         self.report(Event("succeeded", at, name, {"output": digest}))
@@ -179,7 +191,7 @@ class RunJournal:
     ) -> None:
         """An attempt failed or was lost: the instance fails, or waits for its next try."""
         self._attempt(iid, attempt, state=state.value, **ended)
-        self._instance(iid, state="failed" if final else "pending", reason=message)
+        self._move(iid, InstanceEvent.GAVE_UP if final else InstanceEvent.RETRY, reason=message)
         detail = {
             "attempt": attempt,
             "reason": ended["reason"],
@@ -191,15 +203,22 @@ class RunJournal:
     def output_lost(self, iid: InstanceId) -> None:
         """``iid``'s committed output was kept only on nodes that are down: it runs again."""
         reason = "its output was kept only on a node that is down: made again"
-        self._instance(iid, state="pending", output=None, reason=reason)
+        self._move(iid, InstanceEvent.OUTPUT_LOST, output=None, reason=reason)
         self.report(Event("output-lost", self.clock(), str(iid), {"message": reason}))
 
     def interrupted(self, running: Iterable[tuple[InstanceId, int]]) -> None:
         """The run ends while these attempts still run."""
         now = self.clock()
         for iid, attempt in running:
-            self._instance(iid, state="interrupted")
+            self._move(iid, InstanceEvent.RUN_STOPPED)
             self._attempt(iid, attempt, state=INTERRUPTED, ended_at=now)
+
+    def _move(self, iid: InstanceId, event: InstanceEvent, **fields: Any) -> None:
+        """``iid``'s state moves by ``event``, as the instance lifecycle says (a move the
+        table does not allow fails loudly), with ``fields`` beside it."""
+        state = advance(INSTANCE, self.phases.get(iid, Phase.PENDING), event)
+        self.phases[iid] = state
+        self._instance(iid, state=state.value, **fields)
 
     def _instance(self, iid: InstanceId, **fields: Any) -> None:
         self.instances.add(tuple(fields), (*fields.values(), str(iid)))

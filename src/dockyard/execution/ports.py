@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 
 from dockyard.disk.kept import Staging, StoredOutput
 from dockyard.disk.sealing import Sealed
@@ -98,7 +98,9 @@ class Workspace(Protocol):
 
 
 class VolumeBackend(Protocol):
-    """Named volumes: state that outlives runs, with snapshots and send/receive."""
+    """Named volumes: state that outlives runs, with snapshots. What only some backends
+    offer is in an interface of its own: :class:`VolumeHistory` (one machine: rollback,
+    send, receive), :class:`PlacedVolumes` (a cluster: where each is, moves)."""
 
     def ensure(self, name: str, seed: Path | None = None) -> None:
         """Create the volume on first use, copying ``seed`` in once."""
@@ -119,17 +121,6 @@ class VolumeBackend(Protocol):
 
     def snapshot(self, name: str, tag: str | None = None) -> Snapshot:
         """Freeze the live volume (the caller holds it exclusively)."""
-
-    def rollback(self, name: str, ref: str) -> int:
-        """Make the live volume what snapshot ``ref`` (id or tag) holds; bytes copied back."""
-
-    def send(
-        self, name: str, out: BinaryIO, base: str | None = None, target: str | None = None
-    ) -> tuple[int, int]:
-        """Write a snapshot (or the increment between two) as a stream; (records, bytes)."""
-
-    def receive(self, name: str, inp: BinaryIO) -> Snapshot:
-        """Apply a stream, all of it or nothing."""
 
     def remove(self, name: str) -> None: ...
 
@@ -152,6 +143,58 @@ class VolumeBackend(Protocol):
         reader's key was made, so that it reads that (where versions are kept)."""
 
 
+@runtime_checkable
+class VolumeHistory(Protocol):
+    """Volumes whose snapshots dockyard keeps where it can reach them all (one machine):
+    rolled back, and sent and received as streams. A cluster's volumes are snapshotted and
+    moved by its node agents instead, and offer none of this."""
+
+    def rollback(self, name: str, ref: str) -> int:
+        """Make the live volume what snapshot ``ref`` (id or tag) holds; bytes copied back."""
+
+    def send(
+        self, name: str, out: BinaryIO, base: str | None = None, target: str | None = None
+    ) -> tuple[int, int]:
+        """Write a snapshot (or the increment between two) as a stream; (records, bytes)."""
+
+    def receive(self, name: str, inp: BinaryIO) -> Snapshot:
+        """Apply a stream, all of it or nothing."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a cluster's volume is, under its lease."""
+
+    volume: str
+    node: str  # the node that holds it, or held it last ("" for none yet)
+    mounted: bool  # a container on that node has it mounted now
+    epoch: int  # raised by every take of the lease
+    snapshot: str  # its published snapshot ("" for an empty volume)
+    published: float  # when it was published
+    replicas: tuple[str, ...]  # the other nodes that keep the published snapshot
+    lag: float  # seconds the published snapshot has waited for its replicas (0: none)
+
+
+@runtime_checkable
+class PlacedVolumes(Protocol):
+    """Volumes that live on one node of a cluster at a time and follow their users."""
+
+    def placements(self) -> list[Placement]: ...
+
+    def placement(self, name: str) -> Placement: ...
+
+    def move(self, name: str, node: str) -> Placement:
+        """Put the volume on ``node`` ahead of its next user there (refused while it is
+        mounted elsewhere)."""
+
+    def node(self, given: str) -> str:
+        """The id of the node that is up that ``given`` names (an id, its first
+        characters, or a host name)."""
+
+    def node_names(self) -> dict[str, str]:
+        """Node ids: their host names (for people)."""
+
+
 class FolderVolumes(VolumeBackend, Protocol):
     """Volumes that are folders of this machine (one machine, and the fakes)."""
 
@@ -164,9 +207,12 @@ __all__ = [
     "NodeUnavailable",
     "OutputStore",
     "OutputsLost",
+    "PlacedVolumes",
+    "Placement",
     "Staging",
     "StoredOutput",
     "VolumeBackend",
+    "VolumeHistory",
     "Workspace",
 ]
 

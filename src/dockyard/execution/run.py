@@ -39,12 +39,11 @@ from dockyard.execution.resolution import Known, Resolver
 from dockyard.execution.run_volumes import RunVolumes
 from dockyard.execution.services import LABEL_KEEP, Services
 from dockyard.images.resolve import packages_of, resolve_images
-from dockyard.planning.actions import Phase
+from dockyard.lifecycles import RUN, Phase, RunEvent, RunState, advance
 from dockyard.planning.graph import Graph
 from dockyard.planning.planner import Planner
 from dockyard.planning.preflight import RunPool, check_fits, graph_of, pool_from, project_id
 from dockyard.planning.schedule import ZERO, Capacity
-from dockyard.planning.states import RUN, RunEvent, RunState, advance
 from dockyard.runtime.base import LABEL_PIPELINE, LABEL_PROJECT, LABEL_RUN, Runtime
 from dockyard.runtime.patient import EngineGuard, PatientRuntime
 from dockyard.spec.loader import PipelineFile

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from dockyard.errors import DockyardError, RuntimeFailure
 from dockyard.images.resolve import image_key
+from dockyard.lifecycles import SERVICE, ServiceEvent, ServiceState, advance
 from dockyard.planning.schedule import Capacity
-from dockyard.planning.states import SERVICE, ServiceEvent, ServiceState, advance
 from dockyard.runtime.base import (
     LABEL_CPUS,
     LABEL_MEMORY,

@@ -7,6 +7,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from dockyard.lifecycles import Phase
 from dockyard.planning.graph import Instance, InstanceId
 from dockyard.planning.schedule import Capacity
 from dockyard.runtime.base import LOCAL_NODE
@@ -15,19 +16,6 @@ from dockyard.units import format_memory
 MAX_LOST = 5
 LOST_BACKOFF = 1.0  # seconds before the second rerun of a lost instance; doubled after
 SIGPIPE_EXIT = 128 + 13  # a producer's exit when its consumer stopped reading: fine
-
-
-class Phase(enum.StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    BLOCKED = "blocked"
-    INTERRUPTED = "interrupted"  # the run ended (a signal, the engine away) before it did
-
-    @property
-    def final(self) -> bool:
-        return self is not Phase.PENDING and self is not Phase.RUNNING
 
 
 class Reason(enum.StrEnum):

@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from dockyard.planning.actions import Block, Observed, Phase, Start, memory_for
+from dockyard.lifecycles import Phase
+from dockyard.planning.actions import Block, Observed, Start, memory_for
 from dockyard.planning.graph import Graph, InstanceId
 from dockyard.planning.schedule import Capacity, Request, fit, in_use
 

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
+from dockyard.lifecycles import INSTANCE, InstanceEvent, Phase, advance
 from dockyard.planning.actions import (
     Action,
     Adopt,
@@ -37,7 +38,6 @@ from dockyard.planning.actions import (
     Observed,
     Orphan,
     Outcome,
-    Phase,
     Reason,
     Resolution,
     Retry,
@@ -51,7 +51,6 @@ from dockyard.planning.graph import Graph, InstanceId
 from dockyard.planning.plan import Plan
 from dockyard.planning.ready import Ready
 from dockyard.planning.schedule import ZERO, Capacity, in_use
-from dockyard.planning.states import INSTANCE, InstanceEvent, advance
 from dockyard.planning.volume_homes import VolumeHomes
 from dockyard.runtime.base import LOCAL_NODE
 from dockyard.units import format_memory

@@ -12,23 +12,26 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
+from dockyard.lifecycles import AttemptState, Phase
+from dockyard.planning.actions import Reason
 from dockyard.report.summary import InstanceSummary, RunSummary
 from dockyard.spec.model import Pipeline
 from dockyard.state.store import AttemptRow
 from dockyard.units import format_memory, format_seconds
 
-COLORS = {
-    "succeeded": "#2e9d5b",
-    "cached": "#3aa7b9",
-    "failed": "#d1453b",
-    "blocked": "#e0a526",
-    "out-of-memory": "#8e44ad",
-    "timed-out": "#e67e22",
-    "interrupted": "#8a8f98",
-    "pending": "#c4c9d0",
-    "running": "#4a7bd0",
-    "lost": "#8a8f98",
-    "engine-error": "#8a8f98",
+CACHED = "cached"  # (shown apart from the instances that ran and succeeded)
+COLORS: dict[str, str] = {
+    Phase.SUCCEEDED: "#2e9d5b",
+    CACHED: "#3aa7b9",
+    Phase.FAILED: "#d1453b",
+    Phase.BLOCKED: "#e0a526",
+    Reason.OOM: "#8e44ad",
+    Reason.TIMEOUT: "#e67e22",
+    Phase.INTERRUPTED: "#8a8f98",
+    Phase.PENDING: "#c4c9d0",
+    Phase.RUNNING: "#4a7bd0",
+    Reason.LOST: "#8a8f98",
+    Reason.ENGINE: "#8a8f98",
 }
 NODE_W, NODE_H, GAP_X, GAP_Y = 180, 58, 28, 46
 LANE_H, CHART_W, LEFT = 18, 960, 70
@@ -66,13 +69,11 @@ def render(
     cached = sum(1 for i in summary.instances if i.row.cached)
     attempts = [a for i in summary.instances for a in i.attempts]
     retried = [i for i in summary.instances if len(i.attempts) > 1]
-    ooms = [a for a in attempts if a.reason == "out-of-memory"]
+    ooms = [a for a in attempts if a.reason == Reason.OOM]
     chips = [
-        ("succeeded", counts.get("succeeded", 0) - cached),
-        ("cached", cached),
-        ("failed", counts.get("failed", 0)),
-        ("blocked", counts.get("blocked", 0)),
-        ("interrupted", counts.get("interrupted", 0)),
+        (Phase.SUCCEEDED.value, counts.get(Phase.SUCCEEDED, 0) - cached),
+        (CACHED, cached),
+        *((p.value, counts.get(p, 0)) for p in (Phase.FAILED, Phase.BLOCKED, Phase.INTERRUPTED)),
     ]
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -104,15 +105,17 @@ def render(
 
 
 def _state(inst: InstanceSummary) -> str:
-    return "cached" if inst.row.cached else inst.row.state
+    return CACHED if inst.row.cached else inst.row.state
 
 
 def _outcome(attempt: AttemptRow) -> str:
-    if attempt.state == "succeeded":
-        return "succeeded"
-    if attempt.reason in ("out-of-memory", "timed-out", "lost"):
+    if attempt.state == AttemptState.SUCCEEDED:
+        return AttemptState.SUCCEEDED.value
+    if attempt.reason in (Reason.OOM, Reason.TIMEOUT, Reason.LOST):
         return attempt.reason
-    return "interrupted" if attempt.state == "interrupted" else "failed"
+    if attempt.state == AttemptState.INTERRUPTED:
+        return AttemptState.INTERRUPTED.value
+    return AttemptState.FAILED.value
 
 
 def _steps(summary: RunSummary, pipeline: Pipeline | None) -> dict[str, list[str]]:
@@ -172,13 +175,10 @@ def _graph(summary: RunSummary, pipeline: Pipeline | None) -> str:
         )
         offset = 0.0
         for state in (
-            "succeeded",
-            "cached",
-            "failed",
-            "blocked",
-            "interrupted",
-            "pending",
-            "running",
+            Phase.SUCCEEDED.value,
+            CACHED,
+            *(p.value for p in (Phase.FAILED, Phase.BLOCKED, Phase.INTERRUPTED)),
+            *(p.value for p in (Phase.PENDING, Phase.RUNNING)),
         ):
             n = sum(1 for m in members if _state(m) == state)
             if n:
@@ -290,7 +290,7 @@ def _resources(summary: RunSummary) -> str:
 
 
 def _failures(summary: RunSummary, log_tail: Callable[[AttemptRow], str]) -> str:
-    failed = [i for i in summary.instances if i.row.state == "failed"]
+    failed = [i for i in summary.instances if i.row.state == Phase.FAILED]
     if not failed:
         return "<p class='ok'>No instance failed.</p>"
     out = []

@@ -12,10 +12,23 @@ from rich.table import Table
 from rich.text import Text
 
 from dockyard.events import Event
+from dockyard.lifecycles import INSTANCE, InstanceEvent, Phase, advance
 from dockyard.terminal import printable
 from dockyard.units import format_memory, format_seconds
 
-_STATES = ("pending", "running", "succeeded", "failed", "blocked")
+_STATES = (Phase.PENDING, Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED, Phase.BLOCKED)
+# What each event the journal reports moves an instance by (the journal has made the same
+# move, by the same table, as it wrote the instance's row).
+_MOVES = {
+    "started": InstanceEvent.STARTED,
+    "adopted": InstanceEvent.ADOPTED,
+    "succeeded": InstanceEvent.COMMITTED,
+    "cached": InstanceEvent.REUSED,
+    "blocked": InstanceEvent.UPSTREAM_FAILED,
+    "failed": InstanceEvent.GAVE_UP,
+    "retrying": InstanceEvent.RETRY,
+    "output-lost": InstanceEvent.OUTPUT_LOST,
+}
 
 
 class PlainProgress:
@@ -39,7 +52,7 @@ class LiveProgress:
 
     def __init__(self, console: Console):
         self.console = console
-        self.state: dict[str, str] = {}
+        self.state: dict[str, Phase] = {}
         self.started: dict[str, float] = {}
         self.durations: list[float] = []
         self.began = time.time()
@@ -58,17 +71,15 @@ class LiveProgress:
         if event.kind == "run-started":
             self.total = int(event.detail["instances"])
             self.began = event.at
-        elif name is not None:
-            if event.kind in ("started", "adopted"):
-                self.state[name] = "running"
+        elif name is not None and event.kind in _MOVES:
+            state = advance(INSTANCE, self.state.get(name, Phase.PENDING), _MOVES[event.kind])
+            self.state[name] = state
+            if state is Phase.RUNNING:
                 self.started[name] = event.at
-            elif event.kind in ("succeeded", "failed", "blocked", "cached"):
-                self.state[name] = "succeeded" if event.kind == "cached" else event.kind
-                if name in self.started:
-                    self.durations.append(event.at - self.started.pop(name))
-            elif event.kind in ("retrying", "output-lost"):
-                self.state[name] = "pending"
-                self.started.pop(name, None)
+            elif name in self.started:
+                since = self.started.pop(name)
+                if state is not Phase.PENDING:  # (an attempt that will run again: no mean)
+                    self.durations.append(event.at - since)
         if event.kind in (
             "failed",
             "retrying",
@@ -84,14 +95,14 @@ class LiveProgress:
 
     def _render(self) -> Group:
         counts = Counter(self.state.values())
-        counts["pending"] = self.total - sum(counts[s] for s in _STATES[1:])
+        counts[Phase.PENDING] = self.total - sum(counts[s] for s in _STATES[1:])
         elapsed = time.time() - self.began
         header = Text.assemble(
             ("dockyard ", "bold"),
             *[(f"{s} {counts[s]}  ", _STYLE[s]) for s in _STATES],
             (f"elapsed {format_seconds(elapsed)}", "dim"),
         )
-        left = counts["pending"] + counts["running"]
+        left = counts[Phase.PENDING] + counts[Phase.RUNNING]
         if self.durations and left:
             slots = max(1, len(self.started))
             mean = sum(self.durations) / len(self.durations)
@@ -109,11 +120,11 @@ class LiveProgress:
 
 
 _STYLE = {
-    "pending": "white",
-    "running": "cyan",
-    "succeeded": "green",
-    "failed": "red",
-    "blocked": "yellow",
+    Phase.PENDING: "white",
+    Phase.RUNNING: "cyan",
+    Phase.SUCCEEDED: "green",
+    Phase.FAILED: "red",
+    Phase.BLOCKED: "yellow",
 }
 
 

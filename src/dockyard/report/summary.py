@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dockyard.lifecycles import AttemptState
 from dockyard.state.store import AttemptRow, InstanceRow, RunRow, Store
 
 
@@ -37,7 +38,7 @@ class RunSummary:
     @property
     def lost_attempts(self) -> int:
         """Attempts lost to the engine (or a vanished container) and rerun without a retry."""
-        return sum(1 for i in self.instances for a in i.attempts if a.state == "lost")
+        return sum(1 for i in self.instances for a in i.attempts if a.state == AttemptState.LOST)
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

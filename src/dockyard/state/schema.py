@@ -110,6 +110,28 @@ MIGRATIONS: Sequence[str] = (
     """
     DELETE FROM file_hashes;
     """,
+    # 9: the state columns hold only the states of their lifecycle (dockyard.lifecycles;
+    # a test holds these lists to its enums: a new state is a new migration).
+    """
+    CREATE TRIGGER runs_state_insert BEFORE INSERT ON runs
+    WHEN NEW.state NOT IN ('running', 'succeeded', 'failed', 'interrupted')
+    BEGIN SELECT RAISE(ABORT, 'runs.state: not a run state'); END;
+    CREATE TRIGGER runs_state_update BEFORE UPDATE OF state ON runs
+    WHEN NEW.state NOT IN ('running', 'succeeded', 'failed', 'interrupted')
+    BEGIN SELECT RAISE(ABORT, 'runs.state: not a run state'); END;
+    CREATE TRIGGER instances_state_insert BEFORE INSERT ON instances
+    WHEN NEW.state NOT IN ('pending', 'running', 'succeeded', 'failed', 'blocked', 'interrupted')
+    BEGIN SELECT RAISE(ABORT, 'instances.state: not an instance state'); END;
+    CREATE TRIGGER instances_state_update BEFORE UPDATE OF state ON instances
+    WHEN NEW.state NOT IN ('pending', 'running', 'succeeded', 'failed', 'blocked', 'interrupted')
+    BEGIN SELECT RAISE(ABORT, 'instances.state: not an instance state'); END;
+    CREATE TRIGGER attempts_state_insert BEFORE INSERT ON attempts
+    WHEN NEW.state NOT IN ('running', 'succeeded', 'failed', 'lost', 'interrupted')
+    BEGIN SELECT RAISE(ABORT, 'attempts.state: not an attempt state'); END;
+    CREATE TRIGGER attempts_state_update BEFORE UPDATE OF state ON attempts
+    WHEN NEW.state NOT IN ('running', 'succeeded', 'failed', 'lost', 'interrupted')
+    BEGIN SELECT RAISE(ABORT, 'attempts.state: not an attempt state'); END;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

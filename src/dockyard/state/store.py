@@ -15,10 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import StoreError, UnknownReference
+from dockyard.lifecycles import (
+    ATTEMPT,
+    INSTANCE,
+    RUN,
+    AttemptEvent,
+    AttemptState,
+    InstanceEvent,
+    Phase,
+    RunEvent,
+    RunState,
+    advance,
+)
 from dockyard.state.schema import MIGRATIONS, SCHEMA_VERSION
 from dockyard.state.state_folder import prepare_state_folder
 
 _ENCODE = json.JSONEncoder().encode  # (json.dumps would make one per call)
+
+PENDING = Phase.PENDING.value  # (every instance, as its run begins)
 
 
 @dataclass(frozen=True)
@@ -145,7 +159,7 @@ class Store:
             self.db.executemany(
                 "INSERT INTO instances (run_id, instance, step, state, position) "
                 "VALUES (?,?,?,?,?)",
-                [(run.id, iid, step, "pending", n) for n, (iid, step) in enumerate(instances)],
+                [(run.id, iid, step, PENDING, n) for n, (iid, step) in enumerate(instances)],
             )
 
     def finish_run(self, run_id: str, state: str, ended_at: float, message: str | None) -> None:
@@ -167,8 +181,8 @@ class Store:
         node)."""
         self.db.executemany(
             "INSERT INTO attempts (run_id, instance, number, state, cpus, memory, started_at,"
-            " log_path, node) VALUES (?,?,?,'running',?,?,?,?,?)",
-            [(run_id, *row) for row in rows],
+            " log_path, node) VALUES (?,?,?,?,?,?,?,?,?)",
+            [(run_id, *row[:2], AttemptState.RUNNING.value, *row[2:]) for row in rows],
         )
 
     def update_attempts(
@@ -244,24 +258,30 @@ class Store:
                 self.db.executemany("INSERT OR REPLACE INTO file_hashes VALUES (?,?,?,?,?)", rows)
 
     def unfinished_runs(self) -> list[RunRow]:
-        rows = self.db.execute("SELECT * FROM runs WHERE state='running' ORDER BY started_at")
+        rows = self.db.execute(
+            "SELECT * FROM runs WHERE state=? ORDER BY started_at", (RunState.RUNNING.value,)
+        )
         return [RunRow(*r) for r in rows]
 
     def mark_interrupted(self, run_id: str, at: float, message: str) -> None:
+        """A run found running without a living process ends, and what it left running or
+        waiting with it, as the lifecycles say."""
+        run = advance(RUN, RunState.RUNNING, RunEvent.FOUND_DEAD)
+        attempt = advance(ATTEMPT, AttemptState.RUNNING, AttemptEvent.RUN_STOPPED)
         with self.transaction():
             self.db.execute(
-                "UPDATE runs SET state='interrupted', ended_at=?, message=? WHERE id=?",
-                (at, message, run_id),
+                "UPDATE runs SET state=?, ended_at=?, message=? WHERE id=?",
+                (run.value, at, message, run_id),
             )
+            for before in (Phase.PENDING, Phase.RUNNING):
+                after = advance(INSTANCE, before, InstanceEvent.RUN_STOPPED)
+                self.db.execute(
+                    "UPDATE instances SET state=? WHERE run_id=? AND state=?",
+                    (after.value, run_id, before.value),
+                )
             self.db.execute(
-                "UPDATE instances SET state='interrupted' "
-                "WHERE run_id=? AND state IN ('running', 'pending')",
-                (run_id,),
-            )
-            self.db.execute(
-                "UPDATE attempts SET state='interrupted', ended_at=? "
-                "WHERE run_id=? AND state='running'",
-                (at, run_id),
+                "UPDATE attempts SET state=?, ended_at=? WHERE run_id=? AND state=?",
+                (attempt.value, at, run_id, AttemptState.RUNNING.value),
             )
 
     def event(
@@ -328,4 +348,14 @@ class Store:
 
 
 def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """The statements of a migration, one by one (a trigger's body holds semicolons of its
+    own: a statement ends where SQLite says it is complete)."""
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip())
+            pending = ""
+    return statements

@@ -34,7 +34,7 @@ from dockyard.disk.volumes import (
     check_tag,
 )
 from dockyard.errors import InvalidInput, PlanError, UnknownReference
-from dockyard.planning.states import HOLD, Hold, HoldEvent, advance
+from dockyard.lifecycles import HOLD, Hold, HoldEvent, advance
 from dockyard.runtime.base import Bind
 from dockyard.state.hashing import InputHasher
 

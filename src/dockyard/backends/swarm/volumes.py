@@ -19,9 +19,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.leases import Lease, LeaseError
@@ -29,7 +28,7 @@ from dockyard.agent.volume_routes import RemoteLeases, Unavailable
 from dockyard.backends.swarm.ports import AgentPool
 from dockyard.disk.volumes import Snapshot, VolumeInfo, VolumeStore, check_name
 from dockyard.errors import InvalidInput, RuntimeFailure, UnknownReference
-from dockyard.execution.ports import NodeUnavailable
+from dockyard.execution.ports import NodeUnavailable, Placement
 from dockyard.runtime.base import Bind
 from dockyard.state.hashing import InputHasher
 
@@ -37,15 +36,6 @@ DRIVER = "dockyard"
 SNAPSHOT = "snapshot:"  # a digest that names the published snapshot
 MANAGERS_FRESH = 5.0  # seconds a look at the swarm's managers holds
 PUBLISH_WAIT = 30.0  # seconds for a writer's last unmount to publish its snapshot
-
-
-@dataclass(frozen=True)
-class VolumeState:
-    """A volume as ``dockyard volume ls --backend swarm`` shows it."""
-
-    lease: Lease
-    replicas: tuple[str, ...]  # the other nodes that keep its published snapshot
-    lag: float  # seconds its published snapshot has waited for its replicas (0: none)
 
 
 class SwarmVolumes:
@@ -57,7 +47,12 @@ class SwarmVolumes:
         local: VolumeStore | None = None,
         replicas: int = 1,
         names: Callable[[], dict[str, str]] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        wall: Callable[[], float] = time.time,
     ):
+        self.clock, self.sleep, self.wall = clock, sleep, wall  # (waits, naps, published times)
         self.names = names or (lambda: {})  # node ids: their host names (for people)
         self._known: tuple[float, dict[str, str]] | None = None  # (when, managers' agents)
         self.pool = pool
@@ -79,7 +74,7 @@ class SwarmVolumes:
     def _managers(self) -> dict[str, str]:
         """The managers' agents, asked again every few seconds (two calls to the manager
         each time: a mount's and a publish's waits look every fifth of a second)."""
-        now = time.monotonic()
+        now = self.clock()
         if self._known is None or now - self._known[0] > MANAGERS_FRESH:
             self._known = (now, self.managers())
         return self._known[1]
@@ -125,10 +120,10 @@ class SwarmVolumes:
         return True
 
     def all(self) -> list[VolumeInfo]:
-        return [self._info(state) for state in self.states()]
+        return [self._info(placed) for placed in self.placements()]
 
     def inspect(self, name: str) -> VolumeInfo:
-        return self._info(self.state(name))
+        return self._info(self.placement(name))
 
     def snapshots(self, name: str) -> list[Snapshot]:
         lease, nodes = self._lease_and_nodes(name)
@@ -145,17 +140,6 @@ class SwarmVolumes:
         lease = self._published(name)
         found = [s for s in self.snapshots(name) if s.uuid == lease.snapshot]
         return found[0] if found else Snapshot(0, None, lease.published, 0, 0, 0, lease.snapshot)
-
-    def rollback(self, name: str, ref: str) -> int:
-        raise InvalidInput(_LOCAL_ONLY.format(what="rollback"))
-
-    def send(
-        self, name: str, out: BinaryIO, base: str | None = None, target: str | None = None
-    ) -> tuple[int, int]:
-        raise InvalidInput(_LOCAL_ONLY.format(what="send"))
-
-    def receive(self, name: str, inp: BinaryIO) -> Snapshot:
-        raise InvalidInput(_LOCAL_ONLY.format(what="receive"))
 
     def remove(self, name: str) -> None:
         lease, nodes = self._lease_and_nodes(name)
@@ -203,15 +187,18 @@ class SwarmVolumes:
 
     # -- the swarm's own ----------------------------------------------------------------------
 
-    def states(self) -> list[VolumeState]:
+    def placements(self) -> list[Placement]:
         try:
             leases = self.leases().all()
         except (Unavailable, LeaseError) as exc:
             raise RuntimeFailure(f"the volumes' leases: {exc}") from None
-        return [self._state(lease) for lease in leases]
+        return [self._placement(lease) for lease in leases]
 
-    def state(self, name: str) -> VolumeState:
-        return self._state(self._lease(name))
+    def placement(self, name: str) -> Placement:
+        return self._placement(self._lease(name))
+
+    def node_names(self) -> dict[str, str]:
+        return self.names()
 
     def node(self, given: str) -> str:
         """The id of the node that is up that ``given`` names (its id, an id's first
@@ -227,7 +214,7 @@ class SwarmVolumes:
             )
         return found[0]
 
-    def move(self, name: str, node: str) -> Lease:
+    def move(self, name: str, node: str) -> Placement:
         """Put the volume on ``node`` ahead of its next user there: pre-copy its published
         snapshot, then hand its lease over (refused while it is mounted elsewhere)."""
         lease, nodes = self._lease_and_nodes(name)
@@ -240,7 +227,7 @@ class SwarmVolumes:
         try:
             if lease.snapshot:
                 self.leases().holder(name, lease.snapshot, node)
-            return self.leases().hand(name, node)
+            return self._placement(self.leases().hand(name, node))
         except (Unavailable, LeaseError) as exc:
             raise RuntimeFailure(f"volume {name!r}: {exc}") from None
 
@@ -250,38 +237,46 @@ class SwarmVolumes:
         """The lease once no other node that is up holds it (a writer that ended elsewhere
         publishes a moment after its container ends), and the nodes that are up; after
         :data:`PUBLISH_WAIT`, as it is (the mount then says who holds it)."""
-        deadline = time.monotonic() + PUBLISH_WAIT
+        deadline = self.clock() + PUBLISH_WAIT
         lease, nodes = self._lease_and_nodes(name)
         while lease.held and lease.owner != node and lease.owner in nodes:
-            if time.monotonic() > deadline:
+            if self.clock() > deadline:
                 break
-            time.sleep(0.2)
+            self.sleep(0.2)
             lease, nodes = self._lease_and_nodes(name)
         return lease, nodes
 
     def _published(self, name: str) -> Lease:
         """The lease once a writer that ended has published (waits a little for that)."""
-        deadline = time.monotonic() + PUBLISH_WAIT
+        deadline = self.clock() + PUBLISH_WAIT
         lease = self._lease(name)
-        while lease.held and time.monotonic() < deadline:
-            time.sleep(0.2)
+        while lease.held and self.clock() < deadline:
+            self.sleep(0.2)
             lease = self._lease(name)
         return lease
 
-    def _state(self, lease: Lease) -> VolumeState:
+    def _placement(self, lease: Lease) -> Placement:
         replicas = tuple(h for h in lease.holders if h != lease.owner)
         waiting = lease.snapshot and len(replicas) < self.replicas and not lease.held
-        lag = max(0.0, time.time() - lease.published) if waiting else 0.0
-        return VolumeState(lease, replicas, lag)
-
-    def _info(self, state: VolumeState) -> VolumeInfo:
-        lease = state.lease
-        snaps = self.snapshots(lease.volume) if lease.snapshot else []
-        published = next((s for s in snaps if s.uuid == lease.snapshot), None)
-        return VolumeInfo(
+        lag = max(0.0, self.wall() - lease.published) if waiting else 0.0
+        return Placement(
             lease.volume,
-            f"node {lease.owner[:12]}" if lease.owner else "(no node yet)",
+            lease.owner,
+            lease.held,
+            lease.epoch,
+            lease.snapshot,
             lease.published,
+            replicas,
+            lag,
+        )
+
+    def _info(self, placed: Placement) -> VolumeInfo:
+        snaps = self.snapshots(placed.volume) if placed.snapshot else []
+        published = next((s for s in snaps if s.uuid == placed.snapshot), None)
+        return VolumeInfo(
+            placed.volume,
+            f"node {placed.node[:12]}" if placed.node else "(no node yet)",
+            placed.published,
             published.files if published else 0,
             published.bytes if published else 0,
             len(snaps),
@@ -318,12 +313,6 @@ class SwarmVolumes:
             raise RuntimeFailure(f"node {node[:12]}: {exc}") from None
 
 
-_LOCAL_ONLY = (
-    "`dockyard volume {what}` works on this machine's volumes; on the swarm, a volume's "
-    "snapshots are taken and moved by the node agents (see docs/swarm.md)"
-)
-
-
 @contextlib.contextmanager
 def _empty_folder() -> Iterator[Path]:
     import tempfile
@@ -332,4 +321,4 @@ def _empty_folder() -> Iterator[Path]:
         yield Path(folder)
 
 
-__all__ = ["DRIVER", "SwarmVolumes", "VolumeState"]
+__all__ = ["DRIVER", "SwarmVolumes"]

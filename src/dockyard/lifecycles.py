@@ -12,7 +12,18 @@ import enum
 from collections.abc import Mapping
 from typing import TypeVar
 
-from dockyard.planning.actions import Phase
+
+class Phase(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    INTERRUPTED = "interrupted"  # the run ended (a signal, the engine away) before it did
+
+    @property
+    def final(self) -> bool:
+        return self is not Phase.PENDING and self is not Phase.RUNNING
 
 
 class InstanceEvent(enum.StrEnum):
@@ -23,6 +34,7 @@ class InstanceEvent(enum.StrEnum):
     RETRY = "retry"  # its attempt failed (or was lost) and it may run again
     GAVE_UP = "gave-up"  # its attempt failed and no retry is left
     UPSTREAM_FAILED = "upstream-failed"
+    NEVER_FITS = "never-fits"  # no node of the pool could ever take it
     RUN_STOPPED = "run-stopped"  # the run ended (a signal, the engine away) before it did
     OUTPUT_LOST = "output-lost"  # its committed output was kept only on a node now gone
 
@@ -32,6 +44,7 @@ INSTANCE: Mapping[tuple[Phase, InstanceEvent], Phase] = {
     (Phase.PENDING, InstanceEvent.ADOPTED): Phase.RUNNING,
     (Phase.PENDING, InstanceEvent.STARTED): Phase.RUNNING,
     (Phase.PENDING, InstanceEvent.UPSTREAM_FAILED): Phase.BLOCKED,
+    (Phase.PENDING, InstanceEvent.NEVER_FITS): Phase.FAILED,
     (Phase.PENDING, InstanceEvent.RUN_STOPPED): Phase.INTERRUPTED,
     (Phase.RUNNING, InstanceEvent.COMMITTED): Phase.SUCCEEDED,
     (Phase.RUNNING, InstanceEvent.RETRY): Phase.PENDING,
@@ -59,6 +72,7 @@ INSTANCE_IMPOSSIBLE = frozenset(
             InstanceEvent.ADOPTED,
             InstanceEvent.STARTED,
             InstanceEvent.UPSTREAM_FAILED,
+            InstanceEvent.NEVER_FITS,
             InstanceEvent.OUTPUT_LOST,
         )
     }
