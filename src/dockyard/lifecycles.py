@@ -229,6 +229,46 @@ HOLD_IMPOSSIBLE = frozenset(
     }
 )
 
+
+class LeaseHold(enum.StrEnum):
+    """A cluster volume's lease (:mod:`dockyard.agent.leases`), as to mounting it."""
+
+    FREE = "free"  # no node has it mounted (its owner, if any, keeps the published snapshot)
+    MOUNTED = "mounted"  # its owner has it mounted read-write
+
+
+class LeaseEvent(enum.StrEnum):
+    TAKEN = "taken"  # a node mounts it (the next epoch)
+    TAKEN_OVER = "taken-over"  # a node mounts it while Swarm declares its holder down
+    RELEASED = "released"  # its holder unmounted it and published what it left
+    GIVEN_BACK = "given-back"  # its holder gives it back unchanged (a mount that failed)
+    HANDED = "handed"  # moved to another node without a mount (the next epoch)
+    SEEDED = "seeded"  # a new volume's first content
+
+
+LEASE: Mapping[tuple[LeaseHold, LeaseEvent], LeaseHold] = {
+    (LeaseHold.FREE, LeaseEvent.TAKEN): LeaseHold.MOUNTED,
+    (LeaseHold.MOUNTED, LeaseEvent.TAKEN_OVER): LeaseHold.MOUNTED,
+    (LeaseHold.MOUNTED, LeaseEvent.RELEASED): LeaseHold.FREE,
+    (LeaseHold.MOUNTED, LeaseEvent.GIVEN_BACK): LeaseHold.FREE,
+    (LeaseHold.FREE, LeaseEvent.HANDED): LeaseHold.FREE,
+    (LeaseHold.FREE, LeaseEvent.SEEDED): LeaseHold.FREE,
+}
+# Refused by the rules, never a transition: a mounted volume is taken by another node only
+# from a holder declared down, and is neither handed nor seeded; a free one has no holder
+# to take it over from, release it or give it back (a release under a stale epoch is
+# fenced). Who may do what (the owner, its epoch) the rules check beside the table.
+LEASE_IMPOSSIBLE = frozenset(
+    {
+        (LeaseHold.MOUNTED, LeaseEvent.TAKEN),
+        (LeaseHold.MOUNTED, LeaseEvent.HANDED),
+        (LeaseHold.MOUNTED, LeaseEvent.SEEDED),
+        (LeaseHold.FREE, LeaseEvent.TAKEN_OVER),
+        (LeaseHold.FREE, LeaseEvent.RELEASED),
+        (LeaseHold.FREE, LeaseEvent.GIVEN_BACK),
+    }
+)
+
 S = TypeVar("S", bound=enum.Enum)
 E = TypeVar("E", bound=enum.Enum)
 

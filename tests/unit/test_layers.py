@@ -48,7 +48,7 @@ BELOW: dict[str, set[str]] = {
     },
 }
 # the node agent's layer holds only these base modules (its image ships nothing more)
-AGENT_BASE = {"errors", "home", "names"}
+AGENT_BASE = {"errors", "home", "names", "lifecycles"}
 
 
 def _imports(path: Path) -> set[str]:

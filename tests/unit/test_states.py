@@ -14,6 +14,8 @@ from dockyard.lifecycles import (
     HOLD_IMPOSSIBLE,
     INSTANCE,
     INSTANCE_IMPOSSIBLE,
+    LEASE,
+    LEASE_IMPOSSIBLE,
     RUN,
     RUN_IMPOSSIBLE,
     SERVICE,
@@ -24,6 +26,8 @@ from dockyard.lifecycles import (
     HoldEvent,
     IllegalTransition,
     InstanceEvent,
+    LeaseEvent,
+    LeaseHold,
     Phase,
     RunEvent,
     RunState,
@@ -38,6 +42,7 @@ TABLES = [
     ("run", RUN, RUN_IMPOSSIBLE, RunState, RunEvent),
     ("service", SERVICE, SERVICE_IMPOSSIBLE, ServiceState, ServiceEvent),
     ("volume hold", HOLD, HOLD_IMPOSSIBLE, Hold, HoldEvent),
+    ("cluster volume lease", LEASE, LEASE_IMPOSSIBLE, LeaseHold, LeaseEvent),
 ]
 
 

@@ -25,4 +25,4 @@ API = "/v1"
 # What the agent's image holds of dockyard, as it is in the package: the base modules, the
 # node-disk layer and this package. Importing them imports nothing else of dockyard (a test
 # runs them alone); ``dockyard/__init__`` is lazy, so it ships unchanged.
-SHIPPED = ("__init__.py", "errors.py", "home.py", "names.py", "disk", "agent")
+SHIPPED = ("__init__.py", "errors.py", "home.py", "names.py", "lifecycles.py", "disk", "agent")

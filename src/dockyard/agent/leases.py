@@ -17,8 +17,9 @@ more), and it needs nothing deployed beside Swarm (etcd would be a second Raft c
 run, secure and upgrade). Only the agents on manager nodes reach it, through their
 engine's socket; the other agents ask them (:mod:`dockyard.agent.volume_routes`).
 
-The rules are pure functions of a record (:func:`taken`, :func:`released`, ...); the store
-only reads and swaps records.
+The rules are pure functions of a record (:func:`taken`, :func:`released`, ...) that move
+its hold by the lease table (:data:`dockyard.lifecycles.LEASE`) once they have checked who
+asks (the owner, under which epoch); the store only reads and swaps records.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any, Protocol
 
 from dockyard.agent.engine import Engine, EngineError
 from dockyard.errors import AgentFailure
+from dockyard.lifecycles import LEASE, LeaseEvent, LeaseHold, advance
 
 PREFIX = "dockyard-volume-"
 LABEL = "dockyard.lease"
@@ -102,7 +104,8 @@ def taken(lease: Lease, node: str, owner_gone: bool) -> Lease:
             f"(lease epoch {lease.epoch}); it can be mounted here once it is unmounted there "
             "(or once Swarm declares that node down)"
         )
-    return replace(lease, epoch=lease.epoch + 1, owner=node, held=True)
+    event = LeaseEvent.TAKEN_OVER if lease.held else LeaseEvent.TAKEN
+    return replace(lease, epoch=lease.epoch + 1, owner=node, held=_held(lease, event))
 
 
 def released(lease: Lease, node: str, epoch: int, snapshot: str, now: float) -> Lease:
@@ -116,7 +119,8 @@ def released(lease: Lease, node: str, epoch: int, snapshot: str, now: float) -> 
             f"is {'held' if lease.held else 'kept'} by node {lease.owner[:12]} under epoch "
             f"{lease.epoch}; what this node wrote is discarded"
         )
-    return replace(lease, held=False, snapshot=snapshot, holders=(node,), published=now)
+    held = _held(lease, LeaseEvent.RELEASED)
+    return replace(lease, held=held, snapshot=snapshot, holders=(node,), published=now)
 
 
 def given_back(lease: Lease, node: str, epoch: int) -> Lease:
@@ -124,7 +128,7 @@ def given_back(lease: Lease, node: str, epoch: int) -> Lease:
     were void): nothing is published. Unchanged when ``node`` does not hold it under
     ``epoch`` any more."""
     if lease.held and lease.owner == node and lease.epoch == epoch:
-        return replace(lease, held=False)
+        return replace(lease, held=_held(lease, LeaseEvent.GIVEN_BACK))
     return lease
 
 
@@ -155,7 +159,8 @@ def seeded(lease: Lease, node: str, snapshot: str, now: float) -> Lease:
     """A new volume's first content, kept by ``node``: refused once the volume was used."""
     if lease.epoch or lease.held or lease.snapshot:
         raise LeaseError(f"volume {lease.volume!r} was used already: its seed is not copied in")
-    return replace(lease, owner=node, snapshot=snapshot, holders=(node,), published=now)
+    held = _held(lease, LeaseEvent.SEEDED)
+    return replace(lease, owner=node, snapshot=snapshot, holders=(node,), published=now, held=held)
 
 
 def handed(lease: Lease, node: str) -> Lease:
@@ -169,7 +174,13 @@ def handed(lease: Lease, node: str) -> Lease:
         raise LeaseError(
             f"node {node[:12]} does not keep the latest snapshot of {lease.volume!r} yet"
         )
-    return replace(lease, epoch=lease.epoch + 1, owner=node)
+    return replace(lease, epoch=lease.epoch + 1, owner=node, held=_held(lease, LeaseEvent.HANDED))
+
+
+def _held(lease: Lease, event: LeaseEvent) -> bool:
+    """Whether ``lease`` is mounted once ``event`` happened to it, by the lease table."""
+    hold = LeaseHold.MOUNTED if lease.held else LeaseHold.FREE
+    return advance(LEASE, hold, event) is LeaseHold.MOUNTED
 
 
 # -- the store ------------------------------------------------------------------------------
