@@ -27,7 +27,7 @@ from dockyard.execution.ports import (
 )
 from dockyard.planning.actions import Outcome, Reason, committable
 from dockyard.planning.graph import InstanceId
-from dockyard.runtime.base import ContainerSpec, ExitStatus, Runtime
+from dockyard.runtime.base import Bind, ContainerSpec, ExitStatus, Runtime
 from dockyard.runtime.patient import EngineGuard
 
 # How soon after the engine came back an exit by a signal is still read as its doing: each
@@ -58,6 +58,16 @@ class Result:
 
 
 @dataclass(frozen=True)
+class FromHere:
+    """A bind whose source is a file or folder of this machine (an input, the stream
+    helper): the workspace provides it on the attempt's node before the container is made
+    (the path itself on one machine, the node's copy on a cluster)."""
+
+    path: Path
+    target: str
+
+
+@dataclass(frozen=True)
 class Order:
     """One attempt for a worker: run ``spec`` (its ``/out`` at ``staging``, made first),
     or watch the adopted ``container_id`` (which writes into ``staging`` already)."""
@@ -71,7 +81,7 @@ class Order:
     log: Path
     exited: bool = False  # adopted after it had already ended
     needs: tuple[str, ...] = ()  # committed outputs it reads, to be brought to its node
-    provided: tuple[int, ...] = ()  # its binds whose sources are this machine's files
+    from_here: tuple[FromHere, ...] = ()  # binds of this machine's files, beside spec's
     # (volume, mount path, read-only, the version its key holds)
     volumes: tuple[tuple[str, str, bool, str | None], ...] = ()
 
@@ -150,12 +160,10 @@ class AttemptRunner:
         node = order.staging.node
         if order.needs:
             self.outputs.bring(order.needs, node)
-        if not order.provided and not order.volumes:
+        if not order.from_here and not order.volumes:
             return spec
         binds = list(spec.binds)
-        for index in order.provided:
-            source = self.workspace.provide(Path(binds[index].source), node)
-            binds[index] = dataclasses.replace(binds[index], source=source)
+        binds += [Bind(self.workspace.provide(f.path, node), f.target) for f in order.from_here]
         if order.volumes:
             assert self.volumes is not None, "an attempt that mounts volumes needs their port"
             binds += [

@@ -18,7 +18,7 @@ from dockyard.disk.kept import Staging
 from dockyard.disk.node_disk import safe_name
 from dockyard.errors import DockyardError, PlanError
 from dockyard.execution import cgroups
-from dockyard.execution.attempts import Order
+from dockyard.execution.attempts import FromHere, Order
 from dockyard.execution.ports import NodeUnavailable, OutputStore, Workspace
 from dockyard.execution.resolution import Known
 from dockyard.execution.run_volumes import RunVolumes
@@ -101,7 +101,7 @@ class Launcher:
                 return Launch(None, staging, log, DockyardError(failure))
             network = self.services.network
         try:
-            binds, provided = self._binds(instance, staging, node)
+            binds, from_here = self._binds(instance, staging, node)
         except PlanError as exc:  # an input changed since it was checked
             return Launch(None, staging, log, DockyardError(exc.message))
         needs = tuple(self.known.outputs[mount.source] for mount in instance.upstream)
@@ -116,11 +116,8 @@ class Launcher:
                 )
             except NodeUnavailable as exc:  # (a node's agent that does not answer)
                 return Launch(None, staging, log, exc)
-            provided += (len(binds) + 1,)  # the helper, from this machine
-            binds += (
-                Bind(str(folder), STREAM_DIR, readonly=False),
-                Bind(str(helper_binary().resolve()), HELPER),
-            )
+            binds += (Bind(str(folder), STREAM_DIR, readonly=False),)
+            from_here += (FromHere(helper_binary().resolve(), HELPER),)
             entrypoint = (HELPER,)
             command = wrap(
                 self._argv(instance, image),
@@ -160,7 +157,7 @@ class Launcher:
             staging,
             log,
             needs=needs,
-            provided=provided,
+            from_here=from_here,
             volumes=self.volumes.mounts(instance),
         )
         return Launch(order, staging, log)
@@ -182,18 +179,17 @@ class Launcher:
 
     def _binds(
         self, instance: Instance, staging: Staging, node: str
-    ) -> tuple[tuple[Bind, ...], tuple[int, ...]]:
-        """The container's binds, and which of them are this machine's files (its inputs),
-        for the worker to have them provided on the node."""
+    ) -> tuple[tuple[Bind, ...], tuple[FromHere, ...]]:
+        """The container's binds on its node (``/out``, the outputs it reads), and those
+        of this machine's files (its inputs), which the worker has provided on the node."""
         binds = [Bind(str(staging.path), "/out", readonly=False)]
         for mount in instance.upstream:
             source = self.outputs.bind(self.known.outputs[mount.source], node)
             binds.append(Bind(source, mount.target))
-        provided = []
-        for name, rel in instance.inputs:
-            provided.append(len(binds))
-            binds.append(Bind(str(self.input_path(rel)), f"/in/{name}"))
-        return tuple(binds), tuple(provided)
+        inputs = tuple(
+            FromHere(Path(self.input_path(rel)), f"/in/{name}") for name, rel in instance.inputs
+        )
+        return tuple(binds), inputs
 
     def _cpu_pool(self, unit: tuple[InstanceId, ...], attempt: int) -> str | None:
         """One CPU quota for a whole streamed chain, where the engine's cgroups are ours."""
