@@ -91,7 +91,7 @@ class Launcher:
     def launch(self, action: Start) -> Launch:
         iid, attempt = action.instance, action.attempt
         instance = self.graph.instances[iid]
-        node = action.node or ""
+        node = action.node
         staging = self.workspace.staging(self.run.run_id, str(iid), attempt, node)
         log = self.workspace.log(self.run.run_id, str(iid), attempt)
         network = None if instance.network else "none"

@@ -29,7 +29,6 @@ from dockyard.planning.actions import Block, Reason, Start
 from dockyard.planning.graph import InstanceId
 from dockyard.planning.planner import Action, Adopt, Commit, Fail, Kill, Planner, Retry, Reuse
 from dockyard.planning.schedule import Capacity
-from dockyard.runtime.base import LOCAL_NODE
 
 STALE_ROWS = 0.2  # seconds rows may wait to be written when nothing else happens
 NODE_REFRESH = 2.0  # seconds between looks at a cluster's nodes (which are down, which back)
@@ -181,7 +180,7 @@ class RunLoop:
         launch = self.launcher.launch(action)
         self.conclusion.expect(iid, attempt, launch.staging, launch.log)
         cpus = self.launcher.graph.instances[iid].cpus
-        node = action.node or LOCAL_NODE
+        node = action.node
         self.journal.started(
             iid,
             attempt,

@@ -54,7 +54,7 @@ class Start:
     instance: InstanceId
     attempt: int
     memory: int
-    node: str | None = None  # where it runs (None: the only node there is)
+    node: str = LOCAL_NODE  # where it runs (on one engine, its one node)
 
 
 @dataclass(frozen=True, order=True)
