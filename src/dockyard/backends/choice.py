@@ -113,7 +113,7 @@ def _swarm_setup(runtime: Runtime, note: Note) -> None:
 
 
 def _swarm_agents(runtime: Runtime) -> Mapping[str, str]:
-    from dockyard.backends.swarm.agents import agent_health
+    from dockyard.backends.swarm.agent_health import agent_health
     from dockyard.backends.swarm.runtime import SwarmRuntime
 
     assert isinstance(runtime, SwarmRuntime)

@@ -32,7 +32,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -48,7 +47,6 @@ from dockyard.home import data_root
 
 if TYPE_CHECKING:
     from dockyard.backends.swarm.runtime import SwarmRuntime
-    from dockyard.runtime.base import Node
 
 SERVICE = "dockyard-agent"  # on the workers
 MANAGER_SERVICE = "dockyard-agent-manager"  # on the managers: these keep the volume leases
@@ -78,7 +76,6 @@ ENGINE_SOCKET_ENV = "DOCKYARD_AGENT_ENGINE_SOCKET"
 REPLICAS_ENV = "DOCKYARD_VOLUME_REPLICAS"
 DEFAULT_ENGINE_SOCKET = "/var/run/docker.sock"
 START_TIMEOUT = 120.0  # seconds for every agent to answer after a (re)deployment
-HEALTH_TIMEOUT = 5.0  # seconds for one agent to answer `dockyard node ls`
 
 Note = Callable[[str], None]
 
@@ -270,7 +267,7 @@ def _ensure_service(
     when its task changed (its fingerprint label says what it runs)."""
     api: Any = runtime.api
     fingerprint = hashlib.sha256(json.dumps(task, sort_keys=True).encode()).hexdigest()[:16]
-    existing = [s for s in api.services(filters={"name": name}) if _named(s, name)]
+    existing = [s for s in api.services(filters={"name": name}) if is_named(s, name)]
     current = existing and (existing[0]["Spec"].get("Labels") or {}).get(LABEL_AGENT)
     if current == fingerprint:
         return
@@ -317,42 +314,6 @@ def _addresses(runtime: SwarmRuntime, settings: AgentSettings) -> Callable[[], d
     return addresses
 
 
-def agent_health(
-    runtime: SwarmRuntime, settings: AgentSettings | None = None, timeout: float = HEALTH_TIMEOUT
-) -> dict[str, str]:
-    """Each node's agent as this machine reaches it, by node id: ``ok``, or why not (not
-    deployed, no key on this machine, its node down, or what its signed call met)."""
-    settings = settings or AgentSettings.from_environment()
-    api: Any = runtime.api
-    nodes = runtime.nodes()
-    with runtime._translated("reading dockyard's node agents"):
-        deployed = all(
-            any(_named(s, name) for s in api.services(filters={"name": name}))
-            for name in (SERVICE, MANAGER_SERVICE)
-        )
-    if not deployed:
-        return {n.id: "not deployed (dockyard node setup)" for n in nodes}
-    try:
-        key = read_cluster_key(runtime)
-    except RuntimeFailure:
-        return {n.id: f"no key on this machine ({key_file(runtime)})" for n in nodes}
-
-    def ask(node: Node) -> str:
-        if not node.ready:
-            return f"its node is {node.state}"
-        address = f"{node.address}:{settings.port}"
-        try:
-            answer = AgentClient(address, key, node.id, timeout=timeout).health()
-        except AgentError as exc:
-            return _task_error(runtime, node.id) or str(exc)[:120]
-        if answer.get("node") != node.id:
-            return f"an agent of another node answers at {address}"
-        return "ok"
-
-    with ThreadPoolExecutor(max_workers=min(len(nodes), 16) or 1) as asking:
-        return dict(zip((n.id for n in nodes), asking.map(ask, nodes), strict=True))
-
-
 def _check_same_key(service: Mapping[str, Any], ours: str, path: Path) -> None:
     """Refuse to move running agents to this machine's key when it is not theirs (another
     machine made a new one), unless told to."""
@@ -366,7 +327,7 @@ def _check_same_key(service: Mapping[str, Any], ours: str, path: Path) -> None:
         )
 
 
-def _named(service: Mapping[str, Any], name: str) -> bool:
+def is_named(service: Mapping[str, Any], name: str) -> bool:
     return bool(service["Spec"]["Name"] == name)
 
 
@@ -402,14 +363,14 @@ def _wait_until_answering(runtime: SwarmRuntime, pool: AgentPool, nodes: list[st
             return
         if time.monotonic() > deadline:
             details = "; ".join(
-                f"{node[:12]}: {_task_error(runtime, node) or last.get(node, 'no answer')}"
+                f"{node[:12]}: {task_error(runtime, node) or last.get(node, 'no answer')}"
                 for node in sorted(waiting)
             )
             raise RuntimeFailure(f"dockyard's node agents did not start: {details}")
         time.sleep(0.5)
 
 
-def _task_error(runtime: SwarmRuntime, node: str) -> str | None:
+def task_error(runtime: SwarmRuntime, node: str) -> str | None:
     api: Any = runtime.api
     with contextlib.suppress(docker.errors.APIError, EngineUnavailable):
         tasks = [
@@ -428,7 +389,6 @@ __all__ = [
     "MANAGER_SERVICE",
     "SERVICE",
     "AgentSettings",
-    "agent_health",
     "cluster_key",
     "connect",
     "deploy",
