@@ -24,29 +24,9 @@ BELOW: dict[str, set[str]] = {
     "execution": {"spec", "planning", "runtime", "images", "state", "disk"},
     "report": {"spec", "planning", "state"},
     "backends": {"spec", "planning", "runtime", "images", "state", "disk", "agent", "execution"},
-    "cli": {
-        "spec",
-        "planning",
-        "runtime",
-        "images",
-        "state",
-        "disk",
-        "execution",
-        "report",
-        "backends",
-    },
-    "testing": {
-        "spec",
-        "planning",
-        "runtime",
-        "images",
-        "state",
-        "disk",
-        "agent",
-        "execution",
-        "backends",
-    },
 }
+BELOW["cli"] = set(BELOW) - {"agent"}  # (the command line reaches agents through backends)
+BELOW["testing"] = set(BELOW) - {"cli", "report"}
 # the node agent's layer holds only these base modules (its image ships nothing more)
 AGENT_BASE = {"errors", "home", "names", "lifecycles"}
 
