@@ -218,6 +218,40 @@ steps:
     assert len(started) == 4 and len(names) == 1 and names <= {n.name for n in on_swarm.nodes}
 
 
+def test_a_step_without_network_has_loopback_alone_and_one_with_network_gets_out(
+    tmp_path: Path, on_swarm: LocalSwarm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A task on no network has its loopback interface alone (Swarm's services have no
+    `none` network, but a task attached to none is exactly that); a step with `network:
+    true` joins the run's overlay and reaches another node's address."""
+    probe = (
+        "ls /sys/class/net > /out/links; "
+        f"nc -w 5 {on_swarm.manager.address} 1 < /dev/null 2> /out/said || true"
+    )
+    path = tmp_path / "dockyard.yaml"
+    path.write_text(
+        f"""
+version: 1
+name: nets
+defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
+steps:
+  closed:
+    command: "{probe}"
+  open:
+    network: true
+    command: "{probe}"
+"""
+    )
+    assert main(["run", "-f", str(path), "--backend", "swarm"]) == 0, capsys.readouterr()
+    closed = committed_output(path, "closed", capsys)
+    opened = committed_output(path, "open", capsys)
+    assert (closed / "links").read_text().split() == ["lo"]
+    assert "Network is unreachable" in (closed / "said").read_text()
+    assert len((opened / "links").read_text().split()) > 1
+    said = (opened / "said").read_text()
+    assert "Connection refused" in said, said  # (the node answered: nothing listens there)
+
+
 def test_node_ls_shows_the_three_ready_nodes(
     on_swarm: LocalSwarm, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,7 +11,7 @@ from dockyard.backends.swarm.tasks import (
     task_node,
     task_state,
 )
-from dockyard.runtime.base import DEFAULT_CAPABILITIES, Bind, ContainerSpec, Health
+from dockyard.runtime.base import DEFAULT_CAPABILITIES, NO_NETWORK, Bind, ContainerSpec, Health
 
 
 def spec(**changes: object) -> ContainerSpec:
@@ -78,6 +78,13 @@ def test_a_health_check_and_a_network_with_aliases_are_kept() -> None:
         "Retries": 3,
     }
     assert body["TaskTemplate"]["Networks"] == [{"Target": "net", "Aliases": ["db"]}]
+
+
+def test_a_step_without_network_is_a_task_on_no_network() -> None:
+    """On a Swarm a task attached to no network has its loopback interface alone: that is
+    `network: false`, with no overlay to join (the runtime gives `network: true` steps the
+    run's overlay before this)."""
+    assert "Networks" not in service_definition(spec(network=NO_NETWORK))["TaskTemplate"]
 
 
 def test_the_container_name_is_a_label_and_a_long_one_a_shortened_service_name() -> None:

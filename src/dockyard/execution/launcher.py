@@ -37,6 +37,7 @@ from dockyard.runtime.base import (
     LABEL_PIPELINE,
     LABEL_PROJECT,
     LABEL_RUN,
+    NO_NETWORK,
     Bind,
     ContainerSpec,
     Runtime,
@@ -94,7 +95,7 @@ class Launcher:
         node = action.node
         staging = self.workspace.staging(self.run.run_id, str(iid), attempt, node)
         log = self.workspace.log(self.run.run_id, str(iid), attempt)
-        network = None if instance.network else "none"
+        network = None if instance.network else NO_NETWORK
         if instance.services:
             failure = self.services.ensure(instance.services)
             if failure is not None:  # fail this attempt without a container

@@ -22,6 +22,7 @@ LABEL_KEY = "dockyard.key"  # the instance's cache key when the attempt started
 LABEL_CPUS = "dockyard.cpus"  # what it was given, for `dockyard node ls`
 LABEL_MEMORY = "dockyard.memory"
 LOCAL_NODE = "local"  # the one node of an engine that is not a cluster
+NO_NETWORK = "none"  # a container on no network: its loopback interface alone
 
 # Every container starts with no capability but these (the engine's default set less
 # NET_RAW, MKNOD, SYS_CHROOT, SETFCAP, SETPCAP, NET_BIND_SERVICE, AUDIT_WRITE, FSETID):
@@ -66,7 +67,7 @@ class ContainerSpec:
     name: str | None = None
     entrypoint: tuple[str, ...] | None = None  # None: the image's own
     cgroup_parent: str | None = None  # see dockyard.execution.cgroups
-    network: str | None = None  # a network made by create_network; None: the default
+    network: str | None = None  # made by create_network; None: the default; NO_NETWORK
     aliases: tuple[str, ...] = ()  # host names on that network
     health: Health | None = None
     pids: int | None = None  # processes and threads at once; None: the engine's default

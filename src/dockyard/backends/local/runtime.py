@@ -17,6 +17,7 @@ from dockyard.backends.docker_images import DockerImages
 from dockyard.runtime.base import (
     DEFAULT_CAPABILITIES,
     LOCAL_NODE,
+    NO_NETWORK,
     Bind,
     ContainerInfo,
     ContainerSpec,
@@ -72,7 +73,7 @@ class DockerRuntime(DockerImages):
             init=True,
         )
         networking = None
-        if spec.network not in (None, "none"):
+        if spec.network not in (None, NO_NETWORK):
             networking = self.api.create_networking_config(
                 {spec.network: self.api.create_endpoint_config(aliases=list(spec.aliases))}
             )

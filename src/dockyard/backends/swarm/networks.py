@@ -1,5 +1,6 @@
 """The networks of the Swarm adapter: attachable overlays for a run's services, and the
-internal overlay that stands in for "no network" (see :mod:`.swarm`)."""
+run's overlay for its steps with ``network: true`` (a task on no network at all has only
+its loopback interface: that is how a step without network runs, see :mod:`.tasks`)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,12 @@ NETWORK_LABELS = (LABEL_PROJECT, LABEL_PIPELINE, LABEL_RUN)
 class SwarmNetworks(DockerImages):
     def _init_networks(self) -> None:
         self._network_lock = threading.Lock()
-        self._isolated: set[str] = set()  # networks made for steps without network
+        self._run_networks: set[str] = set()  # made for steps with network: true
 
-    def remove_isolated_networks(self) -> None:
-        """Remove the isolated networks made here (their services are gone by now; their
-        last tasks may still be leaving them for a moment)."""
-        for name in sorted(self._isolated):
+    def remove_run_networks(self) -> None:
+        """Remove the run networks made here (their services are gone by now; their last
+        tasks may still be leaving them for a moment)."""
+        for name in sorted(self._run_networks):
             for turn in range(NETWORK_REMOVE_TRIES):
                 try:
                     self.remove_network(name)
@@ -36,25 +37,26 @@ class SwarmNetworks(DockerImages):
                     if turn + 1 < NETWORK_REMOVE_TRIES:
                         time.sleep(0.5)
 
-    def _isolated_network(self, labels: Mapping[str, str]) -> str:
-        """Swarm has no "none" network for services: a step that may not use the network
-        joins an internal overlay of its run instead, which reaches nothing outside (no
-        gateway, no published port) and holds only that run's isolated steps. It carries
-        the run's labels, so that a later run removes it if this one could not."""
+    def _run_network(self, labels: Mapping[str, str]) -> str:
+        """Where a step with ``network: true`` goes: a task on a Swarm reaches the network
+        only through an overlay (a service on none has its loopback alone), so each run
+        has one, with egress through the node (as the default bridge gives on one engine),
+        made on first use. It carries the run's labels, so that a later run removes it if
+        this one could not."""
         run = labels.get(LABEL_RUN, "")
-        name = f"dockyard-isolated-{run}" if run else "dockyard-isolated"
+        name = f"dockyard-net-{run}" if run else "dockyard-net"
         with self._network_lock:
-            if name not in self._isolated:
+            if name not in self._run_networks:
                 kept = {k: v for k, v in labels.items() if k in NETWORK_LABELS}
                 with self._translated(f"creating network {name}"):
                     try:
                         self.api.create_network(
-                            name, driver="overlay", attachable=True, internal=True, labels=kept
+                            name, driver="overlay", attachable=True, labels=kept
                         )
                     except docker.errors.APIError as exc:
                         if exc.status_code != 409:  # made by another runtime of the run
                             raise
-                self._isolated.add(name)
+                self._run_networks.add(name)
         return name
 
     def create_network(self, name: str, labels: Mapping[str, str]) -> str:

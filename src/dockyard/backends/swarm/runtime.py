@@ -96,8 +96,8 @@ class SwarmRuntime(SwarmNetworks):
         self._stopped: set[str] = set()  # services this runtime scaled to zero
 
     def close(self) -> None:
-        """Remove the isolated networks this runtime made and let go of the engines."""
-        self.remove_isolated_networks()
+        """Remove the run networks this runtime made and let go of the engines."""
+        self.remove_run_networks()
         self.node_engines.close()
         super().close()
 
@@ -140,8 +140,8 @@ class SwarmRuntime(SwarmNetworks):
         if spec.node is not None:
             self.node_images.ensure(spec.image, spec.node)
             spec = self._volumes_known(spec, spec.node)
-        if spec.network == "none":
-            spec = replace(spec, network=self._isolated_network(spec.labels))
+        if spec.network is None:  # the default network: the run's overlay, which has egress
+            spec = replace(spec, network=self._run_network(spec.labels))
         body = service_definition(spec)
         with self._translated(f"creating a service from {spec.image}"):
             created = self.api.create_service(

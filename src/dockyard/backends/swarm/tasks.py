@@ -20,6 +20,7 @@ from typing import Any
 from dockyard.agent.leases import node_address
 from dockyard.runtime.base import (
     DEFAULT_CAPABILITIES,
+    NO_NETWORK,
     Bind,
     ContainerSpec,
     ExitStatus,
@@ -89,7 +90,7 @@ def service_definition(spec: ContainerSpec) -> dict[str, Any]:
         "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
         "Placement": {"Constraints": [f"node.id=={spec.node}"] if spec.node else []},
     }
-    if spec.network is not None:
+    if spec.network not in (None, NO_NETWORK):  # (a task without networks has loopback only)
         template["Networks"] = [{"Target": spec.network, "Aliases": list(spec.aliases)}]
     return {
         "Name": service_name(spec.name or _anonymous(spec)),
