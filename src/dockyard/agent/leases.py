@@ -208,7 +208,9 @@ class LeaseStore(Protocol):
 
 
 class LeaseAccess(Protocol):
-    """The lease store as one node reaches it (directly on a manager, else through one)."""
+    """The one lease interface: the leases as one node reaches them, directly on a manager
+    (:class:`~dockyard.agent.volume_routes.LocalLeases`), else through a manager's agent
+    (:class:`~dockyard.agent.volume_routes.RemoteLeases`)."""
 
     def take(self, volume: str) -> tuple[Lease, dict[str, str]]:
         """Take the lease for this node; also the nodes that are up (id: agent address)."""
@@ -219,6 +221,9 @@ class LeaseAccess(Protocol):
     def release(self, volume: str, epoch: int, snapshot: str) -> Lease: ...
 
     def holder(self, volume: str, snapshot: str, node: str) -> Lease: ...
+
+    def hand(self, volume: str, node: str) -> Lease:
+        """Hand the lease to ``node`` without a mount (a planned move)."""
 
     def unhold(self, volume: str) -> Lease:
         """This node keeps the volume's published snapshot no more (it forgets its copy)."""

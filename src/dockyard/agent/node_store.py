@@ -14,7 +14,7 @@ from dockyard.disk.node_disk import LocalWorkspace
 
 if TYPE_CHECKING:
     from dockyard.agent.node_volumes import NodeVolumes
-    from dockyard.agent.volume_routes import LeaseService
+    from dockyard.agent.volume_routes import LocalLeases
 
 
 @dataclass
@@ -27,7 +27,7 @@ class NodeStore:
     inside: str
     key: bytes
     volumes: NodeVolumes | None = None  # (an agent that serves no volumes has none)
-    lease_service: LeaseService | None = None  # on a manager's agent
+    leases: LocalLeases | None = None  # on a manager's agent: the leases it keeps
 
     def __post_init__(self) -> None:
         journal = Path(layout.node_dir(self.inside, self.node)) / ".nonces"

@@ -37,7 +37,7 @@ from dockyard.agent.engine import Engine, EngineError
 from dockyard.agent.frames import FrameWriter
 from dockyard.agent.gate import Gate, Limits, Refusal, refusal
 from dockyard.agent.head import Head, answer
-from dockyard.agent.leases import LeaseError, SwarmLeases
+from dockyard.agent.leases import LeaseAccess, LeaseError, SwarmLeases
 from dockyard.agent.node_store import NodeStore
 from dockyard.agent.node_volumes import NodeVolumes
 from dockyard.agent.node_volumes import Refused as VolumeRefused
@@ -45,7 +45,7 @@ from dockyard.agent.object_routes import Refused
 from dockyard.agent.plugin import SOCKET_DIR, PluginServer
 from dockyard.agent.quietlog import QuietLog
 from dockyard.agent.trees import Bounds, TreeError, receive_tree, write_tree
-from dockyard.agent.volume_routes import AgentPeers, LeaseService, RemoteLeases, ServiceLeases
+from dockyard.agent.volume_routes import AgentPeers, LocalLeases, RemoteLeases
 from dockyard.disk.volumes import VolumeStore
 from dockyard.errors import DockyardError
 
@@ -337,10 +337,10 @@ def _add_volumes(store: NodeStore, port: int, env: os._Environ[str]) -> None:
         manager, _, address = entry.partition("@")
         managers[layout.check_part(manager, "manager")] = address
     engine = env.get("DOCKYARD_AGENT_ENGINE")
-    leases: ServiceLeases | RemoteLeases
+    leases: LeaseAccess
     if engine:
-        store.lease_service = LeaseService(SwarmLeases(Engine(engine)), port)
-        leases = ServiceLeases(store.lease_service, store.node, time.time)
+        store.leases = LocalLeases(SwarmLeases(Engine(engine)), port, store.node, time.time)
+        leases = store.leases
     elif managers:
         leases = RemoteLeases(managers, store.key, store.node)
     else:

@@ -33,88 +33,66 @@ class Unavailable(AgentFailure):
     """No agent could answer for the leases (no manager's agent answers)."""
 
 
-@dataclass
-class LeaseService:
-    """The lease rules over the store, for any node (on a manager's agent)."""
+@dataclass(frozen=True)
+class LocalLeases:
+    """:class:`~dockyard.agent.leases.LeaseAccess` on a manager's agent: the lease rules
+    applied to Swarm's store, for ``node`` (the manager itself, or, through the routes,
+    the node that asks: :meth:`as_node`)."""
 
     store: LeaseStore
     port: int  # the agents' port (the same on every node)
+    node: str
+    clock: Callable[[], float]
+
+    def as_node(self, node: str) -> LocalLeases:
+        return dataclasses.replace(self, node=node)
 
     def nodes(self) -> dict[str, str]:
         return {node: f"{address}:{self.port}" for node, address in self.store.nodes().items()}
 
-    def take(self, volume: str, node: str) -> Lease:
-        def rule(lease: Lease) -> Lease:
-            gone = lease.held and lease.owner != node and self.store.gone(lease.owner)
-            return rules.taken(lease, node, gone)
-
+    def _change(self, volume: str, rule: Callable[[Lease], Lease]) -> Lease:
         return rules.change(self.store, volume, rule)
 
-    def give_back(self, volume: str, node: str, epoch: int) -> Lease:
-        return rules.change(self.store, volume, lambda lease: rules.given_back(lease, node, epoch))
+    def take(self, volume: str) -> tuple[Lease, dict[str, str]]:
+        def rule(lease: Lease) -> Lease:
+            gone = lease.held and lease.owner != self.node and self.store.gone(lease.owner)
+            return rules.taken(lease, self.node, gone)
+
+        return self._change(volume, rule), self.nodes()
+
+    def give_back(self, volume: str, epoch: int) -> Lease:
+        return self._change(volume, lambda lease: rules.given_back(lease, self.node, epoch))
+
+    def release(self, volume: str, epoch: int, snapshot: str) -> Lease:
+        now = self.clock()
+        return self._change(
+            volume, lambda lease: rules.released(lease, self.node, epoch, snapshot, now)
+        )
+
+    def holder(self, volume: str, snapshot: str, node: str) -> Lease:
+        return self._change(volume, lambda lease: rules.with_holder(lease, snapshot, node))
+
+    def seeded(self, volume: str, snapshot: str) -> Lease:
+        now = self.clock()
+        return self._change(volume, lambda lease: rules.seeded(lease, self.node, snapshot, now))
+
+    def hand(self, volume: str, node: str) -> Lease:
+        return self._change(volume, lambda lease: rules.handed(lease, node))
+
+    def unhold(self, volume: str) -> Lease:
+        return self._change(volume, lambda lease: rules.without_holder(lease, self.node))
+
+    def get(self, volume: str) -> tuple[Lease | None, dict[str, str]]:
+        return self.store.get(volume), self.nodes()
+
+    def all(self) -> list[Lease]:
+        return self.store.all()
 
     def create(self, volume: str) -> Lease:
         return self.store.get(volume) or self.store.create(volume)
 
-    def release(self, volume: str, node: str, epoch: int, snapshot: str, now: float) -> Lease:
-        return rules.change(
-            self.store, volume, lambda lease: rules.released(lease, node, epoch, snapshot, now)
-        )
-
-    def holder(self, volume: str, snapshot: str, node: str) -> Lease:
-        return rules.change(
-            self.store, volume, lambda lease: rules.with_holder(lease, snapshot, node)
-        )
-
-    def seeded(self, volume: str, node: str, snapshot: str, now: float) -> Lease:
-        return rules.change(
-            self.store, volume, lambda lease: rules.seeded(lease, node, snapshot, now)
-        )
-
-    def hand(self, volume: str, node: str) -> Lease:
-        return rules.change(self.store, volume, lambda lease: rules.handed(lease, node))
-
-    def unhold(self, volume: str, node: str) -> Lease:
-        return rules.change(self.store, volume, lambda lease: rules.without_holder(lease, node))
-
-
-@dataclass
-class ServiceLeases:
-    """:class:`~dockyard.agent.node_volumes.LeaseAccess` on a manager: the service itself."""
-
-    service: LeaseService
-    node: str
-    clock: Callable[[], float]
-
-    def take(self, volume: str) -> tuple[Lease, dict[str, str]]:
-        return self.service.take(volume, self.node), self.service.nodes()
-
-    def give_back(self, volume: str, epoch: int) -> Lease:
-        return self.service.give_back(volume, self.node, epoch)
-
-    def release(self, volume: str, epoch: int, snapshot: str) -> Lease:
-        return self.service.release(volume, self.node, epoch, snapshot, self.clock())
-
-    def holder(self, volume: str, snapshot: str, node: str) -> Lease:
-        return self.service.holder(volume, snapshot, node)
-
-    def seeded(self, volume: str, snapshot: str) -> Lease:
-        return self.service.seeded(volume, self.node, snapshot, self.clock())
-
-    def unhold(self, volume: str) -> Lease:
-        return self.service.unhold(volume, self.node)
-
-    def get(self, volume: str) -> tuple[Lease | None, dict[str, str]]:
-        return self.service.store.get(volume), self.service.nodes()
-
-    def all(self) -> list[Lease]:
-        return self.service.store.all()
-
-    def create(self, volume: str) -> Lease:
-        return self.service.create(volume)
-
     def remove(self, volume: str) -> None:
-        self.service.store.remove(volume)
+        self.store.remove(volume)
 
 
 REFUSALS: dict[str, type[LeaseError]] = {
@@ -126,8 +104,9 @@ REFUSALS: dict[str, type[LeaseError]] = {
 
 @dataclass
 class RemoteLeases:
-    """:class:`~dockyard.agent.node_volumes.LeaseAccess` elsewhere: through the agent of a
-    manager (each in turn until one answers)."""
+    """:class:`~dockyard.agent.leases.LeaseAccess` on any other node (and on the machine
+    that runs dockyard): through the agent of a manager, each in turn until one answers;
+    that agent applies the rules as :class:`LocalLeases`."""
 
     managers: dict[str, str]  # node id: agent address
     key: bytes
@@ -236,10 +215,12 @@ def _number(body: dict[str, Any], name: str) -> int:
     return value
 
 
-def _service(store: NodeStore) -> LeaseService:
-    if store.lease_service is None:
+def _service(store: NodeStore, body: dict[str, Any]) -> LocalLeases:
+    """The manager's leases, for the node that asks (it names itself: see the top)."""
+    if store.leases is None:
         raise Refusal(503, "this node's agent keeps no leases (the node is not a manager)")
-    return store.lease_service
+    asker = body.get("node")
+    return store.leases.as_node(asker) if isinstance(asker, str) else store.leases
 
 
 def _volumes(store: NodeStore) -> NodeVolumes:
@@ -248,14 +229,14 @@ def _volumes(store: NodeStore) -> NodeVolumes:
     return store.volumes
 
 
-def _lease_call(call: Callable[[LeaseService, dict[str, Any]], Lease | None]) -> Any:
+def _lease_call(call: Callable[[LocalLeases, dict[str, Any]], Lease | None]) -> Any:
     def route(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
-        service = _service(store)
+        leases = _service(store, body)
         try:
-            lease = call(service, body)
+            lease = call(leases, body)
         except LeaseError as exc:
             raise Refusal(409, str(exc), type(exc).__name__) from None
-        return {"lease": lease.to_json() if lease else None, "nodes": service.nodes()}
+        return {"lease": lease.to_json() if lease else None, "nodes": leases.nodes()}
 
     return route
 
@@ -310,41 +291,29 @@ def send_stream(store: NodeStore, body: dict[str, Any]) -> Callable[[BinaryIO], 
     return _volumes(store).sender(_text(body, "volume"), _text(body, "snapshot"), have)
 
 
-def _now() -> float:
-    import time
-
-    return time.time()
-
-
 ROUTES: dict[tuple[str, str], Callable[[NodeStore, dict[str, Any]], dict[str, Any]]] = {
-    ("POST", "leases/take"): _lease_call(lambda s, b: s.take(_text(b, "volume"), _text(b, "node"))),
+    ("POST", "leases/take"): _lease_call(lambda s, b: s.take(_text(b, "volume"))[0]),
     ("POST", "leases/give_back"): _lease_call(
-        lambda s, b: s.give_back(_text(b, "volume"), _text(b, "node"), _number(b, "epoch"))
+        lambda s, b: s.give_back(_text(b, "volume"), _number(b, "epoch"))
     ),
     ("POST", "leases/release"): _lease_call(
         lambda s, b: s.release(
-            _text(b, "volume"),
-            _text(b, "node"),
-            _number(b, "epoch"),
-            str(b.get("snapshot") or ""),
-            _now(),
+            _text(b, "volume"), _number(b, "epoch"), str(b.get("snapshot") or "")
         )
     ),
     ("POST", "leases/holder"): _lease_call(
         lambda s, b: s.holder(_text(b, "volume"), _text(b, "snapshot"), _text(b, "node"))
     ),
     ("POST", "leases/seeded"): _lease_call(
-        lambda s, b: s.seeded(_text(b, "volume"), _text(b, "node"), _text(b, "snapshot"), _now())
+        lambda s, b: s.seeded(_text(b, "volume"), _text(b, "snapshot"))
     ),
-    ("POST", "leases/unhold"): _lease_call(
-        lambda s, b: s.unhold(_text(b, "volume"), _text(b, "node"))
-    ),
+    ("POST", "leases/unhold"): _lease_call(lambda s, b: s.unhold(_text(b, "volume"))),
     ("POST", "leases/hand"): _lease_call(lambda s, b: s.hand(_text(b, "volume"), _text(b, "node"))),
-    ("POST", "leases/get"): _lease_call(lambda s, b: s.store.get(_text(b, "volume"))),
+    ("POST", "leases/get"): _lease_call(lambda s, b: s.get(_text(b, "volume"))[0]),
     ("POST", "leases/create"): _lease_call(lambda s, b: s.create(_text(b, "volume"))),
-    ("POST", "leases/remove"): _lease_call(lambda s, b: s.store.remove(_text(b, "volume"))),
+    ("POST", "leases/remove"): _lease_call(lambda s, b: s.remove(_text(b, "volume"))),
     ("POST", "leases/all"): lambda store, body: {
-        "leases": [lease.to_json() for lease in _service(store).store.all()]
+        "leases": [lease.to_json() for lease in _service(store, body).all()]
     },
     ("POST", "volumes/have"): _have,
     ("POST", "volumes/pull"): _pull,
@@ -356,10 +325,9 @@ ROUTES: dict[tuple[str, str], Callable[[NodeStore, dict[str, Any]], dict[str, An
 __all__ = [
     "ROUTES",
     "AgentPeers",
-    "LeaseService",
+    "LocalLeases",
     "Refusal",
     "RemoteLeases",
-    "ServiceLeases",
     "Unavailable",
     "send_stream",
 ]

@@ -12,9 +12,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard.agent.leases import LeaseAccess
 from dockyard.agent.node_volumes import NodeVolumes
 from dockyard.agent.server import AgentServer, NodeStore
-from dockyard.agent.volume_routes import AgentPeers, LeaseService, RemoteLeases, ServiceLeases
+from dockyard.agent.volume_routes import AgentPeers, LocalLeases, RemoteLeases
 from dockyard.backends.swarm.ports import AgentPool
 from dockyard.disk.volumes import VolumeStore
 from dockyard.testing.fake_leases import MemoryLeases
@@ -82,14 +83,13 @@ def volume_agents(
 ) -> Iterator[VolumeCluster]:
     port = _free_port()
     leases = MemoryLeases({node: f"127.0.0.{i + 2}" for i, node in enumerate(nodes)})
-    service = LeaseService(leases, port)
     manager = nodes[0]
     servers = {}
     for node in nodes:
         store = NodeStore(node, str(root), str(root), key)
+        access: LeaseAccess
         if node == manager:
-            store.lease_service = service
-            access: ServiceLeases | RemoteLeases = ServiceLeases(service, node, time.time)
+            store.leases = access = LocalLeases(leases, port, node, time.time)
         else:
             access = RemoteLeases({manager: f"{leases.addresses[manager]}:{port}"}, key, node)
         store.volumes = NodeVolumes(
