@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
+import pytest
+
+from dockyard.backends.swarm.runtime import SwarmRuntime
 from dockyard.backends.swarm.tasks import (
     LABEL_CONTAINER,
     SERVICE_NAME_MAX,
@@ -11,6 +16,7 @@ from dockyard.backends.swarm.tasks import (
     task_node,
     task_state,
 )
+from dockyard.errors import EngineUnavailable
 from dockyard.runtime.base import DEFAULT_CAPABILITIES, NO_NETWORK, Bind, ContainerSpec, Health
 
 
@@ -129,3 +135,46 @@ def test_a_task_not_yet_assigned_is_on_the_node_it_is_pinned_to() -> None:
     pinned = task("pending", Spec={"Placement": {"Constraints": ["node.id == n2"]}})
     assert task_node(pinned) == "n2"
     assert task_node(task("pending")) is None
+
+
+class _Manager:
+    """The manager's API as far as the nodes go: it may be away."""
+
+    def __init__(self) -> None:
+        self.away = False
+        self.found = [_node("n1", "one", "manager")]
+
+    def nodes(self) -> list[dict[str, object]]:
+        if self.away:
+            raise EngineUnavailable("the manager is restarting")
+        return list(self.found)
+
+
+def _node(node_id: str, name: str, role: str = "worker") -> dict[str, object]:
+    return {
+        "ID": node_id,
+        "Description": {"Hostname": name, "Resources": {"NanoCPUs": 2e9, "MemoryBytes": 2**30}},
+        "Status": {"State": "ready", "Addr": "10.0.0.1"},
+        "Spec": {"Availability": "active", "Role": role},
+    }
+
+
+def test_the_runtime_s_view_of_the_nodes_is_fresh_and_holds_while_the_manager_is_away() -> None:
+    """The agents' addresses and the volumes' managers are read from one view of the nodes:
+    asked again after a second, the last answer holding while the manager does not
+    answer (the agents do not need it), a clear error while none was had."""
+    now = [0.0]
+    runtime = SwarmRuntime.__new__(SwarmRuntime)  # (no engine: the API is the manager above)
+    manager = runtime.api = _Manager()  # type: ignore[assignment]
+    runtime.clock, runtime._lock, runtime._nodes = (lambda: now[0]), threading.Lock(), None
+    manager.away = True
+    with pytest.raises(EngineUnavailable):
+        runtime.known_nodes()
+    manager.away = False
+    assert [(n.id, n.manager) for n in runtime.known_nodes()] == [("n1", True)]
+    manager.found.append(_node("n2", "two"))
+    assert len(runtime.known_nodes()) == 1  # (seen within the second: as it was)
+    now[0] = 2.0
+    assert [n.id for n in runtime.known_nodes()] == ["n1", "n2"]
+    manager.away, now[0] = True, 4.0
+    assert [n.id for n in runtime.known_nodes()] == ["n1", "n2"]  # the last answer holds

@@ -116,6 +116,7 @@ class Node:
     capacity: HostCapacity
     state: str = "ready"  # ready | down | draining (what the engine says)
     address: str = ""  # where the node is reached (its node agent), on a cluster
+    manager: bool = False  # it keeps the cluster's state (on a Swarm: a manager node)
 
     @property
     def ready(self) -> bool:

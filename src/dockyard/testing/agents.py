@@ -4,7 +4,6 @@ node under one root (as the local test cluster's nodes share a disk)."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import socket
 import threading
 import time
@@ -38,8 +37,7 @@ def running_agents(root: Path, nodes: Sequence[str], key: bytes = TEST_KEY) -> I
     def addresses() -> dict[str, str]:
         return {n: f"127.0.0.1:{s.server_address[1]}" for n, s in running.items()}
 
-    ticks = itertools.count(step=60)  # (each look at the addresses is a fresh one)
-    pool = AgentPool(addresses, key, str(root), clock=lambda: float(next(ticks)))
+    pool = AgentPool(addresses, key, str(root))
     pool.stop = lambda node: _stop(running.pop(node))  # type: ignore[attr-defined]
     try:
         yield pool

@@ -239,8 +239,7 @@ def deploy(runtime: SwarmRuntime, note: Note, settings: AgentSettings | None = N
         host = [n for n in api.networks(names=["host"]) if n.get("Driver") == "host"]
         if not host:
             raise RuntimeFailure("the manager has no host network for the node agents")
-        roles = set(manager_ids(runtime))
-        managers = {n.id: f"{n.address}:{settings.port}" for n in runtime.nodes() if n.id in roles}
+        managers = {n.id: f"{n.address}:{settings.port}" for n in runtime.nodes() if n.manager}
         secret = (secret_id, secret_name)
         # (first: an agent's task fails, and Swarm starts it again, until its root is made)
         root_job = _root_task(image, settings)
@@ -281,21 +280,13 @@ def _ensure_service(
     api.create_service(task, name=name, labels={LABEL_AGENT: fingerprint}, mode=mode)
 
 
-def manager_ids(runtime: SwarmRuntime) -> list[str]:
-    """The swarm's manager nodes (their agents keep the volume leases)."""
-    api: Any = runtime.api
-    with runtime._translated("reading the swarm's managers"):
-        return [str(n["ID"]) for n in api.nodes(filters={"role": "manager"})]
-
-
 def manager_agents(runtime: SwarmRuntime, settings: AgentSettings) -> dict[str, str]:
     """The agents of the manager nodes that are not down (a paused or drained manager's
     agent keeps the leases all the same), by node id."""
-    roles = set(manager_ids(runtime))
     return {
         n.id: f"{n.address}:{settings.port}"
-        for n in runtime.nodes()
-        if n.id in roles and n.state != "down"
+        for n in runtime.known_nodes()
+        if n.manager and n.state != "down"
     }
 
 
@@ -306,10 +297,10 @@ def connect(runtime: SwarmRuntime, settings: AgentSettings | None = None) -> Age
 
 
 def _addresses(runtime: SwarmRuntime, settings: AgentSettings) -> Callable[[], dict[str, str]]:
-    """Where the agents of the nodes that are up are, asked anew each time."""
+    """Where the agents of the nodes that are up are (the runtime's view of the nodes)."""
 
     def addresses() -> dict[str, str]:
-        return {n.id: f"{n.address}:{settings.port}" for n in runtime.nodes() if n.ready}
+        return {n.id: f"{n.address}:{settings.port}" for n in runtime.known_nodes() if n.ready}
 
     return addresses
 
@@ -393,5 +384,4 @@ __all__ = [
     "connect",
     "deploy",
     "manager_agents",
-    "manager_ids",
 ]

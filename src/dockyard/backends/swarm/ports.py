@@ -18,7 +18,6 @@ import errno
 import os
 import stat
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -38,7 +37,6 @@ from dockyard.execution.ports import NodeUnavailable, OutputsLost
 LOOP_TIMEOUT = 5.0  # seconds, for a call the run loop waits for
 QUICK_TIMEOUT = 30.0  # for a call that does no real work (asking what a node keeps)
 WORK_TIMEOUT = 3600.0  # for one that does (sealing, fetching: silent until it is done)
-ADDRESSES_FRESH = 2.0  # seconds an answer about the nodes' addresses is used again
 ASK_AT_ONCE = 16  # nodes asked side by side whether they keep an output
 
 
@@ -49,38 +47,16 @@ class AgentUnavailable(NodeUnavailable):
 class AgentPool:
     """The agents of the nodes that are up, by node id (``host:port`` each)."""
 
-    def __init__(
-        self,
-        addresses: Callable[[], Mapping[str, str]],
-        key: bytes,
-        root: str,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self._addresses = addresses
+    def __init__(self, addresses: Callable[[], Mapping[str, str]], key: bytes, root: str):
+        self._addresses = addresses  # (on a Swarm, from the runtime's view of the nodes)
         self.key = key
         self.root = root
-        self.clock = clock
-        self._known: tuple[float, Mapping[str, str]] | None = None
-        self._lock = threading.Lock()
 
     def addresses(self) -> Mapping[str, str]:
-        """Asked again every few seconds; while the manager does not answer (a restart, an
-        election) the last answer holds: the agents do not need the manager."""
-        with self._lock:
-            known = self._known
-        if known is None or self.clock() - known[0] > ADDRESSES_FRESH:
-            try:
-                fresh = dict(self._addresses())
-            except DockyardError as exc:
-                if known is None:
-                    raise AgentUnavailable(f"the nodes' addresses: {exc.message}") from None
-                with self._lock:  # (asked again in a few seconds, not at every call)
-                    self._known = (self.clock(), known[1])
-                return known[1]
-            known = (self.clock(), fresh)
-            with self._lock:
-                self._known = known
-        return known[1]
+        try:
+            return dict(self._addresses())
+        except DockyardError as exc:
+            raise AgentUnavailable(f"the nodes' addresses: {exc.message}") from None
 
     def client(self, node: str, timeout: float | None = None) -> AgentClient:
         address = self.addresses().get(node)

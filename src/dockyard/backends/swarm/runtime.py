@@ -118,6 +118,21 @@ class SwarmRuntime(SwarmNetworks):
         ready = [n.capacity for n in self.nodes() if n.ready]
         return HostCapacity(sum(c.cpus for c in ready), sum(c.memory for c in ready))
 
+    def known_nodes(self) -> list[Node]:
+        """The nodes as seen at most :data:`NODES_FRESH_SECONDS` ago: the one view of the
+        nodes that the agents' addresses and the volumes' managers are read from. While
+        the manager does not answer (a restart, an election), the last answer holds: the
+        agents do not need the manager (with none yet, its error)."""
+        try:
+            return sorted(self._node_states().values(), key=lambda n: (n.name, n.id))
+        except DockyardError:
+            with self._lock:
+                cached = self._nodes
+                if cached is None:
+                    raise
+                self._nodes = (self.clock(), cached[1])  # (asked again in a moment)
+            return cached[1]
+
     def _node_states(self) -> dict[str, Node]:
         with self._lock:
             cached = self._nodes

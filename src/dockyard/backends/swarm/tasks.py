@@ -172,6 +172,7 @@ def node_of(found: Mapping[str, Any]) -> Node:
         ),
         state=state,
         address=node_address(found),
+        manager=(found.get("Spec") or {}).get("Role") == "manager",
     )
 
 

@@ -34,7 +34,6 @@ from dockyard.state.hashing import InputHasher
 
 DRIVER = "dockyard"
 SNAPSHOT = "snapshot:"  # a digest that names the published snapshot
-MANAGERS_FRESH = 5.0  # seconds a look at the swarm's managers holds
 PUBLISH_WAIT = 30.0  # seconds for a writer's last unmount to publish its snapshot
 
 
@@ -54,7 +53,6 @@ class SwarmVolumes:
     ):
         self.clock, self.sleep, self.wall = clock, sleep, wall  # (waits, naps, published times)
         self.names = names or (lambda: {})  # node ids: their host names (for people)
-        self._known: tuple[float, dict[str, str]] | None = None  # (when, managers' agents)
         self.pool = pool
         self.managers = managers  # the manager nodes' agents (they keep the leases), by id
         self.provide = provide  # a file or folder of this machine, kept on a node
@@ -64,20 +62,12 @@ class SwarmVolumes:
     # -- leases -------------------------------------------------------------------------------
 
     def leases(self) -> RemoteLeases:
-        managers = self._managers()
+        managers = self.managers()
         if not managers:
             raise RuntimeFailure(
                 "no manager node of the swarm is up: the volume leases are kept there"
             )
         return RemoteLeases(managers, self.pool.key, node="")
-
-    def _managers(self) -> dict[str, str]:
-        """The managers' agents, asked again every few seconds (two calls to the manager
-        each time: a mount's and a publish's waits look every fifth of a second)."""
-        now = self.clock()
-        if self._known is None or now - self._known[0] > MANAGERS_FRESH:
-            self._known = (now, self.managers())
-        return self._known[1]
 
     def _lease(self, name: str) -> Lease:
         return self._lease_and_nodes(name)[0]
