@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.cli import main
+from dockyard.home import data_root
 from tests.conftest import WritePipeline
 
 pytestmark = pytest.mark.docker
@@ -25,7 +26,13 @@ def test_a_package_that_does_not_exist_stops_the_build_with_apts_words(
     capsys: pytest.CaptureFixture[str],
     docker_runtime: object,
 ) -> None:
+    # The Debian base is made once per machine (as a user's is): this test's own data root
+    # shares that cache, and keeps its build scratch to itself.
+    machine_cache = data_root() / "cache" / "debian"
+    machine_cache.mkdir(parents=True, exist_ok=True)
     home = tmp_path / "home"
+    (home / "cache").mkdir(parents=True)
+    (home / "cache" / "debian").symlink_to(machine_cache)
     monkeypatch.setenv("DOCKYARD_HOME", str(home))
     path = write_pipeline(
         """

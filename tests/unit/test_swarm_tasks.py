@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -167,6 +169,7 @@ def test_the_runtime_s_view_of_the_nodes_is_fresh_and_holds_while_the_manager_is
     runtime = SwarmRuntime.__new__(SwarmRuntime)  # (no engine: the API is the manager above)
     manager = runtime.api = _Manager()  # type: ignore[assignment]
     runtime.clock, runtime._lock, runtime._nodes = (lambda: now[0]), threading.Lock(), None
+    runtime._last_nodes = runtime._failed_at = None
     manager.away = True
     with pytest.raises(EngineUnavailable):
         runtime.known_nodes()
@@ -178,3 +181,50 @@ def test_the_runtime_s_view_of_the_nodes_is_fresh_and_holds_while_the_manager_is
     assert [n.id for n in runtime.known_nodes()] == ["n1", "n2"]
     manager.away, now[0] = True, 4.0
     assert [n.id for n in runtime.known_nodes()] == ["n1", "n2"]  # the last answer holds
+    with pytest.raises(EngineUnavailable):  # (what tells a lost node asks again, always)
+        runtime._node_states()
+
+
+class _NodeEngine:
+    def __init__(self, networks: list[dict[str, str]]):
+        self.api = self
+        self.found = networks
+
+    def networks(self, names: list[str]) -> list[dict[str, str]]:
+        return [n for n in self.found if n["Name"] in names]
+
+    def _translated(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+class _Engines:
+    def __init__(self, engines: dict[str, _NodeEngine]):
+        self.engines = engines
+
+    def engine_of(self, node: str) -> _NodeEngine | None:
+        return self.engines.get(node)
+
+
+def test_a_step_without_network_joins_no_network_only_where_that_means_loopback() -> None:
+    """A task attached to no network gets its engine's default network: nothing on a node
+    whose engine has no default bridge, the bridge (with egress) elsewhere, where a step
+    without network joins its run's internal overlay instead; an engine not known is taken
+    to have a bridge. A step with network joins the run's overlay, with egress."""
+    runtime = SwarmRuntime.__new__(SwarmRuntime)
+    runtime._lock, runtime._bridged = threading.Lock(), {}
+    runtime.node_engines = _Engines(  # type: ignore[assignment]
+        {
+            "bare": _NodeEngine([{"Name": "host", "Driver": "host"}]),
+            "bridged": _NodeEngine([{"Name": "bridge", "Driver": "bridge"}]),
+        }
+    )
+    made: list[tuple[str, bool]] = []
+    runtime._made_network = lambda prefix, labels, *, internal: (  # type: ignore[method-assign]
+        made.append((prefix, internal)) or f"{prefix}-r1"
+    )
+    isolated = spec(network=NO_NETWORK)
+    assert runtime._network_for(replace(isolated, node="bare")) == NO_NETWORK
+    assert runtime._network_for(replace(isolated, node="bridged")) == "dockyard-isolated-r1"
+    assert runtime._network_for(replace(isolated, node="unknown")) == "dockyard-isolated-r1"
+    assert runtime._network_for(replace(isolated, node="bare", network=None)) == "dockyard-net-r1"
+    assert made == [("dockyard-isolated", True)] * 2 + [("dockyard-net", False)]

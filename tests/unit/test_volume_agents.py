@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.node_volumes import KEEP_SNAPSHOTS, Refused
-from dockyard.testing.agents import VolumeCluster, volume_agents
+from dockyard.testing.agents import TEST_KEY, VolumeCluster, volume_agents
 
 NODES = ["node-a", "node-b", "node-c"]
 
@@ -256,3 +257,30 @@ def test_forgetting_a_copy_never_forgets_the_last_one(cluster: VolumeCluster) ->
     with pytest.raises(Exception, match="only copy"):
         b.forget("shared")
     assert b.store.exists("shared")
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("take", {"volume": "ledger"}),
+        ("give_back", {"volume": "ledger", "epoch": 1}),
+        ("release", {"volume": "ledger", "epoch": 1, "snapshot": ""}),
+        ("seeded", {"volume": "ledger", "snapshot": "s"}),
+        ("unhold", {"volume": "ledger"}),
+        ("take", {"volume": "ledger", "node": ""}),
+        ("take", {"volume": "ledger", "node": 7}),
+    ],
+)
+def test_a_lease_call_for_a_node_names_that_node(
+    cluster: VolumeCluster, route: str, body: dict[str, object]
+) -> None:
+    """A call that acts for the node that asks must say which node that is: never taken
+    as the manager itself, never an empty or odd name as a lease's owner."""
+    manager = NODES[0]
+    client = AgentClient(cluster.address(manager), TEST_KEY, manager)
+    client.call("POST", "leases/create", {"volume": "ledger"})
+    with pytest.raises(AgentError) as refused:
+        client.call("POST", f"leases/{route}", body)
+    assert refused.value.status == 400
+    lease = cluster.leases.get("ledger")
+    assert lease is not None and (lease.owner, lease.held, lease.epoch) == ("", False, 0)

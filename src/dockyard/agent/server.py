@@ -47,7 +47,7 @@ from dockyard.agent.quietlog import QuietLog
 from dockyard.agent.trees import Bounds, TreeError, receive_tree, write_tree
 from dockyard.agent.volume_routes import AgentPeers, LocalLeases, RemoteLeases
 from dockyard.disk.volumes import VolumeStore
-from dockyard.errors import DockyardError
+from dockyard.errors import AgentFailure, DockyardError
 
 MAX_JSON = 1 << 20
 IDLE_SECONDS = 60.0  # silence within a signed request (a body being sent) that drops it
@@ -148,6 +148,8 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(503, {"error": f"the lease store: {exc}"})
         except (layout.LayoutError, TreeError) as exc:
             self._answer(400, {"error": str(exc)})
+        except AgentFailure as exc:  # (a peer agent that failed us, one too slow)
+            self._answer(502, {"error": str(exc)})
         except (DockyardError, ValueError) as exc:  # (a volume in use, a bad record)
             self._answer(409, {"error": str(exc)})
         except OSError as exc:

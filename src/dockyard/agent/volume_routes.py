@@ -215,12 +215,15 @@ def _number(body: dict[str, Any], name: str) -> int:
     return value
 
 
-def _service(store: NodeStore, body: dict[str, Any]) -> LocalLeases:
-    """The manager's leases, for the node that asks (it names itself: see the top)."""
+def _service(store: NodeStore) -> LocalLeases:
     if store.leases is None:
         raise Refusal(503, "this node's agent keeps no leases (the node is not a manager)")
-    asker = body.get("node")
-    return store.leases.as_node(asker) if isinstance(asker, str) else store.leases
+    return store.leases
+
+
+def _asker(leases: LocalLeases, body: dict[str, Any]) -> LocalLeases:
+    """The leases for the node that asks: it names itself (see the top), always."""
+    return leases.as_node(_text(body, "node"))
 
 
 def _volumes(store: NodeStore) -> NodeVolumes:
@@ -231,7 +234,7 @@ def _volumes(store: NodeStore) -> NodeVolumes:
 
 def _lease_call(call: Callable[[LocalLeases, dict[str, Any]], Lease | None]) -> Any:
     def route(store: NodeStore, body: dict[str, Any]) -> dict[str, Any]:
-        leases = _service(store, body)
+        leases = _service(store)
         try:
             lease = call(leases, body)
         except LeaseError as exc:
@@ -292,12 +295,12 @@ def send_stream(store: NodeStore, body: dict[str, Any]) -> Callable[[BinaryIO], 
 
 
 ROUTES: dict[tuple[str, str], Callable[[NodeStore, dict[str, Any]], dict[str, Any]]] = {
-    ("POST", "leases/take"): _lease_call(lambda s, b: s.take(_text(b, "volume"))[0]),
+    ("POST", "leases/take"): _lease_call(lambda s, b: _asker(s, b).take(_text(b, "volume"))[0]),
     ("POST", "leases/give_back"): _lease_call(
-        lambda s, b: s.give_back(_text(b, "volume"), _number(b, "epoch"))
+        lambda s, b: _asker(s, b).give_back(_text(b, "volume"), _number(b, "epoch"))
     ),
     ("POST", "leases/release"): _lease_call(
-        lambda s, b: s.release(
+        lambda s, b: _asker(s, b).release(
             _text(b, "volume"), _number(b, "epoch"), str(b.get("snapshot") or "")
         )
     ),
@@ -305,15 +308,15 @@ ROUTES: dict[tuple[str, str], Callable[[NodeStore, dict[str, Any]], dict[str, An
         lambda s, b: s.holder(_text(b, "volume"), _text(b, "snapshot"), _text(b, "node"))
     ),
     ("POST", "leases/seeded"): _lease_call(
-        lambda s, b: s.seeded(_text(b, "volume"), _text(b, "snapshot"))
+        lambda s, b: _asker(s, b).seeded(_text(b, "volume"), _text(b, "snapshot"))
     ),
-    ("POST", "leases/unhold"): _lease_call(lambda s, b: s.unhold(_text(b, "volume"))),
+    ("POST", "leases/unhold"): _lease_call(lambda s, b: _asker(s, b).unhold(_text(b, "volume"))),
     ("POST", "leases/hand"): _lease_call(lambda s, b: s.hand(_text(b, "volume"), _text(b, "node"))),
     ("POST", "leases/get"): _lease_call(lambda s, b: s.get(_text(b, "volume"))[0]),
     ("POST", "leases/create"): _lease_call(lambda s, b: s.create(_text(b, "volume"))),
     ("POST", "leases/remove"): _lease_call(lambda s, b: s.remove(_text(b, "volume"))),
     ("POST", "leases/all"): lambda store, body: {
-        "leases": [lease.to_json() for lease in _service(store, body).all()]
+        "leases": [lease.to_json() for lease in _service(store).all()]
     },
     ("POST", "volumes/have"): _have,
     ("POST", "volumes/pull"): _pull,

@@ -2,7 +2,7 @@
 its failures become dockyard's: the engine away (:class:`EngineUnavailable`) or a refusal.
 
 docker-py's dicts and exceptions stay in this module and the two that build on it
-(:mod:`.docker_images`, :mod:`.docker`); callers see dockyard's own types and errors.
+(:mod:`.docker_images`, :mod:`.local.runtime`); callers see dockyard's own types and errors.
 """
 
 from __future__ import annotations

@@ -107,6 +107,10 @@ class _Parts:
 
 
 class Executor:
+    """One run of a pipeline on ``runtime``, its bytes through ``ports`` (a backend's: on
+    one machine, ``dockyard.backends.local.ports.local_ports(pf)``; a backend's by name,
+    ``dockyard.backends.choice.choose(name).ports``)."""
+
     def __init__(
         self,
         pf: PipelineFile,

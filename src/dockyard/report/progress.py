@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dockyard.events import Event
-from dockyard.lifecycles import INSTANCE, InstanceEvent, Phase, advance
+from dockyard.lifecycles import INSTANCE, IllegalTransition, InstanceEvent, Phase, advance
 from dockyard.terminal import printable
 from dockyard.units import format_memory, format_seconds
 
@@ -72,7 +72,11 @@ class LiveProgress:
             self.total = int(event.detail["instances"])
             self.began = event.at
         elif name is not None and event.kind in _MOVES:
-            state = advance(INSTANCE, self.state.get(name, Phase.PENDING), _MOVES[event.kind])
+            before = self.state.get(name, Phase.PENDING)
+            try:
+                state = advance(INSTANCE, before, _MOVES[event.kind])
+            except IllegalTransition:  # (the journal made this move first: never, but a
+                state = before  # display must not end a run)
             self.state[name] = state
             if state is Phase.RUNNING:
                 self.started[name] = event.at

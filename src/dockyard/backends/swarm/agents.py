@@ -3,7 +3,7 @@
 
 - **Image**: Debian's ``python3`` from dockyard's Debian image builder (no registry), plus
   a layer with the agent's modules; made on the manager and copied to the nodes like every
-  other image (:mod:`.swarm_images`). Its tag names its content: a changed agent is a new
+  other image (:mod:`.images`). Its tag names its content: a changed agent is a new
   image, and the service is replaced.
 - **Key**: 32 random bytes, kept as a Swarm secret (mounted root-only in the agents) and in
   a file on this machine, readable by root only (``DATA_ROOT/swarm/SWARM_ID.key``; another

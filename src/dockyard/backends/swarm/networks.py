@@ -1,6 +1,7 @@
-"""The networks of the Swarm adapter: attachable overlays for a run's services, and the
-run's overlay for its steps with ``network: true`` (a task on no network at all has only
-its loopback interface: that is how a step without network runs, see :mod:`.tasks`)."""
+"""The networks of the Swarm adapter: attachable overlays for a run's services, the run's
+overlay for its steps with ``network: true``, and the internal overlay for its steps
+without network on nodes whose engine has a default bridge (see
+:meth:`~dockyard.backends.swarm.runtime.SwarmRuntime._network_for`)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ NETWORK_LABELS = (LABEL_PROJECT, LABEL_PIPELINE, LABEL_RUN)
 class SwarmNetworks(DockerImages):
     def _init_networks(self) -> None:
         self._network_lock = threading.Lock()
-        self._run_networks: set[str] = set()  # made for steps with network: true
+        self._run_networks: set[str] = set()  # made for the run's steps (removed at the end)
 
     def remove_run_networks(self) -> None:
         """Remove the run networks made here (their services are gone by now; their last
@@ -38,20 +39,28 @@ class SwarmNetworks(DockerImages):
                         time.sleep(0.5)
 
     def _run_network(self, labels: Mapping[str, str]) -> str:
-        """Where a step with ``network: true`` goes: a task on a Swarm reaches the network
-        only through an overlay (a service on none has its loopback alone), so each run
-        has one, with egress through the node (as the default bridge gives on one engine),
-        made on first use. It carries the run's labels, so that a later run removes it if
-        this one could not."""
+        """The run's overlay for its steps with ``network: true``, with egress through the
+        node (as the default bridge gives on one engine)."""
+        return self._made_network("dockyard-net", labels, internal=False)
+
+    def _isolated_network(self, labels: Mapping[str, str]) -> str:
+        """The run's internal overlay for its steps without network: no gateway, no
+        published port; it reaches nothing outside the run's isolated steps."""
+        return self._made_network("dockyard-isolated", labels, internal=True)
+
+    def _made_network(self, prefix: str, labels: Mapping[str, str], *, internal: bool) -> str:
+        """An overlay of the run, made on first use. It carries the run's labels, so that
+        a later run removes it (with the other networks of earlier runs) if this one
+        could not."""
         run = labels.get(LABEL_RUN, "")
-        name = f"dockyard-net-{run}" if run else "dockyard-net"
+        name = f"{prefix}-{run}" if run else prefix
         with self._network_lock:
             if name not in self._run_networks:
                 kept = {k: v for k, v in labels.items() if k in NETWORK_LABELS}
                 with self._translated(f"creating network {name}"):
                     try:
                         self.api.create_network(
-                            name, driver="overlay", attachable=True, labels=kept
+                            name, driver="overlay", attachable=True, internal=internal, labels=kept
                         )
                     except docker.errors.APIError as exc:
                         if exc.status_code != 409:  # made by another runtime of the run

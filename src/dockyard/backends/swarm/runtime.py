@@ -2,11 +2,12 @@
 manager's API (``DOCKER_HOST``).
 
 Swarm executes, dockyard decides: each container is a service pinned to the node dockyard's
-scheduler chose (see :mod:`.swarm_tasks`), watched through its task. Its nodes are the
+scheduler chose (see :mod:`.tasks`), watched through its task. Its nodes are the
 Swarm's nodes with the resources they report; a node that is down or not active takes no
 work, and a task on a node that went down is reported lost (Swarm leaves such tasks
-"running" forever). Networks are attachable overlays. Images are made on the manager and
-copied to the node that needs one (:mod:`.swarm_images`) before its task is created.
+"running" forever). Networks: see :meth:`SwarmRuntime._network_for`. Images are made on
+the manager and copied to the node that needs one (:mod:`.images`) before its task is
+created.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dockyard.backends.swarm.tasks import (
 )
 from dockyard.errors import DockyardError, InvalidInput, RuntimeFailure
 from dockyard.runtime.base import (
+    NO_NETWORK,
     ContainerInfo,
     ContainerSpec,
     ExitStatus,
@@ -91,6 +93,9 @@ class SwarmRuntime(SwarmNetworks):
         self.clock = clock
         self._lock = threading.Lock()
         self._nodes: tuple[float, list[Node]] | None = None
+        self._last_nodes: list[Node] | None = None  # (held while the manager is away)
+        self._failed_at: float | None = None
+        self._bridged: dict[str, bool] = {}  # node id: its engine has a default bridge
         self._images: set[str] = set()  # images the manager has
         self._init_networks()
         self._stopped: set[str] = set()  # services this runtime scaled to zero
@@ -122,16 +127,23 @@ class SwarmRuntime(SwarmNetworks):
         """The nodes as seen at most :data:`NODES_FRESH_SECONDS` ago: the one view of the
         nodes that the agents' addresses and the volumes' managers are read from. While
         the manager does not answer (a restart, an election), the last answer holds: the
-        agents do not need the manager (with none yet, its error)."""
+        agents do not need the manager (with none yet, its error). Node-loss detection
+        never reads that last answer: it asks again."""
+        with self._lock:
+            failed, last = self._failed_at, self._last_nodes
+        if last is not None and failed is not None and self.clock() - failed < NODES_FRESH_SECONDS:
+            return last  # (the manager was just asked, and did not answer)
         try:
-            return sorted(self._node_states().values(), key=lambda n: (n.name, n.id))
+            nodes = sorted(self._node_states().values(), key=lambda n: (n.name, n.id))
         except DockyardError:
+            if last is None:
+                raise
             with self._lock:
-                cached = self._nodes
-                if cached is None:
-                    raise
-                self._nodes = (self.clock(), cached[1])  # (asked again in a moment)
-            return cached[1]
+                self._failed_at = self.clock()
+            return last
+        with self._lock:
+            self._last_nodes, self._failed_at = nodes, None
+        return nodes
 
     def _node_states(self) -> dict[str, Node]:
         with self._lock:
@@ -155,8 +167,7 @@ class SwarmRuntime(SwarmNetworks):
         if spec.node is not None:
             self.node_images.ensure(spec.image, spec.node)
             spec = self._volumes_known(spec, spec.node)
-        if spec.network is None:  # the default network: the run's overlay, which has egress
-            spec = replace(spec, network=self._run_network(spec.labels))
+        spec = replace(spec, network=self._network_for(spec))
         body = service_definition(spec)
         with self._translated(f"creating a service from {spec.image}"):
             created = self.api.create_service(
@@ -167,6 +178,42 @@ class SwarmRuntime(SwarmNetworks):
                 endpoint_spec=body["EndpointSpec"],
             )
         return str(created["ID"])
+
+    def _network_for(self, spec: ContainerSpec) -> str | None:
+        """Where a task goes. With ``network: true``, the run's overlay (egress through
+        the node; a task attached to no network would get its engine's default network,
+        which may be none). Without, on a node whose engine has no default bridge, no
+        network: its loopback alone, and no overlay to join (most of a task's cost);
+        elsewhere the engine would give it that bridge, with egress, so it joins an
+        internal overlay of its run instead, which reaches nothing outside the run's
+        isolated steps. A node whose engine is not known is taken to have a bridge."""
+        if spec.network is None:
+            return self._run_network(spec.labels)
+        if spec.network != NO_NETWORK:
+            return spec.network
+        if spec.node is not None and not self._has_bridge(spec.node):
+            return NO_NETWORK
+        return self._isolated_network(spec.labels)
+
+    def _has_bridge(self, node: str) -> bool:
+        """Whether ``node``'s engine has a default bridge network (asked once per node;
+        an engine not given in DOCKYARD_SWARM_ENGINES, or not answering, is taken to)."""
+        with self._lock:
+            known = self._bridged.get(node)
+        if known is not None:
+            return known
+        engine = self.node_engines.engine_of(node)
+        if engine is None:
+            return True
+        try:
+            with engine._translated(f"reading the networks of node {node[:12]}"):
+                found = engine.api.networks(names=["bridge"])
+        except DockyardError:
+            return True
+        bridged = any(n.get("Name") == "bridge" and n.get("Driver") == "bridge" for n in found)
+        with self._lock:
+            self._bridged[node] = bridged
+        return bridged
 
     def _volumes_known(self, spec: ContainerSpec, node: str) -> ContainerSpec:
         """Have the node's engine know the spec's driver volumes, and mount them by name: a
