@@ -27,28 +27,21 @@ from dockyard.collector import paused
 from dockyard.errors import DockyardError, EngineUnavailable, InvalidInput, RunFailed
 from dockyard.events import Event, Reporter, ignore
 from dockyard.execution import cgroups
-from dockyard.execution.attempts import AttemptRunner, Notice, Result
-from dockyard.execution.conclusion import Conclusion
-from dockyard.execution.dispatch import Dispatch
+from dockyard.execution.assembly import Parts, assemble
+from dockyard.execution.attempts import Notice, Result
 from dockyard.execution.journal import RunJournal
-from dockyard.execution.launcher import Launcher, RunIdentity
-from dockyard.execution.loop import RunLoop
+from dockyard.execution.launcher import RunIdentity
 from dockyard.execution.ports import Ports
-from dockyard.execution.recovery import Recovery
-from dockyard.execution.resolution import Known, Resolver
 from dockyard.execution.run_volumes import RunVolumes
-from dockyard.execution.services import LABEL_KEEP, Services
+from dockyard.execution.services import LABEL_KEEP
 from dockyard.images.resolve import packages_of, resolve_images
 from dockyard.lifecycles import RUN, Phase, RunEvent, RunState, advance
 from dockyard.planning.graph import Graph
-from dockyard.planning.planner import Planner
 from dockyard.planning.preflight import RunPool, check_fits, graph_of, pool_from, project_id
 from dockyard.planning.schedule import ZERO, Capacity
-from dockyard.runtime.base import LABEL_PIPELINE, LABEL_PROJECT, LABEL_RUN, Runtime
+from dockyard.runtime.base import LABEL_RUN, Runtime
 from dockyard.runtime.patient import EngineGuard, PatientRuntime
 from dockyard.spec.loader import PipelineFile
-from dockyard.spec.paths import InputPaths
-from dockyard.state.hashing import InputHasher
 from dockyard.state.lock import RunLock
 from dockyard.state.store import RunRow, Store
 from dockyard.units import parse_duration
@@ -88,22 +81,6 @@ class RunOptions:
     no_cache: bool = False
     keep_going: bool = False
     wait_for_volumes: bool = False
-
-
-@dataclass
-class _Parts:
-    """One run's collaborators."""
-
-    identity: RunIdentity
-    journal: RunJournal
-    services: Services
-    hasher: InputHasher
-    planner: Planner
-    launcher: Launcher
-    conclusion: Conclusion
-    dispatch: Dispatch
-    loop: RunLoop
-    recovery: Recovery
 
 
 class Executor:
@@ -213,7 +190,8 @@ class Executor:
                 journal.report(event)
             journal.flush()
             with paused():
-                parts = self._parts(
+                parts = assemble(
+                    self,
                     RunIdentity(self.pf.pipeline.name, project_id(self.pf), run_id, own_cgroups),
                     graph,
                     # (read again during the run: through the runtime that waits out an outage)
@@ -238,97 +216,7 @@ class Executor:
 
     # -- the run ------------------------------------------------------------------------------
 
-    def _parts(
-        self,
-        identity: RunIdentity,
-        graph: Graph,
-        pool: RunPool,
-        images: dict[str, str],
-        volumes: RunVolumes,
-        journal: RunJournal,
-    ) -> _Parts:
-        run_id = identity.run_id
-        services = Services(
-            self.runtime,
-            self.pf.pipeline.services,
-            images,
-            self.ports.volumes.mount,
-            identity.labels(),
-            prefix=f"dockyard-{identity.pipeline}-{run_id}",
-            sleep=self.sleep,
-            clock=self.clock,
-            engine_away_since=lambda since: self.guard.away_between(since, self.clock()),
-            node=None if pool.one_machine else pool.services_node,
-            move=None if pool.one_machine else pool.move_services,
-            note=lambda message: journal.report(
-                Event("service", self.clock(), detail={"message": message})
-            ),
-        )
-        known = Known()
-        hasher = InputHasher(self.store, self.clock())
-
-        resolver = Resolver(
-            graph,
-            images,
-            hasher,
-            volumes,
-            self.store,
-            self.ports.outputs,
-            known,
-            InputPaths(self.pf.root, fresh=False, must_exist=False),
-        )
-        launcher = Launcher(
-            identity,
-            graph,
-            images,
-            known,
-            (self.ports.workspace, self.ports.outputs),
-            volumes,
-            services,
-            self.runtime,
-            InputPaths(self.pf.root, fresh=True),  # resolved again when mounted
-        )
-        conclusion = Conclusion(graph, self.ports.outputs, journal, volumes, hasher, known)
-        runner = AttemptRunner(
-            self.runtime,
-            self.guard,
-            (self.ports.workspace, self.ports.outputs),
-            self.results,
-            self.clock,
-            self.ports.volumes,
-        )
-        dispatch = Dispatch(runner, self.results, workers=len(graph.order) + 1)
-        planner = Planner(
-            graph, pool.first, keep_going=self.options.keep_going, no_cache=self.options.no_cache
-        )
-        loop = RunLoop(
-            planner,
-            resolver,
-            launcher,
-            conclusion,
-            dispatch,
-            journal,
-            self.clock,
-            cache=not self.options.no_cache,
-            nodes=None if pool.one_machine else pool.now,
-            node_names=pool.names,
-        )
-        labels = {LABEL_PIPELINE: identity.pipeline, LABEL_PROJECT: identity.project}
-        recovery = Recovery(self.runtime, self.store, journal, labels)
-        return _Parts(
-            identity,
-            journal,
-            services,
-            hasher,
-            planner,
-            launcher,
-            conclusion,
-            dispatch,
-            loop,
-            recovery,
-        )
-
-    def _run(self, parts: _Parts, graph: Graph, volumes: RunVolumes) -> str:
+    def _run(self, parts: Parts, graph: Graph, volumes: RunVolumes) -> str:
         run_id = parts.identity.run_id
         try:
             parts.recovery.close_dead_runs(run_id)
@@ -378,7 +266,7 @@ class Executor:
     # -- the end of a run ---------------------------------------------------------------------
 
     def _finish(
-        self, parts: _Parts, volumes: RunVolumes, event: RunEvent, message: str | None
+        self, parts: Parts, volumes: RunVolumes, event: RunEvent, message: str | None
     ) -> None:
         """End the run whatever happens on the way: each step is tried on its own, the run's
         end state is always written, and the first thing that failed is raised after."""
@@ -417,7 +305,7 @@ class Executor:
         if failures and event is RunEvent.ALL_SUCCEEDED:
             raise failures[0]
 
-    def _remove_leftovers(self, parts: _Parts) -> bool:
+    def _remove_leftovers(self, parts: Parts) -> bool:
         """However the loop ended, no container of this run (or adopted by it) may remain.
         False when some may (the engine did not answer, or refused to remove one)."""
         removed = True
