@@ -41,7 +41,7 @@ defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
 steps:
   work:                                   # four at a time in one CPU: two wait their turn
     scatter: {{n: [{", ".join(VALUES)}]}}
-    command: "sleep 4; echo ${{n}} > /out/n"
+    command: "sleep 3; echo ${{n}} > /out/n"
   total:
     needs: [work]
     command: "cd /in/work && cat 1/n 2/n 3/n 4/n 5/n 6/n > /out/all"
