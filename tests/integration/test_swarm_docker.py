@@ -256,6 +256,38 @@ steps:
     assert "Connection refused" in said or "timed out" in said, said
 
 
+def test_where_a_task_would_get_a_bridge_a_step_without_network_has_no_way_out(
+    tmp_path: Path,
+    on_swarm: LocalSwarm,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """On a node whose engine has a default bridge (this swarm's have none: dockyard is
+    told they do), a step without network joins its run's internal overlay: an interface,
+    no route out."""
+    monkeypatch.setattr(SwarmRuntime, "_has_bridge", lambda self, node: True)
+    probe = (
+        "ls /sys/class/net > /out/links; ip route > /out/routes; "
+        f"nc -w 5 {on_swarm.manager.address} 1 < /dev/null 2> /out/said || true"
+    )
+    path = tmp_path / "dockyard.yaml"
+    path.write_text(
+        f"""
+version: 1
+name: bridged
+defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
+steps:
+  closed:
+    command: "{probe}"
+"""
+    )
+    assert main(["run", "-f", str(path), "--backend", "swarm"]) == 0, capsys.readouterr()
+    closed = committed_output(path, "closed", capsys)
+    assert len((closed / "links").read_text().split()) > 1  # (on the run's overlay)
+    assert "default" not in (closed / "routes").read_text()
+    assert "Network is unreachable" in (closed / "said").read_text()
+
+
 def test_node_ls_shows_the_three_ready_nodes(
     on_swarm: LocalSwarm, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -169,7 +169,7 @@ def test_the_runtime_s_view_of_the_nodes_is_fresh_and_holds_while_the_manager_is
     runtime = SwarmRuntime.__new__(SwarmRuntime)  # (no engine: the API is the manager above)
     manager = runtime.api = _Manager()  # type: ignore[assignment]
     runtime.clock, runtime._lock, runtime._nodes = (lambda: now[0]), threading.Lock(), None
-    runtime._last_nodes = runtime._failed_at = None
+    runtime._failed_at = None
     manager.away = True
     with pytest.raises(EngineUnavailable):
         runtime.known_nodes()
@@ -211,7 +211,7 @@ def test_a_step_without_network_joins_no_network_only_where_that_means_loopback(
     without network joins its run's internal overlay instead; an engine not known is taken
     to have a bridge. A step with network joins the run's overlay, with egress."""
     runtime = SwarmRuntime.__new__(SwarmRuntime)
-    runtime._lock, runtime._bridged = threading.Lock(), {}
+    runtime._lock = threading.Lock()
     runtime.node_engines = _Engines(  # type: ignore[assignment]
         {
             "bare": _NodeEngine([{"Name": "host", "Driver": "host"}]),

@@ -142,7 +142,7 @@ class Handler(BaseHTTPRequestHandler):
         except volume_routes.Refusal as exc:
             kind = {"kind": exc.kind} if exc.kind else {}
             self._answer(exc.status, {"error": exc.message, **kind})
-        except (VolumeRefused, LeaseError, volume_routes.Unavailable) as exc:
+        except (VolumeRefused, LeaseError) as exc:
             self._answer(409, {"error": str(exc)})
         except EngineError as exc:
             self._answer(503, {"error": f"the lease store: {exc}"})

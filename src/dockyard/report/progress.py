@@ -76,7 +76,7 @@ class LiveProgress:
             try:
                 state = advance(INSTANCE, before, _MOVES[event.kind])
             except IllegalTransition:  # (the journal made this move first: never, but a
-                state = before  # display must not end a run)
+                return  # display must not end a run)
             self.state[name] = state
             if state is Phase.RUNNING:
                 self.started[name] = event.at

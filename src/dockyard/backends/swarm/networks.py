@@ -59,8 +59,8 @@ class SwarmNetworks(DockerImages):
                 kept = {k: v for k, v in labels.items() if k in NETWORK_LABELS}
                 with self._translated(f"creating network {name}"):
                     try:
-                        self.api.create_network(
-                            name, driver="overlay", attachable=True, internal=internal, labels=kept
+                        self.api.create_network(  # (steps are services: none attaches)
+                            name, driver="overlay", attachable=False, internal=internal, labels=kept
                         )
                     except docker.errors.APIError as exc:
                         if exc.status_code != 409:  # made by another runtime of the run

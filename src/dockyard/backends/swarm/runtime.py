@@ -93,9 +93,7 @@ class SwarmRuntime(SwarmNetworks):
         self.clock = clock
         self._lock = threading.Lock()
         self._nodes: tuple[float, list[Node]] | None = None
-        self._last_nodes: list[Node] | None = None  # (held while the manager is away)
-        self._failed_at: float | None = None
-        self._bridged: dict[str, bool] = {}  # node id: its engine has a default bridge
+        self._failed_at: float | None = None  # when the manager last did not answer
         self._images: set[str] = set()  # images the manager has
         self._init_networks()
         self._stopped: set[str] = set()  # services this runtime scaled to zero
@@ -126,23 +124,29 @@ class SwarmRuntime(SwarmNetworks):
     def known_nodes(self) -> list[Node]:
         """The nodes as seen at most :data:`NODES_FRESH_SECONDS` ago: the one view of the
         nodes that the agents' addresses and the volumes' managers are read from. While
-        the manager does not answer (a restart, an election), the last answer holds: the
-        agents do not need the manager (with none yet, its error). Node-loss detection
-        never reads that last answer: it asks again."""
+        the manager does not answer (a restart, an election), the newest answer holds and
+        it is asked again once a second at most: the agents do not need the manager (with
+        no answer yet, its error). Node-loss detection never reads a held answer: it asks
+        again."""
         with self._lock:
-            failed, last = self._failed_at, self._last_nodes
-        if last is not None and failed is not None and self.clock() - failed < NODES_FRESH_SECONDS:
-            return last  # (the manager was just asked, and did not answer)
+            failed, cached = self._failed_at, self._nodes
+        if (
+            cached is not None
+            and failed is not None
+            and self.clock() - failed < NODES_FRESH_SECONDS
+        ):
+            return sorted(cached[1], key=lambda n: (n.name, n.id))
         try:
             nodes = sorted(self._node_states().values(), key=lambda n: (n.name, n.id))
         except DockyardError:
-            if last is None:
-                raise
             with self._lock:
+                cached = self._nodes
+                if cached is None:
+                    raise
                 self._failed_at = self.clock()
-            return last
+            return sorted(cached[1], key=lambda n: (n.name, n.id))
         with self._lock:
-            self._last_nodes, self._failed_at = nodes, None
+            self._failed_at = None
         return nodes
 
     def _node_states(self) -> dict[str, Node]:
@@ -196,12 +200,9 @@ class SwarmRuntime(SwarmNetworks):
         return self._isolated_network(spec.labels)
 
     def _has_bridge(self, node: str) -> bool:
-        """Whether ``node``'s engine has a default bridge network (asked once per node;
-        an engine not given in DOCKYARD_SWARM_ENGINES, or not answering, is taken to)."""
-        with self._lock:
-            known = self._bridged.get(node)
-        if known is not None:
-            return known
+        """Whether ``node``'s engine has a default bridge network, asked at each start (an
+        engine restarted with another configuration during a run is seen); an engine not
+        given in DOCKYARD_SWARM_ENGINES, or not answering, is taken to have one."""
         engine = self.node_engines.engine_of(node)
         if engine is None:
             return True
@@ -210,10 +211,7 @@ class SwarmRuntime(SwarmNetworks):
                 found = engine.api.networks(names=["bridge"])
         except DockyardError:
             return True
-        bridged = any(n.get("Name") == "bridge" and n.get("Driver") == "bridge" for n in found)
-        with self._lock:
-            self._bridged[node] = bridged
-        return bridged
+        return any(n.get("Name") == "bridge" and n.get("Driver") == "bridge" for n in found)
 
     def _volumes_known(self, spec: ContainerSpec, node: str) -> ContainerSpec:
         """Have the node's engine know the spec's driver volumes, and mount them by name: a
