@@ -14,14 +14,23 @@ from collections.abc import Mapping
 import docker.errors
 
 from dockyard.backends.docker_images import DockerImages
+from dockyard.backends.swarm.images import NodeEngines
 from dockyard.errors import DockyardError
-from dockyard.runtime.base import LABEL_PIPELINE, LABEL_PROJECT, LABEL_RUN
+from dockyard.runtime.base import (
+    LABEL_PIPELINE,
+    LABEL_PROJECT,
+    LABEL_RUN,
+    NO_NETWORK,
+    ContainerSpec,
+)
 
 NETWORK_REMOVE_TRIES = 10
 NETWORK_LABELS = (LABEL_PROJECT, LABEL_PIPELINE, LABEL_RUN)
 
 
 class SwarmNetworks(DockerImages):
+    node_engines: NodeEngines  # (set by the runtime: the nodes' own engines)
+
     def _init_networks(self) -> None:
         self._network_lock = threading.Lock()
         self._run_networks: set[str] = set()  # made for the run's steps (removed at the end)
@@ -37,6 +46,36 @@ class SwarmNetworks(DockerImages):
                 except DockyardError:
                     if turn + 1 < NETWORK_REMOVE_TRIES:
                         time.sleep(0.5)
+
+    def _network_for(self, spec: ContainerSpec) -> str | None:
+        """Where a task goes. With ``network: true``, the run's overlay (egress through
+        the node; a task attached to no network would get its engine's default network,
+        which may be none). Without, on a node whose engine has no default bridge, no
+        network: its loopback alone, and no overlay to join (most of a task's cost);
+        elsewhere the engine would give it that bridge, with egress, so it joins an
+        internal overlay of its run instead, which reaches nothing outside the run's
+        isolated steps. A node whose engine is not known is taken to have a bridge."""
+        if spec.network is None:
+            return self._run_network(spec.labels)
+        if spec.network != NO_NETWORK:
+            return spec.network
+        if spec.node is not None and not self._has_bridge(spec.node):
+            return NO_NETWORK
+        return self._isolated_network(spec.labels)
+
+    def _has_bridge(self, node: str) -> bool:
+        """Whether ``node``'s engine has a default bridge network, asked at each start (an
+        engine restarted with another configuration during a run is seen); an engine not
+        given in DOCKYARD_SWARM_ENGINES, or not answering, is taken to have one."""
+        engine = self.node_engines.engine_of(node)
+        if engine is None:
+            return True
+        try:
+            with engine._translated(f"reading the networks of node {node[:12]}"):
+                found = engine.api.networks(names=["bridge"])
+        except DockyardError:
+            return True
+        return any(n.get("Name") == "bridge" and n.get("Driver") == "bridge" for n in found)
 
     def _run_network(self, labels: Mapping[str, str]) -> str:
         """The run's overlay for its steps with ``network: true``, with egress through the

@@ -24,13 +24,12 @@ from typing import Any
 import docker.errors
 
 from dockyard.backends.swarm.images import NodeEngines, NodeImages
-from dockyard.backends.swarm.networks import SwarmNetworks
+from dockyard.backends.swarm.nodes import SwarmNodes
 from dockyard.backends.swarm.tasks import (
     KILLED,
     LABEL_CONTAINER,
     LABEL_STARTED,
     latest_task,
-    node_of,
     service_definition,
     task_exit,
     task_node,
@@ -38,11 +37,9 @@ from dockyard.backends.swarm.tasks import (
 )
 from dockyard.errors import DockyardError, InvalidInput, RuntimeFailure
 from dockyard.runtime.base import (
-    NO_NETWORK,
     ContainerInfo,
     ContainerSpec,
     ExitStatus,
-    HostCapacity,
     Node,
 )
 
@@ -55,10 +52,9 @@ POLL_MAX = 0.5
 STOPPED_ELSEWHERE_AFTER = 5.0
 MANAGER_REFUSALS_SECONDS = 60.0  # how long a wait watches through a manager's error answers
 SCALE_TRIES = 8
-NODES_FRESH_SECONDS = 1.0  # node states read at most this often (every waiting thread asks)
 
 
-class SwarmRuntime(SwarmNetworks):
+class SwarmRuntime(SwarmNodes):
     def __init__(
         self,
         base_url: str | None = None,
@@ -104,61 +100,6 @@ class SwarmRuntime(SwarmNetworks):
         self.node_engines.close()
         super().close()
 
-    # -- nodes ------------------------------------------------------------------------------
-
-    def shares_host_cgroups(self) -> bool:
-        return False  # the containers run on other machines' engines
-
-    def nodes(self) -> list[Node]:
-        with self._translated("listing the swarm's nodes"):
-            found = self.api.nodes()
-        nodes = [node_of(n) for n in found]
-        with self._lock:
-            self._nodes = (self.clock(), nodes)
-        return sorted(nodes, key=lambda n: (n.name, n.id))
-
-    def capacity(self) -> HostCapacity:
-        ready = [n.capacity for n in self.nodes() if n.ready]
-        return HostCapacity(sum(c.cpus for c in ready), sum(c.memory for c in ready))
-
-    def known_nodes(self) -> list[Node]:
-        """The nodes as seen at most :data:`NODES_FRESH_SECONDS` ago: the one view of the
-        nodes that the agents' addresses and the volumes' managers are read from. While
-        the manager does not answer (a restart, an election), the newest answer holds and
-        it is asked again once a second at most: the agents do not need the manager (with
-        no answer yet, its error). Node-loss detection never reads a held answer: it asks
-        again."""
-        with self._lock:
-            failed, cached = self._failed_at, self._nodes
-        if (
-            cached is not None
-            and failed is not None
-            and self.clock() - failed < NODES_FRESH_SECONDS
-        ):
-            return sorted(cached[1], key=lambda n: (n.name, n.id))
-        try:
-            nodes = sorted(self._node_states().values(), key=lambda n: (n.name, n.id))
-        except DockyardError:
-            with self._lock:
-                cached = self._nodes
-                if cached is None:
-                    raise
-                self._failed_at = self.clock()
-            return sorted(cached[1], key=lambda n: (n.name, n.id))
-        with self._lock:
-            self._failed_at = None
-        return nodes
-
-    def _node_states(self) -> dict[str, Node]:
-        with self._lock:
-            cached = self._nodes
-        if cached is None or self.clock() - cached[0] > NODES_FRESH_SECONDS:
-            self.nodes()
-            with self._lock:
-                assert self._nodes is not None
-                cached = self._nodes
-        return {n.id: n for n in cached[1]}
-
     # -- containers as services ------------------------------------------------------------
 
     def create(self, spec: ContainerSpec) -> str:
@@ -182,36 +123,6 @@ class SwarmRuntime(SwarmNetworks):
                 endpoint_spec=body["EndpointSpec"],
             )
         return str(created["ID"])
-
-    def _network_for(self, spec: ContainerSpec) -> str | None:
-        """Where a task goes. With ``network: true``, the run's overlay (egress through
-        the node; a task attached to no network would get its engine's default network,
-        which may be none). Without, on a node whose engine has no default bridge, no
-        network: its loopback alone, and no overlay to join (most of a task's cost);
-        elsewhere the engine would give it that bridge, with egress, so it joins an
-        internal overlay of its run instead, which reaches nothing outside the run's
-        isolated steps. A node whose engine is not known is taken to have a bridge."""
-        if spec.network is None:
-            return self._run_network(spec.labels)
-        if spec.network != NO_NETWORK:
-            return spec.network
-        if spec.node is not None and not self._has_bridge(spec.node):
-            return NO_NETWORK
-        return self._isolated_network(spec.labels)
-
-    def _has_bridge(self, node: str) -> bool:
-        """Whether ``node``'s engine has a default bridge network, asked at each start (an
-        engine restarted with another configuration during a run is seen); an engine not
-        given in DOCKYARD_SWARM_ENGINES, or not answering, is taken to have one."""
-        engine = self.node_engines.engine_of(node)
-        if engine is None:
-            return True
-        try:
-            with engine._translated(f"reading the networks of node {node[:12]}"):
-                found = engine.api.networks(names=["bridge"])
-        except DockyardError:
-            return True
-        return any(n.get("Name") == "bridge" and n.get("Driver") == "bridge" for n in found)
 
     def _volumes_known(self, spec: ContainerSpec, node: str) -> ContainerSpec:
         """Have the node's engine know the spec's driver volumes, and mount them by name: a
