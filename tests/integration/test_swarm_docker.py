@@ -218,31 +218,36 @@ steps:
     assert len(started) == 4 and len(names) == 1 and names <= {n.name for n in on_swarm.nodes}
 
 
+def run_network_probes(
+    swarm: LocalSwarm, folder: Path, name: str, steps: str, capsys: pytest.CaptureFixture[str]
+) -> Path:
+    """Run on ``swarm`` a pipeline whose ``steps`` (YAML, ``PROBE`` as their command) each
+    write its interfaces, routes and what ``nc`` met calling a node: the pipeline's path."""
+    probe = (
+        "ls /sys/class/net > /out/links; ip route > /out/routes; "
+        f"nc -w 5 {swarm.manager.address} 1 < /dev/null 2> /out/said || true"
+    )
+    path = folder / "dockyard.yaml"
+    path.write_text(
+        f"""
+version: 1
+name: {name}
+defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
+steps:
+{steps.replace("PROBE", probe)}"""
+    )
+    assert main(["run", "-f", str(path), "--backend", "swarm"]) == 0, capsys.readouterr()
+    return path
+
+
 def test_a_step_without_network_has_loopback_alone_and_one_with_network_gets_out(
     tmp_path: Path, on_swarm: LocalSwarm, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A task on no network has its loopback interface alone (Swarm's services have no
     `none` network, but a task attached to none is exactly that); a step with `network:
     true` joins the run's overlay and reaches another node's address."""
-    probe = (
-        "ls /sys/class/net > /out/links; ip route > /out/routes; "
-        f"nc -w 5 {on_swarm.manager.address} 1 < /dev/null 2> /out/said || true"
-    )
-    path = tmp_path / "dockyard.yaml"
-    path.write_text(
-        f"""
-version: 1
-name: nets
-defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
-steps:
-  closed:
-    command: "{probe}"
-  open:
-    network: true
-    command: "{probe}"
-"""
-    )
-    assert main(["run", "-f", str(path), "--backend", "swarm"]) == 0, capsys.readouterr()
+    steps = '  closed:\n    command: "PROBE"\n  open:\n    network: true\n    command: "PROBE"\n'
+    path = run_network_probes(on_swarm, tmp_path, "nets", steps, capsys)
     closed = committed_output(path, "closed", capsys)
     opened = committed_output(path, "open", capsys)
     assert (closed / "links").read_text().split() == ["lo"]
@@ -266,22 +271,8 @@ def test_where_a_task_would_get_a_bridge_a_step_without_network_has_no_way_out(
     told they do), a step without network joins its run's internal overlay: an interface,
     no route out."""
     monkeypatch.setattr(SwarmRuntime, "_has_bridge", lambda self, node: True)
-    probe = (
-        "ls /sys/class/net > /out/links; ip route > /out/routes; "
-        f"nc -w 5 {on_swarm.manager.address} 1 < /dev/null 2> /out/said || true"
-    )
-    path = tmp_path / "dockyard.yaml"
-    path.write_text(
-        f"""
-version: 1
-name: bridged
-defaults: {{image: "{BUSYBOX_IMAGE}", resources: {{cpus: 0.25, memory: 32m}}}}
-steps:
-  closed:
-    command: "{probe}"
-"""
-    )
-    assert main(["run", "-f", str(path), "--backend", "swarm"]) == 0, capsys.readouterr()
+    steps = '  closed:\n    command: "PROBE"\n'
+    path = run_network_probes(on_swarm, tmp_path, "bridged", steps, capsys)
     closed = committed_output(path, "closed", capsys)
     assert len((closed / "links").read_text().split()) > 1  # (on the run's overlay)
     assert "default" not in (closed / "routes").read_text()

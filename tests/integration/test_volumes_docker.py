@@ -27,6 +27,12 @@ def write(folder: Path, text: str) -> Path:
     return folder / "dockyard.yaml"
 
 
+def make_step(folder: Path, name: str, command: str) -> Path:
+    """A pipeline of one step, ``make``, on the test image: ``command`` is its YAML value."""
+    text = f'version: 1\nname: {name}\nsteps:\n  make:\n    image: "{BUSYBOX_IMAGE}"\n'
+    return write(folder, f"{text}    command: {command}\n")
+
+
 def test_lookup_table_in_a_volume_serves_later_steps_and_other_pipelines(
     home: Path,
     tmp_path: Path,
@@ -177,18 +183,12 @@ def test_a_committed_output_keeps_no_set_uid_bit_or_special_file_and_its_log_say
     pipeline_name: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    path = write(
+    path = make_step(
         tmp_path / "p",
-        f"""
-version: 1
-name: {pipeline_name}
-steps:
-  make:
-    image: "{BUSYBOX_IMAGE}"
-    command: >-
+        pipeline_name,
+        """>-
       echo '#!/bin/sh' > /out/tool && chmod 4755 /out/tool && mkfifo /out/pipe &&
-      (mknod /out/null c 1 3 || true) && echo 42 > /out/result
-""",
+      (mknod /out/null c 1 3 || true) && echo 42 > /out/result""",
     )
     assert main(["run", "-f", str(path)]) == 0, capsys.readouterr()
     output = committed_output(path, "make", capsys)
@@ -207,18 +207,12 @@ def test_a_committed_output_belongs_to_root_whatever_owner_the_step_gave_it(
 ) -> None:
     """A step that chowns its /out to a uid must not leave that local user the means to
     make a committed output writable (``chmod u+w``) and rewrite what later steps read."""
-    path = write(
+    path = make_step(
         tmp_path / "p",
-        f"""
-version: 1
-name: {pipeline_name}
-steps:
-  make:
-    image: "{BUSYBOX_IMAGE}"
-    command: >-
+        pipeline_name,
+        """>-
       sh -c 'echo data > /out/f && mkdir /out/d && echo more > /out/d/g && chmod 600 /out/f
-      && chown -R 1000:1000 /out/f /out/d'
-""",
+      && chown -R 1000:1000 /out/f /out/d'""",
     )
     assert main(["run", "-f", str(path)]) == 0, capsys.readouterr()
     output = committed_output(path, "make", capsys)
@@ -235,16 +229,8 @@ def test_a_sparse_output_is_committed_without_reading_or_filling_its_holes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """256 GiB of hole cost the step nothing; sealing and hashing it must not read it."""
-    path = write(
-        tmp_path / "p",
-        f"""
-version: 1
-name: {pipeline_name}
-steps:
-  make:
-    image: "{BUSYBOX_IMAGE}"
-    command: "sh -c 'truncate -s 256G /out/z && echo end >> /out/z'"
-""",
+    path = make_step(
+        tmp_path / "p", pipeline_name, "\"sh -c 'truncate -s 256G /out/z && echo end >> /out/z'\""
     )
     assert main(["run", "-f", str(path)]) == 0, capsys.readouterr()
     kept = committed_output(path, "make", capsys) / "z"
@@ -257,16 +243,10 @@ def test_an_output_nested_past_the_limit_fails_with_a_message_and_is_not_kept(
     pipeline_name: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    path = write(
+    path = make_step(
         tmp_path / "p",
-        f"""
-version: 1
-name: {pipeline_name}
-steps:
-  make:
-    image: "{BUSYBOX_IMAGE}"
-    command: "sh -c 'p=/out; for i in $(seq 1001); do p=$p/d; done; mkdir -p $p'"
-""",
+        pipeline_name,
+        "\"sh -c 'p=/out; for i in $(seq 1001); do p=$p/d; done; mkdir -p $p'\"",
     )
     assert main(["run", "-f", str(path)]) == 1
     capsys.readouterr()
