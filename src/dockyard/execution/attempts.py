@@ -217,7 +217,7 @@ class AttemptRunner:
             if logs:  # an attempt that printed nothing has no file (one fewer per instance)
                 order.log.parent.mkdir(parents=True, exist_ok=True)
                 order.log.write_bytes(logs)
-            if committable(_as_exited(status), last=False):
+            if committable(_of_exit(status, unwatched), last=False):
                 # Beside the loop, the slow part of committing: the loop only renames.
                 try:
                     sealed = self.outputs.seal(order.staging)
@@ -264,33 +264,28 @@ def _by_signal(status: ExitStatus) -> bool:
     )
 
 
-def _as_exited(status: ExitStatus) -> Outcome:
-    """An exit as the planner would see it were nothing else wrong (what may be sealed)."""
-    if status.timed_out:
-        return Outcome(status.exit_code, Reason.TIMEOUT)
-    if status.oom_killed:
-        return Outcome(status.exit_code, Reason.OOM)
-    return Outcome(status.exit_code, Reason.EXITED)
-
-
 def outcome(result: Result) -> Outcome:
     if isinstance(result.error, NodeUnavailable):  # its node's store failed it, not its step
         return Outcome(None, Reason.LOST, str(result.error))
     if result.error is not None or result.status is None:
         return Outcome(None, Reason.ENGINE, str(result.error or "no exit status"))
-    status = result.status
+    return _of_exit(result.status, result.unwatched)
+
+
+def _of_exit(status: ExitStatus, unwatched: str | None) -> Outcome:
+    """What an exit means (also on the worker, before the result exists: whether to seal)."""
     if status.timed_out:
         return Outcome(status.exit_code, Reason.TIMEOUT, "stopped after its timeout")
     if status.oom_killed:
         return Outcome(status.exit_code, Reason.OOM, "killed by the kernel: memory limit")
     if status.exit_code is None:
         return Outcome(None, Reason.LOST, status.error or "the container disappeared")
-    if result.unwatched is not None and _by_signal(status):
+    if unwatched is not None and _by_signal(status):
         # Most likely stopped by the engine (its shutdown, or its restart without
         # live-restore), not by the step itself: rerun it, without using a retry.
         return Outcome(
             status.exit_code,
             Reason.LOST,
-            f"stopped by signal {status.exit_code - 128}: {result.unwatched}",
+            f"stopped by signal {status.exit_code - 128}: {unwatched}",
         )
     return Outcome(status.exit_code, Reason.EXITED, status.error or "")
