@@ -25,6 +25,8 @@ BELOW: dict[str, set[str]] = {
     "report": {"spec", "planning", "state"},
     "backends": {"spec", "planning", "runtime", "images", "state", "disk", "agent", "execution"},
 }
+BELOW["cwl"] = {"spec", "planning", "runtime", "images", "state", "disk", "execution", "report"}
+BELOW["cwl"] |= {"backends"}
 BELOW["cli"] = set(BELOW) - {"agent"}  # (the command line reaches agents through backends)
 BELOW["testing"] = set(BELOW) - {"cli", "report"}
 # the node agent's layer holds only these base modules (its image ships nothing more)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,6 +88,9 @@ class LocalWorkspace:
         make_fifos(folder, [safe_name(p) for p in producers])
         return folder
 
+    def seed(self, staging: Staging, sources: Sequence[tuple[Path, str]]) -> None:
+        seed_folder(staging.path, sources)
+
     def provide(self, path: Path, node: str) -> str:
         return str(path)
 
@@ -117,3 +121,37 @@ def make_fifos(folder: Path, producers: list[str]) -> None:
         path = folder / fifo_name(producer)
         if not path.exists():
             os.mkfifo(path, 0o666)
+
+
+def seed_folder(folder: Path, sources: Sequence[tuple[Path, str]]) -> None:
+    """Copy each source (this machine's file or folder, links copied as links) to its path
+    relative to ``folder``, which nothing but this process writes yet; what is copied is
+    left writable for the container, whichever user it runs as."""
+    for source, rel in sources:
+        parts = Path(rel).parts
+        if not parts or Path(rel).is_absolute() or any(p in ("..", ".") for p in parts):
+            raise ValueError(f"{rel!r} is not a path inside the output folder")
+        target = folder.joinpath(*parts)
+        for parent in reversed(target.relative_to(folder).parents[:-1]):
+            (folder / parent).mkdir(mode=0o777, exist_ok=True)
+        if source.is_dir() and not source.is_symlink():
+            shutil.copytree(source, target, symlinks=True)
+        else:
+            shutil.copy2(source, target, follow_symlinks=False)
+        _open_to_all(target)
+
+
+def _open_to_all(path: Path) -> None:
+    """Read and write for every user (the container's may be any), links left alone."""
+    if path.is_symlink():
+        return
+    if path.is_dir():
+        for root, dirs, files in os.walk(path):
+            os.chmod(root, 0o777)
+            for name in files:
+                if not os.path.islink(os.path.join(root, name)):
+                    mode = os.stat(os.path.join(root, name)).st_mode
+                    os.chmod(os.path.join(root, name), 0o666 | (mode & 0o111))
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+    else:
+        os.chmod(path, 0o666 | (path.stat().st_mode & 0o111))

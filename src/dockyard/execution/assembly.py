@@ -24,6 +24,8 @@ from dockyard.runtime.base import LABEL_PIPELINE, LABEL_PROJECT
 from dockyard.spec.paths import InputPaths
 from dockyard.state.hashing import InputHasher
 
+FED_WORKERS = 512  # threads start only when needed
+
 if TYPE_CHECKING:
     from dockyard.execution.run import Executor
 
@@ -103,9 +105,15 @@ def assemble(
         run.clock,
         run.ports.volumes,
     )
-    dispatch = Dispatch(runner, run.results, workers=len(graph.order) + 1)
+    # (work handed over while the run goes on: as many threads as may ever run at once)
+    workers = len(graph.order) + 1 if run.feed is None else FED_WORKERS
+    dispatch = Dispatch(runner, run.results, workers=workers)
     planner = Planner(
-        graph, pool.first, keep_going=run.options.keep_going, no_cache=run.options.no_cache
+        graph,
+        pool.first,
+        # Whoever feeds the run decides what a failure stops (it may hand over no more).
+        keep_going=run.options.keep_going or run.feed is not None,
+        no_cache=run.options.no_cache,
     )
     loop = RunLoop(
         planner,
@@ -118,6 +126,7 @@ def assemble(
         cache=not run.options.no_cache,
         nodes=None if pool.one_machine else pool.now,
         node_names=pool.names,
+        feed=run.feed,
     )
     labels = {LABEL_PIPELINE: identity.pipeline, LABEL_PROJECT: identity.project}
     recovery = Recovery(run.runtime, run.store, journal, labels)

@@ -18,6 +18,7 @@ from dockyard.disk.sealing import Sealed
 from dockyard.errors import DockyardError
 from dockyard.events import Event
 from dockyard.execution import cgroups
+from dockyard.execution.feed import Wake
 from dockyard.execution.ports import (
     NodeUnavailable,
     OutputStore,
@@ -84,6 +85,8 @@ class Order:
     from_here: tuple[FromHere, ...] = ()  # binds of this machine's files, beside spec's
     # (volume, mount path, read-only, the version its key holds)
     volumes: tuple[tuple[str, str, bool, str | None], ...] = ()
+    seeds: tuple[FromHere, ...] = ()  # this machine's files copied into /out before the start
+    success_codes: tuple[int, ...] = (0,)  # the exit statuses that are a success
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ class AttemptRunner:
         runtime: Runtime,
         guard: EngineGuard,
         ports: tuple[Workspace, OutputStore],
-        results: queue.Queue[Result | Notice],
+        results: queue.Queue[Result | Notice | Wake],
         clock: Callable[[], float],
         volumes: VolumeBackend | None = None,
     ):
@@ -192,6 +195,8 @@ class AttemptRunner:
                 assert spec is not None
                 spec = self._on_its_node(order, spec)
                 self.workspace.make(order.staging)
+                if order.seeds:
+                    self.workspace.seed(order.staging, [(f.path, f.target) for f in order.seeds])
                 container_id = self.runtime.create(spec)
                 self._track(key, container_id)
                 self.runtime.start(container_id)
@@ -217,7 +222,7 @@ class AttemptRunner:
             if logs:  # an attempt that printed nothing has no file (one fewer per instance)
                 order.log.parent.mkdir(parents=True, exist_ok=True)
                 order.log.write_bytes(logs)
-            if committable(_of_exit(status, unwatched), last=False):
+            if committable(_of_exit(status, unwatched), last=False, success=order.success_codes):
                 # Beside the loop, the slow part of committing: the loop only renames.
                 try:
                     sealed = self.outputs.seal(order.staging)

@@ -58,12 +58,14 @@ class Conclusion:
         is gone makes the attempt lost."""
         held = self.flight[(result.instance, result.attempt)]
         seen = outcome(result)
-        if committable(seen, last=False) and result.sealed is None:
+        success = self.graph.instances[result.instance].success_codes
+        if committable(seen, last=False, success=success) and result.sealed is None:
             seen = Outcome(seen.exit_code, Reason.LOST, "its output folder is gone")
         held.result, held.outcome = result, seen
         return seen
 
-    def commit(self, action: Commit) -> None:
+    def commit(self, action: Commit) -> tuple[str, int | None]:
+        """Commit the attempt's output; its digest and the exit status it had."""
         held = self.flight.pop((action.instance, action.attempt))
         assert held.result is not None and held.outcome is not None
         assert held.result.sealed is not None  # (only what could be committed is)
@@ -82,6 +84,7 @@ class Conclusion:
             (stored.digest, stored.location, stored.size, stored.files),
             cache,
         )
+        return stored.digest, held.outcome.exit_code
 
     def give_up_or_retry(self, action: Retry | Fail) -> None:
         held = self.flight.pop((action.instance, action.attempt))

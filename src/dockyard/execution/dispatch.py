@@ -18,12 +18,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dockyard.errors import DockyardError
 from dockyard.execution import cgroups
 from dockyard.execution.attempts import AttemptRunner, Notice, Order, Result
+from dockyard.execution.feed import Wake
 from dockyard.planning.graph import InstanceId
 from dockyard.runtime.base import Runtime
 
 
 class Dispatch:
-    def __init__(self, runner: AttemptRunner, results: queue.Queue[Result | Notice], workers: int):
+    def __init__(
+        self, runner: AttemptRunner, results: queue.Queue[Result | Notice | Wake], workers: int
+    ):
         self.runner = runner
         self.results = results
         # One thread per running container (threads start only when needed): never fewer
@@ -58,7 +61,7 @@ class Dispatch:
             )
         )
 
-    def take(self, timeout: float | None) -> list[Result | Notice]:
+    def take(self, timeout: float | None) -> list[Result | Notice | Wake]:
         """What has come back: waits up to ``timeout`` for the first, then takes the rest."""
         try:
             items = [self.results.get(timeout=timeout)]

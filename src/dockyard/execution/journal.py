@@ -72,6 +72,11 @@ class RunJournal:
         for note in notes:
             self.store.event(run.id, note.at, note.kind, note.instance, note.detail or None)
 
+    def added(self, iid: InstanceId) -> None:
+        """An instance handed over while the run goes on: pending, written at once (the
+        rows of what happens to it come after)."""
+        self.store.add_instances(self.run_id, [(str(iid), iid.step)])
+
     def finish(self, state: RunState, message: str | None) -> None:
         now = self.clock()
         self.flush()

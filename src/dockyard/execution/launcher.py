@@ -23,7 +23,7 @@ from dockyard.execution.ports import NodeUnavailable, OutputStore, Workspace
 from dockyard.execution.resolution import Known
 from dockyard.execution.run_volumes import RunVolumes
 from dockyard.execution.services import Services
-from dockyard.execution.stream import HELPER, STREAM_DIR, helper_binary, wrap
+from dockyard.execution.stream import HELPER, STREAM_DIR, helper_binary, redirect, wrap
 from dockyard.images.resolve import image_key
 from dockyard.planning.actions import Start
 from dockyard.planning.graph import Graph, Instance, InstanceId
@@ -125,6 +125,11 @@ class Launcher:
                 reads=safe_name(str(instance.stdin)) if instance.stdin is not None else None,
                 writes=safe_name(str(iid)) if iid != unit[-1] else None,
             )
+        elif any(path is not None for path in instance.stdio):
+            # Standard streams from and to files (a CWL tool's stdin/stdout/stderr)
+            from_here += (FromHere(helper_binary().resolve(), HELPER),)
+            entrypoint = (HELPER,)
+            command = redirect(self._argv(instance, image), *instance.stdio)
         spec = ContainerSpec(
             image=image,
             command=command,
@@ -148,6 +153,7 @@ class Launcher:
             pids=instance.pids,
             cap_add=instance.cap_add,
             node=action.node,
+            workdir=instance.workdir,
         )
         order = Order(
             iid,
@@ -160,6 +166,8 @@ class Launcher:
             needs=needs,
             from_here=from_here,
             volumes=self.volumes.mounts(instance),
+            seeds=tuple(FromHere(Path(source), rel) for source, rel in instance.seeds),
+            success_codes=instance.success_codes,
         )
         return Launch(order, staging, log)
 
@@ -183,14 +191,15 @@ class Launcher:
     ) -> tuple[tuple[Bind, ...], tuple[FromHere, ...]]:
         """The container's binds on its node (``/out``, the outputs it reads), and those
         of this machine's files (its inputs), which the worker has provided on the node."""
-        binds = [Bind(str(staging.path), "/out", readonly=False)]
+        binds = [Bind(str(staging.path), instance.out, readonly=False)]
         for mount in instance.upstream:
             source = self.outputs.bind(self.known.outputs[mount.source], node)
             binds.append(Bind(source, mount.target))
         inputs = tuple(
             FromHere(Path(self.input_path(rel)), f"/in/{name}") for name, rel in instance.inputs
         )
-        return tuple(binds), inputs
+        files = tuple(FromHere(Path(path), target) for path, target in instance.files)
+        return tuple(binds), inputs + files
 
     def _cpu_pool(self, unit: tuple[InstanceId, ...], attempt: int) -> str | None:
         """One CPU quota for a whole streamed chain, where the engine's cgroups are ours."""

@@ -21,6 +21,7 @@ from dockyard.errors import EngineUnavailable, RuntimeFailure
 from dockyard.execution.attempts import Notice, Result
 from dockyard.execution.conclusion import Conclusion
 from dockyard.execution.dispatch import Dispatch
+from dockyard.execution.feed import Ended, Feed
 from dockyard.execution.journal import RunJournal
 from dockyard.execution.launcher import Launcher
 from dockyard.execution.ports import OutputsLost
@@ -49,6 +50,7 @@ class RunLoop:
         cache: bool = True,
         nodes: Callable[[], Mapping[str, Capacity]] | None = None,
         node_names: Mapping[str, str] | None = None,
+        feed: Feed | None = None,
     ):
         self.planner = planner
         self.resolver = resolver
@@ -62,9 +64,11 @@ class RunLoop:
         self.nodes_seen_at = clock()
         self.node_names = node_names or {}
         self.stuck_since: float | None = None  # since when ready work has fitted no node
+        self.feed = feed  # work handed over while the run goes on
 
     def run(self) -> None:
         while True:
+            self._take_handed_over()
             self.settle()
             self.watch_nodes()
             plan = self.planner.next(self.clock())
@@ -72,6 +76,8 @@ class RunLoop:
                 self.apply(action)
             if not plan.finished:
                 self.stuck_since = None
+            elif self.feed is not None and self.feed.open():
+                pass  # what comes next is decided by what has ended: wait for it
             elif not self._waiting_for_nodes():
                 self.journal.flush()
                 return
@@ -90,10 +96,17 @@ class RunLoop:
             for item in items:
                 if isinstance(item, Notice):
                     self.journal.report(item.event)
-                else:
+                elif isinstance(item, Result):
                     concluded += self.observe(item)
             self.journal.flush()  # results on disk before their containers go
             self.dispatch.acknowledge(concluded)  # type: ignore[arg-type]
+
+    def _take_handed_over(self) -> None:
+        if self.feed is None:
+            return
+        for instance in self.feed.take():
+            self.planner.add(instance)
+            self.journal.added(instance.id)
 
     def _waiting_for_nodes(self) -> bool:
         """When nothing runs and the ready work fits no node that is up, the nodes that are
@@ -165,15 +178,24 @@ class RunLoop:
             self.journal.blocked(action.instance, action.because)
         elif isinstance(action, Reuse):
             digest = self.resolver.reused(action.instance)
-            self.journal.cached(action.instance, self.resolver.known.keys[action.instance], digest)
+            key = self.resolver.known.keys[action.instance]
+            self.journal.cached(action.instance, key, digest)
+            if self.feed is not None:
+                exit_code = self.resolver.store.cached_exit_code(key)
+                self.feed.ended(Ended(action.instance, digest, exit_code, cached=True))
         elif isinstance(action, Adopt):
             self._adopt(action)
         elif isinstance(action, Kill):
             self.dispatch.kill(action.instance, action.attempt)
         elif isinstance(action, Commit):
-            self.conclusion.commit(action)
+            digest, exit_code = self.conclusion.commit(action)
+            if self.feed is not None:
+                self.feed.ended(Ended(action.instance, digest, exit_code))
         else:
             self.conclusion.give_up_or_retry(action)
+            if self.feed is not None and isinstance(action, Fail):
+                code = action.outcome.exit_code
+                self.feed.ended(Ended(action.instance, None, code, message=action.message))
 
     def _start(self, action: Start) -> None:
         iid, attempt = action.instance, action.attempt

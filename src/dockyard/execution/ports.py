@@ -85,6 +85,11 @@ class Workspace(Protocol):
         """A folder on ``node`` with one FIFO per producer of a streamed chain, for its
         members (the host path to bind there)."""
 
+    def seed(self, staging: Staging, sources: Sequence[tuple[Path, str]]) -> None:
+        """Copy this machine's files or folders into a staging folder that :meth:`make`
+        made, each at its path relative to it (links are copied as links, never
+        followed); before the container starts."""
+
     def provide(self, path: Path, node: str) -> str:
         """A file or folder of this machine (an input, the stream helper) as a host path to
         bind read-only on ``node``: the path itself where the node sees this machine's

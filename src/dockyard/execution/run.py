@@ -29,6 +29,7 @@ from dockyard.events import Event, Reporter, ignore
 from dockyard.execution import cgroups
 from dockyard.execution.assembly import Parts, assemble
 from dockyard.execution.attempts import Notice, Result
+from dockyard.execution.feed import Feed, Wake
 from dockyard.execution.journal import RunJournal
 from dockyard.execution.launcher import RunIdentity
 from dockyard.execution.ports import Ports
@@ -101,6 +102,7 @@ class Executor:
         sleep: Callable[[float], None] = time.sleep,
         engine_patience: float | None = None,
         ports: Ports,
+        feed: Feed | None = None,
     ):
         self.pf = pf
         self.engine = runtime  # as it is: before the run exists, an engine away is exit 3
@@ -111,7 +113,10 @@ class Executor:
         self.new_id = new_id
         self.sleep = sleep
         self.ports = ports
-        self.results: queue.Queue[Result | Notice] = queue.Queue()
+        # Work handed over while the run goes on (its graph starts empty, and the run ends
+        # once nothing runs and the feed is closed); None: the pipeline file's steps.
+        self.feed = feed
+        self.results: queue.Queue[Result | Notice | Wake] = queue.Queue()
         self.guard = EngineGuard(
             runtime.ping,
             engine_patience if engine_patience is not None else patience_from_environment(),
@@ -128,7 +133,11 @@ class Executor:
         """Run the pipeline to completion; return the run id or raise :class:`RunFailed`."""
         self.engine.ping()
         with paused():
-            graph = graph_of(self.pf)
+            graph = (
+                graph_of(self.pf)
+                if self.feed is None
+                else Graph(self.pf.pipeline.name, {}, [], {})  # (it grows as work comes)
+            )
         nodes = self.engine.nodes()
         pool = pool_from(nodes, self.options.max_cpus, self.options.max_memory)
         services = sorted({name for i in graph.instances.values() for name in i.services})
@@ -157,6 +166,8 @@ class Executor:
             self.engine,
             note,
         )
+        if self.feed is not None:
+            images = self.feed.images  # (filled in as work is handed over)
         volumes = RunVolumes(self.pf, self.ports.volumes)
         with RunLock(self.pf.state_dir), contextlib.ExitStack() as held:
             volumes.take(graph, held, wait=self.options.wait_for_volumes)

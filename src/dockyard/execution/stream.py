@@ -47,3 +47,15 @@ def wrap(argv: tuple[str, ...], reads: str | None, writes: str | None) -> tuple[
     if writes is not None:
         script += f" >{shlex.quote(f'{STREAM_DIR}/{fifo_name(writes)}')}"
     return ("sh", "-c", script, "dockyard-stream", *argv)
+
+
+def redirect(
+    argv: tuple[str, ...], stdin: str | None, stdout: str | None, stderr: str | None
+) -> tuple[str, ...]:
+    """The command that runs ``argv`` with its standard streams from and to these files
+    (paths inside the container; relative ones from its working folder)."""
+    script = 'exec "$@"'
+    for sign, path in (("<", stdin), (">", stdout), ("2>", stderr)):
+        if path is not None:
+            script += f" {sign}{shlex.quote(path)}"
+    return ("sh", "-c", script, "dockyard-stdio", *argv)

@@ -63,12 +63,13 @@ class Block:
     because: InstanceId
 
 
-def committable(outcome: Outcome, *, last: bool = True) -> bool:
+def committable(outcome: Outcome, *, last: bool = True, success: tuple[int, ...] = (0,)) -> bool:
     """Whether an attempt that ended so may have its output committed: the one place this
     is decided. A success; or, for a member of a streamed chain that is not its ``last``, an
     exit by SIGPIPE after its consumer left, as in a shell. ``last=False`` asks whether it
-    could be (what the worker seals before the planner has seen the whole chain)."""
-    if outcome.ok:
+    could be (what the worker seals before the planner has seen the whole chain).
+    ``success``: the exit statuses that mean success (a CWL tool's ``successCodes``)."""
+    if outcome.reason is Reason.EXITED and outcome.exit_code in success:
         return True
     return not last and outcome.reason is Reason.EXITED and outcome.exit_code == SIGPIPE_EXIT
 

@@ -8,7 +8,7 @@ instance knows exactly which upstream outputs it mounts, and where.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import NamedTuple
@@ -64,17 +64,24 @@ class Instance:
     network: bool = False  # the engine's default network (else none, unless services)
     pids: int = DEFAULT_PIDS  # processes and threads at once
     cap_add: tuple[str, ...] = ()  # capabilities beyond the runtime's default few
+    # Work handed over while the run goes on (a CWL tool invocation, see dockyard.cwl):
+    files: tuple[tuple[str, str], ...] = ()  # (absolute path here, path inside): read-only
+    seeds: tuple[tuple[str, str], ...] = ()  # (absolute path here, path under /out): copied
+    out: str = "/out"  # where the output folder is inside the container
+    workdir: str | None = None  # None: the image's own
+    stdio: tuple[str | None, str | None, str | None] = (None, None, None)  # in, out, err
+    success_codes: tuple[int, ...] = (0,)  # exit statuses whose output is committed
 
     @property
     def step(self) -> str:
         return self.id.step
 
 
-@dataclass(frozen=True)
+@dataclass
 class Graph:
     pipeline: str
     instances: Mapping[InstanceId, Instance]
-    order: tuple[InstanceId, ...]
+    order: Sequence[InstanceId]
     downstream: Mapping[InstanceId, tuple[InstanceId, ...]] = field(repr=False)
     # Instances joined by stdin pipes run, fail and retry together: chain order, producer first.
     groups: Mapping[InstanceId, tuple[InstanceId, ...]] = field(repr=False, default_factory=dict)
@@ -89,6 +96,21 @@ class Graph:
 
     def group(self, iid: InstanceId) -> tuple[InstanceId, ...]:
         return self.groups.get(iid, (iid,))
+
+    def add(self, instance: Instance) -> None:
+        """One more instance while the run goes on: it reads no other instance's output
+        (whoever hands it over waits for what it reads) and nothing waits for it here."""
+        if instance.id in self.instances or instance.upstream or instance.stdin is not None:
+            raise PlanError(f"{instance.id} cannot join the run: it is there, or reads others")
+        assert isinstance(self.instances, dict)
+        self.instances[instance.id] = instance
+        if not isinstance(self.order, list):
+            self.order = list(self.order)
+        self.order.append(instance.id)
+        assert isinstance(self.downstream, dict)
+        self.downstream[instance.id] = ()
+        if "priority" in self.__dict__:  # (worked out already: one more sink)
+            self.__dict__["priority"][instance.id] = 1
 
 
 def _key(values: Mapping[str, str], names: list[str]) -> str:

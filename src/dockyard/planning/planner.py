@@ -47,7 +47,7 @@ from dockyard.planning.actions import (
     committable,
     describe,
 )
-from dockyard.planning.graph import Graph, InstanceId
+from dockyard.planning.graph import Graph, Instance, InstanceId
 from dockyard.planning.plan import Plan
 from dockyard.planning.ready import Ready
 from dockyard.planning.schedule import ZERO, Capacity, in_use
@@ -102,6 +102,18 @@ class Planner:
         self.ended_so_far: dict[tuple[InstanceId, int], dict[InstanceId, Outcome]] = {}
         self.killed: set[tuple[InstanceId, int]] = set()
         self.failed = False
+
+    def add(self, instance: Instance) -> None:
+        """Plan one more instance, handed over while the run goes on (see
+        :meth:`Graph.add`): it is resolved at the next turn."""
+        self.graph.add(instance)
+        iid = instance.id
+        self.position[iid] = len(self.position)
+        self.observed[iid] = Observed()
+        self.heads.append(iid)
+        self.sources[iid] = frozenset()
+        self.waiting[iid] = 0
+        self.to_resolve.append(iid)
 
     # -- resolution: keys, cache, adoption --------------------------------------------------
 
@@ -382,9 +394,9 @@ class Planner:
                     self.blocks.append(Block(member, because))
                     queue.append(member)
 
-    @staticmethod
-    def _fine(unit: Unit, iid: InstanceId, outcome: Outcome) -> bool:
-        return committable(outcome, last=iid == unit[-1])
+    def _fine(self, unit: Unit, iid: InstanceId, outcome: Outcome) -> bool:
+        success = self.graph.instances[iid].success_codes
+        return committable(outcome, last=iid == unit[-1], success=success)
 
 
 def _first_bad(

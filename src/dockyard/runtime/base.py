@@ -73,6 +73,7 @@ class ContainerSpec:
     pids: int | None = None  # processes and threads at once; None: the engine's default
     cap_add: tuple[str, ...] = ()  # capabilities beyond DEFAULT_CAPABILITIES
     node: str | None = None  # which node it must run on (None: wherever the engine is)
+    workdir: str | None = None  # where its command starts (None: the image's WORKDIR)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class PipelineFile:
     # Each step's scatter values, globs expanded once, when the file was checked: a run
     # uses exactly the values that were checked, not what a glob finds a moment later.
     scatter: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
+    state: Path | None = None  # its state folder, where not the usual one beside the file
 
     @property
     def root(self) -> Path:
@@ -40,7 +41,7 @@ class PipelineFile:
 
     @property
     def state_dir(self) -> Path:
-        return self.root / STATE_DIR_NAME
+        return self.state if self.state is not None else self.root / STATE_DIR_NAME
 
 
 def load_pipeline(path: str | Path) -> PipelineFile:

@@ -162,6 +162,31 @@ class Store:
                 [(run.id, iid, step, PENDING, n) for n, (iid, step) in enumerate(instances)],
             )
 
+    def add_instances(self, run_id: str, instances: Sequence[tuple[str, str]]) -> None:
+        """More pending instances of a run (work handed over while it goes on)."""
+        with self.transaction():
+            (first,) = self.db.execute(
+                "SELECT COUNT(*) FROM instances WHERE run_id=?", (run_id,)
+            ).fetchone()
+            self.db.executemany(
+                "INSERT INTO instances (run_id, instance, step, state, position) "
+                "VALUES (?,?,?,?,?)",
+                [
+                    (run_id, iid, step, PENDING, first + n)
+                    for n, (iid, step) in enumerate(instances)
+                ],
+            )
+
+    def cached_exit_code(self, key: str) -> int | None:
+        """The exit status of the attempt whose output the cache holds for ``key``."""
+        row = self.db.execute(
+            "SELECT a.exit_code FROM cache c JOIN attempts a "
+            "ON a.run_id = c.run_id AND a.instance = c.instance "
+            "WHERE c.key = ? AND a.state = ? ORDER BY a.number DESC LIMIT 1",
+            (key, AttemptState.SUCCEEDED.value),
+        ).fetchone()
+        return None if row is None else row[0]
+
     def finish_run(self, run_id: str, state: str, ended_at: float, message: str | None) -> None:
         self.db.execute(
             "UPDATE runs SET state=?, ended_at=?, message=? WHERE id=?",

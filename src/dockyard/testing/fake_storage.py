@@ -26,7 +26,7 @@ from pathlib import Path
 
 from dockyard.disk import keeping, safecopy, safefs, sealing
 from dockyard.disk.kept import Staging, StoredOutput
-from dockyard.disk.node_disk import make_fifos, safe_name
+from dockyard.disk.node_disk import make_fifos, safe_name, seed_folder
 from dockyard.disk.sealing import Sealed
 from dockyard.execution.ports import OutputsLost
 
@@ -151,6 +151,9 @@ class FakeWorkspace:
         folder = parent / f"{safe_name(unit)}.{attempt}"
         make_fifos(folder, [safe_name(p) for p in producers])
         return folder
+
+    def seed(self, staging: Staging, sources: Sequence[tuple[Path, str]]) -> None:
+        seed_folder(staging.path, sources)
 
     def provide(self, path: Path, node: str) -> str:
         return str(path)  # every node of the fake sees this machine's files

@@ -98,6 +98,7 @@ class DockerRuntime(DockerImages):
                 entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
                 networking_config=networking,
                 healthcheck=health,
+                working_dir=spec.workdir,
             )
         return str(created["Id"])
 

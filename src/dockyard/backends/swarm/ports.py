@@ -231,6 +231,12 @@ class AgentWorkspace:
         body = {"project": self.project, "run": run_id, "name": name, "producers": [*producers]}
         return Path(str(self.pool.call(node, "streams/make", body, LOOP_TIMEOUT)["path"]))
 
+    def seed(self, staging: Staging, sources: Sequence[tuple[Path, str]]) -> None:
+        raise DockyardError(
+            "files staged into an output folder before the start (a CWL tool's "
+            "InitialWorkDirRequirement) are not supported on a cluster yet"
+        )
+
     def provide(self, path: Path, node: str) -> str:
         """Send a file or folder of this machine to ``node``'s agent, once per content."""
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)

@@ -65,6 +65,8 @@ def service_definition(spec: ContainerSpec) -> dict[str, Any]:
         "CapabilityAdd": sorted({*DEFAULT_CAPABILITIES, *spec.cap_add}),
         "StopGracePeriod": STOP_GRACE_SECONDS * 10**9,
     }
+    if spec.workdir is not None:
+        container["Dir"] = spec.workdir
     if spec.entrypoint is not None:
         container["Command"] = list(spec.entrypoint)
         container["Args"] = list(spec.command or ())

@@ -1,0 +1,201 @@
+"""One CommandLineTool invocation as a dockyard instance.
+
+cwltool has built the command line, the environment and the map of input files (under
+:mod:`dockyard.cwl.staging`'s stable paths); this turns them into an
+:class:`~dockyard.planning.graph.Instance` — the files bound read-only where the map
+says, the InitialWorkDir listing copied into the output folder before the start, the
+standard streams to and from files, the requested cores and memory (clamped to the
+largest node, with a warning), the time limit and the success codes — and hands it to
+the run. How it ended comes back through :class:`~dockyard.cwl.bridge.Bridge`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, MutableSequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cwl_utils.types import CWLDirectoryType, CWLFileType, CWLObjectType
+from cwltool.builder import Builder
+from cwltool.context import RuntimeContext
+from cwltool.errors import UnsupportedRequirement, WorkflowException
+from cwltool.job import JobBase
+from cwltool.pathmapper import MapperEnt, PathMapper
+from schema_salad.ref_resolver import uri_file_path
+
+from dockyard.planning.graph import Instance, InstanceId
+from dockyard.spec.model import DEFAULT_PIDS, ImageSpec, Retries
+
+if TYPE_CHECKING:
+    from dockyard.cwl.bridge import Bridge
+
+_logger = logging.getLogger("cwltool")
+CONTAINER_TMPDIR = "/tmp"
+MIB = 1024 * 1024
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class DockyardJob(JobBase):
+    def __init__(
+        self,
+        bridge: Bridge,
+        builder: Builder,
+        joborder: CWLObjectType,
+        make_path_mapper: Callable[
+            [MutableSequence[CWLFileType | CWLDirectoryType], str, RuntimeContext, bool],
+            PathMapper,
+        ],
+        requirements: list[CWLObjectType],
+        hints: list[CWLObjectType],
+        name: str,
+    ) -> None:
+        super().__init__(builder, joborder, make_path_mapper, requirements, hints, name)
+        self.bridge = bridge
+        self.runtime_context: RuntimeContext | None = None
+
+    def _required_env(self) -> dict[str, str]:
+        return {"HOME": self.builder.outdir, "TMPDIR": CONTAINER_TMPDIR}
+
+    def run(
+        self, runtimeContext: RuntimeContext, tmpdir_lock: threading.Lock | None = None
+    ) -> None:
+        """Hand the invocation to the run; it returns at once (see Bridge)."""
+        self.runtime_context = runtimeContext
+        self._setup(runtimeContext)
+        requirement, _ = self.get_requirement("DockerRequirement")
+        image = self.bridge.tool_images.key_for(dict(requirement) if requirement else None)
+        self.prepare_environment(runtimeContext, self._envvar_requirement())
+        files, seeds = self._staged(runtimeContext)
+        cores, memory = self._resources()
+        success = {0, *self.successCodes} - {*self.temporaryFailCodes, *self.permanentFailCodes}
+        instance = Instance(
+            id=self.bridge.new_id(_UNSAFE.sub("_", self.name) or "tool"),
+            bindings=(),
+            image=ImageSpec.model_validate(image),
+            command=tuple(str(part) for part in self.command_line),
+            env=tuple(sorted(self.environment.items())),
+            inputs=(),
+            upstream=(),
+            cpus=cores,
+            memory=memory,
+            retries=Retries(),
+            timeout=float(self.timelimit) if self.timelimit else None,
+            network=bool(self.networkaccess),
+            pids=DEFAULT_PIDS,
+            files=files,
+            seeds=seeds,
+            out=self.builder.outdir,
+            workdir=self.builder.outdir,
+            stdio=(self.stdin, self._in_outdir(self.stdout), self._in_outdir(self.stderr)),
+            success_codes=tuple(sorted(success)),
+        )
+        if not instance.command:
+            raise WorkflowException(
+                f"{self.name}: the tool's command line is empty (give it a baseCommand, "
+                "arguments, or an input with an inputBinding)"
+            )
+        self.bridge.submit(self, instance)
+
+    # -- what the container gets ------------------------------------------------------------
+
+    def _envvar_requirement(self) -> Mapping[str, str]:
+        found: dict[str, str] = {}
+        requirement, _ = self.get_requirement("EnvVarRequirement")
+        if requirement:
+            definitions: Any = requirement["envDef"]
+            for entry in definitions:
+                found[str(entry["envName"])] = str(entry["envValue"])
+        return found
+
+    def _in_outdir(self, name: str | None) -> str | None:
+        if name is None:
+            return None
+        if os.path.isabs(name) or ".." in Path(name).parts:
+            raise WorkflowException(f"{self.name}: {name!r} is not a path in the output folder")
+        return name
+
+    def _resources(self) -> tuple[float, int]:
+        """The cores and memory the tool asked for, clamped to the largest node."""
+        resources = self.builder.resources
+        cores = float(max(1, math.ceil(float(resources.get("cores", 1)))))
+        memory = math.ceil(float(resources.get("ram", 256))) * MIB
+        largest = self.bridge.largest
+        if cores > largest.cpus or memory > largest.memory:
+            _logger.warning(
+                "[job %s] asks for %g cores and %d MiB; the largest node has %g and %d MiB: "
+                "it gets at most that",
+                self.name,
+                cores,
+                memory // MIB,
+                largest.cpus,
+                largest.memory // MIB,
+            )
+        return min(cores, largest.cpus), min(memory, largest.memory)
+
+    def _staged(
+        self, runtimeContext: RuntimeContext
+    ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+        """Read-only binds (path here, path inside) of the inputs, and what is copied into
+        the output folder before the start (path here, path under the output folder)."""
+        files: dict[str, str] = {}
+        seeds: list[tuple[str, str]] = []
+        outdir = self.builder.outdir
+        mappers = [self.pathmapper]
+        if self.generatemapper is not None:
+            mappers.append(self.generatemapper)
+        for mapper in mappers:
+            for _, entry in mapper.items_exclude_children():
+                if not entry.staged:
+                    continue
+                source = self._source(entry, runtimeContext)
+                inside = entry.target == outdir or entry.target.startswith(outdir + "/")
+                if inside:
+                    rel = entry.target[len(outdir) + 1 :]
+                    if not rel:
+                        raise UnsupportedRequirement(
+                            f"{self.name}: staging {entry.resolved} as the output folder itself"
+                        )
+                    seeds.append((source, rel))
+                elif (entry.type or "").startswith(
+                    "Writable"
+                ) or entry.type == "CreateWritableFile":
+                    raise UnsupportedRequirement(
+                        f"{self.name}: a writable file or folder outside the output folder "
+                        f"({entry.target}) is not supported"
+                    )
+                else:
+                    files[entry.target] = source
+        return tuple((source, target) for target, source in sorted(files.items())), tuple(seeds)
+
+    def _source(self, entry: MapperEnt, runtimeContext: RuntimeContext) -> str:
+        """The path here of what is staged: a literal's content is written to a file."""
+        if entry.type in ("CreateFile", "CreateWritableFile"):
+            folder = tempfile.mkdtemp(prefix="literal", dir=self.bridge.scratch)
+            path = os.path.join(folder, os.path.basename(entry.target))
+            with open(path, "w", encoding="utf-8") as literal:
+                literal.write(entry.resolved)
+            return path
+        path = str(entry.resolved)
+        if path.startswith("file://"):
+            path = uri_file_path(path)
+        if not os.path.exists(path):
+            raise WorkflowException(f"{self.name}: input {path} does not exist")
+        self.bridge.check_readable(path)
+        return os.path.abspath(path)
+
+
+def job_runner(bridge: Bridge) -> Callable[..., Any]:
+    """What cwltool calls to make a job (:meth:`CommandLineTool.make_job_runner`)."""
+
+    def make(*args: Any) -> DockyardJob:
+        return DockyardJob(bridge, *args)
+
+    return make
+
+
+__all__ = ["DockyardJob", "InstanceId", "job_runner"]
