@@ -149,9 +149,14 @@ class DockyardJob(JobBase):
         if self.generatemapper is not None:
             mappers.append(self.generatemapper)
         for mapper in mappers:
-            for _, entry in mapper.items_exclude_children():
-                if not entry.staged:
-                    continue
+            # (what a folder of this machine holds comes with it: those are not staged; a
+            # literal folder's entries are, each on its own)
+            staged = [entry for _, entry in mapper.items() if entry.staged]
+            for entry in staged:
+                if _literal_folder(entry) and any(
+                    other.target.startswith(entry.target + "/") for other in staged
+                ):
+                    continue  # a literal folder is made by what it holds
                 source = self._source(entry, runtimeContext)
                 inside = entry.target == outdir or entry.target.startswith(outdir + "/")
                 if inside:
@@ -174,6 +179,8 @@ class DockyardJob(JobBase):
 
     def _source(self, entry: MapperEnt, runtimeContext: RuntimeContext) -> str:
         """The path here of what is staged: a literal's content is written to a file."""
+        if _literal_folder(entry):  # (an empty one)
+            return tempfile.mkdtemp(prefix="literal", dir=self.bridge.scratch)
         if entry.type in ("CreateFile", "CreateWritableFile"):
             folder = tempfile.mkdtemp(prefix="literal", dir=self.bridge.scratch)
             path = os.path.join(folder, os.path.basename(entry.target))
@@ -187,6 +194,10 @@ class DockyardJob(JobBase):
             raise WorkflowException(f"{self.name}: input {path} does not exist")
         self.bridge.check_readable(path)
         return os.path.abspath(path)
+
+
+def _literal_folder(entry: MapperEnt) -> bool:
+    return entry.type in ("Directory", "WritableDirectory") and str(entry.resolved).startswith("_:")
 
 
 def job_runner(bridge: Bridge) -> Callable[..., Any]:

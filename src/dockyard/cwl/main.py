@@ -176,12 +176,11 @@ def _make_images(backend: str | None, recipes: dict[str, ImageBuild]) -> int:
         runtime = choose(backend).runtime()
         try:
             runtime.ping()
-            made = make_images(
-                pf,
-                [(name, True) for name in recipes],
-                runtime,
-                lambda m: print(f"dockyard: {m}", file=sys.stderr),
-            )
+            made: dict[str, str] = {}
+            for name in recipes:  # in the file's order: a Dockerfile may build on one above
+                made |= make_images(
+                    pf, [(name, True)], runtime, lambda m: print(f"dockyard: {m}", file=sys.stderr)
+                )
         finally:
             runtime.close()
     for name in recipes:
