@@ -17,6 +17,7 @@ bin=$here/.venv/bin
 export DOCKYARD_CWL_IMAGES=$here/scripts/cwl-conformance/images.yaml
 echo "cwl-conformance: making the suite's images (once)" >&2
 "$bin/dockyard-cwl" --make-images >/dev/null
+rm -rf "$out/badges"  # (cwltest makes it, and refuses one that exists)
 cd "$suite"
 exec "$bin/cwltest" --test conformance_tests.yaml --tool "$bin/dockyard-cwl" \
   -j "${CWL_CONFORMANCE_JOBS:-2}" --badgedir "$out/badges" --junit-xml "$out/junit.xml" "$@"

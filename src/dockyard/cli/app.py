@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from dockyard import __version__
+from dockyard.cwl.document import cwl_pipeline_file, is_cwl
 from dockyard.errors import EXIT_INVALID, DockyardError
-from dockyard.spec import DEFAULT_FILE, PipelineFile
+from dockyard.spec import DEFAULT_FILE, PipelineFile, load_pipeline
 from dockyard.state.store import Store
 from dockyard.terminal import printable
 
@@ -35,8 +36,13 @@ def file_option(fn: F) -> F:
         default=DEFAULT_FILE,
         show_default=True,
         type=click.Path(dir_okay=False),
-        help="The pipeline file.",
+        help="The pipeline file (or a CWL document, for the commands that inspect runs).",
     )(fn)
+
+
+def pipeline_or_cwl(file: str) -> PipelineFile:
+    """The pipeline file ``-f`` names, or, for a CWL document, what its runs keep."""
+    return cwl_pipeline_file(file) if is_cwl(file) else load_pipeline(file)
 
 
 def backend_option(fn: F) -> F:

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dockyard.backends.choice import LOCAL, choose
-from dockyard.cli.app import backend_option, cli, file_option, open_store, out
+from dockyard.cli.app import backend_option, cli, file_option, open_store, out, pipeline_or_cwl
 from dockyard.errors import UnknownReference
 from dockyard.lifecycles import Phase
 from dockyard.planning.graph import InstanceId
@@ -30,7 +30,7 @@ from dockyard.units import format_memory, format_seconds
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(file: str, run_id: str | None, as_json: bool) -> None:
     """The run's instances: state, attempts, duration."""
-    with open_store(load_pipeline(file)) as store:
+    with open_store(pipeline_or_cwl(file)) as store:
         summary = load_summary(store, run_id)
     if as_json:
         click.echo(json.dumps(summary.to_json(), indent=2))
@@ -134,7 +134,7 @@ TRACE_COLUMNS = (
 @click.argument("run_id", required=False)
 def trace(file: str, run_id: str | None) -> None:
     """One TSV row per attempt (and per cached instance), for scripts and spreadsheets."""
-    with open_store(load_pipeline(file)) as store:
+    with open_store(pipeline_or_cwl(file)) as store:
         summary = load_summary(store, run_id)
     click.echo("\t".join(TRACE_COLUMNS))
     for inst in summary.instances:
@@ -204,7 +204,7 @@ def _find_instance(store: Store, run_id: str, wanted: InstanceId) -> str:
 def logs(file: str, args: tuple[str, ...], attempt: int | None) -> None:
     """Print an instance's logs (stdout and stderr)."""
     run_id, wanted = _instance_args(args)
-    with open_store(load_pipeline(file)) as store:
+    with open_store(pipeline_or_cwl(file)) as store:
         run = store.run(run_id)
         name = _find_instance(store, run.id, wanted)
         attempts = store.attempts(run.id, name)
@@ -235,7 +235,7 @@ def outputs(file: str, args: tuple[str, ...], backend: str | None) -> None:
     A run on a cluster (--backend swarm) keeps its outputs on the nodes: the folder printed
     is then a copy on this machine, fetched from a node that keeps it and checked."""
     run_id, wanted = _instance_args(args)
-    pf = load_pipeline(file)
+    pf = pipeline_or_cwl(file)
     with open_store(pf) as store:
         run = store.run(run_id)
         name = _find_instance(store, run.id, wanted)
@@ -274,7 +274,7 @@ def report(file: str, run_id: str | None, output: str) -> None:
     """Write the run report: graph, timeline, resources, failures (one HTML file)."""
     from dockyard.report import html as reports
 
-    pf = load_pipeline(file)
+    pf = pipeline_or_cwl(file)
     with open_store(pf) as store:
         summary = load_summary(store, run_id)
     page = reports.render(summary, pf.pipeline, lambda a: reports.tail(a.log_path))

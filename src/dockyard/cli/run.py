@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 from rich.markup import escape
@@ -19,7 +20,8 @@ from dockyard.cli.app import (
     out,
     terminate_as_interrupt,
 )
-from dockyard.errors import UnknownReference
+from dockyard.cwl.document import is_cwl
+from dockyard.errors import InvalidInput, UnknownReference
 from dockyard.execution import Executor, RunOptions
 from dockyard.planning.preflight import graph_of
 from dockyard.report.progress import LiveProgress, PlainProgress
@@ -56,6 +58,15 @@ def validate(file: str) -> None:
     is_flag=True,
     help="After a failure, keep running the instances that do not depend on it.",
 )
+@click.option(
+    "--outdir",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="A CWL document's outputs are copied here.",
+)
+@click.argument("document", required=False, metavar="[WORKFLOW.cwl [JOB]]")
+@click.argument("job", required=False)
 @backend_option
 def run(
     file: str,
@@ -64,9 +75,18 @@ def run(
     max_memory: str | None,
     wait_for_volumes: bool,
     keep_going: bool,
+    outdir: str,
+    document: str | None,
+    job: str | None,
     backend: str | None,
 ) -> None:
-    """Run the pipeline to completion."""
+    """Run the pipeline to completion, or a CWL workflow or tool with its job file.
+
+    A CWL run prints its output object as JSON and exits 1 when a tool or the workflow
+    failed, 33 when it needs a requirement dockyard does not support."""
+    if document is not None or is_cwl(file):
+        _run_cwl(document or file, job, outdir=outdir, no_cache=no_cache, backend=backend)
+        return
     memory = None
     if max_memory is not None:
         try:
@@ -94,6 +114,22 @@ def run(
             reporter.close()
             runtime.close()
     click.echo(f"run {run_id} succeeded; see `dockyard status` and `dockyard outputs STEP`")
+
+
+def _run_cwl(
+    document: str, job: str | None, *, outdir: str, no_cache: bool, backend: str | None
+) -> None:
+    if not is_cwl(document):
+        raise InvalidInput(f"{document}: not a CWL document (a .cwl file)")
+    try:
+        from dockyard.cwl.main import run_document
+    except ImportError as exc:  # (cwltool is an optional dependency)
+        raise InvalidInput(
+            f"running CWL needs dockyard's cwl extra (pip install 'dockyard[cwl]'): {exc}"
+        ) from None
+    code = run_document(document, job, outdir=Path(outdir), backend=backend, no_cache=no_cache)
+    if code:
+        sys.exit(code)
 
 
 @cli.command()

@@ -29,6 +29,10 @@ DEFAULT_RECIPE = ImageBuild(
 )
 
 
+class UnsupportedImage(ImageError):
+    """A DockerRequirement dockyard cannot act on (a CWL runner's "unsupported")."""
+
+
 class ImagesFile(BaseModel):
     """A file of ``images:`` entries in dockyard's format: how to make a named image."""
 
@@ -77,7 +81,7 @@ class ToolImages:
         elif "dockerPull" in requirement or "dockerImageId" in requirement:
             name = str(requirement.get("dockerPull") or requirement["dockerImageId"])
         else:
-            raise ImageError(
+            raise UnsupportedImage(
                 "this DockerRequirement names no image dockyard can find or make "
                 "(dockerLoad is not supported: load the image into the engine and name it "
                 "with dockerPull)"

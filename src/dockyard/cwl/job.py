@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, MutableSequence
+from collections.abc import Callable, MutableSequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,8 @@ from cwltool.job import JobBase
 from cwltool.pathmapper import MapperEnt, PathMapper
 from schema_salad.ref_resolver import uri_file_path
 
+from dockyard.cwl.images import UnsupportedImage
+from dockyard.errors import DockyardError
 from dockyard.planning.graph import Instance, InstanceId
 from dockyard.spec.model import DEFAULT_PIDS, ImageSpec, Retries
 
@@ -66,10 +68,20 @@ class DockyardJob(JobBase):
     ) -> None:
         """Hand the invocation to the run; it returns at once (see Bridge)."""
         self.runtime_context = runtimeContext
+        if self.inplace_update:
+            raise UnsupportedRequirement(
+                f"{self.name}: InplaceUpdateRequirement: dockyard's outputs are immutable "
+                "(a tool cannot change a file that an earlier step committed)"
+            )
         self._setup(runtimeContext)
+        # (the environment, EnvVarRequirement evaluated, was prepared as the job was made)
         requirement, _ = self.get_requirement("DockerRequirement")
-        image = self.bridge.tool_images.key_for(dict(requirement) if requirement else None)
-        self.prepare_environment(runtimeContext, self._envvar_requirement())
+        try:
+            image = self.bridge.tool_images.key_for(dict(requirement) if requirement else None)
+        except UnsupportedImage as exc:
+            raise UnsupportedRequirement(f"{self.name}: {exc.message}") from None
+        except DockyardError as exc:
+            raise WorkflowException(f"{self.name}: {exc.message}") from None
         files, seeds = self._staged(runtimeContext)
         cores, memory = self._resources()
         success = {0, *self.successCodes} - {*self.temporaryFailCodes, *self.permanentFailCodes}
@@ -102,15 +114,6 @@ class DockyardJob(JobBase):
         self.bridge.submit(self, instance)
 
     # -- what the container gets ------------------------------------------------------------
-
-    def _envvar_requirement(self) -> Mapping[str, str]:
-        found: dict[str, str] = {}
-        requirement, _ = self.get_requirement("EnvVarRequirement")
-        if requirement:
-            definitions: Any = requirement["envDef"]
-            for entry in definitions:
-                found[str(entry["envName"])] = str(entry["envValue"])
-        return found
 
     def _in_outdir(self, name: str | None) -> str | None:
         if name is None:

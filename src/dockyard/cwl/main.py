@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import logging
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from cwltool.argparser import arg_parser
 
 from dockyard.backends.choice import choose
 from dockyard.cwl.bridge import Bridge
+from dockyard.cwl.document import cwl_pipeline_file
 from dockyard.cwl.executor import DockyardExecutor
 from dockyard.cwl.images import DEFAULT_RECIPE, ToolImages, read_images_file
 from dockyard.cwl.tool import tool_maker
@@ -41,8 +41,7 @@ from dockyard.execution.run import Executor, RunOptions
 from dockyard.planning.schedule import ZERO, Capacity
 from dockyard.report.progress import PlainProgress
 from dockyard.runtime.base import Runtime
-from dockyard.spec.loader import PipelineFile
-from dockyard.spec.model import Defaults, ImageBuild, Pipeline
+from dockyard.spec.model import ImageBuild
 from dockyard.state.store import Store
 
 _logger = logging.getLogger("cwltool")
@@ -87,31 +86,35 @@ def _recipes(images: Path | str | None) -> dict[str, ImageBuild]:
     return found
 
 
-def _pipeline_file(
-    workflow: str | None, recipes: dict[str, ImageBuild], state: Path
-) -> PipelineFile:
-    """What a dockyard run needs of a pipeline file, for a CWL document: its name, where
-    it is, the images it may make, and the state folder."""
-    path = Path((workflow or "workflow.cwl").split("#", 1)[0]).absolute()
-    name = re.sub(r"[^a-z0-9_-]+", "-", path.stem.lower()).strip("-_")[:40] or "cwl"
-    if not name[0].isalnum():
-        name = f"cwl-{name}"
-    pipeline = Pipeline.model_construct(
-        version=1,
-        name=name,
-        defaults=Defaults(),
-        images=dict(recipes),
-        volumes={},
-        services={},
-        steps={},
-    )
-    return PipelineFile(path, pipeline, {}, state)
+def run_document(
+    workflow: str,
+    job: str | None,
+    *,
+    outdir: Path,
+    backend: str | None = None,
+    quiet: bool = False,
+    no_cache: bool = False,
+    images: Path | None = None,
+) -> int:
+    """``dockyard run WORKFLOW.cwl [JOB]``: the state folder beside the document (the cache
+    kept, as a pipeline file's), the outputs copied to ``outdir``; the exit status of
+    ``dockyard-cwl``."""
+    argv = ["--outdir", str(outdir), *(["--quiet"] if quiet else []), workflow]
+    args = arg_parser().parse_args(argv + ([job] if job else []))
+    recipes = _recipes(images or os.environ.get(IMAGES_ENVIRONMENT))
+    state = cwl_pipeline_file(workflow).state_dir
+    with _sigterm_as_interrupt():
+        return _run(args, backend, recipes, state, RunOptions(no_cache=no_cache))
 
 
 def _run(
-    args: argparse.Namespace, backend: str | None, recipes: dict[str, ImageBuild], state: Path
+    args: argparse.Namespace,
+    backend: str | None,
+    recipes: dict[str, ImageBuild],
+    state: Path,
+    options: RunOptions | None = None,
 ) -> int:
-    pf = _pipeline_file(args.workflow, recipes, state)
+    pf = cwl_pipeline_file(args.workflow, recipes, state)
     chosen = choose(backend)
     runtime = chosen.runtime()
     reporter: Reporter = ignore if args.quiet else PlainProgress(sys.stderr)
@@ -132,7 +135,7 @@ def _run(
                 pf,
                 runtime,
                 store,
-                options=RunOptions(),
+                options=options or RunOptions(),
                 reporter=reporter,
                 ports=ports,
                 feed=bridge,
@@ -172,7 +175,7 @@ def _make_images(backend: str | None, recipes: dict[str, ImageBuild]) -> int:
     from dockyard.images.resolve import make_images
 
     with tempfile.TemporaryDirectory(prefix="dockyard-cwl-") as scratch:
-        pf = _pipeline_file(None, recipes, Path(scratch))
+        pf = cwl_pipeline_file(None, recipes, Path(scratch))
         runtime = choose(backend).runtime()
         try:
             runtime.ping()

@@ -98,6 +98,10 @@ class Resolver:
             for name, rel in instance.inputs:
                 path, info = self.input_path.with_status(rel)
                 inputs.append((name, self.hasher.digest(path, info=info)))
+            for path, target in instance.files:  # (checked by whoever handed them over)
+                inputs.append((target, self.hasher.digest(path)))
+            for path, rel in instance.seeds:
+                inputs.append((f"seed:{rel}", self.hasher.digest(path)))
         except FileNotFoundError as exc:
             raise PlanError(
                 f"an input of {iid} is gone since the pipeline file was checked: {exc.filename}",

@@ -23,8 +23,10 @@ def cache_key(
     inputs: list[tuple[str, str]],
     upstream: list[tuple[str, str]],
 ) -> str:
-    """The key of one instance: inputs are (name, digest), upstream are (mount point, digest)."""
-    material = {
+    """The key of one instance: inputs are (name, digest) (a bound file's name is its path
+    inside, a file copied into ``/out`` is ``seed:`` and its path there), upstream are
+    (mount point, digest)."""
+    material: dict[str, object] = {
         "format": KEY_FORMAT,
         "image": image_id,
         "command": list(instance.command) if instance.command is not None else None,
@@ -32,4 +34,14 @@ def cache_key(
         "inputs": sorted(inputs),
         "upstream": sorted(upstream),
     }
+    # What only work handed over while a run goes on has (a CWL tool's): left out where it
+    # is the default, so that the keys of pipeline steps stay as they were.
+    if instance.out != "/out":
+        material["out"] = instance.out
+    if instance.workdir is not None:
+        material["workdir"] = instance.workdir
+    if any(path is not None for path in instance.stdio):
+        material["stdio"] = list(instance.stdio)
+    if instance.success_codes != (0,):
+        material["success"] = list(instance.success_codes)
     return hashlib.sha256(_ENCODE(material).encode()).hexdigest()

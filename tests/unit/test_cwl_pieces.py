@@ -1,0 +1,70 @@
+"""The CWL layer's own pieces, without an engine: stable staging names, the output link
+check, the images file, and what the state folder of a CWL document is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("cwltool")
+
+from dockyard.cwl.document import cwl_pipeline_file, is_cwl  # noqa: E402
+from dockyard.cwl.images import read_images_file  # noqa: E402
+from dockyard.cwl.staging import escapes, stable_name  # noqa: E402
+from dockyard.errors import InvalidInput  # noqa: E402
+
+
+def test_staging_names_follow_what_is_staged_not_chance() -> None:
+    file = {"class": "File", "location": "file:///data/a.bam", "basename": "a.bam"}
+    with_index = {
+        **file,
+        "secondaryFiles": [
+            {"class": "File", "location": "file:///data/a.bam.bai", "basename": "a.bam.bai"}
+        ],
+    }
+    assert stable_name(file) == stable_name(dict(file))
+    assert stable_name(file) != stable_name(with_index)
+    assert stable_name(file) != stable_name({**file, "location": "file:///other/a.bam"})
+    literal = {"class": "File", "location": "_:1f2e", "basename": "x", "contents": "hi"}
+    same_content = {**literal, "location": "_:99aa"}  # (a new random name each run)
+    assert stable_name(literal) == stable_name(same_content)
+    assert stable_name(literal) != stable_name({**literal, "contents": "ho"})
+
+
+def test_a_link_out_of_an_output_is_found_and_one_inside_is_fine(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "sub" / "f").write_text("x")
+    (out / "inside").symlink_to("sub/f")
+    (out / "sub" / "up").symlink_to("..")
+    assert escapes(out) is None
+    (out / "sub" / "away").symlink_to("../../elsewhere")
+    assert escapes(out) == "sub/away"
+    (out / "sub" / "away").unlink()
+    (out / "abs").symlink_to("/etc/passwd")
+    assert escapes(out) == "abs"
+
+
+def test_the_images_file_is_checked_and_tags_default_to_the_names(tmp_path: Path) -> None:
+    path = tmp_path / "images.yaml"
+    (tmp_path / "ctx").mkdir()
+    path.write_text(
+        "images:\n"
+        "  tools: {debian: {include: [samtools]}}\n"
+        "  built: {build: ctx, tag: 'lab/built:1'}\n"
+    )
+    found = read_images_file(path)
+    assert found["tools"].tag == "tools"
+    assert found["built"].build == str((tmp_path / "ctx").resolve())
+    path.write_text("images:\n  bad: {debian: {include: []}}\n")
+    with pytest.raises(InvalidInput, match="bad"):
+        read_images_file(path)
+
+
+def test_a_cwl_documents_runs_keep_their_state_beside_it(tmp_path: Path) -> None:
+    pf = cwl_pipeline_file(tmp_path / "My Workflow.cwl")
+    assert pf.pipeline.name == "my-workflow"
+    assert pf.state_dir == tmp_path / ".dockyard"
+    assert is_cwl("wf.cwl#main") and not is_cwl("dockyard.yaml")
+    assert cwl_pipeline_file(tmp_path / "___.cwl").pipeline.name == "cwl"
