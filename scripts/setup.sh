@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian machine for dockyard: Docker Engine (Debian's docker.io),
-# a running dockerd, debootstrap, a virtualenv with dockyard installed, and the local
+# a running dockerd, debootstrap, Node.js (for CWL's JavaScript), a virtualenv with
+# dockyard and its dev and cwl extras installed, and the local
 # busybox image that the tests use (no container registry is needed; the genomics
 # example's images are made from Debian packages by `dockyard run` on first use).
 # Safe to run again: every step checks before it acts.
@@ -26,6 +27,8 @@ command -v sqlite3 >/dev/null 2>&1 || need_pkgs+=(sqlite3)
 for tool in bwa samtools bcftools; do
   command -v "$tool" >/dev/null 2>&1 || need_pkgs+=("$tool")
 done
+# CWL documents' JavaScript expressions are evaluated by Node.js (cwltool runs `node`).
+command -v node >/dev/null 2>&1 || command -v nodejs >/dev/null 2>&1 || need_pkgs+=(nodejs)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]} from Debian" >&2
   as_root apt-get update -qq
@@ -48,6 +51,6 @@ python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,cwl]'
 .venv/bin/python -m dockyard.testing.images >/dev/null
 echo "setup: ready (dockyard $(.venv/bin/dockyard --version | awk '{print $NF}'))" >&2
