@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("cwltool")
 
-from dockyard.cwl.document import cwl_pipeline_file, is_cwl  # noqa: E402
-from dockyard.cwl.images import read_images_file  # noqa: E402
-from dockyard.cwl.staging import escapes, stable_name  # noqa: E402
-from dockyard.errors import InvalidInput  # noqa: E402
+from dockyard.cwl.document import cwl_pipeline_file, is_cwl
+from dockyard.cwl.images import read_images_file
+from dockyard.cwl.staging import escapes, stable_name
+from dockyard.errors import InvalidInput
 
 
 def test_staging_names_follow_what_is_staged_not_chance() -> None:

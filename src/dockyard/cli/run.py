@@ -65,6 +65,11 @@ def validate(file: str) -> None:
     show_default=True,
     help="A CWL document's outputs are copied here.",
 )
+@click.option(
+    "--images",
+    type=click.Path(dir_okay=False, exists=True),
+    help="How to make a CWL document's named images offline (an images: file).",
+)
 @click.argument("document", required=False, metavar="[WORKFLOW.cwl [JOB]]")
 @click.argument("job", required=False)
 @backend_option
@@ -76,6 +81,7 @@ def run(
     wait_for_volumes: bool,
     keep_going: bool,
     outdir: str,
+    images: str | None,
     document: str | None,
     job: str | None,
     backend: str | None,
@@ -85,7 +91,14 @@ def run(
     A CWL run prints its output object as JSON and exits 1 when a tool or the workflow
     failed, 33 when it needs a requirement dockyard does not support."""
     if document is not None or is_cwl(file):
-        _run_cwl(document or file, job, outdir=outdir, no_cache=no_cache, backend=backend)
+        _run_cwl(
+            document or file,
+            job,
+            outdir=outdir,
+            no_cache=no_cache,
+            backend=backend,
+            images=Path(images) if images else None,
+        )
         return
     memory = None
     if max_memory is not None:
@@ -117,7 +130,13 @@ def run(
 
 
 def _run_cwl(
-    document: str, job: str | None, *, outdir: str, no_cache: bool, backend: str | None
+    document: str,
+    job: str | None,
+    *,
+    outdir: str,
+    no_cache: bool,
+    backend: str | None,
+    images: Path | None,
 ) -> None:
     if not is_cwl(document):
         raise InvalidInput(f"{document}: not a CWL document (a .cwl file)")
