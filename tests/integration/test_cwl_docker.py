@@ -296,3 +296,44 @@ def test_files_of_the_same_name_and_command_but_other_content_are_not_mixed_up(
     found = json.loads(done.stdout)
     assert Path(found["x"]["path"]).read_text() == "first\n"
     assert Path(found["y"]["path"]).read_text() == "second\n"
+
+
+def test_a_rerun_in_which_nothing_changed_is_answered_without_loading_the_document(
+    tmp_path: Path,
+) -> None:
+    data = write(tmp_path, "data.txt", "one\n")
+    tool = write(
+        tmp_path,
+        "count.cwl",
+        """
+        cwlVersion: v1.2
+        class: CommandLineTool
+        baseCommand: [wc, -l]
+        stdin: $(inputs.data.path)
+        stdout: count.txt
+        inputs: {data: File}
+        outputs: {count: {type: stdout}}
+        """,
+    )
+    job = write(tmp_path, "job.yml", f"data: {{class: File, path: {data}}}\n")
+    cache = tmp_path / "state"
+
+    def count(outdir: str) -> tuple[str, str]:
+        done = runner("--outdir", tmp_path / outdir, "--cachedir", cache, tool, job)
+        assert done.returncode == 0, done.stderr
+        found = json.loads(done.stdout)["count"]
+        assert Path(found["path"]).parent == tmp_path / outdir
+        return Path(found["path"]).read_text().strip(), done.stderr
+
+    assert count("o1")[0] == "1"
+    text, said = count("o2")
+    assert text == "1"
+    assert "nothing changed since run" in said
+    data.write_text("one\ntwo\n")  # what it read changed: run again
+    text, said = count("o3")
+    assert text == "2"
+    assert "nothing changed" not in said
+    tool.write_text(tool.read_text().replace("[wc, -l]", "[wc, -c]"))  # so did the tool
+    text, said = count("o4")
+    assert text == "8"
+    assert "nothing changed" not in said

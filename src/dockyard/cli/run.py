@@ -141,7 +141,7 @@ def _run_cwl(
     if not is_cwl(document):
         raise InvalidInput(f"{document}: not a CWL document (a .cwl file)")
     try:
-        from dockyard.cwl.main import run_document
+        from dockyard.cwl.runner import run_document
     except ImportError as exc:  # (cwltool is an optional dependency)
         raise InvalidInput(
             f"running CWL needs dockyard's cwl extra (pip install 'dockyard[cwl]'): {exc}"

@@ -55,6 +55,7 @@ class Bridge:
         self._jobs: dict[InstanceId, DockyardJob] = {}
         self._ids: set[InstanceId] = set()
         self._ended: queue.Queue[Ended | None] = queue.Queue()
+        self.staged: set[str] = set()  # every file of this machine a tool was given
 
     # -- the run's side (its loop's thread) -----------------------------------------------------
 
@@ -100,6 +101,7 @@ class Bridge:
                 raise Stopped("the run has ended")
             self._jobs[instance.id] = job
             self._handed.append(instance)
+            self.staged.update(path for path, _ in (*instance.files, *instance.seeds))
         self.wake()
 
     def waiting(self) -> int:

@@ -4,6 +4,7 @@ the tool invocations handed to it (see :mod:`dockyard.cwl.bridge`)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Callable
@@ -29,6 +30,9 @@ class DockyardExecutor(JobExecutor):
         super().__init__()
         self.bridge = bridge
         self.run = run  # the dockyard run, fed by the bridge: returns or raises at its end
+        self.run_id: str | None = None  # once the run succeeded
+        self.job_order: CWLObjectType | None = None  # the input object, defaults filled in
+        self.committed: Any = None  # the output object before its files are copied out
 
     def run_jobs(
         self,
@@ -38,6 +42,7 @@ class DockyardExecutor(JobExecutor):
         runtime_context: RuntimeContext,
     ) -> None:
         failures: list[BaseException] = []
+        self.job_order = job_order_object
 
         def drive() -> None:
             try:
@@ -52,7 +57,8 @@ class DockyardExecutor(JobExecutor):
         driver = threading.Thread(target=drive, name="dockyard-cwl", daemon=True)
         driver.start()
         try:
-            self.run()
+            run_id = self.run()
+            self.run_id = run_id if isinstance(run_id, str) else None
         except RunFailed:
             pass  # each failed tool was reported to the workflow, which decides its status
         finally:
@@ -60,6 +66,8 @@ class DockyardExecutor(JobExecutor):
             driver.join()
         if failures:
             raise failures[0]
+        if self.final_output:
+            self.committed = copy.deepcopy(self.final_output[0])
 
     def _drive(
         self,

@@ -1,0 +1,282 @@
+"""A rerun of a CWL document in which nothing changed, answered without loading it.
+
+Every tool invocation of such a rerun would be answered by the cache; what costs is
+loading cwltool and the document. So when a run in a kept state folder succeeds, it
+leaves a record: the files it read (every document fetched, the job file, each input
+file and every file under each input folder, what each tool was given), by size,
+modification time and inode; the id of each image it used; and its output object with
+the committed output each file of it was copied from. A later invocation with the same
+command line (only ``--outdir``, ``--quiet``, ``--cachedir``, ``--images`` and
+``--backend`` may be given) whose record still holds — nothing it read changed, its
+images are the same, its outputs are still in the store — copies those outputs to its
+``--outdir`` and prints the output object, without importing cwltool. Anything else runs
+as usual (and its tool invocations are answered by the cache as far as they can be).
+
+This module imports nothing heavy: it is what a no-change rerun costs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+RECORDS = "cwl-reruns"
+FORMAT = 1
+_VALUED = {"--outdir", "--cachedir", "--images", "--backend"}
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A command line simple enough to be answered from a record."""
+
+    document: str
+    job: str | None
+    outdir: Path
+    state: Path
+    quiet: bool
+    images: str | None
+    backend: str | None
+
+    def key(self) -> str:
+        from dockyard import __version__
+
+        material = [
+            FORMAT,
+            __version__,
+            self.document,
+            self.job,
+            self.images,
+            self.backend or os.environ.get("DOCKYARD_BACKEND") or "local",
+        ]
+        return hashlib.sha256(json.dumps(material).encode()).hexdigest()
+
+    @property
+    def record(self) -> Path:
+        return self.state / RECORDS / f"{self.key()}.json"
+
+
+def simple_invocation(argv: list[str], state: Path | None = None) -> Invocation | None:
+    """The invocation ``argv`` asks for, if it is simple enough (else None): ``state`` is
+    its state folder when the caller knows it, else ``--cachedir`` (none: no record)."""
+    values: dict[str, str] = {}
+    positional: list[str] = []
+    quiet = False
+    args = iter(argv)
+    for arg in args:
+        name, has_value, value = arg.partition("=")
+        if arg == "--quiet":
+            quiet = True
+        elif name in _VALUED:
+            if not has_value:
+                value = next(args, "")
+            if not value:
+                return None
+            values[name] = value
+        elif arg.startswith("-"):
+            return None  # (cwltool's options: run as usual)
+        else:
+            positional.append(arg)
+    if not 1 <= len(positional) <= 2:
+        return None
+    where = state or (Path(values["--cachedir"]) if "--cachedir" in values else None)
+    if where is None:
+        return None
+    images = values.get("--images") or os.environ.get("DOCKYARD_CWL_IMAGES")
+    return Invocation(
+        document=_absolute(positional[0]),
+        job=_absolute(positional[1]) if len(positional) == 2 else None,
+        outdir=Path(values.get("--outdir", ".")).absolute(),
+        state=where.absolute(),
+        quiet=quiet,
+        images=_absolute(images) if images else None,
+        backend=values.get("--backend"),
+    )
+
+
+def _absolute(location: str) -> str:
+    path, hash_mark, fragment = location.partition("#")
+    return str(Path(path).absolute()) + hash_mark + fragment
+
+
+# -- answering from a record ------------------------------------------------------------------
+
+
+def answer(invocation: Invocation, stdout: IO[str]) -> bool:
+    """Copy the recorded outputs and print the output object, if the record holds."""
+    try:
+        record = json.loads(invocation.record.read_text())
+    except (OSError, ValueError):
+        return False
+    if record.get("format") != FORMAT or not _unchanged(record["read"]):
+        return False
+    copies = [(Path(source), rel) for source, rel in record["copies"]]
+    if not all(source.exists() for source, _ in copies) or not _same_images(record["images"]):
+        return False
+    outdir = invocation.outdir
+    for source, rel in copies:
+        target = outdir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target, follow_symlinks=False)
+    found = _moved(record["output"], record["outdir"], str(outdir))
+    json.dump(found, stdout, indent=4, ensure_ascii=False)
+    stdout.flush()
+    if not invocation.quiet:
+        print(
+            f"dockyard: nothing changed since run {record['run']}: its outputs are copied "
+            "(every tool would have been answered by the cache)",
+            file=sys.stderr,
+        )
+    return True
+
+
+def _unchanged(read: list[list[Any]]) -> bool:
+    for path, size, mtime_ns, inode in read:
+        try:
+            info = os.stat(path)
+        except OSError:
+            return False
+        if (info.st_size, info.st_mtime_ns, info.st_ino) != (size, mtime_ns, inode):
+            return False
+    return True
+
+
+def _same_images(images: dict[str, str]) -> bool:
+    if not images:
+        return True
+    try:
+        import docker
+
+        client = docker.APIClient(base_url=os.environ.get("DOCKER_HOST") or None, timeout=10)
+    except Exception:
+        return False
+    try:
+        for name, image_id in images.items():
+            if client.inspect_image(name).get("Id") != image_id:  # type: ignore[no-untyped-call]
+                return False
+    except Exception:  # (gone, or the engine does not answer: run as usual)
+        return False
+    finally:
+        client.close()
+    return True
+
+
+def _moved(value: Any, before: str, after: str) -> Any:
+    """The output object with its files' paths under ``after`` instead of ``before``."""
+    if isinstance(value, list):
+        return [_moved(v, before, after) for v in value]
+    if not isinstance(value, dict):
+        return value
+    moved = {k: _moved(v, before, after) for k, v in value.items()}
+    for field, prefix in (("path", ""), ("location", "file://")):
+        text = moved.get(field)
+        if isinstance(text, str) and text.startswith(prefix + before):
+            moved[field] = prefix + after + text[len(prefix + before) :]
+    return moved
+
+
+# -- making a record ----------------------------------------------------------------------
+
+
+def write_record(
+    invocation: Invocation,
+    run_id: str,
+    fetched: Iterable[str],
+    job_order: Any,
+    staged: Iterable[str],
+    images: dict[str, str],
+    committed: Any,
+    output: Any,
+) -> None:
+    """Record a successful run: ``committed`` is its output object as the store holds it,
+    ``output`` as it was printed (copied to the invocation's outdir)."""
+    state = os.path.realpath(invocation.state) + os.sep
+    paths = set(fetched) | set(_locations(job_order)) | set(staged)
+    if invocation.images:
+        paths.add(invocation.images.partition("#")[0])
+    read = sorted({entry for path in paths if not path.startswith(state) for entry in _stats(path)})
+    copies = sorted(set(_copies(committed, output, str(invocation.outdir))))
+    record = {
+        "format": FORMAT,
+        "run": run_id,
+        "read": read,
+        "images": images,
+        "copies": copies,
+        "outdir": str(invocation.outdir),
+        "output": output,
+    }
+    invocation.record.parent.mkdir(parents=True, exist_ok=True)
+    partial = invocation.record.with_suffix(".partial")
+    partial.write_text(json.dumps(record))
+    partial.replace(invocation.record)
+
+
+def _locations(value: Any) -> Iterator[str]:
+    """The local paths of every File and Directory in an input object."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _locations(item)
+    elif isinstance(value, dict):
+        if value.get("class") in ("File", "Directory"):
+            where = value.get("path") or value.get("location") or ""
+            if isinstance(where, str) and where.startswith("file://"):
+                from urllib.parse import unquote, urlsplit
+
+                where = unquote(urlsplit(where).path)
+            if isinstance(where, str) and where.startswith("/"):
+                yield where
+        for item in value.values():
+            yield from _locations(item)
+
+
+def _stats(path: str) -> Iterator[tuple[str, int, int, int]]:
+    """A file's status; for a folder, its own and that of everything under it."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return
+    yield (path, info.st_size, info.st_mtime_ns, info.st_ino)
+    if stat.S_ISDIR(info.st_mode):
+        for folder, dirs, files in os.walk(path):
+            for name in dirs + files:
+                entry = os.path.join(folder, name)
+                with_status = os.lstat(entry)
+                yield (entry, with_status.st_size, with_status.st_mtime_ns, with_status.st_ino)
+
+
+def _copies(committed: Any, output: Any, outdir: str) -> Iterator[tuple[str, str]]:
+    """(where in the store, where under outdir) of every file and folder of the output."""
+    if isinstance(committed, list) and isinstance(output, list):
+        for before, after in zip(committed, output, strict=False):
+            yield from _copies(before, after, outdir)
+    elif isinstance(committed, dict) and isinstance(output, dict):
+        if committed.get("class") in ("File", "Directory"):
+            source, target = _path(committed), _path(output)
+            if source and target and target.startswith(outdir + os.sep):
+                yield source, os.path.relpath(target, outdir)
+            if committed.get("class") == "Directory":
+                return  # (copied whole)
+        for key, before in committed.items():
+            if key in output:
+                yield from _copies(before, output[key], outdir)
+
+
+def _path(value: dict[str, Any]) -> str | None:
+    where = value.get("path") or value.get("location")
+    if not isinstance(where, str):
+        return None
+    if where.startswith("file://"):
+        from urllib.parse import unquote, urlsplit
+
+        return unquote(urlsplit(where).path)
+    return where if where.startswith("/") else None

@@ -1,0 +1,261 @@
+"""The CWL runner's work (see :mod:`dockyard.cwl.main` for the command): cwltool's options
+set for dockyard, a dockyard run fed by cwltool's workflow engine, and the record a
+no-change rerun is answered from (:mod:`dockyard.cwl.rerun`)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cwltool import main as cwltool_main
+from cwltool.argparser import arg_parser
+from schema_salad.fetcher import DefaultFetcher
+from schema_salad.ref_resolver import uri_file_path
+
+from dockyard.backends.choice import choose
+from dockyard.cwl.bridge import Bridge
+from dockyard.cwl.document import cwl_pipeline_file
+from dockyard.cwl.executor import DockyardExecutor
+from dockyard.cwl.images import DEFAULT_RECIPE, ToolImages, read_images_file
+from dockyard.cwl.rerun import Invocation, answer, simple_invocation, write_record
+from dockyard.cwl.tool import tool_maker
+from dockyard.disk.sealing import discard
+from dockyard.errors import DockyardError
+from dockyard.events import Reporter, ignore
+from dockyard.execution.feed import WAKE
+from dockyard.execution.run import Executor, RunOptions
+from dockyard.planning.schedule import ZERO, Capacity
+from dockyard.report.progress import PlainProgress
+from dockyard.runtime.base import Runtime
+from dockyard.spec.model import ImageBuild
+from dockyard.state.store import Store
+
+_logger = logging.getLogger("cwltool")
+IMAGES_ENVIRONMENT = "DOCKYARD_CWL_IMAGES"  # an images file, where --images is not given
+# Fixed paths inside the containers: the command lines, and so the cache keys, do not
+# change from run to run.
+OUTDIR = "/var/spool/cwl"
+STAGEDIR = "/var/lib/cwl"
+TMPDIR = "/tmp"
+UNSUPPORTED = 33
+
+
+def run_command(argv: list[str], invocation: Invocation | None) -> int:
+    """``dockyard-cwl ARGV`` (``invocation``: the same, when simple enough to record)."""
+    own, rest = _own_parser().parse_known_args(argv)
+    args = arg_parser().parse_args(rest)
+    try:
+        recipes = _recipes(own.images)
+        if own.make_images:
+            return _make_images(own.backend, recipes)
+        with _state_folder(args.cachedir) as state, _sigterm_as_interrupt():
+            return _run(args, own.backend, recipes, state, invocation=invocation)
+    except DockyardError as exc:
+        print(f"dockyard-cwl: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dockyard-cwl: interrupted", file=sys.stderr)
+        return 130
+
+
+def _own_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--images", type=Path, default=os.environ.get(IMAGES_ENVIRONMENT))
+    parser.add_argument("--backend", default=None)
+    parser.add_argument("--make-images", action="store_true")
+    return parser
+
+
+def _recipes(images: Path | str | None) -> dict[str, ImageBuild]:
+    found = {"cwl-default": DEFAULT_RECIPE}
+    if images:
+        found.update(read_images_file(Path(images)))
+    return found
+
+
+def run_document(
+    workflow: str,
+    job: str | None,
+    *,
+    outdir: Path,
+    backend: str | None = None,
+    quiet: bool = False,
+    no_cache: bool = False,
+    images: Path | None = None,
+) -> int:
+    """``dockyard run WORKFLOW.cwl [JOB]``: the state folder beside the document (the cache
+    kept, as a pipeline file's), the outputs copied to ``outdir``; the exit status of
+    ``dockyard-cwl``."""
+    argv = ["--outdir", str(outdir), *(["--quiet"] if quiet else []), workflow]
+    argv += [job] if job else []
+    state = cwl_pipeline_file(workflow).state_dir
+    invocation = None
+    if not no_cache:
+        extra = [
+            *(["--images", str(images)] if images else []),
+            *(["--backend", backend] if backend else []),
+        ]
+        invocation = simple_invocation(argv + extra, state)
+        if invocation is not None and answer(invocation, sys.stdout):
+            return 0
+    args = arg_parser().parse_args(argv)
+    recipes = _recipes(images or os.environ.get(IMAGES_ENVIRONMENT))
+    with _sigterm_as_interrupt():
+        return _run(
+            args, backend, recipes, state, RunOptions(no_cache=no_cache), invocation=invocation
+        )
+
+
+def _run(
+    args: argparse.Namespace,
+    backend: str | None,
+    recipes: dict[str, ImageBuild],
+    state: Path,
+    options: RunOptions | None = None,
+    *,
+    invocation: Invocation | None = None,
+) -> int:
+    pf = cwl_pipeline_file(args.workflow, recipes, state)
+    chosen = choose(backend)
+    runtime = chosen.runtime()
+    reporter: Reporter = ignore if args.quiet else PlainProgress(sys.stderr)
+    note = (lambda m: None) if args.quiet else (lambda m: print(f"dockyard: {m}", file=sys.stderr))
+    scratch = state / "cwl-literals"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        with contextlib.closing(Store(pf.state_dir / "state.db")) as store:
+            ports = chosen.ports(pf, runtime, note)
+            bridge = Bridge(
+                ToolImages(pf, runtime, note),
+                lambda: _largest(runtime),
+                state,
+                scratch,
+                ports.outputs.locate,
+            )
+            executor = Executor(
+                pf,
+                runtime,
+                store,
+                options=options or RunOptions(),
+                reporter=reporter,
+                ports=ports,
+                feed=bridge,
+            )
+            bridge.wake = lambda: executor.results.put(WAKE)
+            fetched: set[str] = set()
+            _configure(args, bridge, fetched)
+            runner = DockyardExecutor(bridge, executor.run)
+            printed = io.StringIO()
+            code = cwltool_main.main(args=args, executor=runner, stdout=printed)
+            sys.stdout.write(printed.getvalue())
+            sys.stdout.flush()
+            if code == 0 and invocation is not None and runner.run_id is not None:
+                write_record(
+                    invocation,
+                    runner.run_id,
+                    fetched,
+                    runner.job_order,
+                    bridge.staged,
+                    dict(bridge.images),
+                    runner.committed,
+                    json.loads(printed.getvalue()),
+                )
+            return UNSUPPORTED if code == UNSUPPORTED else (0 if code == 0 else 1)
+    finally:
+        runtime.close()
+
+
+def _configure(args: argparse.Namespace, bridge: Bridge, fetched: set[str]) -> None:
+    """cwltool's options as dockyard runs the tools (read into its contexts by its main);
+    the local files cwltool reads (documents, the job file) are added to ``fetched``."""
+    settings: dict[str, Any] = {
+        "construct_tool_object": tool_maker(bridge),
+        "fetcher_constructor": recording_fetcher(fetched),
+        "relax_path_checks": True,  # (a file name with '#', as the conformance tests have)
+        "docker_outdir": OUTDIR,
+        "docker_stagedir": STAGEDIR,
+        "docker_tmpdir": TMPDIR,
+        "use_container": True,
+        "cachedir": None,  # (dockyard's cache, in its state folder, answers instead)
+        "parallel": False,
+    }
+    for key, value in settings.items():
+        setattr(args, key, value)
+
+
+def _largest(runtime: Runtime) -> Capacity:
+    nodes = [n for n in runtime.nodes() if n.state == "ready"] or runtime.nodes()
+    rooms = [Capacity.of(n.capacity.cpus, n.capacity.memory) for n in nodes]
+    return max(rooms, key=lambda c: (c.memory, c.millicpus), default=ZERO)
+
+
+def _make_images(backend: str | None, recipes: dict[str, ImageBuild]) -> int:
+    """Make every image of the images file and the default image, then stop."""
+    from dockyard.images.resolve import make_images
+
+    with tempfile.TemporaryDirectory(prefix="dockyard-cwl-") as scratch:
+        pf = cwl_pipeline_file(None, recipes, Path(scratch))
+        runtime = choose(backend).runtime()
+        try:
+            runtime.ping()
+            made: dict[str, str] = {}
+            for name in recipes:  # in the file's order: a Dockerfile may build on one above
+                made |= make_images(
+                    pf, [(name, True)], runtime, lambda m: print(f"dockyard: {m}", file=sys.stderr)
+                )
+        finally:
+            runtime.close()
+    for name in recipes:
+        print(f"{recipes[name].tag}\t{made[name]}")
+    return 0
+
+
+@contextlib.contextmanager
+def _state_folder(cachedir: str | None) -> Iterator[Path]:
+    """The state folder of this invocation: ``--cachedir``, kept; else one of its own."""
+    if cachedir:
+        folder = Path(cachedir).absolute()
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    folder = Path(tempfile.mkdtemp(prefix="dockyard-cwl-"))
+    try:
+        yield folder
+    finally:
+        discard(folder)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the run as Ctrl-C does: its containers removed."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def recording_fetcher(seen: set[str]) -> Any:
+    """schema-salad's fetcher, noting each local file it reads."""
+
+    class Recording(DefaultFetcher):
+        def fetch_text(self, url: str, content_types: list[str] | None = None) -> str:
+            if url.startswith("file://"):
+                seen.add(uri_file_path(url.split("#", 1)[0]))
+            return super().fetch_text(url, content_types)
+
+    return Recording
