@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from dataclasses import replace
 
@@ -104,6 +105,12 @@ def test_the_container_name_is_a_label_and_a_long_one_a_shortened_service_name()
     assert len(short) <= SERVICE_NAME_MAX and short.startswith("dockyard-x")
     assert short != service_name(long + "2")  # a digest of the whole tells them apart
     assert service_name("a b/c") != "a b/c" and " " not in service_name("a b/c")
+    # (Swarm refuses a dot, or an underscore next to a hyphen, in a service name)
+    for name in ("dockyard-x-run-echo.cwl-1", "step_-1", "a__b"):
+        assert re.fullmatch(r"[A-Za-z0-9]+(?:[-_]+[A-Za-z0-9]+)*", service_name(name)), name
+    assert service_name("dockyard-x-run-echo.cwl-1") != service_name("dockyard-x-run-echo-cwl-1")
+    # (a pattern with nested repeats would backtrack for hours here: the suite's timeout)
+    assert service_name("a" * 40 + ".").startswith("a" * 40)
 
 
 def task(state: str, code: int | None = None, **extra: object) -> dict[str, object]:

@@ -33,7 +33,9 @@ LABEL_STARTED = "dockyard.started"  # set when it is scaled to its one replica
 SERVICE_NAME_MAX = 63
 KILLED = 128 + 9  # the status of a container ended by SIGKILL
 STOP_GRACE_SECONDS = 10
-_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# What Swarm accepts: a DNS name component (no dot), its separators between alphanumerics.
+# (alphanumerics and separators never overlap, so matching takes linear time)
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9]+(?:[-_]+[A-Za-z0-9]+)*")
 
 # Task states (moby/swarmkit api/types.proto) as dockyard's container states.
 STARTING = frozenset(
@@ -43,13 +45,14 @@ ENDED = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "re
 
 
 def service_name(container_name: str) -> str:
-    """A Swarm service name (at most 63 characters of ``[A-Za-z0-9_.-]``) for a container
-    name; a longer one keeps its start and ends with a digest of the whole."""
-    if len(container_name) <= SERVICE_NAME_MAX and _SERVICE_NAME.match(container_name):
+    """A Swarm service name (at most 63 characters of ``[A-Za-z0-9_-]``, as a DNS name
+    component) for a container name; another keeps its start, its other characters made
+    ``-``, and ends with a digest of the whole."""
+    if len(container_name) <= SERVICE_NAME_MAX and _SERVICE_NAME.fullmatch(container_name):
         return container_name
     digest = hashlib.sha256(container_name.encode()).hexdigest()[:12]
-    kept = re.sub(r"[^A-Za-z0-9_.-]", "-", container_name)[: SERVICE_NAME_MAX - 13]
-    return f"{kept}-{digest}".lstrip("-_.") or digest
+    kept = re.sub(r"[^A-Za-z0-9]+", "-", container_name)[: SERVICE_NAME_MAX - 13]
+    return f"{kept.strip('-')}-{digest}".lstrip("-") or digest
 
 
 def service_definition(spec: ContainerSpec) -> dict[str, Any]:
