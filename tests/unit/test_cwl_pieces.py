@@ -68,3 +68,58 @@ def test_a_cwl_documents_runs_keep_their_state_beside_it(tmp_path: Path) -> None
     assert pf.state_dir == tmp_path / ".dockyard"
     assert is_cwl("wf.cwl#main") and not is_cwl("dockyard.yaml")
     assert cwl_pipeline_file(tmp_path / "___.cwl").pipeline.name == "cwl"
+
+
+def test_only_a_plain_command_line_is_answered_from_a_rerun_record(tmp_path: Path) -> None:
+    from dockyard.cwl.rerun import simple_invocation
+
+    found = simple_invocation(
+        ["--outdir=o", "--quiet", "--cachedir", str(tmp_path), "wf.cwl#main", "job.yml"]
+    )
+    assert found is not None and found.quiet
+    assert found.document.endswith("/wf.cwl#main") and found.job is not None
+    assert found.state == tmp_path
+    same = simple_invocation(
+        ["--cachedir", str(tmp_path), "--outdir", "elsewhere", "wf.cwl#main", "job.yml"]
+    )
+    assert same is not None and same.key() == found.key()  # (where outputs go is no part)
+    assert simple_invocation(["wf.cwl", "job.yml"]) is None  # no state kept: no record
+    assert simple_invocation(["--cachedir", "c", "--strict", "wf.cwl"]) is None
+    assert simple_invocation(["--cachedir", "c"]) is None
+    assert simple_invocation(["--cachedir", "c", "a.cwl", "b.yml", "c.yml"]) is None
+    other = simple_invocation(["--cachedir", str(tmp_path), "wf.cwl#main", "other.yml"])
+    assert other is not None and other.key() != found.key()
+
+
+def test_a_records_outputs_are_found_again_under_the_new_outdir() -> None:
+    from dockyard.cwl.rerun import _copies, _moved
+
+    committed = {
+        "out": {
+            "class": "File",
+            "location": "file:///state/outputs/ab/x.txt",
+            "secondaryFiles": [{"class": "File", "location": "file:///state/outputs/ab/x.txt.i"}],
+        },
+        "dir": {"class": "Directory", "location": "file:///state/outputs/cd/d"},
+        "n": 3,
+    }
+    printed = {
+        "out": {
+            "class": "File",
+            "location": "file:///o/x.txt",
+            "path": "/o/x.txt",
+            "secondaryFiles": [{"class": "File", "location": "file:///o/x.txt.i"}],
+        },
+        "dir": {"class": "Directory", "location": "file:///o/d", "listing": []},
+        "n": 3,
+    }
+    assert sorted(_copies(committed, printed, "/o")) == [
+        ("/state/outputs/ab/x.txt", "x.txt"),
+        ("/state/outputs/ab/x.txt.i", "x.txt.i"),
+        ("/state/outputs/cd/d", "d"),
+    ]
+    moved = _moved(printed, "/o", "/new")
+    assert moved["out"]["path"] == "/new/x.txt"
+    assert moved["out"]["secondaryFiles"][0]["location"] == "file:///new/x.txt.i"
+    assert moved["n"] == 3
+    assert _moved({"path": "/other/x"}, "/o", "/new") == {"path": "/other/x"}

@@ -180,8 +180,9 @@ def _moved(value: Any, before: str, after: str) -> Any:
     moved = {k: _moved(v, before, after) for k, v in value.items()}
     for field, prefix in (("path", ""), ("location", "file://")):
         text = moved.get(field)
-        if isinstance(text, str) and text.startswith(prefix + before):
-            moved[field] = prefix + after + text[len(prefix + before) :]
+        old = prefix + before
+        if isinstance(text, str) and (text == old or text.startswith(old + "/")):
+            moved[field] = prefix + after + text[len(old) :]
     return moved
 
 
