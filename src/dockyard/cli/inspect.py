@@ -13,7 +13,8 @@ from rich.text import Text
 
 from dockyard.backends.choice import LOCAL, choose
 from dockyard.cli.app import backend_option, cli, file_option, open_store, out, pipeline_or_cwl
-from dockyard.errors import UnknownReference
+from dockyard.cwl.document import is_cwl
+from dockyard.errors import InvalidInput, UnknownReference
 from dockyard.lifecycles import Phase
 from dockyard.planning.graph import InstanceId
 from dockyard.report.render import dot, mermaid
@@ -289,5 +290,10 @@ def report(file: str, run_id: str | None, output: str) -> None:
 )
 def graph(file: str, fmt: str) -> None:
     """Print the pipeline's DAG as Mermaid or DOT text."""
+    if is_cwl(file):
+        raise InvalidInput(
+            f"{file}: `graph` draws pipeline files; for a CWL document use "
+            "`cwltool --print-dot` (its runs' instances are in `dockyard report`)"
+        )
     pf = load_pipeline(file)
     click.echo(mermaid(pf) if fmt == "mermaid" else dot(pf))
