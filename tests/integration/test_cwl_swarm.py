@@ -45,5 +45,5 @@ def test_initial_work_dir_on_the_swarm_is_refused_clearly(
         """,
     )
     done = runner("--backend", "swarm", "--outdir", tmp_path / "o", tool)
-    assert done.returncode == 1
+    assert done.returncode == 33  # (a requirement dockyard does not support there)
     assert "not supported on a cluster yet" in done.stderr

@@ -123,3 +123,49 @@ def test_a_records_outputs_are_found_again_under_the_new_outdir() -> None:
     assert moved["out"]["secondaryFiles"][0]["location"] == "file:///new/x.txt.i"
     assert moved["n"] == 3
     assert _moved({"path": "/other/x"}, "/o", "/new") == {"path": "/other/x"}
+
+
+def test_an_output_object_naming_files_outside_the_tools_folder_is_refused(
+    tmp_path: Path,
+) -> None:
+    from dockyard.cwl.staging import confine
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "ok.txt").write_text("x")
+    inside = {"class": "File", "location": f"file://{folder}/ok.txt", "basename": "ok.txt"}
+    confine({"a": inside, "n": [1, 2]}, folder, given=set())
+    given = f"file://{tmp_path}/input.txt"
+    confine({"a": {"class": "File", "location": given}}, folder, given={given})  # passed through
+    for bad in (
+        {"class": "File", "location": f"file://{folder}/../../etc/passwd"},
+        {"class": "File", "location": "/etc/passwd"},
+        {"class": "Directory", "location": f"file://{tmp_path}"},
+        {"class": "File", "location": "http://example.invalid/x"},
+        {**inside, "basename": "../escaped.txt"},
+        {**inside, "secondaryFiles": [{"class": "File", "location": "file:///etc/shadow"}]},
+    ):
+        with pytest.raises(PermissionError):
+            confine({"out": [bad]}, folder, given=set())
+
+
+def test_nothing_that_holds_the_state_folder_is_bound(tmp_path: Path) -> None:
+    from dockyard.cwl.bridge import Bridge
+
+    state = tmp_path / "project" / ".dockyard"
+    (state / "outputs" / "abc").mkdir(parents=True)
+    (state / "work").mkdir()
+    bridge = Bridge(None, lambda: None, state, tmp_path, lambda d: tmp_path)  # type: ignore[arg-type]
+    bridge.check_readable(str(state / "outputs" / "abc"))
+    (tmp_path / "project" / "data.txt").write_text("x")
+    bridge.check_readable(str(tmp_path / "project" / "data.txt"))
+    for bad in (
+        state,
+        state / "work",
+        state / "state.db",
+        tmp_path / "project",
+        tmp_path,
+        Path("/"),
+    ):
+        with pytest.raises(PermissionError):
+            bridge.check_readable(str(bad))

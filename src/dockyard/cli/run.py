@@ -90,25 +90,12 @@ def run(
 
     A CWL run prints its output object as JSON and exits 1 when a tool or the workflow
     failed, 33 when it needs a requirement dockyard does not support."""
-    if document is not None or is_cwl(file):
-        _run_cwl(
-            document or file,
-            job,
-            outdir=outdir,
-            no_cache=no_cache,
-            backend=backend,
-            images=Path(images) if images else None,
-        )
-        return
     memory = None
     if max_memory is not None:
         try:
             memory = parse_memory(max_memory)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--max-memory") from None
-    pf = load_pipeline(file)
-    chosen = choose(backend)
-    runtime = chosen.runtime()
     options = RunOptions(
         max_cpus=max_cpus,
         max_memory=memory,
@@ -116,6 +103,13 @@ def run(
         keep_going=keep_going,
         wait_for_volumes=wait_for_volumes,
     )
+    if document is not None or is_cwl(file):
+        images_file = Path(images) if images else None
+        _run_cwl(document or file, job, outdir, options, backend, images_file)
+        return
+    pf = load_pipeline(file)
+    chosen = choose(backend)
+    runtime = chosen.runtime()
     live = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
     reporter = LiveProgress(out) if live else PlainProgress(sys.stdout)
     with open_store(pf) as store, terminate_as_interrupt():
@@ -132,9 +126,8 @@ def run(
 def _run_cwl(
     document: str,
     job: str | None,
-    *,
     outdir: str,
-    no_cache: bool,
+    options: RunOptions,
     backend: str | None,
     images: Path | None,
 ) -> None:
@@ -146,7 +139,9 @@ def _run_cwl(
         raise InvalidInput(
             f"running CWL needs dockyard's cwl extra (pip install 'dockyard[cwl]'): {exc}"
         ) from None
-    code = run_document(document, job, outdir=Path(outdir), backend=backend, no_cache=no_cache)
+    code = run_document(
+        document, job, outdir=Path(outdir), backend=backend, options=options, images=images
+    )
     if code:
         sys.exit(code)
 

@@ -56,6 +56,8 @@ class Bridge:
         self._ids: set[InstanceId] = set()
         self._ended: queue.Queue[Ended | None] = queue.Queue()
         self.staged: set[str] = set()  # every file of this machine a tool was given
+        self.can_seed = True  # whether the backend copies files into an output folder
+        self.not_reusable = False  # a tool said its work must not be reused (WorkReuse)
 
     # -- the run's side (its loop's thread) -----------------------------------------------------
 
@@ -148,7 +150,10 @@ class Bridge:
         """A file to bind: inside dockyard's state folder only what a committed output
         holds (checked when it was read), never its database or work folders."""
         real = os.path.realpath(path)
-        if real.startswith(self.state_dir + os.sep):
-            outputs = os.path.join(self.state_dir, "outputs") + os.sep
+        state = self.state_dir
+        if real == state or state.startswith(real + os.sep) or real == os.sep:
+            raise PermissionError(f"{path} holds dockyard's state folder")
+        if real.startswith(state + os.sep):
+            outputs = os.path.join(state, "outputs") + os.sep
             if not real.startswith(outputs):
                 raise PermissionError(f"{path} is inside dockyard's state folder")

@@ -19,10 +19,12 @@ from cwltool.utils import bytes2str_in_dicts
 
 from dockyard.cwl.bridge import Bridge, Stopped
 from dockyard.cwl.job import DockyardJob
+from dockyard.cwl.staging import confine
 from dockyard.errors import RunFailed
 from dockyard.execution.feed import Ended
 
 _logger = logging.getLogger("cwltool")
+INPUT_TYPES = ("File", "Directory", "WritableFile", "WritableDirectory")  # (not literals)
 
 
 class DockyardExecutor(JobExecutor):
@@ -114,6 +116,9 @@ class DockyardExecutor(JobExecutor):
             rcode = ended.exit_code if ended.exit_code is not None else 0
             outputs = job.collect_outputs(str(folder), rcode)
             converted: Any = bytes2str_in_dicts(outputs)
+            given = {*job.pathmapper.files()}  # (the inputs: where they are, and were)
+            given |= {e.resolved for _, e in job.pathmapper.items() if e.type in INPUT_TYPES}
+            confine(converted, folder, given=given)
             return converted, "success"
         except (WorkflowException, OSError) as exc:
             _logger.error("[job %s] its outputs: %s", job.name, exc)

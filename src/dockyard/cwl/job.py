@@ -83,7 +83,15 @@ class DockyardJob(JobBase):
         except DockyardError as exc:
             raise WorkflowException(f"{self.name}: {exc.message}") from None
         files, seeds = self._staged(runtimeContext)
+        if seeds and not self.bridge.can_seed:
+            raise UnsupportedRequirement(
+                f"{self.name}: InitialWorkDirRequirement is not supported on a cluster yet "
+                "(its entries would be copied into a folder on another node)"
+            )
         cores, memory = self._resources()
+        reusable = self._reusable()
+        if not reusable:
+            self.bridge.not_reusable = True
         success = {0, *self.successCodes} - {*self.temporaryFailCodes, *self.permanentFailCodes}
         instance = Instance(
             id=self.bridge.new_id(_UNSAFE.sub("_", self.name) or "tool"),
@@ -97,6 +105,7 @@ class DockyardJob(JobBase):
             memory=memory,
             retries=Retries(),
             timeout=float(self.timelimit) if self.timelimit else None,
+            cacheable=reusable,
             network=bool(self.networkaccess),
             pids=DEFAULT_PIDS,
             files=files,
@@ -114,6 +123,13 @@ class DockyardJob(JobBase):
         self.bridge.submit(self, instance)
 
     # -- what the container gets ------------------------------------------------------------
+
+    def _reusable(self) -> bool:
+        """Whether the cache may answer this invocation (``WorkReuse``, default yes)."""
+        requirement, _ = self.get_requirement("WorkReuse")
+        if not requirement:
+            return True
+        return bool(self.builder.do_eval(requirement.get("enableReuse", True)))
 
     def _in_outdir(self, name: str | None) -> str | None:
         if name is None:
@@ -195,7 +211,10 @@ class DockyardJob(JobBase):
             path = uri_file_path(path)
         if not os.path.exists(path):
             raise WorkflowException(f"{self.name}: input {path} does not exist")
-        self.bridge.check_readable(path)
+        try:
+            self.bridge.check_readable(path)
+        except PermissionError as exc:
+            raise WorkflowException(f"{self.name}: {exc}") from None
         return os.path.abspath(path)
 
 

@@ -24,8 +24,11 @@ from dockyard.cwl.rerun import answer, simple_invocation
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     invocation = simple_invocation(argv)
-    if invocation is not None and answer(invocation, sys.stdout):
-        return 0
+    try:
+        if invocation is not None and answer(invocation, sys.stdout):
+            return 0
+    except (KeyError, TypeError, ValueError):
+        pass  # (a record of another shape: run as usual, which writes a new one)
     from dockyard.cwl.runner import run_command
 
     return run_command(argv, invocation)

@@ -121,13 +121,25 @@ def answer(invocation: Invocation, stdout: IO[str]) -> bool:
     if not all(source.exists() for source, _ in copies) or not _same_images(record["images"]):
         return False
     outdir = invocation.outdir
-    for source, rel in copies:
-        target = outdir / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
-        else:
-            shutil.copy2(source, target, follow_symlinks=False)
+    try:
+        for source, rel in copies:
+            target = outdir / rel
+            if not _inside(target, outdir):
+                return False
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            # (links followed, as cwltool copies them: the outputs were checked to hold no
+            # link that leads outside them)
+            if source.is_dir():
+                shutil.copytree(source, target)
+            else:
+                shutil.copy2(source, target)
+    except OSError as exc:
+        print(f"dockyard: the rerun record could not be used ({exc}): running", file=sys.stderr)
+        return False
     found = _moved(record["output"], record["outdir"], str(outdir))
     json.dump(found, stdout, indent=4, ensure_ascii=False)
     stdout.flush()
@@ -149,6 +161,11 @@ def _unchanged(read: list[list[Any]]) -> bool:
         if (info.st_size, info.st_mtime_ns, info.st_ino) != (size, mtime_ns, inode):
             return False
     return True
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    normal = os.path.normpath(path)
+    return normal.startswith(os.path.normpath(folder) + os.sep)
 
 
 def _same_images(images: dict[str, str]) -> bool:
@@ -202,10 +219,17 @@ def write_record(
     """Record a successful run: ``committed`` is its output object as the store holds it,
     ``output`` as it was printed (copied to the invocation's outdir)."""
     state = os.path.realpath(invocation.state) + os.sep
-    paths = set(fetched) | set(_locations(job_order)) | set(staged)
+    outdir = str(invocation.outdir) + os.sep
+    # What was read as a whole (inputs, what the tools were given): every file under it;
+    # what cwltool only looked at (documents, paths it asked about): the entry itself, and
+    # the folder of each file a tool was given (a secondary file added beside it shows).
+    trees = set(_locations(job_order)) | set(staged)
+    looked = set(fetched) | {os.path.dirname(path) for path in staged}
     if invocation.images:
-        paths.add(invocation.images.partition("#")[0])
-    read = sorted({entry for path in paths if not path.startswith(state) for entry in _stats(path)})
+        looked.add(invocation.images.partition("#")[0])
+    entries = {entry for path in trees for entry in _stats(path, walk=True)}
+    entries |= {entry for path in looked for entry in _stats(path, walk=False)}
+    read = sorted(e for e in entries if not e[0].startswith((state, outdir)))
     copies = sorted(set(_copies(committed, output, str(invocation.outdir))))
     record = {
         "format": FORMAT,
@@ -240,19 +264,23 @@ def _locations(value: Any) -> Iterator[str]:
             yield from _locations(item)
 
 
-def _stats(path: str) -> Iterator[tuple[str, int, int, int]]:
-    """A file's status; for a folder, its own and that of everything under it."""
+def _stats(path: str, *, walk: bool) -> Iterator[tuple[str, int, int, int]]:
+    """A path's status (none if it is gone); with ``walk``, for a folder, that of
+    everything under it too."""
     try:
         info = os.stat(path)
     except OSError:
         return
     yield (path, info.st_size, info.st_mtime_ns, info.st_ino)
-    if stat.S_ISDIR(info.st_mode):
+    if walk and stat.S_ISDIR(info.st_mode):
         for folder, dirs, files in os.walk(path):
             for name in dirs + files:
                 entry = os.path.join(folder, name)
-                with_status = os.lstat(entry)
-                yield (entry, with_status.st_size, with_status.st_mtime_ns, with_status.st_ino)
+                try:
+                    found = os.lstat(entry)
+                except OSError:
+                    continue  # (gone while walking: the rerun's check sees it)
+                yield (entry, found.st_size, found.st_mtime_ns, found.st_ino)
 
 
 def _copies(committed: Any, output: Any, outdir: str) -> Iterator[tuple[str, str]]:
@@ -263,8 +291,8 @@ def _copies(committed: Any, output: Any, outdir: str) -> Iterator[tuple[str, str
     elif isinstance(committed, dict) and isinstance(output, dict):
         if committed.get("class") in ("File", "Directory"):
             source, target = _path(committed), _path(output)
-            if source and target and target.startswith(outdir + os.sep):
-                yield source, os.path.relpath(target, outdir)
+            if source and target and _inside(Path(target), Path(outdir)):
+                yield source, os.path.relpath(os.path.normpath(target), outdir)
             if committed.get("class") == "Directory":
                 return  # (copied whole)
         for key, before in committed.items():

@@ -19,10 +19,11 @@ from typing import Any
 
 from cwltool import main as cwltool_main
 from cwltool.argparser import arg_parser
+from cwltool.stdfsaccess import StdFsAccess
 from schema_salad.fetcher import DefaultFetcher
 from schema_salad.ref_resolver import uri_file_path
 
-from dockyard.backends.choice import choose
+from dockyard.backends.choice import LOCAL, choose
 from dockyard.cwl.bridge import Bridge
 from dockyard.cwl.document import cwl_pipeline_file
 from dockyard.cwl.executor import DockyardExecutor
@@ -48,6 +49,7 @@ OUTDIR = "/var/spool/cwl"
 STAGEDIR = "/var/lib/cwl"
 TMPDIR = "/tmp"
 UNSUPPORTED = 33
+REMOTE = "remote:"  # (a document read from the network, in the set of what was read)
 
 
 def run_command(argv: list[str], invocation: Invocation | None) -> int:
@@ -90,30 +92,34 @@ def run_document(
     outdir: Path,
     backend: str | None = None,
     quiet: bool = False,
-    no_cache: bool = False,
+    options: RunOptions | None = None,
     images: Path | None = None,
 ) -> int:
     """``dockyard run WORKFLOW.cwl [JOB]``: the state folder beside the document (the cache
     kept, as a pipeline file's), the outputs copied to ``outdir``; the exit status of
-    ``dockyard-cwl``."""
+    ``dockyard-cwl``. ``options``: the run's (``keep_going`` is cwltool's
+    ``--on-error continue``)."""
+    options = options or RunOptions()
     argv = ["--outdir", str(outdir), *(["--quiet"] if quiet else []), workflow]
     argv += [job] if job else []
     state = cwl_pipeline_file(workflow).state_dir
     invocation = None
-    if not no_cache:
+    plain = options.max_cpus is None and options.max_memory is None and not options.keep_going
+    if not options.no_cache and plain:
         extra = [
             *(["--images", str(images)] if images else []),
             *(["--backend", backend] if backend else []),
         ]
         invocation = simple_invocation(argv + extra, state)
-        if invocation is not None and answer(invocation, sys.stdout):
-            return 0
-    args = arg_parser().parse_args(argv)
+        with contextlib.suppress(KeyError, TypeError, ValueError):  # (a record of another shape)
+            if invocation is not None and answer(invocation, sys.stdout):
+                return 0
+    args = arg_parser().parse_args(
+        (["--on-error", "continue"] if options.keep_going else []) + argv
+    )
     recipes = _recipes(images or os.environ.get(IMAGES_ENVIRONMENT))
     with _sigterm_as_interrupt():
-        return _run(
-            args, backend, recipes, state, RunOptions(no_cache=no_cache), invocation=invocation
-        )
+        return _run(args, backend, recipes, state, options, invocation=invocation)
 
 
 def _run(
@@ -130,8 +136,8 @@ def _run(
     runtime = chosen.runtime()
     reporter: Reporter = ignore if args.quiet else PlainProgress(sys.stderr)
     note = (lambda m: None) if args.quiet else (lambda m: print(f"dockyard: {m}", file=sys.stderr))
-    scratch = state / "cwl-literals"
-    scratch.mkdir(parents=True, exist_ok=True)
+    (state / "cwl-literals").mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="run-", dir=state / "cwl-literals"))
     try:
         with contextlib.closing(Store(pf.state_dir / "state.db")) as store:
             ports = chosen.ports(pf, runtime, note)
@@ -152,6 +158,7 @@ def _run(
                 feed=bridge,
             )
             bridge.wake = lambda: executor.results.put(WAKE)
+            bridge.can_seed = chosen is LOCAL  # (a cluster's workspace cannot seed yet)
             fetched: set[str] = set()
             _configure(args, bridge, fetched)
             runner = DockyardExecutor(bridge, executor.run)
@@ -160,19 +167,40 @@ def _run(
             sys.stdout.write(printed.getvalue())
             sys.stdout.flush()
             if code == 0 and invocation is not None and runner.run_id is not None:
-                write_record(
-                    invocation,
-                    runner.run_id,
-                    fetched,
-                    runner.job_order,
-                    bridge.staged,
-                    dict(bridge.images),
-                    runner.committed,
-                    json.loads(printed.getvalue()),
-                )
+                _record(invocation, runner, bridge, fetched, printed.getvalue(), recipes)
             return UNSUPPORTED if code == UNSUPPORTED else (0 if code == 0 else 1)
     finally:
         runtime.close()
+        discard(scratch)  # (what literal files the tools were given: only for this run)
+
+
+def _record(
+    invocation: Invocation,
+    runner: DockyardExecutor,
+    bridge: Bridge,
+    fetched: set[str],
+    printed: str,
+    recipes: dict[str, ImageBuild],
+) -> None:
+    """Leave the record a no-change rerun is answered from, where it can be trusted: not
+    when a tool's work must not be reused, nor when cwltool read from the network."""
+    if bridge.not_reusable or any(path.startswith(REMOTE) for path in fetched):
+        return
+    built = [str(recipe.build) for recipe in recipes.values() if recipe.build is not None]
+    assert runner.run_id is not None
+    try:
+        write_record(
+            invocation,
+            runner.run_id,
+            [*fetched, *built],
+            runner.job_order,
+            bridge.staged,
+            dict(bridge.images),
+            runner.committed,
+            json.loads(printed),
+        )
+    except (OSError, ValueError) as exc:  # (the run succeeded: only a later rerun loses)
+        print(f"dockyard: no rerun record left: {exc}", file=sys.stderr)
 
 
 def _configure(args: argparse.Namespace, bridge: Bridge, fetched: set[str]) -> None:
@@ -181,6 +209,7 @@ def _configure(args: argparse.Namespace, bridge: Bridge, fetched: set[str]) -> N
     settings: dict[str, Any] = {
         "construct_tool_object": tool_maker(bridge),
         "fetcher_constructor": recording_fetcher(fetched),
+        "make_fs_access": recording_fs_access(fetched),
         "relax_path_checks": True,  # (a file name with '#', as the conformance tests have)
         "docker_outdir": OUTDIR,
         "docker_stagedir": STAGEDIR,
@@ -250,12 +279,28 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def recording_fetcher(seen: set[str]) -> Any:
-    """schema-salad's fetcher, noting each local file it reads."""
+    """schema-salad's fetcher, noting each document it reads (a local file by its path,
+    anything else as ``REMOTE`` and its address)."""
 
     class Recording(DefaultFetcher):
         def fetch_text(self, url: str, content_types: list[str] | None = None) -> str:
             if url.startswith("file://"):
                 seen.add(uri_file_path(url.split("#", 1)[0]))
+            else:
+                seen.add(REMOTE + url)
             return super().fetch_text(url, content_types)
+
+    return Recording
+
+
+def recording_fs_access(seen: set[str]) -> Any:
+    """cwltool's access to files (what expressions read with loadContents, the secondary
+    files it looks for, the listings it makes), noting each path it asks about."""
+
+    class Recording(StdFsAccess):
+        def _abs(self, p: str) -> str:
+            path = super()._abs(p)
+            seen.add(path)
+            return path
 
     return Recording

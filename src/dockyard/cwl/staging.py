@@ -65,3 +65,49 @@ def escapes(root: Path) -> str | None:
                 if not (resolved == top or resolved.startswith(top + os.sep)):
                     return os.path.relpath(path, top)
     return None
+
+
+def confine(outputs: Any, folder: Path, given: set[str]) -> None:
+    """Refuse (PermissionError) an output object that names a file or folder outside the
+    tool's committed ``folder`` (a tool's ``cwl.output.json`` may name any location, or
+    ``..`` in a path), unless it is one of the inputs the tool was ``given`` (passed
+    through), or whose name would leave the folder it is copied to."""
+    top = os.path.realpath(folder)
+    inputs = {os.path.realpath(p) for p in map(_local_path, given) if p is not None}
+    for item in _files_and_folders(outputs):
+        name = item.get("basename")
+        if isinstance(name, str) and (name in ("", ".", "..") or "/" in name):
+            raise PermissionError(f"an output is named {name!r}")
+        location = str(item.get("location") or "")
+        if location.startswith("_:"):
+            continue
+        path = _local_path(location)
+        if path is None:
+            raise PermissionError(f"an output is not a file of this machine: {location}")
+        real = os.path.realpath(path)
+        if any(real == given or real.startswith(given + os.sep) for given in inputs):
+            continue  # (an input passed through, or what an input folder holds)
+        if not (real == top or real.startswith(top + os.sep)):
+            raise PermissionError(f"an output leads outside the tool's output folder: {location}")
+
+
+def _files_and_folders(value: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            if item.get("class") in ("File", "Directory"):
+                found.append(item)
+            stack.extend(item.values())
+    return found
+
+
+def _local_path(location: str) -> str | None:
+    if location.startswith("file://"):
+        from urllib.parse import unquote, urlsplit
+
+        return unquote(urlsplit(location).path)
+    return location if location.startswith("/") else None

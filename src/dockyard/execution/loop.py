@@ -76,9 +76,11 @@ class RunLoop:
                 self.apply(action)
             if not plan.finished:
                 self.stuck_since = None
-            elif self.feed is not None and self.feed.open():
+            elif self._waiting_for_nodes():
+                pass  # (a node that is down may come back)
+            elif self.feed is not None and self.feed.open() and self.stuck_since is None:
                 pass  # what comes next is decided by what has ended: wait for it
-            elif not self._waiting_for_nodes():
+            else:  # (done; or what is ready fitted no node for NODE_WAIT: it never will)
                 self.journal.flush()
                 return
             timeout = None if plan.wake_at is None else max(0.0, plan.wake_at - self.clock())

@@ -166,8 +166,10 @@ class Executor:
             self.engine,
             note,
         )
+        live = images
         if self.feed is not None:
-            images = self.feed.images  # (filled in as work is handed over)
+            live = self.feed.images  # (filled in as work is handed over, on another thread)
+            images = dict(live)  # (what the run's record says: what was resolved by now)
         volumes = RunVolumes(self.pf, self.ports.volumes)
         with RunLock(self.pf.state_dir), contextlib.ExitStack() as held:
             volumes.take(graph, held, wait=self.options.wait_for_volumes)
@@ -213,7 +215,7 @@ class Executor:
                         reserved,
                         nodes,
                     ),
-                    images,
+                    live,
                     volumes,
                     journal,
                 )
