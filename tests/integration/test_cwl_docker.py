@@ -339,3 +339,39 @@ def test_a_rerun_in_which_nothing_changed_is_answered_without_loading_the_docume
     text, said = count("o4")
     assert text == "8"
     assert "nothing changed" not in said
+
+
+def test_an_optional_secondary_file_that_appears_later_makes_the_rerun_run(
+    tmp_path: Path,
+) -> None:
+    data = write(tmp_path, "x.bam", "reads\n")
+    tool = write(
+        tmp_path,
+        "list.cwl",
+        """
+        cwlVersion: v1.2
+        class: CommandLineTool
+        baseCommand: [ls]
+        arguments: [$(inputs.bam.dirname)]
+        stdout: listed.txt
+        inputs:
+          bam:
+            type: File
+            secondaryFiles: [{pattern: .bai, required: false}]
+        outputs: {listed: {type: stdout}}
+        """,
+    )
+    job = write(tmp_path, "job.yml", f"bam: {{class: File, path: {data}}}\n")
+    cache = tmp_path / "state"
+
+    def listed(outdir: str) -> tuple[str, str]:
+        done = runner("--outdir", tmp_path / outdir, "--cachedir", cache, tool, job)
+        assert done.returncode == 0, done.stderr
+        return Path(json.loads(done.stdout)["listed"]["path"]).read_text(), done.stderr
+
+    assert listed("o1")[0] == "x.bam\n"
+    assert "nothing changed" in listed("o2")[1]
+    write(tmp_path, "x.bam.bai", "index\n")
+    text, said = listed("o3")
+    assert "nothing changed" not in said
+    assert text == "x.bam\nx.bam.bai\n"

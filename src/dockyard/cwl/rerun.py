@@ -23,12 +23,14 @@ import os
 import shutil
 import stat
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 RECORDS = "cwl-reruns"
+RACY_NS = 1_000_000_000  # no record of a run that read what changed in the last second
 FORMAT = 1
 _VALUED = {"--outdir", "--cachedir", "--images", "--backend"}
 
@@ -157,7 +159,11 @@ def _unchanged(read: list[list[Any]]) -> bool:
         try:
             info = os.stat(path)
         except OSError:
+            if size == ABSENT:
+                continue
             return False
+        if size == A_FOLDER and stat.S_ISDIR(info.st_mode):
+            continue
         if (info.st_size, info.st_mtime_ns, info.st_ino) != (size, mtime_ns, inode):
             return False
     return True
@@ -221,15 +227,18 @@ def write_record(
     state = os.path.realpath(invocation.state) + os.sep
     outdir = str(invocation.outdir) + os.sep
     # What was read as a whole (inputs, what the tools were given): every file under it;
-    # what cwltool only looked at (documents, paths it asked about): the entry itself, and
-    # the folder of each file a tool was given (a secondary file added beside it shows).
+    # what cwltool only looked at (documents, the paths it asked about, such as optional
+    # secondary files): a file by its status, a folder by being there, a path by its
+    # absence (a secondary file that appears beside an input shows).
     trees = set(_locations(job_order)) | set(staged)
-    looked = set(fetched) | {os.path.dirname(path) for path in staged}
+    looked = set(fetched)
     if invocation.images:
         looked.add(invocation.images.partition("#")[0])
     entries = {entry for path in trees for entry in _stats(path, walk=True)}
-    entries |= {entry for path in looked for entry in _stats(path, walk=False)}
+    entries |= {_looked_at(path) for path in looked - trees}
     read = sorted(e for e in entries if not e[0].startswith((state, outdir)))
+    if any(mtime_ns > time.time_ns() - RACY_NS for _, _, mtime_ns, _ in read):
+        return  # (changed a moment ago: a second change in the same tick would not show)
     copies = sorted(set(_copies(committed, output, str(invocation.outdir))))
     record = {
         "format": FORMAT,
@@ -262,6 +271,20 @@ def _locations(value: Any) -> Iterator[str]:
                 yield where
         for item in value.values():
             yield from _locations(item)
+
+
+ABSENT = -1  # (in a record's size: the path was not there)
+A_FOLDER = -2  # (in a record's size: a folder was there; what it holds was not read)
+
+
+def _looked_at(path: str) -> tuple[str, int, int, int]:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (path, ABSENT, 0, 0)
+    if stat.S_ISDIR(info.st_mode):
+        return (path, A_FOLDER, 0, 0)
+    return (path, info.st_size, info.st_mtime_ns, info.st_ino)
 
 
 def _stats(path: str, *, walk: bool) -> Iterator[tuple[str, int, int, int]]:
