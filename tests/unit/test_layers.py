@@ -11,6 +11,7 @@ import dockyard
 
 PACKAGE = Path(dockyard.__file__).parent
 BASE = {"errors", "home", "names", "units", "events", "collector", "terminal", "lifecycles"}
+BASE |= {"interrupts"}
 
 # what each subpackage may import of dockyard, beside the base modules
 BELOW: dict[str, set[str]] = {

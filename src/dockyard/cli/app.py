@@ -7,7 +7,6 @@ engine could not be reached; 130 interrupted). The commands live in :mod:`.run`,
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from rich.markup import escape
 from dockyard import __version__
 from dockyard.cwl.document import cwl_pipeline_file, is_cwl
 from dockyard.errors import EXIT_INVALID, DockyardError
+from dockyard.interrupts import terminate_as_interrupt
 from dockyard.spec import DEFAULT_FILE, PipelineFile, load_pipeline
 from dockyard.state.store import Store
 from dockyard.terminal import printable
@@ -65,20 +65,6 @@ def open_store(pf: PipelineFile) -> Iterator[Store]:
         yield store
     finally:
         store.close()
-
-
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops a run the way Ctrl-C does: containers removed, run marked interrupted."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:

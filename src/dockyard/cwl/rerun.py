@@ -226,17 +226,21 @@ def write_record(
     ``output`` as it was printed (copied to the invocation's outdir)."""
     state = os.path.realpath(invocation.state) + os.sep
     outdir = str(invocation.outdir) + os.sep
+
     # What was read as a whole (inputs, what the tools were given): every file under it;
     # what cwltool only looked at (documents, the paths it asked about, such as optional
     # secondary files): a file by its status, a folder by being there, a path by its
     # absence (a secondary file that appears beside an input shows).
-    trees = set(_locations(job_order)) | set(staged)
-    looked = set(fetched)
+    def ours(path: str) -> bool:  # (dockyard's own files, and what this run wrote)
+        return path.startswith((state, outdir))
+
+    trees = {path for path in {*_locations(job_order), *staged} if not ours(path)}
+    looked = {path for path in fetched if not ours(path)}
     if invocation.images:
         looked.add(invocation.images.partition("#")[0])
     entries = {entry for path in trees for entry in _stats(path, walk=True)}
     entries |= {_looked_at(path) for path in looked - trees}
-    read = sorted(e for e in entries if not e[0].startswith((state, outdir)))
+    read = sorted(entries)
     if any(mtime_ns > time.time_ns() - RACY_NS for _, _, mtime_ns, _ in read):
         return  # (changed a moment ago: a second change in the same tick would not show)
     copies = sorted(set(_copies(committed, output, str(invocation.outdir))))

@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import os
-import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from dockyard.errors import DockyardError
 from dockyard.events import Reporter, ignore
 from dockyard.execution.feed import WAKE
 from dockyard.execution.run import Executor, RunOptions
+from dockyard.interrupts import terminate_as_interrupt
 from dockyard.planning.schedule import ZERO, Capacity
 from dockyard.report.progress import PlainProgress
 from dockyard.runtime.base import Runtime
@@ -60,7 +60,7 @@ def run_command(argv: list[str], invocation: Invocation | None) -> int:
         recipes = _recipes(own.images)
         if own.make_images:
             return _make_images(own.backend, recipes)
-        with _state_folder(args.cachedir) as state, _sigterm_as_interrupt():
+        with _state_folder(args.cachedir) as state, terminate_as_interrupt():
             return _run(args, own.backend, recipes, state, invocation=invocation)
     except DockyardError as exc:
         print(f"dockyard-cwl: error: {exc.message}", file=sys.stderr)
@@ -118,7 +118,7 @@ def run_document(
         (["--on-error", "continue"] if options.keep_going else []) + argv
     )
     recipes = _recipes(images or os.environ.get(IMAGES_ENVIRONMENT))
-    with _sigterm_as_interrupt():
+    with terminate_as_interrupt():
         return _run(args, backend, recipes, state, options, invocation=invocation)
 
 
@@ -262,20 +262,6 @@ def _state_folder(cachedir: str | None) -> Iterator[Path]:
         yield folder
     finally:
         discard(folder)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the run as Ctrl-C does: its containers removed."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def recording_fetcher(seen: set[str]) -> Any:
