@@ -123,6 +123,7 @@ def test_work_handed_over_in_waves_runs_is_reported_and_a_rerun_is_cached(
     assert all(e.output and e.exit_code == 0 and not e.cached for e in first.ended_ones)
     assert [r.instance for r in store.instances("r1")] == ["a", "b", "c"]
     assert store.run("r1").state == "succeeded"
+    assert IMAGE in (store.run("r1").images or "")  # (resolved as the work came: at the end)
 
     again = feed()
     store = fed_run(tmp_path, runtime, again, "r2")

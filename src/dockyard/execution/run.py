@@ -301,6 +301,8 @@ class Executor:
                 attempt(self.ports.workspace.clear)  # the run lock is held: nobody else works
             if parts.identity.own_cgroups:
                 attempt(lambda: cgroups.sweep(f"{parts.identity.project}-"))
+            if self.feed is not None:  # (its images were resolved as its work came)
+                attempt(lambda: self._record_images(parts.identity.run_id))
             attempt(parts.hasher.flush)
 
             def after() -> None:  # what the run produced
@@ -317,6 +319,17 @@ class Executor:
             parts.journal.finish(state, message)
         if failures and event is RunEvent.ALL_SUCCEEDED:
             raise failures[0]
+
+    def _record_images(self, run_id: str) -> None:
+        assert self.feed is not None
+        images = dict(self.feed.images)
+        try:
+            packages = packages_of(images, self.engine)
+        except DockyardError:  # (the engine away as the run ends: the images still count)
+            packages = {}
+        self.store.set_run_images(
+            run_id, json.dumps(images, sort_keys=True), json.dumps(packages, sort_keys=True)
+        )
 
     def _remove_leftovers(self, parts: Parts) -> bool:
         """However the loop ended, no container of this run (or adopted by it) may remain.

@@ -187,6 +187,12 @@ class Store:
         ).fetchone()
         return None if row is None else row[0]
 
+    def set_run_images(self, run_id: str, images: str, packages: str) -> None:
+        """The images a run used, as JSON (for a run fed work as it went: known at its end)."""
+        self.db.execute(
+            "UPDATE runs SET images=?, image_packages=? WHERE id=?", (images, packages, run_id)
+        )
+
     def finish_run(self, run_id: str, state: str, ended_at: float, message: str | None) -> None:
         self.db.execute(
             "UPDATE runs SET state=?, ended_at=?, message=? WHERE id=?",
