@@ -58,7 +58,6 @@ class DockyardJob(JobBase):
     ) -> None:
         super().__init__(builder, joborder, make_path_mapper, requirements, hints, name)
         self.bridge = bridge
-        self.runtime_context: RuntimeContext | None = None
 
     def _required_env(self) -> dict[str, str]:
         return {"HOME": self.builder.outdir, "TMPDIR": CONTAINER_TMPDIR}
@@ -67,7 +66,6 @@ class DockyardJob(JobBase):
         self, runtimeContext: RuntimeContext, tmpdir_lock: threading.Lock | None = None
     ) -> None:
         """Hand the invocation to the run; it returns at once (see Bridge)."""
-        self.runtime_context = runtimeContext
         if self.inplace_update:
             raise UnsupportedRequirement(
                 f"{self.name}: InplaceUpdateRequirement: dockyard's outputs are immutable "
