@@ -41,16 +41,20 @@ def helper_binary() -> Path:
 
 def wrap(argv: tuple[str, ...], reads: str | None, writes: str | None) -> tuple[str, ...]:
     """The command that runs ``argv`` with stdin from ``reads`` and stdout into ``writes``."""
-    script = 'exec "$@"'
-    if reads is not None:
-        script += f" <{shlex.quote(f'{STREAM_DIR}/{fifo_name(reads)}')}"
-    if writes is not None:
-        script += f" >{shlex.quote(f'{STREAM_DIR}/{fifo_name(writes)}')}"
-    return ("sh", "-c", script, "dockyard-stream", *argv)
+
+    def fifo(producer: str | None) -> str | None:
+        return None if producer is None else f"{STREAM_DIR}/{fifo_name(producer)}"
+
+    return redirect(argv, fifo(reads), fifo(writes), None, name="dockyard-stream")
 
 
 def redirect(
-    argv: tuple[str, ...], stdin: str | None, stdout: str | None, stderr: str | None
+    argv: tuple[str, ...],
+    stdin: str | None,
+    stdout: str | None,
+    stderr: str | None,
+    *,
+    name: str = "dockyard-stdio",
 ) -> tuple[str, ...]:
     """The command that runs ``argv`` with its standard streams from and to these files
     (paths inside the container; relative ones from its working folder)."""
@@ -58,4 +62,4 @@ def redirect(
     for sign, path in (("<", stdin), (">", stdout), ("2>", stderr)):
         if path is not None:
             script += f" {sign}{shlex.quote(path)}"
-    return ("sh", "-c", script, "dockyard-stdio", *argv)
+    return ("sh", "-c", script, name, *argv)
