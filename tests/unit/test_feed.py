@@ -11,9 +11,9 @@ import pytest
 from dockyard.disk.node_disk import seed_folder
 from dockyard.errors import PlanError
 from dockyard.execution.stream import redirect
-from dockyard.planning.actions import Commit, Fail, Outcome, Reason, Start, committable
+from dockyard.planning.actions import Commit, Fail, Outcome, Reason, Resolution, Start, committable
 from dockyard.planning.graph import Graph, Instance, InstanceId, UpstreamMount
-from dockyard.planning.planner import Planner, Resolution
+from dockyard.planning.planner import Planner
 from dockyard.planning.schedule import Capacity
 from dockyard.spec.model import ImageSpec, Retries
 

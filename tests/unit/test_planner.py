@@ -10,20 +10,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dockyard.lifecycles import Phase
-from dockyard.planning.actions import Block, Observed, Outcome, Reason, Start, after_attempt
-from dockyard.planning.graph import Graph, InstanceId
-from dockyard.planning.plan import plan
-from dockyard.planning.planner import (
+from dockyard.planning.actions import (
     Adopt,
+    Block,
     Commit,
     Fail,
     Kill,
+    Observed,
     Orphan,
-    Planner,
+    Outcome,
+    Reason,
     Resolution,
     Retry,
     Reuse,
+    Start,
+    after_attempt,
 )
+from dockyard.planning.graph import Graph, InstanceId
+from dockyard.planning.plan import plan
+from dockyard.planning.planner import Planner
 from dockyard.planning.preflight import graph_of
 from dockyard.planning.ready import Ready
 from dockyard.planning.schedule import Capacity

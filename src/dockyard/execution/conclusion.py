@@ -17,9 +17,8 @@ from dockyard.execution.ports import OutputStore
 from dockyard.execution.resolution import Known
 from dockyard.execution.run_volumes import RunVolumes
 from dockyard.lifecycles import ATTEMPT, AttemptEvent, AttemptState, advance
-from dockyard.planning.actions import Outcome, Reason, committable
+from dockyard.planning.actions import Commit, Fail, Outcome, Reason, Retry, committable
 from dockyard.planning.graph import Graph, InstanceId
-from dockyard.planning.planner import Commit, Fail, Retry
 from dockyard.state.hashing import InputHasher
 
 

@@ -25,9 +25,8 @@ from dockyard.execution.run_volumes import RunVolumes
 from dockyard.execution.services import Services
 from dockyard.execution.stream import HELPER, STREAM_DIR, helper_binary, redirect, wrap
 from dockyard.images.resolve import image_key
-from dockyard.planning.actions import Start
+from dockyard.planning.actions import Adopt, Start
 from dockyard.planning.graph import Graph, Instance, InstanceId
-from dockyard.planning.planner import Adopt
 from dockyard.runtime.base import (
     LABEL_ATTEMPT,
     LABEL_CPUS,

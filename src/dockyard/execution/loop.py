@@ -26,9 +26,20 @@ from dockyard.execution.journal import RunJournal
 from dockyard.execution.launcher import Launcher
 from dockyard.execution.ports import OutputsLost
 from dockyard.execution.resolution import Resolver
-from dockyard.planning.actions import Block, Reason, Start
+from dockyard.planning.actions import (
+    Action,
+    Adopt,
+    Block,
+    Commit,
+    Fail,
+    Kill,
+    Reason,
+    Retry,
+    Reuse,
+    Start,
+)
 from dockyard.planning.graph import InstanceId
-from dockyard.planning.planner import Action, Adopt, Commit, Fail, Kill, Planner, Retry, Reuse
+from dockyard.planning.planner import Planner
 from dockyard.planning.schedule import Capacity
 
 STALE_ROWS = 0.2  # seconds rows may wait to be written when nothing else happens

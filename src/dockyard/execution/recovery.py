@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from dockyard.errors import DockyardError
 from dockyard.execution.journal import RunJournal
-from dockyard.planning.planner import Orphan
+from dockyard.planning.actions import Orphan
 from dockyard.runtime.base import LABEL_ATTEMPT, LABEL_KEY, LABEL_RUN, ContainerInfo, Runtime
 from dockyard.state.store import Store
 

@@ -16,9 +16,9 @@ from dockyard.errors import PlanError
 from dockyard.execution.ports import OutputStore
 from dockyard.execution.run_volumes import RunVolumes
 from dockyard.images.resolve import image_key
+from dockyard.planning.actions import Orphan, Resolution
 from dockyard.planning.graph import Graph, InstanceId
 from dockyard.planning.keys import cache_key
-from dockyard.planning.planner import Orphan, Resolution
 from dockyard.spec.paths import InputPaths
 from dockyard.state.hashing import InputHasher, NotData
 from dockyard.state.store import Store

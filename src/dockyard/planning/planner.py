@@ -36,7 +36,6 @@ from dockyard.planning.actions import (
     Fail,
     Kill,
     Observed,
-    Orphan,
     Outcome,
     Reason,
     Resolution,
@@ -72,9 +71,9 @@ class Planner:
         self.largest = max(self.nodes.values(), key=lambda c: (c.memory, c.millicpus))
         self.keep_going = keep_going
         self.no_cache = no_cache
-        self.position = {iid: n for n, iid in enumerate(graph.order)}
-        self.observed: dict[InstanceId, Observed] = {iid: Observed() for iid in graph.order}
-        self.heads = [iid for iid in graph.order if graph.group(iid)[0] == iid]
+        self.position: dict[InstanceId, int] = {}
+        self.observed: dict[InstanceId, Observed] = {}
+        self.heads: list[InstanceId] = []
         # Per unit (by its head): the upstream instances it still waits for; per instance:
         # the units that wait for it.
         # Invariant: for a pending unit, ``waiting`` counts its sources not succeeded (while
@@ -82,15 +81,9 @@ class Planner:
         self.waiting: dict[InstanceId, int] = {}
         self.sources: dict[InstanceId, frozenset[InstanceId]] = {}
         self.dependents: dict[InstanceId, list[InstanceId]] = {}
-        for head in self.heads:
-            sources = frozenset(
-                m.source for member in graph.group(head) for m in graph.instances[member].upstream
-            )
-            self.sources[head] = sources
-            self.waiting[head] = len(sources)
-            for source in sources:
-                self.dependents.setdefault(source, []).append(head)
-        self.to_resolve: deque[InstanceId] = deque(h for h in self.heads if not self.waiting[h])
+        self.to_resolve: deque[InstanceId] = deque()
+        for iid in graph.order:
+            self._track(iid)
         self.ready = Ready()
         self.retries: list[tuple[float, int, InstanceId]] = []  # (retry_at, position, head)
         self.retry_due: dict[InstanceId, float] = {}  # head -> its live entry (others: stale)
@@ -107,13 +100,25 @@ class Planner:
         """Plan one more instance, handed over while the run goes on (see
         :meth:`Graph.add`): it is resolved at the next turn."""
         self.graph.add(instance)
-        iid = instance.id
+        self._track(instance.id)
+
+    def _track(self, iid: InstanceId) -> None:
+        """Plan ``iid`` (in the graph's order): its place, and for the head of a unit what
+        the unit waits for (a unit that waits for nothing is resolvable at once)."""
         self.position[iid] = len(self.position)
         self.observed[iid] = Observed()
+        unit = self.graph.group(iid)
+        if unit[0] != iid:
+            return
         self.heads.append(iid)
-        self.sources[iid] = frozenset()
-        self.waiting[iid] = 0
-        self.to_resolve.append(iid)
+        instances = self.graph.instances
+        sources = frozenset(m.source for member in unit for m in instances[member].upstream)
+        self.sources[iid] = sources
+        self.waiting[iid] = len(sources)
+        for source in sources:
+            self.dependents.setdefault(source, []).append(iid)
+        if not sources:
+            self.to_resolve.append(iid)
 
     # -- resolution: keys, cache, adoption --------------------------------------------------
 
@@ -406,16 +411,4 @@ def _first_bad(
     return next(s for s in sources if observed[s].phase in (Phase.FAILED, Phase.BLOCKED))
 
 
-__all__ = [
-    "Action",
-    "Adopt",
-    "Commit",
-    "Fail",
-    "Kill",
-    "Orphan",
-    "Planner",
-    "Resolution",
-    "Retry",
-    "Reuse",
-    "describe",
-]
+__all__ = ["Planner"]
