@@ -103,7 +103,7 @@ class Bridge:
                 raise Stopped("the run has ended")
             self._jobs[instance.id] = job
             self._handed.append(instance)
-            self.staged.update(path for path, _ in (*instance.files, *instance.seeds))
+            self.staged.update(path for path, *_ in (*instance.files, *instance.seeds))
         self.wake()
 
     def waiting(self) -> int:
@@ -145,6 +145,14 @@ class Bridge:
                 f"the output of {ended.instance} has a link that leads outside it: {bad}"
             )
         return folder
+
+    def held_by_output(self, path: str) -> str | None:
+        """What a file or folder in a committed output holds, by that output's digest and
+        its path in it (``o:<digest>/<path>``: the output's digest fixes its content);
+        None for a path elsewhere."""
+        outputs = os.path.join(self.state_dir, "outputs") + os.sep
+        real = os.path.realpath(path)
+        return f"o:{real[len(outputs) :]}" if real.startswith(outputs) else None
 
     def check_readable(self, path: str) -> None:
         """A file to bind: inside dockyard's state folder only what a committed output

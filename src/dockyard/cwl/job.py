@@ -156,11 +156,12 @@ class DockyardJob(JobBase):
 
     def _staged(
         self, runtimeContext: RuntimeContext
-    ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    ) -> tuple[tuple[tuple[str, str, str | None], ...], tuple[tuple[str, str, str | None], ...]]:
         """Read-only binds (path here, path inside) of the inputs, and what is copied into
-        the output folder before the start (path here, path under the output folder)."""
+        the output folder before the start (path here, path under the output folder); each
+        with what it holds where a committed output says (see ``Instance.files``)."""
         files: dict[str, str] = {}
-        seeds: list[tuple[str, str]] = []
+        seeds: list[tuple[str, str, str | None]] = []
         outdir = self.builder.outdir
         mappers = [self.pathmapper]
         if self.generatemapper is not None:
@@ -182,7 +183,7 @@ class DockyardJob(JobBase):
                         raise UnsupportedRequirement(
                             f"{self.name}: staging {entry.resolved} as the output folder itself"
                         )
-                    seeds.append((source, rel))
+                    seeds.append((source, rel, self.bridge.held_by_output(source)))
                 elif (entry.type or "").startswith(
                     "Writable"
                 ) or entry.type == "CreateWritableFile":
@@ -192,7 +193,11 @@ class DockyardJob(JobBase):
                     )
                 else:
                     files[entry.target] = source
-        return tuple((source, target) for target, source in sorted(files.items())), tuple(seeds)
+        bound = tuple(
+            (source, target, self.bridge.held_by_output(source))
+            for target, source in sorted(files.items())
+        )
+        return bound, tuple(seeds)
 
     def _source(self, entry: MapperEnt, runtimeContext: RuntimeContext) -> str:
         """The path here of what is staged: a literal's content is written to a file."""

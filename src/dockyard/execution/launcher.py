@@ -165,7 +165,7 @@ class Launcher:
             needs=needs,
             from_here=from_here,
             volumes=self.volumes.mounts(instance),
-            seeds=tuple(FromHere(Path(source), rel) for source, rel in instance.seeds),
+            seeds=tuple(FromHere(Path(source), rel) for source, rel, _ in instance.seeds),
             success_codes=instance.success_codes,
         )
         return Launch(order, staging, log)
@@ -197,7 +197,7 @@ class Launcher:
         inputs = tuple(
             FromHere(Path(self.input_path(rel)), f"/in/{name}") for name, rel in instance.inputs
         )
-        files = tuple(FromHere(Path(path), target) for path, target in instance.files)
+        files = tuple(FromHere(Path(path), target) for path, target, _ in instance.files)
         return tuple(binds), inputs + files
 
     def _cpu_pool(self, unit: tuple[InstanceId, ...], attempt: int) -> str | None:

@@ -98,10 +98,12 @@ class Resolver:
             for name, rel in instance.inputs:
                 path, info = self.input_path.with_status(rel)
                 inputs.append((name, self.hasher.digest(path, info=info)))
-            for path, target in instance.files:  # (checked by whoever handed them over)
-                inputs.append((target, self.hasher.digest(path)))
-            for path, rel in instance.seeds:
-                inputs.append((f"seed:{rel}", self.hasher.digest(path)))
+            # (checked by whoever handed them over; part of a committed output is known by
+            # that output's digest: never read again)
+            for path, target, known in instance.files:
+                inputs.append((target, known or self.hasher.digest(path)))
+            for path, rel, known in instance.seeds:
+                inputs.append((f"seed:{rel}", known or self.hasher.digest(path)))
         except FileNotFoundError as exc:
             raise PlanError(
                 f"an input of {iid} is gone since the pipeline file was checked: {exc.filename}",

@@ -65,8 +65,10 @@ class Instance:
     pids: int = DEFAULT_PIDS  # processes and threads at once
     cap_add: tuple[str, ...] = ()  # capabilities beyond the runtime's default few
     # Work handed over while the run goes on (a CWL tool invocation, see dockyard.cwl):
-    files: tuple[tuple[str, str], ...] = ()  # (absolute path here, path inside): read-only
-    seeds: tuple[tuple[str, str], ...] = ()  # (absolute path here, path under /out): copied
+    # (absolute path here, path inside, what it holds when that is known already: part of
+    # a committed output, "o:<digest>/<path in it>"; None: hashed for the key)
+    files: tuple[tuple[str, str, str | None], ...] = ()  # bound read-only
+    seeds: tuple[tuple[str, str, str | None], ...] = ()  # copied under /out (path there)
     out: str = "/out"  # where the output folder is inside the container
     workdir: str | None = None  # None: the image's own
     stdio: tuple[str | None, str | None, str | None] = (None, None, None)  # in, out, err
