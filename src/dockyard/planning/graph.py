@@ -82,14 +82,14 @@ class Instance:
 @dataclass
 class Graph:
     pipeline: str
-    instances: Mapping[InstanceId, Instance]
-    order: Sequence[InstanceId]
-    downstream: Mapping[InstanceId, tuple[InstanceId, ...]] = field(repr=False)
+    instances: dict[InstanceId, Instance]
+    order: list[InstanceId]
+    downstream: dict[InstanceId, tuple[InstanceId, ...]] = field(repr=False)
     # Instances joined by stdin pipes run, fail and retry together: chain order, producer first.
     groups: Mapping[InstanceId, tuple[InstanceId, ...]] = field(repr=False, default_factory=dict)
 
     @cached_property
-    def priority(self) -> Mapping[InstanceId, int]:
+    def priority(self) -> dict[InstanceId, int]:
         """Critical-path rank: the number of instances on the longest path to a sink."""
         rank: dict[InstanceId, int] = {}
         for iid in reversed(self.order):
@@ -104,15 +104,10 @@ class Graph:
         (whoever hands it over waits for what it reads) and nothing waits for it here."""
         if instance.id in self.instances or instance.upstream or instance.stdin is not None:
             raise PlanError(f"{instance.id} cannot join the run: it is there, or reads others")
-        assert isinstance(self.instances, dict)
         self.instances[instance.id] = instance
-        if not isinstance(self.order, list):
-            self.order = list(self.order)
         self.order.append(instance.id)
-        assert isinstance(self.downstream, dict)
         self.downstream[instance.id] = ()
-        if "priority" in self.__dict__:  # (worked out already: one more sink)
-            self.__dict__["priority"][instance.id] = 1
+        self.priority[instance.id] = 1  # (one more sink)
 
 
 def _key(values: Mapping[str, str], names: list[str]) -> str:
@@ -153,7 +148,7 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
             if stdin is not None:
                 downstream[stdin].append(iid)
             by_step[name].append((iid, combo))
-    order = tuple(iid for name in steps for iid, _ in by_step[name])
+    order = [iid for name in steps for iid, _ in by_step[name]]
     return Graph(
         pipeline=pipeline.name,
         instances=instances,
@@ -294,7 +289,7 @@ def _refuse_code_in_values(
 
 
 def _stream_groups(
-    instances: Mapping[InstanceId, Instance], order: tuple[InstanceId, ...]
+    instances: Mapping[InstanceId, Instance], order: Sequence[InstanceId]
 ) -> Mapping[InstanceId, tuple[InstanceId, ...]]:
     """Each streamed instance's chain (producer first); an instance without one is its own
     chain (:meth:`Graph.group`), and has no entry."""
