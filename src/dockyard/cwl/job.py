@@ -26,9 +26,9 @@ from cwltool.context import RuntimeContext
 from cwltool.errors import UnsupportedRequirement, WorkflowException
 from cwltool.job import JobBase
 from cwltool.pathmapper import MapperEnt, PathMapper
-from schema_salad.ref_resolver import uri_file_path
 
 from dockyard.cwl.images import UnsupportedImage
+from dockyard.cwl.locations import local_path
 from dockyard.errors import DockyardError
 from dockyard.planning.graph import Instance, InstanceId
 from dockyard.spec.model import DEFAULT_PIDS, ImageSpec, Retries
@@ -209,9 +209,7 @@ class DockyardJob(JobBase):
             with open(path, "w", encoding="utf-8") as literal:
                 literal.write(entry.resolved)
             return path
-        path = str(entry.resolved)
-        if path.startswith("file://"):
-            path = uri_file_path(path)
+        path = local_path(str(entry.resolved)) or str(entry.resolved)
         if not os.path.exists(path):
             raise WorkflowException(f"{self.name}: input {path} does not exist")
         try:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from dockyard.cwl.locations import path_of
+
 RECORDS = "cwl-reruns"
 RACY_NS = 1_000_000_000  # no record of a run that read what changed in the last second
 FORMAT = 1
@@ -266,12 +268,8 @@ def _locations(value: Any) -> Iterator[str]:
             yield from _locations(item)
     elif isinstance(value, dict):
         if value.get("class") in ("File", "Directory"):
-            where = value.get("path") or value.get("location") or ""
-            if isinstance(where, str) and where.startswith("file://"):
-                from urllib.parse import unquote, urlsplit
-
-                where = unquote(urlsplit(where).path)
-            if isinstance(where, str) and where.startswith("/"):
+            where = path_of(value)
+            if where is not None:
                 yield where
         for item in value.values():
             yield from _locations(item)
@@ -317,7 +315,7 @@ def _copies(committed: Any, output: Any, outdir: str) -> Iterator[tuple[str, str
             yield from _copies(before, after, outdir)
     elif isinstance(committed, dict) and isinstance(output, dict):
         if committed.get("class") in ("File", "Directory"):
-            source, target = _path(committed), _path(output)
+            source, target = path_of(committed), path_of(output)
             if source and target and _inside(Path(target), Path(outdir)):
                 yield source, os.path.relpath(os.path.normpath(target), outdir)
             if committed.get("class") == "Directory":
@@ -325,14 +323,3 @@ def _copies(committed: Any, output: Any, outdir: str) -> Iterator[tuple[str, str
         for key, before in committed.items():
             if key in output:
                 yield from _copies(before, output[key], outdir)
-
-
-def _path(value: dict[str, Any]) -> str | None:
-    where = value.get("path") or value.get("location")
-    if not isinstance(where, str):
-        return None
-    if where.startswith("file://"):
-        from urllib.parse import unquote, urlsplit
-
-        return unquote(urlsplit(where).path)
-    return where if where.startswith("/") else None

@@ -14,6 +14,8 @@ from typing import Any
 from cwl_utils.types import CWLDirectoryType, CWLFileType
 from cwltool.pathmapper import PathMapper
 
+from dockyard.cwl.locations import local_path
+
 
 def stable_name(obj: Any) -> str:
     """A folder name for one staged File or Directory (with its secondary files): a digest
@@ -73,7 +75,7 @@ def confine(outputs: Any, folder: Path, given: set[str]) -> None:
     ``..`` in a path), unless it is one of the inputs the tool was ``given`` (passed
     through), or whose name would leave the folder it is copied to."""
     top = os.path.realpath(folder)
-    inputs = {os.path.realpath(p) for p in map(_local_path, given) if p is not None}
+    inputs = {os.path.realpath(p) for p in map(local_path, given) if p is not None}
     for item in _files_and_folders(outputs):
         name = item.get("basename")
         if isinstance(name, str) and (name in ("", ".", "..") or "/" in name):
@@ -81,7 +83,7 @@ def confine(outputs: Any, folder: Path, given: set[str]) -> None:
         location = str(item.get("location") or "")
         if location.startswith("_:"):
             continue
-        path = _local_path(location)
+        path = local_path(location)
         if path is None:
             raise PermissionError(f"an output is not a file of this machine: {location}")
         real = os.path.realpath(path)
@@ -103,11 +105,3 @@ def _files_and_folders(value: Any) -> list[dict[str, Any]]:
                 found.append(item)
             stack.extend(item.values())
     return found
-
-
-def _local_path(location: str) -> str | None:
-    if location.startswith("file://"):
-        from urllib.parse import unquote, urlsplit
-
-        return unquote(urlsplit(location).path)
-    return location if location.startswith("/") else None
