@@ -77,10 +77,10 @@ class SpecIssue:
 
 
 class SpecError(InvalidInput):
-    def __init__(self, issues: list[SpecIssue]):
+    def __init__(self, issues: list[SpecIssue], *, what: str = "the pipeline file"):
         self.issues = sorted(issues, key=lambda i: (i.line or 0, i.column or 0, i.path))
         count = len(self.issues)
-        head = f"{count} problem{'s' if count != 1 else ''} in the pipeline file:"
+        head = f"{count} problem{'s' if count != 1 else ''} in {what}:"
         lines = [head, *(f"  {i}" for i in self.issues[:SHOWN_ISSUES])]
         if count > SHOWN_ISSUES:  # a file of 100,000 wrong values needs no 100,000 lines
             lines.append(f"  … and {count - SHOWN_ISSUES} more")

@@ -13,11 +13,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from dockyard.errors import ImageError, InvalidInput
+from dockyard.errors import ImageError, SpecError
 from dockyard.home import data_root
 from dockyard.images.resolve import Note, resolve_images
 from dockyard.runtime.base import Runtime
-from dockyard.spec.loader import PipelineFile
+from dockyard.spec.loader import PipelineFile, validation_issues
+from dockyard.spec.locate import Locator
 from dockyard.spec.model import DebianImage, ImageBuild, ImageSpec
 from dockyard.spec.reading import load_yaml, read_pipeline_text
 
@@ -48,10 +49,8 @@ def read_images_file(path: Path) -> dict[str, ImageBuild]:
     try:
         entries = ImagesFile.model_validate(data).images
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidInput(f"{shown}: {problems}") from None
+        issues = validation_issues(exc, Locator(data), shown)
+        raise SpecError(issues, what="the images file") from None
     found = {}
     for name, entry in entries.items():
         update: dict[str, Any] = {"tag": entry.tag or name}

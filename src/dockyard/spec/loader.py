@@ -64,7 +64,7 @@ def load_pipeline(path: str | Path) -> PipelineFile:
     try:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_pydantic_issues(exc, locator, shown)) from None
+        raise SpecError(validation_issues(exc, locator, shown)) from None
 
     with paused():  # (every value and path of a large scatter: see dockyard.collector)
         issues, scatter = check_pipeline(pipeline, file.parent, locator, shown)
@@ -73,7 +73,9 @@ def load_pipeline(path: str | Path) -> PipelineFile:
     return PipelineFile(file, pipeline, scatter)
 
 
-def _pydantic_issues(exc: ValidationError, locator: Locator, shown: str) -> list[SpecIssue]:
+def validation_issues(exc: ValidationError, locator: Locator, shown: str) -> list[SpecIssue]:
+    """Each problem pydantic found in a YAML document (a pipeline file, or a part of one
+    such as an images file), located by line and column."""
     issues: list[SpecIssue] = []
     seen: set[tuple[Any, ...]] = set()
     for err in exc.errors(include_url=False):
