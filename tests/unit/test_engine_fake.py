@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,10 @@ IMAGE = "busybox:1.36"
 RUN_NUMBERS = itertools.count(1)
 
 
-def execute(path: Path, runtime: FakeRuntime, **options: object) -> tuple[str, Store, list[Event]]:
-    pf = load_pipeline(path)
+def execute(
+    path: Path, runtime: FakeRuntime, *, params: Sequence[str] = (), **options: object
+) -> tuple[str, Store, list[Event]]:
+    pf = load_pipeline(path, params=params)
     store = Store(pf.state_dir / "state.db")
     events: list[Event] = []
     executor = Executor(

@@ -40,6 +40,23 @@ def file_option(fn: F) -> F:
     )(fn)
 
 
+def params_options(fn: F) -> F:
+    """``--param NAME=VALUE`` (repeatable) and ``--params FILE``: the file's ``params:``."""
+    fn = click.option(
+        "--params",
+        "params_file",
+        type=click.Path(dir_okay=False),
+        help="A YAML file of parameter values (name: value).",
+    )(fn)
+    return click.option(
+        "--param",
+        "params",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Set a parameter of the pipeline file's params: (repeatable; wins over --params).",
+    )(fn)
+
+
 def pipeline_or_cwl(file: str) -> PipelineFile:
     """The pipeline file ``-f`` names, or, for a CWL document, what its runs keep."""
     return cwl_pipeline_file(file) if is_cwl(file) else load_pipeline(file)

@@ -44,6 +44,9 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
         f"{counts})",
         soft_wrap=True,
     )
+    if run.params and run.params != "{}":
+        shown = ", ".join(f"{k}={v!r}" for k, v in sorted(json.loads(run.params).items()))
+        out.print(Text(printable(f"params: {shown}")), soft_wrap=True)
     if summary.outages:
         out.print(_outage_line(summary), soft_wrap=True)
     table = Table(box=None, header_style="bold")

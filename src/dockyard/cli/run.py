@@ -18,6 +18,7 @@ from dockyard.cli.app import (
     file_option,
     open_store,
     out,
+    params_options,
     terminate_as_interrupt,
 )
 from dockyard.cwl.document import is_cwl
@@ -32,9 +33,10 @@ from dockyard.units import parse_memory
 
 @cli.command()
 @file_option
-def validate(file: str) -> None:
+@params_options
+def validate(file: str, params: tuple[str, ...], params_file: str | None) -> None:
     """Check the pipeline file; report every problem with its line."""
-    pf = load_pipeline(file)
+    pf = load_pipeline(file, params=params, params_file=params_file)
     graph = graph_of(pf)
     steps = len(pf.pipeline.steps)
     out.print(
@@ -70,11 +72,14 @@ def validate(file: str) -> None:
     type=click.Path(dir_okay=False, exists=True),
     help="How to make a CWL document's named images offline (an images: file).",
 )
+@params_options
 @click.argument("document", required=False, metavar="[WORKFLOW.cwl [JOB]]")
 @click.argument("job", required=False)
 @backend_option
 def run(
     file: str,
+    params: tuple[str, ...],
+    params_file: str | None,
     no_cache: bool,
     max_cpus: float | None,
     max_memory: str | None,
@@ -104,10 +109,15 @@ def run(
         wait_for_volumes=wait_for_volumes,
     )
     if document is not None or is_cwl(file):
+        if params or params_file:
+            raise InvalidInput(
+                "--param and --params set a pipeline file's params:; a CWL workflow takes "
+                "its inputs from its job file"
+            )
         images_file = Path(images) if images else None
         _run_cwl(document or file, job, outdir, options, backend, images_file)
         return
-    pf = load_pipeline(file)
+    pf = load_pipeline(file, params=params, params_file=params_file)
     chosen = choose(backend)
     runtime = chosen.runtime()
     live = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"

@@ -188,6 +188,7 @@ class Executor:
                     None,
                     json.dumps(images, sort_keys=True),
                     json.dumps(packages_of(images, self.engine)),
+                    json.dumps(dict(self.pf.params), sort_keys=True),
                 ),
                 [(str(iid), iid.step) for iid in graph.order],
                 notes,

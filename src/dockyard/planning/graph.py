@@ -16,6 +16,7 @@ from typing import NamedTuple
 from dockyard.errors import PlanError
 from dockyard.spec.interpolate import Template, variables
 from dockyard.spec.model import DEFAULT_PIDS, ImageSpec, Pipeline, Retries
+from dockyard.spec.sheets import Sheet
 from dockyard.spec.values import not_shell_inert, shell_problem, shell_scripts
 
 ScatterValues = Mapping[str, Mapping[str, tuple[str, ...]]]
@@ -114,8 +115,16 @@ def _key(values: Mapping[str, str], names: list[str]) -> str:
     return ",".join(values[n] for n in names)
 
 
-def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
-    """Build the instance graph. ``scatter`` gives each step's resolved scatter values.
+def expand(
+    pipeline: Pipeline,
+    scatter: ScatterValues,
+    *,
+    sheets: Mapping[str, Mapping[str, Sheet]] | None = None,
+    params: Mapping[str, str] | None = None,
+) -> Graph:
+    """Build the instance graph. ``scatter`` gives each step's resolved scatter values,
+    ``sheets`` the rows of its sample sheets (by scatter variable: the other columns of a
+    row are bound with its key), ``params`` what each ``${params.NAME}`` renders as.
 
     Linear in the number of instances: what is the same for every instance of a step is
     worked out once, templates are split once, and an instance finds the upstream
@@ -125,23 +134,30 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
     instances: dict[InstanceId, Instance] = {}
     downstream: dict[InstanceId, list[InstanceId]] = {}
     pairing = _Pairing(by_step, scatter)
+    params = params or {}
     for name in steps:
         step = pipeline.resolved_step(name)
         values = scatter.get(name, {})
-        _refuse_code_in_values(name, step.command, values)
-        shape = _StepShape(pipeline, name)
+        step_sheets = (sheets or {}).get(name, {})
+        _refuse_code_in_values(name, step.command, values, step_sheets, params)
+        shape = _StepShape(pipeline, name, params)
         names = list(values)
         by_step[name] = []
         for combo_values in itertools.product(*values.values()):
             combo = dict(zip(names, combo_values, strict=True))
             iid = InstanceId(name, ",".join(combo_values))
+            bound = combo
+            if step_sheets:
+                bound = dict(combo)
+                for var, sheet in step_sheets.items():
+                    bound.update(sheet.rows[combo[var]])
             mounts = pairing.mounts(name, combo, step.upstream)
             stdin = None
             if step.stdin is not None:
                 # The producer runs beside this step, so it has no committed output to mount.
                 stdin = next(m.source for m in mounts if m.source.step == step.stdin)
                 mounts = tuple(m for m in mounts if m.source != stdin)
-            instances[iid] = shape.instance(iid, combo, mounts, stdin)
+            instances[iid] = shape.instance(iid, bound, mounts, stdin)
             downstream[iid] = []
             for mount in mounts:
                 downstream[mount.source].append(iid)
@@ -161,8 +177,9 @@ def expand(pipeline: Pipeline, scatter: ScatterValues) -> Graph:
 class _StepShape:
     """What every instance of a step shares, and the templates its own parts come from."""
 
-    def __init__(self, pipeline: Pipeline, name: str):
+    def __init__(self, pipeline: Pipeline, name: str, params: Mapping[str, str]):
         step = pipeline.resolved_step(name)
+        self.params = params
         assert step.resources is not None and step.retries is not None and step.image
         self.step = step
         self.resources = step.resources
@@ -194,17 +211,18 @@ class _StepShape:
         mounts: tuple[UpstreamMount, ...],
         stdin: InstanceId | None,
     ) -> Instance:
+        values = {**self.params, **combo} if self.params else combo
         command: tuple[str, ...] | None = None
         if self.command is not None:
-            parts = tuple(t.render(combo) for t in self.command)
+            parts = tuple(t.render(values) for t in self.command)
             command = ("sh", "-c", parts[0]) if self.shell else parts
         return Instance(
             id=iid,
             bindings=tuple(combo.items()),
             image=self.image,
             command=command,
-            env=tuple((k, t.render(combo)) for k, t in self.env),
-            inputs=tuple((k, t.render(combo)) for k, t in self.inputs),
+            env=tuple((k, t.render(values)) for k, t in self.env),
+            inputs=tuple((k, t.render(values)) for k, t in self.inputs),
             upstream=mounts,
             cpus=self.resources.cpus,
             memory=self.resources.memory,
@@ -274,14 +292,30 @@ class _Pairing:
 
 
 def _refuse_code_in_values(
-    step: str, command: str | tuple[str, ...] | None, values: Mapping[str, tuple[str, ...]]
+    step: str,
+    command: str | tuple[str, ...] | None,
+    values: Mapping[str, tuple[str, ...]],
+    sheets: Mapping[str, Sheet],
+    params: Mapping[str, str],
 ) -> None:
     """No value reaches a shell as code, whatever path it took here (the file's checks
-    refuse it first, with its line; this is the last line of defence)."""
+    refuse it first, with its line; this is the last line of defence). A parameter or a
+    sheet's column may be a path: ``/`` is data there."""
+    paths: dict[str, list[str]] = {name: [value] for name, value in params.items()}
+    for sheet in sheets.values():
+        for row in sheet.rows.values():
+            for column, value in row.items():
+                paths.setdefault(column, []).append(value)
     for _, script in shell_scripts(command):
         for var in variables(script):
             for value in values.get(var, ()):
                 if not_shell_inert(value) is not None:
+                    raise PlanError(
+                        shell_problem(value, var, "the shell command of this step") or "",
+                        step=step,
+                    )
+            for value in paths.get(var, ()):
+                if not_shell_inert(value, paths=True) is not None:
                     raise PlanError(
                         shell_problem(value, var, "the shell command of this step") or "",
                         step=step,

@@ -11,11 +11,12 @@ from dockyard.planning.graph import Graph, expand
 from dockyard.planning.schedule import ZERO, Capacity, in_use
 from dockyard.runtime.base import LOCAL_NODE, Node, Nodes
 from dockyard.spec.loader import PipelineFile
+from dockyard.spec.params import texts
 from dockyard.units import format_memory
 
 
 def graph_of(pf: PipelineFile) -> Graph:
-    return expand(pf.pipeline, pf.scatter)
+    return expand(pf.pipeline, pf.scatter, sheets=pf.sheets, params=texts(pf.params))
 
 
 def pool_of(runtime: Nodes, max_cpus: float | None, max_memory: int | None) -> dict[str, Capacity]:

@@ -332,6 +332,11 @@ def _reproducibility(summary: RunSummary) -> str:
         f"<table><tr><th>pipeline file sha256</th><td><code>"
         f"{escape(summary.run.spec_sha256)}</code></td></tr>"
     ]
+    for name, value in sorted(json.loads(summary.run.params or "{}").items()):
+        rows.append(
+            f"<tr><th>param {escape(name)}</th><td><code>{escape(json.dumps(value))}</code>"
+            "</td></tr>"
+        )
     for ref, digest in sorted(images.items()):
         made_of = ""
         if ref in packages:  # the versions of the tools a Debian image was made with

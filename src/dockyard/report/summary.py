@@ -48,6 +48,7 @@ class RunSummary:
 
     def to_json(self) -> dict[str, Any]:
         run = asdict(self.run)
+        run["params"] = json.loads(self.run.params) if self.run.params else {}
         run["duration"] = (self.run.ended_at - self.run.started_at) if self.run.ended_at else None
         return {
             "run": run,

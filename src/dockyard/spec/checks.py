@@ -7,7 +7,6 @@ with the rules of :mod:`dockyard.spec.values` and :mod:`dockyard.spec.paths`.
 from __future__ import annotations
 
 import difflib
-import itertools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,15 +14,17 @@ from dockyard.errors import SpecIssue, short_repr
 from dockyard.names import reference_problem
 from dockyard.spec.interpolate import interpolate, variables
 from dockyard.spec.locate import Loc, Locator, dotted
-from dockyard.spec.model import ImageSpec, Pipeline, Step, VolumeMount
+from dockyard.spec.model import ImageSpec, Pipeline, SheetSource, Step, VolumeMount
+from dockyard.spec.params import PREFIX
 from dockyard.spec.paths import BadPath, Resolver
-from dockyard.spec.values import check_interpolation, check_lengths, check_scatter
+from dockyard.spec.sources import StepValues, check_scatter, combinations
+from dockyard.spec.values import check_interpolation, check_lengths, check_params_in_scripts
 
 # /out and /in carry the data flow, /.dockyard the stream helper and its FIFOs; the
 # container runtime refuses a bind mount in /proc or /sys.
 RESERVED_MOUNTS = ("/out", "/in", "/.dockyard", "/proc", "/sys")
 MAX_REPORTED_PATHS = 5  # problems reported per input; the rest are counted
-Scatter = dict[str, dict[str, tuple[str, ...]]]
+Scatter = dict[str, StepValues]
 
 
 class _Collector:
@@ -36,6 +37,9 @@ class _Collector:
         line, col = self.locator.position(loc, key=key)
         self.issues.append(SpecIssue(self.shown, line, col, dotted(loc), message))
 
+    def in_sheet(self, sheet: str, line: int | None, message: str) -> None:
+        self.issues.append(SpecIssue(sheet, line, None, "", message))
+
     def path(self, loc: Loc, resolved: Path | str) -> Path | None:
         """The resolved path, or None with its problem reported."""
         if isinstance(resolved, str):
@@ -45,23 +49,32 @@ class _Collector:
 
 
 def check_pipeline(
-    pipeline: Pipeline, root: Path, locator: Locator, shown: str
+    pipeline: Pipeline, root: Path, locator: Locator, shown: str, params: dict[str, str]
 ) -> tuple[list[SpecIssue], Scatter]:
-    """Every problem found, and each step's scatter values (globs expanded)."""
+    """Every problem found, and each step's scatter values (globs expanded, sheets read).
+
+    ``params``: what each ``${params.NAME}`` renders as in this run."""
     out = _Collector(locator, shown)
     resolver = Resolver(root)
     steps = pipeline.steps
     scatter: Scatter = {}
+    param_names = [name[len(PREFIX) :] for name in params]
     for name, step in steps.items():
         loc: list[str | int] = ["steps", name]
         _check_refs(out, pipeline, loc, step)
         _check_stdin(out, steps, loc, step)
-        values = check_scatter(out.add, root, loc, step)
-        check_interpolation(out.add, loc, step, pipeline.defaults)
-        if values is not None:
-            scatter[name] = values
-            check_lengths(out.add, loc, step, pipeline.defaults, values)
-            _check_inputs(out, resolver, loc, step, values)
+        found = check_scatter(out.add, out.in_sheet, resolver, loc, step, params)
+        sheet = any(isinstance(spec, SheetSource) for spec in step.scatter.values())
+        columns = found.columns if found is not None else None if sheet else {}
+        check_interpolation(
+            out.add, loc, step, pipeline.defaults, columns=columns, params=param_names
+        )
+        check_params_in_scripts(out.add, loc, step, params)
+        if found is not None:
+            scatter[name] = found
+            pasted = {**found.values, **found.columns, **{k: (v,) for k, v in params.items()}}
+            check_lengths(out.add, loc, step, pipeline.defaults, pasted)
+            _check_inputs(out, resolver, loc, step, found, params)
         _check_mounts(out, loc, step.volumes)
         if step.image is not None:
             _check_image(out, pipeline, [*loc, "image"], step.image)
@@ -193,11 +206,11 @@ def _check_single_consumer(out: _Collector, steps: dict[str, Step]) -> None:
 def _check_pairing(out: _Collector, steps: dict[str, Step], scatter: Scatter) -> None:
     """A step that pairs with an upstream step on a scatter variable needs a partner per value."""
     for name, step in steps.items():
-        mine = scatter.get(name)
+        mine = scatter[name].values if name in scatter else None
         if not step.scatter or mine is None:
             continue
         for up in step.upstream:
-            theirs = scatter.get(up)
+            theirs = scatter[up].values if up in scatter else None
             if up not in steps or not steps[up].scatter or theirs is None:
                 continue
             if not set(theirs) <= set(mine):
@@ -262,10 +275,12 @@ def _check_inputs(
     resolver: Resolver,
     loc: list[str | int],
     step: Step,
-    values: dict[str, tuple[str, ...]],
+    found: StepValues,
+    params: dict[str, str],
 ) -> None:
     """Every path any instance mounts, each distinct one once: only the variables an input
     names make its paths differ, and each costs about one lstat."""
+    known = {*found.values, *found.columns, *params}
     for name, raw in step.inputs.items():
         where = [*loc, "inputs", name]
         if name in step.upstream:
@@ -276,12 +291,9 @@ def _check_inputs(
                 key=True,
             )
         used = variables(raw)
-        if not all(v in values for v in used):
+        if not all(v in known for v in used):
             continue  # an unknown variable, reported by the interpolation check
-        paths = {
-            interpolate(raw, dict(zip(used, combo, strict=True)))
-            for combo in itertools.product(*(values[v] for v in used))
-        }
+        paths = {interpolate(raw, combo) for combo in combinations(found, params, used)}
         refused = []
         for path in sorted(paths):
             try:

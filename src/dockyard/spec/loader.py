@@ -5,21 +5,24 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from dockyard.collector import paused
 from dockyard.errors import SpecError, SpecIssue, short_repr
+from dockyard.spec import params as params_module
 from dockyard.spec.checks import check_pipeline
 from dockyard.spec.locate import Locator, dotted
-from dockyard.spec.model import Pipeline
+from dockyard.spec.model import Pipeline, Var
+from dockyard.spec.params import Param, ParamValue
 from dockyard.spec.paths import STATE_DIR_NAME
 from dockyard.spec.reading import load_yaml, read_pipeline_text
+from dockyard.spec.sheets import Sheet
 
 DEFAULT_FILE = "dockyard.yaml"
 
@@ -34,6 +37,9 @@ class PipelineFile:
     # uses exactly the values that were checked, not what a glob finds a moment later.
     scatter: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
     state: Path | None = None  # its state folder, where not the usual one beside the file
+    # Each step's sample sheets (by scatter variable), read when the file was checked.
+    sheets: Mapping[str, Mapping[str, Sheet]] = field(default_factory=dict)
+    params: Mapping[str, ParamValue] = field(default_factory=dict)  # this run's values
 
     @property
     def root(self) -> Path:
@@ -44,8 +50,13 @@ class PipelineFile:
         return self.state if self.state is not None else self.root / STATE_DIR_NAME
 
 
-def load_pipeline(path: str | Path) -> PipelineFile:
-    """Parse and check ``path``; raise :class:`SpecError` listing every problem found."""
+def load_pipeline(
+    path: str | Path, *, params: Sequence[str] = (), params_file: str | Path | None = None
+) -> PipelineFile:
+    """Parse and check ``path``; raise :class:`SpecError` listing every problem found.
+
+    ``params`` (``NAME=VALUE``, as ``--param`` gives them) and ``params_file`` set the
+    file's parameters for this run (see :mod:`dockyard.spec.params`)."""
     file = Path(path).absolute()
     shown = str(path)
     data = load_yaml(read_pipeline_text(file, shown), shown)
@@ -61,16 +72,66 @@ def load_pipeline(path: str | Path) -> PipelineFile:
         )
 
     locator = Locator(data)
+    values, issues = _parameters(data, locator, shown, params, params_file)
     try:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(validation_issues(exc, locator, shown)) from None
-
-    with paused():  # (every value and path of a large scatter: see dockyard.collector)
-        issues, scatter = check_pipeline(pipeline, file.parent, locator, shown)
+        raise SpecError(issues + validation_issues(exc, locator, shown)) from None
     if issues:
         raise SpecError(issues)
-    return PipelineFile(file, pipeline, scatter)
+
+    with paused():  # (every value and path of a large scatter: see dockyard.collector)
+        issues, scatter = check_pipeline(
+            pipeline, file.parent, locator, shown, params_module.texts(values)
+        )
+    if issues:
+        raise SpecError(issues)
+    return PipelineFile(
+        file,
+        pipeline,
+        {name: found.values for name, found in scatter.items()},
+        sheets={name: found.sheets for name, found in scatter.items() if found.sheets},
+        params=values,
+    )
+
+
+class _Declared(BaseModel):
+    """The file's ``params:`` alone: their values are needed before the rest is checked."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    params: dict[Var, Param] = Field(default_factory=dict)
+
+
+def _parameters(
+    data: CommentedMap,
+    locator: Locator,
+    shown: str,
+    settings: Sequence[str],
+    params_file: str | Path | None,
+) -> tuple[dict[str, ParamValue], list[SpecIssue]]:
+    """This run's parameter values, given to the typed fields that name one whole; and
+    the problems of those fields. Declarations that do not check leave every parameter
+    unset (the full check reports them with the rest of the file)."""
+    try:
+        declared = _Declared.model_validate({"params": data.get("params") or {}}).params
+    except ValidationError:
+        return {}, []  # (the whole file's check fails on them, and says where)
+    from_file: dict[str, object] = {}
+    positions: dict[str, tuple[int | None, int | None]] = {}
+    if params_file is not None:
+        from_file, positions = params_module.read_params_file(Path(params_file))
+    values = params_module.resolve(
+        declared,
+        from_file,
+        settings,
+        file_shown=str(params_file),
+        position=positions,
+    )
+    issues = [
+        SpecIssue(shown, *locator.position(loc), dotted(loc), message)
+        for loc, message in params_module.substitute_typed(data, values)
+    ]
+    return values, issues
 
 
 def validation_issues(exc: ValidationError, locator: Locator, shown: str) -> list[SpecIssue]:
@@ -125,7 +186,15 @@ def _user_path(loc: list[Any], locator: Locator) -> list[Any]:
 
 def _is_type_tag(part: object) -> bool:
     return isinstance(part, str) and (
-        part in {"list[str]", "Glob", "str", "tuple[str, ...]", "function-plain[_scalar_to_str()]"}
+        part
+        in {
+            "list[str]",
+            "Glob",
+            "SheetSource",
+            "str",
+            "tuple[str, ...]",
+            "function-plain[_scalar_to_str()]",
+        }
         or part.startswith(("list[", "function-"))
     )
 

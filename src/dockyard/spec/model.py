@@ -29,6 +29,7 @@ from pydantic import (
 
 from dockyard.errors import short_repr
 from dockyard.names import NAME_RE, capability, env_name, reference_problem
+from dockyard.spec.params import Param
 from dockyard.units import format_memory, parse_duration, parse_memory
 
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -253,20 +254,30 @@ class Glob(_Model):
     glob: str
 
 
+class SheetSource(_Model):
+    """The rows of a CSV or TSV file with a header (see :mod:`dockyard.spec.sheets`)."""
+
+    sheet: str
+
+
 def _scatter_kind(value: Any) -> str | None:
     if isinstance(value, list):
         return "list[str]"
-    return "Glob" if isinstance(value, dict) else None
+    if isinstance(value, dict):
+        return "SheetSource" if "sheet" in value else "Glob"
+    return None
 
 
 # One form or the other, chosen by type, so that a wrong value gets one error, not two
 # (the tags are the loader's names for the two types, which it leaves out of key paths).
 ScatterValues = Annotated[
-    Annotated[list[EnvValue], Tag("list[str]")] | Annotated[Glob, Tag("Glob")],
+    Annotated[list[EnvValue], Tag("list[str]")]
+    | Annotated[Glob, Tag("Glob")]
+    | Annotated[SheetSource, Tag("SheetSource")],
     Discriminator(
         _scatter_kind,
         custom_error_type="scatter_values",
-        custom_error_message="expected a list of values or {glob: PATTERN}",
+        custom_error_message="expected a list of values, {glob: PATTERN} or {sheet: FILE}",
     ),
 ]
 
@@ -370,6 +381,7 @@ class Step(_Model):
 class Pipeline(_Model):
     version: Annotated[int, PlainValidator(_version)]
     name: Name
+    params: dict[Var, Param] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
     images: dict[Name, ImageBuild] = Field(default_factory=dict)
     volumes: dict[Name, Volume] = Field(default_factory=dict)

@@ -107,7 +107,7 @@ def read_pipeline_text(file: Path, shown: str) -> str:
                 f"expected a pipeline file of at most {MAX_FILE_BYTES // 1024**2} MiB, "
                 f"found {info.st_size} bytes"
             )
-        data = _read_at_most(fd, MAX_FILE_BYTES + 1)
+        data = read_at_most(fd, MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise refuse(f"cannot read: {exc.strerror}") from None
     finally:
@@ -134,7 +134,7 @@ def read_pipeline_text(file: Path, shown: str) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _read_at_most(fd: int, limit: int) -> bytes:
+def read_at_most(fd: int, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while size < limit:

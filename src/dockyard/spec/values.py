@@ -19,18 +19,15 @@ and it must stay data wherever it is pasted:
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
 import string
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
 from dockyard.errors import short_repr
 from dockyard.spec.interpolate import unclosed, uses, variables
-from dockyard.spec.model import MAX_ARGUMENT_BYTES, Defaults, Glob, Step
-from dockyard.spec.paths import glob_values
+from dockyard.spec.model import MAX_ARGUMENT_BYTES, Defaults, Step
+from dockyard.spec.params import PREFIX, unknown
 
 # Letters and digits (any script: their UTF-8 bytes are all above 0x7f, which no shell
 # treats as syntax) and these, which a POSIX shell reads as plain word characters in
@@ -87,9 +84,14 @@ def shell_scripts(command: str | Sequence[str] | None) -> list[tuple[int | None,
     return [(i, argv[i])] if dash_c and i < len(argv) else []
 
 
-def not_shell_inert(value: str) -> str | None:
-    """The first character of ``value`` that a shell could read as syntax, or None."""
+def not_shell_inert(value: str, *, paths: bool = False) -> str | None:
+    """The first character of ``value`` that a shell could read as syntax, or None.
+
+    With ``paths``, ``/`` too is data (a parameter or a sheet's column may be a path; a
+    scatter key may not, since it names a file)."""
     for char in value:
+        if char == "/" and paths:
+            continue
         if char not in SHELL_INERT and not (ord(char) > 0x7F and char.isalnum()):
             return char
     return None
@@ -194,42 +196,7 @@ def _report(
         add([*where, index] if located else where, message)
 
 
-def check_scatter(
-    add: Add, root: Path, loc: Sequence[str | int], step: Step
-) -> dict[str, tuple[str, ...]] | None:
-    """The step's scatter values (globs expanded to sorted file names), with every problem
-    reported; None when a variable has no usable values or there are too many instances."""
-    values: dict[str, tuple[str, ...]] = {}
-    for var, spec in step.scatter.items():
-        where = [*loc, "scatter", var]
-        if isinstance(spec, Glob):
-            found = glob_values(root, spec.glob)
-            if isinstance(found, str):
-                add([*where, "glob"], found)
-            elif not found:
-                add(
-                    [*where, "glob"],
-                    f"glob {short_repr(spec.glob)} matches no file under {str(root)!r}",
-                )
-            else:
-                values[var] = found
-            continue
-        values[var] = tuple(spec)
-        repeated = [value for value, n in Counter(spec).items() if n > 1]
-        if repeated:
-            shown = ", ".join(map(repr, repeated[:MAX_REPORTED]))
-            add(where, f"scatter values must be unique; repeated: {shown}")
-    total = math.prod(len(v) for v in values.values())
-    if total > MAX_COMBINATIONS:
-        add([*loc, "scatter"], f"expected at most {MAX_COMBINATIONS} instances, found {total}")
-        return None
-    listed = {var for var, spec in step.scatter.items() if not isinstance(spec, Glob)}
-    check_step_values(add, loc, step.command, values, listed)
-    _check_name_length(add, loc, values)
-    return values if len(values) == len(step.scatter) else None
-
-
-def _check_name_length(
+def check_name_length(
     add: Add, loc: Sequence[str | int], values: dict[str, tuple[str, ...]]
 ) -> None:
     longest = {var: max(found, key=len) for var, found in values.items() if found}
@@ -244,14 +211,29 @@ def _check_name_length(
         )
 
 
-def check_interpolation(add: Add, loc: Sequence[str | int], step: Step, defaults: Defaults) -> None:
-    """Every ``${name}`` names a scatter variable of the step, and every ``${`` is closed."""
-    known = set(step.scatter)
+def check_interpolation(
+    add: Add,
+    loc: Sequence[str | int],
+    step: Step,
+    defaults: Defaults,
+    *,
+    columns: Collection[str] | None = (),
+    params: Collection[str] = (),
+) -> None:
+    """Every ``${name}`` names a scatter variable of the step (or a column of its sample
+    sheet) or ``params.NAME`` a declared parameter, and every ``${`` is closed.
+
+    ``columns`` None: a sheet could not be read, so which variables it makes is not known
+    (its problems are reported; the variables are not)."""
+    known = set(step.scatter) | set(columns or ())
     for where, text in _texts(loc, step, defaults):
         if unclosed(text):
             add(where, "'${' without its '}'; write $${ for a literal '${'")
         for name in variables(text):
-            if name not in known:
+            if name.startswith(PREFIX):
+                if name[len(PREFIX) :] not in params:
+                    add(where, f"${{{name}}}: " + unknown(name[len(PREFIX) :], params))
+            elif name not in known and columns is not None:
                 hint = (
                     f" (scatter variables here: {', '.join(sorted(known))})"
                     if known
@@ -259,6 +241,26 @@ def check_interpolation(add: Add, loc: Sequence[str | int], step: Step, defaults
                 )
                 step_name = f" in step {loc[-1]!r}" if where[0] == "defaults" else ""
                 add(where, f"unknown variable ${{{name}}}{step_name}{hint}")
+
+
+def check_params_in_scripts(
+    add: Add, loc: Sequence[str | int], step: Step, params: Mapping[str, str]
+) -> None:
+    """A parameter pasted into a shell script is shell-inert (``/`` allowed: a path)."""
+    for index, script in shell_scripts(step.command):
+        for name in variables(script):
+            value = params.get(name) if name.startswith(PREFIX) else None
+            char = None if value is None else not_shell_inert(value, paths=True)
+            if char is None:
+                continue
+            where = [*loc, "command"] if index is None else [*loc, "command", index]
+            add(
+                where,
+                f"parameter {name[len(PREFIX) :]!r} = {short_repr(value)} would be pasted into "
+                f"the shell script, where {char!r} is shell syntax, not data; give it "
+                f"{SHELL_INERT_SHOWN} and / only, or pass it through env (env: {{X: "
+                f'${{{name}}}}}, then "$X" in the script) or use the exec form',
+            )
 
 
 def check_lengths(

@@ -132,6 +132,11 @@ MIGRATIONS: Sequence[str] = (
     WHEN NEW.state NOT IN ('running', 'succeeded', 'failed', 'lost', 'interrupted')
     BEGIN SELECT RAISE(ABORT, 'attempts.state: not an attempt state'); END;
     """,
+    # 10: the parameters a run had (JSON: name -> value: the file's defaults, the params
+    # file's and each --param), for reproducibility.
+    """
+    ALTER TABLE runs ADD COLUMN params TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -54,6 +54,7 @@ class RunRow:
     message: str | None
     images: str | None = None  # JSON: image reference -> content digest
     image_packages: str | None = None  # JSON: image reference -> "package=version ..."
+    params: str | None = None  # JSON: parameter name -> value
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ class Store:
     def create_run(self, run: RunRow, instances: Sequence[tuple[str, str]]) -> None:
         with self.transaction():
             self.db.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run.id,
                     run.pipeline,
@@ -154,6 +155,7 @@ class Store:
                     run.message,
                     run.images,
                     run.image_packages,
+                    run.params,
                 ),
             )
             self.db.executemany(
