@@ -21,6 +21,8 @@ _SIZE = re.compile(rb"[0-9A-Fa-f]+")
 class LineReadable(Readable, Protocol):
     def readline(self, size: int = ..., /) -> bytes: ...
 
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
 
 class Chunked:
     """A chunked request body, read as a file (what ``tarfile``'s stream mode needs)."""
@@ -49,6 +51,25 @@ class Chunked:
             if self.left == 0 and self.raw.readline(3) not in (b"\r\n", b"\n"):
                 raise TreeError("a broken chunked body: a chunk longer than its size says")
         return b"".join(parts)
+
+    def readinto(self, into: memoryview) -> int:
+        """Up to ``len(into)`` bytes of the body into ``into`` (what one chunk has left at
+        most: no copy); 0 at its end."""
+        if not len(into) or self.done:
+            return 0
+        if self.left == 0:
+            self.left = self._size()
+            if self.left == 0:
+                self.done = True
+                self._trailers()
+                return 0
+        got = self.raw.readinto(into[: min(self.left, len(into))])
+        if not got:
+            raise TreeError("the body ended early")
+        self.left -= got
+        if self.left == 0 and self.raw.readline(3) not in (b"\r\n", b"\n"):
+            raise TreeError("a broken chunked body: a chunk longer than its size says")
+        return got
 
     def _size(self) -> int:
         line = self.raw.readline(LINE)

@@ -25,6 +25,7 @@ are neither sent nor written, and the data sent is what the tree's seal counted.
 
 from __future__ import annotations
 
+import io
 from typing import Protocol
 
 from dockyard.disk.keeping import TreeError
@@ -33,6 +34,7 @@ MAGIC = b"DOCKYARD-TREE 1\n"
 PIECE = 1 << 20  # the longest piece (what content_digest.pieces gives at most)
 FLUSH = 1 << 18  # bytes gathered before a write (records are small; a socket write is not)
 AHEAD = 1 << 16  # bytes read ahead (records are read a few bytes at a time)
+DIRECT = 1 << 16  # a piece at least this long is written as it is, not gathered
 MAX_TARGET = 4095
 
 
@@ -41,7 +43,7 @@ class Readable(Protocol):
 
 
 class Writable(Protocol):
-    def write(self, data: bytes, /) -> int: ...
+    def write(self, data: bytes | memoryview, /) -> int | None: ...
 
 
 def encode_name(name: str) -> bytes:
@@ -68,9 +70,13 @@ class Writer:
 
     def piece(self, offset: int, data: memoryview) -> None:
         self._record(b"P" + offset.to_bytes(8, "big") + len(data).to_bytes(4, "big"))
-        self.buffer += data
-        if len(self.buffer) >= FLUSH:
-            self.flush()
+        if len(data) < DIRECT:
+            self.buffer += data
+            if len(self.buffer) >= FLUSH:
+                self.flush()
+            return
+        self.flush()  # (then the data as it is: no copy into the buffer)
+        self.out.write(data)
 
     def link(self, name: str, target: str) -> None:
         raw = target.encode("utf-8", "surrogateescape")
@@ -148,6 +154,28 @@ class Reader:
         data = b"".join(parts)
         self.ahead, self.at = data, size
         return data[:size]
+
+    def take_into(self, into: memoryview, what: str) -> None:
+        """Exactly ``len(into)`` bytes into ``into`` (what was read ahead, then straight
+        from the input when it can read into a buffer), or :class:`TreeError`."""
+        have = min(len(into), len(self.ahead) - self.at)
+        into[:have] = self.ahead[self.at : self.at + have]
+        self.at += have
+        readinto = getattr(self.inp, "readinto", None)
+        while have < len(into):
+            got = None
+            if readinto is not None:
+                try:
+                    got = readinto(into[have:])
+                except (NotImplementedError, io.UnsupportedOperation):
+                    readinto = None  # (a reader of its own read alone)
+            if got is None:
+                more = self.inp.read(len(into) - have)
+                got = len(more)
+                into[have : have + got] = more
+            if not got:
+                raise TreeError(f"the stream is truncated (in {what})")
+            have += got
 
     def at_end(self) -> bool:
         """Whether nothing follows (after the end record)."""

@@ -59,6 +59,45 @@ def digest(fd: int, size: int | None = None) -> Content:
     return Content(outer.hexdigest(), size, data)
 
 
+class Hasher:
+    """The content digest of a file of ``size`` bytes from its data as it comes (a file
+    received, hashed as it is written: no second read): :meth:`update` with whole chunks
+    at increasing offsets (the file's last chunk may be short), then :meth:`result`.
+    Chunks of zeros in what is given count as zeros, as :func:`digest` counts them."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.outer = hashlib.sha256(PREFIX + size.to_bytes(8, "big"))
+        self.done = 0  # chunks accounted for
+        self.data = 0  # bytes in data chunks
+
+    def update(self, offset: int, view: memoryview) -> None:
+        """``view`` at ``offset``: whole chunks from a chunk's start, after what came."""
+        if offset % CHUNK or offset // CHUNK < self.done or offset + len(view) > self.size:
+            raise ValueError("data out of its file's order, or past its end")
+        if len(view) % CHUNK and offset + len(view) != self.size:
+            raise ValueError("data that is not whole chunks")
+        first = offset // CHUNK
+        for start in range(0, len(view), CHUNK):
+            chunk = view[start : start + CHUNK]
+            zero = _ZERO_CHUNK if len(chunk) == CHUNK else _ZEROS[: len(chunk)]
+            if chunk == zero:  # (a memcmp)
+                continue
+            at = first + start // CHUNK
+            if at > self.done:
+                self.outer.update(b"Z" + (at - self.done).to_bytes(8, "big"))
+            self.outer.update(b"D" + hashlib.sha256(chunk).digest())
+            self.done = at + 1
+            self.data += len(chunk)
+
+    def result(self) -> Content:
+        total = -(-self.size // CHUNK)
+        outer = self.outer.copy()
+        if total > self.done:
+            outer.update(b"Z" + (total - self.done).to_bytes(8, "big"))
+        return Content(outer.hexdigest(), self.size, self.data)
+
+
 def pieces(fd: int, size: int) -> Iterator[tuple[int, memoryview]]:
     """The chunks of ``fd`` that are not all zeros, in order, as (offset, bytes): runs of
     whole chunks (the file's last may be short), at most READ bytes each. Only the chunks
@@ -122,4 +161,4 @@ def _touched(fd: int, size: int) -> Iterator[tuple[int, int]]:
         yield span
 
 
-__all__ = ["CHUNK", "Content", "digest", "pieces"]
+__all__ = ["CHUNK", "Content", "Hasher", "digest", "pieces"]

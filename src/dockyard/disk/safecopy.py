@@ -54,7 +54,7 @@ def copy_data(src: int, dst: int, size: int) -> None:
     os.ftruncate(dst, size)
 
 
-def write_at(fd: int, data: bytes, offset: int) -> None:
+def write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
     """All of ``data`` at ``offset`` (``pwrite`` may write less than asked)."""
     view = memoryview(data)
     while view:
