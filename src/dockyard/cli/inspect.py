@@ -18,6 +18,7 @@ from dockyard.errors import InvalidInput, UnknownReference
 from dockyard.lifecycles import Phase
 from dockyard.planning.graph import InstanceId
 from dockyard.report.render import dot, mermaid
+from dockyard.report.sizing import step_sizing
 from dockyard.report.summary import RunSummary, load_summary
 from dockyard.spec import load_pipeline
 from dockyard.state.store import AttemptRow, Store
@@ -29,12 +30,22 @@ from dockyard.units import format_memory, format_seconds
 @file_option
 @click.argument("run_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(file: str, run_id: str | None, as_json: bool) -> None:
+@click.option(
+    "--resources",
+    is_flag=True,
+    help="Per step: CPUs and memory asked, reserved and used (right-sizing).",
+)
+def status(file: str, run_id: str | None, as_json: bool, resources: bool) -> None:
     """The run's instances: state, attempts, duration."""
     with open_store(pipeline_or_cwl(file)) as store:
         summary = load_summary(store, run_id)
     if as_json:
-        click.echo(json.dumps(summary.to_json(), indent=2))
+        data = summary.to_json()
+        data["steps"] = [sizing.to_json() for sizing in step_sizing(summary)]
+        click.echo(json.dumps(data, indent=2))
+        return
+    if resources:
+        _print_sizing(summary)
         return
     run = summary.run
     took = format_seconds(run.ended_at - run.started_at) if run.ended_at else "running"
@@ -82,6 +93,25 @@ def status(file: str, run_id: str | None, as_json: bool) -> None:
                     Text(_cpu(attempt), "dim"),
                     Text(printable(attempt.reason or ""), "dim"),
                 )
+    out.print(table)
+
+
+def _print_sizing(summary: RunSummary) -> None:
+    table = Table(box=None, header_style="bold")
+    for column in ("step", "attempts", "cpus", "reserved", "used", "memory", "peak"):
+        table.add_column(column, no_wrap=True, justify="left" if column == "step" else "right")
+    table.add_column("note")
+    for sizing in step_sizing(summary):
+        table.add_row(
+            Text(printable(sizing.step)),
+            str(sizing.ran),
+            "-" if sizing.cpus is None else f"{sizing.cpus:g}",
+            "-" if sizing.reserved is None else f"{sizing.reserved:.2f}",
+            "-" if sizing.used is None else f"{sizing.used:.2f}",
+            "-" if sizing.memory is None else format_memory(sizing.memory),
+            "-" if sizing.peak is None else format_memory(sizing.peak),
+            "; ".join(sizing.notes),
+        )
     out.print(table)
 
 

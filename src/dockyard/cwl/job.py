@@ -30,7 +30,7 @@ from cwltool.pathmapper import MapperEnt, PathMapper
 from dockyard.cwl.images import UnsupportedImage
 from dockyard.cwl.locations import local_path
 from dockyard.errors import DockyardError
-from dockyard.planning.graph import Instance, InstanceId
+from dockyard.planning.graph import Instance, InstanceId, usage_key
 from dockyard.spec.model import DEFAULT_PIDS, ImageSpec, Retries
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class DockyardJob(JobBase):
     ) -> None:
         super().__init__(builder, joborder, make_path_mapper, requirements, hints, name)
         self.bridge = bridge
+        self.tool_id = ""  # (the tool's CWL id: invocations of a tool run alike)
 
     def _required_env(self) -> dict[str, str]:
         return {"HOME": self.builder.outdir, "TMPDIR": CONTAINER_TMPDIR}
@@ -112,6 +113,7 @@ class DockyardJob(JobBase):
             workdir=self.builder.outdir,
             stdio=(self.stdin, self._in_outdir(self.stdout), self._in_outdir(self.stderr)),
             success_codes=tuple(sorted(success)),
+            usage_key=usage_key("cwl", self.tool_id, image) if self.tool_id else "",
         )
         if not instance.command:
             raise WorkflowException(
@@ -223,11 +225,14 @@ def _literal_folder(entry: MapperEnt) -> bool:
     return entry.type in ("Directory", "WritableDirectory") and str(entry.resolved).startswith("_:")
 
 
-def job_runner(bridge: Bridge) -> Callable[..., Any]:
-    """What cwltool calls to make a job (:meth:`CommandLineTool.make_job_runner`)."""
+def job_runner(bridge: Bridge, tool_id: str) -> Callable[..., Any]:
+    """What cwltool calls to make a job (:meth:`CommandLineTool.make_job_runner`) of the
+    tool ``tool_id``."""
 
     def make(*args: Any) -> DockyardJob:
-        return DockyardJob(bridge, *args)
+        job = DockyardJob(bridge, *args)
+        job.tool_id = tool_id
+        return job
 
     return make
 

@@ -33,7 +33,7 @@ class DockyardTool(CommandLineTool):
             self.hints.insert(0, {"class": "DockerRequirement", "dockerPull": DEFAULT_IMAGE})
 
     def make_job_runner(self, runtimeContext: RuntimeContext) -> type[JobBase]:
-        return job_runner(self.bridge)  # type: ignore[return-value]
+        return job_runner(self.bridge, str(self.tool.get("id", "")))  # type: ignore[return-value]
 
     def make_path_mapper(
         self,

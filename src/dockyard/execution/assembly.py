@@ -18,6 +18,7 @@ from dockyard.execution.resolution import Known, Resolver
 from dockyard.execution.run_volumes import RunVolumes
 from dockyard.execution.services import Services
 from dockyard.planning.graph import Graph
+from dockyard.planning.packing import Packing
 from dockyard.planning.planner import Planner
 from dockyard.planning.preflight import RunPool
 from dockyard.runtime.base import LABEL_PIPELINE, LABEL_PROJECT
@@ -114,6 +115,7 @@ def assemble(
         # Whoever feeds the run decides what a failure stops (it may hand over no more).
         keep_going=run.options.keep_going or run.feed is not None,
         no_cache=run.options.no_cache,
+        packing=Packing(run.store.cpus_used),
     )
     loop = RunLoop(
         planner,

@@ -150,11 +150,16 @@ class RunJournal:
         node: str,
         adopted_from: str | None = None,
         node_name: str | None = None,
+        usage_key: str | None = None,
+        reserved: float | None = None,
     ) -> None:
         """An attempt started (or was adopted) on ``node`` (``node_name``: what people call
-        it, on a cluster)."""
+        it, on a cluster), taking ``reserved`` CPUs from the pool (None: its ``cpus``)."""
         now, name = self.clock(), str(iid)
-        self.attempts.add(("start",), (name, attempt, cpus, memory, now, log_path, node))
+        if reserved is not None and abs(reserved - cpus) < 0.0005:
+            reserved = None
+        row = (name, attempt, cpus, memory, now, log_path, node, usage_key or None, reserved)
+        self.attempts.add(("start",), row)
         started = InstanceEvent.STARTED if adopted_from is None else InstanceEvent.ADOPTED
         self._move(iid, started, attempts=attempt)
         detail: dict[str, Any] = {"attempt": attempt, "node": node}

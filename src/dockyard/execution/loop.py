@@ -214,16 +214,18 @@ class RunLoop:
         iid, attempt = action.instance, action.attempt
         launch = self.launcher.launch(action)
         self.conclusion.expect(iid, attempt, launch.staging, launch.log)
-        cpus = self.launcher.graph.instances[iid].cpus
+        instance = self.launcher.graph.instances[iid]
         node = action.node
         self.journal.started(
             iid,
             attempt,
-            cpus,
+            instance.cpus,
             action.memory,
             str(launch.log),
             node,
             node_name=self.node_names.get(node),
+            usage_key=instance.usage_key,
+            reserved=action.reserved,
         )
         if launch.order is None:
             assert launch.failure is not None
@@ -245,5 +247,6 @@ class RunLoop:
             action.orphan.node,
             adopted_from=action.orphan.run_id,
             node_name=self.node_names.get(action.orphan.node),
+            usage_key=instance.usage_key,
         )
         self.dispatch.submit(launch.order)

@@ -55,6 +55,7 @@ class Start:
     attempt: int
     memory: int
     node: str = LOCAL_NODE  # where it runs (on one engine, its one node)
+    reserved: float | None = None  # the CPUs it takes from the pool, when not its declared
 
 
 @dataclass(frozen=True, order=True)

@@ -7,7 +7,9 @@ instance knows exactly which upstream outputs it mounts, and where.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -74,6 +76,9 @@ class Instance:
     workdir: str | None = None  # None: the image's own
     stdio: tuple[str | None, str | None, str | None] = (None, None, None)  # in, out, err
     success_codes: tuple[int, ...] = (0,)  # exit statuses whose output is committed
+    # What runs the same way in every instance and run (the step, its image and command
+    # before interpolation): what it used before tells what it reserves (planning.packing).
+    usage_key: str = ""
 
     @property
     def step(self) -> str:
@@ -109,6 +114,11 @@ class Graph:
         self.order.append(instance.id)
         self.downstream[instance.id] = ()
         self.priority[instance.id] = 1  # (one more sink)
+
+
+def usage_key(*parts: str) -> str:
+    """A short digest of what makes work run alike (see :attr:`Instance.usage_key`)."""
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
 
 def _key(values: Mapping[str, str], names: list[str]) -> str:
@@ -203,6 +213,9 @@ class _StepShape:
         self.volumes = tuple((v, m.path, m.readonly) for v, m in sorted(step.volumes.items()))
         self.services = tuple(step.services)
         self.cap_add = tuple(step.cap_add or ())
+        self.usage_key = usage_key(
+            "step", name, step.image.model_dump_json(), json.dumps(step.command)
+        )
 
     def instance(
         self,
@@ -235,6 +248,7 @@ class _StepShape:
             network=bool(self.step.network),
             pids=self.resources.pids,
             cap_add=self.cap_add,
+            usage_key=self.usage_key,
         )
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from dockyard.lifecycles import INSTANCE, InstanceEvent, Phase, advance
@@ -47,6 +47,7 @@ from dockyard.planning.actions import (
     describe,
 )
 from dockyard.planning.graph import Graph, Instance, InstanceId
+from dockyard.planning.packing import Packing
 from dockyard.planning.plan import Plan
 from dockyard.planning.ready import Ready
 from dockyard.planning.schedule import ZERO, Capacity, in_use
@@ -65,8 +66,11 @@ class Planner:
         *,
         keep_going: bool = False,
         no_cache: bool = False,
+        packing: Packing | None = None,
     ):
         self.graph = graph
+        self.packing = packing
+        self.reserved: dict[InstanceId, float] = {}  # CPUs, where not as declared
         self.nodes = dict(pool) if isinstance(pool, Mapping) else {LOCAL_NODE: pool}
         self.largest = max(self.nodes.values(), key=lambda c: (c.memory, c.millicpus))
         self.keep_going = keep_going
@@ -205,7 +209,8 @@ class Planner:
                         memory=memory,
                         retry_at=None,
                     )
-                    actions.append(Start(member, attempt, memory, node))
+                    reserved = self.reserved.get(member)
+                    actions.append(Start(member, attempt, memory, node, reserved))
         wake_at = None if stopping or not self.retries else self.retries[0][0]
         starts = any(isinstance(a, Start) for a in actions)
         finished = not self.running and not starts and wake_at is None and not self.to_resolve
@@ -377,8 +382,14 @@ class Planner:
         priority = max(self.graph.priority[m] for m in unit)
         self.ready.push(self._need(unit), priority, head)
 
-    def _need(self, unit: Iterable[InstanceId]) -> Capacity:
-        return in_use(Capacity.of(self.graph.instances[m].cpus, self._memory(m)) for m in unit)
+    def _need(self, unit: Sequence[InstanceId]) -> Capacity:
+        """What ``unit`` takes from the pool: its memory, and the CPUs it reserves."""
+        if self.packing is None:
+            cpus = {m: self.graph.instances[m].cpus for m in unit}
+        else:
+            cpus = self.packing.reserve(self.graph, unit)
+            self.reserved.update(cpus)
+        return in_use(Capacity.of(cpus[m], self._memory(m)) for m in unit)
 
     def _memory(self, member: InstanceId) -> int:
         seen = self.observed[member]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dockyard.lifecycles import AttemptState, Phase
 from dockyard.planning.actions import Reason
+from dockyard.report.sizing import step_sizing
 from dockyard.report.summary import InstanceSummary, RunSummary
 from dockyard.spec.model import Pipeline
 from dockyard.state.store import AttemptRow
@@ -254,39 +255,33 @@ def _timeline(summary: RunSummary, start: float, end: float) -> str:
 def _resources(summary: RunSummary) -> str:
     rows = [
         "<table class='resources'><tr><th>step</th><th class='num'>CPUs asked</th>"
-        "<th class='num'>CPU used</th><th class='num'>memory asked</th>"
-        "<th class='num'>peak memory</th><th>note</th></tr>"
+        "<th class='num'>CPUs reserved</th><th class='num'>CPU used</th>"
+        "<th class='num'>memory asked</th><th class='num'>peak memory</th><th>note</th></tr>"
     ]
-    by_step: dict[str, list[AttemptRow]] = {}
-    for inst in summary.instances:
-        by_step.setdefault(inst.row.step, []).extend(inst.attempts)
-    for step, attempts in by_step.items():
-        if not attempts:
-            rows.append(f"<tr><td>{escape(step)}</td><td colspan='5'>cached: nothing ran</td></tr>")
+    for sizing in step_sizing(summary):
+        if not sizing.ran:
+            rows.append(
+                f"<tr><td>{escape(sizing.step)}</td><td colspan='6'>cached: nothing ran</td></tr>"
+            )
             continue
-        cpus, memory = attempts[-1].cpus, max(a.memory for a in attempts)
-        measured = [a for a in attempts if a.cpu_seconds is not None and a.ended_at]
-        busy = sum(a.cpu_seconds or 0 for a in measured)
-        wall = sum((a.ended_at or 0) - a.started_at for a in measured)
-        used = busy / wall if wall > 0 else None
-        peaks = [a.peak_memory for a in attempts if a.peak_memory is not None]
-        peak = max(peaks) if peaks else None
-        notes = []
-        if peak is not None and peak >= 0.9 * memory:
-            notes.append("<span class='flag'>memory near its limit</span>")
-        elif peak is not None and peak < 0.25 * memory:
-            notes.append("memory over-requested")
-        if used is not None and used < 0.25 * cpus:
-            notes.append("CPU over-requested")
+        notes = [
+            f"<span class='flag'>{escape(n)}</span>" if "near" in n else escape(n)
+            for n in sizing.notes
+        ]
         rows.append(
-            f"<tr><td>{escape(step)}</td><td class='num'>{cpus:g}</td>"
-            f"<td class='num'>{'-' if used is None else f'{used:.2f}'}</td>"
-            f"<td class='num'>{format_memory(memory)}</td>"
-            f"<td class='num'>{'-' if peak is None else format_memory(peak)}</td>"
+            f"<tr><td>{escape(sizing.step)}</td><td class='num'>{sizing.cpus:g}</td>"
+            f"<td class='num'>{_number(sizing.reserved)}</td>"
+            f"<td class='num'>{_number(sizing.used)}</td>"
+            f"<td class='num'>{format_memory(sizing.memory or 0)}</td>"
+            f"<td class='num'>{'-' if sizing.peak is None else format_memory(sizing.peak)}</td>"
             f"<td>{', '.join(notes)}</td></tr>"
         )
     rows.append("</table>")
     return "".join(rows)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _failures(summary: RunSummary, log_tail: Callable[[AttemptRow], str]) -> str:

@@ -137,6 +137,14 @@ MIGRATIONS: Sequence[str] = (
     """
     ALTER TABLE runs ADD COLUMN params TEXT;
     """,
+    # 11: what an attempt runs alike with (planning.packing: the step, its image and
+    # command before interpolation) and the CPUs it took from the pool, where that was
+    # less than its declared cpus (its limit): what it used tells the next run.
+    """
+    ALTER TABLE attempts ADD COLUMN usage_key TEXT;
+    ALTER TABLE attempts ADD COLUMN reserved_cpus REAL;
+    CREATE INDEX attempts_by_usage ON attempts (usage_key, ended_at);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

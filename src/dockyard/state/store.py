@@ -87,6 +87,7 @@ class AttemptRow:
     io_read: int | None = None
     io_write: int | None = None
     node: str | None = None
+    reserved_cpus: float | None = None  # what it took from the pool (None: its cpus)
 
 
 class Store:
@@ -179,6 +180,19 @@ class Store:
                 ],
             )
 
+    def cpus_used(self, usage_key: str, *, last: int = 5, shortest: float = 0.5) -> float | None:
+        """The CPUs that work with ``usage_key`` used (CPU time over wall time): the most
+        of its last ``last`` successful attempts that ran ``shortest`` seconds or more
+        (shorter ones say more about the container's start than the work); None when
+        there are none, or their use could not be read."""
+        row = self.db.execute(
+            "SELECT MAX(rate) FROM (SELECT cpu_seconds / (ended_at - started_at) AS rate "
+            "FROM attempts WHERE usage_key = ? AND state = ? AND cpu_seconds IS NOT NULL "
+            "AND ended_at - started_at >= ? ORDER BY ended_at DESC LIMIT ?)",
+            (usage_key, AttemptState.SUCCEEDED.value, shortest, last),
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def cached_exit_code(self, key: str) -> int | None:
         """The exit status of the attempt whose output the cache holds for ``key``."""
         row = self.db.execute(
@@ -208,13 +222,15 @@ class Store:
         self._update("instances", ("instance",), run_id, columns, rows)
 
     def insert_attempts(
-        self, run_id: str, rows: Sequence[tuple[str, int, float, int, float, str, str]]
+        self,
+        run_id: str,
+        rows: Sequence[tuple[str, int, float, int, float, str, str, str | None, float | None]],
     ) -> None:
         """Attempts that started: (instance, number, cpus, memory, started_at, log path,
-        node)."""
+        node, usage key, reserved CPUs)."""
         self.db.executemany(
             "INSERT INTO attempts (run_id, instance, number, state, cpus, memory, started_at,"
-            " log_path, node) VALUES (?,?,?,?,?,?,?,?,?)",
+            " log_path, node, usage_key, reserved_cpus) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             [(run_id, *row[:2], AttemptState.RUNNING.value, *row[2:]) for row in rows],
         )
 
@@ -361,7 +377,7 @@ class Store:
         query = (
             "SELECT instance, number, container_id, state, exit_code, reason, detail, cpus,"
             " memory, started_at, ended_at, log_path, cpu_seconds, peak_memory, io_read,"
-            " io_write, node FROM attempts WHERE run_id=?"
+            " io_write, node, reserved_cpus FROM attempts WHERE run_id=?"
         )
         args: tuple[str, ...] = (run_id,)
         if instance is not None:
