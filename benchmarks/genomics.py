@@ -499,6 +499,8 @@ def main() -> None:
         run([DOCKYARD, "build", "-f", str(path)], work / "build.log")
     results = []
     for mode in modes:
+        if args.lock is not None:
+            time.sleep(10)  # a chance for other work waiting on the lock
         with held(args.lock):
             if mode == "local":
                 results.append(run_dockyard("local", work, size, dict(os.environ), samples))

@@ -75,7 +75,8 @@ def called(tsv: Path) -> dict[Variant, str]:
 
 
 def native_calls(workdir: Path, reference: Path, reads: Path, sample: str) -> Path:
-    """The same tools, installed on the host from Debian, on the same inputs."""
+    """The same tools, installed on the host from Debian, on the same inputs (``reads``:
+    the folder of the sample's two FASTQ files)."""
     for tool in ("bwa", "samtools", "bcftools"):
         assert shutil.which(tool), f"{tool} is not installed on the host (scripts/setup.sh)"
     workdir.mkdir()
@@ -85,8 +86,9 @@ def native_calls(workdir: Path, reference: Path, reads: Path, sample: str) -> Pa
         set -eu
         bwa index ref.fa 2>/dev/null
         samtools faidx ref.fa
-        bwa mem -t 1 -K 10000000 -R '@RG\\tID:{sample}\\tSM:{sample}' ref.fa {reads} 2>/dev/null \
-          | samtools sort -o {sample}.bam -
+        bwa mem -t 1 -K 10000000 -R '@RG\\tID:{sample}\\tSM:{sample}' ref.fa \
+          {reads}/reads.bwa.read1.fastq.gz {reads}/reads.bwa.read2.fastq.gz 2>/dev/null \
+          | samtools sort -m 256M -o {sample}.bam -
         samtools index {sample}.bam
         bcftools mpileup -f ref.fa -Ou {sample}.bam | bcftools call -mv -Ou \
           | bcftools norm --no-version -f ref.fa -Oz -o calls.vcf.gz
@@ -105,6 +107,7 @@ def test_genomics_example_calls_the_planted_variants_like_native_tools_and_rerun
     assert main(["status", "-f", str(example), "--json"]) == 0
     packages = json.loads(json.loads(capsys.readouterr().out)["run"]["image_packages"])
     assert packages["dockyard/bwa:0.7.17"].startswith("bwa=0.7.17-")  # the tools' versions
+    assert packages["dockyard/dwgsim:0.1.14"].startswith("dwgsim=0.1.14-")  # the reads' simulator
     made_of = [p.split("=") for p in packages["dockyard/samtools:1.16"].split()]
     assert [name for name, _ in made_of] == ["bcftools", "samtools"]
     assert made_of[0][1].startswith("1.16-") and made_of[1][1].startswith("1.16")
@@ -138,7 +141,7 @@ def test_genomics_example_calls_the_planted_variants_like_native_tools_and_rerun
 
     # Identical to the same tools run natively on the host, on the same inputs.
     for sample in SAMPLES[:2]:
-        reads = committed_output(example, f"reads[{sample}]", capsys) / "reads.fq"
+        reads = committed_output(example, f"reads[{sample}]", capsys)
         native = native_calls(tmp_path / f"native-{sample}", reference / "ref.fa", reads, sample)
         ours = committed_output(example, f"call[{sample}]", capsys) / "calls.vcf.gz"
         assert records(ours) == records(native), sample
@@ -150,6 +153,7 @@ def test_genomics_example_calls_the_planted_variants_like_native_tools_and_rerun
     assert [line.split("\t")[1] for line in listed.out.splitlines()] == [
         "dockyard/python3:bookworm",
         "dockyard/bwa:0.7.17",
+        "dockyard/dwgsim:0.1.14",
         "dockyard/samtools:1.16",
         "dockyard/postgres:15",
     ]

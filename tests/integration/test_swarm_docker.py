@@ -292,6 +292,7 @@ def test_node_ls_shows_the_three_ready_nodes(
 GENOMICS_IMAGES = (
     "dockyard/python3:bookworm",
     "dockyard/bwa:0.7.17",
+    "dockyard/dwgsim:0.1.14",
     "dockyard/samtools:1.16",
     "dockyard/postgres:15",
 )
