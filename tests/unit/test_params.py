@@ -194,3 +194,15 @@ def test_validate_takes_params(
     assert main(["validate", "-f", str(path), "--param", "length=9"]) == 0
     assert main(["validate", "-f", str(path), "--param", "length=x"]) == 2
     assert "expected a whole number" in capsys.readouterr().err
+
+
+def test_a_missing_params_file_is_named(
+    write_pipeline: WritePipeline, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = write_pipeline(PIPELINE)
+    missing = tmp_path / "nope.yaml"
+    assert main(["validate", "-f", str(path), "--params", str(missing)]) == 2
+    assert f"{missing}: no such params file" in " ".join(capsys.readouterr().err.split())
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    assert "expected a mapping of parameter names to values" in problems(path, params_file=listed)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from ruamel.yaml.comments import CommentedMap
 
 from dockyard.errors import SpecError, SpecIssue, short_repr
+from dockyard.spec.reading import load_yaml, read_pipeline_text
 
 ParamValue = str | int | float | bool
 ParamType = Literal["text", "int", "float", "bool"]
@@ -184,10 +185,8 @@ def read_params_file(
     path: Path,
 ) -> tuple[dict[str, object], dict[str, tuple[int | None, int | None]]]:
     """A params file's values and where each is written: a YAML (or JSON) mapping."""
-    from dockyard.spec.reading import load_yaml, read_pipeline_text
-
     shown = str(path)
-    data = load_yaml(read_pipeline_text(path, shown), shown)
+    data = load_yaml(read_pipeline_text(path, shown, "params file"), shown)
     if data is None:
         return {}, {}
     if not isinstance(data, CommentedMap):

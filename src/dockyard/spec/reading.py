@@ -82,8 +82,9 @@ def yaml_error(exc: YAMLError, shown: str) -> SpecError:
     return SpecError([SpecIssue(shown, line, col, "", f"invalid YAML: {problem}")])
 
 
-def read_pipeline_text(file: Path, shown: str) -> str:
-    """The file's text: a regular file of at most MAX_FILE_BYTES, in UTF-8."""
+def read_pipeline_text(file: Path, shown: str, what: str = "pipeline file") -> str:
+    """The file's text: a regular file of at most MAX_FILE_BYTES, in UTF-8 (``what``: what
+    messages call it)."""
 
     def refuse(message: str, line: int | None = None, col: int | None = None) -> SpecError:
         return SpecError([SpecIssue(shown, line, col, "", message)])
@@ -92,19 +93,19 @@ def read_pipeline_text(file: Path, shown: str) -> str:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
         fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise refuse("no such pipeline file") from None
+        raise refuse(f"no such {what}") from None
     except OSError as exc:
         if exc.errno == errno.ENOTDIR:
-            raise refuse("no such pipeline file (a part of its path is not a folder)") from None
+            raise refuse(f"no such {what} (a part of its path is not a folder)") from None
         raise refuse(f"cannot read: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             kind = _KINDS.get(stat.S_IFMT(info.st_mode), "something else")
-            raise refuse(f"expected a pipeline file (a regular file), found {kind}")
+            raise refuse(f"expected a {what} (a regular file), found {kind}")
         if info.st_size > MAX_FILE_BYTES:
             raise refuse(
-                f"expected a pipeline file of at most {MAX_FILE_BYTES // 1024**2} MiB, "
+                f"expected a {what} of at most {MAX_FILE_BYTES // 1024**2} MiB, "
                 f"found {info.st_size} bytes"
             )
         data = read_at_most(fd, MAX_FILE_BYTES + 1)
@@ -113,7 +114,7 @@ def read_pipeline_text(file: Path, shown: str) -> str:
     finally:
         os.close(fd)
     if len(data) > MAX_FILE_BYTES:  # it grew while we read it
-        raise refuse(f"expected a pipeline file of at most {MAX_FILE_BYTES // 1024**2} MiB")
+        raise refuse(f"expected a {what} of at most {MAX_FILE_BYTES // 1024**2} MiB")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -126,7 +127,7 @@ def read_pipeline_text(file: Path, shown: str) -> str:
         line, col = _position(text[: bad.start()])
         raise refuse(
             f"control character {bad.group()!r} (U+{ord(bad.group()):04X}) is not allowed in "
-            "a pipeline file; remove it (in a double-quoted string, \\t and \\n write a tab "
+            f"a {what}; remove it (in a double-quoted string, \\t and \\n write a tab "
             "and a newline)",
             line,
             col,
