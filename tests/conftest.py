@@ -71,6 +71,16 @@ def write_pipeline(tmp_path: Path) -> WritePipeline:
     return write
 
 
+def load_problems(path: Path, **settings: object) -> str:
+    """What loading ``path`` (with ``params``/``params_file`` settings) refuses, as shown."""
+    from dockyard.errors import SpecError
+    from dockyard.spec import load_pipeline
+
+    with pytest.raises(SpecError) as caught:
+        load_pipeline(path, **settings)  # type: ignore[arg-type]
+    return str(caught.value)
+
+
 def committed_output(path: Path, instance: str, capsys: pytest.CaptureFixture[str]) -> Path:
     """The folder `dockyard outputs` prints for ``instance`` of the latest run of ``path``."""
     from dockyard.cli import main

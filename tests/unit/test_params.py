@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 
 from dockyard.cli import main
-from dockyard.errors import SpecError
 from dockyard.planning.preflight import graph_of
 from dockyard.report.html import render
 from dockyard.report.summary import load_summary
 from dockyard.spec import load_pipeline
 from dockyard.testing import FakeRuntime
-from tests.conftest import WritePipeline
+from tests.conftest import WritePipeline, load_problems
 from tests.unit.test_engine_fake import IMAGE, execute
 
 PIPELINE = """
@@ -39,12 +38,6 @@ PIPELINE = """
         command: "echo ${params.label} > /out/y"
         env: {LOUD: "${params.loud}", RATE: "${params.rate}"}
 """
-
-
-def problems(path: Path, **kwargs: object) -> str:
-    with pytest.raises(SpecError) as caught:
-        load_pipeline(path, **kwargs)  # type: ignore[arg-type]
-    return str(caught.value)
 
 
 def test_defaults_are_typed_and_pasted_where_variables_are(write_pipeline: WritePipeline) -> None:
@@ -82,19 +75,19 @@ def test_param_and_params_file_set_values_later_sources_win(
     ],
 )
 def test_a_bad_param_is_named(write_pipeline: WritePipeline, setting: str, expected: str) -> None:
-    assert expected in problems(write_pipeline(PIPELINE), params=[setting])
+    assert expected in load_problems(write_pipeline(PIPELINE), params=[setting])
 
 
 def test_a_params_file_problem_is_located(write_pipeline: WritePipeline, tmp_path: Path) -> None:
     values = tmp_path / "values.yaml"
     values.write_text("length: 5\nthreads: lots\nsize: 3\n")
-    message = problems(write_pipeline(PIPELINE), params_file=values)
+    message = load_problems(write_pipeline(PIPELINE), params_file=values)
     assert f"{values}:2:10: threads: expected a whole number, found 'lots'" in message
     assert f"{values}:3:7: size: unknown parameter 'size'" in message
 
 
 def test_declarations_are_checked(write_pipeline: WritePipeline) -> None:
-    message = problems(
+    message = load_problems(
         write_pipeline(
             """
             version: 1
@@ -118,15 +111,15 @@ def test_an_unknown_param_reference_is_located(write_pipeline: WritePipeline) ->
     path = write_pipeline(PIPELINE.replace("${params.length}", "${params.lenght}"))
     assert (
         ":14:14: steps.make.command: ${params.lenght}: unknown parameter 'lenght' "
-        "(did you mean 'length'?)" in problems(path)
+        "(did you mean 'length'?)" in load_problems(path)
     )
     path = write_pipeline(PIPELINE.replace("cpus: ${params.threads}", "cpus: ${params.cores}"))
-    assert "steps.make.resources.cpus: unknown parameter 'cores'" in problems(path)
+    assert "steps.make.resources.cpus: unknown parameter 'cores'" in load_problems(path)
 
 
 def test_a_typed_field_checks_the_value_it_takes(write_pipeline: WritePipeline) -> None:
     path = write_pipeline(PIPELINE)
-    assert "steps.make.resources.cpus: expected a number of CPUs" in problems(
+    assert "steps.make.resources.cpus: expected a number of CPUs" in load_problems(
         path, params=["threads=0"]
     )
 
@@ -134,7 +127,7 @@ def test_a_typed_field_checks_the_value_it_takes(write_pipeline: WritePipeline) 
 def test_a_param_in_a_shell_script_must_stay_data(write_pipeline: WritePipeline) -> None:
     path = write_pipeline(PIPELINE)
     assert load_pipeline(path, params=["label=data/ref.fa"])  # a path is data
-    message = problems(path, params=["label=x; rm -rf /"])
+    message = load_problems(path, params=["label=x; rm -rf /"])
     assert "steps.label.command: parameter 'label' = 'x; rm -rf /' would be pasted" in message
     assert "';' is shell syntax" in message
     # the exec form takes any text as one argument
@@ -205,4 +198,6 @@ def test_a_missing_params_file_is_named(
     assert f"{missing}: no such params file" in " ".join(capsys.readouterr().err.split())
     listed = tmp_path / "list.yaml"
     listed.write_text("- 1\n- 2\n")
-    assert "expected a mapping of parameter names to values" in problems(path, params_file=listed)
+    assert "expected a mapping of parameter names to values" in load_problems(
+        path, params_file=listed
+    )

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.errors import SpecError
 from dockyard.planning.graph import InstanceId, UpstreamMount
 from dockyard.planning.preflight import graph_of
 from dockyard.spec import load_pipeline
 from dockyard.testing import FakeRuntime
-from tests.conftest import WritePipeline
+from tests.conftest import WritePipeline, load_problems
 from tests.unit.test_engine_fake import IMAGE, execute
 
 PIPELINE = """
@@ -45,12 +44,6 @@ def pipeline(write_pipeline: WritePipeline) -> Path:
         (path.parent / "data" / f"{name}.fq").write_text(name)
     (path.parent / "samples.csv").write_text(SHEET)
     return path
-
-
-def problems(path: Path, **kwargs: object) -> str:
-    with pytest.raises(SpecError) as caught:
-        load_pipeline(path, **kwargs)  # type: ignore[arg-type]
-    return str(caught.value)
 
 
 def test_one_instance_per_row_each_column_a_variable(pipeline: Path) -> None:
@@ -132,11 +125,11 @@ def test_bad_rows_are_reported_with_file_and_line(
     pipeline: Path, sheet: str, expected: str
 ) -> None:
     (pipeline.parent / "samples.csv").write_text(sheet)
-    assert expected in problems(pipeline)
+    assert expected in load_problems(pipeline)
 
 
 def test_a_sheet_outside_the_folder_is_refused(pipeline: Path, tmp_path: Path) -> None:
-    message = problems(pipeline, params=["sheet=../outside.csv"])
+    message = load_problems(pipeline, params=["sheet=../outside.csv"])
     assert "steps.reads.scatter.sample.sheet: path '../outside.csv'" in message
     assert "escapes the pipeline file's folder" in message
     # (an unreadable sheet does not also make every column an unknown variable)
@@ -145,7 +138,7 @@ def test_a_sheet_outside_the_folder_is_refused(pipeline: Path, tmp_path: Path) -
 
 def test_an_input_named_by_a_column_is_checked_row_by_row(pipeline: Path) -> None:
     (pipeline.parent / "samples.csv").write_text(SHEET + "s3,1,data/missing.fq\n")
-    message = problems(pipeline)
+    message = load_problems(pipeline)
     assert "steps.reads.inputs.fastq: path 'data/missing.fq' (from '${fastq}') does not exist" in (
         message
     )
@@ -164,7 +157,7 @@ def test_a_column_may_not_shadow_a_scatter_variable(write_pipeline: WritePipelin
         """
     )
     (path.parent / "s.csv").write_text("sample,lane\ns1,x\n")
-    assert "the sheet's column 'lane' is also the scatter variable 'lane'" in problems(path)
+    assert "the sheet's column 'lane' is also the scatter variable 'lane'" in load_problems(path)
 
 
 def test_a_changed_row_reruns_only_its_instances(pipeline: Path) -> None:

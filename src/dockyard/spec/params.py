@@ -25,6 +25,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from dockyard.errors import SpecError, SpecIssue, short_repr
 from dockyard.spec.reading import load_yaml, read_pipeline_text
+from dockyard.spec.sheets import field_problem
 
 ParamValue = str | int | float | bool
 ParamType = Literal["text", "int", "float", "bool"]
@@ -34,7 +35,6 @@ _TYPE_OF: dict[type, ParamType] = {str: "text", int: "int", float: "float", bool
 _SHOWN = {"text": "text", "int": "a whole number", "float": "a number", "bool": "true or false"}
 # Fields whose whole value may be one ${params.NAME}: typed, and never interpolated.
 TYPED_FIELDS = ("resources", "timeout", "retries")
-MAX_TEXT_BYTES = 4096
 
 
 class Param(BaseModel):
@@ -83,15 +83,7 @@ def value_problem(kind: ParamType, value: object) -> str | None:
         return f"expected {_SHOWN[kind]}, found {short_repr(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return f"expected a finite number, found {short_repr(value)}"
-    if isinstance(value, str):
-        if not value.isprintable():
-            return (
-                f"expected printable text, found {short_repr(value)} (a control character "
-                "would garble what terminals show)"
-            )
-        if len(value.encode()) > MAX_TEXT_BYTES:
-            return f"expected at most {MAX_TEXT_BYTES} bytes of text"
-    return None
+    return field_problem(value) if isinstance(value, str) else None
 
 
 def parse(kind: ParamType, text: str) -> ParamValue:

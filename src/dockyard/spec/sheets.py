@@ -108,6 +108,7 @@ def read_sheet(
 
 
 def field_problem(value: str) -> str | None:
+    """Why ``value`` (a field of a sheet, a parameter's text) cannot be pasted anywhere."""
     if not value.isprintable():
         return (
             f"expected printable text, found {short_repr(value)} (a control character "
