@@ -177,7 +177,7 @@ def test_the_run_keeps_its_params(
         "threads": 2,
     }
     assert main(["status", "-f", str(path)]) == 0
-    assert "params: label='hello', length=42" in capsys.readouterr().out
+    assert 'params: label="hello", length=42, loud=false' in capsys.readouterr().out
 
 
 def test_validate_takes_params(
@@ -201,3 +201,91 @@ def test_a_missing_params_file_is_named(
     assert "expected a mapping of parameter names to values" in load_problems(
         path, params_file=listed
     )
+
+
+def test_a_past_run_is_shown_whatever_params_it_had(
+    write_pipeline: WritePipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_pipeline(
+        PIPELINE.replace("params:\n", "params:\n      sheet: missing.csv\n").replace(
+            "scatter: {n: [a, b]}", 'scatter: {n: {sheet: "${params.sheet}"}}'
+        )
+    )
+    (path.parent / "mine.csv").write_text("n\na\nb\n")
+    runtime = FakeRuntime(cpus=4, memory=4 * 1024**3)
+    runtime.add_image(IMAGE)
+    execute(path, runtime, params=["sheet=mine.csv"])
+    capsys.readouterr()
+    # (the default sheet does not exist: the commands that show a run do not read it)
+    for command in (["status"], ["trace"], ["graph"], ["report", "-o", str(path.parent / "r")]):
+        assert main([*command, "-f", str(path)]) == 0, capsys.readouterr()
+    assert main(["outputs", "-f", str(path), "make[a]"]) == 0
+    assert main(["validate", "-f", str(path)]) == 2
+    assert "missing.csv" in capsys.readouterr().err
+
+
+def test_yaml_numbers_of_every_spelling_are_plain_values(
+    write_pipeline: WritePipeline, tmp_path: Path
+) -> None:
+    path = write_pipeline(
+        """
+        version: 1
+        name: p
+        params:
+          f: 1.5
+          hexa: 0x10
+          big: 1_000
+          e: 1e3
+          anchored: &a 3
+          long: {default: 0.5, help: "a float"}
+        steps: {a: {command: "echo ${params.f} ${params.hexa} ${params.e} > /out/x"}}
+        """
+    )
+    pf = load_pipeline(path)
+    assert pf.params == {"f": 1.5, "hexa": 16, "big": 1000, "e": 1000.0, "anchored": 3, "long": 0.5}
+    assert [type(v) for v in pf.params.values()] == [float, int, int, float, int, float]
+    values = tmp_path / "values.yaml"
+    values.write_text("hexa: 0x20\nbig: 2_000\n<<: {anchored: 4}\n")  # (a merge key too)
+    pf = load_pipeline(path, params_file=values)
+    assert (pf.params["hexa"], pf.params["big"], pf.params["anchored"]) == (32, 2000, 4)
+    values.write_text("f:\n")
+    assert "f: expected a number, found null" in load_problems(path, params_file=values)
+    values.write_text("f: [1\n")
+    message = load_problems(path, params_file=values)
+    assert "problem in the params file" in message and "invalid YAML" in message
+
+
+def test_a_service_does_not_take_params_in_its_command(write_pipeline: WritePipeline) -> None:
+    path = write_pipeline(
+        """
+        version: 1
+        name: p
+        params: {port: 6379}
+        services:
+          cache:
+            image: busybox:1.36
+            command: "redis-server --port ${params.port}"
+            env: {PORT: "${params.port}"}
+        steps: {a: {command: "true", services: [cache]}}
+        """
+    )
+    message = load_problems(path)
+    assert "services.cache.command: ${params.NAME} is not replaced in a service's" in message
+    assert "services.cache.env.PORT: ${params.NAME} is not replaced" in message
+
+
+def test_an_unknown_param_in_a_typed_field_is_said_once(write_pipeline: WritePipeline) -> None:
+    message = load_problems(
+        write_pipeline(PIPELINE.replace("cpus: ${params.threads}", "cpus: ${params.nope}"))
+    )
+    assert message.startswith("1 problem")
+    assert "steps.make.resources.cpus: unknown parameter 'nope'" in message
+
+
+def test_validate_lists_the_params(
+    write_pipeline: WritePipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_pipeline(PIPELINE)
+    assert main(["validate", "-f", str(path), "--param", "loud=true"]) == 0
+    shown = capsys.readouterr().out
+    assert "params.rate = 1.0  # a rate" in shown and "params.loud = true" in shown

@@ -174,3 +174,18 @@ def test_a_changed_row_reruns_only_its_instances(pipeline: Path) -> None:
         "align[s2]": False,  # (what reads[s2] made changed)
         "report": True,  # (what align[s2] made did not)
     }
+
+
+def test_a_sheet_read_by_two_steps_reports_each_problem_once_beside_the_file(
+    pipeline: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (pipeline.parent / "samples.csv").write_text("sample,depth,fastq\ns1,1\n")
+    monkeypatch.chdir(pipeline.parent.parent)
+    message = load_problems(Path(pipeline.parent.name) / "dockyard.yaml")
+    assert message.startswith("1 problem")
+    assert f"{pipeline.parent.name}/samples.csv:2: expected 3 fields" in message
+
+
+def test_a_sheet_too_wide_is_refused_before_it_is_parsed(pipeline: Path) -> None:
+    (pipeline.parent / "samples.csv").write_text("sample" + "," * 100_000 + "\n")
+    assert "samples.csv:1: expected at most 256 columns" in load_problems(pipeline)

@@ -105,7 +105,7 @@ def test_a_state_outside_its_lifecycle_is_refused_by_the_database(
 ) -> None:
     store = Store(tmp_path / "state.db")
     make_run(store)
-    store.insert_attempts("r1", [("a", 1, 1.0, 64, 1.0, "a.log", "local", None, None)])
+    store.insert_attempts("r1", [("a", 1, 1.0, 64, 1.0, "a.log", "local", None, None, None)])
     with pytest.raises(sqlite3.IntegrityError, match=f"{table}.state: not"), store.transaction():
         write(store)
     store.close()

@@ -235,3 +235,18 @@ def test_a_step_without_network_joins_no_network_only_where_that_means_loopback(
     assert runtime._network_for(replace(isolated, node="unknown")) == "dockyard-isolated-r1"
     assert runtime._network_for(replace(isolated, node="bare", network=None)) == "dockyard-net-r1"
     assert made == [("dockyard-isolated", True)] * 2 + [("dockyard-net", False)]
+
+
+def test_a_task_packed_by_use_reserves_what_the_planner_placed_it_by() -> None:
+    from dockyard.backends.swarm.tasks import service_definition
+    from dockyard.runtime.base import ContainerSpec
+
+    spec = ContainerSpec(image="i", command=None, cpus=1.0, memory=64, labels={})
+    packed = ContainerSpec(
+        image="i", command=None, cpus=1.0, memory=64, labels={}, reserved_cpus=0.25
+    )
+    resources = service_definition(spec)["TaskTemplate"]["Resources"]
+    assert resources["Reservations"]["NanoCPUs"] == 1_000_000_000
+    resources = service_definition(packed)["TaskTemplate"]["Resources"]
+    assert resources["Reservations"]["NanoCPUs"] == 250_000_000
+    assert resources["Limits"]["NanoCPUs"] == 1_000_000_000  # the limit stays declared

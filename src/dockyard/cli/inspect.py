@@ -56,7 +56,8 @@ def status(file: str, run_id: str | None, as_json: bool, resources: bool) -> Non
         soft_wrap=True,
     )
     if run.params and run.params != "{}":
-        shown = ", ".join(f"{k}={v!r}" for k, v in sorted(json.loads(run.params).items()))
+        values = sorted(json.loads(run.params).items())
+        shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in values)
         out.print(Text(printable(f"params: {shown}")), soft_wrap=True)
     if summary.outages:
         out.print(_outage_line(summary), soft_wrap=True)
@@ -328,5 +329,5 @@ def graph(file: str, fmt: str) -> None:
             f"{file}: `graph` draws pipeline files; for a CWL document use "
             "`cwltool --print-dot` (its runs' instances are in `dockyard report`)"
         )
-    pf = load_pipeline(file)
+    pf = load_pipeline(file, checked=False)  # (steps, not what a run would read)
     click.echo(mermaid(pf) if fmt == "mermaid" else dot(pf))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -43,6 +44,10 @@ def validate(file: str, params: tuple[str, ...], params_file: str | None) -> Non
         f"{escape(printable(file))}: ok ({steps} step{'s' if steps != 1 else ''}, "
         f"{len(graph.order)} instance{'s' if len(graph.order) != 1 else ''})"
     )
+    for name, value in pf.params.items():  # (what a run with these settings would have)
+        about = pf.pipeline.params[name].help
+        line = f"  params.{name} = {json.dumps(value)}" + (f"  # {about}" if about else "")
+        out.print(Text(printable(line)), soft_wrap=True)
 
 
 @cli.command()
@@ -160,10 +165,18 @@ def _run_cwl(
 @file_option
 @click.argument("names", nargs=-1)
 @click.option("--force", is_flag=True, help="Make them again even when they exist.")
+@params_options
 @backend_option
-def build(file: str, names: tuple[str, ...], force: bool, backend: str | None) -> None:
+def build(
+    file: str,
+    names: tuple[str, ...],
+    force: bool,
+    params: tuple[str, ...],
+    params_file: str | None,
+    backend: str | None,
+) -> None:
     """Make the images of `images:` (all, or the NAMES given) that the engine lacks."""
-    pf = load_pipeline(file)
+    pf = load_pipeline(file, params=params, params_file=params_file)
     declared = pf.pipeline.images
     for name in names:
         if name not in declared:

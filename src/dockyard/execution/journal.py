@@ -152,14 +152,16 @@ class RunJournal:
         node_name: str | None = None,
         usage_key: str | None = None,
         reserved: float | None = None,
+        basis: str = "declared",
     ) -> None:
         """An attempt started (or was adopted) on ``node`` (``node_name``: what people call
         it, on a cluster), taking ``reserved`` CPUs from the pool (None: its ``cpus``)."""
         now, name = self.clock(), str(iid)
-        if reserved is not None and abs(reserved - cpus) < 0.0005:
-            reserved = None
+        if reserved is None or basis == "declared":
+            reserved, basis = None, "declared"
+        basis_kept = None if basis == "declared" else basis
         row = (name, attempt, cpus, memory, now, log_path, node, usage_key or None, reserved)
-        self.attempts.add(("start",), row)
+        self.attempts.add(("start",), (*row, basis_kept))
         started = InstanceEvent.STARTED if adopted_from is None else InstanceEvent.ADOPTED
         self._move(iid, started, attempts=attempt)
         detail: dict[str, Any] = {"attempt": attempt, "node": node}

@@ -153,6 +153,7 @@ class Launcher:
             cap_add=instance.cap_add,
             node=action.node,
             workdir=instance.workdir,
+            reserved_cpus=action.reserved,
         )
         order = Order(
             iid,

@@ -226,6 +226,7 @@ class RunLoop:
             node_name=self.node_names.get(node),
             usage_key=instance.usage_key,
             reserved=action.reserved,
+            basis=action.basis,
         )
         if launch.order is None:
             assert launch.failure is not None
@@ -237,6 +238,7 @@ class RunLoop:
         launch = self.launcher.adopt(action)
         assert launch.order is not None
         instance = self.launcher.graph.instances[action.instance]
+        reservation = self.planner.reserved.get(action.instance)
         self.conclusion.expect(action.instance, 1, launch.staging, launch.log)
         self.journal.started(
             action.instance,
@@ -247,6 +249,9 @@ class RunLoop:
             action.orphan.node,
             adopted_from=action.orphan.run_id,
             node_name=self.node_names.get(action.orphan.node),
-            usage_key=instance.usage_key,
+            # (no usage key: its CPU time covers a life that began before this attempt's
+            # start, so what it used cannot be told)
+            reserved=reservation.cpus if reservation else None,
+            basis=reservation.basis if reservation else "declared",
         )
         self.dispatch.submit(launch.order)

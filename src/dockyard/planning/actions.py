@@ -55,7 +55,8 @@ class Start:
     attempt: int
     memory: int
     node: str = LOCAL_NODE  # where it runs (on one engine, its one node)
-    reserved: float | None = None  # the CPUs it takes from the pool, when not its declared
+    reserved: float | None = None  # the CPUs it takes from the pool (None: its cpus)
+    basis: str = "declared"  # what that is worked out from (planning.packing.Basis)
 
 
 @dataclass(frozen=True, order=True)

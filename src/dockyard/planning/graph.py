@@ -213,8 +213,15 @@ class _StepShape:
         self.volumes = tuple((v, m.path, m.readonly) for v, m in sorted(step.volumes.items()))
         self.services = tuple(step.services)
         self.cap_add = tuple(step.cap_add or ())
+        # (with the parameters its command and env paste in: -t ${params.threads})
+        templates = [*(self.command or ()), *(t for _, t in self.env)]
+        used = sorted({n for t in templates for n in t.names if n in params})
         self.usage_key = usage_key(
-            "step", name, step.image.model_dump_json(), json.dumps(step.command)
+            "step",
+            name,
+            step.image.model_dump_json(),
+            json.dumps(step.command),
+            json.dumps([(n, params[n]) for n in used]),
         )
 
     def instance(

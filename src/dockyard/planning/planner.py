@@ -47,7 +47,7 @@ from dockyard.planning.actions import (
     describe,
 )
 from dockyard.planning.graph import Graph, Instance, InstanceId
-from dockyard.planning.packing import Packing
+from dockyard.planning.packing import Packing, Reservation
 from dockyard.planning.plan import Plan
 from dockyard.planning.ready import Ready
 from dockyard.planning.schedule import ZERO, Capacity, in_use
@@ -70,7 +70,7 @@ class Planner:
     ):
         self.graph = graph
         self.packing = packing
-        self.reserved: dict[InstanceId, float] = {}  # CPUs, where not as declared
+        self.reserved: dict[InstanceId, Reservation] = {}  # where packing was asked
         self.nodes = dict(pool) if isinstance(pool, Mapping) else {LOCAL_NODE: pool}
         self.largest = max(self.nodes.values(), key=lambda c: (c.memory, c.millicpus))
         self.keep_going = keep_going
@@ -210,7 +210,9 @@ class Planner:
                         retry_at=None,
                     )
                     reserved = self.reserved.get(member)
-                    actions.append(Start(member, attempt, memory, node, reserved))
+                    actions.append(
+                        Start(member, attempt, memory, node, *(reserved or (None, "declared")))
+                    )
         wake_at = None if stopping or not self.retries else self.retries[0][0]
         starts = any(isinstance(a, Start) for a in actions)
         finished = not self.running and not starts and wake_at is None and not self.to_resolve
@@ -387,8 +389,9 @@ class Planner:
         if self.packing is None:
             cpus = {m: self.graph.instances[m].cpus for m in unit}
         else:
-            cpus = self.packing.reserve(self.graph, unit)
-            self.reserved.update(cpus)
+            reserved = self.packing.reserve(self.graph, unit)
+            self.reserved.update(reserved)
+            cpus = {m: r.cpus for m, r in reserved.items()}
         return in_use(Capacity.of(cpus[m], self._memory(m)) for m in unit)
 
     def _memory(self, member: InstanceId) -> int:

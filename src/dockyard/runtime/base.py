@@ -73,6 +73,9 @@ class ContainerSpec:
     pids: int | None = None  # processes and threads at once; None: the engine's default
     cap_add: tuple[str, ...] = ()  # capabilities beyond DEFAULT_CAPABILITIES
     node: str | None = None  # which node it must run on (None: wherever the engine is)
+    # The CPUs it takes from the pool where that is less than its limit (planning.packing):
+    # what a cluster's scheduler reserves for it. None: its cpus.
+    reserved_cpus: float | None = None
     workdir: str | None = None  # where its command starts (None: the image's WORKDIR)
 
 

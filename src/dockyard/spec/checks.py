@@ -7,6 +7,7 @@ with the rules of :mod:`dockyard.spec.values` and :mod:`dockyard.spec.paths`.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from dockyard.errors import SpecIssue, short_repr
 from dockyard.names import reference_problem
 from dockyard.spec.interpolate import interpolate, variables
 from dockyard.spec.locate import Loc, Locator, dotted
-from dockyard.spec.model import ImageSpec, Pipeline, SheetSource, Step, VolumeMount
+from dockyard.spec.model import ImageSpec, Pipeline, Service, SheetSource, Step, VolumeMount
 from dockyard.spec.params import PREFIX
 from dockyard.spec.paths import BadPath, Resolver
 from dockyard.spec.sources import StepValues, check_scatter, combinations
@@ -38,7 +39,11 @@ class _Collector:
         self.issues.append(SpecIssue(self.shown, line, col, dotted(loc), message))
 
     def in_sheet(self, sheet: str, line: int | None, message: str) -> None:
-        self.issues.append(SpecIssue(sheet, line, None, "", message))
+        """A problem in a sample sheet (named relative to the pipeline file's folder),
+        shown beside the pipeline file as that is shown; once, whichever steps read it."""
+        issue = SpecIssue(os.path.join(os.path.dirname(self.shown), sheet), line, None, "", message)
+        if issue not in self.issues:
+            self.issues.append(issue)
 
     def path(self, loc: Loc, resolved: Path | str) -> Path | None:
         """The resolved path, or None with its problem reported."""
@@ -85,6 +90,7 @@ def check_pipeline(
     _check_cycles(out, steps)
     for name, service in pipeline.services.items():
         loc = ["services", name]
+        _check_no_params(out, loc, service)
         _check_image(out, pipeline, [*loc, "image"], service.image)
         _check_mounts(out, loc, service.volumes)
         for volume in service.volumes:
@@ -107,6 +113,25 @@ def check_pipeline(
                     f"({short_repr(declared.seed)})",
                 )
     return out.issues, scatter
+
+
+def _check_no_params(out: _Collector, loc: list[str | int], service: Service) -> None:
+    """A service's command and env are passed as written: a ``${params.NAME}`` there
+    would reach it as those very characters, which is never what was meant."""
+    texts: list[tuple[list[str | int], str]] = []
+    if isinstance(service.command, str):
+        texts.append(([*loc, "command"], service.command))
+    elif service.command is not None:
+        texts.extend(([*loc, "command", i], part) for i, part in enumerate(service.command))
+    texts.extend(([*loc, "env", key], value) for key, value in service.env.items())
+    for where, text in texts:
+        if "${" + PREFIX in text:
+            out.add(
+                where,
+                "${params.NAME} is not replaced in a service's command or env (they are "
+                "passed as written); write the value there (a service's resources may "
+                "name a parameter)",
+            )
 
 
 def _check_images(out: _Collector, pipeline: Pipeline, resolver: Resolver) -> None:

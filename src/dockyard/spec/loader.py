@@ -51,12 +51,19 @@ class PipelineFile:
 
 
 def load_pipeline(
-    path: str | Path, *, params: Sequence[str] = (), params_file: str | Path | None = None
+    path: str | Path,
+    *,
+    params: Sequence[str] = (),
+    params_file: str | Path | None = None,
+    checked: bool = True,
 ) -> PipelineFile:
     """Parse and check ``path``; raise :class:`SpecError` listing every problem found.
 
     ``params`` (``NAME=VALUE``, as ``--param`` gives them) and ``params_file`` set the
-    file's parameters for this run (see :mod:`dockyard.spec.params`)."""
+    file's parameters for this run (see :mod:`dockyard.spec.params`). Without
+    ``checked``, only the file's own form is checked, not what a run would read (sheets,
+    globs, inputs, the values pasted in): what the commands that show a past run need,
+    whatever parameters that run had."""
     file = Path(path).absolute()
     shown = str(path)
     data = load_yaml(read_pipeline_text(file, shown), shown)
@@ -76,9 +83,13 @@ def load_pipeline(
     try:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(issues + validation_issues(exc, locator, shown)) from None
+        named = {issue.path for issue in issues}  # (a field naming an unknown parameter)
+        other = [i for i in validation_issues(exc, locator, shown) if i.path not in named]
+        raise SpecError(issues + other) from None
     if issues:
         raise SpecError(issues)
+    if not checked:
+        return PipelineFile(file, pipeline, params=values)
 
     with paused():  # (every value and path of a large scatter: see dockyard.collector)
         issues, scatter = check_pipeline(

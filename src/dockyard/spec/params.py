@@ -35,6 +35,7 @@ _TYPE_OF: dict[type, ParamType] = {str: "text", int: "int", float: "float", bool
 _SHOWN = {"text": "text", "int": "a whole number", "float": "a number", "bool": "true or false"}
 # Fields whose whole value may be one ${params.NAME}: typed, and never interpolated.
 TYPED_FIELDS = ("resources", "timeout", "retries")
+MAX_ISSUES = 20  # problems reported in a params file; the rest are counted
 
 
 class Param(BaseModel):
@@ -51,14 +52,17 @@ class Param(BaseModel):
     def _shorthand(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             data = {"default": data}
-        if "default" in data and "type" not in data:
+        if "default" not in data:
+            return data
+        data = {**data, "default": plain(data["default"])}
+        if "type" not in data:
             kind = _TYPE_OF.get(type(data["default"]))
             if kind is None:
                 raise ValueError(
                     "expected a default of text, a number or true/false, found "
-                    + ("a list" if isinstance(data["default"], list) else "a mapping")
+                    + _kind_of(data["default"])
                 )
-            data = {**data, "type": kind}
+            data["type"] = kind
         return data
 
     @model_validator(mode="after")
@@ -71,6 +75,25 @@ class Param(BaseModel):
         return self
 
 
+def plain(value: object) -> object:
+    """``value`` as a plain ``bool``, ``int``, ``float`` or ``str``: YAML's loader gives
+    its own subclasses (a float that remembers how it was written, an int from ``0x10``)."""
+    if isinstance(value, bool) or value is None:
+        return value
+    for kind in (int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
+
+
+def _kind_of(value: object) -> str:
+    if value is None:
+        return "null (no value)"
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping" if isinstance(value, dict) else short_repr(value)
+
+
 def value_problem(kind: ParamType, value: object) -> str | None:
     """Why ``value`` (as YAML typed it) cannot be a parameter of type ``kind``."""
     fits = {
@@ -80,7 +103,7 @@ def value_problem(kind: ParamType, value: object) -> str | None:
         "bool": isinstance(value, bool),
     }[kind]
     if not fits:
-        return f"expected {_SHOWN[kind]}, found {short_repr(value)}"
+        return f"expected {_SHOWN[kind]}, found {_kind_of(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return f"expected a finite number, found {short_repr(value)}"
     return field_problem(value) if isinstance(value, str) else None
@@ -145,7 +168,11 @@ def resolve(
     type, a ``--param`` without ``=``."""
     values: dict[str, ParamValue] = {name: p.default for name, p in declared.items()}
     issues: list[SpecIssue] = []
-    for name, value in from_file.items():
+    for name, found in from_file.items():
+        if len(issues) == MAX_ISSUES:
+            issues.append(SpecIssue(file_shown, None, None, "", "… and more problems like these"))
+            break
+        value = plain(found)
         line, col = (position or {}).get(name, (None, None))
         if name not in declared:
             issues.append(SpecIssue(file_shown, line, col, str(name), unknown(name, declared)))
@@ -178,7 +205,7 @@ def read_params_file(
 ) -> tuple[dict[str, object], dict[str, tuple[int | None, int | None]]]:
     """A params file's values and where each is written: a YAML (or JSON) mapping."""
     shown = str(path)
-    data = load_yaml(read_pipeline_text(path, shown, "params file"), shown)
+    data = load_yaml(read_pipeline_text(path, shown, "params file"), shown, "params file")
     if data is None:
         return {}, {}
     if not isinstance(data, CommentedMap):
@@ -188,7 +215,10 @@ def read_params_file(
         )
     positions: dict[str, tuple[int | None, int | None]] = {}
     for key in data:
-        line, col = data.lc.value(key)
+        try:
+            line, col = data.lc.value(key)
+        except KeyError:  # (a key that a merge (<<) brought in has no place of its own)
+            continue
         positions[str(key)] = (line + 1, col + 1)
     return {str(k): v for k, v in data.items()}, positions
 

@@ -70,7 +70,7 @@ class _Constructor(RoundTripConstructor):
 _Constructor.add_constructor("tag:yaml.org,2002:timestamp", _Constructor.construct_yaml_timestamp)
 
 
-def yaml_error(exc: YAMLError, shown: str) -> SpecError:
+def yaml_error(exc: YAMLError, shown: str, what: str = "pipeline file") -> SpecError:
     """A located issue for a YAML syntax error (where the parser knows the place)."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     line = mark.line + 1 if mark else None
@@ -79,7 +79,9 @@ def yaml_error(exc: YAMLError, shown: str) -> SpecError:
         problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
     else:
         problem = str(exc)
-    return SpecError([SpecIssue(shown, line, col, "", f"invalid YAML: {problem}")])
+    return SpecError(
+        [SpecIssue(shown, line, col, "", f"invalid YAML: {problem}")], what=f"the {what}"
+    )
 
 
 def read_pipeline_text(file: Path, shown: str, what: str = "pipeline file") -> str:
@@ -87,7 +89,7 @@ def read_pipeline_text(file: Path, shown: str, what: str = "pipeline file") -> s
     messages call it)."""
 
     def refuse(message: str, line: int | None = None, col: int | None = None) -> SpecError:
-        return SpecError([SpecIssue(shown, line, col, "", message)])
+        return SpecError([SpecIssue(shown, line, col, "", message)], what=f"the {what}")
 
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
@@ -236,7 +238,7 @@ class _CheckedParser(RoundTripParser):
         return event
 
 
-def load_yaml(text: str, shown: str) -> Any:
+def load_yaml(text: str, shown: str, what: str = "pipeline file") -> Any:
     """The YAML document in ``text`` as ruamel's round-trip tree (positions kept)."""
     yaml = YAML(typ="rt")
     yaml.Parser = _CheckedParser
@@ -248,6 +250,8 @@ def load_yaml(text: str, shown: str) -> Any:
             return yaml.load(text)
     except _Refused as exc:
         line, col = exc.mark.line + 1, exc.mark.column + 1
-        raise SpecError([SpecIssue(shown, line, col, "", exc.message)]) from None
+        raise SpecError(
+            [SpecIssue(shown, line, col, "", exc.message)], what=f"the {what}"
+        ) from None
     except YAMLError as exc:
-        raise yaml_error(exc, shown) from None
+        raise yaml_error(exc, shown, what) from None

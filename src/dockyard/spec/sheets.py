@@ -24,6 +24,9 @@ from dockyard.spec.reading import read_at_most
 MAX_SHEET_BYTES = 64 * 1024**2
 MAX_FIELD_BYTES = 4096
 MAX_ROWS = 100_000  # as many instances as a step may have
+MAX_COLUMNS = 256
+MAX_CELLS = 2_000_000  # rows x columns: what a sheet may hold in memory (~200 MB)
+MAX_PROBLEMS = 20  # reported per sheet; the rest are counted
 TAB_SUFFIXES = (".tsv", ".tab")
 
 
@@ -60,6 +63,9 @@ def read_sheet(
     columns: tuple[str, ...] | None = None
     text = _read(path)
     delimiter = "\t" if path.lower().endswith(TAB_SUFFIXES) else ","
+    first = text[: text.find("\n") if "\n" in text else len(text)]
+    if first.count(delimiter) >= 4 * MAX_COLUMNS:  # (before a parser makes a list of them)
+        raise SheetProblems([(1, f"expected at most {MAX_COLUMNS} columns")])
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     problems: list[tuple[int | None, str]] = []
     try:
@@ -67,15 +73,27 @@ def read_sheet(
         if header is None:
             raise SheetProblems([(None, "expected a header line naming the columns, found none")])
         header_line = reader.line_num
+        if len(header) > MAX_COLUMNS:
+            raise SheetProblems([(header_line, f"expected at most {MAX_COLUMNS} columns")])
         columns = _columns(header, header_line, key, is_variable, problems)
+        most = MAX_ROWS if len(header) == 0 else min(MAX_ROWS, MAX_CELLS // len(header))
         rows: dict[str, dict[str, str]] = {}
         lines: dict[str, int] = {}
         for row in reader:
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # a blank line
             line = reader.line_num
-            if len(rows) == MAX_ROWS:
-                problems.append((line, f"expected at most {MAX_ROWS} rows (instances of a step)"))
+            if len(problems) >= MAX_PROBLEMS:
+                problems.append((None, "… and more problems; fix these first"))
+                break
+            if len(lines) == most:
+                problems.append(
+                    (
+                        line,
+                        f"expected at most {most} rows (instances of a step; at most "
+                        f"{MAX_CELLS} fields in all)",
+                    )
+                )
                 break
             if len(row) != len(header):
                 problems.append(

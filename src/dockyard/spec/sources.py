@@ -10,6 +10,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from dockyard.errors import short_repr
 from dockyard.spec.interpolate import Template, variables
@@ -42,7 +43,7 @@ class StepValues:
     values: dict[str, tuple[str, ...]]
     sheets: dict[str, Sheet] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def columns(self) -> dict[str, tuple[str, ...]]:
         """Each sheet column's values (keys aside), as a variable's are."""
         found: dict[str, tuple[str, ...]] = {}

@@ -143,6 +143,7 @@ MIGRATIONS: Sequence[str] = (
     """
     ALTER TABLE attempts ADD COLUMN usage_key TEXT;
     ALTER TABLE attempts ADD COLUMN reserved_cpus REAL;
+    ALTER TABLE attempts ADD COLUMN reserved_from TEXT;
     CREATE INDEX attempts_by_usage ON attempts (usage_key, ended_at);
     """,
 )

@@ -180,16 +180,22 @@ class Store:
                 ],
             )
 
-    def cpus_used(self, usage_key: str, *, last: int = 5, shortest: float = 0.5) -> float | None:
-        """The CPUs that work with ``usage_key`` used (CPU time over wall time): the most
-        of its last ``last`` successful attempts that ran ``shortest`` seconds or more
-        (shorter ones say more about the container's start than the work); None when
+    def cpus_used(
+        self, usage_key: str, cpus: float, *, last: int = 5, shortest: float = 0.5
+    ) -> float | None:
+        """The CPUs that work with ``usage_key`` and a limit of ``cpus`` used (CPU time over
+        wall time): the most of its last ``last`` successful attempts that ran ``shortest``
+        seconds or more (shorter ones say more about the container's start than the work)
+        and whose reservation did not come from this history (what was measured while
+        packed by it would shrink the next reservation, and that the next); None when
         there are none, or their use could not be read."""
         row = self.db.execute(
             "SELECT MAX(rate) FROM (SELECT cpu_seconds / (ended_at - started_at) AS rate "
-            "FROM attempts WHERE usage_key = ? AND state = ? AND cpu_seconds IS NOT NULL "
-            "AND ended_at - started_at >= ? ORDER BY ended_at DESC LIMIT ?)",
-            (usage_key, AttemptState.SUCCEEDED.value, shortest, last),
+            "FROM attempts WHERE usage_key = ? AND cpus = ? AND state = ? "
+            "AND cpu_seconds IS NOT NULL AND ended_at - started_at >= ? "
+            "AND (reserved_from IS NULL OR reserved_from != 'history') "
+            "ORDER BY ended_at DESC LIMIT ?)",
+            (usage_key, cpus, AttemptState.SUCCEEDED.value, shortest, last),
         ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
@@ -224,13 +230,16 @@ class Store:
     def insert_attempts(
         self,
         run_id: str,
-        rows: Sequence[tuple[str, int, float, int, float, str, str, str | None, float | None]],
+        rows: Sequence[
+            tuple[str, int, float, int, float, str, str, str | None, float | None, str | None]
+        ],
     ) -> None:
         """Attempts that started: (instance, number, cpus, memory, started_at, log path,
-        node, usage key, reserved CPUs)."""
+        node, usage key, reserved CPUs, what those were worked out from)."""
         self.db.executemany(
             "INSERT INTO attempts (run_id, instance, number, state, cpus, memory, started_at,"
-            " log_path, node, usage_key, reserved_cpus) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " log_path, node, usage_key, reserved_cpus, reserved_from)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             [(run_id, *row[:2], AttemptState.RUNNING.value, *row[2:]) for row in rows],
         )
 

@@ -86,7 +86,10 @@ def service_definition(spec: ContainerSpec) -> dict[str, Any]:
     limits: dict[str, int] = {"MemoryBytes": spec.memory}
     reservations: dict[str, int] = {"MemoryBytes": spec.memory}
     if spec.cpus is not None:
-        limits["NanoCPUs"] = reservations["NanoCPUs"] = round(spec.cpus * 1e9)
+        limits["NanoCPUs"] = round(spec.cpus * 1e9)
+        # (what the planner placed it by: Swarm must not wait for the whole limit to be free)
+        reserved = spec.cpus if spec.reserved_cpus is None else min(spec.cpus, spec.reserved_cpus)
+        reservations["NanoCPUs"] = round(reserved * 1e9)
     if spec.pids is not None:
         limits["Pids"] = spec.pids
     template: dict[str, Any] = {
