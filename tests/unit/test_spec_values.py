@@ -514,3 +514,18 @@ def test_the_data_root_is_no_input_seed_or_build_context(
     assert code == 2, output
     assert relation in output and "cluster's key" in output
     assert not (tmp_path / ".dockyard" / "outputs").exists()  # nothing started
+
+
+@pytest.mark.parametrize(
+    ("command", "script"),
+    [
+        (["env", "-S", "sh -c 'echo ${x}'"], (2, "sh -c 'echo ${x}'")),
+        (["env", "--split-string=sh -c x"], (1, "--split-string=sh -c x")),
+        (["flock", "/tmp/lock", "-c", "echo ${x}"], (3, "echo ${x}")),
+        (["su", "-c", "echo ${x}", "nobody"], (2, "echo ${x}")),
+    ],
+)
+def test_a_command_line_a_wrapper_hands_to_a_shell_is_a_script(
+    command: list[str], script: tuple[int, str]
+) -> None:
+    assert shell_scripts(command) == [script]

@@ -37,6 +37,15 @@ from dockyard.spec.params import PREFIX, unknown
 SHELL_INERT = frozenset(string.ascii_letters + string.digits + "_.-+,@%=:")
 SHELL_INERT_SHOWN = "letters, digits and _ . - + , @ % = :"
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "busybox"})
+# Tools that take a command line as one argument and hand it to a shell (or split it as
+# one): the option that precedes it.
+WRAPPERS = {
+    "env": ("-S", "--split-string"),
+    "flock": ("-c", "--command"),
+    "su": ("-c", "--command"),
+    "runuser": ("-c", "--command"),
+    "script": ("-c", "--command"),
+}
 MAX_VALUE_BYTES = 255  # NAME_MAX: a value is also a file name
 # dockyard names an attempt's log, work folder and cgroup after its instance
 # ("<project>-<run>-<instance>-<attempt>", with a hash when the name needs escaping):
@@ -55,13 +64,18 @@ def shell_scripts(command: str | Sequence[str] | None) -> list[tuple[int | None,
     plain arguments, except when it runs a shell with ``-c`` (``[sh, -c, SCRIPT]``,
     ``[bash, -o, pipefail, -euc, SCRIPT]``, ``[env, X=1, sh, -c, SCRIPT]``): then
     SCRIPT, the shell's first operand, is code all the same. The shell is looked for
-    anywhere in the list (behind env, nice, timeout …), which errs on the safe side.
+    anywhere in the list (behind env, nice, timeout …), which errs on the safe side. So
+    is the command line that a tool hands to a shell itself (``[env, -S, LINE]``,
+    ``[flock, FILE, -c, LINE]``, ``[su, -c, LINE]``).
     """
     if command is None:
         return []
     if isinstance(command, str):
         return [(None, command)]
     argv = list(command)
+    handed = _handed_to_a_shell(argv)
+    if handed is not None:
+        return [(handed, argv[handed])]
     shell = next((i for i, arg in enumerate(argv) if os.path.basename(arg) in SHELLS), None)
     if shell is None:
         return []
@@ -82,6 +96,21 @@ def shell_scripts(command: str | Sequence[str] | None) -> list[tuple[int | None,
         else:
             break
     return [(i, argv[i])] if dash_c and i < len(argv) else []
+
+
+def _handed_to_a_shell(argv: list[str]) -> int | None:
+    """The index of a command line that a wrapper tool runs through a shell (or splits
+    like one), when ``argv`` runs one of those tools."""
+    for i, arg in enumerate(argv):
+        options = WRAPPERS.get(os.path.basename(arg))
+        if options is None:
+            continue
+        for j in range(i + 1, len(argv)):
+            if argv[j] in options and j + 1 < len(argv):
+                return j + 1
+            if any(argv[j].startswith(o + "=") for o in options):
+                return j
+    return None
 
 
 def not_shell_inert(value: str, *, paths: bool = False) -> str | None:
