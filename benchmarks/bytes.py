@@ -23,12 +23,14 @@ written once on the host, then:
     ``tar x`` there.
 
 A ratio is baseline seconds / dockyard seconds: 1.0 is as fast as the plain copy, the goal
-is at least 0.8. Each agent's peak resident memory (``VmHWM`` of its process) and this
-process's are printed after each size: they must not grow with it. What a size left on
-disk is removed before the next; ``sync`` runs before each timing.
+is at least 0.8. Each is timed ``--repeat`` times (3 by default; baseline and dockyard in
+turn), and the median is what counts: the machine may be shared. Each agent's peak
+resident memory (``VmHWM`` of its process) and this process's are printed after each
+size: they must not grow with it. What a size left on disk is removed before the next;
+``sync`` runs before each timing.
 
-    .venv/bin/python benchmarks/bytes.py [--sizes 1 4 16] [--shapes big small] [--files 10000]
-    .venv/bin/python benchmarks/bytes.py --sizes 0.25 --files 1000    # a first, small try
+    .venv/bin/python benchmarks/bytes.py [--sizes 1 4 16] [--shapes big small] [--repeat 3]
+    .venv/bin/python benchmarks/bytes.py --sizes 0.25 --files 1000 --repeat 1   # a first try
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import contextlib
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,21 +62,19 @@ MIB = 1024**2
 GIB = 1024**3
 PORT = 47011  # the baseline's socket, on node B
 RELAY_IN = (
-    "import socket, sys\n"
+    "import os, socket, sys\n"
     "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
     "s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(1)\n"
     "print('ready', file=sys.stderr, flush=True)\n"
-    "c, _ = s.accept(); out = sys.stdout.buffer.raw; buf = bytearray(1 << 20)\n"
-    "view = memoryview(buf)\n"
+    "c, _ = s.accept(); buf = bytearray(1 << 20); view = memoryview(buf)\n"
     "while n := c.recv_into(buf):\n"
     "    w = 0\n"
-    "    while w < n: w += out.write(view[w:n])\n"
+    "    while w < n: w += os.write(1, view[w:n])\n"
 )
 RELAY_OUT = (
-    "import socket, sys\n"
+    "import os, socket, sys\n"
     "c = socket.create_connection((sys.argv[1], int(sys.argv[2])))\n"
-    "inp = sys.stdin.buffer.raw\n"
-    "while data := inp.read(1 << 20): c.sendall(data)\n"
+    "while data := os.read(0, 1 << 20): c.sendall(data)\n"
     "c.close()\n"
 )
 
@@ -103,7 +104,8 @@ def run_container(node: SwarmNode, binds: list[str], script: str) -> None:
 
 
 def agent_peak_mib(node: SwarmNode) -> float:
-    """The peak resident memory of the node's agent process (its VmHWM), in MiB."""
+    """The peak resident memory of the node's agent (the VmHWM of the largest process in
+    its containers), in MiB."""
     api = node.engine.client()
     try:
         found = [
@@ -111,7 +113,10 @@ def agent_peak_mib(node: SwarmNode) -> float:
             for c in api.containers()
             if c["Labels"].get("com.docker.swarm.service.name", "").startswith("dockyard-agent")
         ]
-        pids = [api.inspect_container(c["Id"])["State"]["Pid"] for c in found]
+        pids = []  # (every process in the agents' containers, by its host pid)
+        for c in found:
+            top = api.top(c["Id"], ps_args="-eo pid")
+            pids += [int(row[0]) for row in top["Processes"]]
     finally:
         api.close()
     peaks = []
@@ -193,51 +198,65 @@ def measure(
     work: Path,
     gib: float,
     files: int,
+    repeat: int,
 ) -> dict[str, Any]:
     a_id, b_id = ids
+    copy = "cp -a /src/. /out/"
     size = int(gib * GIB) // files * files
     source = work / "source"
     make_source(source, size, files)
     result: dict[str, Any] = {"gib": gib, "files": files, "size": size}
+    times: dict[str, list[float]] = {
+        k: [] for k in ("commit_base", "commit", "fetch_base", "fetch")
+    }
     try:
-        # -- commit on node A ------------------------------------------------------------
-        plain = work / "plain"
-        plain.mkdir()
-        binds = [f"{source}:/src:ro", f"{plain}:/out"]
-        copy = "cp -a /src/. /out/"
+        digest = ""
+        for _ in range(repeat):  # (each side in turn: the machine's noise falls on both)
+            # -- commit on node A --------------------------------------------------------
+            plain = work / "plain"
+            plain.mkdir()
+            binds = [f"{source}:/src:ro", f"{plain}:/out"]
 
-        def plain_commit() -> None:
-            run_container(a, binds, copy)
-            subprocess.run(
-                f"find {plain} -type f -print0 | xargs -0 sha256sum > /dev/null",
-                shell=True,
-                check=True,
-            )
+            def plain_commit(binds: list[str] = binds, plain: Path = plain) -> None:
+                run_container(a, binds, copy)
+                subprocess.run(
+                    f"find {plain} -type f -print0 | xargs -0 sha256sum > /dev/null",
+                    shell=True,
+                    check=True,
+                )
 
-        result["commit_base"] = timed(plain_commit)
-        remove(plain)
-        staging = {"project": "bytes", "run": uuid.uuid4().hex[:8], "name": "out"}
-        made = pool.call(a_id, "staging/make", staging)
-        kept: dict[str, Any] = {}
+            times["commit_base"].append(timed(plain_commit))
+            remove(plain)
+            staging = {"project": "bytes", "run": uuid.uuid4().hex[:8], "name": "out"}
+            made = pool.call(a_id, "staging/make", staging)
+            kept: dict[str, Any] = {}
 
-        def dockyard_commit() -> None:
-            run_container(a, [f"{source}:/src:ro", f"{made['path']}:/out"], copy)
-            kept.update(pool.call(a_id, "staging/commit", staging))
+            def dockyard_commit(
+                made: dict[str, Any] = made,
+                staging: dict[str, str] = staging,
+                kept: dict[str, Any] = kept,
+            ) -> None:
+                run_container(a, [f"{source}:/src:ro", f"{made['path']}:/out"], copy)
+                kept.update(pool.call(a_id, "staging/commit", staging))
 
-        result["commit"] = timed(dockyard_commit)
-        digest = str(kept["digest"])
+            times["commit"].append(timed(dockyard_commit))
+            digest = str(kept["digest"])
         tree = Path(layout.object_dir(str(root), a_id, digest))
-
-        # -- fetch from A to B -----------------------------------------------------------
-        into = work / "fetched"
-        result["fetch_base"] = timed(lambda: baseline_fetch(a, b, tree, into))
-        remove(into)
+        fetched = Path(layout.object_dir(str(root), b_id, digest))
         source_address = pool.addresses()[a_id]
         body = {"digest": digest, "source": source_address, "source_node": a_id}
-        result["fetch"] = timed(lambda: pool.call(b_id, "objects/fetch", body))
-        fetched = Path(layout.object_dir(str(root), b_id, digest))
-        if not fetched.is_dir():
-            raise RuntimeError(f"node B keeps no {digest[:12]} after the fetch")
+        into = work / "fetched"
+        for _ in range(repeat):
+            # -- fetch from A to B -------------------------------------------------------
+            times["fetch_base"].append(timed(lambda: baseline_fetch(a, b, tree, into)))
+            remove(into)
+            times["fetch"].append(timed(lambda: pool.call(b_id, "objects/fetch", body)))
+            if not fetched.is_dir():
+                raise RuntimeError(f"node B keeps no {digest[:12]} after the fetch")
+            remove(fetched)
+        for name, seconds in times.items():
+            result[name] = statistics.median(seconds)
+            result[f"{name}_all"] = seconds
         result["agent_mib"] = (agent_peak_mib(a), agent_peak_mib(b))
         result["self_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     finally:
@@ -257,6 +276,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 4, 16], help="GiB each")
     parser.add_argument("--shapes", nargs="+", choices=["big", "small"], default=["big", "small"])
     parser.add_argument("--files", type=int, default=10_000, help="files of the small shape")
+    parser.add_argument("--repeat", type=int, default=3, help="timings of each (the median)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dockyard-bytes-", dir="/var/tmp"))
     root = work / "agents" / "root"
@@ -275,12 +295,13 @@ def main() -> None:
             for gib in args.sizes:
                 for shape in args.shapes:
                     files = 1 if shape == "big" else args.files
-                    r = measure(pool, a, b, ids, root, work / "data", gib, files)
+                    r = measure(pool, a, b, ids, root, work / "data", gib, files, args.repeat)
                     results.append(r)
                     print(
                         f"{gib:g} GiB x {files} file(s): commit {r['commit']:.2f} s (base "
                         f"{r['commit_base']:.2f} s), fetch {r['fetch']:.2f} s (base "
-                        f"{r['fetch_base']:.2f} s)",
+                        f"{r['fetch_base']:.2f} s); each: "
+                        + ", ".join(f"{k} {r[k + '_all']}" for k in ("commit", "fetch")),
                         flush=True,
                     )
         finally:

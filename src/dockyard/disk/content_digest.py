@@ -102,7 +102,7 @@ def pieces(fd: int, size: int) -> Iterator[tuple[int, memoryview]]:
     """The chunks of ``fd`` that are not all zeros, in order, as (offset, bytes): runs of
     whole chunks (the file's last may be short), at most READ bytes each. Only the chunks
     that data extents touch are read. A view is valid until the next one is asked for."""
-    buffer = bytearray(READ)
+    buffer = bytearray(min(READ, -(-size // CHUNK) * CHUNK))  # (a small file: a small one)
     view = memoryview(buffer)
     for first, end in _touched(fd, size):
         offset = first * CHUNK
