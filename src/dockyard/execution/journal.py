@@ -157,11 +157,9 @@ class RunJournal:
         """An attempt started (or was adopted) on ``node`` (``node_name``: what people call
         it, on a cluster), taking ``reserved`` CPUs from the pool (None: its ``cpus``)."""
         now, name = self.clock(), str(iid)
-        if reserved is None or basis == "declared":
-            reserved, basis = None, "declared"
-        basis_kept = None if basis == "declared" else basis
-        row = (name, attempt, cpus, memory, now, log_path, node, usage_key or None, reserved)
-        self.attempts.add(("start",), (*row, basis_kept))
+        packed = reserved is not None and basis != "declared"
+        row = (name, attempt, cpus, memory, now, log_path, node, usage_key or None)
+        self.attempts.add(("start",), (*row, *((reserved, basis) if packed else (None, None))))
         started = InstanceEvent.STARTED if adopted_from is None else InstanceEvent.ADOPTED
         self._move(iid, started, attempts=attempt)
         detail: dict[str, Any] = {"attempt": attempt, "node": node}

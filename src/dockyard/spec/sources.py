@@ -65,6 +65,7 @@ def check_scatter(
     usable values or there are too many instances."""
     values: dict[str, tuple[str, ...]] = {}
     sheets: dict[str, Sheet] = {}
+    sheet_paths: dict[str, str] = {}  # each sheet's path as the file names it, params filled in
     for var, spec in step.scatter.items():
         where = [*loc, "scatter", var]
         if isinstance(spec, Glob):
@@ -80,10 +81,10 @@ def check_scatter(
             elif found is not None:
                 values[var] = found
         elif isinstance(spec, SheetSource):
-            sheet = _sheet(add, sheet_issue, resolver, [*where, "sheet"], spec.sheet, var, params)
-            if sheet is not None:
-                sheets[var] = sheet
-                values[var] = sheet.keys
+            read = _sheet(add, sheet_issue, resolver, [*where, "sheet"], spec.sheet, var, params)
+            if read is not None:
+                sheets[var], sheet_paths[var] = read
+                values[var] = sheets[var].keys
         else:
             values[var] = tuple(spec)
             repeated = [value for value, n in Counter(spec).items() if n > 1]
@@ -99,9 +100,12 @@ def check_scatter(
     plain = {var: found for var, found in values.items() if var not in sheets}
     check_step_values(add, loc, step.command, plain, listed)
     for var, sheet in sheets.items():
-        shown = str(Template(step.scatter[var].sheet).render(params))  # type: ignore[union-attr]
         _check_sheet_values(
-            functools.partial(sheet_issue, shown), step.command, sheet, var, len(values) > 1
+            functools.partial(sheet_issue, sheet_paths[var]),
+            step.command,
+            sheet,
+            var,
+            len(values) > 1,
         )
     check_name_length(add, loc, values)
     return StepValues(values, sheets) if len(values) == len(step.scatter) else None
@@ -129,7 +133,8 @@ def _sheet(
     raw: str,
     var: str,
     params: Mapping[str, str],
-) -> Sheet | None:
+) -> tuple[Sheet, str] | None:
+    """The sheet and its path (``raw`` with its parameters), or None (reported)."""
     path = _with_params(add, where, raw, params)
     if path is None:
         return None
@@ -139,7 +144,7 @@ def _sheet(
         add(where, str(exc))
         return None
     try:
-        return read_sheet(real, var, is_variable=_variable_problem)
+        return read_sheet(real, var, is_variable=_variable_problem), path
     except SheetProblems as exc:
         for line, message in exc.problems[: MAX_REPORTED * 4]:
             sheet_issue(path, line, message)
