@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from dockyard.agent.client import AgentClient, AgentError
-from dockyard.agent.node_volumes import KEEP_SNAPSHOTS, Refused
+from dockyard.agent.node_volumes import KEEP_SNAPSHOTS, NodeVolumes, Refused
+from dockyard.disk import safefs
 from dockyard.testing.agents import TEST_KEY, VolumeCluster, volume_agents
 
 NODES = ["node-a", "node-b", "node-c"]
@@ -212,7 +213,7 @@ def test_an_unmount_whose_snapshot_fails_gives_the_lease_back(
     a.create("full")
     a.mount("full", "m")
 
-    def no_room(name: str, tag: str | None = None) -> None:
+    def no_room(name: str, tag: str | None = None, *, defer: bool = False) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(a.store, "snapshot", no_room)
@@ -284,3 +285,60 @@ def test_a_lease_call_for_a_node_names_that_node(
     assert refused.value.status == 400
     lease = cluster.leases.get("ledger")
     assert lease is not None and (lease.owner, lease.held, lease.epoch) == ("", False, 0)
+
+
+@pytest.mark.parametrize("replicated", [True, False], ids=["replicated-first", "in-the-mount"])
+def test_a_hand_off_walks_the_volume_once_and_moves_only_what_changed(
+    cluster: VolumeCluster, monkeypatch: pytest.MonkeyPatch, replicated: bool
+) -> None:
+    a = cluster.volumes("node-a")
+    a.create("big")
+    a.mount("big", "write")
+    live = Path(a.mountpoint("big"))
+    (live / "parts").mkdir()
+    for i in range(200):
+        (live / "parts" / f"p{i}").write_bytes(os.urandom(4096))
+    a.unmount("big", "write")
+    cluster.settle()
+    lease = cluster.leases.get("big")
+    assert lease is not None
+    [replica] = [h for h in lease.holders if h != "node-a"]
+    b = cluster.volumes(replica)
+    a.mount("big", "update")
+    (live / "parts" / "p7").write_bytes(b"changed")
+    (live / "parts" / "p8").unlink()
+    (live / "added").write_text("new")
+    expected = {str(p.relative_to(live)): p.read_bytes() for p in live.rglob("*") if p.is_file()}
+
+    walks: list[object] = []
+    real_walk = safefs.walk
+    monkeypatch.setattr(safefs, "walk", lambda *a, **k: walks.append(a) or real_walk(*a, **k))
+    later: list[str] = []
+    for node in (a, b):
+        monkeypatch.setattr(node, "settle_later", later.append)  # (trees: after the hand-off)
+    if not replicated:  # the next mount fetches the increment itself
+        monkeypatch.setattr(a.replicator, "later", lambda *args: None)
+    a.unmount("big", "update")
+    cluster.settle()  # (the replication: node-b takes the increment while it is idle)
+    b.mount("big", "next")
+    assert len(walks) == 1  # node-a's walk of its live folder; nothing else walks
+    moved = Path(b.mountpoint("big"))
+    assert {str(p.relative_to(moved)): p.read_bytes() for p in moved.rglob("*") if p.is_file()} == (
+        expected
+    )
+    published = cluster.leases.get("big")
+    assert published is not None
+    b.unmount("big", "next")
+    monkeypatch.undo()
+    cluster.settle()  # (node-b's snapshot, replicated back)
+    for node in (a, b):
+        node.settle("big")
+        for snap in node.store.snapshots("big"):
+            assert (node.store.snapshot_folder("big", snap) / "tree").is_dir()
+
+    def tree_of(node: NodeVolumes) -> dict[str, bytes]:
+        [snap] = [s for s in node.store.snapshots("big") if s.uuid == published.snapshot]
+        tree = node.store.tree("big", snap)
+        return {str(p.relative_to(tree)): p.read_bytes() for p in tree.rglob("*") if p.is_file()}
+
+    assert tree_of(a) == tree_of(b) == expected

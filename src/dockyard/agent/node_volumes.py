@@ -16,6 +16,13 @@ node's record (``node.json``) says it equals that snapshot and nothing mounted i
   epoch the mount took; a node that was fenced meanwhile is refused, and its live folder
   is no longer trusted. Then the snapshot is replicated to :attr:`replicas` other nodes,
   in the background (the increment over what each has).
+
+A hand-off costs what changed, not the volume: the unmount walks the live folder once
+(its index tells what changed, :mod:`dockyard.disk.live_index`) and copies only that; the
+node that mounts next, whose live folder is the snapshot before, receives the increment
+and applies it to its live folder as it is. Both keep the new snapshot as its changes
+and build its full tree in the background after (:meth:`NodeVolumes.settle`), with the
+pruning of old snapshots.
 """
 
 from __future__ import annotations
@@ -75,6 +82,8 @@ class NodeVolumes:
     def __post_init__(self) -> None:
         self.records = Records(self.store)
         self.replicator = Replicator(self.node, self.leases, self.peers, self.replicas, self.log)
+        self._settling: set[threading.Thread] = set()
+        self._settling_lock = threading.Lock()
 
     # -- Docker's calls -----------------------------------------------------------------------
 
@@ -109,7 +118,7 @@ class NodeVolumes:
                 if not ours and (
                     state.get("clean") != lease.snapshot or not self.store.exists(name)
                 ):
-                    self._bring(name, lease, nodes)
+                    self._bring(name, lease, nodes, state)
                 if time.monotonic() - began > MOUNT_DEADLINE:
                     raise Refused(
                         f"volume {name!r}: the mount took over {MOUNT_DEADLINE:g} s (Docker "
@@ -159,7 +168,7 @@ class NodeVolumes:
                 return
             epoch = state["epoch"]
             try:
-                snap = self.store.snapshot(name)
+                snap = self.store.snapshot(name, defer=True)
             except OSError as exc:  # (a full disk): the lease goes back, the writes are lost
                 self.records.save(name, {**state, "clean": None})
                 with contextlib.suppress(Exception):
@@ -171,6 +180,7 @@ class NodeVolumes:
             published = self._publish(name, state, snap.uuid)
         if published is not None:
             self.replicator.later(name, snap.uuid, state.get("holders") or [])
+        self.settle_later(name)
 
     def void_mounts(self) -> None:
         """Forget the mounts this node recorded: the engine that made them is gone (Docker
@@ -217,7 +227,6 @@ class NodeVolumes:
             self.records.save(name, {**state, "mounts": [], "clean": None, "unpublished": snapshot})
             return LATER
         self.records.save(name, {**state, "mounts": [], "clean": snapshot, "unpublished": None})
-        self._prune(name)
         return lease
 
     def _publish_later(self, name: str) -> None:
@@ -311,11 +320,13 @@ class NodeVolumes:
             if found is not None:
                 return found
             idle = not state["mounts"] and not state.get("unpublished")  # (live/ is free)
-            snap = self._fetch(name, snapshot, sources, live=idle)
+            if idle:
+                self.records.save(name, {**state, "clean": None})  # (until it is the new one)
+            snap = self._fetch(name, snapshot, sources, live=idle, live_is=state.get("clean"))
             if idle:
                 self.records.save(name, {**state, "clean": snap.uuid})
-            self._prune(name)
-            return snap
+        self.settle_later(name)
+        return snap
 
     def read(self, name: str, snapshot: str, sources: dict[str, str]) -> Path:
         """Where ``snapshot`` is on the node's disk, for a container to bind read-only
@@ -354,9 +365,12 @@ class NodeVolumes:
 
     # -- inside -------------------------------------------------------------------------------
 
-    def _bring(self, name: str, lease: Lease, nodes: dict[str, str]) -> None:
-        """Make the live folder the published snapshot (fetched when this node lacks it)."""
+    def _bring(self, name: str, lease: Lease, nodes: dict[str, str], state: dict[str, Any]) -> None:
+        """Make the live folder the published snapshot (fetched when this node lacks it: the
+        increment over what the live folder is, if it is one both nodes keep)."""
         self.store.ensure(name)
+        clean = state.get("clean")
+        self.records.save(name, {**state, "clean": None})  # (until it is the published one)
         if not lease.snapshot:
             empty = self.store.scratch()
             try:
@@ -372,12 +386,17 @@ class NodeVolumes:
                     f"volume {name!r}: its latest snapshot ({lease.snapshot[:12]}) is kept on "
                     f"node(s) {', '.join(h[:12] for h in lease.holders)}, none of which is up"
                 )
-            self._fetch(name, lease.snapshot, sources)  # (receiving makes it live)
+            self._fetch(name, lease.snapshot, sources, live_is=clean)  # (receiving makes it live)
             return
-        self.store.rollback(name, snap)
+        self.store.rollback(name, snap, quiet=True)
 
     def _fetch(
-        self, name: str, snapshot: str, sources: dict[str, str], live: bool = True
+        self,
+        name: str,
+        snapshot: str,
+        sources: dict[str, str],
+        live: bool = True,
+        live_is: str | None = None,
     ) -> Snapshot:
         from dockyard.disk.volume_stream import receive
 
@@ -390,7 +409,15 @@ class NodeVolumes:
             try:
                 have = [s.uuid for s in self.have(name)]
                 with self.peers.open_send(node, address, name, snapshot, have) as inp:
-                    return receive(self.store, name, inp, live=live, expect=snapshot)
+                    return receive(
+                        self.store,
+                        name,
+                        inp,
+                        live=live,
+                        expect=snapshot,
+                        live_is=live_is,
+                        quiet=True,  # (no container has it mounted here)
+                    )
             except Exception as exc:  # (each source in turn; all their reasons are told)
                 problems.append(f"{node[:12]}: {exc}")
         raise Refused(
@@ -403,15 +430,57 @@ class NodeVolumes:
             return None
         return next((s for s in self.store.snapshots(name) if s.uuid == snapshot), None)
 
-    def _prune(self, name: str) -> None:
+    def settle_later(self, name: str) -> None:
+        """:meth:`settle`, in the background."""
+
+        def run() -> None:
+            try:
+                self.settle(name)
+            finally:
+                with self._settling_lock:
+                    self._settling.discard(threading.current_thread())
+
+        thread = threading.Thread(target=run, daemon=True)
+        with self._settling_lock:
+            self._settling.add(thread)
+        thread.start()
+
+    def wait_settled(self, timeout: float) -> None:
+        """Wait for the trees and prunings under way (for tests and a clean stop)."""
+        with self._settling_lock:
+            threads = list(self._settling)
+        for thread in threads:
+            thread.join(timeout)
+
+    def settle(self, name: str) -> None:
+        """Build the trees of the snapshots kept as changes, then prune: off the path that
+        waits (a hand-off), so the next mount is not held by either."""
+        try:
+            if self.store.exists(name):
+                self.store.settle(name)
+            with self.records.lock(name):
+                trash = self._prune(name)
+            for path in trash:
+                safefs.rmtree(path)
+        except Exception as exc:  # (the next unmount or pull settles again)
+            self.log(f"settling {name}: {exc}")
+
+    def _prune(self, name: str) -> list[Path]:
         """Keep the newest :data:`KEEP_SNAPSHOTS` snapshots, and those read by a container
-        within :data:`READ_GRACE` seconds (it binds the snapshot itself)."""
+        within :data:`READ_GRACE` seconds (it binds the snapshot itself); return the
+        folders of those dropped, for the caller to remove once it let go of the volume."""
+        if not self.store.exists(name):
+            return []
+        trash = []
         for snap in self.store.snapshots(name)[:-KEEP_SNAPSHOTS]:
-            mark = self.store.tree(name, snap).parent / "read"
+            mark = self.store.snapshot_folder(name, snap) / "read"
             with contextlib.suppress(FileNotFoundError):
                 if time.time() - mark.stat().st_mtime < READ_GRACE:
                     continue
-            self.store.drop_snapshot(name, snap)
+            dropped = self.store.drop_snapshot(name, snap, later=True)
+            if dropped is not None:
+                trash.append(dropped)
+        return trash
 
 
 def _checked(name: str) -> str:

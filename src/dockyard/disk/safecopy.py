@@ -62,14 +62,16 @@ def write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
-def copy_file(src_dir: int, name: str, dst_dir: int, perms: Callable[[int], int]) -> os.stat_result:
-    """Copy the regular file ``name`` from ``src_dir`` to a new file of the same name in
-    ``dst_dir``: data (sparse), ``perms(its mode)`` and its times. Returns the source's
-    status as copied."""
+def copy_file(
+    src_dir: int, name: str, dst_dir: int, perms: Callable[[int], int], new: str | None = None
+) -> os.stat_result:
+    """Copy the regular file ``name`` from ``src_dir`` to a new file in ``dst_dir`` (of the
+    same name, or ``new``): data (sparse), ``perms(its mode)`` and its times. Returns the
+    source's status as copied."""
     src = safefs.open_file(src_dir, name)
     try:
         info = os.fstat(src)
-        dst = safefs.create_file(dst_dir, name)
+        dst = safefs.create_file(dst_dir, new if new is not None else name)
         try:
             copy_data(src, dst, info.st_size)
             os.fchmod(dst, perms(stat.S_IMODE(info.st_mode)))

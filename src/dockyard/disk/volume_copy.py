@@ -1,6 +1,6 @@
-"""Copying volume trees without following a link: a snapshot from a live folder (unchanged
-files hard-linked to the previous snapshot, like ``rsync --link-dest``), and a live folder
-made equal to a snapshot (rollback, receive), copying only what differs. A container may
+"""Copying volume trees without following a link: a live folder into a snapshot, a
+snapshot's tree as hard links (a base to build on), and a live folder made equal to a
+snapshot (rollback, receive), copying only what differs. A container may
 change the live folder while this runs: every step goes through
 :mod:`dockyard.disk.safefs`.
 """
@@ -13,10 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dockyard.disk import safecopy, safefs
+from dockyard.disk.live_index import LiveIndex, status_of
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
-    """Unchanged, as far as a snapshot can tell (rsync's quick check, write bits aside)."""
+    """Unchanged, as far as a rollback can tell (rsync's quick check, write bits aside).
+    (A snapshot is told what changed by the live folder's index instead: see
+    :mod:`dockyard.disk.live_index`.)"""
     return (a.st_size, a.st_mtime_ns, (stat.S_IMODE(a.st_mode) & 0o777) | 0o222) == (
         b.st_size,
         b.st_mtime_ns,
@@ -25,22 +28,26 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
 
 
 def copy_tree(
-    source: int, target: int, base: int | None, perms: Callable[[int], int]
+    source: int,
+    target: int,
+    perms: Callable[[int], int],
+    *,
+    link: bool = False,
+    seen: LiveIndex | None = None,
 ) -> tuple[int, int, int]:
     """Copy the tree at ``source`` into the empty folder ``target``: folders, links (as
-    links) and regular files, with ``perms`` of their permission bits. A file that is the
-    same in ``base`` (a tree of the same shape) is hard-linked from there instead of copied.
-    Returns (files, bytes, bytes copied)."""
+    links) and regular files, with ``perms`` of their permission bits, or, with ``link``,
+    regular files hard-linked (a tree of dockyard's own, never a live folder). ``seen``
+    records the status of every entry copied, as the walk saw it (the index of the live
+    folder copied). Returns (files, bytes, bytes copied)."""
     files = total = copied = 0
     targets = safefs.Folders(target)
-    bases = safefs.Folders(base) if base is not None else None
     try:
         for folder in safefs.walk(source):
             try:
                 dst = targets.open(folder.rel)
             except FileNotFoundError:
                 continue  # its folder was skipped: it changed while being listed
-            old = safefs.open_or_none(bases, folder.rel)
             for entry in folder.entries:
                 mode = entry.info.st_mode
                 try:
@@ -50,33 +57,29 @@ def copy_tree(
                         os.symlink(
                             os.readlink(entry.name, dir_fd=folder.fd), entry.name, dir_fd=dst
                         )
+                    elif stat.S_ISREG(mode) and link:
+                        os.link(
+                            entry.name,
+                            entry.name,
+                            src_dir_fd=folder.fd,
+                            dst_dir_fd=dst,
+                            follow_symlinks=False,
+                        )
                     elif stat.S_ISREG(mode):
-                        previous = safefs.lstat_at(old, entry.name) if old is not None else None
-                        if (
-                            previous is not None
-                            and stat.S_ISREG(previous.st_mode)
-                            and _same(previous, entry.info)
-                        ):
-                            os.link(
-                                entry.name,
-                                entry.name,
-                                src_dir_fd=old,
-                                dst_dir_fd=dst,
-                                follow_symlinks=False,
-                            )
-                        else:
-                            info = safecopy.copy_file(folder.fd, entry.name, dst, perms)
-                            copied += info.st_size
+                        info = safecopy.copy_file(folder.fd, entry.name, dst, perms)
+                        copied += info.st_size
+                    else:
+                        continue  # devices, FIFOs and sockets are not data: they stay behind
+                    if stat.S_ISREG(mode):
                         files += 1
                         total += entry.info.st_size
-                    # devices, FIFOs and sockets are not data: they stay behind
+                    if seen is not None:
+                        seen.entries[folder.path(entry.name)] = status_of(entry.info)  # type: ignore[assignment]
                 except OSError as exc:
                     if not safefs.vanished(exc):
                         raise
     finally:
         targets.close()
-        if bases is not None:
-            bases.close()
     return files, total, copied
 
 

@@ -7,16 +7,23 @@ Layout under ``$DOCKYARD_HOME`` (default ``~/.local/share/dockyard``)::
     volumes/NAME/live/                what containers mount (0777: any user in them writes)
     volumes/NAME/lock                 flock: shared while mounted read-only, exclusive
                                       while mounted read-write or changed by a command
+    volumes/NAME/live.index           what the live folder held when it last equalled a
+                                      snapshot (:mod:`dockyard.disk.live_index`)
     volumes/NAME/snapshots/N/tree/    immutable copies; N counts up
+    volumes/NAME/snapshots/N/delta/   (a snapshot kept as changes: the files that changed,
+    volumes/NAME/snapshots/N/changes.json  and the list, until its tree is built)
     volumes/NAME/snapshots/N/meta.json
 
-A snapshot is built like ``rsync --link-dest``: a file unchanged since the previous
-snapshot (same size, mtime and mode) is a hard link to that snapshot's copy, any other
-file is copied. Its cost is a walk of the volume plus the bytes that changed, not the
-volume's size (this filesystem, ext4, has no reflinks; overlay layers would need a mount
-per container and compaction). Snapshot files are read-only and never linked to ``live``,
-so writes to the live volume can never reach a snapshot. Rollback copies back only the
-files that differ and deletes the ones the snapshot does not have.
+A snapshot is built like ``rsync --link-dest``: a file unchanged since the snapshot the
+live folder's index describes (same inode, size, mtime, ctime and mode) is a hard link to
+that snapshot's copy, any other file is copied. Its cost is one walk of the volume plus
+the bytes that changed, not the volume's size (this filesystem, ext4, has no reflinks;
+overlay layers would need a mount per container and compaction). The copies are made
+first (:mod:`dockyard.disk.snapshot_delta`) and the tree of links after, at once or, for
+a node agent handing a volume to another node, once the hand-off is done. Snapshot files
+are read-only and never linked to ``live``, so writes to the live volume can never reach
+a snapshot. Rollback copies back only the files that differ and deletes the ones the
+snapshot does not have.
 
 A live volume is written by containers, possibly while dockyard reads or writes it (a
 ``keep: true`` service keeps its mounts), so every walk and copy goes through
@@ -40,7 +47,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dockyard.disk import safefs
+from dockyard.disk import live_index, safefs, snapshot_delta
+from dockyard.disk.live_index import LiveIndex
+from dockyard.disk.snapshot_delta import DELTA, TREE
 from dockyard.disk.volume_copy import copy_tree, mirror
 from dockyard.errors import DockyardError, InvalidInput, PlanError, UnknownReference
 from dockyard.home import data_root
@@ -91,6 +100,7 @@ class Snapshot:
     bytes: int
     copied_bytes: int
     uuid: str = ""  # the same on every host that has this snapshot (send/receive)
+    parent: str = ""  # kept as the changes since this one (uuid), until its tree is built
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,7 @@ class VolumeStore:
         os.mkdir(staging, 0o700)
         if seed is not None:
             with safefs.opened(seed) as source, safefs.opened(staging) as target:
-                copy_tree(source, target, None, lambda mode: mode & 0o777)
+                copy_tree(source, target, lambda mode: mode & 0o777)
         os.chmod(staging, 0o777)  # containers may run as any user
         meta = {"created": time.time(), "seed": str(seed) if seed else None}
         (folder / "volume.json").write_text(json.dumps(meta))
@@ -237,35 +247,118 @@ class VolumeStore:
             f"volume {name!r} has no snapshot {ref!r} (see `dockyard volume snapshots NAME`)"
         )
 
+    def snapshot_folder(self, name: str, snap: Snapshot) -> Path:
+        return self.folder(name) / "snapshots" / str(snap.id)
+
     def tree(self, name: str, snap: Snapshot) -> Path:
-        return self.folder(name) / "snapshots" / str(snap.id) / "tree"
+        """The snapshot's full tree (built first if it is kept as changes)."""
+        path = self.snapshot_folder(name, snap) / TREE
+        if not path.is_dir():
+            self.settle(name, snap)
+        return path
+
+    def index_path(self, name: str) -> Path:
+        return self.folder(name) / "live.index"
 
     # -- changes ------------------------------------------------------------------------------
 
-    def snapshot(self, name: str, tag: str | None = None) -> Snapshot:
-        """Freeze the live volume. The caller holds the volume's exclusive lock."""
+    def snapshot(self, name: str, tag: str | None = None, *, defer: bool = False) -> Snapshot:
+        """Freeze the live volume. The caller holds the volume's exclusive lock. When the
+        live folder's index vouches for a snapshot this volume keeps, one walk finds what
+        changed since and only that is copied; its tree is built now or, with ``defer``,
+        when something needs it (:meth:`tree`, :meth:`settle`)."""
         if tag is not None:
             check_tag(tag)
         self._require(name)
-        if tag is not None and any(s.tag == tag for s in self.snapshots(name)):
-            raise PlanError(f"volume {name!r} already has a snapshot tagged {tag!r}")
         previous = self.snapshots(name)
-        base = self.tree(name, previous[-1]) if previous else None
+        if tag is not None and any(s.tag == tag for s in previous):
+            raise PlanError(f"volume {name!r} already has a snapshot tagged {tag!r}")
+        index = live_index.load(self.index_path(name))
+        parent = next((s for s in previous if index and s.uuid == index.snapshot), None)
         number = (previous[-1].id + 1) if previous else 1
         folder = private_dir(self.folder(name) / "snapshots")
         staging = folder / f".{number}-{os.getpid()}"
         safefs.rmtree(staging)
         os.mkdir(staging, 0o700)
-        os.mkdir(staging / "tree", 0o700)
-        with contextlib.ExitStack() as fds:
-            live = fds.enter_context(safefs.opened(self.live(name)))
-            target = fds.enter_context(safefs.opened(staging / "tree"))
-            old = fds.enter_context(safefs.opened(base)) if base is not None else None
-            files, total, copied = copy_tree(live, target, old, lambda mode: mode & 0o555)
-        snap = Snapshot(number, tag, time.time(), files, total, copied, uuid.uuid4().hex)
+        since = live_index.marker(self.folder(name))
+        try:
+            with safefs.opened(self.live(name)) as live:
+                if index is not None and parent is not None:
+                    now = live_index.scan(live, since)
+                    os.mkdir(staging / DELTA, 0o700)
+                    with safefs.opened(staging / DELTA) as delta:
+                        found = live_index.changes(index, now)
+                        steps, copied = snapshot_delta.take(live, delta, found, now)
+                    snapshot_delta.save(staging, parent.uuid, steps)
+                    files, total = now.totals()
+                else:  # nothing vouches for the live folder: all of it is copied
+                    os.mkdir(staging / TREE, 0o700)
+                    now = LiveIndex("")
+                    with safefs.opened(staging / TREE) as target:
+                        files, total, copied = copy_tree(
+                            live, target, lambda mode: mode & 0o555, seen=now
+                        )
+                    now.mark_racy(since)
+        except BaseException:
+            safefs.rmtree(staging)
+            raise
+        snap = Snapshot(
+            number,
+            tag,
+            time.time(),
+            files,
+            total,
+            copied,
+            uuid.uuid4().hex,
+            parent.uuid if parent is not None else "",
+        )
         (staging / "meta.json").write_text(json.dumps(asdict(snap)))
         os.rename(staging, folder / str(number))
+        now.snapshot = snap.uuid
+        live_index.save(self.index_path(name), now)
+        if not defer:
+            self.settle(name, snap)
         return snap
+
+    def settle(self, name: str, upto: Snapshot | None = None) -> None:
+        """Build the trees of the snapshots kept as changes: all of them, or those
+        ``upto``'s needs (its own, then its parent's, and so on), oldest first."""
+        with self._building(name):
+            self._settle(name, upto)
+
+    def _settle(self, name: str, upto: Snapshot | None) -> None:
+        snaps = self.snapshots(name)
+        by_uuid = {s.uuid: s for s in snaps if s.uuid}
+        pending = [s for s in snaps if not (self.snapshot_folder(name, s) / TREE).is_dir()]
+        if upto is not None:
+            chain, at = [], next((s for s in pending if s.id == upto.id), None)
+            while at is not None:
+                chain.append(at)
+                at = next((s for s in pending if s.uuid == at.parent), None)
+            pending = chain[::-1]
+        for snap in pending:
+            parent = by_uuid.get(snap.parent)
+            if not snap.parent or parent is None:
+                raise DockyardError(
+                    f"snapshot {snap.id} of volume {name!r} is kept as the changes since a "
+                    "snapshot this host does not have; drop it "
+                    f"(`dockyard volume snapshots {name}`)"
+                )
+            snapshot_delta.build(
+                self.snapshot_folder(name, snap), self.snapshot_folder(name, parent) / TREE
+            )
+
+    @contextlib.contextmanager
+    def _building(self, name: str) -> Iterator[None]:
+        """Held while snapshot trees are built or dropped (one builder at a time, and never
+        a parent dropped under a child being built from it)."""
+        folder = private_dir(self.folder(name) / "snapshots")
+        fd = os.open(folder / ".build.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def scratch(self) -> Path:
         """A private folder beside the volumes, on their file system (so that it can be
@@ -277,37 +370,78 @@ class VolumeStore:
         return path
 
     def adopt_snapshot(
-        self, name: str, staging: Path, snapshot_uuid: str, tag: str | None, files: int, total: int
+        self,
+        name: str,
+        staging: Path,
+        snapshot_uuid: str,
+        tag: str | None,
+        files: int,
+        total: int,
+        parent: str = "",
+        copied: int | None = None,
     ) -> Snapshot:
-        """Give a received tree (``staging/tree``) the next number, atomically. The caller
-        holds the volume's exclusive lock."""
+        """Give a received tree (``staging/tree``, or with ``parent`` the changes since that
+        snapshot) the next number, atomically. The caller holds the volume's exclusive
+        lock."""
         previous = self.snapshots(name)
         number = (previous[-1].id + 1) if previous else 1
         if tag is not None and any(s.tag == tag for s in previous):
             tag = None  # tags are local names; the uuid identifies the snapshot
-        snap = Snapshot(number, tag, time.time(), files, total, total, snapshot_uuid)
+        snap = Snapshot(
+            number,
+            tag,
+            time.time(),
+            files,
+            total,
+            total if copied is None else copied,
+            snapshot_uuid,
+            parent,
+        )
         (staging / "meta.json").write_text(json.dumps(asdict(snap)))
         folder = private_dir(self.folder(name) / "snapshots")
         os.rename(staging, folder / str(number))
         return snap
 
-    def rollback(self, name: str, snap: Snapshot) -> int:
-        """Make the live volume equal to ``snap``; return the bytes copied back."""
+    def rollback(self, name: str, snap: Snapshot, *, quiet: bool = False) -> int:
+        """Make the live volume equal to ``snap``; return the bytes copied back. ``quiet``:
+        nothing else writes the live folder meanwhile (what this copies is then vouched
+        for by the index, not only what it left alone)."""
         self._require(name)
+        tree = self.tree(name, snap)
+        live_index.drop(self.index_path(name))
+        since = live_index.marker(self.folder(name))
         try:
-            return mirror(self.tree(name, snap), self.live(name))
+            copied = mirror(tree, self.live(name))
         except safefs.Contended as exc:
             raise safefs.Contended(
                 f"volume {name!r}: {exc.message}; a container still writes to it (a "
                 "`keep: true` service?): stop it and try again"
             ) from None
+        with safefs.opened(self.live(name)) as live:
+            index = live_index.scan(live, since)
+        if quiet:  # nothing else wrote it: once the clock moved on, no entry is racy
+            newest = max((s[4] for s in index.entries.values()), default=0)
+            index.racy.clear()
+            index.mark_racy(live_index.after(self.folder(name), newest))
+        index.snapshot = snap.uuid
+        live_index.save(self.index_path(name), index)
+        return copied
 
-    def drop_snapshot(self, name: str, snap: Snapshot) -> None:
-        """Delete one snapshot (renamed away first: it is never seen half-deleted)."""
+    def drop_snapshot(self, name: str, snap: Snapshot, *, later: bool = False) -> Path | None:
+        """Delete one snapshot (renamed away first: it is never seen half-deleted; the
+        trees kept as changes since it are built first). With ``later``, the renamed
+        folder is returned for the caller to remove."""
         folder = self.folder(name) / "snapshots"
-        trash = folder / f".dropping-{snap.id}-{os.getpid()}"
-        os.rename(folder / str(snap.id), trash)
+        trash = folder / f".dropping-{snap.id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        with self._building(name):
+            for child in self.snapshots(name):
+                if child.parent == snap.uuid:
+                    self._settle(name, child)
+            os.rename(folder / str(snap.id), trash)
+        if later:
+            return trash
         safefs.rmtree(trash)
+        return None
 
     def remove(self, name: str) -> None:
         self._require(name)

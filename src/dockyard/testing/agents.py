@@ -69,10 +69,14 @@ class VolumeCluster:
         return f"{self.leases.addresses[node]}:{self.port}"
 
     def settle(self) -> None:
-        """Wait for every replication under way."""
+        """Wait for every replication under way, then for the snapshot trees each node
+        builds after a hand-off."""
         for server in self.servers.values():
             if server.store.volumes is not None:
                 server.store.volumes.replicator.wait(30.0)
+        for server in self.servers.values():
+            if server.store.volumes is not None:
+                server.store.volumes.wait_settled(30.0)
 
 
 @contextlib.contextmanager

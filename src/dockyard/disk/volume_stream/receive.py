@@ -22,7 +22,9 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from dockyard.disk import safecopy, safefs
+from dockyard.disk import live_index, safecopy, safefs, snapshot_delta
+from dockyard.disk.live_index import LiveIndex
+from dockyard.disk.snapshot_delta import DELTA, Step
 from dockyard.disk.volume_stream.format import (
     DirRecord,
     FileRecord,
@@ -44,12 +46,17 @@ def receive(
     *,
     live: bool = True,
     expect: str | None = None,
+    live_is: str | None = None,
+    quiet: bool = False,
 ) -> Snapshot:
     """Apply a stream to volume ``name`` (created if absent): all of it, or nothing. The
     live folder becomes the snapshot received, unless ``live`` is False (a copy kept beside
     a live folder that is in use). With ``expect`` (a snapshot's uuid: what was asked of a
     peer), a stream of another snapshot or of another volume is refused before a record is
-    applied."""
+    applied. ``live_is``: the caller knows the live folder to be that snapshot, untouched
+    since (a node agent's record); an increment over it is then kept as the changes and
+    applied to the live folder as they are, without a walk of either. ``quiet``: nothing
+    else writes the live folder meanwhile (see :meth:`VolumeStore.rollback`)."""
     check_name(name)
     reader = Reader(inp)
     header = reader.header()
@@ -59,6 +66,10 @@ def receive(
             f"{header.snapshot[:12]} of volume {header.volume!r}"
         )
     base = _base(store, name, header)
+    index = _live_index(store, name, header, live_is) if live and base is not None else None
+    if index is not None:
+        with store.lock(name, exclusive=True):
+            return _onto_live(reader, store, name, header, index)
     with contextlib.ExitStack() as held:
         if store.folder(name).is_dir():  # else it is created only once the stream checked out
             held.enter_context(store.lock(name, exclusive=True))
@@ -75,7 +86,7 @@ def receive(
             safefs.rmtree(scratch)
             raise
         if live:
-            store.rollback(name, snap)  # the live folder becomes what was received
+            store.rollback(name, snap, quiet=quiet)  # the live folder becomes what was received
     return snap
 
 
@@ -96,6 +107,81 @@ def _base(store: VolumeStore, name: str, header: Header) -> Snapshot | None:
     return base
 
 
+def _live_index(
+    store: VolumeStore, name: str, header: Header, live_is: str | None
+) -> LiveIndex | None:
+    """The live folder's index, if the stream is an increment over the snapshot the live
+    folder is known to be and the index describes that snapshot."""
+    if live_is is None or header.base != live_is:
+        return None
+    index = live_index.load(store.index_path(name))
+    return index if index is not None and index.snapshot == live_is else None
+
+
+def _onto_live(
+    reader: Reader, store: VolumeStore, name: str, header: Header, index: LiveIndex
+) -> Snapshot:
+    """Keep the increment as the changes since its base (checked to apply to it as they
+    come: the live folder is that base), adopt it once the stream is whole, then apply it
+    to the live folder and its index."""
+    scratch = store.scratch()
+    try:
+        os.mkdir(scratch / DELTA, 0o700)
+        outcome = snapshot_delta.Outcome(index)
+        steps: list[Step] = []
+        received = 0
+        with safefs.opened(scratch / DELTA) as delta:
+            for record in reader.records():
+                size = record.size if isinstance(record, FileRecord) else 0
+                try:
+                    outcome.step(record.kind, record.path, size)
+                except snapshot_delta.BrokenSnapshot as exc:
+                    raise StreamError(f"the stream is malformed ({exc.message})") from None
+                if isinstance(record, FileRecord):
+                    fd = safefs.create_file(delta, str(len(steps)))
+                    try:
+                        _write_file(fd, record, reader)
+                    finally:
+                        os.close(fd)
+                    received += record.size
+                    step = Step("F", record.path, record.mode, data=len(steps))
+                elif isinstance(record, LinkRecord):
+                    step = Step("L", record.path, target=record.target)
+                elif isinstance(record, DirRecord):
+                    step = Step("D", record.path, record.mode)
+                else:
+                    step = Step("X", record.path)
+                steps.append(step)
+        snapshot_delta.save(scratch, index.snapshot, steps)
+        files, total = outcome.totals()
+        snap = store.adopt_snapshot(
+            name, scratch, header.snapshot, header.tag, files, total, index.snapshot, received
+        )
+    except BaseException:
+        safefs.rmtree(scratch)
+        raise
+    live_index.drop(store.index_path(name))  # (until it describes what the folder becomes)
+    touched: list[str] = []
+    folder = store.snapshot_folder(name, snap)
+    with safefs.opened(store.live(name)) as root, safefs.opened(folder / DELTA) as delta:
+        snapshot_delta.apply(
+            root,
+            delta,
+            steps,
+            snapshot_delta.copy_out,
+            lambda mode: mode & 0o777,
+            snapshot_delta.note(index, touched),
+        )
+    # Nothing else writes the live folder now (the caller knows it untouched): once the
+    # clock moved past the last change made here, an entry changed later gets another ctime.
+    newest = max((index.entries[p][4] for p in touched), default=0)
+    since = live_index.after(store.folder(name), newest)
+    index.racy.update(p for p in touched if index.entries[p][4] >= since)
+    index.snapshot = snap.uuid
+    live_index.save(store.index_path(name), index)
+    return snap
+
+
 def _build(
     reader: Reader, tree: Path, store: VolumeStore, name: str, base: Snapshot | None
 ) -> tuple[int, int]:
@@ -103,7 +189,7 @@ def _build(
     with safefs.opened(tree) as root:
         if base is not None:  # the base as hard links: records replace, never write through
             with safefs.opened(store.tree(name, base)) as old:
-                copy_tree(old, root, old, lambda mode: mode)
+                copy_tree(old, root, lambda mode: mode, link=True)
         staging = _Staging(root)
         try:
             for record in reader.records():
@@ -166,33 +252,36 @@ class _Staging:
     def _file(self, parent: int, name: str, record: FileRecord, reader: Reader) -> None:
         fd = safefs.create_file(parent, name)
         try:
-            content = hashlib.sha256()
-            for start, length in record.extents:
-                offset = start
-                for chunk in reader.data(length):
-                    safecopy.write_at(fd, chunk, offset)
-                    content.update(chunk)
-                    offset += len(chunk)
-            os.ftruncate(fd, record.size)
-            if reader.checksum(f"the checksum of {record.path!r}") != content.hexdigest():
-                raise StreamError(
-                    f"the stream is corrupted ({record.path!r} does not match its checksum)"
-                )
-            os.fchmod(fd, record.mode & 0o555)  # read-only, and never set-uid or set-gid
-            os.utime(fd, ns=(record.mtime_ns, record.mtime_ns))
-        except OSError as exc:
-            if exc.errno == errno.EFBIG:
-                raise StreamError(
-                    f"{record.path!r} is larger than this file system allows"
-                ) from None
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DockyardError(
-                    "no space left on the data root's file system for the stream; nothing "
-                    "was applied"
-                ) from None
-            raise
+            _write_file(fd, record, reader)
         finally:
             os.close(fd)
+
+
+def _write_file(fd: int, record: FileRecord, reader: Reader) -> None:
+    """A file record's data into ``fd``, checked against its checksum; read-only."""
+    try:
+        content = hashlib.sha256()
+        for start, length in record.extents:
+            offset = start
+            for chunk in reader.data(length):
+                safecopy.write_at(fd, chunk, offset)
+                content.update(chunk)
+                offset += len(chunk)
+        os.ftruncate(fd, record.size)
+        if reader.checksum(f"the checksum of {record.path!r}") != content.hexdigest():
+            raise StreamError(
+                f"the stream is corrupted ({record.path!r} does not match its checksum)"
+            )
+        os.fchmod(fd, record.mode & 0o555)  # read-only, and never set-uid or set-gid
+        os.utime(fd, ns=(record.mtime_ns, record.mtime_ns))
+    except OSError as exc:
+        if exc.errno == errno.EFBIG:
+            raise StreamError(f"{record.path!r} is larger than this file system allows") from None
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DockyardError(
+                "no space left on the data root's file system for the stream; nothing was applied"
+            ) from None
+        raise
 
 
 def _count(root: int) -> tuple[int, int]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from pathlib import Path
 from typing import BinaryIO
 
-from dockyard.disk import safecopy, safefs
+from dockyard.disk import safecopy, safefs, snapshot_delta
 from dockyard.disk.volume_stream.format import (
     DirRecord,
     FileRecord,
@@ -56,12 +57,16 @@ def send(
             tag=target.tag,
         )
     )
-    with safefs.opened(store.tree(name, target)) as tree:
-        if base is None:
-            _send_tree(w, tree, None)
-        else:
-            with safefs.opened(store.tree(name, base)) as base_tree:
-                _send_tree(w, tree, base_tree)
+    folder = store.snapshot_folder(name, target)
+    if base is not None and target.parent == base.uuid and snapshot_delta.has_changes(folder):
+        _send_changes(w, folder)  # (the increment is what the snapshot was taken as)
+    else:
+        with safefs.opened(store.tree(name, target)) as tree:
+            if base is None:
+                _send_tree(w, tree, None)
+            else:
+                with safefs.opened(store.tree(name, base)) as base_tree:
+                    _send_tree(w, tree, base_tree)
     w.end()
     return w.records + 1, w.bytes
 
@@ -88,7 +93,7 @@ def _send_tree(w: Writer, tree: int, base: int | None) -> None:
                     target = os.readlink(entry.name, dir_fd=folder.fd)
                     w.record(LinkRecord(path=folder.path(entry.name), target=target))
                 elif stat.S_ISREG(entry.info.st_mode):
-                    _send_file(w, folder, entry)
+                    _send_file(w, folder.fd, entry.name, folder.path(entry.name))
         if base is not None:
             for folder in safefs.walk(base):
                 # Only what was in a folder the snapshot still has: a folder that is gone,
@@ -102,6 +107,22 @@ def _send_tree(w: Writer, tree: int, base: int | None) -> None:
             bases.close()
 
 
+def _send_changes(w: Writer, folder: Path) -> None:
+    """The records of a snapshot kept as the changes since its parent, from its change list
+    and its delta: no walk of either tree."""
+    _, steps = snapshot_delta.load(folder)
+    with safefs.opened(folder / snapshot_delta.DELTA) as delta:
+        for step in steps:
+            if step.kind == "D":
+                w.record(DirRecord(path=step.path, mode=step.mode, mtime_ns=0))
+            elif step.kind == "L":
+                w.record(LinkRecord(path=step.path, target=step.target))
+            elif step.kind == "X":
+                w.record(GoneRecord(path=step.path))
+            else:
+                _send_file(w, delta, str(step.data), step.path)
+
+
 def _unchanged(tree: int, base: int, entry: safefs.Entry) -> bool:
     old = safefs.lstat_at(base, entry.name)
     if old is None:
@@ -113,9 +134,8 @@ def _unchanged(tree: int, base: int, entry: safefs.Entry) -> bool:
     )
 
 
-def _send_file(w: Writer, folder: safefs.Folder, entry: safefs.Entry) -> None:
-    rel = folder.path(entry.name)
-    fd = safefs.open_file(folder.fd, entry.name)
+def _send_file(w: Writer, folder: int, name: str, rel: str) -> None:
+    fd = safefs.open_file(folder, name)
     try:
         info = os.fstat(fd)
         extents = safecopy.extents(fd, info.st_size)

@@ -1,0 +1,217 @@
+"""What a volume's live folder held when dockyard last made it equal to a snapshot or took
+one from it: every entry's status (kind, inode, size, mtime, ctime, permission bits).
+
+A live entry whose status is still the one recorded has the content that snapshot has at
+the same path. So the next snapshot stats the live folder once and copies (and a move
+sends) only the entries whose status differs: the cost of a hand-off is one walk plus the
+bytes that changed, whatever the volume's size.
+
+The ctime is what makes this sound where size and mtime alone are not (rsync's quick
+check): a container can set a file's mtime back (``touch -d``, ``cp -p``, ``tar x``), never
+its ctime, which the kernel sets to its own clock at every change of the data or the
+status, and a file replaced by another has another inode. An entry changed in the same
+clock tick as the walk that recorded it could keep its status, so entries whose ctime is
+not older than the walk's start (a marker file's ctime: the same clock) are recorded as
+*racy* and never trusted, as git's index does.
+
+The index is an optimisation: it names the snapshot it describes, and one that is missing,
+unreadable or of another snapshot is simply not used (the next snapshot copies what it
+cannot vouch for).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dockyard.disk import safefs
+
+VERSION = 1
+# (kind "f" file, "d" folder or "l" link; inode; size; mtime ns; ctime ns; permission bits)
+Status = tuple[str, int, int, int, int, int]
+
+
+def status_of(info: os.stat_result) -> Status | None:
+    """An entry's status as the index keeps it; None for what a volume does not keep
+    (devices, FIFOs, sockets)."""
+    mode = info.st_mode
+    if stat.S_ISREG(mode):
+        kind = "f"
+    elif stat.S_ISDIR(mode):
+        kind = "d"
+    elif stat.S_ISLNK(mode):
+        kind = "l"
+    else:
+        return None
+    return (
+        kind,
+        info.st_ino,
+        info.st_size,
+        info.st_mtime_ns,
+        info.st_ctime_ns,
+        stat.S_IMODE(mode) & 0o777,
+    )
+
+
+@dataclass
+class LiveIndex:
+    snapshot: str  # the uuid of the snapshot whose content the trusted entries have
+    entries: dict[str, Status] = field(default_factory=dict)  # path -> status, walk order
+    racy: set[str] = field(default_factory=set)  # paths never trusted
+
+    def unchanged(self, path: str, now: Status) -> bool:
+        """Whether the live entry at ``path`` still has the snapshot's content."""
+        return self.entries.get(path) == now and path not in self.racy
+
+    def totals(self) -> tuple[int, int]:
+        """(regular files, their bytes)."""
+        sizes = [s[2] for s in self.entries.values() if s[0] == "f"]
+        return len(sizes), sum(sizes)
+
+    def mark_racy(self, since: int) -> None:
+        """Never trust the entries (but folders) whose ctime is not older than ``since``."""
+        self.racy.update(p for p, s in self.entries.items() if s[0] != "d" and s[4] >= since)
+
+    def forget_under(self, path: str) -> None:
+        """Drop ``path`` and everything below it."""
+        prefix = path + "/"
+        for key in [k for k in self.entries if k == path or k.startswith(prefix)]:
+            del self.entries[key]
+            self.racy.discard(key)
+
+
+def marker(folder: Path) -> int:
+    """The file system's clock now, as a ctime (a marker file's, touched in ``folder``,
+    which must be on the live folder's file system)."""
+    path = folder / ".index-marker"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.utime(fd)
+        return os.fstat(fd).st_ctime_ns
+    finally:
+        os.close(fd)
+
+
+def after(folder: Path, newest: int, most: float = 1.0) -> int:
+    """A :func:`marker` later than ``newest`` (a ctime): the file system's clock has moved
+    past the last change dockyard made, so an entry changed from now on gets another ctime
+    than the one recorded. Takes a clock tick at most (a few milliseconds); a clock that does
+    not move for ``most`` seconds gives the marker as it is (those entries are then racy)."""
+    deadline = time.monotonic() + most
+    now = marker(folder)
+    while now <= newest and time.monotonic() < deadline:
+        time.sleep(0.001)
+        now = marker(folder)
+    return now
+
+
+def scan(live: int, since: int) -> LiveIndex:
+    """One walk of the live folder (through :mod:`.safefs`: links are never entered);
+    entries whose ctime is not older than ``since`` (a :func:`marker` taken before the walk,
+    or before dockyard wrote the folder) are racy. The snapshot is the caller's to set."""
+    index = LiveIndex("")
+    for folder in safefs.walk(live):
+        for entry in folder.entries:
+            now = status_of(entry.info)
+            if now is None:
+                continue
+            index.entries[folder.path(entry.name)] = now
+    index.mark_racy(since)
+    return index
+
+
+def load(path: Path) -> LiveIndex | None:
+    """The index saved at ``path``; None if there is none or it cannot be used."""
+    try:
+        data = json.loads(path.read_bytes())
+        if data.get("version") != VERSION:
+            return None
+        entries = {str(p): _status(s) for p, *s in data["entries"]}
+        return LiveIndex(str(data["snapshot"]), entries, set(map(str, data["racy"])))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _status(fields: list[object]) -> Status:
+    kind, ino, size, mtime, ctime, mode = fields
+    if kind not in ("f", "d", "l"):
+        raise ValueError(kind)
+    return (str(kind), int(ino), int(size), int(mtime), int(ctime), int(mode))  # type: ignore[call-overload]
+
+
+def save(path: Path, index: LiveIndex) -> None:
+    """Write the index beside what it describes (aside, then renamed over the old one)."""
+    data = {
+        "version": VERSION,
+        "snapshot": index.snapshot,
+        "entries": [[p, *s] for p, s in index.entries.items()],
+        "racy": sorted(index.racy),
+    }
+    scratch = path.with_name(f".{path.name}.{os.getpid()}")
+    scratch.write_text(json.dumps(data, separators=(",", ":")))
+    os.replace(scratch, path)
+
+
+def drop(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+# -- what changed ------------------------------------------------------------------------------
+
+# A change, in an order a receiver can apply: a folder before what is in it, and what is
+# gone last. ("D", path, mode), ("F", path), ("L", path), ("X", path)
+Change = tuple[str, str, int]
+
+
+def changes(old: LiveIndex, now: LiveIndex) -> Iterator[Change]:
+    """What differs between the snapshot ``old`` describes and the live folder ``now``
+    scanned: folders that are new (or new permissions), files and links that are new or not
+    vouched for, and what is gone (only the topmost of a gone tree, and nothing below what
+    is now a file or a link: replacing that removes it)."""
+    for path, status in now.entries.items():
+        kind = status[0]
+        if kind == "d":
+            was = old.entries.get(path)
+            if was is None or was[0] != "d" or was[5] != status[5]:
+                yield ("D", path, status[5])
+        elif not old.unchanged(path, status):
+            yield ("F" if kind == "f" else "L", path, status[5])
+    gone: set[str] = set()
+    for path in old.entries:
+        if path in now.entries:
+            continue
+        if not _covered(path, gone, now):
+            yield ("X", path, 0)
+        gone.add(path)
+
+
+def _covered(path: str, gone: set[str], now: LiveIndex) -> bool:
+    """Whether a gone ``path`` goes away with one of its folders (gone, or now a file)."""
+    parts = path.split("/")
+    for depth in range(1, len(parts)):
+        above = "/".join(parts[:depth])
+        if above in gone or now.entries.get(above, ("d",))[0] != "d":
+            return True
+    return False
+
+
+__all__ = [
+    "Change",
+    "LiveIndex",
+    "Status",
+    "after",
+    "changes",
+    "drop",
+    "load",
+    "marker",
+    "save",
+    "scan",
+    "status_of",
+]
