@@ -20,9 +20,12 @@ node agents:
    (``rsync -a --no-whole-file --stats``): its time and its literal data sent.
 
 Goals: downtime under 2 s, within 20% between the sizes; bytes sent within 1.1x of the
-changed bytes.
+changed bytes. ``--changed-mib`` rewrites the same MiB at every size (1% of 16 GiB is 16
+times the bytes of 1% of 1 GiB: that part of the downtime grows with the size by design);
+``--repeat`` moves the volume back and forth that many times and reports the median.
 
     .venv/bin/python benchmarks/move.py [--sizes 1 4] [--changed 0.01] [--file-mib 1]
+    .venv/bin/python benchmarks/move.py --sizes 1 16 --changed-mib 10 --repeat 5
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -116,12 +120,21 @@ def wait_for(check: Any, what: str, timeout: float = 1800) -> None:
 
 
 def measure(
-    swarm: LocalSwarm, root: Path, gib: float, changed: float, file_mib: int
-) -> dict[str, float]:
+    swarm: LocalSwarm,
+    root: Path,
+    gib: float,
+    changed: float,
+    file_mib: int,
+    changed_mib: float | None = None,
+    repeat: int = 1,
+) -> dict[str, Any]:
     volume = f"move-{uuid.uuid4().hex[:8]}"
     file = file_mib * MIB
     files = int(gib * 1024 / file_mib)
-    touched = max(1, round(files * changed))
+    if changed_mib is not None:
+        touched = max(1, round(changed_mib / file_mib))
+    else:
+        touched = max(1, round(files * changed))
     a = swarm.nodes[1]  # (workers: the manager keeps the leases)
     docker_run(
         a,
@@ -131,35 +144,53 @@ def measure(
     )
     wait_for(lambda: len(lease(swarm, volume).holders) > 1, "the replica")
     record = lease(swarm, volume)
-    b = node_named(swarm, record.holders[1])
-    before_snapshot = record.snapshot
-
-    sent_before = sent_bytes(a)
-    old = docker_run(
-        a,
-        volume,
-        f"i=0; while [ $i -lt {touched} ]; do "
-        f"dd if=/dev/urandom of=/data/f$((i * {files // touched})) bs={file} count=1 "
-        "2>/dev/null; i=$((i+1)); done; echo end $(cut -d' ' -f1 /proc/uptime)",
-    )
-    new = docker_run(b, volume, "echo start $(cut -d' ' -f1 /proc/uptime); ls /data | wc -l")
-    downtime = uptime(new, "start") - uptime(old, "end")
-    wait_for(lambda: not lease(swarm, volume).held, "the new user's unmount")
-    sent = sent_bytes(a) - sent_before
-    if int(new.split()[-1]) != files:
-        raise RuntimeError(f"the moved volume has {new.split()[-1]} files, not {files}")
-
-    rsync_seconds, rsync_sent = rsync_reference(root, a, volume, before_snapshot, record)
-    docker_run(b, volume, "true")
-    subprocess.run(["docker", "-H", b.url, "volume", "rm", volume], capture_output=True)
+    old_node, new_node = a, node_named(swarm, record.holders[1])
+    first_before, first_record = record.snapshot, record
+    downtimes, sents = [], []
+    for turn in range(repeat):  # back and forth between the two nodes that keep it
+        if turn:
+            wait_for(lambda: len(lease(swarm, volume).holders) > 1, "the replica")
+        sent_before = sent_bytes(old_node)
+        old = docker_run(
+            old_node,
+            volume,
+            f"i=0; while [ $i -lt {touched} ]; do "
+            f"dd if=/dev/urandom of=/data/f$((i * {files // touched} + {turn})) bs={file} "
+            "count=1 2>/dev/null; i=$((i+1)); done; echo end $(cut -d' ' -f1 /proc/uptime)",
+        )
+        new = docker_run(
+            new_node, volume, "echo start $(cut -d' ' -f1 /proc/uptime); ls /data | wc -l"
+        )
+        downtimes.append(uptime(new, "start") - uptime(old, "end"))
+        wait_for(lambda: not lease(swarm, volume).held, "the new user's unmount")
+        sents.append(sent_bytes(old_node) - sent_before)
+        if int(new.split()[-1]) != files:
+            raise RuntimeError(f"the moved volume has {new.split()[-1]} files, not {files}")
+        old_node, new_node = new_node, old_node
+        if turn == 0:
+            wait_for(lambda: settled(root, first_record.owner, volume), "the snapshot's tree")
+            rsync_seconds, rsync_sent = rsync_reference(root, a, volume, first_before, record)
+    subprocess.run(["docker", "-H", new_node.url, "volume", "rm", volume], capture_output=True)
+    subprocess.run(["docker", "-H", old_node.url, "volume", "rm", volume], capture_output=True)
     return {
         "gib": gib,
+        "files": files,
         "changed_bytes": touched * file,
-        "downtime": downtime,
-        "sent": sent,
+        "downtime": statistics.median(downtimes),
+        "downtimes": downtimes,
+        "sent": statistics.median(sents),
         "rsync_seconds": rsync_seconds,
         "rsync_sent": rsync_sent,
     }
+
+
+def settled(root: Path, node: str, volume: str) -> bool:
+    """Whether every snapshot of the volume on that node has its tree (they are built in
+    the background after a hand-off)."""
+    snapshots = root / node / "volumes" / volume / "snapshots"
+    return all(
+        (folder / "tree").is_dir() for folder in snapshots.iterdir() if folder.name.isdigit()
+    )
 
 
 def rsync_reference(
@@ -195,6 +226,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 4], help="GiB each")
     parser.add_argument("--changed", type=float, default=0.01, help="the share rewritten")
     parser.add_argument("--file-mib", type=int, default=1, help="the volume's file size")
+    parser.add_argument(
+        "--changed-mib",
+        type=float,
+        default=None,
+        help="MiB rewritten at each move, whatever the size (instead of --changed)",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="moves per size (the median)")
     args = parser.parse_args()
     if shutil.which("rsync") is None:
         raise SystemExit("move.py needs rsync (apt-get install rsync) for its reference")
@@ -211,17 +249,22 @@ def main() -> None:
             deploy(runtime, print)
         finally:
             runtime.close()
-        results = [measure(swarm, root, gib, args.changed, args.file_mib) for gib in args.sizes]
+        results = [
+            measure(swarm, root, gib, args.changed, args.file_mib, args.changed_mib, args.repeat)
+            for gib in args.sizes
+        ]
     finally:
         swarm.down()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'size':>6} {'changed':>9} {'downtime':>9} {'sent':>10} {'sent/changed':>13}"
-          f" {'rsync s':>8} {'rsync sent':>11}")  # fmt: skip
+    print(f"\n{'size':>6} {'files':>7} {'changed':>9} {'downtime':>9} {'sent':>10}"
+          f" {'sent/changed':>13} {'rsync s':>8} {'rsync sent':>11}  each move")  # fmt: skip
     for r in results:
         print(
-            f"{r['gib']:>4g} G {r['changed_bytes'] / MIB:>7.1f} M {r['downtime']:>7.2f} s "
+            f"{r['gib']:>4g} G {r['files']:>7} {r['changed_bytes'] / MIB:>7.1f} M "
+            f"{r['downtime']:>7.2f} s "
             f"{r['sent'] / MIB:>8.1f} M {r['sent'] / r['changed_bytes']:>12.2f}x "
-            f"{r['rsync_seconds']:>7.2f} {r['rsync_sent'] / MIB:>9.1f} M"
+            f"{r['rsync_seconds']:>7.2f} {r['rsync_sent'] / MIB:>9.1f} M  "
+            + " ".join(f"{d:.2f}" for d in r["downtimes"])
         )
     downtimes = [r["downtime"] for r in results]
     spread = max(downtimes) / min(downtimes) - 1 if min(downtimes) > 0 else float("inf")

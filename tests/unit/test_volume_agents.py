@@ -12,7 +12,7 @@ import pytest
 
 from dockyard.agent.client import AgentClient, AgentError
 from dockyard.agent.node_volumes import KEEP_SNAPSHOTS, NodeVolumes, Refused
-from dockyard.disk import safefs
+from dockyard.disk import live_index, safefs
 from dockyard.testing.agents import TEST_KEY, VolumeCluster, volume_agents
 
 NODES = ["node-a", "node-b", "node-c"]
@@ -310,9 +310,12 @@ def test_a_hand_off_walks_the_volume_once_and_moves_only_what_changed(
     (live / "added").write_text("new")
     expected = {str(p.relative_to(live)): p.read_bytes() for p in live.rglob("*") if p.is_file()}
 
-    walks: list[object] = []
-    real_walk = safefs.walk
-    monkeypatch.setattr(safefs, "walk", lambda *a, **k: walks.append(a) or real_walk(*a, **k))
+    walks: list[str] = []  # every walk of a tree: the live folder's scans, and the others
+    real_walk, real_scan = safefs.walk, live_index.scan
+    monkeypatch.setattr(safefs, "walk", lambda *a, **k: walks.append("walk") or real_walk(*a, **k))
+    monkeypatch.setattr(
+        live_index, "scan", lambda *a, **k: walks.append("scan") or real_scan(*a, **k)
+    )
     later: list[str] = []
     for node in (a, b):
         monkeypatch.setattr(node, "settle_later", later.append)  # (trees: after the hand-off)
@@ -321,7 +324,7 @@ def test_a_hand_off_walks_the_volume_once_and_moves_only_what_changed(
     a.unmount("big", "update")
     cluster.settle()  # (the replication: node-b takes the increment while it is idle)
     b.mount("big", "next")
-    assert len(walks) == 1  # node-a's walk of its live folder; nothing else walks
+    assert walks == ["scan"]  # node-a's walk of its live folder; nothing else walks
     moved = Path(b.mountpoint("big"))
     assert {str(p.relative_to(moved)): p.read_bytes() for p in moved.rglob("*") if p.is_file()} == (
         expected

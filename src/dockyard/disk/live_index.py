@@ -32,22 +32,19 @@ from pathlib import Path
 
 from dockyard.disk import safefs
 
-VERSION = 1
+VERSION = 2
 # (kind "f" file, "d" folder or "l" link; inode; size; mtime ns; ctime ns; permission bits)
 Status = tuple[str, int, int, int, int, int]
+
+
+_KINDS = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l"}
 
 
 def status_of(info: os.stat_result) -> Status | None:
     """An entry's status as the index keeps it; None for what a volume does not keep
     (devices, FIFOs, sockets)."""
-    mode = info.st_mode
-    if stat.S_ISREG(mode):
-        kind = "f"
-    elif stat.S_ISDIR(mode):
-        kind = "d"
-    elif stat.S_ISLNK(mode):
-        kind = "l"
-    else:
+    kind = _KINDS.get(stat.S_IFMT(info.st_mode))
+    if kind is None:
         return None
     return (
         kind,
@@ -55,7 +52,7 @@ def status_of(info: os.stat_result) -> Status | None:
         info.st_size,
         info.st_mtime_ns,
         info.st_ctime_ns,
-        stat.S_IMODE(mode) & 0o777,
+        info.st_mode & 0o777,
     )
 
 
@@ -112,17 +109,51 @@ def after(folder: Path, newest: int, most: float = 1.0) -> int:
 
 
 def scan(live: int, since: int) -> LiveIndex:
-    """One walk of the live folder (through :mod:`.safefs`: links are never entered);
-    entries whose ctime is not older than ``since`` (a :func:`marker` taken before the walk,
-    or before dockyard wrote the folder) are racy. The snapshot is the caller's to set."""
+    """One walk of the live folder, a stat per entry and nothing read; entries whose ctime is
+    not older than ``since`` (a :func:`marker` taken before the walk, or before dockyard
+    wrote the folder) are racy. The snapshot is the caller's to set.
+
+    Folders are opened by :class:`safefs.Folders` (never through a link; a folder that is
+    gone or became something else by the time it is reached is skipped) and listed as they
+    come: this walk is what a hand-off costs per file, so it does no more than that."""
     index = LiveIndex("")
-    for folder in safefs.walk(live):
-        for entry in folder.entries:
-            now = status_of(entry.info)
-            if now is None:
-                continue
-            index.entries[folder.path(entry.name)] = now
-    index.mark_racy(since)
+    entries, racy = index.entries, index.racy
+    folders = safefs.Folders(live)
+    stack: list[tuple[str, ...]] = [()]
+    try:
+        while stack:
+            rel = stack.pop()
+            try:
+                fd = folders.open(rel)
+            except OSError as exc:
+                if safefs.vanished(exc):
+                    continue
+                raise
+            prefix = "/".join(rel) + "/" if rel else ""
+            with os.scandir(fd) as listing:
+                for item in listing:
+                    try:
+                        info = item.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed since it was listed
+                    kind = _KINDS.get(stat.S_IFMT(info.st_mode))
+                    if kind is None:
+                        continue  # devices, FIFOs and sockets are not kept
+                    path = prefix + item.name
+                    entries[path] = (
+                        kind,
+                        info.st_ino,
+                        info.st_size,
+                        info.st_mtime_ns,
+                        info.st_ctime_ns,
+                        info.st_mode & 0o777,
+                    )
+                    if kind == "d":
+                        stack.append((*rel, item.name))
+                    elif info.st_ctime_ns >= since:
+                        racy.add(path)
+    finally:
+        folders.close()
     return index
 
 
@@ -132,25 +163,29 @@ def load(path: Path) -> LiveIndex | None:
         data = json.loads(path.read_bytes())
         if data.get("version") != VERSION:
             return None
-        entries = {str(p): _status(s) for p, *s in data["entries"]}
+        paths, kinds, numbers = data["paths"], data["kinds"], data["numbers"]
+        if not (len(paths) == len(kinds) and len(numbers) == 5 * len(paths)) or not set(
+            kinds
+        ) <= {"f", "d", "l"}:
+            return None
+        columns = (numbers[i::5] for i in range(5))
+        entries = dict(zip(map(str, paths), zip(kinds, *columns, strict=True), strict=True))
         return LiveIndex(str(data["snapshot"]), entries, set(map(str, data["racy"])))
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
 
 
-def _status(fields: list[object]) -> Status:
-    kind, ino, size, mtime, ctime, mode = fields
-    if kind not in ("f", "d", "l"):
-        raise ValueError(kind)
-    return (str(kind), int(ino), int(size), int(mtime), int(ctime), int(mode))  # type: ignore[call-overload]
-
-
 def save(path: Path, index: LiveIndex) -> None:
-    """Write the index beside what it describes (aside, then renamed over the old one)."""
+    """Write the index beside what it describes (aside, then renamed over the old one), as
+    columns (a list of paths, a string of kinds, the numbers in a row): read back at the
+    speed of the JSON parser, not of a loop over entries."""
+    statuses = index.entries.values()
     data = {
         "version": VERSION,
         "snapshot": index.snapshot,
-        "entries": [[p, *s] for p, s in index.entries.items()],
+        "paths": list(index.entries),
+        "kinds": "".join(s[0] for s in statuses),
+        "numbers": [n for s in statuses for n in s[1:]],
         "racy": sorted(index.racy),
     }
     scratch = path.with_name(f".{path.name}.{os.getpid()}")

@@ -21,7 +21,7 @@ from dockyard.disk.volume_stream.format import (
     LinkRecord,
     Writer,
 )
-from dockyard.disk.volumes import VolumeStore
+from dockyard.disk.volumes import Snapshot, VolumeStore
 from dockyard.errors import DockyardError, InvalidInput, UnknownReference
 
 
@@ -57,9 +57,10 @@ def send(
             tag=target.tag,
         )
     )
-    folder = store.snapshot_folder(name, target)
-    if base is not None and target.parent == base.uuid and snapshot_delta.has_changes(folder):
-        _send_changes(w, folder)  # (the increment is what the snapshot was taken as)
+    chain = _changes_between(store, name, base, target) if base is not None else None
+    if chain is not None:
+        for folder in chain:  # (the increment is what the snapshots were taken as)
+            _send_changes(w, folder)
     else:
         with safefs.opened(store.tree(name, target)) as tree:
             if base is None:
@@ -105,6 +106,28 @@ def _send_tree(w: Writer, tree: int, base: int | None) -> None:
     finally:
         if bases is not None:
             bases.close()
+
+
+MAX_CHAIN = 16  # snapshots whose changes are sent one after the other, at most
+
+
+def _changes_between(
+    store: VolumeStore, name: str, base: Snapshot, target: Snapshot
+) -> list[Path] | None:
+    """The folders of the snapshots kept as changes that lead from ``base`` to ``target``
+    (each the changes since the one before), oldest first; None if there is no such chain:
+    then the trees are compared."""
+    by_uuid = {s.uuid: s for s in store.snapshots(name) if s.uuid}
+    chain: list[Path] = []
+    at = target
+    while at.uuid != base.uuid:
+        folder = store.snapshot_folder(name, at)
+        parent = by_uuid.get(at.parent)
+        if parent is None or len(chain) >= MAX_CHAIN or not snapshot_delta.has_changes(folder):
+            return None
+        chain.append(folder)
+        at = parent
+    return chain[::-1]
 
 
 def _send_changes(w: Writer, folder: Path) -> None:
