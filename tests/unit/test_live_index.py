@@ -194,6 +194,8 @@ def test_an_increment_kept_as_changes_is_applied_to_a_live_folder_as_it_comes(
     assert (got.uuid, got.parent, got.files) == (second.uuid, first.uuid, 31)
     assert content(b.live("v")) == content(live)
     assert content(b.tree("v", got)) == content(a.tree("v", second))
+    assert live_index.load(b.index_path("v")) is None  # (kept in memory: written later)
+    b.settle("v")
     index = live_index.load(b.index_path("v"))
     assert index is not None and index.snapshot == got.uuid
     (b.live("v") / "d" / "f5").write_text("on b")  # the index vouches for what follows

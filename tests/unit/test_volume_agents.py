@@ -213,7 +213,7 @@ def test_an_unmount_whose_snapshot_fails_gives_the_lease_back(
     a.create("full")
     a.mount("full", "m")
 
-    def no_room(name: str, tag: str | None = None, *, defer: bool = False) -> None:
+    def no_room(name: str, tag: str | None = None, **_: bool) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(a.store, "snapshot", no_room)

@@ -107,7 +107,7 @@ class NodeVolumes:
                 state["mounts"].append(mount_id)
                 self.records.save(name, state)
                 return self.mountpoint(name)
-            ours = False
+            ours = brought = False
             try:
                 if state.get("incarnation") not in (None, lease.incarnation):
                     self.store.remove(name)  # a removed volume's copy, not this one's
@@ -119,6 +119,7 @@ class NodeVolumes:
                     state.get("clean") != lease.snapshot or not self.store.exists(name)
                 ):
                     self._bring(name, lease, nodes, state)
+                    brought = True
                 if time.monotonic() - began > MOUNT_DEADLINE:
                     raise Refused(
                         f"volume {name!r}: the mount took over {MOUNT_DEADLINE:g} s (Docker "
@@ -139,7 +140,9 @@ class NodeVolumes:
                     "holders": list(lease.holders),  # (they keep the snapshot before)
                 },
             )
-            return self.mountpoint(name)
+        if brought:
+            self.settle_later(name)  # (a tree received as changes, the index, pruning)
+        return self.mountpoint(name)
 
     def _refuse_if_taken_over(self, name: str, state: dict[str, Any]) -> None:
         """Refused while a container of an epoch another node took over may still write
@@ -168,7 +171,7 @@ class NodeVolumes:
                 return
             epoch = state["epoch"]
             try:
-                snap = self.store.snapshot(name, defer=True)
+                snap = self.store.snapshot(name, defer=True, quiet=True)  # (no mount left)
             except OSError as exc:  # (a full disk): the lease goes back, the writes are lost
                 self.records.save(name, {**state, "clean": None})
                 with contextlib.suppress(Exception):

@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -198,6 +199,63 @@ def drop(path: Path) -> None:
         os.unlink(path)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_mtime_ns
+
+
+class Indexes:
+    """The indexes of a store's live folders, kept in memory from one snapshot to the next
+    (a hand-off reads none from disk) and written to disk at once or, with ``later``, when
+    :meth:`flush` is called (off the path that waits). One kept in memory is used only while
+    the file is still the one it superseded (another process may have written it since).
+    A file older than the memory is still true: it vouches for an older snapshot, and an
+    entry changed since has another status."""
+
+    def __init__(self) -> None:
+        self._held: dict[Path, tuple[tuple[int, int] | None, LiveIndex]] = {}
+        self._unsaved: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def load(self, path: Path) -> LiveIndex | None:
+        """The index, for the caller to change and save (it is no longer kept meanwhile)."""
+        with self._lock:
+            held = self._held.pop(path, None)
+            self._unsaved.discard(path)
+        if held is not None and held[0] == _identity(path):
+            return held[1]
+        return load(path)
+
+    def save(self, path: Path, index: LiveIndex, *, later: bool = False) -> None:
+        if not later:
+            save(path, index)
+        with self._lock:
+            self._held[path] = (_identity(path), index)
+            if later:
+                self._unsaved.add(path)
+            else:
+                self._unsaved.discard(path)
+
+    def flush(self, path: Path) -> None:
+        """Write the index kept in memory, if it was not yet."""
+        with self._lock:
+            held = self._held.get(path)
+            if path not in self._unsaved or held is None or held[0] != _identity(path):
+                return
+            save(path, held[1])
+            self._held[path] = (_identity(path), held[1])
+            self._unsaved.discard(path)
+
+    def drop(self, path: Path) -> None:
+        with self._lock:
+            self._held.pop(path, None)
+            self._unsaved.discard(path)
+        drop(path)
+
+
 # -- what changed ------------------------------------------------------------------------------
 
 # A change, in an order a receiver can apply: a folder before what is in it, and what is
@@ -239,6 +297,7 @@ def _covered(path: str, gone: set[str], now: LiveIndex) -> bool:
 
 __all__ = [
     "Change",
+    "Indexes",
     "LiveIndex",
     "Status",
     "after",

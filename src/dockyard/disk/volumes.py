@@ -135,6 +135,7 @@ def private_dir(path: Path) -> Path:
 class VolumeStore:
     def __init__(self, root: Path | None = None):
         self.root = (root or data_root()) / "volumes"
+        self.indexes = live_index.Indexes()
 
     def folder(self, name: str) -> Path:
         return self.root / check_name(name)
@@ -262,18 +263,22 @@ class VolumeStore:
 
     # -- changes ------------------------------------------------------------------------------
 
-    def snapshot(self, name: str, tag: str | None = None, *, defer: bool = False) -> Snapshot:
+    def snapshot(
+        self, name: str, tag: str | None = None, *, defer: bool = False, quiet: bool = False
+    ) -> Snapshot:
         """Freeze the live volume. The caller holds the volume's exclusive lock. When the
         live folder's index vouches for a snapshot this volume keeps, one walk finds what
         changed since and only that is copied; its tree is built now or, with ``defer``,
-        when something needs it (:meth:`tree`, :meth:`settle`)."""
+        when something needs it (:meth:`tree`, :meth:`settle`, which also writes the index
+        then). ``quiet``: nothing writes the live folder meanwhile (no container has it
+        mounted), so once the clock moved past the newest change no entry is racy."""
         if tag is not None:
             check_tag(tag)
         self._require(name)
         previous = self.snapshots(name)
         if tag is not None and any(s.tag == tag for s in previous):
             raise PlanError(f"volume {name!r} already has a snapshot tagged {tag!r}")
-        index = live_index.load(self.index_path(name))
+        index = self.indexes.load(self.index_path(name))
         parent = next((s for s in previous if index and s.uuid == index.snapshot), None)
         number = (previous[-1].id + 1) if previous else 1
         folder = private_dir(self.folder(name) / "snapshots")
@@ -314,8 +319,12 @@ class VolumeStore:
         )
         (staging / "meta.json").write_text(json.dumps(asdict(snap)))
         os.rename(staging, folder / str(number))
+        if quiet:
+            newest = max((s[4] for s in now.entries.values()), default=0)
+            now.racy.clear()
+            now.mark_racy(live_index.after(self.folder(name), newest))
         now.snapshot = snap.uuid
-        live_index.save(self.index_path(name), now)
+        self.indexes.save(self.index_path(name), now, later=defer)
         if not defer:
             self.settle(name, snap)
         return snap
@@ -325,6 +334,8 @@ class VolumeStore:
         ``upto``'s needs (its own, then its parent's, and so on), oldest first."""
         with self._building(name):
             self._settle(name, upto)
+        if upto is None:
+            self.indexes.flush(self.index_path(name))
 
     def _settle(self, name: str, upto: Snapshot | None) -> None:
         snaps = self.snapshots(name)
@@ -408,7 +419,7 @@ class VolumeStore:
         for by the index, not only what it left alone)."""
         self._require(name)
         tree = self.tree(name, snap)
-        live_index.drop(self.index_path(name))
+        self.indexes.drop(self.index_path(name))
         since = live_index.marker(self.folder(name))
         try:
             copied = mirror(tree, self.live(name))
@@ -424,7 +435,7 @@ class VolumeStore:
             index.racy.clear()
             index.mark_racy(live_index.after(self.folder(name), newest))
         index.snapshot = snap.uuid
-        live_index.save(self.index_path(name), index)
+        self.indexes.save(self.index_path(name), index)
         return copied
 
     def drop_snapshot(self, name: str, snap: Snapshot, *, later: bool = False) -> Path | None:

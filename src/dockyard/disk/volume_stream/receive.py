@@ -114,7 +114,7 @@ def _live_index(
     folder is known to be and the index describes that snapshot."""
     if live_is is None or header.base != live_is:
         return None
-    index = live_index.load(store.index_path(name))
+    index = store.indexes.load(store.index_path(name))
     return index if index is not None and index.snapshot == live_is else None
 
 
@@ -160,7 +160,7 @@ def _onto_live(
     except BaseException:
         safefs.rmtree(scratch)
         raise
-    live_index.drop(store.index_path(name))  # (until it describes what the folder becomes)
+    store.indexes.drop(store.index_path(name))  # (until it describes what the folder becomes)
     touched: list[str] = []
     folder = store.snapshot_folder(name, snap)
     with safefs.opened(store.live(name)) as root, safefs.opened(folder / DELTA) as delta:
@@ -178,7 +178,7 @@ def _onto_live(
     since = live_index.after(store.folder(name), newest)
     index.racy.update(p for p in touched if index.entries[p][4] >= since)
     index.snapshot = snap.uuid
-    live_index.save(store.index_path(name), index)
+    store.indexes.save(store.index_path(name), index, later=True)  # (see VolumeStore.settle)
     return snap
 
 
