@@ -39,13 +39,12 @@ from typing import Any, BinaryIO, Protocol
 from dockyard.agent.leases import Fenced, Lease, LeaseAccess, LeaseError, NoSuchVolume
 from dockyard.agent.quietlog import to_stderr
 from dockyard.agent.replication import Replicator
+from dockyard.agent.settling import KEEP_SNAPSHOTS, Settler
 from dockyard.agent.volume_records import Records, fresh_state
 from dockyard.disk import safefs
 from dockyard.disk.volumes import Snapshot, VolumeStore, check_name, mirror
 from dockyard.errors import AgentFailure
 
-KEEP_SNAPSHOTS = 4  # per volume and node: the bases for increments, and rollbacks
-READ_GRACE = 24 * 3600.0  # a snapshot a container read is kept this long after
 PUBLISH_RETRY = 2.0  # seconds before the first try again to publish (the store was away)
 PUBLISH_RETRY_MAX = 60.0
 MOUNT_DEADLINE = 100.0  # seconds: a mount that took longer is refused (Docker waits 120)
@@ -82,8 +81,7 @@ class NodeVolumes:
     def __post_init__(self) -> None:
         self.records = Records(self.store)
         self.replicator = Replicator(self.node, self.leases, self.peers, self.replicas, self.log)
-        self._settling: set[threading.Thread] = set()
-        self._settling_lock = threading.Lock()
+        self.settler = Settler(self.store, self.records, self.log)
 
     # -- Docker's calls -----------------------------------------------------------------------
 
@@ -363,8 +361,6 @@ class NodeVolumes:
                 {**fresh_state(), "clean": snap.uuid, "incarnation": lease.incarnation},
             )
             return snap
-            self.records.save(name, {"epoch": 0, "mounts": [], "clean": snap.uuid})
-            return snap
 
     # -- inside -------------------------------------------------------------------------------
 
@@ -434,56 +430,11 @@ class NodeVolumes:
         return next((s for s in self.store.snapshots(name) if s.uuid == snapshot), None)
 
     def settle_later(self, name: str) -> None:
-        """:meth:`settle`, in the background."""
-
-        def run() -> None:
-            try:
-                self.settle(name)
-            finally:
-                with self._settling_lock:
-                    self._settling.discard(threading.current_thread())
-
-        thread = threading.Thread(target=run, daemon=True)
-        with self._settling_lock:
-            self._settling.add(thread)
-        thread.start()
-
-    def wait_settled(self, timeout: float) -> None:
-        """Wait for the trees and prunings under way (for tests and a clean stop)."""
-        with self._settling_lock:
-            threads = list(self._settling)
-        for thread in threads:
-            thread.join(timeout)
+        """Build the trees, write the index and prune, in the background."""
+        self.settler.later(name)
 
     def settle(self, name: str) -> None:
-        """Build the trees of the snapshots kept as changes, then prune: off the path that
-        waits (a hand-off), so the next mount is not held by either."""
-        try:
-            if self.store.exists(name):
-                self.store.settle(name)
-            with self.records.lock(name):
-                trash = self._prune(name)
-            for path in trash:
-                safefs.rmtree(path)
-        except Exception as exc:  # (the next unmount or pull settles again)
-            self.log(f"settling {name}: {exc}")
-
-    def _prune(self, name: str) -> list[Path]:
-        """Keep the newest :data:`KEEP_SNAPSHOTS` snapshots, and those read by a container
-        within :data:`READ_GRACE` seconds (it binds the snapshot itself); return the
-        folders of those dropped, for the caller to remove once it let go of the volume."""
-        if not self.store.exists(name):
-            return []
-        trash = []
-        for snap in self.store.snapshots(name)[:-KEEP_SNAPSHOTS]:
-            mark = self.store.snapshot_folder(name, snap) / "read"
-            with contextlib.suppress(FileNotFoundError):
-                if time.time() - mark.stat().st_mtime < READ_GRACE:
-                    continue
-            dropped = self.store.drop_snapshot(name, snap, later=True)
-            if dropped is not None:
-                trash.append(dropped)
-        return trash
+        self.settler.settle(name)
 
 
 def _checked(name: str) -> str:

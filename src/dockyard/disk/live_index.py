@@ -62,10 +62,7 @@ class LiveIndex:
     snapshot: str  # the uuid of the snapshot whose content the trusted entries have
     entries: dict[str, Status] = field(default_factory=dict)  # path -> status, walk order
     racy: set[str] = field(default_factory=set)  # paths never trusted
-
-    def unchanged(self, path: str, now: Status) -> bool:
-        """Whether the live entry at ``path`` still has the snapshot's content."""
-        return self.entries.get(path) == now and path not in self.racy
+    newest: int = 0  # the newest ctime of an entry (as scanned)
 
     def totals(self) -> tuple[int, int]:
         """(regular files, their bytes)."""
@@ -75,6 +72,14 @@ class LiveIndex:
     def mark_racy(self, since: int) -> None:
         """Never trust the entries (but folders) whose ctime is not older than ``since``."""
         self.racy.update(p for p, s in self.entries.items() if s[0] != "d" and s[4] >= since)
+
+    def settled(self, folder: Path) -> None:
+        """Nothing wrote the folder while it was scanned: once the clock moved past the
+        newest change (:func:`after`), no entry is racy."""
+        newest = self.newest or max((s[4] for s in self.entries.values()), default=0)
+        self.racy.clear()
+        if after(folder, newest) <= newest:  # (a clock that did not move)
+            self.mark_racy(newest)
 
     def forget_under(self, path: str) -> None:
         """Drop ``path`` and everything below it."""
@@ -119,6 +124,7 @@ def scan(live: int, since: int) -> LiveIndex:
     come: this walk is what a hand-off costs per file, so it does no more than that."""
     index = LiveIndex("")
     entries, racy = index.entries, index.racy
+    newest = 0
     folders = safefs.Folders(live)
     stack: list[tuple[str, ...]] = [()]
     try:
@@ -149,12 +155,15 @@ def scan(live: int, since: int) -> LiveIndex:
                         info.st_ctime_ns,
                         info.st_mode & 0o777,
                     )
+                    if info.st_ctime_ns > newest:
+                        newest = info.st_ctime_ns
                     if kind == "d":
                         stack.append((*rel, item.name))
                     elif info.st_ctime_ns >= since:
                         racy.add(path)
     finally:
         folders.close()
+    index.newest = newest
     return index
 
 
@@ -165,9 +174,11 @@ def load(path: Path) -> LiveIndex | None:
         if data.get("version") != VERSION:
             return None
         paths, kinds, numbers = data["paths"], data["kinds"], data["numbers"]
-        if not (len(paths) == len(kinds) and len(numbers) == 5 * len(paths)) or not set(
-            kinds
-        ) <= {"f", "d", "l"}:
+        if not (len(paths) == len(kinds) and len(numbers) == 5 * len(paths)) or not set(kinds) <= {
+            "f",
+            "d",
+            "l",
+        }:
             return None
         columns = (numbers[i::5] for i in range(5))
         entries = dict(zip(map(str, paths), zip(kinds, *columns, strict=True), strict=True))
@@ -268,14 +279,16 @@ def changes(old: LiveIndex, now: LiveIndex) -> Iterator[Change]:
     scanned: folders that are new (or new permissions), files and links that are new or not
     vouched for, and what is gone (only the topmost of a gone tree, and nothing below what
     is now a file or a link: replacing that removes it)."""
+    before, racy = old.entries, old.racy
     for path, status in now.entries.items():
+        was = before.get(path)
+        if was == status and path not in racy:
+            continue  # (the loop runs once per entry of the volume: kept to this)
         kind = status[0]
-        if kind == "d":
-            was = old.entries.get(path)
-            if was is None or was[0] != "d" or was[5] != status[5]:
-                yield ("D", path, status[5])
-        elif not old.unchanged(path, status):
+        if kind != "d":
             yield ("F" if kind == "f" else "L", path, status[5])
+        elif was is None or was[0] != "d" or was[5] != status[5]:
+            yield ("D", path, status[5])
     gone: set[str] = set()
     for path in old.entries:
         if path in now.entries:

@@ -39,78 +39,29 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import stat
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from dockyard.disk import live_index, safefs, snapshot_delta
+from dockyard.disk import live_index, safefs, snapshot_delta, snapshot_trees
 from dockyard.disk.live_index import LiveIndex
 from dockyard.disk.snapshot_delta import DELTA, TREE
 from dockyard.disk.volume_copy import copy_tree, mirror
+from dockyard.disk.volume_names import (
+    SNAPSHOT_ID_RE,
+    TAG_RE,
+    Snapshot,
+    VolumeInfo,
+    check_name,
+    check_ref,
+    check_tag,
+)
 from dockyard.errors import DockyardError, InvalidInput, PlanError, UnknownReference
 from dockyard.home import data_root
 from dockyard.names import NAME_RE
-
-# A tag is shown in tables and sent to other hosts: printable, no markup, not a number.
-TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-SNAPSHOT_ID_RE = re.compile(r"[0-9]{1,18}")
-
-
-def check_name(name: str) -> str:
-    """A volume's name follows the pipeline file's rule for names (one path component)."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise InvalidInput(
-            f"{name!r} is not a volume name: expected lower-case letters, digits, '-' and "
-            "'_', starting with a letter or digit, at most 63 characters"
-        )
-    return name
-
-
-def check_tag(tag: str) -> str:
-    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag) or tag.isdigit():
-        raise InvalidInput(
-            f"{tag!r} is not a snapshot tag: expected letters, digits, '.', '-' and '_', "
-            "starting with a letter or digit, at most 63 characters, and not a number"
-        )
-    return tag
-
-
-def check_ref(ref: str) -> str:
-    """A snapshot as named on the command line: its id, or its tag."""
-    if isinstance(ref, str) and SNAPSHOT_ID_RE.fullmatch(ref):
-        return ref
-    if isinstance(ref, str) and TAG_RE.fullmatch(ref):
-        return ref
-    raise InvalidInput(
-        f"{ref!r} is not a snapshot: expected its id (a number) or its tag (letters, "
-        "digits, '.', '-' and '_'); see `dockyard volume snapshots NAME`"
-    )
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    id: int  # counts up within one volume on one host
-    tag: str | None
-    created: float
-    files: int
-    bytes: int
-    copied_bytes: int
-    uuid: str = ""  # the same on every host that has this snapshot (send/receive)
-    parent: str = ""  # kept as the changes since this one (uuid), until its tree is built
-
-
-@dataclass(frozen=True)
-class VolumeInfo:
-    name: str
-    path: str
-    created: float
-    files: int
-    bytes: int
-    snapshots: int
 
 
 class VolumeInUse(InvalidInput):
@@ -320,9 +271,7 @@ class VolumeStore:
         (staging / "meta.json").write_text(json.dumps(asdict(snap)))
         os.rename(staging, folder / str(number))
         if quiet:
-            newest = max((s[4] for s in now.entries.values()), default=0)
-            now.racy.clear()
-            now.mark_racy(live_index.after(self.folder(name), newest))
+            now.settled(self.folder(name))
         now.snapshot = snap.uuid
         self.indexes.save(self.index_path(name), now, later=defer)
         if not defer:
@@ -330,46 +279,11 @@ class VolumeStore:
         return snap
 
     def settle(self, name: str, upto: Snapshot | None = None) -> None:
-        """Build the trees of the snapshots kept as changes: all of them, or those
-        ``upto``'s needs (its own, then its parent's, and so on), oldest first."""
-        with self._building(name):
-            self._settle(name, upto)
+        """Build the trees of the snapshots kept as changes: all of them (then write the
+        live folder's index, if it was kept in memory), or those ``upto``'s needs."""
+        snapshot_trees.settle(self, name, upto)
         if upto is None:
             self.indexes.flush(self.index_path(name))
-
-    def _settle(self, name: str, upto: Snapshot | None) -> None:
-        snaps = self.snapshots(name)
-        by_uuid = {s.uuid: s for s in snaps if s.uuid}
-        pending = [s for s in snaps if not (self.snapshot_folder(name, s) / TREE).is_dir()]
-        if upto is not None:
-            chain, at = [], next((s for s in pending if s.id == upto.id), None)
-            while at is not None:
-                chain.append(at)
-                at = next((s for s in pending if s.uuid == at.parent), None)
-            pending = chain[::-1]
-        for snap in pending:
-            parent = by_uuid.get(snap.parent)
-            if not snap.parent or parent is None:
-                raise DockyardError(
-                    f"snapshot {snap.id} of volume {name!r} is kept as the changes since a "
-                    "snapshot this host does not have; drop it "
-                    f"(`dockyard volume snapshots {name}`)"
-                )
-            snapshot_delta.build(
-                self.snapshot_folder(name, snap), self.snapshot_folder(name, parent) / TREE
-            )
-
-    @contextlib.contextmanager
-    def _building(self, name: str) -> Iterator[None]:
-        """Held while snapshot trees are built or dropped (one builder at a time, and never
-        a parent dropped under a child being built from it)."""
-        folder = private_dir(self.folder(name) / "snapshots")
-        fd = os.open(folder / ".build.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def scratch(self) -> Path:
         """A private folder beside the volumes, on their file system (so that it can be
@@ -430,10 +344,8 @@ class VolumeStore:
             ) from None
         with safefs.opened(self.live(name)) as live:
             index = live_index.scan(live, since)
-        if quiet:  # nothing else wrote it: once the clock moved on, no entry is racy
-            newest = max((s[4] for s in index.entries.values()), default=0)
-            index.racy.clear()
-            index.mark_racy(live_index.after(self.folder(name), newest))
+        if quiet:
+            index.settled(self.folder(name))
         index.snapshot = snap.uuid
         self.indexes.save(self.index_path(name), index)
         return copied
@@ -442,17 +354,7 @@ class VolumeStore:
         """Delete one snapshot (renamed away first: it is never seen half-deleted; the
         trees kept as changes since it are built first). With ``later``, the renamed
         folder is returned for the caller to remove."""
-        folder = self.folder(name) / "snapshots"
-        trash = folder / f".dropping-{snap.id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        with self._building(name):
-            for child in self.snapshots(name):
-                if child.parent == snap.uuid:
-                    self._settle(name, child)
-            os.rename(folder / str(snap.id), trash)
-        if later:
-            return trash
-        safefs.rmtree(trash)
-        return None
+        return snapshot_trees.drop(self, name, snap, later=later)
 
     def remove(self, name: str) -> None:
         self._require(name)
@@ -463,6 +365,8 @@ class VolumeStore:
 
 
 __all__ = [
+    "SNAPSHOT_ID_RE",
+    "TAG_RE",
     "Snapshot",
     "VolumeInUse",
     "VolumeInfo",

@@ -76,7 +76,7 @@ class VolumeCluster:
                 server.store.volumes.replicator.wait(30.0)
         for server in self.servers.values():
             if server.store.volumes is not None:
-                server.store.volumes.wait_settled(30.0)
+                server.store.volumes.settler.wait(30.0)
 
 
 @contextlib.contextmanager

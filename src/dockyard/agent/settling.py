@@ -1,0 +1,84 @@
+"""What a node does with a volume after a hand-off, in the background, so that the next
+mount waits for none of it: build the full trees of the snapshots kept as their changes,
+write the live folder's index, and prune old snapshots (removing their files once the
+volume is let go)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dockyard.disk import safefs
+from dockyard.disk.volumes import VolumeStore
+
+if TYPE_CHECKING:
+    from dockyard.agent.volume_records import Records
+
+KEEP_SNAPSHOTS = 4  # per volume and node: the bases for increments, and rollbacks
+READ_GRACE = 24 * 3600.0  # a snapshot a container read is kept this long after
+
+
+class Settler:
+    def __init__(self, store: VolumeStore, records: Records, log: Callable[[str], None]):
+        self.store = store
+        self.records = records
+        self.log = log
+        self.running: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+
+    def later(self, name: str) -> None:
+        """:meth:`settle`, in the background."""
+
+        def run() -> None:
+            try:
+                self.settle(name)
+            finally:
+                with self._lock:
+                    self.running.discard(threading.current_thread())
+
+        thread = threading.Thread(target=run, daemon=True)
+        with self._lock:
+            self.running.add(thread)
+        thread.start()
+
+    def wait(self, timeout: float) -> None:
+        """Wait for the work under way (for tests and a clean stop)."""
+        with self._lock:
+            threads = list(self.running)
+        for thread in threads:
+            thread.join(timeout)
+
+    def settle(self, name: str) -> None:
+        try:
+            if self.store.exists(name):
+                self.store.settle(name)
+            with self.records.lock(name):
+                trash = self._prune(name)
+            for path in trash:
+                safefs.rmtree(path)
+        except Exception as exc:  # (the next unmount or pull settles again)
+            self.log(f"settling {name}: {exc}")
+
+    def _prune(self, name: str) -> list[Path]:
+        """Keep the newest :data:`KEEP_SNAPSHOTS` snapshots, and those read by a container
+        within :data:`READ_GRACE` seconds (it binds the snapshot itself); return the
+        folders of those dropped, for the caller to remove once it let go of the volume."""
+        if not self.store.exists(name):
+            return []
+        trash = []
+        for snap in self.store.snapshots(name)[:-KEEP_SNAPSHOTS]:
+            mark = self.store.snapshot_folder(name, snap) / "read"
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - mark.stat().st_mtime < READ_GRACE:
+                    continue
+            dropped = self.store.drop_snapshot(name, snap, later=True)
+            if dropped is not None:
+                trash.append(dropped)
+        return trash
+
+
+__all__ = ["KEEP_SNAPSHOTS", "READ_GRACE", "Settler"]
