@@ -37,6 +37,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -51,6 +52,7 @@ from dockyard.testing.images import BUSYBOX_IMAGE
 from dockyard.testing.swarm import LocalSwarm, SwarmNode
 
 MIB = 1024**2
+DOCKYARD = str(Path(sys.executable).parent / "dockyard")
 
 
 def docker_run(node: SwarmNode, volume: str, script: str) -> str:
@@ -122,13 +124,13 @@ def wait_for(check: Any, what: str, timeout: float = 1800) -> None:
 def measure(
     swarm: LocalSwarm,
     root: Path,
+    volume: str,
     gib: float,
     changed: float,
     file_mib: int,
     changed_mib: float | None = None,
     repeat: int = 1,
 ) -> dict[str, Any]:
-    volume = f"move-{uuid.uuid4().hex[:8]}"
     file = file_mib * MIB
     files = int(gib * 1024 / file_mib)
     if changed_mib is not None:
@@ -170,8 +172,6 @@ def measure(
         if turn == 0:
             wait_for(lambda: settled(root, first_record.owner, volume), "the snapshot's tree")
             rsync_seconds, rsync_sent = rsync_reference(root, a, volume, first_before, record)
-    subprocess.run(["docker", "-H", new_node.url, "volume", "rm", volume], capture_output=True)
-    subprocess.run(["docker", "-H", old_node.url, "volume", "rm", volume], capture_output=True)
     return {
         "gib": gib,
         "files": files,
@@ -182,6 +182,21 @@ def measure(
         "rsync_seconds": rsync_seconds,
         "rsync_sent": rsync_sent,
     }
+
+
+def remove(swarm: LocalSwarm, volume: str) -> None:
+    """Remove the volume from every node (``docker volume rm`` on a node only forgets that
+    node's copy): a size's copies are gone before the next size is written."""
+    env = {**os.environ, **swarm.environment(), "DOCKYARD_BACKEND": "swarm"}
+    wait_for(lambda: not lease(swarm, volume).held, "the volume's last unmount", 120)
+    subprocess.run([DOCKYARD, "volume", "rm", volume], env=env, check=True, capture_output=True)
+
+
+def fits(gib: float) -> bool:
+    """Whether the disk holds a volume of ``gib`` four times over (its live folder and a
+    snapshot on each of two nodes), with 10% to spare."""
+    free = shutil.disk_usage("/var/tmp").free
+    return free > 4.4 * gib * 1024**3
 
 
 def settled(root: Path, node: str, volume: str) -> bool:
@@ -249,10 +264,27 @@ def main() -> None:
             deploy(runtime, print)
         finally:
             runtime.close()
-        results = [
-            measure(swarm, root, gib, args.changed, args.file_mib, args.changed_mib, args.repeat)
-            for gib in args.sizes
-        ]
+        results = []
+        for gib in args.sizes:
+            if not fits(gib):
+                print(f"{gib:g} GiB: skipped, the disk cannot hold four copies of it")
+                continue
+            volume = f"move-{uuid.uuid4().hex[:8]}"
+            try:
+                results.append(
+                    measure(
+                        swarm,
+                        root,
+                        volume,
+                        gib,
+                        args.changed,
+                        args.file_mib,
+                        args.changed_mib,
+                        args.repeat,
+                    )
+                )
+            finally:
+                remove(swarm, volume)
     finally:
         swarm.down()
         shutil.rmtree(work, ignore_errors=True)

@@ -12,7 +12,7 @@ import pytest
 from dockyard.disk import live_index, safefs, snapshot_delta
 from dockyard.disk.live_index import LiveIndex
 from dockyard.disk.volume_stream import StreamError, receive, send
-from dockyard.disk.volume_stream.format import FileRecord, Header, LinkRecord, Writer
+from dockyard.disk.volume_stream.format import DirRecord, FileRecord, Header, LinkRecord, Writer
 from dockyard.disk.volumes import VolumeStore
 
 
@@ -282,3 +282,69 @@ def test_a_change_list_that_does_not_apply_is_refused(tmp_path: Path) -> None:
     outcome.step("D", "f")
     outcome.step("F", "f/inside", 5)
     assert outcome.totals() == (1, 5)
+
+
+def test_a_rollback_restores_a_same_size_rewrite_whose_mtime_was_put_back(
+    store: VolumeStore,
+) -> None:
+    live = store.ensure("v")
+    (live / "table").write_bytes(b"AAAA")
+    (live / "other").write_bytes(os.urandom(4096))
+    snap = store.snapshot("v")
+    info = os.stat(live / "table")
+    (live / "table").write_bytes(b"BBBB")  # a write to be thrown away ...
+    os.utime(live / "table", ns=(info.st_atime_ns, info.st_mtime_ns))  # ... hiding its mtime
+    copied = store.rollback("v", snap, quiet=True)
+    assert (live / "table").read_bytes() == b"AAAA"
+    assert copied == 4  # (the other file is vouched for by the index: left as it is)
+    again = store.snapshot("v")
+    assert (store.tree("v", again) / "table").read_bytes() == b"AAAA"
+
+
+def test_a_rollback_to_an_older_snapshot_leaves_the_files_both_share(store: VolumeStore) -> None:
+    live = store.ensure("v")
+    (live / "shared").write_bytes(os.urandom(1 << 16))
+    (live / "edited").write_text("v1")
+    old = store.snapshot("v")
+    (live / "edited").write_text("v2")
+    store.snapshot("v")
+    assert store.rollback("v", old) == 2  # only the file that differs
+    assert (live / "edited").read_text() == "v1"
+
+
+def test_a_file_that_vanishes_while_a_snapshot_copies_is_recorded_gone(
+    store: VolumeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = store.ensure("v")
+    (live / "keep").write_text("k")
+    store.snapshot("v")
+    (live / "tmp").write_text("a service's scratch file")
+    real = snapshot_delta.safecopy.copy_file
+
+    def vanishing(src, name, dst, perms, new=None):  # type: ignore[no-untyped-def]
+        if name == "tmp":
+            os.unlink(live / "tmp")  # removed by the service between the walk and the copy
+        return real(src, name, dst, perms, new)
+
+    monkeypatch.setattr(snapshot_delta.safecopy, "copy_file", vanishing)
+    snap = store.snapshot("v")
+    assert content(store.tree("v", snap)) == {"keep": b"k"}
+
+
+def test_a_folder_s_special_bits_in_an_increment_reach_neither_live_nor_tree(
+    tmp_path: Path,
+) -> None:
+    a, b = pair(tmp_path)
+    live = a.ensure("v")
+    (live / "f").write_text("x")
+    first = a.snapshot("v")
+    received = receive(b, "v", stream(a, "v", None, str(first.id)), quiet=True)
+    data = io.BytesIO()
+    w = Writer(data)
+    w.header(Header(snapshot="d" * 32, base=received.uuid, volume="v"))
+    w.record(DirRecord(path="setgid", mode=0o7777, mtime_ns=0))
+    w.end()
+    data.seek(0)
+    got = receive(b, "v", data, live_is=received.uuid)
+    assert (b.live("v") / "setgid").stat().st_mode & 0o7777 == 0o777
+    assert (b.tree("v", got) / "setgid").stat().st_mode & 0o7777 == 0o777

@@ -307,7 +307,14 @@ class NodeVolumes:
             raise Refused(f"this node does not keep snapshot {snapshot[:12]} of {name!r}")
         bases = [s for s in self.store.snapshots(name) if s.uuid in have and s.id < target.id]
         base = str(bases[-1].id) if bases else None
-        return lambda out: send(self.store, name, out, base, str(target.id))
+        first = bases[-1].id if bases else target.id  # (and those between: a chain of changes)
+        used = [s.uuid for s in self.store.snapshots(name) if first <= s.id <= target.id]
+
+        def write(out: BinaryIO) -> object:
+            with self.settler.busy.hold(name, used):  # (not pruned while it is sent)
+                return send(self.store, name, out, base, str(target.id))
+
+        return write
 
     def pull(self, name: str, snapshot: str, sources: dict[str, str]) -> Snapshot:
         """Keep ``snapshot`` of ``name`` here, fetched from one of ``sources`` (node: agent
@@ -372,6 +379,7 @@ class NodeVolumes:
         self.records.save(name, {**state, "clean": None})  # (until it is the published one)
         if not lease.snapshot:
             empty = self.store.scratch()
+            self.store.indexes.drop(self.store.index_path(name))
             try:
                 mirror(empty, self.store.live(name))
             finally:

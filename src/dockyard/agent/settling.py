@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,11 +22,39 @@ KEEP_SNAPSHOTS = 4  # per volume and node: the bases for increments, and rollbac
 READ_GRACE = 24 * 3600.0  # a snapshot a container read is kept this long after
 
 
+class Busy:
+    """The snapshots being sent from this node: pruning leaves them alone."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, name: str, snapshots: list[str]) -> Iterator[None]:
+        keys = [(name, s) for s in snapshots]
+        with self._lock:
+            for key in keys:
+                self._counts[key] = self._counts.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                for key in keys:
+                    self._counts[key] -= 1
+                    if not self._counts[key]:
+                        del self._counts[key]
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            return key in self._counts
+
+
 class Settler:
     def __init__(self, store: VolumeStore, records: Records, log: Callable[[str], None]):
         self.store = store
         self.records = records
         self.log = log
+        self.busy = Busy()
         self.running: set[threading.Thread] = set()
         self._lock = threading.Lock()
 
@@ -56,12 +84,15 @@ class Settler:
         try:
             if self.store.exists(name):
                 self.store.settle(name)
+        except Exception as exc:  # (the next unmount or pull settles again)
+            self.log(f"building the snapshot trees of {name}: {exc}")
+        try:
             with self.records.lock(name):
                 trash = self._prune(name)
             for path in trash:
                 safefs.rmtree(path)
-        except Exception as exc:  # (the next unmount or pull settles again)
-            self.log(f"settling {name}: {exc}")
+        except Exception as exc:
+            self.log(f"pruning {name}: {exc}")
 
     def _prune(self, name: str) -> list[Path]:
         """Keep the newest :data:`KEEP_SNAPSHOTS` snapshots, and those read by a container
@@ -71,6 +102,8 @@ class Settler:
             return []
         trash = []
         for snap in self.store.snapshots(name)[:-KEEP_SNAPSHOTS]:
+            if (name, snap.uuid) in self.busy:
+                continue  # (being sent: the next settle prunes it)
             mark = self.store.snapshot_folder(name, snap) / "read"
             with contextlib.suppress(FileNotFoundError):
                 if time.time() - mark.stat().st_mtime < READ_GRACE:

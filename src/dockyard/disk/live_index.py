@@ -27,7 +27,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,8 +78,9 @@ class LiveIndex:
         newest change (:func:`after`), no entry is racy."""
         newest = self.newest or max((s[4] for s in self.entries.values()), default=0)
         self.racy.clear()
-        if after(folder, newest) <= newest:  # (a clock that did not move)
-            self.mark_racy(newest)
+        now = after(folder, newest)
+        if now <= newest:  # (a clock that did not move, or went back)
+            self.mark_racy(now)
 
     def forget_under(self, path: str) -> None:
         """Drop ``path`` and everything below it."""
@@ -210,6 +211,36 @@ def drop(path: Path) -> None:
         os.unlink(path)
 
 
+def vouches(
+    index: LiveIndex | None, base: safefs.Folders | None
+) -> Callable[[tuple[str, ...], safefs.Entry, os.stat_result], bool]:
+    """What a rollback may leave as it is: a live file whose status is the one ``index``
+    recorded, not racy, has the content of the index's snapshot; that is the target's when
+    the index describes the target itself (``base`` None) or when the index's snapshot's
+    file (in ``base``, its tree) is the target's very file (trees share, as hard links, the
+    files that did not change between them). Nothing else is taken as unchanged: not a
+    same-size rewrite whose mtime was put back, not a folder nothing vouches for."""
+
+    def same(rel: tuple[str, ...], entry: safefs.Entry, present: os.stat_result) -> bool:
+        if index is None:
+            return False
+        path = "/".join((*rel, entry.name))
+        if index.entries.get(path) != status_of(present) or path in index.racy:
+            return False
+        if base is None:
+            return True
+        try:
+            old = safefs.lstat_at(base.open(rel), entry.name)
+        except OSError:
+            return False
+        return old is not None and (old.st_dev, old.st_ino) == (
+            entry.info.st_dev,
+            entry.info.st_ino,
+        )
+
+    return same
+
+
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
         info = os.stat(path)
@@ -321,4 +352,5 @@ __all__ = [
     "save",
     "scan",
     "status_of",
+    "vouches",
 ]

@@ -73,33 +73,78 @@ def has_changes(folder: Path) -> bool:
     return (folder / CHANGES).is_file()
 
 
+def gone_since(gone: dict[str, int], path: str, at: int) -> bool:
+    """Whether ``path``, or a folder above it, was removed or replaced after ``at`` (``gone``:
+    path -> when). Costs the depth of the path."""
+    if not gone:
+        return False
+    if gone.get(path, -1) > at:
+        return True
+    end = path.rfind("/")
+    while end > 0:
+        if gone.get(path[:end], -1) > at:
+            return True
+        end = path.rfind("/", 0, end)
+    return False
+
+
 class Outcome:
     """The tree an index describes (each entry's kind, a file's size) as steps change it,
     refusing a step that does not apply: one whose folder is missing, or is a file or a
-    link."""
+    link.
+
+    The index is not copied and nothing is removed from it: a step that removes or replaces
+    a folder notes when (its number) in :attr:`gone`, and an entry is there only if neither
+    it nor a folder above it went after it was made. So a step costs the depth of its path,
+    however many entries the tree has and however many folders go."""
 
     def __init__(self, index: LiveIndex):
-        self.entries = {p: (s[0], s[2]) for p, s in index.entries.items()}
+        self.base = index.entries
+        self.made: dict[str, tuple[str, int, int]] = {}  # path -> (kind, size, its step)
+        self.gone: dict[str, int] = {}  # path -> the last step that removed what was there
+        self.count = 0
+
+    def kind(self, path: str) -> str | None:
+        made = self.made.get(path)
+        if made is not None:
+            kind, at = made[0], made[2]
+        elif path in self.base:
+            kind, at = self.base[path][0], -1
+        else:
+            return None
+        return None if self._gone_since(path, at) else kind
+
+    def _gone_since(self, path: str, at: int) -> bool:
+        return gone_since(self.gone, path, at)
 
     def step(self, kind: str, path: str, size: int = 0) -> None:
         above = path.rpartition("/")[0]
-        if above and self.entries.get(above, ("",))[0] != "d":
+        if above and self.kind(above) != "d":
             raise BrokenSnapshot(
                 f"{path!r} is not in a folder"
-                + (" (it goes through a file or a link)" if above in self.entries else "")
+                + (" (it goes through a file or a link)" if self.kind(above) else "")
             )
-        was = self.entries.pop(path, None)
-        if was is not None and was[0] == "d" and kind != "D":  # (all that was in it goes)
-            prefix = path + "/"
-            for key in [k for k in self.entries if k.startswith(prefix)]:
-                del self.entries[key]
-        if kind != "X":
-            self.entries[path] = (KINDS[kind], size)
+        was = self.kind(path)
+        number = self.count = self.count + 1
+        if kind == "D" and was == "d":
+            return  # (its permissions: what is in it stays)
+        if was is not None:
+            self.gone[path] = number  # (and all that was in it, if it was a folder)
+        if kind == "X":
+            self.made.pop(path, None)
+        else:
+            self.made[path] = (KINDS[kind], size, number)
 
     def totals(self) -> tuple[int, int]:
         """(regular files, their bytes)."""
-        sizes = [size for kind, size in self.entries.values() if kind == "f"]
-        return len(sizes), sum(sizes)
+        files = total = 0
+        for path, status in self.base.items():
+            if status[0] == "f" and path not in self.made and not self._gone_since(path, -1):
+                files, total = files + 1, total + status[2]
+        for path, (kind, size, at) in self.made.items():
+            if kind == "f" and not self._gone_since(path, at):
+                files, total = files + 1, total + size
+        return files, total
 
 
 class Place:
@@ -225,29 +270,45 @@ def build(folder: Path, parent_tree: Path) -> None:
             safefs.opened(folder / DELTA) as delta,
         ):
             copy_tree(old, root, lambda mode: mode, link=True)
-            apply(root, delta, steps, link, lambda mode: mode | 0o700)
+            apply(root, delta, steps, link, lambda mode: mode & 0o777)
         os.rename(building, folder / TREE)
     except BaseException:
         safefs.rmtree(building)
         raise
 
 
-def note(index: LiveIndex, touched: list[str]) -> Callable[[str, int, str], None]:
-    """A ``touched`` for :func:`apply` that records in ``index`` each entry made or removed
-    (and the path in ``touched``)."""
+class Noted:
+    """A ``touched`` for :func:`apply` that records in ``index`` each entry made or removed;
+    :meth:`finish` then drops, in one pass, what was in the folders removed or replaced
+    (not one pass per folder)."""
 
-    def record(path: str, parent: int, name: str) -> None:
+    def __init__(self, index: LiveIndex):
+        self.index = index
+        self.touched: dict[str, int] = {}  # path -> when (a count of calls)
+        self.gone: dict[str, int] = {}  # a folder removed or replaced -> when
+        self.calls = 0
+
+    def __call__(self, path: str, parent: int, name: str) -> None:
         info = safefs.lstat_at(parent, name)
         status = status_of(info) if info is not None else None
-        was = index.entries.pop(path, None)
+        self.calls += 1
+        when = self.calls
+        was = self.index.entries.pop(path, None)
         if was is not None and was[0] == "d" and (status is None or status[0] != "d"):
-            index.forget_under(path)  # (a folder replaced: what was in it went with it)
-        index.racy.discard(path)
+            self.gone[path] = when
+        self.index.racy.discard(path)
         if status is not None:
-            index.entries[path] = status
-            touched.append(path)
+            self.index.entries[path] = status
+            self.touched[path] = when
 
-    return record
+    def finish(self) -> list[str]:
+        """Drop what went with a folder; the paths of the entries made."""
+        if self.gone:
+            for path in list(self.index.entries):
+                if gone_since(self.gone, path, self.touched.get(path, -1)):
+                    del self.index.entries[path]
+                    self.index.racy.discard(path)
+        return [p for p in self.touched if p in self.index.entries]
 
 
 __all__ = [
@@ -255,6 +316,7 @@ __all__ = [
     "DELTA",
     "TREE",
     "BrokenSnapshot",
+    "Noted",
     "Outcome",
     "Place",
     "Step",
@@ -264,7 +326,6 @@ __all__ = [
     "has_changes",
     "link",
     "load",
-    "note",
     "save",
     "take",
 ]

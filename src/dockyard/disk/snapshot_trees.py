@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def settle(store: VolumeStore, name: str, upto: Snapshot | None = None) -> None:
     """Build the trees of the snapshots kept as changes: all of them, or those ``upto``'s
     needs (its own, then its parent's, and so on), oldest first."""
-    with _building(store, name):
+    with building(store, name):
         _settle(store, name, upto)
 
 
@@ -34,7 +34,7 @@ def drop(store: VolumeStore, name: str, snap: Snapshot, *, later: bool) -> Path 
     remove it, or return where it is with ``later``."""
     folder = store.folder(name) / "snapshots"
     trash = folder / f".dropping-{snap.id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with _building(store, name):
+    with building(store, name):
         for child in store.snapshots(name):
             if child.parent == snap.uuid:
                 _settle(store, name, child)
@@ -69,7 +69,9 @@ def _settle(store: VolumeStore, name: str, upto: Snapshot | None) -> None:
 
 
 @contextlib.contextmanager
-def _building(store: VolumeStore, name: str) -> Iterator[None]:
+def building(store: VolumeStore, name: str) -> Iterator[None]:
+    """Held while a volume's snapshot trees are built, or snapshots dropped, or the volume
+    removed."""
     from dockyard.disk.volumes import private_dir
 
     folder = private_dir(store.folder(name) / "snapshots")
@@ -81,4 +83,4 @@ def _building(store: VolumeStore, name: str) -> Iterator[None]:
         os.close(fd)
 
 
-__all__ = ["drop", "settle"]
+__all__ = ["building", "drop", "settle"]

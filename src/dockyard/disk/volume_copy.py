@@ -83,17 +83,25 @@ def copy_tree(
     return files, total, copied
 
 
-def mirror(source: Path, live: Path) -> int:
+# Whether a live regular file already has the snapshot's content: (its folder's path, the
+# snapshot's entry, the live file's status).
+Same = Callable[[tuple[str, ...], safefs.Entry, os.stat_result], bool]
+
+
+def mirror(source: Path, live: Path, same: Same | None = None) -> int:
     """Make ``live`` equal to ``source``, copying only what differs; return the bytes
-    copied. ``live`` may be changed by a container meanwhile: an entry that keeps changing
-    under us is retried a few times, then :class:`safefs.Contended` is raised."""
+    copied. A live regular file is left as it is when ``same`` says it has the content
+    already (by default: rsync's quick check, which a same-size rewrite whose mtime was put
+    back passes). ``live`` may be changed by a container meanwhile: an entry that keeps
+    changing under us is retried a few times, then :class:`safefs.Contended` is raised."""
     with safefs.opened(source) as src_root, safefs.opened(live) as dst_root:
-        return _Mirror(dst_root).run(src_root)
+        return _Mirror(dst_root, same).run(src_root)
 
 
 class _Mirror:
-    def __init__(self, dst_root: int):
+    def __init__(self, dst_root: int, same: Same | None):
         self.dst = safefs.Folders(dst_root)
+        self.same = same
         self.copied = 0
 
     def run(self, src_root: int) -> int:
@@ -104,7 +112,7 @@ class _Mirror:
                 dst = self._folder(folder.rel)
                 present = {e.name: e.info for e in safefs.entries(dst)}
                 for entry in folder.entries:
-                    self._entry(folder.fd, dst, entry, present.get(entry.name))
+                    self._entry(folder.fd, dst, entry, present.get(entry.name), folder.rel)
                 for name in sorted(present.keys() - {e.name for e in folder.entries}):
                     safefs.remove(dst, name)
         finally:
@@ -130,11 +138,16 @@ class _Mirror:
         raise safefs.Contended(f"{'/'.join(rel)!r} kept changing while dockyard was writing it")
 
     def _entry(
-        self, src: int, dst: int, entry: safefs.Entry, present: os.stat_result | None
+        self,
+        src: int,
+        dst: int,
+        entry: safefs.Entry,
+        present: os.stat_result | None,
+        rel: tuple[str, ...],
     ) -> None:
         mode, name = entry.info.st_mode, entry.name
         for _ in range(safefs.RETRIES):
-            if present is not None and _matches(src, dst, entry, present):
+            if present is not None and self._matches(src, dst, entry, present, rel):
                 if stat.S_ISDIR(mode) and stat.S_IMODE(present.st_mode) != mode & 0o777:
                     _chmod_folder(dst, name, mode & 0o777)  # (its content stays)
                 return
@@ -155,6 +168,31 @@ class _Mirror:
             present = safefs.lstat_at(dst, name)  # something else is there now: look again
         raise safefs.Contended(f"{name!r} kept changing while dockyard was writing it")
 
+    def _matches(
+        self,
+        src: int,
+        dst: int,
+        entry: safefs.Entry,
+        present: os.stat_result,
+        rel: tuple[str, ...],
+    ) -> bool:
+        """Whether the live entry already is what the snapshot has."""
+        mode = entry.info.st_mode
+        if stat.S_ISDIR(mode):
+            return stat.S_ISDIR(present.st_mode)
+        if stat.S_ISLNK(mode):
+            if not stat.S_ISLNK(present.st_mode):
+                return False
+            try:
+                return os.readlink(entry.name, dir_fd=dst) == os.readlink(entry.name, dir_fd=src)
+            except OSError:
+                return False
+        if not stat.S_ISREG(present.st_mode):
+            return False
+        if self.same is not None:
+            return self.same(rel, entry, present)
+        return _same(present, entry.info)
+
 
 def _chmod_folder(dst: int, name: str, mode: int) -> None:
     """Give a live folder the snapshot's permissions, through its descriptor (never a link)."""
@@ -168,21 +206,6 @@ def _chmod_folder(dst: int, name: str, mode: int) -> None:
         os.fchmod(fd, mode)
     finally:
         os.close(fd)
-
-
-def _matches(src: int, dst: int, entry: safefs.Entry, present: os.stat_result) -> bool:
-    """Whether the live entry already is what the snapshot has."""
-    mode = entry.info.st_mode
-    if stat.S_ISDIR(mode):
-        return stat.S_ISDIR(present.st_mode)
-    if stat.S_ISLNK(mode):
-        if not stat.S_ISLNK(present.st_mode):
-            return False
-        try:
-            return os.readlink(entry.name, dir_fd=dst) == os.readlink(entry.name, dir_fd=src)
-        except OSError:
-            return False
-    return stat.S_ISREG(present.st_mode) and _same(present, entry.info)
 
 
 __all__ = ["copy_tree", "mirror"]

@@ -243,8 +243,10 @@ class VolumeStore:
                     now = live_index.scan(live, since)
                     os.mkdir(staging / DELTA, 0o700)
                     with safefs.opened(staging / DELTA) as delta:
-                        found = live_index.changes(index, now)
+                        found = list(live_index.changes(index, now))
                         steps, copied = snapshot_delta.take(live, delta, found, now)
+                    if not quiet:  # (a writer may still be at what was copied: again next time)
+                        now.racy.update(s.path for s in steps if s.kind == "F")
                     snapshot_delta.save(staging, parent.uuid, steps)
                     files, total = now.totals()
                 else:  # nothing vouches for the live folder: all of it is copied
@@ -333,10 +335,13 @@ class VolumeStore:
         for by the index, not only what it left alone)."""
         self._require(name)
         tree = self.tree(name, snap)
+        index = self.indexes.load(self.index_path(name))
         self.indexes.drop(self.index_path(name))
         since = live_index.marker(self.folder(name))
         try:
-            copied = mirror(tree, self.live(name))
+            with contextlib.ExitStack() as held:
+                base = self._tree_of(name, index, snap, held)
+                copied = mirror(tree, self.live(name), live_index.vouches(index, base))
         except safefs.Contended as exc:
             raise safefs.Contended(
                 f"volume {name!r}: {exc.message}; a container still writes to it (a "
@@ -350,6 +355,22 @@ class VolumeStore:
         self.indexes.save(self.index_path(name), index)
         return copied
 
+    def _tree_of(
+        self, name: str, index: LiveIndex | None, snap: Snapshot, held: contextlib.ExitStack
+    ) -> safefs.Folders | None:
+        """The tree of the snapshot ``index`` describes, opened, when it is not ``snap``
+        (for :func:`live_index.vouches`); an index of a snapshot that is gone vouches for
+        nothing."""
+        if index is None or index.snapshot == snap.uuid:
+            return None
+        found = next((s for s in self.snapshots(name) if s.uuid == index.snapshot), None)
+        if found is None:
+            index.entries.clear()
+            return None
+        folders = safefs.Folders(held.enter_context(safefs.opened(self.tree(name, found))))
+        held.callback(folders.close)
+        return folders
+
     def drop_snapshot(self, name: str, snap: Snapshot, *, later: bool = False) -> Path | None:
         """Delete one snapshot (renamed away first: it is never seen half-deleted; the
         trees kept as changes since it are built first). With ``later``, the renamed
@@ -358,9 +379,10 @@ class VolumeStore:
 
     def remove(self, name: str) -> None:
         self._require(name)
-        with self.lock(name, exclusive=True):
-            trash = self.root / f".removing-{name}-{os.getpid()}"
+        with self.lock(name, exclusive=True), snapshot_trees.building(self, name):
+            trash = self.root / f".removing-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.rename(self.folder(name), trash)
+            self.indexes.drop(self.index_path(name))
         safefs.rmtree(trash)
 
 

@@ -38,6 +38,8 @@ from dockyard.disk.volume_stream.format import (
 from dockyard.disk.volumes import Snapshot, VolumeStore, check_name, copy_tree
 from dockyard.errors import DockyardError
 
+MAX_STEPS = 1 << 22  # changes in an increment kept in memory while it is checked
+
 
 def receive(
     store: VolumeStore,
@@ -115,7 +117,10 @@ def _live_index(
     if live_is is None or header.base != live_is:
         return None
     index = store.indexes.load(store.index_path(name))
-    return index if index is not None and index.snapshot == live_is else None
+    if index is not None and index.snapshot != live_is:
+        store.indexes.save(store.index_path(name), index, later=True)  # (kept as it was)
+        return None
+    return index
 
 
 def _onto_live(
@@ -132,6 +137,11 @@ def _onto_live(
         received = 0
         with safefs.opened(scratch / DELTA) as delta:
             for record in reader.records():
+                if len(steps) >= MAX_STEPS:
+                    raise StreamError(
+                        f"the stream has more than {MAX_STEPS} changes: more than an increment "
+                        "applied in place takes (a full stream is applied to a scratch tree)"
+                    )
                 size = record.size if isinstance(record, FileRecord) else 0
                 try:
                     outcome.step(record.kind, record.path, size)
@@ -144,11 +154,11 @@ def _onto_live(
                     finally:
                         os.close(fd)
                     received += record.size
-                    step = Step("F", record.path, record.mode, data=len(steps))
+                    step = Step("F", record.path, record.mode & 0o777, data=len(steps))
                 elif isinstance(record, LinkRecord):
                     step = Step("L", record.path, target=record.target)
                 elif isinstance(record, DirRecord):
-                    step = Step("D", record.path, record.mode)
+                    step = Step("D", record.path, record.mode & 0o777)
                 else:
                     step = Step("X", record.path)
                 steps.append(step)
@@ -161,7 +171,7 @@ def _onto_live(
         safefs.rmtree(scratch)
         raise
     store.indexes.drop(store.index_path(name))  # (until it describes what the folder becomes)
-    touched: list[str] = []
+    noted = snapshot_delta.Noted(index)
     folder = store.snapshot_folder(name, snap)
     with safefs.opened(store.live(name)) as root, safefs.opened(folder / DELTA) as delta:
         snapshot_delta.apply(
@@ -170,8 +180,9 @@ def _onto_live(
             steps,
             snapshot_delta.copy_out,
             lambda mode: mode & 0o777,
-            snapshot_delta.note(index, touched),
+            noted,
         )
+    touched = noted.finish()
     # Nothing else writes the live folder now (the caller knows it untouched): once the
     # clock moved past the last change made here, an entry changed later gets another ctime.
     newest = max((index.entries[p][4] for p in touched), default=0)
