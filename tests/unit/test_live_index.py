@@ -13,7 +13,7 @@ from dockyard.disk import live_index, safefs, snapshot_delta
 from dockyard.disk.live_index import LiveIndex
 from dockyard.disk.volume_stream import StreamError, receive, send
 from dockyard.disk.volume_stream.format import DirRecord, FileRecord, Header, LinkRecord, Writer
-from dockyard.disk.volumes import VolumeStore
+from dockyard.disk.volumes import Snapshot, VolumeStore
 
 
 @pytest.fixture
@@ -158,6 +158,14 @@ def stream(store: VolumeStore, name: str, base: str | None, to: str) -> io.Bytes
     return out
 
 
+def one_file_on_b(tmp_path: Path) -> tuple[VolumeStore, Snapshot]:
+    """Node b's copy of a volume of one file made on a: its live folder is that snapshot."""
+    a, b = pair(tmp_path)
+    (a.ensure("v") / "f").write_text("x")
+    first = a.snapshot("v")
+    return b, receive(b, "v", stream(a, "v", None, str(first.id)), quiet=True)
+
+
 def test_an_increment_kept_as_changes_is_applied_to_a_live_folder_as_it_comes(
     tmp_path: Path,
 ) -> None:
@@ -226,11 +234,7 @@ def forged(base: str, records: list[object]) -> io.BytesIO:
 def test_an_increment_through_a_link_in_the_live_folder_is_refused_before_anything_changes(
     tmp_path: Path,
 ) -> None:
-    a, b = pair(tmp_path)
-    live = a.ensure("v")
-    (live / "f").write_text("x")
-    first = a.snapshot("v")
-    received = receive(b, "v", stream(a, "v", None, str(first.id)))
+    b, received = one_file_on_b(tmp_path)
     outside = tmp_path / "outside"
     outside.mkdir()
     (b.live("v") / "escape").symlink_to(outside)  # as a container could have left it
@@ -250,11 +254,7 @@ def test_an_increment_through_a_link_in_the_live_folder_is_refused_before_anythi
 
 
 def test_an_increment_with_a_bad_checksum_changes_nothing(tmp_path: Path) -> None:
-    a, b = pair(tmp_path)
-    live = a.ensure("v")
-    (live / "f").write_text("x")
-    first = a.snapshot("v")
-    received = receive(b, "v", stream(a, "v", None, str(first.id)))
+    b, received = one_file_on_b(tmp_path)
     before = content(b.live("v"))
     data = io.BytesIO()
     w = Writer(data)
@@ -334,11 +334,7 @@ def test_a_file_that_vanishes_while_a_snapshot_copies_is_recorded_gone(
 def test_a_folder_s_special_bits_in_an_increment_reach_neither_live_nor_tree(
     tmp_path: Path,
 ) -> None:
-    a, b = pair(tmp_path)
-    live = a.ensure("v")
-    (live / "f").write_text("x")
-    first = a.snapshot("v")
-    received = receive(b, "v", stream(a, "v", None, str(first.id)), quiet=True)
+    b, received = one_file_on_b(tmp_path)
     data = io.BytesIO()
     w = Writer(data)
     w.header(Header(snapshot="d" * 32, base=received.uuid, volume="v"))

@@ -4,10 +4,10 @@ what it keeps) and recorded as a holder in the volume's lease."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from dockyard.agent.background import Background
 from dockyard.agent.leases import LeaseAccess
 
 if TYPE_CHECKING:
@@ -28,25 +28,18 @@ class Replicator:
         self.peers = peers
         self.replicas = replicas  # other nodes that keep each published snapshot
         self.log = log
-        self.running: set[threading.Thread] = set()
-        self._lock = threading.Lock()
+        self.threads = Background()
 
     def later(self, name: str, snapshot: str, prefer: list[str]) -> None:
         """Send ``snapshot`` to :attr:`replicas` other nodes that are up, in the background:
         first to those in ``prefer`` (they kept the one before: they need the increment)."""
         if self.replicas <= 0:
             return
-        thread = threading.Thread(target=self._send, args=(name, snapshot, prefer), daemon=True)
-        with self._lock:
-            self.running.add(thread)
-        thread.start()
+        self.threads.start(lambda: self._send(name, snapshot, prefer))
 
     def wait(self, timeout: float) -> None:
         """Wait for the replications under way (for tests and a clean stop)."""
-        with self._lock:
-            threads = list(self.running)
-        for thread in threads:
-            thread.join(timeout)
+        self.threads.wait(timeout)
 
     def _send(self, name: str, snapshot: str, prefer: list[str]) -> None:
         try:
@@ -67,9 +60,6 @@ class Replicator:
                     self.log(f"replicating {name} to {node[:12]}: {exc}")
         except Exception as exc:
             self.log(f"replicating {name}: {exc}")
-        finally:
-            with self._lock:
-                self.running.discard(threading.current_thread())
 
 
 __all__ = ["Replicator"]

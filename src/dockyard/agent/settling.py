@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dockyard.agent.background import Background
 from dockyard.disk import safefs
 from dockyard.disk.volumes import VolumeStore
 
@@ -55,30 +56,15 @@ class Settler:
         self.records = records
         self.log = log
         self.busy = Busy()
-        self.running: set[threading.Thread] = set()
-        self._lock = threading.Lock()
+        self.threads = Background()
 
     def later(self, name: str) -> None:
         """:meth:`settle`, in the background."""
-
-        def run() -> None:
-            try:
-                self.settle(name)
-            finally:
-                with self._lock:
-                    self.running.discard(threading.current_thread())
-
-        thread = threading.Thread(target=run, daemon=True)
-        with self._lock:
-            self.running.add(thread)
-        thread.start()
+        self.threads.start(lambda: self.settle(name))
 
     def wait(self, timeout: float) -> None:
         """Wait for the work under way (for tests and a clean stop)."""
-        with self._lock:
-            threads = list(self.running)
-        for thread in threads:
-            thread.join(timeout)
+        self.threads.wait(timeout)
 
     def settle(self, name: str) -> None:
         try:

@@ -131,12 +131,9 @@ def scan(live: int, since: int) -> LiveIndex:
     try:
         while stack:
             rel = stack.pop()
-            try:
-                fd = folders.open(rel)
-            except OSError as exc:
-                if safefs.vanished(exc):
-                    continue
-                raise
+            fd = safefs.open_or_none(folders, rel)
+            if fd is None:
+                continue  # gone, or no longer a folder, since its parent was listed
             prefix = "/".join(rel) + "/" if rel else ""
             with os.scandir(fd) as listing:
                 for item in listing:
@@ -144,21 +141,14 @@ def scan(live: int, since: int) -> LiveIndex:
                         info = item.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue  # removed since it was listed
-                    kind = _KINDS.get(stat.S_IFMT(info.st_mode))
-                    if kind is None:
+                    status = status_of(info)
+                    if status is None:
                         continue  # devices, FIFOs and sockets are not kept
                     path = prefix + item.name
-                    entries[path] = (
-                        kind,
-                        info.st_ino,
-                        info.st_size,
-                        info.st_mtime_ns,
-                        info.st_ctime_ns,
-                        info.st_mode & 0o777,
-                    )
+                    entries[path] = status
                     if info.st_ctime_ns > newest:
                         newest = info.st_ctime_ns
-                    if kind == "d":
+                    if status[0] == "d":
                         stack.append((*rel, item.name))
                     elif info.st_ctime_ns >= since:
                         racy.add(path)

@@ -260,18 +260,16 @@ class VolumeStore:
         except BaseException:
             safefs.rmtree(staging)
             raise
-        snap = Snapshot(
-            number,
+        snap = self.adopt_snapshot(
+            name,
+            staging,
+            uuid.uuid4().hex,
             tag,
-            time.time(),
             files,
             total,
-            copied,
-            uuid.uuid4().hex,
             parent.uuid if parent is not None else "",
+            copied,
         )
-        (staging / "meta.json").write_text(json.dumps(asdict(snap)))
-        os.rename(staging, folder / str(number))
         if quiet:
             now.settled(self.folder(name))
         now.snapshot = snap.uuid
@@ -307,9 +305,8 @@ class VolumeStore:
         parent: str = "",
         copied: int | None = None,
     ) -> Snapshot:
-        """Give a received tree (``staging/tree``, or with ``parent`` the changes since that
-        snapshot) the next number, atomically. The caller holds the volume's exclusive
-        lock."""
+        """Give a tree (``staging/tree``, or with ``parent`` the changes since that snapshot)
+        the next number, atomically. The caller holds the volume's exclusive lock."""
         previous = self.snapshots(name)
         number = (previous[-1].id + 1) if previous else 1
         if tag is not None and any(s.tag == tag for s in previous):
