@@ -345,3 +345,22 @@ def test_a_hand_off_walks_the_volume_once_and_moves_only_what_changed(
         return {str(p.relative_to(tree)): p.read_bytes() for p in tree.rglob("*") if p.is_file()}
 
     assert tree_of(a) == tree_of(b) == expected
+
+
+def test_a_snapshot_being_sent_is_not_pruned(cluster: VolumeCluster) -> None:
+    a = cluster.volumes("node-a")
+    a.create("sent")
+    a.mount("sent", "m0")
+    write(cluster, "node-a", "sent", "n", "0")
+    a.unmount("sent", "m0")
+    cluster.settle()
+    oldest = a.store.snapshots("sent")[0]
+    with a.settler.busy.hold("sent", [oldest.uuid]):  # (as a send of it holds it)
+        for i in range(1, KEEP_SNAPSHOTS + 2):
+            a.mount("sent", f"m{i}")
+            write(cluster, "node-a", "sent", "n", str(i))
+            a.unmount("sent", f"m{i}")
+        cluster.settle()
+        assert oldest.uuid in [s.uuid for s in a.store.snapshots("sent")]
+    a.settle("sent")
+    assert len(a.store.snapshots("sent")) == KEEP_SNAPSHOTS
