@@ -87,9 +87,11 @@ class Settler:
         if not self.store.exists(name):
             return []
         trash = []
-        for snap in self.store.snapshots(name)[:-KEEP_SNAPSHOTS]:
-            if (name, snap.uuid) in self.busy:
-                continue  # (being sent: the next settle prunes it)
+        snaps = self.store.snapshots(name)
+        unbuilt = {s.parent for s in snaps if s.parent and not self.store.has_tree(name, s)}
+        for snap in snaps[:-KEEP_SNAPSHOTS]:
+            if (name, snap.uuid) in self.busy or snap.uuid in unbuilt:
+                continue  # (being sent, or a tree is yet to be built from it: next time)
             mark = self.store.snapshot_folder(name, snap) / "read"
             with contextlib.suppress(FileNotFoundError):
                 if time.time() - mark.stat().st_mtime < READ_GRACE:

@@ -202,6 +202,9 @@ class VolumeStore:
     def snapshot_folder(self, name: str, snap: Snapshot) -> Path:
         return self.folder(name) / "snapshots" / str(snap.id)
 
+    def has_tree(self, name: str, snap: Snapshot) -> bool:
+        return (self.snapshot_folder(name, snap) / TREE).is_dir()
+
     def tree(self, name: str, snap: Snapshot) -> Path:
         """The snapshot's full tree (built first if it is kept as changes)."""
         path = self.snapshot_folder(name, snap) / TREE
