@@ -223,11 +223,13 @@ def fits(gib: float) -> bool:
 
 
 def settled(root: Path, node: str, volume: str) -> bool:
-    """Whether every snapshot of the volume on that node has its tree (they are built in
-    the background after a hand-off)."""
+    """Whether every snapshot of the volume on that node has its tree and the old ones are
+    gone (both done in the background after a hand-off)."""
     snapshots = root / node / "volumes" / volume / "snapshots"
     return all(
-        (folder / "tree").is_dir() for folder in snapshots.iterdir() if folder.name.isdigit()
+        (folder / "tree").is_dir() if folder.name.isdigit() else not folder.name.startswith(".")
+        for folder in snapshots.iterdir()
+        if folder.name != ".build.lock"
     )
 
 

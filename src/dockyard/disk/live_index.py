@@ -300,23 +300,27 @@ def changes(old: LiveIndex, now: LiveIndex) -> Iterator[Change]:
     scanned: folders that are new (or new permissions), files and links that are new or not
     vouched for, and what is gone (only the topmost of a gone tree, and nothing below what
     is now a file or a link: replacing that removes it)."""
-    before, racy = old.entries, old.racy
-    for path, status in now.entries.items():
-        was = before.get(path)
-        if was == status and path not in racy:
-            continue  # (the loop runs once per entry of the volume: kept to this)
+    before = old.entries
+    # What differs, found by set operations on the two tables (at C speed: this runs once
+    # per entry of the volume), then taken shallowest first: a folder before what is in it.
+    differ = {path for path, _ in now.entries.items() - before.items()}
+    differ |= old.racy & now.entries.keys()
+    for path in sorted(differ, key=_depth):
+        status, was = now.entries[path], before.get(path)
         kind = status[0]
         if kind != "d":
             yield ("F" if kind == "f" else "L", path, status[5])
         elif was is None or was[0] != "d" or was[5] != status[5]:
             yield ("D", path, status[5])
     gone: set[str] = set()
-    for path in old.entries:
-        if path in now.entries:
-            continue
+    for path in sorted(before.keys() - now.entries.keys(), key=_depth):
         if not _covered(path, gone, now):
             yield ("X", path, 0)
         gone.add(path)
+
+
+def _depth(path: str) -> tuple[int, str]:
+    return path.count("/"), path
 
 
 def _covered(path: str, gone: set[str], now: LiveIndex) -> bool:
