@@ -6,6 +6,7 @@ volume is let go)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -59,8 +60,16 @@ class Settler:
         self.threads = Background()
 
     def later(self, name: str) -> None:
-        """:meth:`settle`, in the background."""
-        self.threads.start(lambda: self.settle(name))
+        """:meth:`settle`, in the background, at the lowest CPU priority: it starts as a
+        hand-off ends, beside the container that the hand-off was for, which must not wait
+        for it."""
+
+        def work() -> None:
+            with contextlib.suppress(OSError):  # (nice 19, this thread only)
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            self.settle(name)
+
+        self.threads.start(work)
 
     def wait(self, timeout: float) -> None:
         """Wait for the work under way (for tests and a clean stop)."""
