@@ -73,14 +73,19 @@ class LiveIndex:
         """Never trust the entries (but folders) whose ctime is not older than ``since``."""
         self.racy.update(p for p, s in self.entries.items() if s[0] != "d" and s[4] >= since)
 
-    def settled(self, folder: Path) -> None:
-        """Nothing wrote the folder while it was scanned: once the clock moved past the
-        newest change (:func:`after`), no entry is racy."""
-        newest = self.newest or max((s[4] for s in self.entries.values()), default=0)
-        self.racy.clear()
+    def settled(self, folder: Path, paths: list[str] | None = None) -> None:
+        """Nothing else wrote the live folder while these entries (all, or ``paths``) were
+        recorded: once the clock moved past the newest change (:func:`after`), an entry
+        changed later gets another ctime, so none of them is racy."""
+        chosen = list(self.entries) if paths is None else paths
+        newest = self.newest if paths is None and self.newest else 0
+        newest = newest or max((self.entries[p][4] for p in chosen), default=0)
+        self.racy.difference_update(chosen)
         now = after(folder, newest)
         if now <= newest:  # (a clock that did not move, or went back)
-            self.mark_racy(now)
+            self.racy.update(
+                p for p in chosen if self.entries[p][0] != "d" and self.entries[p][4] >= now
+            )
 
     def forget_under(self, path: str) -> None:
         """Drop ``path`` and everything below it."""
@@ -252,14 +257,21 @@ class Indexes:
         self._unsaved: set[Path] = set()
         self._lock = threading.Lock()
 
-    def load(self, path: Path) -> LiveIndex | None:
-        """The index, for the caller to change and save (it is no longer kept meanwhile)."""
+    def load(self, path: Path, of: str | None = None) -> LiveIndex | None:
+        """The index, for the caller to change and save (it is no longer kept meanwhile);
+        with ``of``, only if it describes that snapshot (else it stays as it was)."""
         with self._lock:
-            held = self._held.pop(path, None)
+            held = self._held.get(path)
+            if held is not None and held[0] != _identity(path):
+                held = None
+            if held is not None and of is not None and held[1].snapshot != of:
+                return None
+            self._held.pop(path, None)
             self._unsaved.discard(path)
-        if held is not None and held[0] == _identity(path):
+        if held is not None:
             return held[1]
-        return load(path)
+        index = load(path)
+        return None if index is None or (of is not None and index.snapshot != of) else index
 
     def save(self, path: Path, index: LiveIndex, *, later: bool = False) -> None:
         if not later:

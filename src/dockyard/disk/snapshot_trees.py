@@ -48,7 +48,7 @@ def drop(store: VolumeStore, name: str, snap: Snapshot, *, later: bool) -> Path 
 def _settle(store: VolumeStore, name: str, upto: Snapshot | None) -> None:
     snaps = store.snapshots(name)
     by_uuid = {s.uuid: s for s in snaps if s.uuid}
-    pending = [s for s in snaps if not (store.snapshot_folder(name, s) / TREE).is_dir()]
+    pending = [s for s in snaps if not store.has_tree(name, s)]
     if upto is not None:
         chain, at = [], next((s for s in pending if s.id == upto.id), None)
         while at is not None:

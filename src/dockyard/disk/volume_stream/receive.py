@@ -22,7 +22,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from dockyard.disk import live_index, safecopy, safefs, snapshot_delta
+from dockyard.disk import safecopy, safefs, snapshot_delta
 from dockyard.disk.live_index import LiveIndex
 from dockyard.disk.snapshot_delta import DELTA, Step
 from dockyard.disk.volume_stream.format import (
@@ -116,11 +116,7 @@ def _live_index(
     folder is known to be and the index describes that snapshot."""
     if live_is is None or header.base != live_is:
         return None
-    index = store.indexes.load(store.index_path(name))
-    if index is not None and index.snapshot != live_is:
-        store.indexes.save(store.index_path(name), index, later=True)  # (kept as it was)
-        return None
-    return index
+    return store.indexes.load(store.index_path(name), of=live_is)
 
 
 def _onto_live(
@@ -182,12 +178,7 @@ def _onto_live(
             lambda mode: mode & 0o777,
             noted,
         )
-    touched = noted.finish()
-    # Nothing else writes the live folder now (the caller knows it untouched): once the
-    # clock moved past the last change made here, an entry changed later gets another ctime.
-    newest = max((index.entries[p][4] for p in touched), default=0)
-    since = live_index.after(store.folder(name), newest)
-    index.racy.update(p for p in touched if index.entries[p][4] >= since)
+    index.settled(store.folder(name), noted.finish())  # (nothing else writes it now)
     index.snapshot = snap.uuid
     store.indexes.save(store.index_path(name), index, later=True)  # (see VolumeStore.settle)
     return snap
