@@ -185,9 +185,9 @@ def test_names_that_are_not_volume_names_are_refused(cluster: VolumeCluster) -> 
 def test_a_publish_that_cannot_reach_the_lease_store_is_made_later_and_keeps_the_writes(
     cluster: VolumeCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dockyard.agent import node_volumes
+    from dockyard.agent import publishing
 
-    monkeypatch.setattr(node_volumes, "PUBLISH_RETRY", 0.05)
+    monkeypatch.setattr(publishing, "PUBLISH_RETRY", 0.05)
     b = cluster.volumes("node-b")
     b.create("journal")
     b.mount("journal", "m1")

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from dockyard.agent.leases import Fenced, Lease, LeaseAccess, LeaseError, NoSuchVolume
+from dockyard.agent.leases import Lease, LeaseAccess, LeaseError, NoSuchVolume
+from dockyard.agent.publishing import Publisher
 from dockyard.agent.quietlog import to_stderr
 from dockyard.agent.replication import Replicator
 from dockyard.agent.settling import KEEP_SNAPSHOTS, Settler
@@ -45,10 +45,7 @@ from dockyard.disk import safefs
 from dockyard.disk.volumes import Snapshot, VolumeStore, check_name, mirror
 from dockyard.errors import AgentFailure
 
-PUBLISH_RETRY = 2.0  # seconds before the first try again to publish (the store was away)
-PUBLISH_RETRY_MAX = 60.0
 MOUNT_DEADLINE = 100.0  # seconds: a mount that took longer is refused (Docker waits 120)
-LATER = object()  # (a publish that waits for the lease store)
 
 
 class Peers(Protocol):
@@ -82,6 +79,7 @@ class NodeVolumes:
         self.records = Records(self.store)
         self.replicator = Replicator(self.node, self.leases, self.peers, self.replicas, self.log)
         self.settler = Settler(self.store, self.records, self.log)
+        self.publisher = Publisher(self.leases, self.records, self.replicator, self.log)
 
     # -- Docker's calls -----------------------------------------------------------------------
 
@@ -178,7 +176,7 @@ class NodeVolumes:
                     f"volume {name!r}: its snapshot could not be taken ({exc}); what was "
                     "written in this mount is not kept"
                 ) from None
-            published = self._publish(name, state, snap.uuid)
+            published = self.publisher.publish(name, state, snap.uuid)
         if published is not None:
             self.replicator.later(name, snap.uuid, state.get("holders") or [])
         self.settle_later(name)
@@ -199,60 +197,7 @@ class NodeVolumes:
 
     def resume(self) -> None:
         """Publish what an agent that stopped could not publish (at the agent's start)."""
-        for name in self.records.names():
-            state = self.records.state(name)
-            if state.get("unpublished"):
-                self._publish_later(name)
-
-    def _publish(self, name: str, state: dict[str, Any], snapshot: str) -> Lease | None:
-        """Publish ``snapshot`` under the state's epoch (the caller holds the volume's
-        lock); None when refused (a fenced node: its live folder is not trusted any more)
-        or when the lease store cannot be reached (then it is tried again, in the
-        background, until it answers)."""
-        lease = self._release(name, state, snapshot)
-        if lease is LATER:
-            self._publish_later(name)
-            return None
-        return lease  # type: ignore[return-value]
-
-    def _release(self, name: str, state: dict[str, Any], snapshot: str) -> Lease | object | None:
-        epoch = state["epoch"]
-        try:
-            lease = self.leases.release(name, epoch, snapshot)
-        except (Fenced, NoSuchVolume) as exc:
-            self.log(f"unmount of {name}: {exc}")
-            self.records.save(name, {**state, "mounts": [], "clean": None, "unpublished": None})
-            return None
-        except Exception as exc:  # (no manager's agent answers: still held by this node)
-            self.log(f"unmount of {name}: publishing later: {exc}")
-            self.records.save(name, {**state, "mounts": [], "clean": None, "unpublished": snapshot})
-            return LATER
-        self.records.save(name, {**state, "mounts": [], "clean": snapshot, "unpublished": None})
-        return lease
-
-    def _publish_later(self, name: str) -> None:
-        """Publish the snapshot the state names once the lease store answers again (tried
-        with a growing pause, for as long as it takes), unless the volume was mounted here
-        again meanwhile: it holds the lease still, and its next unmount publishes."""
-
-        def again() -> None:
-            wait = PUBLISH_RETRY
-            while True:
-                time.sleep(wait)
-                wait = min(wait * 2, PUBLISH_RETRY_MAX)
-                with self.records.lock(name):
-                    state = self.records.state(name)
-                    snapshot = state.get("unpublished")
-                    if not snapshot or state["mounts"]:
-                        return
-                    lease = self._release(name, state, snapshot)
-                if lease is None:
-                    return
-                if isinstance(lease, Lease):
-                    self.replicator.later(name, snapshot, state.get("holders") or [])
-                    return
-
-        threading.Thread(target=again, daemon=True).start()
+        self.publisher.resume()
 
     def mountpoint(self, name: str) -> str:
         return str(self.host_root / check_name(name) / "live")
