@@ -48,7 +48,13 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.agent.leases import Lease, config_name
-from dockyard.backends.swarm.agents import ENGINE_SOCKET_ENV, ROOT_ENV, deploy
+from dockyard.backends.swarm.agents import (
+    ENGINE_SOCKET_ENV,
+    MANAGER_SERVICE,
+    ROOT_ENV,
+    SERVICE,
+    deploy,
+)
 from dockyard.backends.swarm.runtime import NO_NEW_PRIVILEGES, SwarmRuntime
 from dockyard.testing.dockerd import NODE_ENGINE_SOCKET
 from dockyard.testing.images import BUSYBOX_IMAGE
@@ -58,23 +64,36 @@ MIB = 1024**2
 DOCKYARD = str(Path(sys.executable).parent / "dockyard")
 
 
-def docker_run(node: SwarmNode, volume: str, script: str) -> str:
+def docker_run(
+    node: SwarmNode, volume: str, script: str, stamps: dict[str, float] | None = None
+) -> str:
+    """Run ``script`` in a container on ``node`` with the volume at /data; ``stamps`` gets
+    the moments (the kernel's boot clock, as /proc/uptime) each engine call returned."""
     api = node.engine.client()
+    stamps = {} if stamps is None else stamps
     try:
         container = api.create_container(
             BUSYBOX_IMAGE,
             ["sh", "-c", script],
             host_config=api.create_host_config(binds=[f"{volume}:/data"], volume_driver="dockyard"),
         )["Id"]
+        stamps["created"] = boot_clock()
         api.start(container)
+        stamps["started"] = boot_clock()
         status = api.wait(container, timeout=3600)["StatusCode"]
+        stamps["exited"] = boot_clock()
         output = str(api.logs(container).decode())
         api.remove_container(container)
+        stamps["removed"] = boot_clock()
     finally:
         api.close()
     if status != 0:
         raise RuntimeError(f"a container on {node.name} failed: {output}")
     return output
+
+
+def boot_clock() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def lease(swarm: LocalSwarm, volume: str) -> Lease:
@@ -107,6 +126,27 @@ def sent_bytes(node: SwarmNode) -> int:
         if name.strip() == "eth0":
             return int(counters.split()[8])  # (8 receive counters, then bytes sent)
     raise RuntimeError(f"node {node.name} has no eth0")
+
+
+def agent_log(node: SwarmNode) -> str:
+    """What the node's agent has logged (its container's standard error)."""
+    api = node.engine.client()
+    try:
+        texts = []
+        for service in (SERVICE, MANAGER_SERVICE):
+            label = f"com.docker.swarm.service.name={service}"
+            for container in api.containers(filters={"label": label}):
+                texts.append(api.logs(container["Id"], stdout=False).decode(errors="replace"))
+        return "".join(texts)
+    finally:
+        api.close()
+
+
+def agent_seconds(node: SwarmNode, what: str, volume: str) -> float:
+    """The duration of the node's last ``mount`` or ``unmount`` of the volume, as its agent
+    logged it (NaN if it did not)."""
+    found = re.findall(rf"agent: {what} of {re.escape(volume)}: ([0-9.]+) s", agent_log(node))
+    return float(found[-1]) if found else float("nan")
 
 
 def uptime(output: str, mark: str) -> float:
@@ -152,23 +192,36 @@ def measure(
     old_node, new_node = a, node_named(swarm, record.holders[1])
     first_before, first_record = record.snapshot, record
     downtimes, sents = [], []
+    unmounts: list[float] = []  # (the agents' parts of each downtime)
+    mounts: list[float] = []
+    phases: list[tuple[float, ...]] = []  # (the engines' parts: see main)
     for turn in range(repeat):  # back and forth between the two nodes that keep it
         if turn:  # a planned move of a volume at rest: replicated, its trees built
             wait_for(lambda: len(lease(swarm, volume).holders) > 1, "the replica")
             for node_id in lease(swarm, volume).holders:
                 wait_for(lambda n=node_id: settled(root, n, volume), "the snapshots' trees")
+        os.sync()  # (and its bytes on the disk: see at_rest)
         sent_before = sent_bytes(old_node)
+        stamps: dict[str, float] = {}
         old = docker_run(
             old_node,
             volume,
             f"i=0; while [ $i -lt {touched} ]; do "
             f"dd if=/dev/urandom of=/data/f$((i * {files // touched} + {turn})) bs={file} "
             "count=1 2>/dev/null; i=$((i+1)); done; echo end $(cut -d' ' -f1 /proc/uptime)",
+            stamps,
         )
+        exited, removed = stamps["exited"], stamps["removed"]
         new = docker_run(
-            new_node, volume, "echo start $(cut -d' ' -f1 /proc/uptime); ls /data | wc -l"
+            new_node, volume, "echo start $(cut -d' ' -f1 /proc/uptime); ls /data | wc -l", stamps
         )
-        downtimes.append(uptime(new, "start") - uptime(old, "end"))
+        end, start = uptime(old, "end"), uptime(new, "start")
+        downtimes.append(start - end)
+        phases.append(
+            (exited - end, removed - exited, stamps["created"] - removed, start - stamps["created"])
+        )
+        unmounts.append(agent_seconds(old_node, "unmount", volume))
+        mounts.append(agent_seconds(new_node, "mount", volume))
         wait_for(lambda: not lease(swarm, volume).held, "the new user's unmount")
         sents.append(sent_bytes(old_node) - sent_before)
         if int(new.split()[-1]) != files:
@@ -183,6 +236,11 @@ def measure(
         "changed_bytes": touched * file,
         "downtime": statistics.median(downtimes),
         "downtimes": downtimes,
+        "unmount": statistics.median(unmounts),
+        "mount": statistics.median(mounts),
+        "unmounts": unmounts,
+        "mounts": mounts,
+        "phases": phases,
         "sent": statistics.median(sents),
         "rsync_seconds": rsync_seconds,
         "rsync_sent": rsync_sent,
@@ -273,6 +331,7 @@ def main() -> None:
         help="MiB rewritten at each move, whatever the size (instead of --changed)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="moves per size (the median)")
+    parser.add_argument("--agent-logs", type=Path, help="a folder to keep the agents' logs in")
     args = parser.parse_args()
     if shutil.which("rsync") is None:
         raise SystemExit("move.py needs rsync (apt-get install rsync) for its reference")
@@ -312,17 +371,34 @@ def main() -> None:
             finally:
                 remove(swarm, volume)
     finally:
+        if args.agent_logs is not None:
+            args.agent_logs.mkdir(parents=True, exist_ok=True)
+            for node in swarm.nodes:
+                (args.agent_logs / f"{node.name}.log").write_text(agent_log(node))
         swarm.down()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'size':>6} {'files':>7} {'changed':>9} {'downtime':>9} {'sent':>10}"
-          f" {'sent/changed':>13} {'rsync s':>8} {'rsync sent':>11}  each move")  # fmt: skip
+    print(f"\n{'size':>6} {'files':>7} {'changed':>9} {'downtime':>9} {'unmount':>8}"
+          f" {'mount':>7} {'sent':>10} {'sent/changed':>13} {'rsync s':>8}"
+          f" {'rsync sent':>11}")  # fmt: skip
     for r in results:
         print(
             f"{r['gib']:>4g} G {r['files']:>7} {r['changed_bytes'] / MIB:>7.1f} M "
-            f"{r['downtime']:>7.2f} s "
+            f"{r['downtime']:>7.2f} s {r['unmount']:>6.3f} s {r['mount']:>5.3f} s "
             f"{r['sent'] / MIB:>8.1f} M {r['sent'] / r['changed_bytes']:>12.2f}x "
-            f"{r['rsync_seconds']:>7.2f} {r['rsync_sent'] / MIB:>9.1f} M  "
-            + " ".join(f"{d:.2f}" for d in r["downtimes"])
+            f"{r['rsync_seconds']:>7.2f} {r['rsync_sent'] / MIB:>9.1f} M"
+        )
+    print("\neach move, in order: downtime (the old node's unmount + the new node's mount, as the")
+    print("agents logged them; the rest is the engines' stop and start of the containers)")
+    for r in results:
+        moves = zip(r["downtimes"], r["unmounts"], r["mounts"], strict=True)
+        print(f"{r['gib']:>4g} G  " + "  ".join(f"{d:.2f} ({u:.2f}+{m:.2f})" for d, u, m in moves))
+    print("\neach move's parts as the benchmark saw them: the old container's end to its")
+    print("engine's wait returning (its unmount inside), its removal, the new one's creation, its")
+    print("start to its first act (the mount inside)")
+    for r in results:
+        print(
+            f"{r['gib']:>4g} G  "
+            + "  ".join("/".join(f"{p:.2f}" for p in ps) for ps in r["phases"])
         )
     downtimes = [r["downtime"] for r in results]
     spread = max(downtimes) / min(downtimes) - 1 if min(downtimes) > 0 else float("inf")

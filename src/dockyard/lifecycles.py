@@ -235,6 +235,9 @@ class LeaseHold(enum.StrEnum):
 
     FREE = "free"  # no node has it mounted (its owner, if any, keeps the published snapshot)
     MOUNTED = "mounted"  # its owner has it mounted read-write
+    # Its owner's last mount ended; the owner takes the snapshot to publish (another node's
+    # mount waits for that, as for no other holder).
+    RELEASING = "releasing"
 
 
 class LeaseEvent(enum.StrEnum):
@@ -244,6 +247,8 @@ class LeaseEvent(enum.StrEnum):
     GIVEN_BACK = "given-back"  # its holder gives it back unchanged (a mount that failed)
     HANDED = "handed"  # moved to another node without a mount (the next epoch)
     SEEDED = "seeded"  # a new volume's first content
+    RELEASING = "releasing"  # its holder's last mount ended: it takes the snapshot to publish
+    TAKEN_BACK = "taken-back"  # its holder mounts it again before it published (its epoch)
 
 
 LEASE: Mapping[tuple[LeaseHold, LeaseEvent], LeaseHold] = {
@@ -253,11 +258,17 @@ LEASE: Mapping[tuple[LeaseHold, LeaseEvent], LeaseHold] = {
     (LeaseHold.MOUNTED, LeaseEvent.GIVEN_BACK): LeaseHold.FREE,
     (LeaseHold.FREE, LeaseEvent.HANDED): LeaseHold.FREE,
     (LeaseHold.FREE, LeaseEvent.SEEDED): LeaseHold.FREE,
+    (LeaseHold.MOUNTED, LeaseEvent.RELEASING): LeaseHold.RELEASING,
+    (LeaseHold.RELEASING, LeaseEvent.RELEASED): LeaseHold.FREE,
+    (LeaseHold.RELEASING, LeaseEvent.GIVEN_BACK): LeaseHold.FREE,
+    (LeaseHold.RELEASING, LeaseEvent.TAKEN_BACK): LeaseHold.MOUNTED,
+    (LeaseHold.RELEASING, LeaseEvent.TAKEN_OVER): LeaseHold.MOUNTED,
 }
-# Refused by the rules, never a transition: a mounted volume is taken by another node only
-# from a holder declared down, and is neither handed nor seeded; a free one has no holder
-# to take it over from, release it or give it back (a release under a stale epoch is
-# fenced). Who may do what (the owner, its epoch) the rules check beside the table.
+# Refused by the rules, never a transition: a mounted (or releasing) volume is taken by
+# another node only from a holder declared down, and is neither handed nor seeded; a free
+# one has no holder to take it over from, release it or give it back (a release under a
+# stale epoch is fenced); only a mounted one starts releasing, only a releasing one is taken
+# back. Who may do what (the owner, its epoch) the rules check beside the table.
 LEASE_IMPOSSIBLE = frozenset(
     {
         (LeaseHold.MOUNTED, LeaseEvent.TAKEN),
@@ -266,6 +277,13 @@ LEASE_IMPOSSIBLE = frozenset(
         (LeaseHold.FREE, LeaseEvent.TAKEN_OVER),
         (LeaseHold.FREE, LeaseEvent.RELEASED),
         (LeaseHold.FREE, LeaseEvent.GIVEN_BACK),
+        (LeaseHold.FREE, LeaseEvent.RELEASING),
+        (LeaseHold.FREE, LeaseEvent.TAKEN_BACK),
+        (LeaseHold.MOUNTED, LeaseEvent.TAKEN_BACK),
+        (LeaseHold.RELEASING, LeaseEvent.TAKEN),
+        (LeaseHold.RELEASING, LeaseEvent.HANDED),
+        (LeaseHold.RELEASING, LeaseEvent.SEEDED),
+        (LeaseHold.RELEASING, LeaseEvent.RELEASING),
     }
 )
 

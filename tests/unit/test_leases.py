@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dockyard.agent import leases
 from dockyard.agent.frames import MAX_FRAME, FrameError, FrameReader, FrameWriter
-from dockyard.agent.leases import Fenced, Held, Lease, LeaseError
+from dockyard.agent.leases import Fenced, Held, Lease, LeaseError, Releasing
 from dockyard.testing.fake_leases import MemoryLeases
 
 
@@ -40,6 +40,32 @@ def test_a_release_under_a_stale_epoch_is_fenced() -> None:
     assert (done.held, done.snapshot, done.holders) == (False, "s2", ("b",))
     with pytest.raises(Fenced):
         leases.released(done, "b", 5, "s3", 2.0)  # not held any more
+
+
+def test_a_releasing_lease_is_waited_for_taken_back_by_its_holder_or_taken_over() -> None:
+    held = Lease("v", epoch=2, owner="a", held=True, snapshot="s1", holders=("a", "b"))
+    with pytest.raises(Fenced):
+        leases.releasing(held, "a", 1)  # (an old epoch)
+    with pytest.raises(Fenced):
+        leases.releasing(held, "b", 2)  # (not its holder)
+    releasing = leases.releasing(held, "a", 2)
+    assert (releasing.held, releasing.releasing) == (True, True)
+    assert leases.releasing(releasing, "a", 2) == releasing  # (said again: unchanged)
+    with pytest.raises(Releasing, match="being released by node a"):
+        leases.taken(releasing, "b", owner_gone=False)
+    with pytest.raises(Held):  # (a planned hand-over waits for the publish too)
+        leases.handed(releasing, "b")
+    back = leases.taken(releasing, "a", owner_gone=False)  # (mounted there again)
+    assert (back.held, back.releasing, back.epoch) == (True, False, 2)
+    over = leases.taken(releasing, "b", owner_gone=True)
+    assert (over.owner, over.epoch, over.held, over.releasing) == ("b", 3, True, False)
+    done = leases.released(releasing, "a", 2, "s2", 1.0)
+    assert (done.held, done.releasing, done.snapshot) == (False, False, "s2")
+    given = leases.given_back(releasing, "a", 2)
+    assert (given.held, given.releasing, given.snapshot) == (False, False, "s1")
+    with pytest.raises(Fenced):
+        leases.releasing(done, "a", 2)  # (free: nothing to release)
+    assert Lease.from_json(releasing.to_json()) == releasing
 
 
 def test_holders_are_added_for_the_published_snapshot_only() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,7 @@ def test_a_mount_refuses_when_the_latest_snapshot_is_on_no_node_that_is_up(
         a.mount("only-here", "m")
         write(cluster, "node-a", "only-here", "f", "x")
         a.unmount("only-here", "m")
+        cluster.settle()  # (its snapshot taken and published)
         cluster.leases.down.add("node-a")
         with pytest.raises(Refused, match="none of which is up"):
             b.mount("only-here", "m2")
@@ -173,6 +175,7 @@ def test_old_snapshots_are_pruned(cluster: VolumeCluster) -> None:
         a.mount("busy", f"m{i}")
         write(cluster, "node-a", "busy", "n", str(i))
         a.unmount("busy", f"m{i}")
+        a.sealer.wait(30.0)  # (else the next mount takes the lease back first)
     cluster.settle()
     assert len(a.store.snapshots("busy")) == KEEP_SNAPSHOTS
 
@@ -210,18 +213,92 @@ def test_an_unmount_whose_snapshot_fails_gives_the_lease_back(
     cluster: VolumeCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a = cluster.volumes("node-a")
+    logged: list[str] = []
+    a.log = logged.append
     a.create("full")
     a.mount("full", "m")
+    write(cluster, "node-a", "full", "f", "kept")
+    a.unmount("full", "m")
+    cluster.settle()
+    a.mount("full", "m")
+    write(cluster, "node-a", "full", "f", "lost")
 
     def no_room(name: str, tag: str | None = None, **_: bool) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(a.store, "snapshot", no_room)
-    with pytest.raises(Refused, match="No space left on device"):
-        a.unmount("full", "m")
+    a.unmount("full", "m")  # (returns: the snapshot is taken after)
+    cluster.settle()
+    assert any("No space left on device" in line and "not kept" in line for line in logged)
     lease = cluster.leases.get("full")
     assert lease is not None and not lease.held  # others may mount it
-    cluster.volumes("node-b").mount("full", "m2")
+    b = cluster.volumes("node-b")
+    b.mount("full", "m2")
+    assert read(cluster, "node-b", "full", "f") == "kept"  # what was published before
+    b.unmount("full", "m2")
+
+
+def test_a_mount_elsewhere_waits_for_the_snapshot_an_unmount_left_to_take(
+    cluster: VolumeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = cluster.volumes("node-a"), cluster.volumes("node-b")
+    a.create("slow")
+    a.mount("slow", "m")
+    write(cluster, "node-a", "slow", "f", "written on a")
+    queued: list[object] = []
+    monkeypatch.setattr(a.sealer.threads, "start", queued.append)  # (taken when we say)
+    a.unmount("slow", "m")
+    lease = cluster.leases.get("slow")
+    assert lease is not None and lease.held and lease.releasing and lease.owner == "node-a"
+    with pytest.raises(Refused, match="waits to be published"):
+        a.forget("slow")
+    threading.Timer(0.3, queued[0]).start()  # type: ignore[arg-type]
+    b.mount("slow", "m2")  # (waits for node-a to publish, rather than being refused)
+    assert read(cluster, "node-b", "slow", "f") == "written on a"
+    b.unmount("slow", "m2")
+
+
+def test_a_mount_on_the_same_node_before_the_snapshot_takes_the_lease_back(
+    cluster: VolumeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = cluster.volumes("node-a")
+    a.create("again")
+    a.mount("again", "m1")
+    write(cluster, "node-a", "again", "f", "first")
+    epoch = cluster.leases.get("again").epoch  # type: ignore[union-attr]
+    queued: list[object] = []
+    monkeypatch.setattr(a.sealer.threads, "start", queued.append)
+    a.unmount("again", "m1")
+    a.mount("again", "m2")  # (a container restarted: before the snapshot was taken)
+    lease = cluster.leases.get("again")
+    assert lease is not None and (lease.held, lease.releasing, lease.epoch) == (True, False, epoch)
+    assert read(cluster, "node-a", "again", "f") == "first"  # the live folder as it was left
+    queued[0]()  # type: ignore[operator]
+    assert not lease.snapshot and cluster.leases.get("again").held  # type: ignore[union-attr]
+    monkeypatch.undo()
+    a.unmount("again", "m2")
+    cluster.settle()
+    published = cluster.leases.get("again")
+    assert published is not None and published.snapshot and not published.held
+
+
+def test_a_node_declared_down_while_releasing_is_taken_over_from_the_snapshot_before(
+    cluster: VolumeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = cluster.volumes("node-a"), cluster.volumes("node-b")
+    a.create("lost")
+    a.mount("lost", "m1")
+    write(cluster, "node-a", "lost", "f", "published")
+    a.unmount("lost", "m1")
+    cluster.settle()
+    a.mount("lost", "m2")
+    write(cluster, "node-a", "lost", "f", "never published")
+    monkeypatch.setattr(a.sealer.threads, "start", lambda work: None)  # (it went down first)
+    a.unmount("lost", "m2")
+    cluster.leases.down.add("node-a")
+    b.mount("lost", "m3")
+    assert read(cluster, "node-b", "lost", "f") == "published"
+    b.unmount("lost", "m3")
 
 
 def test_a_worker_declared_down_is_fenced_through_the_manager_s_agent_too(
@@ -360,7 +437,34 @@ def test_a_snapshot_being_sent_is_not_pruned(cluster: VolumeCluster) -> None:
             a.mount("sent", f"m{i}")
             write(cluster, "node-a", "sent", "n", str(i))
             a.unmount("sent", f"m{i}")
+            a.sealer.wait(30.0)  # (else the next mount takes the lease back first)
         cluster.settle()
         assert oldest.uuid in [s.uuid for s in a.store.snapshots("sent")]
     a.settle("sent")
     assert len(a.store.snapshots("sent")) == KEEP_SNAPSHOTS
+
+
+def test_each_hand_off_is_logged_with_its_parts_and_their_times(cluster: VolumeCluster) -> None:
+    a = cluster.volumes("node-a")
+    logged: list[str] = []
+    a.log = logged.append
+    a.create("timed")
+    a.mount("timed", "m1")
+    write(cluster, "node-a", "timed", "f", "x" * 100)
+    a.unmount("timed", "m1")
+    cluster.settle()
+    lease = cluster.leases.get("timed")
+    assert lease is not None
+    [other] = [n for n in NODES if n not in lease.holders]  # (neither the owner nor a replica)
+    cluster.volumes(other).log = logged.append
+    cluster.volumes(other).mount("timed", "m2")
+    assert logged[0].startswith("mount of timed: ")
+    assert "made empty in " in logged[0]  # (a new volume: nothing published yet)
+    assert logged[1].startswith("unmount of timed: ")
+    assert "its snapshot is taken and published in the background" in logged[1]
+    assert logged[2].startswith("snapshot of timed: ")
+    assert f"snapshot {lease.snapshot[:12]} of 1 files in " in logged[2]
+    assert "100 bytes copied; published in " in logged[2]
+    assert logged[3].startswith("mount of timed: ")
+    assert f"brought to snapshot {lease.snapshot[:12]} in " in logged[3]
+    cluster.volumes(other).unmount("timed", "m2")

@@ -1,8 +1,11 @@
 """Volume leases: which node may mount a volume read-write, under which epoch.
 
 At most one node holds a volume's lease at a time. A node takes it when the volume is first
-mounted there and gives it back at the last unmount, publishing the snapshot it left (the
-volume's content from then on); each take raises the epoch. A node that did not give the
+mounted there and gives it back after the last unmount, publishing the snapshot it left
+(the volume's content from then on); each take raises the epoch. Between the unmount and
+the publish the lease is *releasing* (:func:`releasing`): still held, but a mount on
+another node waits for it rather than being refused, and a mount on the holder takes it
+back under its epoch (:mod:`dockyard.agent.sealing`). A node that did not give the
 lease back can lose it in one way only: Swarm declares it ``down``, and another node takes
 the lease with the next epoch. When the old node comes back, everything it tries under its
 old epoch (publishing what its killed container wrote, say) is refused: it is *fenced*,
@@ -50,6 +53,11 @@ class Held(LeaseError):
     pass
 
 
+class Releasing(Held):
+    """Held by a node whose last mount ended and that takes the snapshot to publish: a
+    mount elsewhere waits for it (a moment), where it is refused for any other holder."""
+
+
 class Fenced(LeaseError):
     pass
 
@@ -68,6 +76,7 @@ class Lease:
     holders: tuple[str, ...] = ()  # the nodes that keep that snapshot
     published: float = 0.0
     incarnation: str = ""  # made anew with the record: a volume removed and made again
+    releasing: bool = False  # (held:) its owner takes the snapshot to publish (:func:`releasing`)
     version: int = field(default=0, compare=False)  # the store's, for the swap
 
     def to_json(self) -> dict[str, Any]:
@@ -86,6 +95,7 @@ class Lease:
             holders=tuple(str(h) for h in fields["holders"]),
             published=float(fields["published"]),
             incarnation=str(fields.get("incarnation", "")),
+            releasing=bool(fields.get("releasing", False)),
             version=int(fields.get("version", 0)),
         )
 
@@ -94,18 +104,31 @@ class Lease:
 
 
 def taken(lease: Lease, node: str, owner_gone: bool) -> Lease:
-    """``lease`` once ``node`` has taken it (unchanged when it holds it already); from a
-    holder that Swarm declared down (``owner_gone``) too."""
+    """``lease`` once ``node`` has taken it (unchanged when it holds it already; taken back,
+    under its epoch, when it was releasing it); from a holder that Swarm declared down
+    (``owner_gone``) too. A holder that is releasing it is waited for (:class:`Releasing`)."""
     if lease.held and lease.owner == node:
-        return lease
+        return _to(lease, LeaseEvent.TAKEN_BACK) if lease.releasing else lease
     if lease.held and not owner_gone:
+        if lease.releasing:
+            raise Releasing(
+                f"volume {lease.volume!r} is being released by node {lease.owner[:12]} (lease "
+                f"epoch {lease.epoch}), which takes the snapshot to publish"
+            )
         raise Held(
             f"volume {lease.volume!r} is mounted read-write on node {lease.owner[:12]} "
             f"(lease epoch {lease.epoch}); it can be mounted here once it is unmounted there "
             "(or once Swarm declares that node down)"
         )
     event = LeaseEvent.TAKEN_OVER if lease.held else LeaseEvent.TAKEN
-    return replace(lease, epoch=lease.epoch + 1, owner=node, held=_held(lease, event))
+    return replace(_to(lease, event), epoch=lease.epoch + 1, owner=node)
+
+
+def releasing(lease: Lease, node: str, epoch: int) -> Lease:
+    """``lease`` once ``node``, which holds it under ``epoch`` and whose last mount ended,
+    takes the snapshot it will publish (unchanged when that was said already)."""
+    _check_holder(lease, node, epoch)
+    return lease if lease.releasing else _to(lease, LeaseEvent.RELEASING)
 
 
 def released(lease: Lease, node: str, epoch: int, snapshot: str, now: float) -> Lease:
@@ -113,22 +136,27 @@ def released(lease: Lease, node: str, epoch: int, snapshot: str, now: float) -> 
     (unchanged when that was done already: a call tried again)."""
     if (lease.held, lease.owner, lease.epoch, lease.snapshot) == (False, node, epoch, snapshot):
         return lease
+    _check_holder(lease, node, epoch)
+    return replace(
+        _to(lease, LeaseEvent.RELEASED), snapshot=snapshot, holders=(node,), published=now
+    )
+
+
+def _check_holder(lease: Lease, node: str, epoch: int) -> None:
     if not lease.held or lease.owner != node or lease.epoch != epoch:
         raise Fenced(
             f"volume {lease.volume!r}: this node's lease (epoch {epoch}) is stale: the volume "
             f"is {'held' if lease.held else 'kept'} by node {lease.owner[:12]} under epoch "
             f"{lease.epoch}; what this node wrote is discarded"
         )
-    held = _held(lease, LeaseEvent.RELEASED)
-    return replace(lease, held=held, snapshot=snapshot, holders=(node,), published=now)
 
 
 def given_back(lease: Lease, node: str, epoch: int) -> Lease:
-    """``lease`` given back unchanged by ``node`` (a mount that failed, or whose mounts
-    were void): nothing is published. Unchanged when ``node`` does not hold it under
-    ``epoch`` any more."""
+    """``lease`` given back unchanged by ``node`` (a mount that failed, a snapshot that could
+    not be taken, or mounts that were void): nothing is published. Unchanged when ``node``
+    does not hold it under ``epoch`` any more."""
     if lease.held and lease.owner == node and lease.epoch == epoch:
-        return replace(lease, held=_held(lease, LeaseEvent.GIVEN_BACK))
+        return _to(lease, LeaseEvent.GIVEN_BACK)
     return lease
 
 
@@ -159,8 +187,9 @@ def seeded(lease: Lease, node: str, snapshot: str, now: float) -> Lease:
     """A new volume's first content, kept by ``node``: refused once the volume was used."""
     if lease.epoch or lease.held or lease.snapshot:
         raise LeaseError(f"volume {lease.volume!r} was used already: its seed is not copied in")
-    held = _held(lease, LeaseEvent.SEEDED)
-    return replace(lease, owner=node, snapshot=snapshot, holders=(node,), published=now, held=held)
+    return replace(
+        _to(lease, LeaseEvent.SEEDED), owner=node, snapshot=snapshot, holders=(node,), published=now
+    )
 
 
 def handed(lease: Lease, node: str) -> Lease:
@@ -174,13 +203,19 @@ def handed(lease: Lease, node: str) -> Lease:
         raise LeaseError(
             f"node {node[:12]} does not keep the latest snapshot of {lease.volume!r} yet"
         )
-    return replace(lease, epoch=lease.epoch + 1, owner=node, held=_held(lease, LeaseEvent.HANDED))
+    return replace(_to(lease, LeaseEvent.HANDED), epoch=lease.epoch + 1, owner=node)
 
 
-def _held(lease: Lease, event: LeaseEvent) -> bool:
-    """Whether ``lease`` is mounted once ``event`` happened to it, by the lease table."""
-    hold = LeaseHold.MOUNTED if lease.held else LeaseHold.FREE
-    return advance(LEASE, hold, event) is LeaseHold.MOUNTED
+def hold(lease: Lease) -> LeaseHold:
+    if not lease.held:
+        return LeaseHold.FREE
+    return LeaseHold.RELEASING if lease.releasing else LeaseHold.MOUNTED
+
+
+def _to(lease: Lease, event: LeaseEvent) -> Lease:
+    """``lease`` once ``event`` happened to it, as to mounting it, by the lease table."""
+    after = advance(LEASE, hold(lease), event)
+    return replace(lease, held=after is not LeaseHold.FREE, releasing=after is LeaseHold.RELEASING)
 
 
 # -- the store ------------------------------------------------------------------------------
@@ -217,6 +252,9 @@ class LeaseAccess(Protocol):
 
     def give_back(self, volume: str, epoch: int) -> Lease:
         """Give the lease back unchanged (a mount that failed)."""
+
+    def releasing(self, volume: str, epoch: int) -> Lease:
+        """This node's last mount ended: it takes the snapshot it will publish."""
 
     def release(self, volume: str, epoch: int, snapshot: str) -> Lease: ...
 
@@ -363,13 +401,16 @@ __all__ = [
     "LeaseError",
     "LeaseStore",
     "NoSuchVolume",
+    "Releasing",
     "SwarmLeases",
     "change",
     "config_name",
     "given_back",
     "handed",
+    "hold",
     "node_address",
     "released",
+    "releasing",
     "seeded",
     "taken",
     "with_holder",

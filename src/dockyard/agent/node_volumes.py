@@ -12,10 +12,11 @@ node's record (``node.json``) says it equals that snapshot and nothing mounted i
   else fetched from a node that keeps it, as an increment over the newest snapshot both
   have. Planned moves pre-copy first (:meth:`NodeVolumes.pull`), so that no full copy
   happens inside Docker's two-minute ``Mount``.
-- **Unmount** (the last on this node): snapshot the live folder and publish it with the
-  epoch the mount took; a node that was fenced meanwhile is refused, and its live folder
-  is no longer trusted. Then the snapshot is replicated to :attr:`replicas` other nodes,
-  in the background (the increment over what each has).
+- **Unmount** (the last on this node): mark the lease releasing and return; then, in the
+  background (:mod:`dockyard.agent.sealing`), snapshot the live folder and publish it with
+  the epoch the mount took (a node that was fenced meanwhile is refused, and its live
+  folder is no longer trusted), and replicate it to :attr:`replicas` other nodes (the
+  increment over what each has). A mount elsewhere waits for the publish.
 
 A hand-off costs what changed, not the volume: the unmount walks the live folder once
 (its index tells what changed, :mod:`dockyard.disk.live_index`) and copies only that; the
@@ -35,10 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from dockyard.agent.leases import Lease, LeaseAccess, LeaseError, NoSuchVolume
+from dockyard.agent.leases import Lease, LeaseAccess, LeaseError, NoSuchVolume, Releasing
 from dockyard.agent.publishing import Publisher
 from dockyard.agent.quietlog import to_stderr
 from dockyard.agent.replication import Replicator
+from dockyard.agent.sealing import Sealer, unpublished_writes
 from dockyard.agent.settling import KEEP_SNAPSHOTS, Settler
 from dockyard.agent.volume_records import Records, fresh_state
 from dockyard.disk import safefs
@@ -46,6 +48,7 @@ from dockyard.disk.volumes import Snapshot, VolumeStore, check_name, mirror
 from dockyard.errors import AgentFailure
 
 MOUNT_DEADLINE = 100.0  # seconds: a mount that took longer is refused (Docker waits 120)
+RELEASE_WAIT = 60.0  # seconds a mount waits for another node to publish what it releases
 
 
 class Peers(Protocol):
@@ -80,6 +83,15 @@ class NodeVolumes:
         self.replicator = Replicator(self.node, self.leases, self.peers, self.replicas, self.log)
         self.settler = Settler(self.store, self.records, self.log)
         self.publisher = Publisher(self.leases, self.records, self.replicator, self.log)
+        self.sealer = Sealer(
+            self.store,
+            self.records,
+            self.leases,
+            self.publisher,
+            self.replicator,
+            lambda name: self.settle_later(name),  # (as they are then: tests change them)
+            lambda text: self.log(text),
+        )
 
     # -- Docker's calls -----------------------------------------------------------------------
 
@@ -96,7 +108,8 @@ class NodeVolumes:
             state = self.records.state(name)
             if state["mounts"]:
                 self._refuse_if_taken_over(name, state)
-            lease, nodes = self.leases.take(name)
+            lease, nodes = self._take(name, began)
+            taken = time.monotonic()
             if state["mounts"] and lease.epoch == state["epoch"]:  # (it shares the lease)
                 if time.monotonic() - began > MOUNT_DEADLINE:  # (Docker gave up on it)
                     raise Refused(f"volume {name!r}: the mount waited too long; try again")
@@ -108,9 +121,10 @@ class NodeVolumes:
                 if state.get("incarnation") not in (None, lease.incarnation):
                     self.store.remove(name)  # a removed volume's copy, not this one's
                     state = fresh_state()
-                # Still held by this node under its epoch (its publish did not get
-                # through): the live folder is what it left, newer than the published one.
-                ours = bool(state["epoch"] == lease.epoch and state.get("unpublished"))
+                # Still held by this node under its epoch (its snapshot is yet to be taken,
+                # or its publish did not get through): the live folder is what it left,
+                # newer than the published one.
+                ours = state["epoch"] == lease.epoch and unpublished_writes(state)
                 if not ours and (
                     state.get("clean") != lease.snapshot or not self.store.exists(name)
                 ):
@@ -136,9 +150,31 @@ class NodeVolumes:
                     "holders": list(lease.holders),  # (they keep the snapshot before)
                 },
             )
+        done = time.monotonic()
+        if not brought:
+            how = "the live folder was the snapshot"
+        elif lease.snapshot:
+            how = f"brought to snapshot {lease.snapshot[:12]} in {done - taken:.3f} s"
+        else:
+            how = f"made empty in {done - taken:.3f} s"  # (nothing published yet)
+        self.log(f"mount of {name}: {done - began:.3f} s (lease {taken - began:.3f} s, {how})")
         if brought:
             self.settle_later(name)  # (a tree received as changes, the index, pruning)
         return self.mountpoint(name)
+
+    def _take(self, name: str, began: float) -> tuple[Lease, dict[str, str]]:
+        """The lease, once a node that is releasing it has published (a planned move's
+        mount comes a moment after the unmount elsewhere): waited for up to
+        :data:`RELEASE_WAIT` seconds."""
+        pause = 0.01
+        while True:
+            try:
+                return self.leases.take(name)
+            except Releasing:
+                if time.monotonic() - began > RELEASE_WAIT:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.25)
 
     def _refuse_if_taken_over(self, name: str, state: dict[str, Any]) -> None:
         """Refused while a container of an epoch another node took over may still write
@@ -165,21 +201,9 @@ class NodeVolumes:
             if state["mounts"]:
                 self.records.save(name, state)
                 return
-            epoch = state["epoch"]
-            try:
-                snap = self.store.snapshot(name, defer=True, quiet=True)  # (no mount left)
-            except OSError as exc:  # (a full disk): the lease goes back, the writes are lost
-                self.records.save(name, {**state, "clean": None})
-                with contextlib.suppress(Exception):
-                    self.leases.give_back(name, epoch)
-                raise Refused(
-                    f"volume {name!r}: its snapshot could not be taken ({exc}); what was "
-                    "written in this mount is not kept"
-                ) from None
-            published = self.publisher.publish(name, state, snap.uuid)
-        if published is not None:
-            self.replicator.later(name, snap.uuid, state.get("holders") or [])
-        self.settle_later(name)
+            problem = self.sealer.unmounted(name, state)  # (the snapshot: in the background)
+        if problem is not None:
+            raise Refused(problem)
 
     def void_mounts(self) -> None:
         """Forget the mounts this node recorded: the engine that made them is gone (Docker
@@ -196,7 +220,9 @@ class NodeVolumes:
                 self.records.save(name, {**state, "mounts": [], "clean": None})
 
     def resume(self) -> None:
-        """Publish what an agent that stopped could not publish (at the agent's start)."""
+        """Take the snapshots and publish what an agent that stopped could not (at the
+        agent's start)."""
+        self.sealer.resume()
         self.publisher.resume()
 
     def mountpoint(self, name: str) -> str:
@@ -213,7 +239,7 @@ class NodeVolumes:
         name = _checked(name)
         with self.records.lock(name):
             state = self.records.state(name)
-            if state["mounts"] or state.get("unpublished"):
+            if state["mounts"] or unpublished_writes(state):
                 raise Refused(
                     f"volume {name!r} is in use on this node (mounted, or what was written "
                     "here waits to be published): stop what uses it first"
@@ -272,7 +298,7 @@ class NodeVolumes:
             found = self._find(name, snapshot)
             if found is not None:
                 return found
-            idle = not state["mounts"] and not state.get("unpublished")  # (live/ is free)
+            idle = not state["mounts"] and not unpublished_writes(state)  # (live/ is free)
             if idle:
                 self.records.save(name, {**state, "clean": None})  # (until it is the new one)
             snap = self._fetch(name, snapshot, sources, live=idle, live_is=state.get("clean"))

@@ -21,6 +21,7 @@ import os
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -32,6 +33,7 @@ from dockyard.agent.node_volumes import NodeVolumes, Refused
 NAME = "dockyard"
 SOCKET_DIR = "/run/docker/plugins"
 MAX_BODY = 1 << 16
+SLOW_CALL = 0.25  # seconds: a call that took longer is logged (Mount and Unmount log each)
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 
 
@@ -68,12 +70,16 @@ class _Handler(BaseHTTPRequestHandler):
         if call is None:
             self._answer({"Err": f"no such call: {self.path}"}, 404)
             return
+        began = time.monotonic()
         try:
             self._answer({"Err": "", **call(self.server.volumes, body)})
         except (Refused, LeaseError) as exc:
             self._answer({"Err": str(exc)})
         except Exception as exc:  # (anything else, said to Docker rather than a hang-up)
             self._answer({"Err": f"dockyard agent: {type(exc).__name__}: {exc}"})
+        took = time.monotonic() - began
+        if took >= SLOW_CALL:
+            self.server.volumes.log(f"{self.path} of {body.get('Name')}: {took:.3f} s")
 
     def _answer(self, body: dict[str, Any], status: int = 200) -> None:
         data = json.dumps(body).encode()

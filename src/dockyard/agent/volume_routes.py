@@ -63,6 +63,9 @@ class LocalLeases:
     def give_back(self, volume: str, epoch: int) -> Lease:
         return self._change(volume, lambda lease: rules.given_back(lease, self.node, epoch))
 
+    def releasing(self, volume: str, epoch: int) -> Lease:
+        return self._change(volume, lambda lease: rules.releasing(lease, self.node, epoch))
+
     def release(self, volume: str, epoch: int, snapshot: str) -> Lease:
         now = self.clock()
         return self._change(
@@ -98,6 +101,7 @@ class LocalLeases:
 REFUSALS: dict[str, type[LeaseError]] = {
     "Fenced": rules.Fenced,
     "Held": rules.Held,
+    "Releasing": rules.Releasing,
     "NoSuchVolume": rules.NoSuchVolume,
 }
 
@@ -135,6 +139,10 @@ class RemoteLeases:
     def give_back(self, volume: str, epoch: int) -> Lease:
         body = {"volume": volume, "node": self.node, "epoch": epoch}
         return Lease.from_json(self._call("give_back", body)["lease"])
+
+    def releasing(self, volume: str, epoch: int) -> Lease:
+        body = {"volume": volume, "node": self.node, "epoch": epoch}
+        return Lease.from_json(self._call("releasing", body)["lease"])
 
     def release(self, volume: str, epoch: int, snapshot: str) -> Lease:
         body = {"volume": volume, "node": self.node, "epoch": epoch, "snapshot": snapshot}
@@ -298,6 +306,9 @@ ROUTES: dict[tuple[str, str], Callable[[NodeStore, dict[str, Any]], dict[str, An
     ("POST", "leases/take"): _lease_call(lambda s, b: _asker(s, b).take(_text(b, "volume"))[0]),
     ("POST", "leases/give_back"): _lease_call(
         lambda s, b: _asker(s, b).give_back(_text(b, "volume"), _number(b, "epoch"))
+    ),
+    ("POST", "leases/releasing"): _lease_call(
+        lambda s, b: _asker(s, b).releasing(_text(b, "volume"), _number(b, "epoch"))
     ),
     ("POST", "leases/release"): _lease_call(
         lambda s, b: _asker(s, b).release(

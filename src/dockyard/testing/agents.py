@@ -69,8 +69,11 @@ class VolumeCluster:
         return f"{self.leases.addresses[node]}:{self.port}"
 
     def settle(self) -> None:
-        """Wait for every replication under way, then for the snapshot trees each node
-        builds after a hand-off."""
+        """Wait for the snapshots the last unmounts take, then for every replication under
+        way, then for the snapshot trees each node builds after a hand-off."""
+        for server in self.servers.values():
+            if server.store.volumes is not None:
+                server.store.volumes.sealer.wait(30.0)
         for server in self.servers.values():
             if server.store.volumes is not None:
                 server.store.volumes.replicator.wait(30.0)
