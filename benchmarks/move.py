@@ -194,6 +194,7 @@ def measure(
     downtimes, sents = [], []
     unmounts: list[float] = []  # (the agents' parts of each downtime)
     mounts: list[float] = []
+    snapshots: list[float] = []  # (taken after the unmount returned: dockyard.agent.releasing)
     phases: list[tuple[float, ...]] = []  # (the engines' parts: see main)
     for turn in range(repeat):  # back and forth between the two nodes that keep it
         if turn:  # a planned move of a volume at rest: replicated, its trees built
@@ -221,6 +222,7 @@ def measure(
             (exited - end, removed - exited, stamps["created"] - removed, start - stamps["created"])
         )
         unmounts.append(agent_seconds(old_node, "unmount", volume))
+        snapshots.append(agent_seconds(old_node, "snapshot", volume))
         mounts.append(agent_seconds(new_node, "mount", volume))
         wait_for(lambda: not lease(swarm, volume).held, "the new user's unmount")
         sents.append(sent_bytes(old_node) - sent_before)
@@ -240,6 +242,7 @@ def measure(
         "mount": statistics.median(mounts),
         "unmounts": unmounts,
         "mounts": mounts,
+        "snapshots": snapshots,
         "phases": phases,
         "sent": statistics.median(sents),
         "rsync_seconds": rsync_seconds,
@@ -388,10 +391,14 @@ def main() -> None:
             f"{r['rsync_seconds']:>7.2f} {r['rsync_sent'] / MIB:>9.1f} M"
         )
     print("\neach move, in order: downtime (the old node's unmount + the new node's mount, as the")
-    print("agents logged them; the rest is the engines' stop and start of the containers)")
+    print("agents logged them; the rest is the engines' stop and start of the containers), and")
+    print("the old node's snapshot, taken after its unmount returned (the mount waits for it)")
     for r in results:
-        moves = zip(r["downtimes"], r["unmounts"], r["mounts"], strict=True)
-        print(f"{r['gib']:>4g} G  " + "  ".join(f"{d:.2f} ({u:.2f}+{m:.2f})" for d, u, m in moves))
+        moves = zip(r["downtimes"], r["unmounts"], r["mounts"], r["snapshots"], strict=True)
+        print(
+            f"{r['gib']:>4g} G  "
+            + "  ".join(f"{d:.2f} ({u:.2f}+{m:.2f}; {t:.2f})" for d, u, m, t in moves)
+        )
     print("\neach move's parts as the benchmark saw them: the old container's end to its")
     print("engine's wait returning (its unmount inside), its removal, the new one's creation, its")
     print("start to its first act (the mount inside)")

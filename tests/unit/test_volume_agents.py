@@ -175,7 +175,7 @@ def test_old_snapshots_are_pruned(cluster: VolumeCluster) -> None:
         a.mount("busy", f"m{i}")
         write(cluster, "node-a", "busy", "n", str(i))
         a.unmount("busy", f"m{i}")
-        a.sealer.wait(30.0)  # (else the next mount takes the lease back first)
+        a.releaser.wait(30.0)  # (else the next mount takes the lease back first)
     cluster.settle()
     assert len(a.store.snapshots("busy")) == KEEP_SNAPSHOTS
 
@@ -246,7 +246,7 @@ def test_a_mount_elsewhere_waits_for_the_snapshot_an_unmount_left_to_take(
     a.mount("slow", "m")
     write(cluster, "node-a", "slow", "f", "written on a")
     queued: list[object] = []
-    monkeypatch.setattr(a.sealer.threads, "start", queued.append)  # (taken when we say)
+    monkeypatch.setattr(a.releaser.threads, "start", queued.append)  # (taken when we say)
     a.unmount("slow", "m")
     lease = cluster.leases.get("slow")
     assert lease is not None and lease.held and lease.releasing and lease.owner == "node-a"
@@ -267,7 +267,7 @@ def test_a_mount_on_the_same_node_before_the_snapshot_takes_the_lease_back(
     write(cluster, "node-a", "again", "f", "first")
     epoch = cluster.leases.get("again").epoch  # type: ignore[union-attr]
     queued: list[object] = []
-    monkeypatch.setattr(a.sealer.threads, "start", queued.append)
+    monkeypatch.setattr(a.releaser.threads, "start", queued.append)
     a.unmount("again", "m1")
     a.mount("again", "m2")  # (a container restarted: before the snapshot was taken)
     lease = cluster.leases.get("again")
@@ -293,7 +293,7 @@ def test_a_node_declared_down_while_releasing_is_taken_over_from_the_snapshot_be
     cluster.settle()
     a.mount("lost", "m2")
     write(cluster, "node-a", "lost", "f", "never published")
-    monkeypatch.setattr(a.sealer.threads, "start", lambda work: None)  # (it went down first)
+    monkeypatch.setattr(a.releaser.threads, "start", lambda work: None)  # (it went down first)
     a.unmount("lost", "m2")
     cluster.leases.down.add("node-a")
     b.mount("lost", "m3")
@@ -437,7 +437,7 @@ def test_a_snapshot_being_sent_is_not_pruned(cluster: VolumeCluster) -> None:
             a.mount("sent", f"m{i}")
             write(cluster, "node-a", "sent", "n", str(i))
             a.unmount("sent", f"m{i}")
-            a.sealer.wait(30.0)  # (else the next mount takes the lease back first)
+            a.releaser.wait(30.0)  # (else the next mount takes the lease back first)
         cluster.settle()
         assert oldest.uuid in [s.uuid for s in a.store.snapshots("sent")]
     a.settle("sent")

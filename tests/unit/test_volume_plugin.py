@@ -102,7 +102,8 @@ def test_a_node_s_only_copy_of_the_latest_snapshot_is_not_forgotten(tmp_path: Pa
         volumes.create("solo")
         volumes.mount("solo", "m")
         volumes.unmount("solo", "m")
-        from dockyard.agent.node_volumes import Refused
+        cluster.settle()  # (its snapshot published: kept on this node alone)
+        from dockyard.agent.refused import Refused
 
         with pytest.raises(Refused, match="only copy"):
             volumes.forget("solo")

@@ -5,7 +5,7 @@ mounted there and gives it back after the last unmount, publishing the snapshot 
 (the volume's content from then on); each take raises the epoch. Between the unmount and
 the publish the lease is *releasing* (:func:`releasing`): still held, but a mount on
 another node waits for it rather than being refused, and a mount on the holder takes it
-back under its epoch (:mod:`dockyard.agent.sealing`). A node that did not give the
+back under its epoch (:mod:`dockyard.agent.releasing`). A node that did not give the
 lease back can lose it in one way only: Swarm declares it ``down``, and another node takes
 the lease with the next epoch. When the old node comes back, everything it tries under its
 old epoch (publishing what its killed container wrote, say) is refused: it is *fenced*,

@@ -13,7 +13,7 @@ node's record (``node.json``) says it equals that snapshot and nothing mounted i
   have. Planned moves pre-copy first (:meth:`NodeVolumes.pull`), so that no full copy
   happens inside Docker's two-minute ``Mount``.
 - **Unmount** (the last on this node): mark the lease releasing and return; then, in the
-  background (:mod:`dockyard.agent.sealing`), snapshot the live folder and publish it with
+  background (:mod:`dockyard.agent.releasing`), snapshot the live folder and publish it with
   the epoch the mount took (a node that was fenced meanwhile is refused, and its live
   folder is no longer trusted), and replicate it to :attr:`replicas` other nodes (the
   increment over what each has). A mount elsewhere waits for the publish.
@@ -34,38 +34,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
+from dockyard.agent.fetching import Fetcher, Peers
 from dockyard.agent.leases import Lease, LeaseAccess, LeaseError, NoSuchVolume, Releasing
 from dockyard.agent.publishing import Publisher
 from dockyard.agent.quietlog import to_stderr
+from dockyard.agent.refused import Refused
+from dockyard.agent.releasing import Releaser, unpublished_writes
 from dockyard.agent.replication import Replicator
-from dockyard.agent.sealing import Sealer, unpublished_writes
 from dockyard.agent.settling import KEEP_SNAPSHOTS, Settler
 from dockyard.agent.volume_records import Records, fresh_state
-from dockyard.disk import safefs
-from dockyard.disk.volumes import Snapshot, VolumeStore, check_name, mirror
-from dockyard.errors import AgentFailure
+from dockyard.disk.volumes import Snapshot, VolumeStore, check_name
 
 MOUNT_DEADLINE = 100.0  # seconds: a mount that took longer is refused (Docker waits 120)
 RELEASE_WAIT = 60.0  # seconds a mount waits for another node to publish what it releases
-
-
-class Peers(Protocol):
-    """The other nodes' agents: a snapshot stream from one of them."""
-
-    def open_send(
-        self, node: str, address: str, volume: str, snapshot: str, have: list[str]
-    ) -> contextlib.AbstractContextManager[BinaryIO]: ...
-
-    def pull(
-        self, node: str, address: str, volume: str, snapshot: str, sources: dict[str, str]
-    ) -> None:
-        """Ask that node to keep ``snapshot``, pulled from ``sources`` (replication)."""
-
-
-class Refused(AgentFailure):
-    """What Docker is told when a volume call cannot be done (the message says why)."""
 
 
 @dataclass
@@ -80,10 +63,11 @@ class NodeVolumes:
 
     def __post_init__(self) -> None:
         self.records = Records(self.store)
+        self.fetcher = Fetcher(self.node, self.store, self.peers)
         self.replicator = Replicator(self.node, self.leases, self.peers, self.replicas, self.log)
         self.settler = Settler(self.store, self.records, self.log)
         self.publisher = Publisher(self.leases, self.records, self.replicator, self.log)
-        self.sealer = Sealer(
+        self.releaser = Releaser(
             self.store,
             self.records,
             self.leases,
@@ -128,7 +112,8 @@ class NodeVolumes:
                 if not ours and (
                     state.get("clean") != lease.snapshot or not self.store.exists(name)
                 ):
-                    self._bring(name, lease, nodes, state)
+                    self.records.save(name, {**state, "clean": None})  # (until it is)
+                    self.fetcher.bring(name, lease, nodes, state.get("clean"))
                     brought = True
                 if time.monotonic() - began > MOUNT_DEADLINE:
                     raise Refused(
@@ -201,7 +186,7 @@ class NodeVolumes:
             if state["mounts"]:
                 self.records.save(name, state)
                 return
-            problem = self.sealer.unmounted(name, state)  # (the snapshot: in the background)
+            problem = self.releaser.unmounted(name, state)  # (the snapshot: in the background)
         if problem is not None:
             raise Refused(problem)
 
@@ -222,7 +207,7 @@ class NodeVolumes:
     def resume(self) -> None:
         """Take the snapshots and publish what an agent that stopped could not (at the
         agent's start)."""
-        self.sealer.resume()
+        self.releaser.resume()
         self.publisher.resume()
 
     def mountpoint(self, name: str) -> str:
@@ -263,9 +248,7 @@ class NodeVolumes:
 
     def have(self, name: str) -> list[Snapshot]:
         """The snapshots this node keeps of ``name``, oldest first."""
-        if not self.store.exists(_checked(name)):
-            return []
-        return [s for s in self.store.snapshots(name) if s.uuid]
+        return self.fetcher.have(_checked(name))
 
     def sender(self, name: str, snapshot: str, have: list[str]) -> Callable[[BinaryIO], object]:
         """What writes ``snapshot`` as a stream (the increment over the newest snapshot that
@@ -273,7 +256,7 @@ class NodeVolumes:
         from dockyard.disk.volume_stream import send
 
         name = _checked(name)
-        target = self._find(name, snapshot)
+        target = self.fetcher.find(name, snapshot)
         if target is None:
             raise Refused(f"this node does not keep snapshot {snapshot[:12]} of {name!r}")
         bases = [s for s in self.store.snapshots(name) if s.uuid in have and s.id < target.id]
@@ -295,13 +278,15 @@ class NodeVolumes:
         name = _checked(name)
         with self.records.lock(name):
             state = self.records.state(name)
-            found = self._find(name, snapshot)
+            found = self.fetcher.find(name, snapshot)
             if found is not None:
                 return found
             idle = not state["mounts"] and not unpublished_writes(state)  # (live/ is free)
             if idle:
                 self.records.save(name, {**state, "clean": None})  # (until it is the new one)
-            snap = self._fetch(name, snapshot, sources, live=idle, live_is=state.get("clean"))
+            snap = self.fetcher.fetch(
+                name, snapshot, sources, live=idle, live_is=state.get("clean")
+            )
             if idle:
                 self.records.save(name, {**state, "clean": snap.uuid})
         self.settle_later(name)
@@ -341,72 +326,6 @@ class NodeVolumes:
             return snap
 
     # -- inside -------------------------------------------------------------------------------
-
-    def _bring(self, name: str, lease: Lease, nodes: dict[str, str], state: dict[str, Any]) -> None:
-        """Make the live folder the published snapshot (fetched when this node lacks it: the
-        increment over what the live folder is, if it is one both nodes keep)."""
-        self.store.ensure(name)
-        clean = state.get("clean")
-        self.records.save(name, {**state, "clean": None})  # (until it is the published one)
-        if not lease.snapshot:
-            empty = self.store.scratch()
-            self.store.indexes.drop(self.store.index_path(name))
-            try:
-                mirror(empty, self.store.live(name))
-            finally:
-                safefs.rmtree(empty)
-            return
-        snap = self._find(name, lease.snapshot)
-        if snap is None:
-            sources = {h: nodes[h] for h in lease.holders if h in nodes and h != self.node}
-            if not sources:
-                raise Refused(
-                    f"volume {name!r}: its latest snapshot ({lease.snapshot[:12]}) is kept on "
-                    f"node(s) {', '.join(h[:12] for h in lease.holders)}, none of which is up"
-                )
-            self._fetch(name, lease.snapshot, sources, live_is=clean)  # (receiving makes it live)
-            return
-        self.store.rollback(name, snap, quiet=True)
-
-    def _fetch(
-        self,
-        name: str,
-        snapshot: str,
-        sources: dict[str, str],
-        live: bool = True,
-        live_is: str | None = None,
-    ) -> Snapshot:
-        from dockyard.disk.volume_stream import receive
-
-        if not sources:
-            raise Refused(
-                f"volume {name!r}: snapshot {snapshot[:12]} is kept on no node that is up"
-            )
-        problems = []
-        for node, address in sources.items():
-            try:
-                have = [s.uuid for s in self.have(name)]
-                with self.peers.open_send(node, address, name, snapshot, have) as inp:
-                    return receive(
-                        self.store,
-                        name,
-                        inp,
-                        live=live,
-                        expect=snapshot,
-                        live_is=live_is,
-                        quiet=True,  # (no container has it mounted here)
-                    )
-            except Exception as exc:  # (each source in turn; all their reasons are told)
-                problems.append(f"{node[:12]}: {exc}")
-        raise Refused(
-            f"volume {name!r}: snapshot {snapshot[:12]} could not be fetched: "
-            + "; ".join(problems)
-        )
-
-    def _find(self, name: str, snapshot: str) -> Snapshot | None:
-        if not self.store.exists(name):
-            return None
-        return next((s for s in self.store.snapshots(name) if s.uuid == snapshot), None)
 
     def settle_later(self, name: str) -> None:
         """Build the trees, write the index and prune, in the background."""

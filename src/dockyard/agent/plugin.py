@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.agent.leases import LeaseError
-from dockyard.agent.node_volumes import NodeVolumes, Refused
+from dockyard.agent.node_volumes import NodeVolumes
+from dockyard.agent.refused import Refused
 
 NAME = "dockyard"
 SOCKET_DIR = "/run/docker/plugins"

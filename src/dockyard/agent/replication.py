@@ -11,7 +11,7 @@ from dockyard.agent.background import Background
 from dockyard.agent.leases import LeaseAccess
 
 if TYPE_CHECKING:
-    from dockyard.agent.node_volumes import Peers
+    from dockyard.agent.fetching import Peers
 
 
 class Replicator:

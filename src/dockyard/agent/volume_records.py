@@ -4,8 +4,9 @@ node.json``), and the lock that one call on that volume holds at a time.
 The record says: the lease epoch this node's mounts hold (``epoch``), the mounts Docker made
 (``mounts``: their ids), whether the live folder is the published snapshot untouched
 (``clean``: its uuid), the volume's incarnation it belongs to, the nodes that kept the
-snapshot before (``holders``: replication goes to them first), and a snapshot that waits
-to be published (``unpublished``).
+snapshot before (``holders``: replication goes to them first), that the last unmount's
+snapshot is yet to be taken (``releasing``, :mod:`dockyard.agent.releasing`), and a
+snapshot that waits to be published (``unpublished``).
 """
 
 from __future__ import annotations

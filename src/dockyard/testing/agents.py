@@ -73,7 +73,7 @@ class VolumeCluster:
         way, then for the snapshot trees each node builds after a hand-off."""
         for server in self.servers.values():
             if server.store.volumes is not None:
-                server.store.volumes.sealer.wait(30.0)
+                server.store.volumes.releaser.wait(30.0)
         for server in self.servers.values():
             if server.store.volumes is not None:
                 server.store.volumes.replicator.wait(30.0)

@@ -13,7 +13,7 @@ first, and one that comes before the snapshot takes the lease back under its epo
 on with the live folder as it is (its own next unmount publishes). A snapshot that cannot
 be taken (a full disk) gives the lease back: the volume stays what was published before,
 as it would have for an unmount that failed. An agent that stops before it published takes
-the snapshot when it starts again (the record says ``sealing``). When the lease store does
+the snapshot when it starts again (the record says ``releasing``). When the lease store does
 not answer, the unmount takes the snapshot at once and publishes later
 (:mod:`dockyard.agent.publishing`)."""
 
@@ -33,7 +33,7 @@ from dockyard.agent.volume_records import Records
 from dockyard.disk.volumes import VolumeStore
 
 
-class Sealer:
+class Releaser:
     def __init__(
         self,
         store: VolumeStore,
@@ -59,44 +59,44 @@ class Sealer:
         background. Returns why the snapshot could not be taken, when it was taken at once
         (the lease store did not answer) and failed."""
         began = time.monotonic()
-        sealing = {**state, "mounts": [], "sealing": True}
+        releasing = {**state, "mounts": [], "releasing": True}
         try:
             self.leases.releasing(name, state["epoch"])
         except (Fenced, NoSuchVolume) as exc:  # (taken over meanwhile: nothing is kept)
             self.log(f"unmount of {name}: {exc}")
-            self.records.save(name, {**sealing, "sealing": None, "clean": None})
+            self.records.save(name, {**releasing, "releasing": None, "clean": None})
             return None
         except Exception as exc:  # (no manager's agent answers: still held by this node)
             self.log(f"unmount of {name}: taking its snapshot now ({exc})")
-            self.records.save(name, sealing)
-            return self._seal(name, sealing, began)
-        self.records.save(name, sealing)
+            self.records.save(name, releasing)
+            return self._release(name, releasing, began)
+        self.records.save(name, releasing)
         self.log(
             f"unmount of {name}: {time.monotonic() - began:.3f} s (its snapshot is taken and "
             "published in the background)"
         )
-        self.threads.start(lambda: self.seal(name))
+        self.threads.start(lambda: self.release(name))
         return None
 
-    def seal(self, name: str) -> None:
+    def release(self, name: str) -> None:
         """Take and publish the snapshot the record waits for, if it still does (a mount on
         this node since took the lease back)."""
         with self.records.lock(name):
-            self._seal(name, self.records.state(name), time.monotonic())
+            self._release(name, self.records.state(name), time.monotonic())
 
     def resume(self) -> None:
         """Take the snapshots an agent that stopped did not take (at the agent's start)."""
         for name in self.records.names():
-            if self.records.state(name).get("sealing"):
-                self.threads.start(functools.partial(self.seal, name))
+            if self.records.state(name).get("releasing"):
+                self.threads.start(functools.partial(self.release, name))
 
     def wait(self, timeout: float) -> None:
         self.threads.wait(timeout)
 
-    def _seal(self, name: str, state: dict[str, Any], began: float) -> str | None:
-        if not state.get("sealing") or state["mounts"]:
+    def _release(self, name: str, state: dict[str, Any], began: float) -> str | None:
+        if not state.get("releasing") or state["mounts"]:
             return None
-        done = {**state, "sealing": None}
+        done = {**state, "releasing": None}
         try:
             snap = self.store.snapshot(name, defer=True, quiet=True)  # (no mount left)
         except Exception as exc:  # (a full disk): the lease goes back, the writes are lost
@@ -126,7 +126,7 @@ class Sealer:
 def unpublished_writes(state: dict[str, Any]) -> bool:
     """Whether the live folder holds writes this node has not published yet (its snapshot
     is still to be taken, or waits for the lease store)."""
-    return bool(state.get("sealing") or state.get("unpublished"))
+    return bool(state.get("releasing") or state.get("unpublished"))
 
 
-__all__ = ["Sealer", "unpublished_writes"]
+__all__ = ["Releaser", "unpublished_writes"]
