@@ -468,3 +468,29 @@ def test_each_hand_off_is_logged_with_its_parts_and_their_times(cluster: VolumeC
     assert logged[3].startswith("mount of timed: ")
     assert f"brought to snapshot {lease.snapshot[:12]} in " in logged[3]
     cluster.volumes(other).unmount("timed", "m2")
+
+
+def test_settling_a_volume_asked_many_times_runs_one_thread_and_once_more_after(
+    cluster: VolumeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = cluster.volumes("node-a")
+    started, gate = threading.Event(), threading.Event()
+    settled: list[str] = []
+
+    def slow(name: str) -> None:
+        settled.append(name)
+        started.set()
+        gate.wait(10)
+
+    monkeypatch.setattr(a.settler, "settle", slow)
+    a.settler.later("v")
+    assert started.wait(10)
+    for _ in range(5):  # (asked while the first one works: settled once more, not five times)
+        a.settler.later("v")
+    assert len(a.settler.threads.running) == 1
+    gate.set()
+    a.settler.wait(10)
+    assert settled == ["v", "v"]
+    a.settler.later("v")  # (asked after: settled again)
+    a.settler.wait(10)
+    assert settled == ["v", "v", "v"]

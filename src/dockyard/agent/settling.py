@@ -58,16 +58,33 @@ class Settler:
         self.log = log
         self.busy = Busy()
         self.threads = Background()
+        self._asked: dict[str, bool] = {}  # volume: asked again while its thread works
+        self._lock = threading.Lock()
 
     def later(self, name: str) -> None:
         """:meth:`settle`, in the background, at the lowest CPU priority: it starts as a
         hand-off ends, beside the container that the hand-off was for, which must not wait
-        for it."""
+        for it. One thread a volume: asked again while it works, it settles once more after
+        (what was asked meanwhile is then settled too), however many times it was asked."""
+        with self._lock:
+            if name in self._asked:
+                self._asked[name] = True  # (again, once the one under way is done)
+                return
+            self._asked[name] = False
 
         def work() -> None:
             with contextlib.suppress(OSError):  # (nice 19, this thread only)
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-            self.settle(name)
+            try:
+                while True:
+                    self.settle(name)  # (which logs what fails)
+                    with self._lock:
+                        if not self._asked[name]:
+                            return
+                        self._asked[name] = False
+            finally:
+                with self._lock:
+                    del self._asked[name]
 
         self.threads.start(work)
 
