@@ -151,15 +151,14 @@ class NodeVolumes:
         """The lease, once a node that is releasing it has published (a planned move's
         mount comes a moment after the unmount elsewhere): waited for up to
         :data:`RELEASE_WAIT` seconds."""
-        pause = 0.01
         while True:
             try:
                 return self.leases.take(name)
             except Releasing:
-                if time.monotonic() - began > RELEASE_WAIT:
+                waited = time.monotonic() - began
+                if waited > RELEASE_WAIT:
                     raise
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.25)
+            time.sleep(0.01 if waited < 2.0 else 0.25)  # (a walk takes a moment, or long)
 
     def _refuse_if_taken_over(self, name: str, state: dict[str, Any]) -> None:
         """Refused while a container of an epoch another node took over may still write
