@@ -11,9 +11,12 @@ node agents:
 2. The old user runs on A: it rewrites 1% of the files, notes the time (the kernel's
    uptime, shared with the host) and exits. At once the new user starts on B and notes the
    time as its first act. **Downtime** = the new user's first act - the old user's last:
-   it holds the old mount's unmount (a snapshot of what changed, published), the new
-   mount (the lease taken, the increment fetched from A, the live folder brought to it)
-   and the engines' own container stop and start.
+   it holds the old mount's unmount (the lease marked releasing; the snapshot of what
+   changed is taken and published after it returns), the new mount (the lease taken once
+   published, the increment fetched from A, the live folder brought to it) and the
+   engines' own container stop, removal, creation and start. Each move's parts are shown:
+   the agents' (their logged unmount and mount, and the snapshot taken between) and the
+   engines' (as the engine calls returned).
 3. **Bytes sent** = what node A's network interface sent during the move, against the
    bytes the old user changed.
 4. **rsync**: the same change, from A's new snapshot to a copy of the one before it
@@ -23,12 +26,15 @@ Goals: downtime under 2 s, within 20% between the sizes; bytes sent within 1.1x 
 changed bytes. ``--changed-mib`` rewrites the same MiB at every size (1% of 16 GiB is 16
 times the bytes of 1% of 1 GiB: that part of the downtime grows with the size by design);
 ``--repeat`` moves the volume back and forth that many times and reports the median; each
-move after the first waits until the volume is at rest (replicated, and its snapshots'
-trees built in the background on both nodes: a hand-off leaves that work behind it, and
-moves back to back would measure it too).
+move waits until the volume is at rest (replicated, its snapshots' trees built in the
+background on both nodes, and its bytes on the disk: a hand-off leaves that work behind
+it, and moves back to back would measure it too). ``--together`` writes every size first
+and then moves them in rounds, one size after the other: the engines' own times drift
+over minutes on a busy machine (container creation took 0.03 s for a while and 0.4 s for
+another), and so each size's moves then share the same minutes.
 
     .venv/bin/python benchmarks/move.py [--sizes 1 4] [--changed 0.01] [--file-mib 1]
-    .venv/bin/python benchmarks/move.py --sizes 1 16 --changed-mib 10 --repeat 5
+    .venv/bin/python benchmarks/move.py --sizes 1 16 --changed-mib 10 --repeat 9 --together
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -164,90 +171,147 @@ def wait_for(check: Any, what: str, timeout: float = 1800) -> None:
         time.sleep(0.5)
 
 
-def measure(
-    swarm: LocalSwarm,
-    root: Path,
-    volume: str,
-    gib: float,
-    changed: float,
-    file_mib: int,
-    changed_mib: float | None = None,
-    repeat: int = 1,
-) -> dict[str, Any]:
-    file = file_mib * MIB
-    files = int(gib * 1024 / file_mib)
-    if changed_mib is not None:
-        touched = max(1, round(changed_mib / file_mib))
-    else:
-        touched = max(1, round(files * changed))
-    a = swarm.nodes[1]  # (workers: the manager keeps the leases)
-    docker_run(
-        a,
-        volume,
-        f"i=0; while [ $i -lt {files} ]; do "
-        f"dd if=/dev/urandom of=/data/f$i bs={file} count=1 2>/dev/null; i=$((i+1)); done",
-    )
-    wait_for(lambda: len(lease(swarm, volume).holders) > 1, "the replica")
-    record = lease(swarm, volume)
-    old_node, new_node = a, node_named(swarm, record.holders[1])
-    first_before, first_record = record.snapshot, record
-    downtimes, sents = [], []
-    unmounts: list[float] = []  # (the agents' parts of each downtime)
-    mounts: list[float] = []
-    snapshots: list[float] = []  # (taken after the unmount returned: dockyard.agent.releasing)
-    phases: list[tuple[float, ...]] = []  # (the engines' parts: see main)
-    for turn in range(repeat):  # back and forth between the two nodes that keep it
-        if turn:  # a planned move of a volume at rest: replicated, its trees built
-            wait_for(lambda: len(lease(swarm, volume).holders) > 1, "the replica")
-            for node_id in lease(swarm, volume).holders:
-                wait_for(lambda n=node_id: settled(root, n, volume), "the snapshots' trees")
-        os.sync()  # (and its bytes on the disk: see at_rest)
-        sent_before = sent_bytes(old_node)
+@dataclass
+class Moving:
+    """One volume moved back and forth between the two nodes that keep it (see the top)."""
+
+    swarm: LocalSwarm
+    root: Path
+    volume: str
+    gib: float
+    file_mib: int
+    touched: int  # files rewritten at each move
+    downtimes: list[float] = field(default_factory=list)
+    sents: list[float] = field(default_factory=list)
+    unmounts: list[float] = field(default_factory=list)  # (the agents' parts of each downtime)
+    mounts: list[float] = field(default_factory=list)
+    snapshots: list[float] = field(default_factory=list)  # (after the unmount returned)
+    phases: list[tuple[float, ...]] = field(default_factory=list)  # (the engines' parts)
+    rsync: tuple[float, int] = (0.0, 0)
+
+    @property
+    def files(self) -> int:
+        return int(self.gib * 1024 / self.file_mib)
+
+    def write(self) -> None:
+        """Write the volume on node A and wait for its replica (the pre-copy)."""
+        self.a = self.swarm.nodes[1]  # (workers: the manager keeps the leases)
+        docker_run(
+            self.a,
+            self.volume,
+            f"i=0; while [ $i -lt {self.files} ]; do dd if=/dev/urandom of=/data/f$i "
+            f"bs={self.file_mib * MIB} count=1 2>/dev/null; i=$((i+1)); done",
+        )
+        wait_for(lambda: len(lease(self.swarm, self.volume).holders) > 1, "the replica")
+        self.first = lease(self.swarm, self.volume)
+        self.old_node, self.new_node = self.a, node_named(self.swarm, self.first.holders[1])
+
+    def move(self, turn: int) -> None:
+        """Move it once (from the node that has it to the other one), once it is at rest:
+        replicated, its snapshots' trees built, its bytes on the disk."""
+        swarm, volume, files = self.swarm, self.volume, self.files
+        wait_for(lambda: len(lease(swarm, volume).holders) > 1, "the replica")
+        for node_id in lease(swarm, volume).holders:
+            wait_for(lambda n=node_id: settled(self.root, n, volume), "the snapshots' trees")
+        os.sync()
+        sent_before = sent_bytes(self.old_node)
         stamps: dict[str, float] = {}
         old = docker_run(
-            old_node,
+            self.old_node,
             volume,
-            f"i=0; while [ $i -lt {touched} ]; do "
-            f"dd if=/dev/urandom of=/data/f$((i * {files // touched} + {turn})) bs={file} "
-            "count=1 2>/dev/null; i=$((i+1)); done; echo end $(cut -d' ' -f1 /proc/uptime)",
+            f"i=0; while [ $i -lt {self.touched} ]; do "
+            f"dd if=/dev/urandom of=/data/f$((i * {files // self.touched} + {turn})) "
+            f"bs={self.file_mib * MIB} count=1 2>/dev/null; i=$((i+1)); done; "
+            "echo end $(cut -d' ' -f1 /proc/uptime)",
             stamps,
         )
         exited, removed = stamps["exited"], stamps["removed"]
         new = docker_run(
-            new_node, volume, "echo start $(cut -d' ' -f1 /proc/uptime); ls /data | wc -l", stamps
+            self.new_node,
+            volume,
+            "echo start $(cut -d' ' -f1 /proc/uptime); ls /data | wc -l",
+            stamps,
         )
         end, start = uptime(old, "end"), uptime(new, "start")
-        downtimes.append(start - end)
-        phases.append(
+        self.downtimes.append(start - end)
+        self.phases.append(
             (exited - end, removed - exited, stamps["created"] - removed, start - stamps["created"])
         )
-        unmounts.append(agent_seconds(old_node, "unmount", volume))
-        snapshots.append(agent_seconds(old_node, "snapshot", volume))
-        mounts.append(agent_seconds(new_node, "mount", volume))
+        self.unmounts.append(agent_seconds(self.old_node, "unmount", volume))
+        self.snapshots.append(agent_seconds(self.old_node, "snapshot", volume))
+        self.mounts.append(agent_seconds(self.new_node, "mount", volume))
         wait_for(lambda: not lease(swarm, volume).held, "the new user's unmount")
-        sents.append(sent_bytes(old_node) - sent_before)
+        self.sents.append(sent_bytes(self.old_node) - sent_before)
         if int(new.split()[-1]) != files:
             raise RuntimeError(f"the moved volume has {new.split()[-1]} files, not {files}")
-        old_node, new_node = new_node, old_node
+        self.old_node, self.new_node = self.new_node, self.old_node
         if turn == 0:
-            wait_for(lambda: settled(root, first_record.owner, volume), "the snapshot's tree")
-            rsync_seconds, rsync_sent = rsync_reference(root, a, volume, first_before, record)
-    return {
-        "gib": gib,
-        "files": files,
-        "changed_bytes": touched * file,
-        "downtime": statistics.median(downtimes),
-        "downtimes": downtimes,
-        "unmount": statistics.median(unmounts),
-        "mount": statistics.median(mounts),
-        "unmounts": unmounts,
-        "mounts": mounts,
-        "snapshots": snapshots,
-        "phases": phases,
-        "sent": statistics.median(sents),
-        "rsync_seconds": rsync_seconds,
-        "rsync_sent": rsync_sent,
-    }
+            wait_for(lambda: settled(self.root, self.first.owner, volume), "the snapshot's tree")
+            self.rsync = rsync_reference(self.root, volume, self.first)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "gib": self.gib,
+            "files": self.files,
+            "changed_bytes": self.touched * self.file_mib * MIB,
+            "downtime": statistics.median(self.downtimes),
+            "downtimes": self.downtimes,
+            "unmount": statistics.median(self.unmounts),
+            "mount": statistics.median(self.mounts),
+            "unmounts": self.unmounts,
+            "mounts": self.mounts,
+            "snapshots": self.snapshots,
+            "phases": self.phases,
+            "sent": statistics.median(self.sents),
+            "rsync_seconds": self.rsync[0],
+            "rsync_sent": self.rsync[1],
+        }
+
+
+def touched(args: argparse.Namespace, gib: float) -> int:
+    """Files rewritten at each move."""
+    if args.changed_mib is not None:
+        return max(1, round(args.changed_mib / args.file_mib))
+    return max(1, round(gib * 1024 / args.file_mib * args.changed))
+
+
+def move_in_turn(swarm: LocalSwarm, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each size in turn: written, moved ``--repeat`` times, removed."""
+    results = []
+    for gib in args.sizes:
+        if not fits(gib):
+            print(f"{gib:g} GiB: skipped, the disk cannot hold four copies of it")
+            continue
+        volume = f"move-{uuid.uuid4().hex[:8]}"
+        moving = Moving(swarm, root, volume, gib, args.file_mib, touched(args, gib))
+        try:
+            moving.write()
+            for turn in range(args.repeat):
+                moving.move(turn)
+            results.append(moving.result())
+        finally:
+            remove(swarm, volume)
+    return results
+
+
+def move_together(swarm: LocalSwarm, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every size written first, then moved one after the other, ``--repeat`` rounds."""
+    if not fits(sum(args.sizes)):
+        raise SystemExit(f"the disk cannot hold four copies of {sum(args.sizes):g} GiB")
+    movings = [
+        Moving(swarm, root, f"move-{uuid.uuid4().hex[:8]}", gib, args.file_mib, touched(args, gib))
+        for gib in args.sizes
+    ]
+    try:
+        for moving in movings:
+            moving.write()
+        for turn in range(args.repeat):
+            for moving in movings:
+                moving.move(turn)
+        return [moving.result() for moving in movings]
+    finally:
+        for moving in movings:
+            remove(swarm, moving.volume)
 
 
 def warm_up(swarm: LocalSwarm) -> None:
@@ -294,11 +358,10 @@ def settled(root: Path, node: str, volume: str) -> bool:
     )
 
 
-def rsync_reference(
-    root: Path, a: SwarmNode, volume: str, before: str, record: Lease
-) -> tuple[float, int]:
+def rsync_reference(root: Path, volume: str, record: Lease) -> tuple[float, int]:
     """rsync of the same change: from node A's newest snapshot of the volume to a copy (hard
-    links) of the one before it."""
+    links) of the one before it (``record``'s)."""
+    before = record.snapshot
     snapshots = root / record.owner / "volumes" / volume / "snapshots"
     trees = {}
     for folder in snapshots.iterdir():
@@ -335,6 +398,12 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="moves per size (the median)")
     parser.add_argument("--agent-logs", type=Path, help="a folder to keep the agents' logs in")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="write every size first, then move them in turn, size after size, move after "
+        "move (what drifts on the machine meanwhile is then the same for every size)",
+    )
     args = parser.parse_args()
     if shutil.which("rsync") is None:
         raise SystemExit("move.py needs rsync (apt-get install rsync) for its reference")
@@ -352,27 +421,7 @@ def main() -> None:
         finally:
             runtime.close()
         warm_up(swarm)
-        results = []
-        for gib in args.sizes:
-            if not fits(gib):
-                print(f"{gib:g} GiB: skipped, the disk cannot hold four copies of it")
-                continue
-            volume = f"move-{uuid.uuid4().hex[:8]}"
-            try:
-                results.append(
-                    measure(
-                        swarm,
-                        root,
-                        volume,
-                        gib,
-                        args.changed,
-                        args.file_mib,
-                        args.changed_mib,
-                        args.repeat,
-                    )
-                )
-            finally:
-                remove(swarm, volume)
+        results = (move_together if args.together else move_in_turn)(swarm, root, args)
     finally:
         if args.agent_logs is not None:
             args.agent_logs.mkdir(parents=True, exist_ok=True)

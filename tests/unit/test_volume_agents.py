@@ -494,3 +494,29 @@ def test_settling_a_volume_asked_many_times_runs_one_thread_and_once_more_after(
     a.settler.later("v")  # (asked after: settled again)
     a.settler.wait(10)
     assert settled == ["v", "v", "v"]
+
+
+def test_a_snapshot_is_on_the_disk_before_it_is_published_or_said_to_be_kept(
+    cluster: VolumeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = cluster.volumes("node-a"), cluster.volumes("node-b")
+    synced: list[tuple[str, bool]] = []  # (node, whether the lease named it then)
+
+    def recording(node: str, real):  # type: ignore[no-untyped-def]
+        def sync(name: str, snap) -> None:  # type: ignore[no-untyped-def]
+            lease = cluster.leases.get(name)
+            synced.append((node, lease is not None and snap.uuid in lease.snapshot))
+            real(name, snap)
+
+        return sync
+
+    monkeypatch.setattr(a.store, "sync", recording("node-a", a.store.sync))
+    monkeypatch.setattr(b.store, "sync", recording("node-b", b.store.sync))
+    a.create("durable")
+    a.mount("durable", "m")
+    write(cluster, "node-a", "durable", "f", "x")
+    a.unmount("durable", "m")
+    cluster.settle()
+    lease = cluster.leases.get("durable")
+    assert lease is not None and lease.snapshot and "node-b" in lease.holders
+    assert synced == [("node-a", False), ("node-b", True)]  # (the publish after the first)

@@ -286,6 +286,7 @@ class NodeVolumes:
             snap = self.fetcher.fetch(
                 name, snapshot, sources, live=idle, live_is=state.get("clean")
             )
+            self.store.sync(name, snap)  # (on the disk before this node says it keeps it)
             if idle:
                 self.records.save(name, {**state, "clean": snap.uuid})
         self.settle_later(name)
@@ -314,6 +315,7 @@ class NodeVolumes:
             self.store.ensure(name, tree)
             try:
                 snap = self.store.snapshot(name)
+                self.store.sync(name, snap)
                 lease = self.leases.seeded(name, snap.uuid)
             except BaseException:
                 self.store.remove(name)  # (so that seeding may be tried again)

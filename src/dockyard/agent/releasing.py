@@ -99,6 +99,7 @@ class Releaser:
         done = {**state, "releasing": None}
         try:
             snap = self.store.snapshot(name, defer=True, quiet=True)  # (no mount left)
+            self.store.sync(name, snap)  # (on the disk before the cluster counts on it)
         except Exception as exc:  # (a full disk): the lease goes back, the writes are lost
             self.records.save(name, {**done, "clean": None})
             with contextlib.suppress(Exception):

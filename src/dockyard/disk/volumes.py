@@ -46,7 +46,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from dockyard.disk import live_index, safefs, snapshot_delta, snapshot_trees
+from dockyard.disk import durable, live_index, safefs, snapshot_delta, snapshot_trees
 from dockyard.disk.live_index import LiveIndex
 from dockyard.disk.snapshot_delta import DELTA, TREE
 from dockyard.disk.volume_copy import copy_tree, mirror
@@ -211,6 +211,16 @@ class VolumeStore:
         if not path.is_dir():
             self.settle(name, snap)
         return path
+
+    def sync(self, name: str, snap: Snapshot) -> None:
+        """Put the snapshot on the disk (its files and folders): before it is published or
+        said to be kept here (:mod:`dockyard.disk.durable`); one kept as its changes is a
+        few files, synced without a walk."""
+        folder = self.snapshot_folder(name, snap)
+        if (folder / TREE).is_dir():
+            durable.sync_tree(folder)
+        else:
+            durable.sync_flat(folder, (DELTA,))
 
     def index_path(self, name: str) -> Path:
         return self.folder(name) / "live.index"

@@ -1,0 +1,64 @@
+"""Making what dockyard wrote durable before it tells others about it: a snapshot that a
+node publishes, or says it keeps, is on the disk first (its files, their folders, and the
+folder it was renamed into), so that a node that loses its power does not come back with
+a snapshot that the cluster counts on and that is empty or half there."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from dockyard.disk import safefs
+
+
+def sync_tree(path: Path) -> None:
+    """``fsync`` every file and folder under ``path`` (never through a link), then the
+    folder that holds it."""
+    with safefs.opened(path) as root:
+        for folder in safefs.walk(root):
+            for entry in folder.entries:
+                if stat.S_ISREG(entry.info.st_mode):
+                    _sync_at(folder.fd, entry.name)
+            os.fsync(folder.fd)
+    sync_folder(path.parent)
+
+
+def sync_flat(path: Path, folders: tuple[str, ...] = ()) -> None:
+    """``fsync`` the files in ``path`` and in its sub-folders named in ``folders`` (one
+    level each: a snapshot kept as its changes), the folders themselves, then the folder
+    that holds ``path``: no walk of a tree."""
+    with safefs.opened(path) as top:
+        for name in folders:
+            with safefs.opened(path / name) as fd:
+                for entry in safefs.entries(fd):
+                    if stat.S_ISREG(entry.info.st_mode):
+                        _sync_at(fd, entry.name)
+                os.fsync(fd)
+        for entry in safefs.entries(top):
+            if stat.S_ISREG(entry.info.st_mode):
+                _sync_at(top, entry.name)
+        os.fsync(top)
+    sync_folder(path.parent)
+
+
+def sync_folder(path: Path) -> None:
+    """``fsync`` a folder: the names made, renamed or removed in it are on the disk."""
+    with safefs.opened(path) as fd:
+        os.fsync(fd)
+
+
+def _sync_at(folder: int, name: str) -> None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+    except OSError as exc:
+        if safefs.vanished(exc):
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["sync_flat", "sync_folder", "sync_tree"]
