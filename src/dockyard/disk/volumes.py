@@ -122,7 +122,7 @@ class VolumeStore:
             safefs.rmtree(staging)  # another process created it first
         return self.live(name)
 
-    def _require(self, name: str) -> None:
+    def require(self, name: str) -> None:
         if not self.exists(name):
             raise UnknownReference(f"no volume {name!r} under {self.root}")
 
@@ -160,7 +160,7 @@ class VolumeStore:
         ]
 
     def inspect(self, name: str) -> VolumeInfo:
-        self._require(name)
+        self.require(name)
         meta = json.loads((self.folder(name) / "volume.json").read_text())
         files = size = 0
         with safefs.opened(self.live(name)) as live:
@@ -238,7 +238,7 @@ class VolumeStore:
         mounted), so once the clock moved past the newest change no entry is racy."""
         if tag is not None:
             check_tag(tag)
-        self._require(name)
+        self.require(name)
         previous = self.snapshots(name)
         if tag is not None and any(s.tag == tag for s in previous):
             raise PlanError(f"volume {name!r} already has a snapshot tagged {tag!r}")
@@ -340,46 +340,11 @@ class VolumeStore:
         return snap
 
     def rollback(self, name: str, snap: Snapshot, *, quiet: bool = False) -> int:
-        """Make the live volume equal to ``snap``; return the bytes copied back. ``quiet``:
-        nothing else writes the live folder meanwhile (what this copies is then vouched
-        for by the index, not only what it left alone)."""
-        self._require(name)
-        tree = self.tree(name, snap)
-        index = self.indexes.load(self.index_path(name))
-        self.indexes.drop(self.index_path(name))
-        since = live_index.marker(self.folder(name))
-        try:
-            with contextlib.ExitStack() as held:
-                base = self._tree_of(name, index, snap, held)
-                copied = mirror(tree, self.live(name), live_index.vouches(index, base))
-        except safefs.Contended as exc:
-            raise safefs.Contended(
-                f"volume {name!r}: {exc.message}; a container still writes to it (a "
-                "`keep: true` service?): stop it and try again"
-            ) from None
-        with safefs.opened(self.live(name)) as live:
-            index = live_index.scan(live, since)
-        if quiet:
-            index.settled(self.folder(name))
-        index.snapshot = snap.uuid
-        self.indexes.save(self.index_path(name), index)
-        return copied
+        """Make the live volume equal to ``snap``; return the bytes copied back
+        (:func:`dockyard.disk.volume_rollback.rollback`)."""
+        from dockyard.disk.volume_rollback import rollback
 
-    def _tree_of(
-        self, name: str, index: LiveIndex | None, snap: Snapshot, held: contextlib.ExitStack
-    ) -> safefs.Folders | None:
-        """The tree of the snapshot ``index`` describes, opened, when it is not ``snap``
-        (for :func:`live_index.vouches`); an index of a snapshot that is gone vouches for
-        nothing."""
-        if index is None or index.snapshot == snap.uuid:
-            return None
-        found = next((s for s in self.snapshots(name) if s.uuid == index.snapshot), None)
-        if found is None:
-            index.entries.clear()
-            return None
-        folders = safefs.Folders(held.enter_context(safefs.opened(self.tree(name, found))))
-        held.callback(folders.close)
-        return folders
+        return rollback(self, name, snap, quiet=quiet)
 
     def drop_snapshot(self, name: str, snap: Snapshot, *, later: bool = False) -> Path | None:
         """Delete one snapshot (renamed away first: it is never seen half-deleted; the
@@ -388,7 +353,7 @@ class VolumeStore:
         return snapshot_trees.drop(self, name, snap, later=later)
 
     def remove(self, name: str) -> None:
-        self._require(name)
+        self.require(name)
         with self.lock(name, exclusive=True), snapshot_trees.building(self, name):
             trash = self.root / f".removing-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.rename(self.folder(name), trash)
