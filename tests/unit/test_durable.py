@@ -56,3 +56,47 @@ def test_a_flat_folder_is_synced_with_its_named_sub_folders_one_level_deep(
     durable.sync_flat(snap, ("delta",))
     expected = {p.stat().st_ino for p in (snap, snap / "delta", snap / "changes.json")}
     assert expected | {(snap / "delta" / "0").stat().st_ino, tmp_path.stat().st_ino} == set(synced)
+
+
+def test_a_record_of_a_clean_live_folder_or_an_index_from_another_boot_is_not_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dockyard.agent.volume_records import Records
+    from dockyard.disk import live_index
+    from dockyard.disk.volumes import VolumeStore
+
+    store = VolumeStore(tmp_path / "volumes")
+    store.ensure("v")
+    records = Records(store)
+    records.save("v", {"epoch": 1, "mounts": [], "clean": "s1"})
+    index = live_index.LiveIndex("s1", {"f": ("f", 1, 2, 3, 4, 0o644)})
+    live_index.save(tmp_path / "live.index", index)
+    assert records.state("v")["clean"] == "s1"
+    assert live_index.load(tmp_path / "live.index") is not None
+    monkeypatch.setattr(durable, "BOOT", "another-start")  # (the machine started again)
+    assert records.state("v")["clean"] is None
+    assert live_index.load(tmp_path / "live.index") is None
+
+
+def test_a_snapshot_is_synced_with_the_parents_it_is_kept_as_changes_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dockyard.disk.volumes import SYNCED, VolumeStore
+
+    store = VolumeStore(tmp_path / "volumes")
+    store.ensure("v")
+    (store.live("v") / "f").write_text("1")
+    first = store.snapshot("v")  # (a tree)
+    (store.live("v") / "f").write_text("22")
+    second = store.snapshot("v", defer=True, quiet=True)  # (its changes)
+    (store.live("v") / "g").write_text("3")
+    third = store.snapshot("v", defer=True, quiet=True)
+    synced: list[str] = []
+    monkeypatch.setattr(durable, "sync_tree", lambda path: synced.append(f"tree {path.name}"))
+    monkeypatch.setattr(durable, "sync_flat", lambda path, _: synced.append(f"flat {path.name}"))
+    store.sync("v", third)
+    assert synced == [f"flat {third.id}", f"flat {second.id}", f"tree {first.id}"]
+    assert all((store.snapshot_folder("v", s) / SYNCED).exists() for s in (first, second, third))
+    synced.clear()
+    store.sync("v", third)
+    assert synced == []  # (each once)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -258,28 +259,79 @@ def test_a_mount_elsewhere_waits_for_the_snapshot_an_unmount_left_to_take(
     b.unmount("slow", "m2")
 
 
-def test_a_mount_on_the_same_node_before_the_snapshot_takes_the_lease_back(
+def test_a_mount_on_the_same_node_before_the_snapshot_publishes_what_was_written_first(
     cluster: VolumeCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a = cluster.volumes("node-a")
     a.create("again")
     a.mount("again", "m1")
     write(cluster, "node-a", "again", "f", "first")
-    epoch = cluster.leases.get("again").epoch  # type: ignore[union-attr]
     queued: list[object] = []
     monkeypatch.setattr(a.releaser.threads, "start", queued.append)
     a.unmount("again", "m1")
     a.mount("again", "m2")  # (a container restarted: before the snapshot was taken)
     lease = cluster.leases.get("again")
-    assert lease is not None and (lease.held, lease.releasing, lease.epoch) == (True, False, epoch)
-    assert read(cluster, "node-a", "again", "f") == "first"  # the live folder as it was left
-    queued[0]()  # type: ignore[operator]
-    assert not lease.snapshot and cluster.leases.get("again").held  # type: ignore[union-attr]
+    assert lease is not None and lease.held and not lease.releasing
+    assert lease.snapshot  # (what m1 wrote is published: an engine restart now loses only m2's)
+    assert read(cluster, "node-a", "again", "f") == "first"
+    write(cluster, "node-a", "again", "f", "second")
+    a.void_mounts()  # (the engine restarted: m2 is void)
     monkeypatch.undo()
-    a.unmount("again", "m2")
+    for work in queued:
+        work()  # type: ignore[operator]  (the release queued by m1's unmount: nothing left)
+    cluster.volumes("node-b").mount("again", "m3")
+    assert read(cluster, "node-b", "again", "f") == "first"
+
+
+def test_a_snapshot_that_fails_gives_the_lease_back_once_the_store_answers(
+    cluster: VolumeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dockyard.agent import releasing
+
+    monkeypatch.setattr(releasing, "GIVE_BACK_RETRY", 0.05)
+    a = cluster.volumes("node-b")  # (a worker: its leases through the manager)
+    a.create("stuck")
+    a.mount("stuck", "m")
+
+    def no_room(name: str, tag: str | None = None, **_: bool) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(a.store, "snapshot", no_room)
+    real_give_back, failures = a.leases.give_back, [2]
+
+    def flaky(volume: str, epoch: int):  # type: ignore[no-untyped-def]
+        if failures[0]:
+            failures[0] -= 1
+            raise ConnectionError("no manager answers")
+        return real_give_back(volume, epoch)
+
+    monkeypatch.setattr(a.leases, "give_back", flaky)
+    a.unmount("stuck", "m")
+    deadline = time.monotonic() + 10
+    while cluster.leases.get("stuck").held and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.02)
+    lease = cluster.leases.get("stuck")
+    assert lease is not None and not lease.held and failures == [0]
+    assert not a.records.state("stuck").get("releasing")
+
+
+def test_an_unmount_the_lease_store_does_not_answer_still_publishes_in_the_background(
+    cluster: VolumeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = cluster.volumes("node-b")  # (a worker: its leases through the manager)
+    a.create("away")
+    a.mount("away", "m")
+    write(cluster, "node-b", "away", "f", "kept")
+
+    def away(volume: str, epoch: int) -> None:
+        raise ConnectionError("no manager answers")
+
+    monkeypatch.setattr(a.leases, "releasing", away)
+    a.unmount("away", "m")  # (returns at once all the same)
+    assert a.records.state("away")["releasing"]  # (noted first: a restart takes it)
     cluster.settle()
-    published = cluster.leases.get("again")
-    assert published is not None and published.snapshot and not published.held
+    lease = cluster.leases.get("away")
+    assert lease is not None and lease.snapshot and not lease.held
 
 
 def test_a_node_declared_down_while_releasing_is_taken_over_from_the_snapshot_before(

@@ -90,6 +90,9 @@ class NodeVolumes:
         began = time.monotonic()
         with self.records.lock(name):
             state = self.records.state(name)
+            if state.get("releasing"):  # (a container here ended a moment ago)
+                self.releaser.release_locked(name, state)
+                state = self.records.state(name)
             if state["mounts"]:
                 self._refuse_if_taken_over(name, state)
             lease, nodes = self._take(name, began)
@@ -105,9 +108,8 @@ class NodeVolumes:
                 if state.get("incarnation") not in (None, lease.incarnation):
                     self.store.remove(name)  # a removed volume's copy, not this one's
                     state = fresh_state()
-                # Still held by this node under its epoch (its snapshot is yet to be taken,
-                # or its publish did not get through): the live folder is what it left,
-                # newer than the published one.
+                # Still held by this node under its epoch (its publish did not get
+                # through): the live folder is what it left, newer than the published one.
                 ours = state["epoch"] == lease.epoch and unpublished_writes(state)
                 if not ours and (
                     state.get("clean") != lease.snapshot or not self.store.exists(name)
@@ -158,7 +160,7 @@ class NodeVolumes:
                 waited = time.monotonic() - began
                 if waited > RELEASE_WAIT:
                     raise
-            time.sleep(0.01 if waited < 2.0 else 0.25)  # (a walk takes a moment, or long)
+            time.sleep(0.025 if waited < 2.0 else 0.25)  # (a walk takes a moment, or long)
 
     def _refuse_if_taken_over(self, name: str, state: dict[str, Any]) -> None:
         """Refused while a container of an epoch another node took over may still write
@@ -185,9 +187,7 @@ class NodeVolumes:
             if state["mounts"]:
                 self.records.save(name, state)
                 return
-            problem = self.releaser.unmounted(name, state)  # (the snapshot: in the background)
-        if problem is not None:
-            raise Refused(problem)
+            self.releaser.unmounted(name, state)  # (the snapshot: in the background)
 
     def void_mounts(self) -> None:
         """Forget the mounts this node recorded: the engine that made them is gone (Docker

@@ -17,7 +17,7 @@ from dockyard.agent.replication import Replicator
 from dockyard.agent.volume_records import Records
 
 PUBLISH_RETRY = 2.0  # seconds before the first try again to publish (the store was away)
-PUBLISH_RETRY_MAX = 60.0
+PUBLISH_RETRY_MAX = 10.0  # (a mount elsewhere may wait for it: RELEASE_WAIT)
 LATER = object()  # (a publish that waits for the lease store)
 
 

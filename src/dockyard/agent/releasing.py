@@ -9,17 +9,18 @@ elsewhere waits for it rather than being refused) and returns; a thread of its o
 snapshot and publishes it, while the engines stop one container and start the next.
 
 Nothing writes the live folder meanwhile: a mount on this node takes the volume's lock
-first, and one that comes before the snapshot takes the lease back under its epoch and goes
-on with the live folder as it is (its own next unmount publishes). A snapshot that cannot
-be taken (a full disk) gives the lease back: the volume stays what was published before,
-as it would have for an unmount that failed. An agent that stops before it published takes
-the snapshot when it starts again (the record says ``releasing``). When the lease store does
-not answer, the unmount takes the snapshot at once and publishes later
-(:mod:`dockyard.agent.publishing`)."""
+first, and one that comes before the snapshot takes it itself, then goes on (what the
+container before it wrote is published all the same). The record says ``releasing`` before
+the lease does, so that an agent that stops before it published takes the snapshot when it
+starts again. A snapshot that cannot be taken (a full disk) gives the lease back: the
+volume stays what was published before, as for an unmount that failed (the agent's log says
+so; a lease store that does not answer then is tried again until it does). When the lease
+store does not answer the unmount, the lease is not marked releasing (mounts elsewhere are
+refused, as for any holder), the snapshot is still taken in the background, and the publish
+is tried until it gets through (:mod:`dockyard.agent.publishing`)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from dockyard.agent.publishing import Publisher
 from dockyard.agent.replication import Replicator
 from dockyard.agent.volume_records import Records
 from dockyard.disk.volumes import VolumeStore
+
+GIVE_BACK_RETRY = 2.0  # seconds before a lease that could not be given back is tried again
 
 
 class Releaser:
@@ -53,63 +56,55 @@ class Releaser:
         self.log = log
         self.threads = Background()
 
-    def unmounted(self, name: str, state: dict[str, Any]) -> str | None:
+    def unmounted(self, name: str, state: dict[str, Any]) -> None:
         """The volume's last mount on this node ended (the caller holds its lock; ``state``
-        has no mounts left): mark the lease releasing and take the snapshot in the
-        background. Returns why the snapshot could not be taken, when it was taken at once
-        (the lease store did not answer) and failed."""
+        has no mounts left): note that its snapshot is to be taken (first: an agent that
+        stops after this takes it when it starts), mark the lease releasing, and take the
+        snapshot in the background."""
         began = time.monotonic()
-        releasing = {**state, "mounts": [], "releasing": True}
+        self.records.save(name, {**state, "mounts": [], "releasing": True})
         try:
             self.leases.releasing(name, state["epoch"])
         except (Fenced, NoSuchVolume) as exc:  # (taken over meanwhile: nothing is kept)
             self.log(f"unmount of {name}: {exc}")
-            self.records.save(name, {**releasing, "releasing": None, "clean": None})
-            return None
-        except Exception as exc:  # (no manager's agent answers: still held by this node)
-            self.log(f"unmount of {name}: taking its snapshot now ({exc})")
-            self.records.save(name, releasing)
-            return self._release(name, releasing, began)
-        self.records.save(name, releasing)
+            self.records.save(name, {**state, "mounts": [], "releasing": None, "clean": None})
+            return
+        except Exception as exc:  # (no manager's agent answers: still held by this node, and
+            # mounts elsewhere are refused, not kept waiting; the publish is tried until it
+            # gets through, :mod:`dockyard.agent.publishing`)
+            self.log(f"unmount of {name}: the lease is not marked releasing ({exc})")
         self.log(
             f"unmount of {name}: {time.monotonic() - began:.3f} s (its snapshot is taken and "
             "published in the background)"
         )
-        self.threads.start(lambda: self.release(name))
-        return None
+        self.threads.start(functools.partial(self.release, name))
 
     def release(self, name: str) -> None:
-        """Take and publish the snapshot the record waits for, if it still does (a mount on
-        this node since took the lease back)."""
-        with self.records.lock(name):
-            self._release(name, self.records.state(name), time.monotonic())
+        """Take and publish the snapshot the record waits for, if it still does."""
+        try:
+            with self.records.lock(name):
+                self.release_locked(name, self.records.state(name))
+        except Exception as exc:  # (a thread of its own: nobody else would say it)
+            self.log(f"releasing {name}: {type(exc).__name__}: {exc}")
 
-    def resume(self) -> None:
-        """Take the snapshots an agent that stopped did not take (at the agent's start)."""
-        for name in self.records.names():
-            if self.records.state(name).get("releasing"):
-                self.threads.start(functools.partial(self.release, name))
-
-    def wait(self, timeout: float) -> None:
-        self.threads.wait(timeout)
-
-    def _release(self, name: str, state: dict[str, Any], began: float) -> str | None:
+    def release_locked(self, name: str, state: dict[str, Any]) -> None:
+        """:meth:`release`, by a caller that holds the volume's lock (a mount on this node
+        that comes first takes the snapshot itself, so that what the container before it
+        wrote is published, as it would have been had the mount come later)."""
         if not state.get("releasing") or state["mounts"]:
-            return None
+            return
+        began = time.monotonic()
         done = {**state, "releasing": None}
         try:
             snap = self.store.snapshot(name, defer=True, quiet=True)  # (no mount left)
             self.store.sync(name, snap)  # (on the disk before the cluster counts on it)
         except Exception as exc:  # (a full disk): the lease goes back, the writes are lost
-            self.records.save(name, {**done, "clean": None})
-            with contextlib.suppress(Exception):
-                self.leases.give_back(name, state["epoch"])
-            problem = (
+            self.log(
                 f"volume {name!r}: its snapshot could not be taken ({exc}); what was "
                 "written in its last mount on this node is not kept"
             )
-            self.log(problem)
-            return problem
+            self._give_back(name, done)
+            return
         taken = time.monotonic()
         published = self.publisher.publish(name, done, snap.uuid)
         ended = time.monotonic()
@@ -121,7 +116,34 @@ class Releaser:
         if published is not None:
             self.replicator.later(name, snap.uuid, state.get("holders") or [])
         self.settle_later(name)
-        return None
+
+    def _give_back(self, name: str, done: dict[str, Any]) -> None:
+        """Give the lease back unpublished, then say so in the record; a lease store that
+        does not answer is tried again (the record still says releasing meanwhile, so that
+        a restarted agent tries too), until it answers."""
+        try:
+            self.leases.give_back(name, done["epoch"])
+        except Exception as exc:
+            self.log(f"releasing {name}: the lease could not be given back ({exc}): again later")
+            self.threads.start(functools.partial(self._give_back_later, name))
+            return
+        self.records.save(name, {**done, "clean": None})
+
+    def _give_back_later(self, name: str) -> None:
+        time.sleep(GIVE_BACK_RETRY)
+        with self.records.lock(name):
+            state = self.records.state(name)
+            if state.get("releasing") and not state["mounts"]:
+                self._give_back(name, {**state, "releasing": None})
+
+    def resume(self) -> None:
+        """Take the snapshots an agent that stopped did not take (at the agent's start)."""
+        for name in self.records.names():
+            if self.records.state(name).get("releasing"):
+                self.threads.start(functools.partial(self.release, name))
+
+    def wait(self, timeout: float) -> None:
+        self.threads.wait(timeout)
 
 
 def unpublished_writes(state: dict[str, Any]) -> bool:

@@ -75,16 +75,20 @@ class Settler:
         def work() -> None:
             with contextlib.suppress(OSError):  # (nice 19, this thread only)
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            done = False
             try:
-                while True:
+                while not done:
                     self.settle(name)  # (which logs what fails)
                     with self._lock:
-                        if not self._asked[name]:
-                            return
-                        self._asked[name] = False
+                        done = not self._asked[name]
+                        if done:
+                            del self._asked[name]  # (in the same hold: none is lost)
+                        else:
+                            self._asked[name] = False
             finally:
-                with self._lock:
-                    del self._asked[name]
+                if not done:
+                    with self._lock:
+                        self._asked.pop(name, None)
 
         self.threads.start(work)
 

@@ -3,7 +3,8 @@ node.json``), and the lock that one call on that volume holds at a time.
 
 The record says: the lease epoch this node's mounts hold (``epoch``), the mounts Docker made
 (``mounts``: their ids), whether the live folder is the published snapshot untouched
-(``clean``: its uuid), the volume's incarnation it belongs to, the nodes that kept the
+(``clean``: its uuid; trusted only in the machine's start that wrote it, ``boot``), the
+volume's incarnation it belongs to, the nodes that kept the
 snapshot before (``holders``: replication goes to them first), that the last unmount's
 snapshot is yet to be taken (``releasing``, :mod:`dockyard.agent.releasing`), and a
 snapshot that waits to be published (``unpublished``).
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dockyard.disk import durable
 from dockyard.disk.volumes import VolumeStore
 
 
@@ -43,18 +45,22 @@ class Records:
         return self.store.folder(name) / "node.json"
 
     def state(self, name: str) -> dict[str, Any]:
+        """The record; a live folder recorded clean before the machine last started is not
+        trusted (what was written to it then may not have reached the disk)."""
         try:
-            state = json.loads(self._file(name).read_text())
+            state = dict(json.loads(self._file(name).read_text()))
         except (OSError, ValueError):
             return fresh_state()
-        return dict(state)
+        if state.get("clean") and state.get("boot") != durable.BOOT:
+            state["clean"] = None
+        return state
 
     def save(self, name: str, state: dict[str, Any]) -> None:
         """Replace the record at once (written aside, then renamed over it)."""
         path = self._file(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch = path.with_suffix(".tmp")
-        scratch.write_text(json.dumps(state))
+        scratch.write_text(json.dumps({**state, "boot": durable.BOOT}))
         os.replace(scratch, path)
 
     def names(self) -> list[str]:

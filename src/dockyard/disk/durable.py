@@ -12,6 +12,19 @@ from pathlib import Path
 from dockyard.disk import safefs
 
 
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+# This start of the machine: what says a folder is as recorded (a live folder's index, an
+# agent's record of it) holds only in the start that wrote it; after a power loss, writes
+# that had not reached the disk may be gone while the record says otherwise.
+BOOT = _boot_id()
+
+
 def sync_tree(path: Path) -> None:
     """``fsync`` every file and folder under ``path`` (never through a link), then the
     folder that holds it."""
@@ -22,6 +35,14 @@ def sync_tree(path: Path) -> None:
                     _sync_at(folder.fd, entry.name)
             os.fsync(folder.fd)
     sync_folder(path.parent)
+
+
+def sync_folders(path: Path) -> None:
+    """``fsync`` every folder under ``path`` (its files are not: a tree of hard links to
+    files that are on the disk already needs only its names there)."""
+    with safefs.opened(path) as root:
+        for folder in safefs.walk(root):
+            os.fsync(folder.fd)
 
 
 def sync_flat(path: Path, folders: tuple[str, ...] = ()) -> None:
@@ -61,4 +82,4 @@ def _sync_at(folder: int, name: str) -> None:
         os.close(fd)
 
 
-__all__ = ["sync_flat", "sync_folder", "sync_tree"]
+__all__ = ["BOOT", "sync_flat", "sync_folder", "sync_folders", "sync_tree"]

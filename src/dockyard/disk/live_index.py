@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dockyard.disk import safefs
+from dockyard.disk import durable, safefs
 
 VERSION = 2
 # (kind "f" file, "d" folder or "l" link; inode; size; mtime ns; ctime ns; permission bits)
@@ -178,8 +178,8 @@ def load(path: Path) -> LiveIndex | None:
     """The index saved at ``path``; None if there is none or it cannot be used."""
     try:
         data = json.loads(path.read_bytes())
-        if data.get("version") != VERSION:
-            return None
+        if data.get("version") != VERSION or data.get("boot") != durable.BOOT:
+            return None  # (another format, or written before the machine last started)
         paths, kinds, numbers = data["paths"], data["kinds"], data["numbers"]
         if not (len(paths) == len(kinds) and len(numbers) == 5 * len(paths)) or not set(kinds) <= {
             "f",
@@ -201,6 +201,7 @@ def save(path: Path, index: LiveIndex) -> None:
     statuses = index.entries.values()
     data = {
         "version": VERSION,
+        "boot": durable.BOOT,
         "snapshot": index.snapshot,
         "paths": list(index.entries),
         "kinds": "".join(s[0] for s in statuses),

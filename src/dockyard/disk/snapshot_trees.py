@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dockyard.disk import safefs, snapshot_delta
+from dockyard.disk import durable, safefs, snapshot_delta
 from dockyard.disk.snapshot_delta import TREE
 from dockyard.disk.volume_names import Snapshot
 from dockyard.errors import DockyardError
@@ -38,6 +38,8 @@ def drop(store: VolumeStore, name: str, snap: Snapshot, *, later: bool) -> Path 
         for child in store.snapshots(name):
             if child.parent == snap.uuid:
                 _settle(store, name, child)
+                # (its tree on the disk before the changes it was built from go with snap)
+                durable.sync_folders(store.snapshot_folder(name, child) / TREE)
         os.rename(folder / str(snap.id), trash)
     if later:
         return trash

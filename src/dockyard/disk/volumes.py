@@ -63,6 +63,8 @@ from dockyard.errors import DockyardError, InvalidInput, PlanError, UnknownRefer
 from dockyard.home import data_root
 from dockyard.names import NAME_RE
 
+SYNCED = "synced"  # (in a snapshot's folder: it is on the disk, VolumeStore.sync)
+
 
 class VolumeInUse(InvalidInput):
     pass
@@ -213,14 +215,23 @@ class VolumeStore:
         return path
 
     def sync(self, name: str, snap: Snapshot) -> None:
-        """Put the snapshot on the disk (its files and folders): before it is published or
-        said to be kept here (:mod:`dockyard.disk.durable`); one kept as its changes is a
-        few files, synced without a walk."""
-        folder = self.snapshot_folder(name, snap)
-        if (folder / TREE).is_dir():
-            durable.sync_tree(folder)
-        else:
-            durable.sync_flat(folder, (DELTA,))
+        """Put the snapshot on the disk (its files and folders), and the snapshots it is
+        kept as the changes since, back to one that is there already: before it is
+        published or said to be kept here (:mod:`dockyard.disk.durable`). One kept as its
+        changes is a few files, synced without a walk."""
+        by_uuid = {s.uuid: s for s in self.snapshots(name) if s.uuid}
+        at: Snapshot | None = snap
+        while at is not None:
+            folder = self.snapshot_folder(name, at)
+            if (folder / SYNCED).exists():
+                return
+            whole = (folder / TREE).is_dir()  # (a tree holds every file: no parent needed)
+            if whole:
+                durable.sync_tree(folder)
+            else:
+                durable.sync_flat(folder, (DELTA,))
+            (folder / SYNCED).touch()  # (after: a mark lost in a crash only syncs again)
+            at = by_uuid.get(at.parent) if at.parent and not whole else None
 
     def index_path(self, name: str) -> Path:
         return self.folder(name) / "live.index"
