@@ -268,12 +268,36 @@ class LocalSwarm:
                         with contextlib.suppress(docker.errors.APIError):  # (raced: again)
                             client.update_node(found["ID"], found["Version"]["Index"], spec)
                 if all(n["Status"]["State"] == "ready" for n in nodes):
-                    return
+                    break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the swarm's nodes were not all ready in {timeout:g} s")
                 time.sleep(0.5)
+            self._global_tasks_settled(client, deadline)
         finally:
             client.close()
+
+    @staticmethod
+    def _global_tasks_settled(client: Any, deadline: float, quiet: float = 3.0) -> None:
+        """Wait until every global service (the node agents) runs one task on each node,
+        the same ones for ``quiet`` seconds: a node whose engine started again runs its old
+        task for a moment before Swarm replaces it, and a test must not meet that one."""
+        seen: tuple[str, ...] | None = None
+        since = time.monotonic()
+        while True:
+            services = [s for s in client.services() if "Global" in s["Spec"].get("Mode", {})]
+            wanted = [
+                t
+                for s in services
+                for t in client.tasks(filters={"service": s["ID"], "desired-state": "running"})
+            ]
+            running = tuple(sorted(t["ID"] for t in wanted if t["Status"]["State"] == "running"))
+            if running != seen or len(running) != len(wanted):
+                seen, since = running, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the swarm's global services did not settle")
+            time.sleep(0.5)
 
     def down(self) -> None:
         """Stop every node and remove everything, whatever state ``up`` left."""
