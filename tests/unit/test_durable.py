@@ -11,8 +11,22 @@ import pytest
 from dockyard.disk import durable
 
 
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The inodes fsync is called on, in order."""
+    inodes: list[int] = []
+    real = os.fsync
+
+    def recording(fd: int) -> None:
+        inodes.append(os.fstat(fd).st_ino)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    return inodes
+
+
 def test_every_file_and_folder_of_a_tree_and_its_parent_are_synced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, synced: list[int]
 ) -> None:
     tree = tmp_path / "snapshot"
     (tree / "delta").mkdir(parents=True)
@@ -21,14 +35,6 @@ def test_every_file_and_folder_of_a_tree_and_its_parent_are_synced(
     outside = tmp_path / "outside"
     outside.write_text("not ours")
     (tree / "link").symlink_to(outside)
-    synced: list[int] = []
-    real = os.fsync
-
-    def recording(fd: int) -> None:
-        synced.append(os.fstat(fd).st_ino)
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", recording)
     durable.sync_tree(tree)
     expected = {
         p.stat().st_ino for p in (tree, tree / "delta", tree / "meta.json", tree / "delta" / "0")
@@ -38,21 +44,13 @@ def test_every_file_and_folder_of_a_tree_and_its_parent_are_synced(
 
 
 def test_a_flat_folder_is_synced_with_its_named_sub_folders_one_level_deep(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, synced: list[int]
 ) -> None:
     snap = tmp_path / "7"
     (snap / "delta" / "deeper").mkdir(parents=True)
     (snap / "changes.json").write_text("{}")
     (snap / "delta" / "0").write_bytes(b"data")
     (snap / "delta" / "deeper" / "x").write_bytes(b"not a delta file")
-    synced: list[int] = []
-    real = os.fsync
-
-    def recording(fd: int) -> None:
-        synced.append(os.fstat(fd).st_ino)
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", recording)
     durable.sync_flat(snap, ("delta",))
     expected = {p.stat().st_ino for p in (snap, snap / "delta", snap / "changes.json")}
     assert expected | {(snap / "delta" / "0").stat().st_ino, tmp_path.stat().st_ino} == set(synced)
