@@ -18,7 +18,7 @@ node's record (``node.json``) says it equals that snapshot and nothing mounted i
   folder is no longer trusted), and replicate it to :attr:`replicas` other nodes (the
   increment over what each has). A mount elsewhere waits for the publish.
 
-A hand-off costs what changed, not the volume: the unmount walks the live folder once
+A hand-off costs what changed, not the volume: the release walks the live folder once
 (its index tells what changed, :mod:`dockyard.disk.live_index`) and copies only that; the
 node that mounts next, whose live folder is the snapshot before, receives the increment
 and applies it to its live folder as it is. Both keep the new snapshot as its changes
