@@ -54,7 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dockyard.agent.leases import Lease, config_name
+from dockyard.agent.leases import Lease
+from dockyard.agent.swarm_leases import config_name
 from dockyard.backends.swarm.agents import (
     ENGINE_SOCKET_ENV,
     MANAGER_SERVICE,

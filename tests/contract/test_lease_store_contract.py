@@ -1,6 +1,6 @@
 """One contract for the stores that keep the volumes' leases: the in-memory one the unit
 tests use (:class:`~dockyard.testing.fake_leases.MemoryLeases`) and Swarm's own Raft store
-(:class:`~dockyard.agent.leases.SwarmLeases`, configs updated at their version index) on a
+(:class:`~dockyard.agent.swarm_leases.SwarmLeases`, configs updated at their version index) on a
 real local swarm's manager. Every rule of :mod:`dockyard.agent.leases` rests on these."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import replace
 import pytest
 
 from dockyard.agent.engine import Engine
-from dockyard.agent.leases import Lease, LeaseStore, NoSuchVolume, SwarmLeases, change
+from dockyard.agent.leases import Lease, LeaseStore, NoSuchVolume, change
+from dockyard.agent.swarm_leases import SwarmLeases
 from dockyard.testing.fake_leases import MemoryLeases
 
 NODES = {"n1": "10.0.0.1", "n2": "10.0.0.2"}

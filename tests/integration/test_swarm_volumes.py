@@ -20,7 +20,8 @@ import pytest
 
 from dockyard.agent import DEFAULT_PORT
 from dockyard.agent.client import AgentClient, AgentError
-from dockyard.agent.leases import Lease, config_name
+from dockyard.agent.leases import Lease
+from dockyard.agent.swarm_leases import config_name
 from dockyard.backends.swarm.agents import ROOT_ENV, deploy, read_cluster_key
 from dockyard.backends.swarm.ports import AgentPool
 from dockyard.backends.swarm.runtime import SwarmRuntime

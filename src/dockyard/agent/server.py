@@ -37,13 +37,14 @@ from dockyard.agent.engine import Engine, EngineError
 from dockyard.agent.frames import FrameWriter
 from dockyard.agent.gate import Gate, Limits, Refusal, refusal
 from dockyard.agent.head import Head, answer
-from dockyard.agent.leases import LeaseAccess, LeaseError, SwarmLeases
+from dockyard.agent.leases import LeaseAccess, LeaseError
 from dockyard.agent.node_store import NodeStore
 from dockyard.agent.node_volumes import NodeVolumes
 from dockyard.agent.object_routes import Refused
 from dockyard.agent.plugin import SOCKET_DIR, PluginServer
 from dockyard.agent.quietlog import QuietLog
 from dockyard.agent.refused import Refused as VolumeRefused
+from dockyard.agent.swarm_leases import SwarmLeases
 from dockyard.agent.trees import Bounds, TreeError, receive_tree, write_tree
 from dockyard.agent.volume_routes import AgentPeers, LocalLeases, RemoteLeases
 from dockyard.disk.volumes import VolumeStore

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from dockyard.agent.leases import node_address
+from dockyard.agent.swarm_leases import node_address
 from dockyard.runtime.base import (
     DEFAULT_CAPABILITIES,
     NO_NETWORK,
