@@ -150,10 +150,10 @@ def agent_log(node: SwarmNode) -> str:
         api.close()
 
 
-def agent_seconds(node: SwarmNode, what: str, volume: str) -> float:
-    """The duration of the node's last ``mount`` or ``unmount`` of the volume, as its agent
-    logged it (NaN if it did not)."""
-    found = re.findall(rf"agent: {what} of {re.escape(volume)}: ([0-9.]+) s", agent_log(node))
+def agent_seconds(log: str, what: str, volume: str) -> float:
+    """The duration of the last ``mount``, ``unmount`` or ``snapshot`` of the volume in an
+    agent's ``log`` (NaN if there is none)."""
+    found = re.findall(rf"agent: {what} of {re.escape(volume)}: ([0-9.]+) s", log)
     return float(found[-1]) if found else float("nan")
 
 
@@ -238,9 +238,10 @@ class Moving:
         self.phases.append(
             (exited - end, removed - exited, stamps["created"] - removed, start - stamps["created"])
         )
-        self.unmounts.append(agent_seconds(self.old_node, "unmount", volume))
-        self.snapshots.append(agent_seconds(self.old_node, "snapshot", volume))
-        self.mounts.append(agent_seconds(self.new_node, "mount", volume))
+        old_log = agent_log(self.old_node)
+        self.unmounts.append(agent_seconds(old_log, "unmount", volume))
+        self.snapshots.append(agent_seconds(old_log, "snapshot", volume))
+        self.mounts.append(agent_seconds(agent_log(self.new_node), "mount", volume))
         wait_for(lambda: not lease(swarm, volume).held, "the new user's unmount")
         self.sents.append(sent_bytes(self.old_node) - sent_before)
         if int(new.split()[-1]) != files:

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,14 @@ def write(cluster: VolumeCluster, node: str, volume: str, name: str, text: str) 
 
 def read(cluster: VolumeCluster, node: str, volume: str, name: str) -> str:
     return (Path(cluster.volumes(node).mountpoint(volume)) / name).read_text()
+
+
+def releases_held(volumes: NodeVolumes, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The releases after ``volumes``' unmounts, queued here instead of taken (the caller
+    runs them, or not)."""
+    queued: list[Any] = []
+    monkeypatch.setattr(volumes.releaser.threads, "start", queued.append)
+    return queued
 
 
 def test_written_on_one_node_read_on_another(cluster: VolumeCluster) -> None:
@@ -246,14 +255,13 @@ def test_a_mount_elsewhere_waits_for_the_snapshot_an_unmount_left_to_take(
     a.create("slow")
     a.mount("slow", "m")
     write(cluster, "node-a", "slow", "f", "written on a")
-    queued: list[object] = []
-    monkeypatch.setattr(a.releaser.threads, "start", queued.append)  # (taken when we say)
+    queued = releases_held(a, monkeypatch)  # (taken when we say)
     a.unmount("slow", "m")
     lease = cluster.leases.get("slow")
     assert lease is not None and lease.held and lease.releasing and lease.owner == "node-a"
     with pytest.raises(Refused, match="waits to be published"):
         a.forget("slow")
-    threading.Timer(0.3, queued[0]).start()  # type: ignore[arg-type]
+    threading.Timer(0.3, queued[0]).start()
     b.mount("slow", "m2")  # (waits for node-a to publish, rather than being refused)
     assert read(cluster, "node-b", "slow", "f") == "written on a"
     b.unmount("slow", "m2")
@@ -266,8 +274,7 @@ def test_a_mount_on_the_same_node_before_the_snapshot_publishes_what_was_written
     a.create("again")
     a.mount("again", "m1")
     write(cluster, "node-a", "again", "f", "first")
-    queued: list[object] = []
-    monkeypatch.setattr(a.releaser.threads, "start", queued.append)
+    queued = releases_held(a, monkeypatch)
     a.unmount("again", "m1")
     a.mount("again", "m2")  # (a container restarted: before the snapshot was taken)
     lease = cluster.leases.get("again")
@@ -278,7 +285,7 @@ def test_a_mount_on_the_same_node_before_the_snapshot_publishes_what_was_written
     a.void_mounts()  # (the engine restarted: m2 is void)
     monkeypatch.undo()
     for work in queued:
-        work()  # type: ignore[operator]  (the release queued by m1's unmount: nothing left)
+        work()  # (the release queued by m1's unmount: nothing left)
     cluster.volumes("node-b").mount("again", "m3")
     assert read(cluster, "node-b", "again", "f") == "first"
 
@@ -345,7 +352,7 @@ def test_a_node_declared_down_while_releasing_is_taken_over_from_the_snapshot_be
     cluster.settle()
     a.mount("lost", "m2")
     write(cluster, "node-a", "lost", "f", "never published")
-    monkeypatch.setattr(a.releaser.threads, "start", lambda work: None)  # (it went down first)
+    releases_held(a, monkeypatch)  # (never taken: it went down first)
     a.unmount("lost", "m2")
     cluster.leases.down.add("node-a")
     b.mount("lost", "m3")

@@ -121,20 +121,27 @@ class Releaser:
         """Give the lease back unpublished, then say so in the record; a lease store that
         does not answer is tried again (the record still says releasing meanwhile, so that
         a restarted agent tries too), until it answers."""
+        if not self._gave_back(name, done):
+            self.threads.start(functools.partial(self._give_back_later, name))
+
+    def _gave_back(self, name: str, done: dict[str, Any]) -> bool:
         try:
             self.leases.give_back(name, done["epoch"])
         except Exception as exc:
             self.log(f"releasing {name}: the lease could not be given back ({exc}): again later")
-            self.threads.start(functools.partial(self._give_back_later, name))
-            return
+            return False
         self.records.save(name, {**done, "clean": None})
+        return True
 
     def _give_back_later(self, name: str) -> None:
-        time.sleep(GIVE_BACK_RETRY)
-        with self.records.lock(name):
-            state = self.records.state(name)
-            if state.get("releasing") and not state["mounts"]:
-                self._give_back(name, {**state, "releasing": None})
+        while True:
+            time.sleep(GIVE_BACK_RETRY)
+            with self.records.lock(name):
+                state = self.records.state(name)
+                if not state.get("releasing") or state["mounts"]:
+                    return  # (done meanwhile: by a mount here, or a restarted agent)
+                if self._gave_back(name, {**state, "releasing": None}):
+                    return
 
     def resume(self) -> None:
         """Take the snapshots an agent that stopped did not take (at the agent's start)."""

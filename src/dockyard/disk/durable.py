@@ -25,24 +25,14 @@ def _boot_id() -> str:
 BOOT = _boot_id()
 
 
-def sync_tree(path: Path) -> None:
-    """``fsync`` every file and folder under ``path`` (never through a link), then the
-    folder that holds it."""
+def sync_tree(path: Path, *, files: bool = True) -> None:
+    """``fsync`` every folder under ``path`` (never through a link) and, with ``files``,
+    every file (without: a tree of hard links to files that are on the disk already needs
+    only its names there), then the folder that holds it."""
     with safefs.opened(path) as root:
         for folder in safefs.walk(root):
-            for entry in folder.entries:
-                if stat.S_ISREG(entry.info.st_mode):
-                    _sync_at(folder.fd, entry.name)
-            os.fsync(folder.fd)
+            _sync_in(folder.fd, folder.entries if files else [])
     sync_folder(path.parent)
-
-
-def sync_folders(path: Path) -> None:
-    """``fsync`` every folder under ``path`` (its files are not: a tree of hard links to
-    files that are on the disk already needs only its names there)."""
-    with safefs.opened(path) as root:
-        for folder in safefs.walk(root):
-            os.fsync(folder.fd)
 
 
 def sync_flat(path: Path, folders: tuple[str, ...] = ()) -> None:
@@ -52,15 +42,17 @@ def sync_flat(path: Path, folders: tuple[str, ...] = ()) -> None:
     with safefs.opened(path) as top:
         for name in folders:
             with safefs.opened(path / name) as fd:
-                for entry in safefs.entries(fd):
-                    if stat.S_ISREG(entry.info.st_mode):
-                        _sync_at(fd, entry.name)
-                os.fsync(fd)
-        for entry in safefs.entries(top):
-            if stat.S_ISREG(entry.info.st_mode):
-                _sync_at(top, entry.name)
-        os.fsync(top)
+                _sync_in(fd, safefs.entries(fd))
+        _sync_in(top, safefs.entries(top))
     sync_folder(path.parent)
+
+
+def _sync_in(folder: int, entries: list[safefs.Entry]) -> None:
+    """``fsync`` the regular files among ``entries`` of ``folder``, then the folder."""
+    for entry in entries:
+        if stat.S_ISREG(entry.info.st_mode):
+            _sync_at(folder, entry.name)
+    os.fsync(folder)
 
 
 def sync_folder(path: Path) -> None:
@@ -82,4 +74,4 @@ def _sync_at(folder: int, name: str) -> None:
         os.close(fd)
 
 
-__all__ = ["BOOT", "sync_flat", "sync_folder", "sync_folders", "sync_tree"]
+__all__ = ["BOOT", "sync_flat", "sync_folder", "sync_tree"]

@@ -39,7 +39,7 @@ def drop(store: VolumeStore, name: str, snap: Snapshot, *, later: bool) -> Path 
             if child.parent == snap.uuid:
                 _settle(store, name, child)
                 # (its tree on the disk before the changes it was built from go with snap)
-                durable.sync_folders(store.snapshot_folder(name, child) / TREE)
+                durable.sync_tree(store.snapshot_folder(name, child) / TREE, files=False)
         os.rename(folder / str(snap.id), trash)
     if later:
         return trash

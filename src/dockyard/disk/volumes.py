@@ -219,7 +219,6 @@ class VolumeStore:
         kept as the changes since, back to one that is there already: before it is
         published or said to be kept here (:mod:`dockyard.disk.durable`). One kept as its
         changes is a few files, synced without a walk."""
-        by_uuid = {s.uuid: s for s in self.snapshots(name) if s.uuid}
         at: Snapshot | None = snap
         while at is not None:
             folder = self.snapshot_folder(name, at)
@@ -231,7 +230,9 @@ class VolumeStore:
             else:
                 durable.sync_flat(folder, (DELTA,))
             (folder / SYNCED).touch()  # (after: a mark lost in a crash only syncs again)
-            at = by_uuid.get(at.parent) if at.parent and not whole else None
+            if whole or not at.parent:
+                return
+            at = next((s for s in self.snapshots(name) if s.uuid == at.parent), None)
 
     def index_path(self, name: str) -> Path:
         return self.folder(name) / "live.index"
