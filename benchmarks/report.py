@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dockyard.state.store import RunRow, Store
+from dockyard.state.rows import RunRow
+from dockyard.state.store import Store
 from dockyard.testing.browser import chromium
 
 

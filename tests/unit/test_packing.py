@@ -16,7 +16,8 @@ from dockyard.planning.planner import Planner
 from dockyard.planning.preflight import graph_of
 from dockyard.planning.schedule import Capacity
 from dockyard.spec import load_pipeline
-from dockyard.state.store import RunRow, Store
+from dockyard.state.rows import RunRow
+from dockyard.state.store import Store
 from tests.conftest import WritePipeline
 
 MIB = 1024**2

@@ -10,7 +10,8 @@ import pytest
 
 from dockyard.errors import StoreError, UnknownReference
 from dockyard.lifecycles import AttemptState, Phase, RunState
-from dockyard.state.store import SCHEMA_VERSION, RunRow, Store
+from dockyard.state.rows import RunRow
+from dockyard.state.store import SCHEMA_VERSION, Store
 
 
 def make_run(store: Store, run_id: str = "r1", started: float = 1.0) -> None:

@@ -10,7 +10,8 @@ import pytest
 from dockyard.cli import main
 from dockyard.events import Event
 from dockyard.report.progress import PlainProgress
-from dockyard.state.store import RunRow, Store
+from dockyard.state.rows import RunRow
+from dockyard.state.store import Store
 from dockyard.terminal import printable
 
 ESC = "\x1b]0;owned\x07\x1b[2J"  # set the window title, clear the screen

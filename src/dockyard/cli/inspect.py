@@ -21,7 +21,8 @@ from dockyard.report.render import dot, mermaid
 from dockyard.report.sizing import step_sizing
 from dockyard.report.summary import RunSummary, load_summary
 from dockyard.spec import load_pipeline
-from dockyard.state.store import AttemptRow, Store
+from dockyard.state.rows import AttemptRow
+from dockyard.state.store import Store
 from dockyard.terminal import printable
 from dockyard.units import format_memory, format_seconds
 

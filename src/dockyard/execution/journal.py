@@ -27,7 +27,8 @@ from dockyard.lifecycles import (
     advance,
 )
 from dockyard.planning.graph import InstanceId
-from dockyard.state.store import RunRow, Store
+from dockyard.state.rows import RunRow
+from dockyard.state.store import Store
 
 Clock = Callable[[], float]
 SUCCEEDED = advance(ATTEMPT, AttemptState.RUNNING, AttemptEvent.SUCCEEDED).value

@@ -44,7 +44,8 @@ from dockyard.runtime.base import LABEL_RUN, Runtime
 from dockyard.runtime.patient import EngineGuard, PatientRuntime
 from dockyard.spec.loader import PipelineFile
 from dockyard.state.lock import RunLock
-from dockyard.state.store import RunRow, Store
+from dockyard.state.rows import RunRow
+from dockyard.state.store import Store
 from dockyard.units import parse_duration
 
 Clock = Callable[[], float]

@@ -17,7 +17,7 @@ from dockyard.planning.actions import Reason
 from dockyard.report.sizing import step_sizing
 from dockyard.report.summary import InstanceSummary, RunSummary
 from dockyard.spec.model import Pipeline
-from dockyard.state.store import AttemptRow
+from dockyard.state.rows import AttemptRow
 from dockyard.units import format_memory, format_seconds
 
 CACHED = "cached"  # (shown apart from the instances that ran and succeeded)

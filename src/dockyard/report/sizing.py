@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from dockyard.report.summary import RunSummary
-from dockyard.state.store import AttemptRow
+from dockyard.state.rows import AttemptRow
 
 NEAR_LIMIT = 0.9  # peak memory at or above this share of the limit: raise it
 OVER_ASKED = 0.25  # use below this share of what was asked: ask for less

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dockyard.lifecycles import AttemptState
-from dockyard.state.store import AttemptRow, InstanceRow, RunRow, Store
+from dockyard.state.rows import AttemptRow, InstanceRow, RunRow
+from dockyard.state.store import Store
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,67 +26,13 @@ from dockyard.lifecycles import (
     RunState,
     advance,
 )
+from dockyard.state.rows import AttemptRow, CacheEntry, InstanceRow, RunRow
 from dockyard.state.schema import MIGRATIONS, SCHEMA_VERSION
 from dockyard.state.state_folder import prepare_state_folder
 
 _ENCODE = json.JSONEncoder().encode  # (json.dumps would make one per call)
 
 PENDING = Phase.PENDING.value  # (every instance, as its run begins)
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    output: str  # the committed output's digest
-    volumes: dict[str, str]  # what the step left in each volume it writes
-
-
-@dataclass(frozen=True)
-class RunRow:
-    id: str
-    pipeline: str
-    spec_sha256: str
-    state: str
-    started_at: float
-    ended_at: float | None
-    pool_cpus: float
-    pool_memory: int
-    message: str | None
-    images: str | None = None  # JSON: image reference -> content digest
-    image_packages: str | None = None  # JSON: image reference -> "package=version ..."
-    params: str | None = None  # JSON: parameter name -> value
-
-
-@dataclass(frozen=True)
-class InstanceRow:
-    instance: str
-    step: str
-    state: str
-    attempts: int
-    output: str | None
-    cached: bool
-    reason: str | None
-
-
-@dataclass(frozen=True)
-class AttemptRow:
-    instance: str
-    number: int
-    container_id: str | None
-    state: str
-    exit_code: int | None
-    reason: str | None
-    detail: str | None
-    cpus: float
-    memory: int
-    started_at: float
-    ended_at: float | None
-    log_path: str | None
-    cpu_seconds: float | None = None
-    peak_memory: int | None = None
-    io_read: int | None = None
-    io_write: int | None = None
-    node: str | None = None
-    reserved_cpus: float | None = None  # what it took from the pool (None: its cpus)
 
 
 class Store:
